@@ -1,0 +1,40 @@
+/* backend: the interface every compute backend (cpu reference, cuda megakernel) implements. */
+#ifndef MQ_BACKEND_H
+#define MQ_BACKEND_H
+#include <stdint.h>
+#include "model.h"
+
+typedef struct mq_sampling mq_sampling; /* public, see include/megaqwen.h */
+
+typedef struct mq_backend mq_backend;
+struct mq_backend {
+    const char *name;    /* "cpu" or "cuda" */
+    int max_ctx;         /* KV cache capacity in positions */
+    /* Run ids[0..n) at positions pos..pos+n-1, writing their K/V into the cache (positions >= pos
+     * from earlier calls are overwritten: that is how rewind works). If `logits` is non-NULL, write
+     * all n rows (n, vocab) row-major; always leave the last row in last_logits. pos+n <= max_ctx
+     * is the caller's check. Returns 0 or -1 (mq_err set). */
+    int (*forward)(mq_backend *b, const int32_t *ids, int n, int pos, float *logits);
+    /* (vocab) logits of the last position forward processed. */
+    const float *(*last_logits)(mq_backend *b);
+    /* Optional (NULL if absent): decode up to n tokens greedily starting by feeding `id` at `pos`,
+     * choosing each next token on the device and feeding it back without a host round trip.
+     * out[i] = token chosen after step i. Stops after a token in stop[0..n_stop). Returns the
+     * number of tokens written, or -1. last_logits is then undefined until the next forward. */
+    int (*generate_greedy)(mq_backend *b, int32_t id, int pos, int n, const int32_t *stop, int n_stop,
+                           int32_t *out);
+    /* Optional (NULL if absent): one step feeding `id` at `pos` and choosing the next token on the
+     * device with sampling params s and history (for repetition penalty). Returns token or -1. */
+    int (*step_sample)(mq_backend *b, int32_t id, int pos, const mq_sampling *s, uint64_t *rng,
+                       const int32_t *hist, int n_hist);
+    void (*free)(mq_backend *b);
+};
+
+/* CPU reference (src/cpu.c). n_threads 0 = all cores. Returns NULL on error (mq_err). */
+mq_backend *mq_cpu_new(const mq_model *m, int max_ctx, int n_threads);
+/* CUDA megakernel (src/cuda_backend.c). NULL on error: no GPU, OOM, unsupported shape. */
+mq_backend *mq_cuda_new(const mq_model *m, int max_ctx);
+/* 1 if the binary was built with CUDA and a usable device is present. */
+int mq_cuda_available(void);
+
+#endif
