@@ -1,0 +1,7 @@
+/* cmd_detokenize: placeholder until its issue lands — exits 1 with a clear line. */
+#include "cmd.h"
+int cmd_detokenize(int argc, char **argv) {
+    (void)argc; (void)argv;
+    mq_cli_err("detokenize", "not built yet");
+    return MQ_EXIT_ERR;
+}

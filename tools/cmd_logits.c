@@ -1,0 +1,7 @@
+/* cmd_logits: placeholder until its issue lands — exits 1 with a clear line. */
+#include "cmd.h"
+int cmd_logits(int argc, char **argv) {
+    (void)argc; (void)argv;
+    mq_cli_err("logits", "not built yet");
+    return MQ_EXIT_ERR;
+}

@@ -1,0 +1,7 @@
+/* cmd_tokenize: placeholder until its issue lands — exits 1 with a clear line. */
+#include "cmd.h"
+int cmd_tokenize(int argc, char **argv) {
+    (void)argc; (void)argv;
+    mq_cli_err("tokenize", "not built yet");
+    return MQ_EXIT_ERR;
+}
