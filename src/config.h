@@ -1,6 +1,7 @@
 /* config: Qwen3 config.json and generation_config.json parsed into plain structs. */
 #ifndef MQ_CONFIG_H
 #define MQ_CONFIG_H
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum { MQ_F32 = 0, MQ_F16 = 1, MQ_BF16 = 2 } mq_dtype;

@@ -29,4 +29,26 @@ char *mq_cli_read_file(const char *path, size_t *len);
 /* Print "megaqwen CMD: MSG" to stderr. */
 void mq_cli_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Sampling flags shared by run, chat and bench: --temp --top-k --top-p --min-p --repeat-penalty
+ * --repeat-last-n --seed. Values given on the command line override generation_config.json. */
+typedef struct {
+    mq_sampling v;
+    unsigned set;  /* bit per field given on the command line */
+} mq_cli_samp;
+#define MQ_CLI_SAMPLING_LONGOPTS                                                                  \
+    {"temp", 1, 0, 1001}, {"top-k", 1, 0, 1002}, {"top-p", 1, 0, 1003}, {"min-p", 1, 0, 1004}, \
+        {"repeat-penalty", 1, 0, 1005}, {"repeat-last-n", 1, 0, 1006}, {"seed", 1, 0, 1007}
+#define MQ_CLI_SAMPLING_HELP                                                                       \
+    "  --temp T            temperature (0 = greedy; default from generation_config.json)\n"       \
+    "  --top-k K           keep the K most likely tokens (0 = off)\n"                             \
+    "  --top-p P           nucleus sampling (1 = off)\n"                                          \
+    "  --min-p P           drop tokens below P x the top probability (0 = off)\n"                 \
+    "  --repeat-penalty R  HF repetition penalty (1 = off)\n"                                     \
+    "  --repeat-last-n N   tokens the penalty looks back over (0 = all)\n"                        \
+    "  --seed S            RNG seed for reproducible sampling\n"
+/* Handle one getopt_long result: 1 handled, 0 not a sampling option, -1 bad value (printed). */
+int mq_cli_sampling_opt(const char *cmd, int opt, const char *arg, mq_cli_samp *s);
+/* Defaults, then generation_config.json, then the command-line values; installs them in c. */
+int mq_cli_sampling_apply(mq_ctx *c, const mq_cli_samp *s);
+
 #endif

@@ -118,3 +118,63 @@ char *mq_cli_read_file(const char *path, size_t *len) {
     if (len) *len = k;
     return buf;
 }
+
+int mq_cli_sampling_opt(const char *cmd, int opt, const char *arg, mq_cli_samp *s) {
+    long l;
+    double d;
+    switch (opt) {
+    case 1001:
+        if (mq_cli_float(cmd, "--temp", arg, 0, 100, &d)) return -1;
+        s->v.temperature = (float)d;
+        break;
+    case 1002:
+        if (mq_cli_int(cmd, "--top-k", arg, 0, 1 << 30, &l)) return -1;
+        s->v.top_k = (int)l;
+        break;
+    case 1003:
+        if (mq_cli_float(cmd, "--top-p", arg, 1e-6, 1, &d)) return -1;
+        s->v.top_p = (float)d;
+        break;
+    case 1004:
+        if (mq_cli_float(cmd, "--min-p", arg, 0, 1, &d)) return -1;
+        s->v.min_p = (float)d;
+        break;
+    case 1005:
+        if (mq_cli_float(cmd, "--repeat-penalty", arg, 1e-3, 100, &d)) return -1;
+        s->v.rep_penalty = (float)d;
+        break;
+    case 1006:
+        if (mq_cli_int(cmd, "--repeat-last-n", arg, 0, 1 << 30, &l)) return -1;
+        s->v.rep_last_n = (int)l;
+        break;
+    case 1007: {
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(arg, &end, 10);
+        if (!*arg || *end || errno || *arg == '-') {
+            mq_cli_err(cmd, "bad value for --seed: '%s'", arg);
+            return -1;
+        }
+        s->v.seed = x;
+        break;
+    }
+    default:
+        return 0;
+    }
+    s->set |= 1u << (opt - 1001);
+    return 1;
+}
+
+int mq_cli_sampling_apply(mq_ctx *c, const mq_cli_samp *s) {
+    mq_sampling v;
+    mq_sampling_default(&v);
+    mq_sampling_from_model(c, &v);
+    if (s->set & 1) v.temperature = s->v.temperature;
+    if (s->set & 2) v.top_k = s->v.top_k;
+    if (s->set & 4) v.top_p = s->v.top_p;
+    if (s->set & 8) v.min_p = s->v.min_p;
+    if (s->set & 16) v.rep_penalty = s->v.rep_penalty;
+    if (s->set & 32) v.rep_last_n = s->v.rep_last_n;
+    if (s->set & 64) v.seed = s->v.seed;
+    return mq_set_sampling(c, &v);
+}
