@@ -13,6 +13,8 @@
 
 /* The safetensors reference implementation refuses headers above 100 MB; so do we. */
 #define MQ_ST_MAX_HEADER ((uint64_t)100 << 20)
+/* mq_st_write_fn's chunk: a multiple of 8 (every dtype size divides it). */
+#define MQ_ST_WCHUNK ((size_t)4 << 20)
 
 typedef struct {
     char *path;       /* as opened, for error messages */
@@ -493,7 +495,9 @@ static int write_impl(const char *path, const mq_st_wtensor *t, int n, mq_st_fil
     if (!hdr) { free(sizes); return -1; }
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 5);
-    void *buf = fill ? malloc(maxsz ? maxsz : 1) : NULL;
+    /* Chunked so a multi-GB checkpoint needs only this buffer, which stays cache-resident. */
+    size_t chunk = maxsz < MQ_ST_WCHUNK ? (maxsz ? maxsz : 1) : MQ_ST_WCHUNK;
+    void *buf = fill ? malloc(chunk) : NULL;
     FILE *f = NULL;
     int r = -1;
     if (!tmp || (fill && !buf)) { mq_err_set("%s: out of memory", path); goto out; }
@@ -507,8 +511,12 @@ static int write_impl(const char *path, const mq_st_wtensor *t, int n, mq_st_fil
     for (int i = 0; i < n; i++) {
         const void *src = t[i].data;
         if (fill) {
-            if (fill(buf, sizes[i], i, user) < 0) goto out;
-            src = buf;
+            for (size_t off = 0; off < sizes[i]; off += chunk) {
+                size_t m = sizes[i] - off < chunk ? sizes[i] - off : chunk;
+                if (fill(buf, off, m, i, user) < 0) goto out;
+                if (fwrite(buf, 1, m, f) != m) goto werr;
+            }
+            continue;
         } else if (!src && sizes[i]) {
             mq_err_set("%s: tensor %s has no data", path, t[i].name);
             goto out;

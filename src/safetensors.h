@@ -50,10 +50,10 @@ typedef struct {
     const void *data;
 } mq_st_wtensor;
 int mq_st_write(const char *path, const mq_st_wtensor *t, int n);
-/* Streaming writer (synth of multi-GB checkpoints): t[i].data is ignored; fill(dst, nbytes, i, user)
- * writes tensor i's bytes into dst (one tensor buffered at a time) and returns 0, or -1 to abort
- * (after mq_err_set). */
-typedef int (*mq_st_fill_fn)(void *dst, size_t nbytes, int i, void *user);
+/* Streaming writer (synth of multi-GB checkpoints): t[i].data is ignored; fill(dst, off, nbytes, i, user)
+ * writes bytes [off, off + nbytes) of tensor i into dst (chunks of at most a few MiB, in order, off a
+ * multiple of 8) and returns 0, or -1 to abort (after mq_err_set). */
+typedef int (*mq_st_fill_fn)(void *dst, size_t off, size_t nbytes, int i, void *user);
 int mq_st_write_fn(const char *path, const mq_st_wtensor *t, int n, mq_st_fill_fn fill, void *user);
 
 #endif

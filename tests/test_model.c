@@ -322,7 +322,7 @@ static void test_synth_tiny(void **state) {
     assert_true(fabs(mu - 1.5) < 0.1);
     mu = mean_of(m.layers[1].q, 128 * 128, &sd);
     assert_true(fabs(sd - 1.0 / sqrt(128.0)) < 0.005);
-    double g = 7.0 / (0.02 * sqrt(128.0));
+    double g = 10.0 / (0.02 * sqrt(128.0));
     mu = mean_of(m.final_norm, 128, &sd);
     assert_true(fabs(mu - g) < 0.05 * g);
     double alpha = 0.02 * sqrt((128.0 / 0.25 - 1.0) / 4.0);

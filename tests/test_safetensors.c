@@ -232,28 +232,35 @@ static void test_writer(void **state) {
     assert_non_null(strstr(mq_err_get(), "cannot create"));
 }
 
-static int fill_fn(void *dst, size_t n, int i, void *user) {
+static int fill_fn(void *dst, size_t off, size_t n, int i, void *user) {
     (void)user;
-    for (size_t k = 0; k < n; k++) ((uint8_t *)dst)[k] = (uint8_t)(i * 16 + k);
+    for (size_t k = 0; k < n; k++) ((uint8_t *)dst)[k] = (uint8_t)(i * 16 + off + k);
     return 0;
 }
 
-static int fill_fail(void *dst, size_t n, int i, void *user) {
-    (void)dst; (void)n; (void)user;
+static int fill_fail(void *dst, size_t off, size_t n, int i, void *user) {
+    (void)dst; (void)off; (void)n; (void)user;
     if (i == 1) { mq_err_set("fill: refused"); return -1; }
     return 0;
 }
 
 static void test_writer_fn(void **state) {
     (void)state;
-    mq_st_wtensor t[] = {{"x", MQ_F16, 1, {4, 0, 0, 0}, NULL}, {"y", MQ_BF16, 2, {2, 2, 0, 0}, NULL}};
+    /* z (6 MB) spans several writer chunks: every byte must land at its offset */
+    mq_st_wtensor t[] = {{"x", MQ_F16, 1, {4, 0, 0, 0}, NULL},
+                         {"y", MQ_BF16, 2, {2, 2, 0, 0}, NULL},
+                         {"z", MQ_F32, 2, {1500, 1000, 0, 0}, NULL}};
     const char *p = path_in("fn.safetensors");
-    assert_int_equal(mq_st_write_fn(p, t, 2, fill_fn, NULL), 0);
+    assert_int_equal(mq_st_write_fn(p, t, 3, fill_fn, NULL), 0);
     mq_st *st = mq_st_open_file(p);
     assert_non_null(st);
-    const mq_st_tensor *y = mq_st_find(st, "y");
+    const mq_st_tensor *y = mq_st_find(st, "y"), *z = mq_st_find(st, "z");
     assert_int_equal(y->nbytes, 8);
     assert_int_equal(((const uint8_t *)y->data)[3], 16 + 3);
+    assert_int_equal(z->nbytes, 6000000);
+    for (size_t k = 0; k < z->nbytes; k += 4099)
+        assert_int_equal(((const uint8_t *)z->data)[k], (uint8_t)(32 + k));
+    assert_int_equal(((const uint8_t *)z->data)[5999999], (uint8_t)(32 + 5999999));
     mq_st_close(st);
     const char *q = path_in("fail.safetensors");
     assert_int_equal(mq_st_write_fn(q, t, 2, fill_fail, NULL), -1);
