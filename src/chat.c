@@ -1,0 +1,150 @@
+/* chat: Qwen3 ChatML, rendered as the Qwen3 checkpoints' chat_template (tokenizer_config.json) does. */
+#include "chat.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+/*
+ * This mirrors the Jinja template shipped in Qwen3's tokenizer_config.json for messages without
+ * tools (tests/data/tok/chat_ref.jsonl holds HF apply_chat_template's output to compare with):
+ *   - a first "system" message: "<|im_start|>system\n" + content + "<|im_end|>\n";
+ *   - user (and later system) turns: "<|im_start|>ROLE\n" + content + "<|im_end|>\n";
+ *   - assistant turns: a "<think>...</think>" part of the content is split off as reasoning;
+ *     only assistant turns after the last real user query keep it (rendered as
+ *     "<think>\n" + reasoning + "\n</think>\n\n" + answer; the final assistant turn always gets
+ *     the block, empty if need be); earlier turns show only the answer;
+ *   - tool turns: wrapped in <tool_response> inside a user turn, consecutive ones merged;
+ *   - the generation prompt "<|im_start|>assistant\n", plus "<think>\n\n</think>\n\n" when
+ *     enable_thinking is false.
+ */
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int oom;
+} sbuf;
+
+static void put(sbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t c = b->cap ? b->cap : 256;
+        while (c < b->n + n + 1) c *= 2;
+        char *p = realloc(b->p, c);
+        if (!p) { b->oom = 1; return; }
+        b->p = p;
+        b->cap = c;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void puts_(sbuf *b, const char *s) { put(b, s, strlen(s)); }
+
+/* Python's str.strip/lstrip/rstrip('\n') on [*s, *s + *n). */
+static void lstrip_nl(const char **s, size_t *n) { while (*n && **s == '\n') { (*s)++; (*n)--; } }
+static void rstrip_nl(const char **s, size_t *n) { (void)s; while (*n && (*s)[*n - 1] == '\n') (*n)--; }
+
+/* Last occurrence of needle in [s, s+n), NULL if none. */
+static const char *find_last(const char *s, size_t n, const char *needle) {
+    size_t k = strlen(needle);
+    if (k > n) return NULL;
+    for (size_t i = n - k + 1; i-- > 0;)
+        if (!memcmp(s + i, needle, k)) return s + i;
+    return NULL;
+}
+
+static int is_tool_response(const char *c) {
+    static const char *open = "<tool_response>", *close = "</tool_response>";
+    size_t n = strlen(c), a = strlen(open), b = strlen(close);
+    return n >= a && n >= b && !strncmp(c, open, a) && !strcmp(c + n - b, close);
+}
+
+char *mq_chat_format(const mq_chat_msg *msgs, int n, int add_generation_prompt, int enable_thinking) {
+    for (int i = 0; i < n; i++) {
+        const char *r = msgs[i].role;
+        if (!r || (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant") && strcmp(r, "tool"))) {
+            mq_err_set("chat message %d: unknown role '%s' (want system, user, assistant or tool)", i,
+                       r ? r : "(null)");
+            return NULL;
+        }
+        if (!msgs[i].content) {
+            mq_err_set("chat message %d (%s): no content", i, r);
+            return NULL;
+        }
+    }
+    sbuf b = {0};
+    put(&b, "", 0); /* an empty prompt is still a string */
+    if (n > 0 && !strcmp(msgs[0].role, "system")) {
+        puts_(&b, "<|im_start|>system\n");
+        puts_(&b, msgs[0].content);
+        puts_(&b, "<|im_end|>\n");
+    }
+    /* the last user message that is not a wrapped tool response: reasoning is kept after it */
+    int last_query = n - 1;
+    for (int i = n - 1; i >= 0; i--)
+        if (!strcmp(msgs[i].role, "user") && !is_tool_response(msgs[i].content)) { last_query = i; break; }
+
+    for (int i = 0; i < n; i++) {
+        const char *role = msgs[i].role, *c = msgs[i].content;
+        if (!strcmp(role, "user") || (!strcmp(role, "system") && i > 0)) {
+            puts_(&b, "<|im_start|>");
+            puts_(&b, role);
+            puts_(&b, "\n");
+            puts_(&b, c);
+            puts_(&b, "<|im_end|>\n");
+        } else if (!strcmp(role, "assistant")) {
+            const char *ans = c, *rs = "";
+            size_t an = strlen(c), rn = 0;
+            const char *end_think = strstr(c, "</think>");
+            if (end_think) {
+                /* content.split('</think>')[-1].lstrip('\n') */
+                const char *last = find_last(c, an, "</think>");
+                ans = last + strlen("</think>");
+                an = strlen(ans);
+                lstrip_nl(&ans, &an);
+                /* content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') */
+                rs = c;
+                rn = (size_t)(end_think - c);
+                rstrip_nl(&rs, &rn);
+                const char *open = find_last(rs, rn, "<think>");
+                if (open) {
+                    rn -= (size_t)(open + strlen("<think>") - rs);
+                    rs = open + strlen("<think>");
+                }
+                lstrip_nl(&rs, &rn);
+            }
+            puts_(&b, "<|im_start|>assistant\n");
+            if (i > last_query && (i == n - 1 || rn > 0)) {
+                const char *r2 = rs;
+                size_t r2n = rn;
+                lstrip_nl(&r2, &r2n);
+                rstrip_nl(&r2, &r2n);
+                lstrip_nl(&ans, &an);
+                puts_(&b, "<think>\n");
+                put(&b, r2, r2n);
+                puts_(&b, "\n</think>\n\n");
+            }
+            put(&b, ans, an);
+            puts_(&b, "<|im_end|>\n");
+        } else if (!strcmp(role, "tool")) {
+            if (i == 0 || strcmp(msgs[i - 1].role, "tool")) puts_(&b, "<|im_start|>user");
+            puts_(&b, "\n<tool_response>\n");
+            puts_(&b, c);
+            puts_(&b, "\n</tool_response>");
+            if (i == n - 1 || strcmp(msgs[i + 1].role, "tool")) puts_(&b, "<|im_end|>\n");
+        }
+        /* a first system message was rendered above */
+    }
+    if (add_generation_prompt) {
+        puts_(&b, "<|im_start|>assistant\n");
+        if (!enable_thinking) puts_(&b, "<think>\n\n</think>\n\n");
+    }
+    if (b.oom) {
+        free(b.p);
+        mq_err_set("chat: out of memory");
+        return NULL;
+    }
+    return b.p;
+}
