@@ -1,0 +1,57 @@
+"""trtllm_runner: TensorRT-LLM through its LLM API (builds an engine from the HF checkpoint),
+greedy, ignore_eos. Reports "not installed" where tensorrt_llm is absent."""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+class TRT:
+    def __init__(self, model_dir, max_len):
+        import tensorrt_llm
+        from tensorrt_llm import LLM, SamplingParams
+        self.SP = SamplingParams
+        self.llm = LLM(model=model_dir, dtype="bfloat16", max_seq_len=max_len, skip_tokenizer_init=True)
+        import json
+        self.vocab = json.load(open(os.path.join(model_dir, "config.json")))["vocab_size"]
+        self.version = f"tensorrt_llm {tensorrt_llm.__version__}"
+
+    def _gen(self, ids, new):
+        sp = self.SP(temperature=0.0, max_tokens=new, ignore_eos=True, detokenize=False)
+        t0 = time.perf_counter()
+        out = self.llm.generate([list(ids)], sp)
+        return list(out[0].outputs[0].token_ids), time.perf_counter() - t0
+
+    def run(self, ids, n):
+        _, ttft = self._gen(ids, 1)
+        toks, total = self._gen(ids, n + 1)
+        return toks, ttft, max(total - ttft, 1e-9)
+
+    def sweep(self, depth, fill, n):
+        _, ttft = self._gen(fill[:depth], 1)
+        _, total = self._gen(fill[:depth], n + 1)
+        return max(total - ttft, 1e-9)
+
+    def peak_alloc(self):
+        return None
+
+
+def main():
+    fw = "tensorrt-llm"
+    args = common.parse_args("TensorRT-LLM decode benchmark")
+    if not common.have_module("tensorrt_llm"):
+        common.not_installed(fw, "tensorrt_llm", args)
+    nv = common.Nvml()
+    idle = common.idle_power(nv, args.idle_s, args.hz)
+    try:
+        impl = TRT(args.model, max([256] + [d + args.n + 2 for d in args.ctx_list]))
+        row = common.measure(fw, args, impl, nv, idle, impl.version)
+    except Exception as e:
+        common.error(fw, f"{type(e).__name__}: {e}", args)
+    common.emit(row, args)
+
+
+if __name__ == "__main__":
+    main()

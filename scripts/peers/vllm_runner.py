@@ -1,0 +1,57 @@
+"""vllm_runner: vLLM offline engine (LLM.generate with token-id prompts), greedy, ignore_eos,
+prefix caching off so every prefill is real. Reports "not installed" where vllm is absent."""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+class VLLM:
+    def __init__(self, model_dir, max_len):
+        import vllm
+        from vllm import LLM, SamplingParams
+        self.SP = SamplingParams
+        self.llm = LLM(model=model_dir, dtype="bfloat16", max_model_len=max_len, enable_prefix_caching=False,
+                       gpu_memory_utilization=0.6, skip_tokenizer_init=True)
+        self.vocab = self.llm.llm_engine.model_config.get_vocab_size()
+        self.version = f"vllm {vllm.__version__}"
+
+    def _gen(self, ids, new):
+        sp = self.SP(temperature=0.0, max_tokens=new, ignore_eos=True, detokenize=False)
+        t0 = time.perf_counter()
+        out = self.llm.generate([{"prompt_token_ids": list(ids)}], sp, use_tqdm=False)
+        return list(out[0].outputs[0].token_ids), time.perf_counter() - t0
+
+    def run(self, ids, n):
+        _, ttft = self._gen(ids, 1)
+        toks, total = self._gen(ids, n + 1)
+        return toks, ttft, max(total - ttft, 1e-9)
+
+    def sweep(self, depth, fill, n):
+        _, ttft = self._gen(fill[:depth], 1)
+        _, total = self._gen(fill[:depth], n + 1)
+        return max(total - ttft, 1e-9)
+
+    def peak_alloc(self):
+        return None  # vLLM reserves gpu_memory_utilization of the card up front
+
+
+def main():
+    fw = "vllm"
+    args = common.parse_args("vLLM decode benchmark")
+    if not common.have_module("vllm"):
+        common.not_installed(fw, "vllm", args)
+    nv = common.Nvml()
+    idle = common.idle_power(nv, args.idle_s, args.hz)
+    try:
+        impl = VLLM(args.model, max([256] + [d + args.n + 2 for d in args.ctx_list]))
+        row = common.measure(fw, args, impl, nv, idle, impl.version)
+    except Exception as e:
+        common.error(fw, f"{type(e).__name__}: {e}", args)
+    common.emit(row, args)
+
+
+if __name__ == "__main__":
+    main()
