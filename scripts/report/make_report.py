@@ -44,15 +44,38 @@ def order_key(r):
     return (r["status"] != "ok", first.index(fw) if fw in first else len(first), fw)
 
 
-def collect(runs_dir, quality_path, meta_path):
+def collect(runs_dir, quality_path, meta_path, lenient=False):
+    """Gather the rows. lenient: a row that fails the schema becomes an error row (the device run
+    must always end with a report); otherwise validation fails the whole report."""
     runs = []
     for p in sorted(glob.glob(os.path.join(runs_dir, "*.json")) + glob.glob(os.path.join(runs_dir, "*.jsonl"))):
-        row = last_json_line(p)
-        if isinstance(row, dict) and row.get("schema") == schema.RUN_SCHEMA:
-            runs.append(row)
+        try:
+            row = last_json_line(p)
+        except (ValueError, OSError) as e:
+            if not lenient:
+                raise SystemExit(f"make_report: {e}")
+            row = {"schema": schema.RUN_SCHEMA, "framework": os.path.basename(p).rsplit(".", 1)[0],
+                   "status": "error", "reason": str(e)}
+        if not (isinstance(row, dict) and row.get("schema") == schema.RUN_SCHEMA):
+            continue
+        errs = schema.validate_run(row)
+        if errs and lenient:
+            print("make_report: " + "; ".join(errs), file=sys.stderr)
+            row = {"schema": schema.RUN_SCHEMA, "framework": str(row.get("framework", p)), "status": "error",
+                   "reason": "invalid row: " + "; ".join(errs[:2])}
+        runs.append(row)
     runs.sort(key=order_key)
     meta = json.load(open(meta_path)) if meta_path and os.path.exists(meta_path) else {}
-    quality = last_json_line(quality_path) if quality_path and os.path.exists(quality_path) else None
+    quality = None
+    if quality_path and os.path.exists(quality_path):
+        try:
+            quality = last_json_line(quality_path)
+        except ValueError as e:
+            if not lenient:
+                raise SystemExit(f"make_report: {e}")
+        if quality is not None and lenient and schema.validate_quality(quality):
+            quality = {"schema": schema.QUALITY_SCHEMA, "status": "error", "rows": [],
+                       "reason": "; ".join(schema.validate_quality(quality)[:2])}
     return {"schema": schema.REPORT_SCHEMA, "meta": meta, "runs": runs, "quality": quality}
 
 
@@ -329,10 +352,11 @@ def main():
     ap.add_argument("--results")
     ap.add_argument("--out", required=True)
     ap.add_argument("--plotter", default="auto", choices=("auto", "matplotlib", "gnuplot", "none"))
+    ap.add_argument("--lenient", action="store_true", help="turn invalid rows into error rows instead of failing")
     a = ap.parse_args()
     if bool(a.runs) == bool(a.results):
         ap.error("give exactly one of --runs DIR or --results FILE")
-    doc = json.load(open(a.results)) if a.results else collect(a.runs, a.quality, a.meta)
+    doc = json.load(open(a.results)) if a.results else collect(a.runs, a.quality, a.meta, a.lenient)
     errs = schema.validate_report(doc)
     if errs:
         for e in errs:

@@ -51,6 +51,10 @@ python3 scripts/report/make_report.py --runs "$T/broken" --out "$T/rep3" >"$T/ou
 [ $rc = 1 ] && ok || bad "broken fixture: exit $rc, want 1"
 has "$T/err" "run megaqwen-cuda prompts[0]: missing 'decode_tok_s'" "schema message"
 [ ! -e "$T/rep3/REPORT.md" ] && ok || bad "report written despite schema errors"
+# --lenient (the device script's mode) turns the broken row into an error row and still reports
+python3 scripts/report/make_report.py --runs "$T/broken" --out "$T/rep4" --lenient --plotter none >/dev/null 2>&1 && ok || bad "lenient exit"
+has "$T/rep4/REPORT.md" "| megaqwen-cuda | error | invalid row: run megaqwen-cuda prompts[0]: missing 'decode_tok_s'" "lenient error row"
+has "$T/rep4/REPORT.md" "| hf-eager | 50.00 | 80.0 |" "lenient keeps good rows"
 echo '{"schema": "megaqwen-bench/1", "framework": "x", "status": "error"}' >"$T/noreason.json"
 python3 scripts/report/schema.py "$T/noreason.json" >/dev/null && bad "status error without reason accepted" || ok
 
