@@ -28,8 +28,11 @@
 
 #define MQ_TOK_MAX_ID (1 << 24) /* refuse ids past 16M: a vocab that large is a corrupt file */
 
+enum { TOK_EXISTS = 1, TOK_MAPPED = 2 /* string went through the byte map (vs. kept as UTF-8) */ };
+
 typedef struct {
-    uint32_t off, len; /* raw bytes of the content in t->blob */
+    uint32_t off, len;   /* the text this token matches (content, NFC'd if normalized) in blob */
+    uint32_t coff, clen; /* the content as written in tokenizer.json, in blob */
     int32_t id;
     uint8_t single_word, lstrip, rstrip, normalized, special;
     uint8_t nomatch; /* special token under split_special_tokens=true: text, not a token */
@@ -41,8 +44,9 @@ typedef struct {
 
 struct mq_tok {
     int n_ids;          /* max id + 1 */
-    uint32_t *tok_off;  /* (n_ids + 1) offsets of each id's raw bytes in blob */
-    uint8_t *tok_ok;    /* (n_ids) 1 if the id has a token */
+    uint32_t *tok_off;  /* (n_ids) offset of each id's raw (byte-unmapped) bytes in blob */
+    uint32_t *tok_len;  /* (n_ids) their length */
+    uint8_t *tok_flag;  /* (n_ids) TOK_EXISTS | TOK_MAPPED */
     char *blob;         /* raw (byte-unmapped) bytes of every token, concatenated */
     size_t blob_len, blob_cap;
     int32_t byte_id[256]; /* id of the single-byte token for each byte; -1 if absent */
@@ -192,14 +196,17 @@ static uint32_t pow2_at_least(size_t n) {
     return c;
 }
 
-/* id of a token's raw bytes, -1 if not in the vocab */
-static int32_t vocab_find(const mq_tok *t, const char *s, size_t n) {
+/* Model-vocab id of a token string given as its raw bytes and whether it was byte-mapped (a
+ * string of byte-map code points and one kept as UTF-8 can share raw bytes), -1 if absent. */
+static int32_t vocab_find(const mq_tok *t, const char *s, size_t n, int mapped) {
     uint32_t m = t->vocab_cap - 1, i = hash_bytes(s, n) & m;
+    uint8_t f = (uint8_t)(mapped ? TOK_MAPPED : 0);
     for (;;) {
         int32_t id = t->vocab_slot[i];
         if (id < 0) return -1;
-        uint32_t o = t->tok_off[id], l = t->tok_off[id + 1] - o;
-        if (l == n && !memcmp(t->blob + o, s, n)) return id;
+        if (t->tok_len[id] == n && (t->tok_flag[id] & TOK_MAPPED) == f &&
+            !memcmp(t->blob + t->tok_off[id], s, n))
+            return id;
         i = (i + 1) & m;
     }
 }
@@ -232,17 +239,22 @@ static int blob_add(mq_tok *t, const char *s, size_t n) {
 }
 
 /* A token string's raw bytes as the ByteLevel decoder gives them: every code point through the
- * inverse byte map, or — if any code point is outside the map — the string's own UTF-8 bytes. */
-static size_t token_raw(const char *s, size_t n, char *out) {
+ * inverse byte map, or — if any code point is outside the map — the string's own UTF-8 bytes
+ * (*mapped says which). out needs n bytes. */
+static size_t token_raw(const char *s, size_t n, char *out, int *mapped) {
     size_t k = 0;
     for (size_t i = 0; i < n;) {
         int tr, l = utf8_seq((const unsigned char *)s + i, n - i, &tr);
-        if (!l) break;
-        int32_t c = utf8_cp((const unsigned char *)s + i, l);
-        if (c >= 324 || cp_to_byte_tab[c] < 0) { memcpy(out, s, n); return n; }
+        int32_t c = l ? utf8_cp((const unsigned char *)s + i, l) : -1;
+        if (c < 0 || c >= 324 || cp_to_byte_tab[c] < 0) {
+            memcpy(out, s, n);
+            *mapped = 0;
+            return n;
+        }
         out[k++] = (char)cp_to_byte_tab[c];
         i += (size_t)l;
     }
+    *mapped = 1;
     return k;
 }
 
@@ -287,24 +299,24 @@ static cJSON *parse_json(const char *path, int must_exist, int *missing) {
     return j;
 }
 
-/* Reserve id `id` (grow the id tables) — ids may arrive in any order. */
+/* Grow the per-id tables to hold id `id` — ids may arrive in any order. */
 static int ensure_ids(mq_tok *t, int id, int *cap) {
     if (id < *cap) return 0;
     int c = *cap ? *cap : 1024;
     while (c <= id) c *= 2;
-    uint32_t *o = realloc(t->tok_off, ((size_t)c + 1) * sizeof *o);
+    uint32_t *o = realloc(t->tok_off, (size_t)c * sizeof *o);
     if (!o) return -1;
     t->tok_off = o;
-    uint8_t *k = realloc(t->tok_ok, (size_t)c);
+    uint32_t *l = realloc(t->tok_len, (size_t)c * sizeof *l);
+    if (!l) return -1;
+    t->tok_len = l;
+    uint8_t *k = realloc(t->tok_flag, (size_t)c);
     if (!k) return -1;
     memset(k + *cap, 0, (size_t)(c - *cap));
-    t->tok_ok = k;
+    t->tok_flag = k;
     *cap = c;
     return 0;
 }
-
-/* Token strings are gathered first as (id, raw bytes) records, then laid out by id. */
-typedef struct { int32_t id; uint32_t off, len; } rec;
 
 /* HF compiles the pattern with Oniguruma, whose \s is Unicode White_Space. PCRE2's \s (UCP)
  * also matches U+180E (MONGOLIAN VOWEL SEPARATOR, no longer a space since Unicode 6.3), which
@@ -446,13 +458,101 @@ static char *nfc_dup(const char *s, size_t n, size_t *out_n) {
     return (char *)o;
 }
 
+/* Set id's decode bytes (raw) and flags. */
+static int set_token(mq_tok *t, int id, int *cap, const char *raw, size_t n, int mapped) {
+    if (ensure_ids(t, id, cap)) return -1;
+    uint32_t off = (uint32_t)t->blob_len;
+    if (blob_add(t, raw, n)) return -1;
+    t->tok_off[id] = off;
+    t->tok_len[id] = (uint32_t)n;
+    t->tok_flag[id] = (uint8_t)(TOK_EXISTS | (mapped ? TOK_MAPPED : 0));
+    if (id >= t->n_ids) t->n_ids = id + 1;
+    return 0;
+}
+
+/* Added tokens, given ids the way HF's AddedVocabulary::add_tokens gives them when it loads
+ * tokenizer.json (the "id" field is not used: HF only warns when it differs): a content already
+ * added keeps its id; else a content that is a model token takes that token's id; else the next
+ * id — the model's vocab size (entries) for the first, then one past the largest added id. */
+static int load_added(mq_tok *t, const char *path, cJSON *added, size_t n_model, int *cap) {
+    int n = cJSON_GetArraySize(added), max_added = -1;
+    char *raw = NULL;
+    if (n > 0 && !(t->added = calloc((size_t)n, sizeof *t->added))) goto oom;
+    cJSON *a;
+    cJSON_ArrayForEach(a, added) {
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(a, "content");
+        if (!cJSON_IsString(content)) { mq_err_set("%s: added_tokens entry without a content string", path); goto fail; }
+        const char *c = content->valuestring;
+        size_t cl = strlen(c);
+        if (!cl) continue; /* HF ignores empty added tokens */
+        int tr;
+        for (size_t i = 0; i < cl;) {
+            int l = utf8_seq((const unsigned char *)c + i, cl - i, &tr);
+            if (!l) { mq_err_set("%s: added token \"%.40s\" is not valid UTF-8", path, c); goto fail; }
+            i += (size_t)l;
+        }
+        mq_added nt;
+        memset(&nt, 0, sizeof nt);
+        nt.single_word = (uint8_t)bool_field(a, "single_word", 0);
+        nt.lstrip = (uint8_t)bool_field(a, "lstrip", 0);
+        nt.rstrip = (uint8_t)bool_field(a, "rstrip", 0);
+        nt.normalized = (uint8_t)bool_field(a, "normalized", 1);
+        nt.special = (uint8_t)bool_field(a, "special", 0);
+        mq_added *prev = NULL;
+        for (int i = 0; i < t->n_added; i++)
+            if (t->added[i].clen == cl && !memcmp(t->blob + t->added[i].coff, c, cl)) prev = &t->added[i];
+        free(raw);
+        if (!(raw = malloc(cl + 1))) goto oom;
+        int mapped;
+        size_t rl = token_raw(c, cl, raw, &mapped);
+        int id;
+        if (prev) {
+            id = prev->id;
+        } else if ((id = vocab_find(t, raw, rl, mapped)) < 0) {
+            if (max_added < 0) id = (int)n_model;
+            else id = (max_added >= (int)n_model || !n_model) ? max_added + 1 : (int)n_model;
+        }
+        if (id >= MQ_TOK_MAX_ID) { mq_err_set("%s: too many added tokens", path); goto fail; }
+        if (id > max_added) max_added = id;
+        /* decode bytes: the content through the ByteLevel decoder (HF decodes added tokens by
+         * their content, looked up before the model's vocab) */
+        if (set_token(t, id, cap, raw, rl, mapped)) goto oom;
+        /* match text: the content, NFC'd for normalized tokens when the normalizer is NFC */
+        size_t ml = cl;
+        char *mc = NULL;
+        if (nt.normalized && t->nfc && !(mc = nfc_dup(c, cl, &ml))) {
+            mq_err_set("%s: added token \"%.40s\": NFC failed", path, c);
+            goto fail;
+        }
+        nt.id = id;
+        nt.off = (uint32_t)t->blob_len;
+        nt.len = (uint32_t)ml;
+        int bad = blob_add(t, mc ? mc : c, ml);
+        free(mc);
+        if (bad) goto oom;
+        nt.coff = (uint32_t)t->blob_len;
+        nt.clen = (uint32_t)cl;
+        if (blob_add(t, c, cl)) goto oom;
+        if (prev) *prev = nt; /* a repeated content: the later entry's flags win, as in HF */
+        else t->added[t->n_added++] = nt;
+    }
+    free(raw);
+    qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added);
+    for (int i = 0; i < t->n_added; i++) {
+        t->added_first[(unsigned char)t->blob[t->added[i].off]] = 1;
+        if (t->added[i].normalized) t->any_normalized_added = 1;
+        else t->any_raw_added = 1;
+    }
+    return 0;
+oom:
+    mq_err_set("%s: out of memory", path);
+fail:
+    free(raw);
+    return -1;
+}
+
 static int load_model(mq_tok *t, const char *path, cJSON *root) {
     int cap = 0;
-    rec *recs = NULL;
-    size_t nrec = 0, rcap = 0;
-    char *raw = NULL;
-    size_t raw_len = 0, raw_cap = 0;
-    int rc = -1;
     cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model)) { mq_err_set("%s: no \"model\" object", path); return -1; }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
@@ -472,143 +572,47 @@ static int load_model(mq_tok *t, const char *path, cJSON *root) {
     t->ignore_merges = bool_field(model, "ignore_merges", 0);
     cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (!cJSON_IsObject(vocab)) { mq_err_set("%s: model.vocab is not an object", path); return -1; }
     if (!cJSON_IsArray(merges)) { mq_err_set("%s: model.merges is not a list", path); return -1; }
+    if (added && !cJSON_IsNull(added) && !cJSON_IsArray(added)) { mq_err_set("%s: added_tokens is not a list", path); return -1; }
 
-    /* Gather (id, raw bytes) for the vocab and the added tokens. */
-    cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    if (added && !cJSON_IsArray(added)) { mq_err_set("%s: added_tokens is not a list", path); return -1; }
-    int n_added = cJSON_GetArraySize(added);
-    size_t n_vocab = (size_t)cJSON_GetArraySize(vocab);
-    rcap = n_vocab + (size_t)n_added + 1;
-    if (!(recs = malloc(rcap * sizeof *recs))) goto oom;
-    int max_id = -1;
-    for (cJSON *e = vocab->child; e; e = e->next) {
+    /* model vocab: raw bytes per id, and a hash from (raw bytes, mapped) to id */
+    size_t n_model = 0;
+    char small[256];
+    for (cJSON *e = vocab->child; e; e = e->next, n_model++) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= MQ_TOK_MAX_ID ||
             e->valuedouble != (double)e->valueint) {
             mq_err_set("%s: vocab entry \"%.40s\" has a bad id", path, e->string ? e->string : "");
-            goto out;
+            return -1;
         }
         size_t sl = strlen(e->string);
-        if (raw_len + sl > raw_cap) {
-            raw_cap = (raw_len + sl) * 2 + 65536;
-            char *r = realloc(raw, raw_cap);
-            if (!r) goto oom;
-            raw = r;
-        }
-        size_t rl = token_raw(e->string, sl, raw + raw_len);
-        recs[nrec++] = (rec){e->valueint, (uint32_t)raw_len, (uint32_t)rl};
-        raw_len += rl;
-        if (e->valueint > max_id) max_id = e->valueint;
+        char *buf = sl <= sizeof small ? small : malloc(sl);
+        if (!buf) goto oom;
+        int mapped;
+        size_t rl = token_raw(e->string, sl, buf, &mapped);
+        int bad = set_token(t, e->valueint, &cap, buf, rl, mapped);
+        if (buf != small) free(buf);
+        if (bad) goto oom;
     }
-    size_t n_model = nrec;
-    if (n_added > 0 && !(t->added = calloc((size_t)n_added, sizeof *t->added))) goto oom;
-    cJSON *a;
-    cJSON_ArrayForEach(a, added) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(a, "id");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(a, "content");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= MQ_TOK_MAX_ID ||
-            !cJSON_IsString(content)) {
-            mq_err_set("%s: added_tokens entry without a valid id and content", path);
-            goto out;
-        }
-        const char *c = content->valuestring;
-        size_t cl = strlen(c);
-        int tr;
-        for (size_t i = 0; i < cl;) {
-            int l = utf8_seq((const unsigned char *)c + i, cl - i, &tr);
-            if (!l) { mq_err_set("%s: added token %d is not valid UTF-8", path, id->valueint); goto out; }
-            i += (size_t)l;
-        }
-        if (raw_len + 2 * cl + 8 > raw_cap) {
-            raw_cap = (raw_len + 2 * cl) * 2 + 65536;
-            char *r = realloc(raw, raw_cap);
-            if (!r) goto oom;
-            raw = r;
-        }
-        /* the text an added token matches: its content (NFC'd when normalized=true) */
-        mq_added *ad = &t->added[t->n_added];
-        ad->id = id->valueint;
-        ad->single_word = (uint8_t)bool_field(a, "single_word", 0);
-        ad->lstrip = (uint8_t)bool_field(a, "lstrip", 0);
-        ad->rstrip = (uint8_t)bool_field(a, "rstrip", 0);
-        ad->normalized = (uint8_t)bool_field(a, "normalized", 1);
-        ad->special = (uint8_t)bool_field(a, "special", 0);
-        /* decode bytes: the content as the ByteLevel decoder maps it */
-        size_t rl = token_raw(c, cl, raw + raw_len);
-        recs[nrec++] = (rec){id->valueint, (uint32_t)raw_len, (uint32_t)rl};
-        raw_len += rl;
-        if (id->valueint > max_id) max_id = id->valueint;
-        if (!cl) continue; /* HF ignores empty added tokens when matching */
-        /* match bytes stored after the decode bytes */
-        size_t ml = cl;
-        char *mc = NULL;
-        if (ad->normalized && t->nfc && !(mc = nfc_dup(c, cl, &ml))) {
-            mq_err_set("%s: added token %d: NFC failed", path, id->valueint);
-            goto out;
-        }
-        if (raw_len + ml > raw_cap) {
-            raw_cap = (raw_len + ml) * 2 + 65536;
-            char *r = realloc(raw, raw_cap);
-            if (!r) { free(mc); goto oom; }
-            raw = r;
-        }
-        memcpy(raw + raw_len, mc ? mc : c, ml);
-        free(mc);
-        ad->off = (uint32_t)raw_len;
-        ad->len = (uint32_t)ml;
-        raw_len += ml;
-        t->n_added++;
-    }
-    if (max_id < 0) { mq_err_set("%s: empty vocab", path); goto out; }
-    if (ensure_ids(t, max_id, &cap)) goto oom;
-    t->n_ids = max_id + 1;
-
-    /* Lay tokens out by id. An added token overrides a model token with the same id. */
-    uint32_t *pick = malloc((size_t)t->n_ids * sizeof *pick); /* rec index + 1 per id */
-    if (!pick) goto oom;
-    memset(pick, 0, (size_t)t->n_ids * sizeof *pick);
-    for (size_t i = 0; i < nrec; i++) pick[recs[i].id] = (uint32_t)i + 1;
-    t->blob_len = 0;
-    for (int id = 0; id < t->n_ids; id++) {
-        t->tok_off[id] = (uint32_t)t->blob_len;
-        if (pick[id]) {
-            const rec *r = &recs[pick[id] - 1];
-            if (blob_add(t, raw + r->off, r->len)) { free(pick); goto oom; }
-            t->tok_ok[id] = 1;
-        }
-    }
-    t->tok_off[t->n_ids] = (uint32_t)t->blob_len;
-    free(pick);
-    /* added-token match strings move into the blob too (their offsets shift past the tokens) */
-    for (int i = 0; i < t->n_added; i++) {
-        uint32_t o = (uint32_t)t->blob_len;
-        if (blob_add(t, raw + t->added[i].off, t->added[i].len)) goto oom;
-        t->added[i].off = o;
-    }
-
-    /* vocab hash over model tokens: BPE symbols are model tokens only */
+    if (!n_model) { mq_err_set("%s: empty vocab", path); return -1; }
     t->vocab_cap = pow2_at_least(n_model * 2 + 16);
     if (!(t->vocab_slot = malloc(t->vocab_cap * sizeof *t->vocab_slot))) goto oom;
     memset(t->vocab_slot, 0xff, t->vocab_cap * sizeof *t->vocab_slot);
-    for (size_t i = 0; i < n_model; i++) {
-        const rec *r = &recs[i];
-        uint32_t m = t->vocab_cap - 1, h = hash_bytes(raw + r->off, r->len) & m;
-        int dup = 0;
-        while (t->vocab_slot[h] >= 0) {
-            int32_t o = t->vocab_slot[h];
-            uint32_t oo = t->tok_off[o], ol = t->tok_off[o + 1] - oo;
-            if (ol == r->len && !memcmp(t->blob + oo, raw + r->off, r->len)) { dup = 1; break; }
-            h = (h + 1) & m;
-        }
-        if (!dup) t->vocab_slot[h] = r->id;
+    for (int id = 0; id < t->n_ids; id++) {
+        if (!(t->tok_flag[id] & TOK_EXISTS)) continue;
+        const char *b = t->blob + t->tok_off[id];
+        uint32_t n = t->tok_len[id], m = t->vocab_cap - 1, h = hash_bytes(b, n) & m;
+        if (vocab_find(t, b, n, t->tok_flag[id] & TOK_MAPPED) >= 0) continue; /* first id wins */
+        while (t->vocab_slot[h] >= 0) h = (h + 1) & m;
+        t->vocab_slot[h] = id;
     }
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
-        t->byte_id[b] = vocab_find(t, &c, 1);
+        t->byte_id[b] = vocab_find(t, &c, 1, 1);
     }
 
-    /* merges: "a b" strings (old format) or ["a", "b"] pairs */
+    /* merges: "a b" strings (older files) or ["a", "b"] pairs; rank = position in the list */
     size_t n_merges = (size_t)cJSON_GetArraySize(merges);
     t->merge_cap = pow2_at_least(n_merges * 2 + 16);
     t->merge_key = malloc(t->merge_cap * sizeof *t->merge_key);
@@ -623,7 +627,7 @@ static int load_model(mq_tok *t, const char *path, cJSON *root) {
         size_t ll, rl;
         if (cJSON_IsString(e)) {
             const char *sp = strchr(e->valuestring, ' ');
-            if (!sp || strchr(sp + 1, ' ')) { mq_err_set("%s: merge %u is not \"a b\"", path, rank); goto out; }
+            if (!sp || strchr(sp + 1, ' ')) { mq_err_set("%s: merge %u is not \"a b\"", path, rank); return -1; }
             l = e->valuestring; ll = (size_t)(sp - l);
             r = sp + 1; rl = strlen(r);
         } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 && cJSON_IsString(e->child) &&
@@ -632,40 +636,33 @@ static int load_model(mq_tok *t, const char *path, cJSON *root) {
             r = e->child->next->valuestring; rl = strlen(r);
         } else {
             mq_err_set("%s: merge %u is neither \"a b\" nor a pair", path, rank);
-            goto out;
+            return -1;
         }
-        if (ll + rl > sizeof buf / 2) { mq_err_set("%s: merge %u is too long", path, rank); goto out; }
-        size_t bl = token_raw(l, ll, buf), br = token_raw(r, rl, buf + bl);
-        int32_t ia = vocab_find(t, buf, bl), ib = vocab_find(t, buf + bl, br);
-        int32_t in = vocab_find(t, buf, bl + br);
-        if (ia < 0 || ib < 0 || in < 0) {
+        if (ll + rl > sizeof buf) { mq_err_set("%s: merge %u is too long", path, rank); return -1; }
+        /* BPE pieces are byte-mapped strings: a merge of strings outside the byte map never
+         * applies (no symbol can hold it), so it is looked up as mapped and may be skipped */
+        int ma, mb;
+        size_t bl = token_raw(l, ll, buf, &ma), br = token_raw(r, rl, buf + bl, &mb);
+        int32_t ia = vocab_find(t, buf, bl, ma), ib = vocab_find(t, buf + bl, br, mb);
+        int32_t in = ma && mb ? vocab_find(t, buf, bl + br, 1) : -1;
+        if (ia < 0 || ib < 0 || (ma && mb && in < 0)) {
             mq_err_set("%s: merge %u (\"%.*s\" \"%.*s\") uses a token missing from the vocab", path,
                        rank, (int)ll, l, (int)rl, r);
-            goto out;
+            return -1;
         }
+        if (in < 0) continue;
         uint64_t k = ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib;
         uint32_t m = t->merge_cap - 1, h = hash_pair(k) & m;
         while (t->merge_key[h] != UINT64_MAX && t->merge_key[h] != k) h = (h + 1) & m;
-        if (t->merge_key[h] == k) continue; /* HF keeps the first rank of a repeated pair */
+        if (t->merge_key[h] == k) continue; /* a repeated pair keeps its first rank */
         t->merge_key[h] = k;
         t->merge_rank[h] = rank;
         t->merge_new[h] = in;
     }
-
-    qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added);
-    for (int i = 0; i < t->n_added; i++) {
-        t->added_first[(unsigned char)t->blob[t->added[i].off]] = 1;
-        if (t->added[i].normalized) t->any_normalized_added = 1;
-        else t->any_raw_added = 1;
-    }
-    rc = 0;
-    goto out;
+    return added && cJSON_IsArray(added) ? load_added(t, path, added, n_model, &cap) : 0;
 oom:
     mq_err_set("%s: out of memory", path);
-out:
-    free(recs);
-    free(raw);
-    return rc;
+    return -1;
 }
 
 mq_tok *mq_tok_load(const char *dir) {
@@ -708,7 +705,8 @@ fail:
 void mq_tok_free(mq_tok *t) {
     if (!t) return;
     free(t->tok_off);
-    free(t->tok_ok);
+    free(t->tok_len);
+    free(t->tok_flag);
     free(t->blob);
     free(t->vocab_slot);
     free(t->merge_key);
@@ -723,8 +721,8 @@ void mq_tok_free(mq_tok *t) {
 int mq_tok_vocab_size(const mq_tok *t) { return t->n_ids; }
 
 const char *mq_tok_bytes(const mq_tok *t, int32_t id, size_t *len) {
-    if (id < 0 || id >= t->n_ids || !t->tok_ok[id]) return NULL;
-    *len = t->tok_off[id + 1] - t->tok_off[id];
+    if (id < 0 || id >= t->n_ids || !(t->tok_flag[id] & TOK_EXISTS)) return NULL;
+    *len = t->tok_len[id];
     return t->blob + t->tok_off[id];
 }
 
@@ -732,7 +730,7 @@ int32_t mq_tok_special(const mq_tok *t, const char *content) {
     size_t n = strlen(content);
     for (int i = 0; i < t->n_added; i++) {
         const mq_added *a = &t->added[i];
-        if (a->len == n && !memcmp(t->blob + a->off, content, n)) return a->id;
+        if (a->clen == n && !memcmp(t->blob + a->coff, content, n)) return a->id;
     }
     return -1;
 }
@@ -797,7 +795,7 @@ static void heap_pop(enc *e, size_t *hn) {
  * stale entries (the pair no longer merges into the same id) are skipped. */
 static int bpe(const mq_tok *t, enc *e, const char *s, size_t n) {
     if (t->ignore_merges) {
-        int32_t id = vocab_find(t, s, n);
+        int32_t id = vocab_find(t, s, n, 1); /* the whole piece, if it is one token */
         if (id >= 0) return push_id(e, id);
     }
     if (n == 1) return t->byte_id[(unsigned char)s[0]] >= 0 ? push_id(e, t->byte_id[(unsigned char)s[0]]) : 0;
@@ -1026,7 +1024,7 @@ int mq_tok_decode(const mq_tok *t, const int32_t *ids, size_t n, char **out, siz
     if (!raw || !o) { free(raw); free(o); mq_err_set("decode: out of memory"); return -1; }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        size_t l;
+        size_t l = 0;
         const char *b = mq_tok_bytes(t, ids[i], &l);
         memcpy(raw + k, b, l);
         k += l;

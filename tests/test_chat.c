@@ -1,0 +1,127 @@
+/* test_chat: mq_chat_format against HF apply_chat_template on Qwen3's template (chat_ref.jsonl). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "chat.h"
+#include "err.h"
+#include "tokenizer.h"
+
+#define TOKDIR MQ_SOURCE_DIR "/.deps/qwen3-tokenizer"
+#define REF MQ_SOURCE_DIR "/tests/data/tok/chat_ref.jsonl"
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
+    if (b) b[n] = 0;
+    fclose(f);
+    return b;
+}
+
+/* Every recorded conversation x {generation prompt on/off} x {enable_thinking default/true/false}:
+ * the same prompt text as HF, and the same ids once tokenized. */
+static void test_against_hf(void **state) {
+    (void)state;
+    mq_tok *t = mq_tok_load(TOKDIR);
+    if (!t) print_error("%s (run scripts/deps.sh)\n", mq_err_get());
+    assert_non_null(t);
+    char *b = slurp(REF);
+    assert_non_null(b);
+    int n = 0, bad = 0;
+    for (char *line = strtok(b, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        assert_non_null(j);
+        if (cJSON_GetObjectItemCaseSensitive(j, "meta")) { cJSON_Delete(j); continue; }
+        const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages"), *m;
+        mq_chat_msg mm[32];
+        int k = 0;
+        cJSON_ArrayForEach(m, msgs) {
+            assert_true(k < 32);
+            mm[k].role = cJSON_GetObjectItemCaseSensitive(m, "role")->valuestring;
+            mm[k].content = cJSON_GetObjectItemCaseSensitive(m, "content")->valuestring;
+            k++;
+        }
+        int gen = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "add_generation_prompt"));
+        /* null = not passed: the template then thinks (only an explicit false adds the empty block) */
+        int think = !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "enable_thinking"));
+        const char *want = cJSON_GetObjectItemCaseSensitive(j, "text")->valuestring;
+        char *got = mq_chat_format(mm, k, gen, think);
+        assert_non_null(got);
+        if (strcmp(got, want)) {
+            bad++;
+            print_error("case %d (gen=%d think=%d):\n--- HF\n%s\n--- ours\n%s\n---\n", n, gen, think, want, got);
+        } else {
+            const cJSON *rids = cJSON_GetObjectItemCaseSensitive(j, "ids");
+            int32_t *ids;
+            size_t ni;
+            assert_int_equal(mq_tok_encode(t, got, strlen(got), &ids, &ni), 0);
+            int same = (int)ni == cJSON_GetArraySize(rids);
+            for (size_t i = 0; same && i < ni; i++) same = ids[i] == cJSON_GetArrayItem(rids, (int)i)->valueint;
+            if (!same) { bad++; print_error("case %d: ids differ from HF\n", n); }
+            free(ids);
+        }
+        free(got);
+        cJSON_Delete(j);
+        n++;
+    }
+    print_message("chat: %d template cases, %d differ from HF\n", n, bad);
+    assert_true(n >= 100);
+    assert_int_equal(bad, 0);
+    free(b);
+    mq_tok_free(t);
+}
+
+static void test_shapes(void **state) {
+    (void)state;
+    mq_chat_msg m[] = {{"system", "S"}, {"user", "U"}};
+    char *p = mq_chat_format(m, 2, 1, 0);
+    assert_string_equal(p, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n"
+                           "<|im_start|>assistant\n<think>\n\n</think>\n\n");
+    free(p);
+    p = mq_chat_format(m + 1, 1, 1, 1);
+    assert_string_equal(p, "<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
+    free(p);
+    p = mq_chat_format(m, 0, 0, 1);
+    assert_string_equal(p, "");
+    free(p);
+    /* the prompt of turn N is a prefix of the prompt of turn N+1 when the reply is stored as the
+     * model produced it after a no-think prompt — what lets `megaqwen chat` reuse its KV cache */
+    mq_chat_msg c[] = {{"user", "hi"}, {"assistant", "<think>\n\n</think>\n\nhello"}, {"user", "again"}};
+    char *p1 = mq_chat_format(c, 1, 1, 0), *p2 = mq_chat_format(c, 3, 1, 0);
+    assert_non_null(strstr(p2, "<|im_start|>assistant\nhello<|im_end|>\n"));
+    assert_memory_not_equal(p1, p2, strlen(p1)); /* the template drops the old think block */
+    free(p1);
+    free(p2);
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    mq_chat_msg bad[] = {{"user", "x"}, {"robot", "y"}};
+    mq_err_clear();
+    assert_null(mq_chat_format(bad, 2, 1, 1));
+    assert_non_null(strstr(mq_err_get(), "robot"));
+    mq_chat_msg nul[] = {{"user", NULL}};
+    assert_null(mq_chat_format(nul, 1, 1, 1));
+    assert_non_null(strstr(mq_err_get(), "no content"));
+    mq_chat_msg norole[] = {{NULL, "x"}};
+    assert_null(mq_chat_format(norole, 1, 1, 1));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_against_hf),
+        cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
