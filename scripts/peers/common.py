@@ -281,19 +281,7 @@ def measure(framework, args, impl, nv, idle_w, version="", extra=None):
         tot_ttft += ttft
         tot_dec += dec
         log(f"{framework}: prompt of {len(p)} tokens: TTFT {1000 * ttft:.2f} ms, {n / dec:.1f} tok/s")
-    sweep = []
-    for d in args.ctx_list:
-        try:
-            dec = impl.sweep(d, [fill_id(i, impl.vocab) for i in range(d + 1)], n)
-        except Exception as e:  # e.g. out of memory at a deep context
-            dec, why = None, f"error: {type(e).__name__}: {str(e)[:120]}"
-        else:
-            why = "not supported"
-        if dec:
-            sweep.append({"ctx": d, "status": "ok", "decode_tok_s": n / dec, "ms_per_token": 1000 * dec / n})
-            log(f"{framework}: ctx {d}: {n / dec:.1f} tok/s")
-        else:
-            sweep.append({"ctx": d, "status": why, "decode_tok_s": None, "ms_per_token": None})
+    # Power before the sweep: the sweep may resize caches (and recompile) for deep contexts.
     power = {"status": "ok" if nv.ok else "n/a", "reason": nv.reason, "idle_w": idle_w, "avg_w": None,
              "peak_w": None, "energy_j": None, "energy_source": "n/a", "seconds": None, "tokens": 0,
              "tok_s": None, "tok_per_j": None, "samples": 0, "hz": args.hz}
@@ -316,6 +304,19 @@ def measure(framework, args, impl, nv, idle_w, version="", extra=None):
             power["energy_j"] = s.energy_j
             power["avg_w"] = s.energy_j / secs
             power["tok_per_j"] = toks / s.energy_j
+    sweep = []
+    for d in args.ctx_list:
+        try:
+            dec = impl.sweep(d, [fill_id(i, impl.vocab) for i in range(d + 1)], n)
+        except Exception as e:  # e.g. out of memory at a deep context
+            dec, why = None, f"error: {type(e).__name__}: {str(e)[:120]}"
+        else:
+            why = "not supported"
+        if dec:
+            sweep.append({"ctx": d, "status": "ok", "decode_tok_s": n / dec, "ms_per_token": 1000 * dec / n})
+            log(f"{framework}: ctx {d}: {n / dec:.1f} tok/s")
+        else:
+            sweep.append({"ctx": d, "status": why, "decode_tok_s": None, "ms_per_token": None})
     memsamp.__exit__(None, None, None)
     row = {"schema": schema.RUN_SCHEMA, "framework": framework, "status": "ok", "version": version,
            "model": args.model, "decode_tokens": n, "warmup": args.warmup, "prompts": rows,

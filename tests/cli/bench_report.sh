@@ -93,5 +93,42 @@ assert "%016x" % common.fnv1a([1, 2, 3]) == "%016x" % common.fnv1a([1, 2, 3]) !=
 assert common.fnv1a([]) == 0xcbf29ce484222325
 PY
 
+# ---- the shared protocol (common.measure) on a fake framework with fixed timings
+MQ_NVML_LIB=/nonexistent python3 - 2>"$T/measure.err" <<'PY' && ok || { bad "common.measure protocol"; cat "$T/measure.err"; }
+import sys, types; sys.path.insert(0, "scripts/peers"); sys.path.insert(0, "scripts/report")
+import common, schema
+class Fake:
+    vocab, calls = 1000, []
+    def run(self, ids, n):
+        self.calls.append(len(ids))
+        return [sum(ids) % 1000 + i for i in range(n + 1)], 0.01, 0.5
+    def sweep(self, d, fill, n):
+        assert len(fill) == d + 1 and fill[:3] == [1000 % 1000, 8919 % 1000, 16838 % 1000]
+        if d == 4096:
+            raise RuntimeError("out of memory")
+        return 1.0 if d <= 1024 else None
+    def peak_alloc(self):
+        return 12345
+a = types.SimpleNamespace(prompts="scripts/peers/prompts.json", n=10, warmup=1, ctx_list=[16, 1024, 2048, 4096],
+                          power_s=0.05, hz=50, model="m")
+impl = Fake()
+row = common.measure("fake", a, impl, common.Nvml(), None, "fake 1.0")
+assert schema.validate_run(row) == [], schema.validate_run(row)
+assert row["decode_tok_s"] == 20 and row["ms_per_token"] == 50 and abs(row["ttft_s"] - 0.01) < 1e-12
+ps = common.load_prompts(a.prompts, 1000)
+assert [p["tokens"] for p in row["prompts"]] == [14, 12, 13]
+assert row["prompts"][1]["fnv1a"] == "%016x" % common.fnv1a([sum(ps[1]) % 1000 + i for i in range(11)])
+h = common.FNV_INIT
+for p in ps:
+    h = common.fnv1a([sum(p) % 1000 + i for i in range(11)], h)
+assert row["fnv1a"] == "%016x" % h
+st = [s["status"] for s in row["ctx_sweep"]]
+assert st[:3] == ["ok", "ok", "not supported"] and st[3].startswith("error: RuntimeError: out of memory"), st
+assert row["ctx_sweep"][0]["decode_tok_s"] == 10
+pw = row["power"]
+assert pw["status"] == "n/a" and pw["avg_w"] is None and pw["tok_per_j"] is None and pw["tokens"] % 11 == 0 and pw["tokens"] > 0
+assert row["memory"]["alloc_peak_bytes"] == 12345 and impl.calls[0] == 14  # warm-up ran prompt 0 first
+PY
+
 echo "bench_report: $passes passed, $fails failed"
 [ $fails = 0 ]
