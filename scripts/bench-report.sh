@@ -19,7 +19,7 @@
 # The Debian libraries the build needs come from .deps/debs (scripts/deps.sh --debs) when the
 # machine lacks them. Nothing here asserts a speed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 T_START=$(date +%s)
 MODEL="" OUTD=out/report N=100 CTX=16,1024,4096,32768 PCTX=16,1024,4096 POWER=2 BUDGET=560 BIN="" ONLY="" SKIP=""

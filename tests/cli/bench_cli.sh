@@ -4,7 +4,8 @@
 # the built-in prompts against scripts/peers/prompts.json. No speed is asserted.
 set -u
 BIN=${1:?usage: bench_cli.sh MEGAQWEN_BINARY}
-cd "$(dirname "$0")/../.."
+case $BIN in /*) ;; *) BIN=$PWD/$BIN;; esac
+cd "$(dirname "$0")/../.." || exit 1
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 fails=0; passes=0
 ok() { passes=$((passes+1)); }

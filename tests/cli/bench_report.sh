@@ -3,7 +3,7 @@
 # the JSON schema check, the peer runners' "not installed" path and the python NVML-absent path.
 # Needs python3 (stdlib only) and, for charts, gnuplot or matplotlib. No speed is asserted.
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 fails=0; passes=0
 ok() { passes=$((passes+1)); }
@@ -64,7 +64,7 @@ for r in hf_eager:torch hf_static:torch gptfast:torch vllm_runner:vllm sglang_ru
   s=${r%%:*}; mod=${r#*:}
   if [ "$mod" != llama_cpp_absent ] && python3 -c "import $mod" 2>/dev/null; then continue; fi
   if [ "$mod" = llama_cpp_absent ] && command -v llama-bench >/dev/null 2>&1; then continue; fi
-  LLAMA_CPP_DIR= python3 scripts/peers/$s.py -m "$T/nomodel" --json "$T/$s.json" >"$T/$s.out" 2>"$T/$s.err"; rc=$?
+  LLAMA_CPP_DIR='' python3 scripts/peers/$s.py -m "$T/nomodel" --json "$T/$s.json" >"$T/$s.out" 2>"$T/$s.err"; rc=$?
   [ $rc = 0 ] && ok || bad "$s: exit $rc"
   [ "$(wc -l <"$T/$s.out")" = 1 ] && ok || bad "$s: stdout is not one line"
   python3 -c "import json,sys; d=json.load(open('$T/$s.out')); sys.exit(d['status']!='not installed' or not d['reason'])" \
