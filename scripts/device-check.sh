@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# device-check: on a GPU machine, one call builds megaqwen (CUDA), runs the tests (GPU ones included),
+# checks the cuda backend against the CPU backend and HF transformers on a synthetic Qwen3-0.6B,
+# runs compute-sanitizer, benchmarks decode and prints a short table last.
+#
+#   scripts/device-check.sh [--only LIST] [--skip LIST] [--budget-s S] [--arch SM]
+#   steps: build bw test greedy logits sanitize bench bps hf
+#   Logs and raw numbers go to $OUT (the device tool's folder) or out/device-check.
+# Needs: nvcc, cmake, python3 with torch + transformers (HF reference), and the Debian -dev libraries
+# (unpacked from .deps/debs, made by scripts/deps.sh --debs, when pkg-config can't find them).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+T0=$(date +%s)
+ONLY="" SKIP="" BUDGET=570 ARCH=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --only) ONLY=$2; shift 2;; --skip) SKIP=$2; shift 2;; --budget-s) BUDGET=$2; shift 2;;
+    --arch) ARCH=$2; shift 2;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0;;
+    *) echo "device-check: unknown option $1" >&2; exit 2;;
+  esac
+done
+O=${OUT:-$ROOT/out/device-check}
+mkdir -p "$O"
+LOG=$O/device-check.log
+: >"$LOG"
+say() { echo "[dc $(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG" >&2; }
+left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
+want() {
+  [ -n "$ONLY" ] && [[ ",$ONLY," != *",$1,"* ]] && return 1
+  [[ ",$SKIP," == *",$1,"* ]] && return 1
+  return 0
+}
+declare -a TABLE
+row() { TABLE+=("$*"); }
+
+# ---- toolchain and Debian libraries
+if ! pkg-config --exists libcjson 2>/dev/null && [ -d .deps/debs ]; then
+  SR=/tmp/mq-sysroot; mkdir -p $SR
+  for f in .deps/debs/*.deb; do dpkg -x "$f" $SR; done
+  export LD_LIBRARY_PATH=$SR/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export PKG_CONFIG_PATH=$SR/usr/lib/x86_64-linux-gnu/pkgconfig:$SR/usr/share/pkgconfig
+  export PKG_CONFIG_SYSROOT_DIR=$SR
+  export CPATH=$SR/usr/include${CPATH:+:$CPATH} LIBRARY_PATH=$SR/usr/lib/x86_64-linux-gnu
+  PKGCFG="-DPKG_CONFIG_EXECUTABLE=$SR/usr/bin/pkgconf"
+fi
+[ -n "$ARCH" ] || ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')
+GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
+say "GPU: ${GPU:-none}; arch ${ARCH:-default}"
+B=$ROOT/build-dc
+BIN=$B/megaqwen
+export MQ_TOKENIZER_DIR=$ROOT/.deps/qwen3-tokenizer
+
+if want build; then
+  say "build"
+  cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DMQ_CUDA=ON ${ARCH:+-DMQ_CUDA_ARCHS=$ARCH} ${PKGCFG:-} \
+    -DMQ_TOKENIZER_DIR="$MQ_TOKENIZER_DIR" >"$O/build.log" 2>&1 &&
+    cmake --build "$B" -j"$(nproc)" >>"$O/build.log" 2>&1
+  rc=$?
+  [ $rc = 0 ] && row "build | ok (sm_${ARCH})" || { row "build | FAILED (build.log)"; tail -30 "$O/build.log"; }
+fi
+[ -x "$BIN" ] || { say "no binary"; printf '%s\n' "${TABLE[@]}"; exit 1; }
+
+# ---- copy bandwidth (cudaMemcpy D2D of 1 GB through torch; read + write counted)
+BW=3000
+if want bw; then
+  BW=$(python3 - <<'EOF' 2>>"$LOG"
+import torch
+n = 1 << 30
+a = torch.empty(n, dtype=torch.uint8, device="cuda"); b = torch.empty_like(a)
+for _ in range(3): b.copy_(a)
+torch.cuda.synchronize()
+e0, e1 = torch.cuda.Event(True), torch.cuda.Event(True)
+ts = []
+for _ in range(10):
+    e0.record(); b.copy_(a); e1.record(); torch.cuda.synchronize(); ts.append(e0.elapsed_time(e1) / 1e3)
+ts.sort()
+print(f"{2 * n / ts[len(ts) // 2] / 1e9:.0f}")
+EOF
+)
+  [ -n "$BW" ] || BW=3000
+  say "D2D copy bandwidth ${BW} GB/s"
+  row "copy bandwidth (1 GB D2D, r+w) | ${BW} GB/s"
+fi
+
+M06=/tmp/mq-q06
+if [ ! -s $M06/config.json ]; then
+  "$BIN" synth --shape qwen3-0.6b --seed 1 -o $M06 >>"$LOG" 2>&1 || say "synth 0.6b failed"
+fi
+
+if want test; then
+  say "ctest"
+  (cd "$B" && timeout $(( $(left) > 240 ? 240 : $(left) )) ctest -j8 --timeout 200 --output-on-failure) >"$O/ctest.log" 2>&1
+  res=$(grep -E "tests passed|tests failed" "$O/ctest.log" | tail -1)
+  row "ctest | ${res:-no result (ctest.log)}"
+  grep -E "cuda vs HF|token-by-token|device greedy|SKIP" "$O/ctest.log" | head -8 >>"$LOG"
+  grep -A40 "test_cuda" "$O/ctest.log" | grep -E "^\s+(A|B|tiny):" | head -6 | sed 's/^/  /' >&2
+fi
+
+if want greedy; then
+  say "greedy 256 tokens cuda vs cpu on synthetic 0.6B"
+  P=785,3840,315,279,18484,3493,12033,304,279,11128,45387,9294,11,979
+  timeout 120 "$BIN" run -m $M06 --prompt-ids $P -n 256 --ids --ignore-eos --backend cuda >"$O/greedy_cuda.txt" 2>>"$LOG"
+  timeout 200 "$BIN" run -m $M06 --prompt-ids $P -n 256 --ids --ignore-eos --backend cpu >"$O/greedy_cpu.txt" 2>>"$LOG"
+  n=$(python3 - "$O/greedy_cuda.txt" "$O/greedy_cpu.txt" <<'EOF'
+import re, sys
+a, b = [re.findall(r"-?\d+", open(p).read()) for p in sys.argv[1:3]]
+same = 0
+while same < min(len(a), len(b)) and a[same] == b[same]: same += 1
+print(f"{same}/{len(b)} identical (cuda {len(a)} ids)")
+EOF
+)
+  row "greedy 256, synth 0.6B, cuda vs cpu | $n"
+fi
+
+if want logits; then
+  say "teacher-forced logits: cuda, cpu, HF fp32, HF bf16"
+  IDS=$(python3 -c "print(','.join(str((1000 + 7919 * i) % 100000) for i in range(128)))")
+  "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cuda.bin --backend cuda 2>>"$LOG"
+  "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cpu.bin --backend cpu 2>>"$LOG"
+  python3 scripts/ref/hf_logits.py -m $M06 --ids "$IDS" --dtype fp32 -o /tmp/l_hf32.bin >>"$LOG" 2>&1
+  python3 scripts/ref/hf_logits.py -m $M06 --ids "$IDS" --dtype bf16 -o /tmp/l_hf16.bin >>"$LOG" 2>&1
+  python3 scripts/ref/compare_logits.py --vocab 151936 --hf32 /tmp/l_hf32.bin --hfbf16 /tmp/l_hf16.bin \
+    cuda=/tmp/l_cuda.bin cpu=/tmp/l_cpu.bin hf-bf16=/tmp/l_hf16.bin >"$O/logits.txt" 2>&1
+  cat "$O/logits.txt" >>"$LOG"
+  while read -r l; do row "logits $l"; done < <(python3 -c "
+import json,sys
+for l in open('$O/logits.txt'):
+    if l.startswith('{'):
+        r=json.loads(l); print(f\"{r['name']} vs HF fp32 (T={r['T']}) | mean KL {r['kl_mean']:.2e}, argmax {100*r['argmax_nontie']:.2f}% non-tie ({100*r['argmax_all']:.2f}% all, {r['n_tie']} ties), max|dlogit| {r['max_abs_dlogit']:.3g}\")
+" 2>>"$LOG")
+fi
+
+if want sanitize; then
+  say "compute-sanitizer memcheck + racecheck (tiny model)"
+  MT=/tmp/mq-tiny
+  [ -s $MT/config.json ] || "$BIN" synth --shape tiny --seed 3 -o $MT >>"$LOG" 2>&1
+  CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+  for tool in memcheck racecheck synccheck; do
+    timeout 120 "$CS" --tool $tool --error-exitcode 9 "$BIN" run -m $MT --prompt-ids 1,2,3,4,5,6,7,8 -n 24 --ids \
+      --ignore-eos --backend cuda >"$O/san_$tool.log" 2>&1
+    rc=$?
+    s=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$O/san_$tool.log" | tail -1)
+    row "compute-sanitizer $tool | rc $rc: ${s:-see san_$tool.log}"
+  done
+fi
+
+if want bench; then
+  say "bench (cuda, synthetic 0.6B)"
+  timeout $(( $(left) > 300 ? 300 : $(left) )) "$BIN" bench -m $M06 --backend cuda --ctx 16,1024,4096,32768 -n 128 \
+    --bw "$BW" --power-s 0 --idle-s 0 --json "$O/bench.json" >"$O/bench.txt" 2>&1
+  cat "$O/bench.txt" >>"$LOG"
+  grep -E "^\| [0-9]+ \|" "$O/bench.txt" | head -6 | while read -r l; do :; done
+  TABLE+=("$(grep -A12 -i "context" "$O/bench.txt" | grep -E '^\|' | head -8)")
+fi
+
+if want bps; then
+  for bps in 1 3 4; do
+    [ "$(left)" -gt 60 ] || break
+    MQ_CUDA_BPS=$bps timeout 60 "$BIN" bench -m $M06 --backend cuda --ctx 16,4096 -n 128 --bw "$BW" --power-s 0 \
+      --idle-s 0 >"$O/bench_bps$bps.txt" 2>&1
+    row "blocks/SM $bps: $(grep -E '^\| (16|4096) \|' "$O/bench_bps$bps.txt" | tr '\n' ' ')"
+  done
+fi
+
+if want hf && [ "$(left)" -gt 120 ]; then
+  say "HF static-cache + CUDA graph peer"
+  timeout $(( $(left) - 20 )) python3 scripts/peers/hf_static.py -m $M06 --ctx 16,1024,4096 -n 64 --power-s 0 \
+    --idle-s 0 --json "$O/hf_static.json" >"$O/hf_static.txt" 2>&1
+  row "hf static | $(tail -c 600 "$O/hf_static.json" 2>/dev/null || tail -3 "$O/hf_static.txt")"
+fi
+
+say "done in $(( $(date +%s) - T0 ))s"
+echo
+echo "== device-check summary (${GPU:-no GPU}) =="
+printf '%s\n' "${TABLE[@]}"

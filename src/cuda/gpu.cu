@@ -1,0 +1,380 @@
+// gpu: host side of the CUDA backend — device arena, uploads and the megakernel launch (gpu.h).
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "megakernel.cuh"
+
+extern "C" {
+#include "err.h"
+#include "gpu.h"
+}
+
+extern "C" const void *mqk_kernel(void);
+
+using mqk::LayerW;
+using mqk::NT;
+using mqk::Params;
+
+// Every CUDA call is checked; a failure sets one error line naming file:line and the call.
+#define CK(call)                                                                                           \
+    do {                                                                                                   \
+        cudaError_t e_ = (call);                                                                           \
+        if (e_ != cudaSuccess) {                                                                           \
+            mq_err_set("cuda: %s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(e_));         \
+            return -1;                                                                                     \
+        }                                                                                                  \
+    } while (0)
+#define CKN(call)                                                                                          \
+    do {                                                                                                   \
+        cudaError_t e_ = (call);                                                                           \
+        if (e_ != cudaSuccess) {                                                                           \
+            mq_err_set("cuda: %s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(e_));         \
+            mq_gpu_free(g);                                                                                \
+            return NULL;                                                                                   \
+        }                                                                                                  \
+    } while (0)
+
+enum { LOGITS_CHUNK = 16, MAX_STOP = 16 };
+
+struct mq_gpu {
+    mq_gpu_shape s;
+    int max_ctx, grid, smem, sms;
+    size_t bytes;         // arena size
+    char *arena;          // the one device allocation
+    size_t off_layer[8];  // per-layer offsets of qkv, o, gu, down, in_norm, post_norm, q_norm, k_norm
+    size_t layer_stride;  // bytes of one layer's weights
+    size_t off_embed, off_lm, off_fnorm, off_invf;
+    Params P;             // device pointers; per-run fields filled by mq_gpu_run
+    char desc[512];
+};
+
+static size_t al(size_t x) { return (x + 255) & ~(size_t)255; }
+
+int mq_gpu_available(void) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n > 0;
+}
+
+static size_t slot_bytes(const mq_gpu *g, mq_gpu_slot slot) {
+    const mq_gpu_shape *s = &g->s;
+    const size_t H = s->hidden, Q = (size_t)s->n_heads * s->head_dim, KV = (size_t)s->n_kv * s->head_dim;
+    switch (slot) {
+    case MQ_GPU_QKV: return (Q + 2 * KV) * H * 2;
+    case MQ_GPU_O: return H * Q * 2;
+    case MQ_GPU_GATEUP: return 2 * (size_t)s->inter * H * 2;
+    case MQ_GPU_DOWN: return H * s->inter * 2;
+    case MQ_GPU_IN_NORM:
+    case MQ_GPU_POST_NORM:
+    case MQ_GPU_FINAL_NORM: return H * 4;
+    case MQ_GPU_Q_NORM:
+    case MQ_GPU_K_NORM: return (size_t)s->head_dim * 4;
+    case MQ_GPU_EMBED:
+    case MQ_GPU_LM_HEAD: return (size_t)s->vocab * H * 2;
+    case MQ_GPU_INV_FREQ: return (size_t)s->head_dim / 2 * 4;
+    }
+    return 0;
+}
+
+mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
+    mq_gpu *g = (mq_gpu *)calloc(1, sizeof *g);
+    if (!g) {
+        mq_err_set("cuda: out of host memory");
+        return NULL;
+    }
+    g->s = *s;
+    g->max_ctx = max_ctx;
+    const int hd = s->head_dim, G = s->n_kv > 0 ? s->n_heads / s->n_kv : 0;
+    const int Q = s->n_heads * hd, KV = s->n_kv * hd;
+    if (s->hidden % 8 || s->inter % 8 || hd % 8 || hd > 256 || hd < 8 || s->n_kv < 1 ||
+        s->n_heads % s->n_kv || max_ctx < 1 || s->vocab < 1 || s->n_layers < 0) {
+        mq_err_set("cuda: unsupported shape (hidden %d, intermediate %d, head_dim %d, heads %d/%d): the kernel "
+                   "needs hidden, intermediate and head_dim multiples of 8, head_dim <= 256",
+                   s->hidden, s->inter, hd, s->n_heads, s->n_kv);
+        free(g);
+        return NULL;
+    }
+    int ndev = 0;
+    cudaError_t e = cudaGetDeviceCount(&ndev);
+    if (e != cudaSuccess || ndev < 1) {
+        (void)cudaGetLastError();
+        mq_err_set("cuda: no usable CUDA device (%s)", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+        free(g);
+        return NULL;
+    }
+    cudaDeviceProp prop;
+    CKN(cudaGetDeviceProperties(&prop, 0));
+    if (!prop.cooperativeLaunch) {
+        mq_err_set("cuda: device %s lacks cooperative launch", prop.name);
+        free(g);
+        return NULL;
+    }
+    g->sms = prop.multiProcessorCount;
+
+    // shared memory: the largest stage input vector, or attention's queries + scratch + partials
+    int lpr = 1;
+    while (lpr * 8 < hd) lpr <<= 1;
+    const int nw = NT / 32, nrg = nw * (32 / lpr);
+    size_t sm_mv = (size_t)(s->hidden > s->inter ? s->hidden : s->inter);
+    if ((size_t)Q > sm_mv) sm_mv = Q;
+    const int gs = G < 4 ? G : 4;  // attention passes handle at most 4 query heads
+    size_t sm_att = (size_t)G * hd + (size_t)G * (hd + 2) + (size_t)nw * hd + (size_t)nrg * gs * (hd + 2);
+    g->smem = (int)((sm_mv > sm_att ? sm_mv : sm_att) * 4);
+    if (g->smem > (int)prop.sharedMemPerBlockOptin) {
+        mq_err_set("cuda: shape needs %d bytes of shared memory per block, device %s allows %zu", g->smem,
+                   prop.name, (size_t)prop.sharedMemPerBlockOptin);
+        free(g);
+        return NULL;
+    }
+    const void *fn = mqk_kernel();
+    CKN(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem));
+    int occ = 0;
+    CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, NT, g->smem));
+    if (occ < 1) {
+        mq_err_set("cuda: the decode kernel does not fit on one SM of %s", prop.name);
+        free(g);
+        return NULL;
+    }
+    int bps = 2;  // blocks per SM; MQ_CUDA_BPS overrides (tuning)
+    const char *env = getenv("MQ_CUDA_BPS");
+    if (env && atoi(env) > 0) bps = atoi(env);
+    if (bps > occ) bps = occ;
+    g->grid = g->sms * bps;
+    const int max_chunks = g->grid / s->n_kv > 0 ? g->grid / s->n_kv : 1;
+
+    // arena layout
+    size_t o = 0;
+    const mq_gpu_slot lslots[8] = {MQ_GPU_QKV,      MQ_GPU_O,         MQ_GPU_GATEUP, MQ_GPU_DOWN,
+                                   MQ_GPU_IN_NORM,  MQ_GPU_POST_NORM, MQ_GPU_Q_NORM, MQ_GPU_K_NORM};
+    for (int i = 0; i < 8; i++) {
+        g->off_layer[i] = o;
+        o += al(slot_bytes(g, lslots[i]));
+    }
+    g->layer_stride = o;
+    o *= (size_t)s->n_layers;
+    g->off_embed = o;
+    o += al(slot_bytes(g, MQ_GPU_EMBED));
+    g->off_lm = g->off_embed;
+    if (!s->tied) {
+        g->off_lm = o;
+        o += al(slot_bytes(g, MQ_GPU_LM_HEAD));
+    }
+    g->off_fnorm = o;
+    o += al((size_t)s->hidden * 4);
+    g->off_invf = o;
+    o += al((size_t)hd / 2 * 4);
+    const size_t off_layers = o;
+    o += al(sizeof(LayerW) * (s->n_layers > 0 ? s->n_layers : 1));
+    const size_t kv_bytes = (size_t)s->n_layers * max_ctx * KV * 2;
+    const size_t off_kc = o;
+    o += al(kv_bytes);
+    const size_t off_vc = o;
+    o += al(kv_bytes);
+    const size_t off_x = o;
+    o += al((size_t)s->hidden * 4);
+    const size_t off_qkv = o;
+    o += al((size_t)(Q + 2 * KV) * 4);
+    const size_t off_att = o;
+    o += al((size_t)Q * 4);
+    const size_t off_gu = o;
+    o += al((size_t)2 * s->inter * 4);
+    const size_t off_part = o;
+    o += al((size_t)s->n_heads * max_chunks * (hd + 2) * 4);
+    const size_t off_cnt = o;  // att_cnt (n_kv), lm_cnt, bar, ctl[2]
+    o += al(((size_t)s->n_kv + 4) * 4);
+    const size_t off_best = o;
+    o += al((size_t)g->grid * 8);
+    const size_t off_logits = o;
+    o += al((size_t)LOGITS_CHUNK * s->vocab * 4);
+    const size_t off_tok = o;
+    o += al((size_t)max_ctx * 4);
+    const size_t off_ids = o;
+    o += al((size_t)max_ctx * 4);
+    const size_t off_stop = o;
+    o += al(MAX_STOP * 4);
+    g->bytes = o;
+
+    e = cudaMalloc((void **)&g->arena, g->bytes);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        mq_err_set("cuda: out of GPU memory: need %.2f GB (weights + KV cache for %d positions + scratch), "
+                   "%.2f GB free of %.2f GB on %s",
+                   g->bytes / 1e9, max_ctx, fr / 1e9, tot / 1e9, prop.name);
+        free(g);
+        return NULL;
+    }
+    CKN(cudaMemset(g->arena + off_cnt, 0, ((size_t)s->n_kv + 4) * 4));
+
+    Params &P = g->P;
+    memset(&P, 0, sizeof P);
+    P.vocab = s->vocab;
+    P.hidden = s->hidden;
+    P.inter = s->inter;
+    P.n_layers = s->n_layers;
+    P.nh = s->n_heads;
+    P.nkv = s->n_kv;
+    P.hd = hd;
+    P.qdim = Q;
+    P.max_ctx = max_ctx;
+    P.lpr = lpr;
+    P.max_chunks = max_chunks;
+    P.eps = s->eps;
+    char *A = g->arena;
+    P.layers = (const LayerW *)(A + off_layers);
+    P.embed = (const __nv_bfloat16 *)(A + g->off_embed);
+    P.lm_head = (const __nv_bfloat16 *)(A + g->off_lm);
+    P.final_norm = (const float *)(A + g->off_fnorm);
+    P.inv_freq = (const float *)(A + g->off_invf);
+    P.kc = (__nv_bfloat16 *)(A + off_kc);
+    P.vc = (__nv_bfloat16 *)(A + off_vc);
+    P.x = (float *)(A + off_x);
+    P.qkv = (float *)(A + off_qkv);
+    P.att = (float *)(A + off_att);
+    P.gu = (float *)(A + off_gu);
+    P.part = (float *)(A + off_part);
+    P.att_cnt = (unsigned *)(A + off_cnt);
+    P.lm_cnt = P.att_cnt + s->n_kv;
+    P.bar = P.lm_cnt + 1;
+    P.ctl = (int *)(P.bar + 1);
+    P.best = (unsigned long long *)(A + off_best);
+    P.logits = (float *)(A + off_logits);
+    P.tokens = (int32_t *)(A + off_tok);
+    P.ids = (const int32_t *)(A + off_ids);
+    P.stop = (const int32_t *)(A + off_stop);
+
+    // per-layer pointer table
+    LayerW *lw = (LayerW *)calloc(s->n_layers > 0 ? s->n_layers : 1, sizeof *lw);
+    if (!lw) {
+        mq_err_set("cuda: out of host memory");
+        mq_gpu_free(g);
+        return NULL;
+    }
+    for (int l = 0; l < s->n_layers; l++) {
+        char *b = A + (size_t)l * g->layer_stride;
+        lw[l].qkv = (const __nv_bfloat16 *)(b + g->off_layer[0]);
+        lw[l].o = (const __nv_bfloat16 *)(b + g->off_layer[1]);
+        lw[l].gu = (const __nv_bfloat16 *)(b + g->off_layer[2]);
+        lw[l].down = (const __nv_bfloat16 *)(b + g->off_layer[3]);
+        lw[l].in_norm = (const float *)(b + g->off_layer[4]);
+        lw[l].post_norm = (const float *)(b + g->off_layer[5]);
+        lw[l].q_norm = (const float *)(b + g->off_layer[6]);
+        lw[l].k_norm = (const float *)(b + g->off_layer[7]);
+    }
+    e = cudaMemcpy(A + off_layers, lw, sizeof(LayerW) * s->n_layers, cudaMemcpyHostToDevice);
+    free(lw);
+    CKN(e);
+    snprintf(g->desc, sizeof g->desc,
+             "%.200s: %d SMs, grid %d x %d threads (%d/SM, occupancy %d), %d B smem/block, arena %.3f GB", prop.name,
+             g->sms, g->grid, NT, bps, occ, g->smem, g->bytes / 1e9);
+    return g;
+}
+
+int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t bytes) {
+    const size_t want = slot_bytes(g, slot);
+    if (bytes != want) {
+        mq_err_set("cuda: upload of slot %d: %zu bytes given, %zu expected", (int)slot, bytes, want);
+        return -1;
+    }
+    size_t off;
+    switch (slot) {
+    case MQ_GPU_EMBED: off = g->off_embed; break;
+    case MQ_GPU_LM_HEAD:
+        if (g->s.tied) return 0;
+        off = g->off_lm;
+        break;
+    case MQ_GPU_FINAL_NORM: off = g->off_fnorm; break;
+    case MQ_GPU_INV_FREQ: off = g->off_invf; break;
+    default:
+        if (layer < 0 || layer >= g->s.n_layers) {
+            mq_err_set("cuda: upload to layer %d of %d", layer, g->s.n_layers);
+            return -1;
+        }
+        off = (size_t)layer * g->layer_stride + g->off_layer[(int)slot];
+    }
+    CK(cudaMemcpy(g->arena + off, src, bytes, cudaMemcpyHostToDevice));
+    return 0;
+}
+
+// One launch of n steps (n <= LOGITS_CHUNK when logits_all).
+static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int logits_all, int n_stop) {
+    Params P = g->P;
+    if (!has_ids) P.ids = NULL;
+    P.n_stop = n_stop;
+    P.first = first;
+    P.pos = pos;
+    P.n = n;
+    P.logits_all = logits_all;
+    CK(cudaMemset(P.bar, 0, 3 * sizeof(unsigned)));  // bar, ctl[0], ctl[1]
+    void *args[] = {&P};
+    CK(cudaLaunchCooperativeKernel(mqk_kernel(), dim3(g->grid), dim3(NT), args, (size_t)g->smem, 0));
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    return 0;
+}
+
+int mq_gpu_run(mq_gpu *g, const int32_t *ids, int32_t first, int pos, int n, float *logits_all, float *last,
+               const int32_t *stop, int n_stop, int32_t *out_tok) {
+    if (n < 1) return 0;
+    if (pos < 0 || (long long)pos + n > g->max_ctx) {
+        mq_err_set("cuda: %d steps at position %d pass the KV cache (%d positions)", n, pos, g->max_ctx);
+        return -1;
+    }
+    const int V = g->s.vocab;
+    if (ids) {
+        for (int i = 0; i < n; i++)
+            if (ids[i] < 0 || ids[i] >= V) {
+                mq_err_set("cuda: token id %d at index %d is outside the vocabulary (%d)", (int)ids[i], i, V);
+                return -1;
+            }
+        CK(cudaMemcpy((void *)g->P.ids, ids, (size_t)n * 4, cudaMemcpyHostToDevice));
+        if (logits_all) {
+            for (int c = 0; c < n; c += LOGITS_CHUNK) {
+                const int m = n - c < LOGITS_CHUNK ? n - c : LOGITS_CHUNK;
+                if (c) CK(cudaMemcpy((void *)g->P.ids, ids + c, (size_t)m * 4, cudaMemcpyHostToDevice));
+                if (launch(g, 1, 0, pos + c, m, 1, 0)) return -1;
+                CK(cudaMemcpy(logits_all + (size_t)c * V, g->P.logits, (size_t)m * V * 4, cudaMemcpyDeviceToHost));
+            }
+            if (last) memcpy(last, logits_all + (size_t)(n - 1) * V, (size_t)V * 4);
+        } else {
+            if (launch(g, 1, 0, pos, n, 0, 0)) return -1;
+            if (last) CK(cudaMemcpy(last, g->P.logits, (size_t)V * 4, cudaMemcpyDeviceToHost));
+        }
+        if (out_tok) CK(cudaMemcpy(out_tok, g->P.tokens + (n - 1), 4, cudaMemcpyDeviceToHost));
+        return n;
+    }
+    if (first < 0 || first >= V) {
+        mq_err_set("cuda: token id %d is outside the vocabulary (%d)", (int)first, V);
+        return -1;
+    }
+    if (n_stop > MAX_STOP) n_stop = MAX_STOP;
+    if (n_stop > 0) CK(cudaMemcpy((void *)g->P.stop, stop, (size_t)n_stop * 4, cudaMemcpyHostToDevice));
+    if (launch(g, 0, first, pos, n, 0, n_stop)) return -1;
+    int ctl[2];
+    CK(cudaMemcpy(ctl, g->P.ctl, sizeof ctl, cudaMemcpyDeviceToHost));
+    const int done = ctl[1];
+    if (done < 1 || done > n) {
+        mq_err_set("cuda: decode kernel reported %d steps of %d", done, n);
+        return -1;
+    }
+    if (out_tok) CK(cudaMemcpy(out_tok, g->P.tokens, (size_t)done * 4, cudaMemcpyDeviceToHost));
+    if (last) CK(cudaMemcpy(last, g->P.logits, (size_t)V * 4, cudaMemcpyDeviceToHost));
+    return done;
+}
+
+size_t mq_gpu_bytes(const mq_gpu *g) { return g ? g->bytes : 0; }
+
+const char *mq_gpu_describe(const mq_gpu *g) { return g ? g->desc : ""; }
+
+void mq_gpu_free(mq_gpu *g) {
+    if (!g) return;
+    if (g->arena) cudaFree(g->arena);
+    free(g);
+}

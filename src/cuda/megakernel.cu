@@ -1,0 +1,554 @@
+// megakernel: the whole Qwen3 decode step (all layers, lm_head, argmax) in one persistent launch.
+//
+// One cooperative launch runs n decode steps. Every block walks the same stage list; a stage's
+// work is split over all blocks (rows of a weight matrix, or (kv head, position chunk) items of
+// attention) and stages are separated by a grid barrier on one monotonically growing counter.
+// Before it waits at a barrier, each block asks L2 to prefetch its slice of the NEXT weight
+// matrix, so HBM keeps streaming weights while the grid synchronizes (weights do not depend on
+// activations). Per layer:
+//   QKV    rmsnorm(x) (every block, redundantly: cheaper than a barrier) -> fused q|k|v matvec
+//   ATTN   per (kv head, chunk): q/k RMSNorm + RoPE, K/V of this position into the cache (bf16),
+//          online-softmax over the chunk (flash-decoding); the last chunk to finish combines
+//   O      o_proj matvec, residual add into x
+//   GU     rmsnorm(x) -> fused gate|up matvec
+//   DOWN   silu(gate)*up -> down matvec, residual add into x
+// then final rmsnorm + lm_head over all blocks with a per-block argmax; the last block to finish
+// reduces the argmax, embeds the next token into x and (greedy) feeds it to the next step.
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#include "megakernel.cuh"
+
+namespace mqk {
+
+constexpr int NW = NT / 32;  // warps per block
+constexpr int MINCH = 64;    // fewest positions in an attention chunk
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// Grid barrier: `bar` only grows within a launch (the host zeroes it before each launch); each
+// block adds 1 per barrier and waits until the count reaches (barriers so far) * gridDim.x.
+// The fences make every block's global writes before the barrier visible to all after it.
+__device__ __forceinline__ void grid_sync(unsigned *bar, unsigned &target) {
+    __syncthreads();
+    target += gridDim.x;
+    if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(bar, 1u);
+        while (ld_acquire(bar) < target) {
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Sum over the block; every thread gets the same value. red: NW floats of shared memory.
+__device__ __forceinline__ float block_sum(float v, float *red) {
+    v = warp_sum(v);
+    __syncthreads();  // red may still be read by a previous call
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NW; i++) s += red[i];
+    return s;
+}
+
+__device__ __forceinline__ float bf2f(uint32_t h16) { return __uint_as_float(h16 << 16); }
+
+// dot of 8 bf16 (packed in a uint4) with 8 floats in shared memory
+__device__ __forceinline__ float dot8(uint4 w, const float *x) {
+    float4 a = *reinterpret_cast<const float4 *>(x);
+    float4 b = *reinterpret_cast<const float4 *>(x + 4);
+    float s = __uint_as_float(w.x << 16) * a.x;
+    s = fmaf(__uint_as_float(w.x & 0xffff0000u), a.y, s);
+    s = fmaf(__uint_as_float(w.y << 16), a.z, s);
+    s = fmaf(__uint_as_float(w.y & 0xffff0000u), a.w, s);
+    s = fmaf(__uint_as_float(w.z << 16), b.x, s);
+    s = fmaf(__uint_as_float(w.z & 0xffff0000u), b.y, s);
+    s = fmaf(__uint_as_float(w.w << 16), b.z, s);
+    s = fmaf(__uint_as_float(w.w & 0xffff0000u), b.w, s);
+    return s;
+}
+
+__device__ __forceinline__ uint4 ldw(const uint4 *p) {  // weights: read-only for the launch
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+// Rows [r0, r1) of a matrix of `rows` rows that block b handles (contiguous, balanced).
+__device__ __forceinline__ void block_rows(int rows, int b, int nb, int &r0, int &r1) {
+    r0 = (int)((long long)rows * b / nb);
+    r1 = (int)((long long)rows * (b + 1) / nb);
+}
+
+// Ask L2 to fetch bytes [p, p+n) (fire and forget).
+__device__ __forceinline__ void prefetch_l2(const void *p, size_t n) {
+    const char *c = static_cast<const char *>(p);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // one bulk prefetch per 32 KB piece, spread over the block's threads
+    const size_t piece = 32768;
+    for (size_t off = (size_t)threadIdx.x * piece; off < n; off += (size_t)NT * piece) {
+        size_t len = n - off < piece ? n - off : piece;
+        len &= ~(size_t)15;
+        if (len)
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(c + off), "r"((unsigned)len)
+                         : "memory");
+    }
+#else
+    for (size_t off = (size_t)threadIdx.x * 128; off < n; off += (size_t)NT * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
+#endif
+}
+
+// Prefetch block b's row slice of a (rows, cols) bf16 matrix.
+__device__ __forceinline__ void prefetch_rows(const __nv_bfloat16 *W, int rows, int cols, size_t cap) {
+    int r0, r1;
+    block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
+    size_t n = (size_t)(r1 - r0) * cols * 2;
+    prefetch_l2(W + (size_t)r0 * cols, n < cap ? n : cap);
+}
+
+enum { MV_STORE = 0, MV_ADD = 1, MV_LOGITS = 2 };
+
+// out[r] (=|+=) W[r,:] . xs for this block's rows of W (rows, cols), cols % 8 == 0, xs in smem.
+// A block's rows are split into units (row, k-slice) over its warps; when a block has fewer rows
+// than warps each row is cut into KS slices whose partial sums meet in shared memory (fixed order:
+// deterministic). MV_LOGITS also tracks the block's (max, lowest index) into *best.
+template <int MODE>
+__device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
+                       float *red, unsigned long long *best) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int r0, r1;
+    block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
+    const int nr = r1 - r0;
+    const int n8 = cols >> 3;
+    int KS = nr >= NW ? 1 : NW / (nr > 0 ? nr : 1);
+    int maxks = n8 / 32 > 0 ? n8 / 32 : 1;
+    if (KS > maxks) KS = maxks;
+    const int nunits = nr * KS;
+    unsigned long long mybest = 0;
+    for (int u = warp; u < nunits; u += NW) {
+        const int row = r0 + u / KS, sl = u % KS;
+        const uint4 *wr = reinterpret_cast<const uint4 *>(W + (size_t)row * cols);
+        const int s0 = n8 * sl / KS, s1 = n8 * (sl + 1) / KS;
+        float acc0 = 0.0f, acc1 = 0.0f;
+        int i = s0 + lane;
+        for (; i + 96 < s1; i += 128) {
+            uint4 a = ldw(wr + i), b = ldw(wr + i + 32), c = ldw(wr + i + 64), d = ldw(wr + i + 96);
+            acc0 += dot8(a, xs + 8 * i) + dot8(c, xs + 8 * (i + 64));
+            acc1 += dot8(b, xs + 8 * (i + 32)) + dot8(d, xs + 8 * (i + 96));
+        }
+        for (; i < s1; i += 32) acc0 += dot8(ldw(wr + i), xs + 8 * i);
+        float acc = warp_sum(acc0 + acc1);
+        if (KS == 1) {
+            if (lane == 0) {
+                if (MODE == MV_STORE) out[row] = acc;
+                else if (MODE == MV_ADD) out[row] = __ldcg(out + row) + acc;
+                else out[row] = acc;
+            }
+            if (MODE == MV_LOGITS) {
+                unsigned k = __float_as_uint(acc);
+                k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
+                if (acc != acc) k = 0;  // NaN never wins
+                unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)row);
+                if (key > mybest) mybest = key;
+            }
+        } else if (lane == 0) {
+            red[u] = acc;
+        }
+    }
+    if (KS > 1) {
+        __syncthreads();
+        if ((int)threadIdx.x < nr) {
+            float s = 0.0f;
+            for (int k = 0; k < KS; k++) s += red[threadIdx.x * KS + k];
+            const int row = r0 + threadIdx.x;
+            if (MODE == MV_ADD) out[row] = __ldcg(out + row) + s;
+            else out[row] = s;
+            if (MODE == MV_LOGITS) {
+                unsigned k = __float_as_uint(s);
+                k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
+                if (s != s) k = 0;
+                unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)row);
+                if (key > mybest) mybest = key;
+            }
+        }
+        __syncthreads();
+    }
+    if (MODE == MV_LOGITS) {
+        // block max of mybest into *best (shared): warp max then one atomicMax per warp
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            unsigned long long v = __shfl_xor_sync(0xffffffffu, mybest, o);
+            if (v > mybest) mybest = v;
+        }
+        if (lane == 0 && mybest) atomicMax(best, mybest);
+    }
+}
+
+// xs = w * (x * rsqrt(mean(x^2) + eps)) over n floats of global x (another block's writes).
+__device__ void load_norm(const float *x, const float *w, int n, float eps, float *xs, float *red) {
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += NT) {
+        float v = __ldcg(x + i);
+        xs[i] = v;
+        ss += v * v;
+    }
+    ss = block_sum(ss, red);
+    const float r = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += NT) xs[i] = __ldg(w + i) * (xs[i] * r);
+    __syncthreads();
+}
+
+// One warp: RMSNorm (if nw) and RoPE (if rope) of one head vector src (hd floats, global) into
+// dst: shared-memory floats (dst_f) or the bf16 cache (dst_b). tmp: hd floats of this warp's smem.
+__device__ void head_prep(const Params &P, const float *src, const float *nw, bool rope, int pos, float *tmp,
+                          float *dst_f, __nv_bfloat16 *dst_b) {
+    const int lane = threadIdx.x & 31, hd = P.hd, half = hd >> 1;
+    float ss = 0.0f;
+    for (int d = lane; d < hd; d += 32) {
+        float v = __ldcg(src + d);
+        tmp[d] = v;
+        ss += v * v;
+    }
+    ss = warp_sum(ss);
+    const float r = 1.0f / sqrtf(ss / (float)hd + P.eps);
+    if (nw)
+        for (int d = lane; d < hd; d += 32) tmp[d] = __ldg(nw + d) * (tmp[d] * r);
+    __syncwarp();
+    if (rope) {
+        for (int i = lane; i < half; i += 32) {
+            // HF: angle = float(pos) * inv_freq (float32), then cos/sin of that float angle
+            const float ang = (float)pos * __ldg(P.inv_freq + i);
+            const float c = (float)cos((double)ang), s = (float)sin((double)ang);
+            const float a = tmp[i], b = tmp[i + half];
+            const float o0 = a * c - b * s, o1 = b * c + a * s;
+            if (dst_f) {
+                dst_f[i] = o0;
+                dst_f[i + half] = o1;
+            } else {
+                dst_b[i] = __float2bfloat16_rn(o0);
+                dst_b[i + half] = __float2bfloat16_rn(o1);
+            }
+        }
+    } else {
+        for (int d = lane; d < hd; d += 32) {
+            if (dst_f) dst_f[d] = tmp[d];
+            else dst_b[d] = __float2bfloat16_rn(tmp[d]);
+        }
+    }
+    __syncwarp();
+}
+
+// Online-softmax pass of one row-group layout over positions [p0, p1) for GS query heads
+// (qs: GS x hd, smem). Lanes work in row groups of LPR lanes (LPR = hd/8 rounded up to a power of
+// two): each lane holds 8 dims of a K/V row. GS is compile-time so the per-head accumulators stay
+// in registers. Leaves the chunk's combined (m, l, acc) per head in out (GS x (hd+2), smem), with
+// m in log2 units.
+template <int GS>
+__device__ void att_pass(const Params &P, const __nv_bfloat16 *Kl, const __nv_bfloat16 *Vl, int p0, int p1,
+                         const float *qs, float *pm, float *out) {
+    const int hd = P.hd, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const size_t kvd = (size_t)P.nkv * hd;
+    const int LPR = P.lpr, RPW = 32 / LPR;
+    const int rg = lane / LPR, sub = lane % LPR, nrg = NW * RPW, rgid = warp * RPW + rg;
+    const bool act = sub * 8 < hd;
+    const float qscale = rsqrtf((float)hd) * 1.4426950408889634f;  // scores in log2 units
+    float q[GS][8], m[GS], ls[GS], acc[GS][8];
+#pragma unroll
+    for (int g = 0; g < GS; g++) {
+        m[g] = -INFINITY;
+        ls[g] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            q[g][j] = act ? qs[g * hd + sub * 8 + j] * qscale : 0.0f;
+            acc[g][j] = 0.0f;
+        }
+    }
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    const size_t step = (size_t)nrg * kvd / 8;  // uint4s between a row group's consecutive rows
+    for (int p = p0 + rgid; p < p1; p += 2 * nrg) {
+        const bool has2 = p + nrg < p1;
+        const uint4 *kp = reinterpret_cast<const uint4 *>(Kl + (size_t)p * kvd + sub * 8);
+        const uint4 *vp = reinterpret_cast<const uint4 *>(Vl + (size_t)p * kvd + sub * 8);
+        uint4 k0 = act ? __ldcg(kp) : zero, v0 = act ? __ldcg(vp) : zero;
+        uint4 k1 = (act && has2) ? __ldcg(kp + step) : zero, v1 = (act && has2) ? __ldcg(vp + step) : zero;
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            if (rr == 1 && !has2) break;
+            const uint4 kk = rr ? k1 : k0, vv = rr ? v1 : v0;
+            const float kf[8] = {bf2f(kk.x & 0xffff), bf2f(kk.x >> 16), bf2f(kk.y & 0xffff), bf2f(kk.y >> 16),
+                                 bf2f(kk.z & 0xffff), bf2f(kk.z >> 16), bf2f(kk.w & 0xffff), bf2f(kk.w >> 16)};
+            const float vf[8] = {bf2f(vv.x & 0xffff), bf2f(vv.x >> 16), bf2f(vv.y & 0xffff), bf2f(vv.y >> 16),
+                                 bf2f(vv.z & 0xffff), bf2f(vv.z >> 16), bf2f(vv.w & 0xffff), bf2f(vv.w >> 16)};
+#pragma unroll
+            for (int g = 0; g < GS; g++) {
+                float s = 0.0f;
+#pragma unroll
+                for (int j = 0; j < 8; j++) s = fmaf(q[g][j], kf[j], s);
+                for (int o = LPR >> 1; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                const float mn = fmaxf(m[g], s);
+                const float corr = exp2f(m[g] - mn), pe = exp2f(s - mn);
+                m[g] = mn;
+                ls[g] = ls[g] * corr + pe;
+#pragma unroll
+                for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pe, vf[j], acc[g][j] * corr);
+            }
+        }
+    }
+    const int stride = hd + 2;
+#pragma unroll
+    for (int g = 0; g < GS; g++) {
+        float *e = pm + ((size_t)rgid * GS + g) * stride;
+        if (sub == 0) {
+            e[0] = m[g];
+            e[1] = ls[g];
+        }
+        if (act)
+#pragma unroll
+            for (int j = 0; j < 8; j++) e[2 + sub * 8 + j] = acc[g][j];
+    }
+    __syncthreads();
+    // combine the row groups (empty ones have m = -inf)
+    for (int t = threadIdx.x; t < GS * hd; t += NT) {
+        const int g = t / hd, d = t % hd;
+        float M = -INFINITY;
+        for (int r = 0; r < nrg; r++) M = fmaxf(M, pm[((size_t)r * GS + g) * stride]);
+        float Ls = 0.0f, A = 0.0f;
+        for (int r = 0; r < nrg; r++) {
+            const float *e = pm + ((size_t)r * GS + g) * stride;
+            if (e[0] == -INFINITY) continue;
+            const float w = exp2f(e[0] - M);
+            Ls += e[1] * w;
+            A += e[2 + d] * w;
+        }
+        float *o = out + (size_t)g * stride;
+        if (d == 0) {
+            o[0] = M;
+            o[1] = Ls;
+        }
+        o[2 + d] = A;
+    }
+    __syncthreads();
+}
+
+// Attention of layer l at position pos for the block's (kv head, chunk) item: the G query heads
+// of a kv head are done in passes of at most 4 (register budget); K/V rows are re-read per pass.
+__device__ void attention(const Params &P, int l, int pos, float *sm) {
+    const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
+    const int maxch = P.max_chunks;
+    int nch = (len + MINCH - 1) / MINCH;
+    int cap = (int)gridDim.x / P.nkv;
+    if (cap < 1) cap = 1;
+    if (cap > maxch) cap = maxch;
+    if (nch > cap) nch = cap;
+    const int csz = (len + nch - 1) / nch;
+    nch = (len + csz - 1) / csz;
+    const int item = blockIdx.x;
+    if (item >= P.nkv * nch) return;
+    const int kvh = item / nch, c = item % nch;
+    const int p0 = c * csz, p1 = min(len, p0 + csz);
+    const LayerW &L = P.layers[l];
+    const size_t kvd = (size_t)P.nkv * hd;
+    __nv_bfloat16 *Kl = P.kc + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;  // row p at + p*kvd
+    __nv_bfloat16 *Vl = P.vc + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;
+    const int stride = hd + 2;
+
+    float *qs = sm;                      // (G, hd) normed, roped queries
+    float *res = qs + G * hd;            // (G, hd+2) this chunk's (m, l, acc) per head
+    float *tmp = res + G * stride;       // (NW, hd) per-warp scratch
+    float *pm = tmp + NW * hd;           // (nrg, 4, hd+2) per-row-group partials
+    __shared__ int s_last;
+
+    // q heads of this kv head; the chunk holding `pos` also writes this position's K and V
+    const int ntask = G + (p1 == len ? 2 : 0);
+    for (int t = warp; t < ntask; t += NW) {
+        if (t < G)
+            head_prep(P, P.qkv + (size_t)(kvh * G + t) * hd, L.q_norm, true, pos, tmp + warp * hd, qs + t * hd,
+                      nullptr);
+        else if (t == G)
+            head_prep(P, P.qkv + P.qdim + (size_t)kvh * hd, L.k_norm, true, pos, tmp + warp * hd, nullptr,
+                      Kl + (size_t)pos * kvd);
+        else
+            head_prep(P, P.qkv + P.qdim + kvd + (size_t)kvh * hd, nullptr, false, pos, tmp + warp * hd, nullptr,
+                      Vl + (size_t)pos * kvd);
+    }
+    __syncthreads();
+    for (int g0 = 0; g0 < G; g0 += 4) {
+        const int gs = G - g0 < 4 ? G - g0 : 4;
+        const float *qg = qs + g0 * hd;
+        float *rg = res + (size_t)g0 * stride;
+        switch (gs) {
+        case 1: att_pass<1>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 2: att_pass<2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 3: att_pass<3>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        default: att_pass<4>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        }
+    }
+    float *part = P.part;  // (n_heads, max_chunks, hd+2)
+    if (nch == 1) {
+        for (int t = threadIdx.x; t < G * hd; t += NT) {
+            const int g = t / hd, d = t % hd;
+            const float *e = res + (size_t)g * stride;
+            P.att[(size_t)(kvh * G + g) * hd + d] = e[2 + d] / e[1];
+        }
+        return;
+    }
+    for (int t = threadIdx.x; t < G * stride; t += NT) {
+        const int g = t / stride, d = t % stride;
+        part[((size_t)(kvh * G + g) * maxch + c) * stride + d] = res[t];
+    }
+    // the last chunk of this kv head to finish combines all chunks
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        const unsigned old = atomicAdd(P.att_cnt + kvh, 1u);
+        s_last = old == (unsigned)nch - 1;
+        if (s_last) {
+            __threadfence();
+            P.att_cnt[kvh] = 0;  // next use is after a grid barrier
+        }
+    }
+    __syncthreads();
+    if (!s_last) return;
+    for (int t = threadIdx.x; t < G * hd; t += NT) {
+        const int g = t / hd, d = t % hd, h = kvh * G + g;
+        const float *base = part + (size_t)h * maxch * stride;
+        float M = -INFINITY;
+        for (int k = 0; k < nch; k++) M = fmaxf(M, __ldcg(base + (size_t)k * stride));
+        float Ls = 0.0f, A = 0.0f;
+        for (int k = 0; k < nch; k++) {
+            const float w = exp2f(__ldcg(base + (size_t)k * stride) - M);
+            Ls += __ldcg(base + (size_t)k * stride + 1) * w;
+            A += __ldcg(base + (size_t)k * stride + 2 + d) * w;
+        }
+        P.att[(size_t)h * hd + d] = A / Ls;
+    }
+}
+
+// x = embedding row of token id (one block)
+__device__ void embed(const Params &P, int id) {
+    const __nv_bfloat16 *e = P.embed + (size_t)id * P.hidden;
+    for (int i = threadIdx.x; i < P.hidden; i += NT) P.x[i] = __bfloat162float(e[i]);
+}
+
+__global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
+    extern __shared__ __align__(16) float sm[];
+    __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
+    __shared__ unsigned long long s_best;
+    __shared__ int s_last;
+    unsigned target = 0;
+    const int H = P.hidden, I = P.inter, QKVR = P.qdim + 2 * P.nkv * P.hd;
+    const size_t PF = (size_t)1 << 20;  // prefetch cap per block and matrix
+
+    if (blockIdx.x == 0) embed(P, P.ids ? P.ids[0] : P.first);
+    grid_sync(P.bar, target);
+
+    for (int step = 0; step < P.n; step++) {
+        const int pos = P.pos + step;
+        for (int l = 0; l < P.n_layers; l++) {
+            const LayerW &L = P.layers[l];
+            // QKV
+            load_norm(P.x, L.in_norm, H, P.eps, sm, red);
+            matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr);
+            prefetch_rows(L.o, H, P.qdim, PF);
+            grid_sync(P.bar, target);
+            // ATTN
+            attention(P, l, pos, sm);
+            prefetch_rows(L.gu, 2 * I, H, PF);
+            grid_sync(P.bar, target);
+            // O
+            for (int i = threadIdx.x; i < P.qdim; i += NT) sm[i] = __ldcg(P.att + i);
+            __syncthreads();
+            matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr);
+            prefetch_rows(L.down, H, I, PF);
+            grid_sync(P.bar, target);
+            // GU
+            load_norm(P.x, L.post_norm, H, P.eps, sm, red);
+            matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr);
+            if (l + 1 < P.n_layers) prefetch_rows(P.layers[l + 1].qkv, QKVR, H, PF);
+            else prefetch_rows(P.lm_head, P.vocab, H, PF);
+            grid_sync(P.bar, target);
+            // DOWN
+            for (int i = threadIdx.x; i < I; i += NT) {
+                const float g = __ldcg(P.gu + i), u = __ldcg(P.gu + I + i);
+                sm[i] = g / (1.0f + expf(-g)) * u;
+            }
+            __syncthreads();
+            matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr);
+            grid_sync(P.bar, target);
+        }
+        // LM head + argmax (skipped for teacher-forced steps whose logits nobody reads)
+        const bool need_lm = !P.ids || P.logits_all || step == P.n - 1;
+        const bool more = step + 1 < P.n;
+        if (need_lm) {
+            load_norm(P.x, P.final_norm, H, P.eps, sm, red);
+            if (threadIdx.x == 0) s_best = 0;
+            __syncthreads();
+            float *lo = P.logits + (P.logits_all ? (size_t)step * P.vocab : 0);
+            matvec<MV_LOGITS>(P.lm_head, P.vocab, H, sm, lo, red, &s_best);
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                P.best[blockIdx.x] = s_best;
+                __threadfence();
+                const unsigned old = atomicAdd(P.lm_cnt, 1u);
+                s_last = old == gridDim.x - 1;
+                if (s_last) __threadfence();
+            }
+            __syncthreads();
+            if (s_last) {
+                // reduce the per-block bests (max key = max logit, lowest index on ties)
+                unsigned long long b = 0;
+                for (int i = threadIdx.x; i < (int)gridDim.x; i += NT) {
+                    unsigned long long v = __ldcg(P.best + i);
+                    if (v > b) b = v;
+                }
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) {
+                    unsigned long long v = __shfl_xor_sync(0xffffffffu, b, o);
+                    if (v > b) b = v;
+                }
+                if (threadIdx.x == 0) s_best = 0;
+                __syncthreads();
+                if ((threadIdx.x & 31) == 0 && b) atomicMax(&s_best, b);
+                __syncthreads();
+                const int tok = s_best ? (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu)) : 0;
+                bool stop = false;
+                if (!P.ids)
+                    for (int i = 0; i < P.n_stop; i++) stop |= P.stop[i] == tok;
+                if (threadIdx.x == 0) {
+                    P.tokens[step] = tok;
+                    *P.lm_cnt = 0;
+                    P.ctl[1] = step + 1;  // steps done
+                    if (stop) P.ctl[0] = 1;
+                }
+                if (more && !stop) embed(P, P.ids ? P.ids[step + 1] : tok);
+            }
+        } else if (blockIdx.x == 0) {
+            if (threadIdx.x == 0) P.ctl[1] = step + 1;
+            embed(P, P.ids[step + 1]);
+        }
+        if (!more) break;
+        if (P.n_layers > 0) prefetch_rows(P.layers[0].qkv, QKVR, H, PF);
+        grid_sync(P.bar, target);
+        if (__ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // a stop token was chosen
+    }
+}
+
+}  // namespace mqk
+
+extern "C" const void *mqk_kernel(void) { return reinterpret_cast<const void *>(&mqk::decode_kernel); }

@@ -1,0 +1,54 @@
+// megakernel.cuh: the parameter block shared by the decode kernel (megakernel.cu) and its host side (gpu.cu).
+#ifndef MQ_MEGAKERNEL_CUH
+#define MQ_MEGAKERNEL_CUH
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+namespace mqk {
+
+constexpr int NT = 256;  // threads per block
+
+// One layer's device weights (all in the arena). Matrices are bf16 row-major.
+struct LayerW {
+    const __nv_bfloat16 *qkv;   // (q_dim + 2*kv_dim, hidden): q rows, k rows, v rows
+    const __nv_bfloat16 *o;     // (hidden, q_dim)
+    const __nv_bfloat16 *gu;    // (2*inter, hidden): gate rows, then up rows
+    const __nv_bfloat16 *down;  // (hidden, inter)
+    const float *in_norm;       // (hidden)
+    const float *post_norm;     // (hidden)
+    const float *q_norm;        // (head_dim)
+    const float *k_norm;        // (head_dim)
+};
+
+struct Params {
+    int vocab, hidden, inter, n_layers, nh, nkv, hd, qdim, max_ctx;
+    int lpr;         // lanes per K/V row in attention: hd/8 rounded up to a power of two (<= 32)
+    int max_chunks;  // attention chunks per kv head the part buffer holds
+    float eps;
+    const LayerW *layers;            // (n_layers), device memory
+    const __nv_bfloat16 *embed;      // (vocab, hidden)
+    const __nv_bfloat16 *lm_head;    // (vocab, hidden); == embed when tied
+    const float *final_norm;         // (hidden)
+    const float *inv_freq;           // (hd/2)
+    __nv_bfloat16 *kc, *vc;          // (n_layers, max_ctx, n_kv, hd) each
+    float *x;                        // (hidden) residual stream
+    float *qkv;                      // (q_dim + 2*kv_dim) raw projections
+    float *att;                      // (q_dim) attention output
+    float *gu;                       // (2*inter) raw gate | up
+    float *part;                     // (n_heads, max_chunks, hd+2) per-chunk (m, l, acc)
+    unsigned *att_cnt;               // (n_kv) chunks finished per kv head (self-resetting)
+    unsigned *lm_cnt;                // (1) blocks finished with the lm_head (self-resetting)
+    unsigned long long *best;        // (grid) per-block packed (logit key, ~index)
+    float *logits;                   // (n, vocab) when logits_all, else (vocab)
+    int32_t *tokens;                 // (n) chosen token per step
+    unsigned *bar;                   // grid barrier counter, zeroed before each launch
+    int *ctl;                        // [0] stop flag, [1] steps done; zeroed before each launch
+    const int32_t *ids;              // (n) teacher-forced ids, or NULL for greedy
+    const int32_t *stop;             // (n_stop)
+    int n_stop;
+    int first, pos, n, logits_all;
+};
+
+}  // namespace mqk
+
+#endif

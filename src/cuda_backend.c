@@ -1,0 +1,173 @@
+/* cuda_backend: the "cuda" backend — uploads the model as bf16 and drives the megakernel via gpu.h. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "err.h"
+
+#ifndef MQ_HAVE_CUDA
+
+int mq_cuda_available(void) { return 0; }
+
+mq_backend *mq_cuda_new(const mq_model *m, int max_ctx) {
+    (void)m;
+    (void)max_ctx;
+    mq_err_set("megaqwen was built without CUDA");
+    return NULL;
+}
+
+#else
+
+#include "gpu.h"
+
+int mq_cuda_available(void) { return mq_gpu_available(); }
+
+typedef struct {
+    mq_backend base;
+    const mq_model *m;
+    mq_gpu *g;
+    int vocab;
+    float *last; /* (vocab) logits of the last position forward processed */
+} cuda_be;
+
+/* f32 -> bf16 bits, round to nearest even (NaN kept quiet). */
+static uint16_t f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+/* n elements of t as bf16 into dst. Device weights are always bf16: f32/f16 checkpoints are
+ * rounded at upload (documented in docs/perf-notes.md). */
+static void to_bf16(mq_tref t, size_t n, uint16_t *dst) {
+    if (t.dt == MQ_BF16) {
+        memcpy(dst, t.p, n * 2);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) dst[i] = f2bf(mq_model_at(t, i));
+}
+
+static void to_f32(mq_tref t, size_t n, float *dst) {
+    for (size_t i = 0; i < n; i++) dst[i] = mq_model_at(t, i);
+}
+
+static int cuda_forward(mq_backend *be, const int32_t *ids, int n, int pos, float *logits) {
+    cuda_be *b = (cuda_be *)be;
+    if (n < 1) return 0;
+    int r = mq_gpu_run(b->g, ids, 0, pos, n, logits, b->last, NULL, 0, NULL);
+    return r < 0 ? -1 : 0;
+}
+
+static const float *cuda_last_logits(mq_backend *be) { return ((cuda_be *)be)->last; }
+
+static int cuda_generate_greedy(mq_backend *be, int32_t id, int pos, int n, const int32_t *stop, int n_stop,
+                                int32_t *out) {
+    cuda_be *b = (cuda_be *)be;
+    if (n < 1) return 0;
+    return mq_gpu_run(b->g, NULL, id, pos, n, NULL, NULL, stop, n_stop, out);
+}
+
+static void cuda_free(mq_backend *be) {
+    cuda_be *b = (cuda_be *)be;
+    if (!b) return;
+    mq_gpu_free(b->g);
+    free(b->last);
+    free(b);
+}
+
+static int put_bf16(mq_gpu *g, mq_gpu_slot slot, int layer, const mq_tref *parts, const size_t *counts, int np,
+                    uint16_t *buf) {
+    size_t o = 0;
+    for (int i = 0; i < np; i++) {
+        to_bf16(parts[i], counts[i], buf + o);
+        o += counts[i];
+    }
+    return mq_gpu_put(g, slot, layer, buf, o * 2);
+}
+
+static int put_f32(mq_gpu *g, mq_gpu_slot slot, int layer, mq_tref t, size_t n, float *buf) {
+    to_f32(t, n, buf);
+    return mq_gpu_put(g, slot, layer, buf, n * 4);
+}
+
+mq_backend *mq_cuda_new(const mq_model *m, int max_ctx) {
+    const mq_config *c = &m->cfg;
+    mq_gpu_shape s = {.vocab = c->vocab_size,
+                      .hidden = c->hidden_size,
+                      .inter = c->intermediate_size,
+                      .n_layers = c->n_layers,
+                      .n_heads = c->n_heads,
+                      .n_kv = c->n_kv_heads,
+                      .head_dim = c->head_dim,
+                      .eps = c->rms_eps,
+                      .rope_theta = c->rope_theta,
+                      .tied = m->lm_head.p == m->embed.p};
+    cuda_be *b = calloc(1, sizeof *b);
+    if (!b) {
+        mq_err_set("cuda: out of host memory");
+        return NULL;
+    }
+    b->m = m;
+    b->vocab = c->vocab_size;
+    b->last = calloc((size_t)c->vocab_size, sizeof(float));
+    const size_t H = c->hidden_size, hd = c->head_dim, Q = (size_t)c->n_heads * hd, KV = (size_t)c->n_kv_heads * hd;
+    const size_t I = c->intermediate_size, V = c->vocab_size;
+    size_t big = V * H;
+    if ((Q + 2 * KV) * H > big) big = (Q + 2 * KV) * H;
+    if (2 * I * H > big) big = 2 * I * H;
+    uint16_t *buf = malloc(big * 2);
+    float *fbuf = malloc((H > hd ? H : hd) * sizeof(float));
+    if (!b->last || !buf || !fbuf) {
+        mq_err_set("cuda: out of host memory");
+        goto fail;
+    }
+    if (!(b->g = mq_gpu_new(&s, max_ctx))) goto fail;
+    for (int l = 0; l < c->n_layers; l++) {
+        const mq_layer_w *L = &m->layers[l];
+        mq_tref qkv[3] = {L->q, L->k, L->v};
+        size_t nqkv[3] = {Q * H, KV * H, KV * H};
+        mq_tref gu[2] = {L->gate, L->up};
+        size_t ngu[2] = {I * H, I * H};
+        size_t no = H * Q, nd = H * I;
+        if (put_bf16(b->g, MQ_GPU_QKV, l, qkv, nqkv, 3, buf) || put_bf16(b->g, MQ_GPU_O, l, &L->o, &no, 1, buf) ||
+            put_bf16(b->g, MQ_GPU_GATEUP, l, gu, ngu, 2, buf) ||
+            put_bf16(b->g, MQ_GPU_DOWN, l, &L->down, &nd, 1, buf) ||
+            put_f32(b->g, MQ_GPU_IN_NORM, l, L->in_norm, H, fbuf) ||
+            put_f32(b->g, MQ_GPU_POST_NORM, l, L->post_norm, H, fbuf) ||
+            put_f32(b->g, MQ_GPU_Q_NORM, l, L->q_norm, hd, fbuf) || put_f32(b->g, MQ_GPU_K_NORM, l, L->k_norm, hd, fbuf))
+            goto fail;
+    }
+    size_t ne = V * H;
+    if (put_bf16(b->g, MQ_GPU_EMBED, 0, &m->embed, &ne, 1, buf)) goto fail;
+    if (!s.tied && put_bf16(b->g, MQ_GPU_LM_HEAD, 0, &m->lm_head, &ne, 1, buf)) goto fail;
+    if (put_f32(b->g, MQ_GPU_FINAL_NORM, 0, m->final_norm, H, fbuf)) goto fail;
+    /* RoPE inverse frequencies exactly as the CPU reference (HF float32): 1 / theta^(2i/hd) */
+    for (size_t i = 0; i < hd / 2; i++) fbuf[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)hd);
+    if (mq_gpu_put(b->g, MQ_GPU_INV_FREQ, 0, fbuf, hd / 2 * sizeof(float))) goto fail;
+    free(buf);
+    free(fbuf);
+    b->base.name = "cuda";
+    b->base.max_ctx = max_ctx;
+    b->base.forward = cuda_forward;
+    b->base.last_logits = cuda_last_logits;
+    b->base.generate_greedy = cuda_generate_greedy;
+    b->base.step_sample = NULL;
+    b->base.free = cuda_free;
+    return &b->base;
+fail:
+    free(buf);
+    free(fbuf);
+    cuda_free(&b->base);
+    return NULL;
+}
+
+/* The device description for logs (bench prints it); "" without a device. */
+const char *mq_cuda_describe(const mq_backend *be);
+const char *mq_cuda_describe(const mq_backend *be) {
+    return be && !strcmp(be->name, "cuda") ? mq_gpu_describe(((const cuda_be *)be)->g) : "";
+}
+
+#endif

@@ -1,0 +1,61 @@
+/* gpu: the narrow C boundary to the CUDA megakernel (src/cuda/); no CUDA type crosses it. */
+#ifndef MQ_GPU_H
+#define MQ_GPU_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Model dimensions the device needs (copied from mq_config). */
+typedef struct {
+    int vocab, hidden, inter, n_layers, n_heads, n_kv, head_dim;
+    float eps, rope_theta;
+    int tied;          /* 1: lm_head is the embedding (one device copy) */
+} mq_gpu_shape;
+
+/* Where mq_gpu_put copies a host buffer. bf16 slots take uint16_t bf16 bits, f32 slots floats. */
+typedef enum {
+    MQ_GPU_QKV = 0,    /* bf16 (q_dim + 2*kv_dim, hidden): q_proj rows, then k_proj, then v_proj */
+    MQ_GPU_O,          /* bf16 (hidden, q_dim) */
+    MQ_GPU_GATEUP,     /* bf16 (2*inter, hidden): gate_proj rows, then up_proj rows */
+    MQ_GPU_DOWN,       /* bf16 (hidden, inter) */
+    MQ_GPU_IN_NORM,    /* f32 (hidden) */
+    MQ_GPU_POST_NORM,  /* f32 (hidden) */
+    MQ_GPU_Q_NORM,     /* f32 (head_dim) */
+    MQ_GPU_K_NORM,     /* f32 (head_dim) */
+    MQ_GPU_EMBED,      /* bf16 (vocab, hidden), layer ignored */
+    MQ_GPU_LM_HEAD,    /* bf16 (vocab, hidden), layer ignored; not used when tied */
+    MQ_GPU_FINAL_NORM, /* f32 (hidden), layer ignored */
+    MQ_GPU_INV_FREQ    /* f32 (head_dim/2) RoPE inverse frequencies, layer ignored */
+} mq_gpu_slot;
+
+typedef struct mq_gpu mq_gpu;
+
+/* 1 if a CUDA device is usable, else 0 (never fails loudly). */
+int mq_gpu_available(void);
+/* Allocate one device arena for weights, KV cache (bf16) and scratch; check the shape is one the
+ * kernel supports. NULL on error (mq_err: no device, OOM with sizes, unsupported shape). */
+mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx);
+/* Copy `bytes` of host data into a slot (bytes must equal the slot's size). 0 or -1. */
+int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t bytes);
+/* Run n decode steps in ONE kernel launch, at positions pos..pos+n-1.
+ *  ids != NULL: teacher forcing, step i feeds ids[i]; logits_all (n, vocab) receives every row
+ *               when non-NULL (else the lm_head runs only on the last step).
+ *  ids == NULL: greedy, step 0 feeds `first`, step i>0 feeds the argmax of step i-1; stops after a
+ *               token in stop[0..n_stop). out_tok (n) receives the chosen token of each step.
+ *  last (vocab) receives the last step's logits when non-NULL.
+ * Returns the number of steps run, or -1 (mq_err). */
+int mq_gpu_run(mq_gpu *g, const int32_t *ids, int32_t first, int pos, int n, float *logits_all,
+               float *last, const int32_t *stop, int n_stop, int32_t *out_tok);
+/* Bytes of device memory the arena holds. */
+size_t mq_gpu_bytes(const mq_gpu *g);
+/* One line describing the device and launch shape (for logs). */
+const char *mq_gpu_describe(const mq_gpu *g);
+void mq_gpu_free(mq_gpu *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
