@@ -13,23 +13,29 @@
 #   --peer-ctx   the peers' sweep (default 16,1024,4096; deep contexts cost them minutes)
 #   --budget-s S wall-clock budget for everything (default 560): each step gets the time left and
 #                a step that runs out is recorded as "timeout", so the report always gets written
+#   --step-max-s S  no one step may take longer (default 240)
 #   --bin PATH   use this megaqwen binary instead of building one
+#   --backend B  megaqwen's backend (default cuda; cpu lets CI run this script on a tiny model)
+#   --power-s S, --idle-s S  power phase / idle sampling seconds (default 2 / 1)
 #   --only/--skip  comma-separated step names: megaqwen hf-eager gpt-fast hf-static quality vllm
 #                sglang llama.cpp tensorrt-llm exllamav2
+# Rows already in OUT/raw/runs (from an earlier partial run) are kept unless a step reruns them.
 # The Debian libraries the build needs come from .deps/debs (scripts/deps.sh --debs) when the
 # machine lacks them. Nothing here asserts a speed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 T_START=$(date +%s)
-MODEL="" OUTD=out/report N=100 CTX=16,1024,4096,32768 PCTX=16,1024,4096 POWER=2 BUDGET=560 BIN="" ONLY="" SKIP=""
+ARGS="$*"
+MODEL="" OUTD=out/report N=100 CTX=16,1024,4096,32768 PCTX=16,1024,4096 POWER=2 IDLE=1 BACKEND=cuda BUDGET=560 STEP_MAX_S=240 BIN="" ONLY="" SKIP=""
 while [ $# -gt 0 ]; do
   case $1 in
     -m) MODEL=$2; shift 2;;  -o) OUTD=$2; shift 2;;  -n) N=$2; shift 2;;
     --ctx) CTX=$2; shift 2;;  --peer-ctx) PCTX=$2; shift 2;;  --power-s) POWER=$2; shift 2;;
     --budget-s) BUDGET=$2; shift 2;;  --bin) BIN=$2; shift 2;;  --only) ONLY=$2; shift 2;;
-    --skip) SKIP=$2; shift 2;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0;;
+    --skip) SKIP=$2; shift 2;;  --step-max-s) STEP_MAX_S=$2; shift 2;;
+    --idle-s) IDLE=$2; shift 2;;  --backend) BACKEND=$2; shift 2;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0;;
     *) echo "bench-report: unknown option $1 (see --help)" >&2; exit 2;;
   esac
 done
@@ -81,7 +87,9 @@ MODEL=$(cd "$MODEL" 2>/dev/null && pwd || echo "$MODEL")
 # ---- one step: run with the time left; a step that fails to print a row gets an error row
 step() { # step NAME ROWFILE cmd...
   local name=$1 row=$2; shift 2
+  [ "$row" != - ] && rm -f "$row"
   local t; t=$(left)
+  [ "$t" -gt "${STEP_MAX:-100000}" ] && t=$STEP_MAX
   if [ "$t" -lt 20 ]; then
     echo "{\"schema\": \"megaqwen-bench/1\", \"framework\": \"$name\", \"status\": \"skipped\", \"reason\": \"out of time (budget ${BUDGET}s)\"}" >"$row"
     say "$name: skipped, out of time"; return
@@ -99,26 +107,26 @@ step() { # step NAME ROWFILE cmd...
   say "$name: exit $rc"
 }
 
-COMMON=(-m "$MODEL" -n "$N" --power-s "$POWER" --idle-s 1 --hz 20)
-if want megaqwen && [ -n "$BIN" ]; then
-  step megaqwen-cuda "$RAW/runs/megaqwen-cuda.json" "$BIN" bench "${COMMON[@]}" --backend cuda --ctx "$CTX" \
-       --json "$RAW/runs/megaqwen-cuda.json"
-  cat "$RAW/megaqwen-cuda.out" >&2
-fi
-want hf-eager && step hf-eager "$RAW/runs/hf-eager.json" $PY scripts/peers/hf_eager.py "${COMMON[@]}" --ctx "$PCTX" --json "$RAW/runs/hf-eager.json"
-want gpt-fast && step gpt-fast-style "$RAW/runs/gpt-fast-style.json" $PY scripts/peers/gptfast.py "${COMMON[@]}" --ctx "$PCTX" --json "$RAW/runs/gpt-fast-style.json"
-want hf-static && step hf-static-cudagraph "$RAW/runs/hf-static.json" $PY scripts/peers/hf_static.py "${COMMON[@]}" --ctx "$PCTX" --json "$RAW/runs/hf-static.json"
+COMMON=(-m "$MODEL" -n "$N" --power-s "$POWER" --idle-s "$IDLE" --hz 20)
+# Cheapest and most important first, so a tight budget loses the least: the frameworks that are
+# absent answer in a second; megaqwen and the HF baseline; quality; then the compiled peers.
 for r in vllm:vllm_runner sglang:sglang_runner llama.cpp:llamacpp_runner tensorrt-llm:trtllm_runner exllamav2:exllamav2_runner; do
   name=${r%%:*}; script=${r#*:}
-  want "$name" && step "$name" "$RAW/runs/$name.json" $PY scripts/peers/$script.py "${COMMON[@]}" --ctx "$PCTX" --json "$RAW/runs/$name.json"
+  want "$name" && STEP_MAX=$STEP_MAX_S step "$name" "$RAW/runs/$name.json" $PY scripts/peers/$script.py "${COMMON[@]}" --ctx "$PCTX" --json "$RAW/runs/$name.json"
 done
-if want quality; then
-  step quality - $PY scripts/peers/quality.py -m "$MODEL" ${BIN:+--megaqwen "$BIN"} --json "$RAW/quality.json"
+if want megaqwen && [ -n "$BIN" ]; then
+  STEP_MAX=$STEP_MAX_S step "megaqwen-$BACKEND" "$RAW/runs/megaqwen-$BACKEND.json" "$BIN" bench "${COMMON[@]}" \
+       --backend "$BACKEND" --ctx "$CTX" --json "$RAW/runs/megaqwen-$BACKEND.json"
+  cat "$RAW/megaqwen-$BACKEND.out" >&2
 fi
+want hf-eager && STEP_MAX=$STEP_MAX_S step hf-eager "$RAW/runs/hf-eager.json" $PY scripts/peers/hf_eager.py "${COMMON[@]}" --ctx "$PCTX" --json "$RAW/runs/hf-eager.json"
+want quality && rm -f "$RAW/quality.json" && STEP_MAX=$STEP_MAX_S step quality - $PY scripts/peers/quality.py -m "$MODEL" ${BIN:+--megaqwen "$BIN"} --backends "$BACKEND" --json "$RAW/quality.json"
+want gpt-fast && STEP_MAX=$STEP_MAX_S step gpt-fast-style "$RAW/runs/gpt-fast-style.json" $PY scripts/peers/gptfast.py "${COMMON[@]}" --ctx "$PCTX" --json "$RAW/runs/gpt-fast-style.json"
+want hf-static && STEP_MAX=$STEP_MAX_S step hf-static-cudagraph "$RAW/runs/hf-static.json" $PY scripts/peers/hf_static.py "${COMMON[@]}" --ctx "$PCTX" --json "$RAW/runs/hf-static.json"
 
 # ---- facts about the machine
 gitrev=$(git rev-parse --short HEAD 2>/dev/null || echo "${MQ_GIT_REV:-unknown}")
-$PY - "$RAW/meta.json" "$MODEL" "$CKPT_NOTE" "$gitrev" "$*" <<'PY'
+$PY - "$RAW/meta.json" "$MODEL" "$CKPT_NOTE" "$gitrev" "$ARGS" <<'PY'
 import json, subprocess, sys, datetime, platform
 def sh(c):
     try:

@@ -145,9 +145,10 @@ def render_md(doc, charts):
               f"- Decode tokens per prompt: {r0['decode_tokens']}, greedy, end-of-sequence ignored, "
               f"warm-up excluded; each framework in its own process",
               f"- Bandwidth floor: {bw:.0f} GB/s ({bw_src}); bytes per step = weights "
-              f"({f(wb and wb / 1e6, '%.0f')} MB) + KV read at the mean depth", ""]
+              f"({f(wb and wb / 1e6, '%.0f')} MB) + KV read at the mean depth"]
         if m.get("command"):
-            L += [f"- Command: `{m['command']}`", ""]
+            L += [f"- Command: `{m['command'].strip()}`"]
+        L.append("")
 
     L += ["## Throughput", "",
           "| Framework | TTFT (ms) | Decode tok/s | ms/token | GB/s | % of floor | Peak memory | Speed-up vs HF | Output vs HF |",
