@@ -746,7 +746,18 @@ typedef struct {
     int32_t *heap_new;          /* parallel: the merged id the entry was pushed for */
     size_t scap, hcap;
     pcre2_match_data *md;
+    /* Word cache for this call: piece bytes -> ids, for pieces up to CACHE_MAX_PIECE bytes.
+     * Text repeats its words, so most pieces skip BPE. Lives per call: mq_tok stays read-only
+     * and thread-safe. */
+    struct cache_slot { uint32_t hash, key_off, ids_off; uint16_t key_len, n_ids; } *slot; /* (CACHE_SLOTS) */
+    uint32_t n_slot;
+    char *ckey;       /* (ckey_cap) keys, concatenated */
+    int32_t *cids;    /* (cids_cap) ids, concatenated */
+    size_t ckey_len, ckey_cap, cids_len, cids_cap;
 } enc;
+
+#define CACHE_SLOTS 16384u /* power of two; filled to 3/4 at most, then no more inserts */
+#define CACHE_MAX_PIECE 48
 
 static int push_id(enc *e, int32_t id) {
     if (e->n == e->cap) {
@@ -793,7 +804,49 @@ static void heap_pop(enc *e, size_t *hn) {
 
 /* BPE one pre-tokenized piece: HF's Word::merge_all — a heap of (rank, position) candidates;
  * stale entries (the pair no longer merges into the same id) are skipped. */
+static int bpe_merge(const mq_tok *t, enc *e, const char *s, size_t n);
+
 static int bpe(const mq_tok *t, enc *e, const char *s, size_t n) {
+    if (n < 2 || n > CACHE_MAX_PIECE) return bpe_merge(t, e, s, n);
+    if (!e->slot && !(e->slot = calloc(CACHE_SLOTS, sizeof *e->slot))) return -1;
+    uint32_t h = hash_bytes(s, n) | 1u, i = h & (CACHE_SLOTS - 1); /* hash 0 marks an empty slot */
+    for (; e->slot[i].hash; i = (i + 1) & (CACHE_SLOTS - 1)) {
+        const struct cache_slot *c = &e->slot[i];
+        if (c->hash == h && c->key_len == n && !memcmp(e->ckey + c->key_off, s, n)) {
+            for (uint32_t k = 0; k < c->n_ids; k++)
+                if (push_id(e, e->cids[c->ids_off + k])) return -1;
+            return 0;
+        }
+    }
+    size_t first = e->n;
+    if (bpe_merge(t, e, s, n)) return -1;
+    size_t nid = e->n - first;
+    if (e->n_slot >= CACHE_SLOTS / 4 * 3) return 0;
+    if (e->ckey_len + n > e->ckey_cap) {
+        size_t c = e->ckey_cap ? 2 * e->ckey_cap : 1 << 16;
+        char *k = realloc(e->ckey, c);
+        if (!k) return -1;
+        e->ckey = k;
+        e->ckey_cap = c;
+    }
+    if (e->cids_len + nid > e->cids_cap) {
+        size_t c = e->cids_cap ? 2 * e->cids_cap : 1 << 14;
+        int32_t *d = realloc(e->cids, c * sizeof *d);
+        if (!d) return -1;
+        e->cids = d;
+        e->cids_cap = c;
+    }
+    memcpy(e->ckey + e->ckey_len, s, n);
+    memcpy(e->cids + e->cids_len, e->ids + first, nid * sizeof *e->cids);
+    e->slot[i] = (struct cache_slot){h, (uint32_t)e->ckey_len, (uint32_t)e->cids_len, (uint16_t)n, (uint16_t)nid};
+    e->ckey_len += n;
+    e->cids_len += nid;
+    e->n_slot++;
+    return 0;
+}
+
+/* BPE without the cache. */
+static int bpe_merge(const mq_tok *t, enc *e, const char *s, size_t n) {
     if (t->ignore_merges) {
         int32_t id = vocab_find(t, s, n, 1); /* the whole piece, if it is one token */
         if (id >= 0) return push_id(e, id);
@@ -970,6 +1023,7 @@ int mq_tok_encode(const mq_tok *t, const char *text, size_t len, int32_t **ids, 
                              : normalize_then(t, &e, text, len);
     pcre2_match_data_free(e.md);
     free(e.sym); free(e.prev); free(e.next); free(e.heap); free(e.heap_new);
+    free(e.slot); free(e.ckey); free(e.cids);
     if (r) {
         free(e.ids);
         if (!mq_err_get()[0]) mq_err_set("tokenizer: out of memory");
