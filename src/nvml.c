@@ -47,13 +47,19 @@ mq_nvml *mq_nvml_open(int index) {
     mq_nvml *n = calloc(1, sizeof *n);
     if (!n) { mq_err_set("nvml: out of memory"); return NULL; }
     const char *path = getenv("MQ_NVML_LIB");
-    if (!path || !*path) path = "libnvidia-ml.so.1";
+    int given = path && *path;
+    if (!given) path = "libnvidia-ml.so.1";
     if (index < 0) {
         const char *e = getenv("MQ_NVML_DEVICE");
         index = e && *e ? atoi(e) : 0;
         if (index < 0) index = 0;
     }
     n->lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    /* Containers often mount the driver's libraries outside the loader's path. */
+    static const char *const extra[] = {"/usr/local/nvidia/lib64/libnvidia-ml.so.1",
+                                        "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1", "/usr/lib64/libnvidia-ml.so.1"};
+    for (size_t i = 0; !n->lib && !given && i < sizeof extra / sizeof extra[0]; i++)
+        n->lib = dlopen(extra[i], RTLD_NOW | RTLD_LOCAL);
     if (!n->lib) {
         snprintf(n->reason, sizeof n->reason, "n/a: %s could not be loaded (no NVIDIA driver?)", path);
         return n;

@@ -118,12 +118,19 @@ class Nvml:
 
     def __init__(self, index=None):
         self.ok, self.reason, self.has_energy = False, "", False
-        path = os.environ.get("MQ_NVML_LIB") or "libnvidia-ml.so.1"
+        given = os.environ.get("MQ_NVML_LIB")
+        path = given or "libnvidia-ml.so.1"
         if index is None:
             index = int(os.environ.get("MQ_NVML_DEVICE", "0") or 0)
-        try:
-            self.lib = ctypes.CDLL(path)
-        except OSError:
+        # Containers often mount the driver's libraries outside the loader's path (as src/nvml.c).
+        for p in [path] + ([] if given else ["/usr/local/nvidia/lib64/libnvidia-ml.so.1",
+                                             "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1"]):
+            try:
+                self.lib = ctypes.CDLL(p)
+                break
+            except OSError:
+                continue
+        else:
             self.reason = f"n/a: {path} could not be loaded (no NVIDIA driver?)"
             return
         try:

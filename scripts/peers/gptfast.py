@@ -126,8 +126,11 @@ class GptFast:
         import torch
         import torch._inductor.config as ic
         self.torch = torch
-        ic.coordinate_descent_tuning = True
-        ic.fx_graph_cache = True
+        for k, v in (("coordinate_descent_tuning", True), ("fx_graph_cache", True)):  # as gpt-fast
+            try:
+                setattr(ic, k, v)
+            except (AttributeError, KeyError):
+                pass
         torch._dynamo.config.cache_size_limit = 64
         self.m = build(model_dir)
         self.vocab = self.m.vocab
