@@ -318,24 +318,75 @@ static int ensure_ids(mq_tok *t, int id, int *cap) {
     return 0;
 }
 
-/* HF compiles the pattern with Oniguruma, whose \s is Unicode White_Space. PCRE2's \s (UCP)
- * also matches U+180E (MONGOLIAN VOWEL SEPARATOR, no longer a space since Unicode 6.3), which
- * changes the split of text containing it. So \s and \S are rewritten to the explicit
- * White_Space set before compiling. NULL on a pattern we cannot rewrite (\S inside a class). */
+/* HF compiles the pattern with Oniguruma; we compile it with PCRE2, and the two disagree on the
+ * character classes Qwen's and GPT-2's patterns use:
+ *   - \s: Oniguruma's is Unicode White_Space; PCRE2's (UCP) also matches U+180E MONGOLIAN VOWEL
+ *     SEPARATOR (not a space since Unicode 6.3);
+ *   - \p{L}, \p{N}: each library knows the Unicode version it was built with (here PCRE2 10.42:
+ *     Unicode 14; tokenizers 0.23's Oniguruma: Unicode 16), so letters and digits added since
+ *     (Kawi, Nag Mundari, CJK Extension H, Kaktovik numerals, ...) split differently.
+ * So these escapes are replaced by explicit code point classes: White_Space, and the L and N
+ * general categories from utf8proc (which is closer: Unicode 15.0 in Debian 12). What remains
+ * different is the letters/digits of Unicode 15.1/16 (docs/tokenizer.md). \S, \P{L}, \P{N} are
+ * handled outside brackets; inside brackets they are refused (NULL), as is \p{...} of another
+ * property only in the sense that it is left to PCRE2. */
 #define MQ_WS_SET "\\x{9}-\\x{d}\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
-static char *onig_to_pcre2(const char *pat) {
-    size_t n = strlen(pat), k = 0;
-    char *o = malloc(n * (sizeof MQ_WS_SET + 4) + 1);
+
+/* Class body (ranges, no brackets) of the code points whose utf8proc category is in [lo, hi]. */
+static char *category_class(int lo, int hi) {
+    size_t cap = 1 << 14, k = 0;
+    char *o = malloc(cap);
     if (!o) return NULL;
+    for (int32_t c = 0; c < 0x110000;) {
+        int in = (int)utf8proc_category(c);
+        if (in < lo || in > hi) { c++; continue; }
+        int32_t e = c;
+        while (e + 1 < 0x110000) {
+            int k2 = (int)utf8proc_category(e + 1);
+            if (k2 < lo || k2 > hi) break;
+            e++;
+        }
+        if (k + 40 > cap) {
+            char *p = realloc(o, cap *= 2);
+            if (!p) { free(o); return NULL; }
+            o = p;
+        }
+        k += (size_t)(e > c ? sprintf(o + k, "\\x{%x}-\\x{%x}", (unsigned)c, (unsigned)e)
+                            : sprintf(o + k, "\\x{%x}", (unsigned)c));
+        c = e + 1;
+    }
+    o[k] = 0;
+    return o;
+}
+
+static char *onig_to_pcre2(const char *pat) {
+    char *cls_l = category_class(UTF8PROC_CATEGORY_LU, UTF8PROC_CATEGORY_LO);
+    char *cls_n = category_class(UTF8PROC_CATEGORY_ND, UTF8PROC_CATEGORY_NO);
+    size_t n = strlen(pat), k = 0, cap = 0;
+    char *o = NULL;
+    if (cls_l && cls_n) {
+        cap = n * (strlen(cls_l) + strlen(cls_n) + sizeof MQ_WS_SET + 8) + 1;
+        o = malloc(cap);
+    }
     int in_class = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; o && i < n; i++) {
         char c = pat[i];
         if (c == '\\' && i + 1 < n) {
             char d = pat[++i];
+            const char *set = NULL;
+            int neg = 0;
             if (d == 's' || d == 'S') {
-                if (in_class && d == 'S') { free(o); return NULL; }
-                const char *pre = in_class ? "" : d == 's' ? "[" : "[^", *post = in_class ? "" : "]";
-                k += (size_t)sprintf(o + k, "%s%s%s", pre, MQ_WS_SET, post);
+                set = MQ_WS_SET;
+                neg = d == 'S';
+            } else if ((d == 'p' || d == 'P') && i + 3 < n && pat[i + 1] == '{' && pat[i + 3] == '}' &&
+                       (pat[i + 2] == 'L' || pat[i + 2] == 'N')) {
+                set = pat[i + 2] == 'L' ? cls_l : cls_n;
+                neg = d == 'P';
+                i += 3;
+            }
+            if (set) {
+                if (in_class && neg) { free(o); o = NULL; break; }
+                k += (size_t)sprintf(o + k, "%s%s%s", in_class ? "" : neg ? "[^" : "[", set, in_class ? "" : "]");
             } else {
                 o[k++] = c;
                 o[k++] = d;
@@ -352,7 +403,9 @@ static char *onig_to_pcre2(const char *pat) {
         if (in_class && c == ']') in_class = 0;
         o[k++] = c;
     }
-    o[k] = 0;
+    if (o) o[k] = 0;
+    free(cls_l);
+    free(cls_n);
     return o;
 }
 
@@ -360,7 +413,7 @@ static int compile_split(mq_tok *t, const char *path, const char *onig) {
     int ec;
     PCRE2_SIZE eo;
     char *pat = onig_to_pcre2(onig);
-    if (!pat) { mq_err_set("%s: pre-tokenizer regex uses \\S inside a class (unsupported)", path); return -1; }
+    if (!pat) { mq_err_set("%s: pre-tokenizer regex uses \\S, \\P{L} or \\P{N} inside brackets (unsupported)", path); return -1; }
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
                                    &ec, &eo, NULL);
     free(pat);
@@ -945,6 +998,64 @@ static int after_norm(const mq_tok *t, enc *e, const char *s, size_t n) {
     return pretok(t, e, 0, s, n);
 }
 
+/* Code points HF's NFC leaves alone although Unicode gives them a normalization behaviour: marks
+ * (and one composition partner, U+11930) added in Unicode 10-15, newer than the tables of the
+ * normalizer crate HF tokenizers uses (unicode-normalization-alignments). HF treats each as an
+ * unknown starter: nothing reorders or composes across it. Found by testing every code point
+ * utf8proc gives a combining class, decomposition or composition role, in 8 contexts, plus every
+ * primary composite's pair, against tokenizers 0.23.2 (docs/tokenizer.md). */
+static const int32_t hf_nfc_unknown[][2] = {
+    {0x7FD, 0x7FD}, {0x898, 0x89F}, {0x8CA, 0x8D3}, {0x9FE, 0x9FE}, {0xC3C, 0xC3C}, {0xD3B, 0xD3C},
+    {0xEBA, 0xEBA}, {0x1715, 0x1715}, {0x1ABF, 0x1ACE}, {0x1DF6, 0x1DFA}, {0xA82C, 0xA82C},
+    {0x10D24, 0x10D27}, {0x10EAB, 0x10EAC}, {0x10EFD, 0x10EFF}, {0x10F46, 0x10F50}, {0x10F82, 0x10F85},
+    {0x11070, 0x11070}, {0x1133B, 0x1133B}, {0x1145E, 0x1145E}, {0x11839, 0x1183A}, {0x11930, 0x11930},
+    {0x1193D, 0x1193E}, {0x11943, 0x11943}, {0x119E0, 0x119E0}, {0x11A34, 0x11A34}, {0x11A47, 0x11A47},
+    {0x11A99, 0x11A99}, {0x11D42, 0x11D42}, {0x11D44, 0x11D45}, {0x11D97, 0x11D97}, {0x11F41, 0x11F42},
+    {0x16FF0, 0x16FF1}, {0x1E08F, 0x1E08F}, {0x1E130, 0x1E136}, {0x1E2AE, 0x1E2AE}, {0x1E2EC, 0x1E2EF},
+    {0x1E4EC, 0x1E4EF},
+};
+
+static int is_hf_nfc_unknown(int32_t c) {
+    if (c < 0x7FD) return 0;
+    for (size_t i = 0; i < sizeof hf_nfc_unknown / sizeof hf_nfc_unknown[0]; i++)
+        if (c >= hf_nfc_unknown[i][0] && c <= hf_nfc_unknown[i][1]) return 1;
+    return 0;
+}
+
+/* NFC as HF computes it: utf8proc's NFC between the code points above, which stay as they are. */
+static char *hf_nfc(const char *s, size_t n, size_t *out_n) {
+    size_t start = 0, k = 0;
+    char *o = NULL;
+    for (size_t i = 0; i <= n;) {
+        int l = 0;
+        int32_t c = -1;
+        if (i < n) {
+            int tr;
+            l = utf8_seq((const unsigned char *)s + i, n - i, &tr);
+            if (!l) { free(o); return NULL; }
+            c = utf8_cp((const unsigned char *)s + i, l);
+        }
+        if (i == n || is_hf_nfc_unknown(c)) {
+            if (!o && i == n) return nfc_dup(s, n, out_n); /* the usual case: none of them */
+            size_t seg;
+            char *ns = i > start ? nfc_dup(s + start, i - start, &seg) : NULL;
+            if (i > start && !ns) { free(o); return NULL; }
+            char *p = realloc(o, k + (ns ? seg : 0) + (size_t)l + 1);
+            if (!p) { free(ns); free(o); return NULL; }
+            o = p;
+            if (ns) { memcpy(o + k, ns, seg); k += seg; free(ns); }
+            memcpy(o + k, s + i, (size_t)l); /* the unknown code point itself, untouched */
+            k += (size_t)l;
+            if (i == n) break;
+            start = i + (size_t)l;
+        }
+        i += (size_t)l;
+    }
+    o[k] = 0;
+    *out_n = k;
+    return o;
+}
+
 static int normalize_then(const mq_tok *t, enc *e, const char *s, size_t n) {
     if (!n) return 0;
     int ascii = 1;
@@ -952,7 +1063,7 @@ static int normalize_then(const mq_tok *t, enc *e, const char *s, size_t n) {
     if (!t->nfc || ascii) /* NFC never changes ASCII */
         return t->any_normalized_added ? added_split(t, e, 1, s, n, after_norm) : after_norm(t, e, s, n);
     size_t nn;
-    char *ns = nfc_dup(s, n, &nn);
+    char *ns = hf_nfc(s, n, &nn);
     if (!ns) { mq_err_set("tokenizer: NFC normalization failed"); return -1; }
     int r = t->any_normalized_added ? added_split(t, e, 1, ns, nn, after_norm) : after_norm(t, e, ns, nn);
     free(ns);
