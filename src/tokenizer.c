@@ -326,17 +326,38 @@ static int ensure_ids(mq_tok *t, int id, int *cap) {
  *     Unicode 14; tokenizers 0.23's Oniguruma: Unicode 16), so letters and digits added since
  *     (Kawi, Nag Mundari, CJK Extension H, Kaktovik numerals, ...) split differently.
  * So these escapes are replaced by explicit code point classes: White_Space, and the L and N
- * general categories from utf8proc (which is closer: Unicode 15.0 in Debian 12). What remains
- * different is the letters/digits of Unicode 15.1/16 (docs/tokenizer.md). \S, \P{L}, \P{N} are
- * handled outside brackets; inside brackets they are refused (NULL), as is \p{...} of another
- * property only in the sense that it is left to PCRE2. */
+ * general categories from utf8proc (Unicode 15.0 in Debian 12) plus the letters and digits that
+ * Unicode 15.1 and 16.0 added (tables below, read off HF tokenizers 0.23.2 itself). \S, \P{L}
+ * and \P{N} work outside brackets and are refused inside them (NULL); other \p{...} properties
+ * are left to PCRE2. */
 #define MQ_WS_SET "\\x{9}-\\x{d}\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
 
-/* Class body (ranges, no brackets) of the code points whose utf8proc category is in [lo, hi]. */
-static char *category_class(int lo, int hi) {
+/* Letters (L) and digits (N) of Unicode 15.1-16.0: Oniguruma in tokenizers 0.23 has them,
+ * utf8proc 2.8 does not (found by asking HF about every code point utf8proc calls unassigned). */
+static const int32_t newer_l[][2] = {
+    {0x1C89, 0x1C8A}, {0xA7CB, 0xA7CD}, {0xA7DA, 0xA7DC}, {0x105C0, 0x105F3}, {0x10D4A, 0x10D65},
+    {0x10D6F, 0x10D85}, {0x10EC2, 0x10EC4}, {0x11380, 0x11389}, {0x1138B, 0x1138B}, {0x1138E, 0x1138E},
+    {0x11390, 0x113B5}, {0x113B7, 0x113B7}, {0x113D1, 0x113D1}, {0x113D3, 0x113D3}, {0x11BC0, 0x11BE0},
+    {0x13460, 0x143FA}, {0x16100, 0x1611D}, {0x16D40, 0x16D6C}, {0x18CFF, 0x18CFF}, {0x1E5D0, 0x1E5ED},
+    {0x1E5F0, 0x1E5F0}, {0x2EBF0, 0x2EE5D}, {-1, -1}};
+static const int32_t newer_n[][2] = {
+    {0x10D40, 0x10D49}, {0x116D0, 0x116E3}, {0x11BF0, 0x11BF9}, {0x16130, 0x16139}, {0x16D70, 0x16D79},
+    {0x1CCF0, 0x1CCF9}, {0x1E5F1, 0x1E5FA}, {-1, -1}};
+
+/* Class body (ranges, no brackets) of the code points whose utf8proc category is in [lo, hi],
+ * plus the ranges of `extra` (ended by -1; overlaps are harmless in a class). */
+static char *category_class(int lo, int hi, const int32_t (*extra)[2]) {
     size_t cap = 1 << 14, k = 0;
     char *o = malloc(cap);
     if (!o) return NULL;
+    for (; (*extra)[0] >= 0; extra++) {
+        if (k + 40 > cap) {
+            char *p = realloc(o, cap *= 2);
+            if (!p) { free(o); return NULL; }
+            o = p;
+        }
+        k += (size_t)sprintf(o + k, "\\x{%x}-\\x{%x}", (unsigned)(*extra)[0], (unsigned)(*extra)[1]);
+    }
     for (int32_t c = 0; c < 0x110000;) {
         int in = (int)utf8proc_category(c);
         if (in < lo || in > hi) { c++; continue; }
@@ -360,8 +381,8 @@ static char *category_class(int lo, int hi) {
 }
 
 static char *onig_to_pcre2(const char *pat) {
-    char *cls_l = category_class(UTF8PROC_CATEGORY_LU, UTF8PROC_CATEGORY_LO);
-    char *cls_n = category_class(UTF8PROC_CATEGORY_ND, UTF8PROC_CATEGORY_NO);
+    char *cls_l = category_class(UTF8PROC_CATEGORY_LU, UTF8PROC_CATEGORY_LO, newer_l);
+    char *cls_n = category_class(UTF8PROC_CATEGORY_ND, UTF8PROC_CATEGORY_NO, newer_n);
     size_t n = strlen(pat), k = 0, cap = 0;
     char *o = NULL;
     if (cls_l && cls_n) {
