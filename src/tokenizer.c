@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <pcre2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,12 +85,13 @@ static int byte_to_cp(int b) {
 }
 
 static int16_t cp_to_byte_tab[324]; /* code point -> byte, -1 if not in the map */
-static void init_byte_map(void) {
-    static int done;
-    if (done) return;
+static void fill_byte_map(void) {
     for (int i = 0; i < 324; i++) cp_to_byte_tab[i] = -1;
     for (int b = 0; b < 256; b++) cp_to_byte_tab[byte_to_cp(b)] = (int16_t)b;
-    done = 1;
+}
+static void init_byte_map(void) { /* once per process, safe when threads load tokenizers at once */
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, fill_byte_map);
 }
 
 /* ---------- UTF-8 ---------- */
