@@ -24,7 +24,8 @@
  *   4. ByteLevel maps each byte to one of 256 printable code points (GPT-2's bytes_to_unicode) —
  *      we skip the mapping and run BPE on byte ids directly, since the map is a bijection;
  *   5. BPE merges adjacent symbols, lowest merge rank first, leftmost first among equal ranks.
- * All tables are read from tokenizer.json: nothing here knows Qwen's vocabulary.
+ * All tables are read from tokenizer.json: nothing here knows Qwen's vocabulary. What is here is
+ * Unicode data where our libraries' versions differ from HF's (onig_to_pcre2, hf_nfc_unknown).
  */
 
 #define MQ_TOK_MAX_ID (1 << 24) /* refuse ids past 16M: a vocab that large is a corrupt file */
