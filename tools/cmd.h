@@ -26,6 +26,8 @@ int mq_cli_int(const char *cmd, const char *opt, const char *v, long lo, long hi
 int mq_cli_float(const char *cmd, const char *opt, const char *v, double lo, double hi, double *out);
 /* Read a whole file (malloc'd, NUL-terminated). NULL + message on error. */
 char *mq_cli_read_file(const char *path, size_t *len);
+/* Check a --backend value (auto|cpu|cuda); prints the usage error and returns -1 if bad. */
+int mq_cli_backend(const char *cmd, const char *v);
 /* Print "megaqwen CMD: MSG" to stderr. */
 void mq_cli_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -26,7 +26,8 @@ int cmd_logits(int argc, char **argv) {
         case 'm': model = optarg; break;
         case 'i': idstr = optarg; break;
         case 'o': outp = optarg; break;
-        case 'b': prm.backend = optarg; break;
+        case 'b': if (mq_cli_backend("logits", optarg)) return MQ_EXIT_USAGE;
+                  prm.backend = optarg; break;
         case 'x': if (mq_cli_int("logits", "--max-ctx", optarg, 1, 1 << 24, &v)) return MQ_EXIT_USAGE;
                   prm.max_ctx = (int)v; break;
         case 't': if (mq_cli_int("logits", "--threads", optarg, 0, 1024, &v)) return MQ_EXIT_USAGE;

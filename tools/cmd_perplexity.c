@@ -27,7 +27,8 @@ int cmd_perplexity(int argc, char **argv) {
         case 'f': file = optarg; break;
         case 'c': if (mq_cli_int("perplexity", "--ctx", optarg, 2, 1 << 24, &ctx)) return MQ_EXIT_USAGE; break;
         case 's': if (mq_cli_int("perplexity", "--stride", optarg, 1, 1 << 24, &stride)) return MQ_EXIT_USAGE; break;
-        case 'b': prm.backend = optarg; break;
+        case 'b': if (mq_cli_backend("perplexity", optarg)) return MQ_EXIT_USAGE;
+                  prm.backend = optarg; break;
         case 't': if (mq_cli_int("perplexity", "--threads", optarg, 0, 1024, &v)) return MQ_EXIT_USAGE;
                   prm.n_threads = (int)v; break;
         case 'j': json = 1; break;

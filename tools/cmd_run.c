@@ -78,7 +78,8 @@ int cmd_run(int argc, char **argv) {
         case 's': system = optarg; break;
         case 'T': think = 0; break;
         case 'E': ignore_eos = 1; break;
-        case 'b': prm.backend = optarg; break;
+        case 'b': if (mq_cli_backend("run", optarg)) return MQ_EXIT_USAGE;
+                  prm.backend = optarg; break;
         case 'x': if (mq_cli_int("run", "--max-ctx", optarg, 1, 1 << 24, &v)) return MQ_EXIT_USAGE;
                   prm.max_ctx = (int)v; break;
         case 't': if (mq_cli_int("run", "--threads", optarg, 0, 1024, &v)) return MQ_EXIT_USAGE;

@@ -49,6 +49,12 @@ void mq_cli_err(const char *cmd, const char *fmt, ...) {
     fputc('\n', stderr);
 }
 
+int mq_cli_backend(const char *cmd, const char *v) {
+    if (!strcmp(v, "auto") || !strcmp(v, "cpu") || !strcmp(v, "cuda")) return 0;
+    mq_cli_err(cmd, "unknown backend '%s' (want auto, cpu or cuda)", v);
+    return -1;
+}
+
 int mq_cli_parse_ids(const char *s, int32_t **ids, size_t *n) {
     size_t cap = 16, k = 0;
     int32_t *a = malloc(cap * sizeof *a);
