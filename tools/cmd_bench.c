@@ -50,6 +50,7 @@ typedef struct {
 typedef struct {
     int ctx, ok;
     const char *why;
+    char why_buf[200];
     double tok_s, ms_tok, gbs, pct, bytes;
 } sweep_res;
 
@@ -232,16 +233,27 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < np; i++) if (ps[i].n + (int)n + 1 > need) need = ps[i].n + (int)n + 1;
     for (int i = 0; i < nctx; i++) if (ctx[i] + (int)n + 1 > need) need = ctx[i] + (int)n + 1;
     prm.max_ctx = need;
+    char open_err[160] = "";
     c = mq_open(model, &prm);
     if (!c) {
-        /* Perhaps past max_position_embeddings: learn it, then open as deep as the model allows. */
+        /* Past max_position_embeddings, or no room for so deep a KV cache: open at the default
+         * size to learn the model's limit, then as deep as it allows; sweep points that still do
+         * not fit are reported, not fatal. */
+        snprintf(open_err, sizeof open_err, "%s", mq_last_error());
         mq_params p2 = prm;
         p2.max_ctx = 0;
-        mq_ctx *probe = mq_open(model, &p2);
-        if (!probe) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
-        prm.max_ctx = mq_get_info(probe)->max_pos;
-        mq_close(probe);
-        if (!(c = mq_open(model, &prm))) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
+        if (!(c = mq_open(model, &p2))) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
+        int max_pos = mq_get_info(c)->max_pos;
+        if (need > max_pos && max_pos > mq_get_info(c)->max_ctx) {
+            mq_close(c);
+            prm.max_ctx = max_pos;
+            if (!(c = mq_open(model, &prm))) {
+                snprintf(open_err, sizeof open_err, "%s", mq_last_error());
+                if (!(c = mq_open(model, &p2))) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
+            }
+        }
+        fprintf(stderr, "megaqwen bench: note: context %d could not be opened (%s); using %d\n", need, open_err,
+                mq_get_info(c)->max_ctx);
     }
     const mq_info *in = mq_get_info(c);
     mq_sampling greedy;
@@ -295,32 +307,8 @@ int cmd_bench(int argc, char **argv) {
     }
     double m_tok_s = np * n / tot_dec, m_gbs = tot_bytes / tot_dec / 1e9;
 
-    /* ---- context sweep ---- */
-    sweep_res sw[MAX_CTXS];
-    if (nctx && !(fill = malloc(512 * sizeof *fill))) { mq_cli_err("bench", "out of memory"); goto done; }
-    for (int i = 0; i < nctx; i++) {
-        sweep_res *s = &sw[i];
-        memset(s, 0, sizeof *s);
-        s->ctx = ctx[i];
-        if (ctx[i] < 1 || ctx[i] + n + 1 > in->max_ctx) { s->why = "exceeds the model's context"; continue; }
-        mq_reset(c);
-        for (int d = 0; d < ctx[i]; d += 512) {
-            int m = ctx[i] - d < 512 ? ctx[i] - d : 512;
-            for (int k = 0; k < m; k++) fill[k] = fill_id(d + k, in->vocab_size);
-            if (mq_feed(c, fill, m, NULL)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
-        }
-        double t0 = now_s();
-        if (decode_n(c, fill_id(ctx[i], in->vocab_size), (int)n, out)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
-        double t = now_s() - t0;
-        s->ok = 1;
-        s->tok_s = n / t;
-        s->ms_tok = 1000.0 * t / n;
-        s->bytes = Wb + kv_bytes(in, ctx[i] + n / 2.0);
-        s->gbs = s->bytes * s->tok_s / 1e9;
-        s->pct = 100.0 * s->gbs / bw;
-    }
-
-    /* ---- power: sustained decode of the first prompt, rewound and repeated ---- */
+    /* ---- power: sustained decode of the first prompt, rewound and repeated. Before the sweep,
+     * whose deep contexts are the likeliest to fail. ---- */
     mq_nvml_stats pst;
     memset(&pst, 0, sizeof pst);
     pst.energy_source = "n/a";
@@ -348,6 +336,44 @@ int cmd_bench(int argc, char **argv) {
         if (pst.energy_ok && t > 0) pst.avg_w = pst.energy_j / t;
         power_ran = 1;
     }
+    /* ---- context sweep ---- */
+    sweep_res sw[MAX_CTXS];
+    if (nctx && !(fill = malloc(512 * sizeof *fill))) { mq_cli_err("bench", "out of memory"); goto done; }
+    for (int i = 0; i < nctx; i++) {
+        sweep_res *s = &sw[i];
+        memset(s, 0, sizeof *s);
+        s->ctx = ctx[i];
+        if (ctx[i] < 1 || ctx[i] + n + 1 > in->max_pos) { s->why = "exceeds the model's context"; continue; }
+        if (ctx[i] + n + 1 > in->max_ctx) {
+            snprintf(s->why_buf, sizeof s->why_buf, "exceeds the KV cache that could be opened (%d): %s",
+                     in->max_ctx, open_err);
+            s->why = s->why_buf;
+            continue;
+        }
+        mq_reset(c);
+        int failed = 0;
+        for (int d = 0; d < ctx[i] && !failed; d += 512) {
+            int m = ctx[i] - d < 512 ? ctx[i] - d : 512;
+            for (int k = 0; k < m; k++) fill[k] = fill_id(d + k, in->vocab_size);
+            failed = mq_feed(c, fill, m, NULL) != 0;
+        }
+        double t0 = now_s();
+        /* A failure at one depth (a kernel limit, say) is that point's result, not the run's. */
+        if (failed || decode_n(c, fill_id(ctx[i], in->vocab_size), (int)n, out)) {
+            snprintf(s->why_buf, sizeof s->why_buf, "error: %s", mq_last_error());
+            s->why = s->why_buf;
+            fprintf(stderr, "megaqwen bench: context %d: %s\n", ctx[i], mq_last_error());
+            continue;
+        }
+        double t = now_s() - t0;
+        s->ok = 1;
+        s->tok_s = n / t;
+        s->ms_tok = 1000.0 * t / n;
+        s->bytes = Wb + kv_bytes(in, ctx[i] + n / 2.0);
+        s->gbs = s->bytes * s->tok_s / 1e9;
+        s->pct = 100.0 * s->gbs / bw;
+    }
+
     mq_nvml_stats mst;
     mq_nvml_sampler_stop(memsamp, &mst);
     memsamp = NULL;
