@@ -17,6 +17,7 @@
 #   --bin PATH   use this megaqwen binary instead of building one
 #   --backend B  megaqwen's backend (default cuda; cpu lets CI run this script on a tiny model)
 #   --power-s S, --idle-s S  power phase / idle sampling seconds (default 2 / 1)
+#   --bw GBPS    bandwidth floor (default: measured with a 1 GB device-to-device copy through torch)
 #   --only/--skip  comma-separated step names: megaqwen hf-eager gpt-fast hf-static quality vllm
 #                sglang llama.cpp tensorrt-llm exllamav2
 # Rows already in OUT/raw/runs (from an earlier partial run) are kept unless a step reruns them.
@@ -27,15 +28,15 @@ cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 T_START=$(date +%s)
 ARGS="$*"
-MODEL="" OUTD=out/report N=100 CTX=16,1024,4096,32768 PCTX=16,1024,4096 POWER=2 IDLE=1 BACKEND=cuda BUDGET=560 STEP_MAX_S=240 BIN="" ONLY="" SKIP=""
+MODEL="" OUTD=out/report N=100 CTX=16,1024,4096,32768 PCTX=16,1024,4096 POWER=2 IDLE=1 BACKEND=cuda BW="" BUDGET=560 STEP_MAX_S=240 BIN="" ONLY="" SKIP=""
 while [ $# -gt 0 ]; do
   case $1 in
     -m) MODEL=$2; shift 2;;  -o) OUTD=$2; shift 2;;  -n) N=$2; shift 2;;
     --ctx) CTX=$2; shift 2;;  --peer-ctx) PCTX=$2; shift 2;;  --power-s) POWER=$2; shift 2;;
     --budget-s) BUDGET=$2; shift 2;;  --bin) BIN=$2; shift 2;;  --only) ONLY=$2; shift 2;;
     --skip) SKIP=$2; shift 2;;  --step-max-s) STEP_MAX_S=$2; shift 2;;
-    --idle-s) IDLE=$2; shift 2;;  --backend) BACKEND=$2; shift 2;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0;;
+    --idle-s) IDLE=$2; shift 2;;  --backend) BACKEND=$2; shift 2;;  --bw) BW=$2; shift 2;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0;;
     *) echo "bench-report: unknown option $1 (see --help)" >&2; exit 2;;
   esac
 done
@@ -56,15 +57,18 @@ if [ -z "$BIN" ]; then
   if ! pkg-config --exists libcjson 2>/dev/null && [ -d .deps/debs ]; then
     SR=/tmp/mq-sysroot; mkdir -p $SR
     for f in .deps/debs/*.deb; do dpkg -x "$f" $SR; done
+    # the .pc files name private deps the image lacks; dynamic linking does not need them
+    sed -i '/^Requires.private/d' $SR/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc
     export LD_LIBRARY_PATH=$SR/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     export PKG_CONFIG_PATH=$SR/usr/lib/x86_64-linux-gnu/pkgconfig:$SR/usr/share/pkgconfig
     export PKG_CONFIG_SYSROOT_DIR=$SR
+    export CPATH=$SR/usr/include${CPATH:+:$CPATH} LIBRARY_PATH=$SR/usr/lib/x86_64-linux-gnu
     PKGCFG="-DPKG_CONFIG_EXECUTABLE=$SR/usr/bin/pkgconf"
   fi
   ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')
   say "building megaqwen (CUDA arch ${ARCH:-default})"
   cmake -S . -B build-bench-report -DCMAKE_BUILD_TYPE=Release -DMQ_CUDA=ON ${ARCH:+-DMQ_CUDA_ARCHS=$ARCH} \
-        ${PKGCFG:-} >>"$LOG" 2>&1 &&
+        -DMQ_TOKENIZER_DIR="$ROOT/.deps/qwen3-tokenizer" ${PKGCFG:-} >>"$LOG" 2>&1 &&
     cmake --build build-bench-report -j"$(nproc)" --target megaqwen_cli >>"$LOG" 2>&1 ||
     { say "build failed (tail of the log follows)"; tail -30 "$LOG" >&2; }
   BIN=$ROOT/build-bench-report/megaqwen
@@ -107,6 +111,24 @@ step() { # step NAME ROWFILE cmd...
   say "$name: exit $rc"
 }
 
+# ---- the bandwidth floor: a measured 1 GB device-to-device copy (read + write), else 3000 assumed
+BWARGS=()
+if [ -z "$BW" ] && [ "$BACKEND" = cuda ]; then
+  BW=$(timeout 60 $PY - 2>>"$LOG" <<'PY'
+import torch
+n = 1 << 30
+a = torch.empty(n, dtype=torch.uint8, device="cuda"); b = torch.empty_like(a)
+for _ in range(3): b.copy_(a)
+e0, e1, ts = torch.cuda.Event(True), torch.cuda.Event(True), []
+for _ in range(10):
+    e0.record(); b.copy_(a); e1.record(); torch.cuda.synchronize(); ts.append(e0.elapsed_time(e1) / 1e3)
+print(f"{2 * n / sorted(ts)[5] / 1e9:.0f}")
+PY
+)
+  [ -n "$BW" ] && BWSRC="measured: 1 GB device-to-device copy, read + write"
+fi
+[ -n "$BW" ] && BWARGS=(--bw "$BW" --bw-source "${BWSRC:-given}") && say "bandwidth floor ${BW} GB/s (${BWSRC:-given})"
+
 COMMON=(-m "$MODEL" -n "$N" --power-s "$POWER" --idle-s "$IDLE" --hz 20)
 # Cheapest and most important first, so a tight budget loses the least: the frameworks that are
 # absent answer in a second; megaqwen and the HF baseline; quality; then the compiled peers.
@@ -116,7 +138,7 @@ for r in vllm:vllm_runner sglang:sglang_runner llama.cpp:llamacpp_runner tensorr
 done
 if want megaqwen && [ -n "$BIN" ]; then
   STEP_MAX=$STEP_MAX_S step "megaqwen-$BACKEND" "$RAW/runs/megaqwen-$BACKEND.json" "$BIN" bench "${COMMON[@]}" \
-       --backend "$BACKEND" --ctx "$CTX" --json "$RAW/runs/megaqwen-$BACKEND.json"
+       --backend "$BACKEND" --ctx "$CTX" "${BWARGS[@]}" --json "$RAW/runs/megaqwen-$BACKEND.json"
   cat "$RAW/megaqwen-$BACKEND.out" >&2
 fi
 want hf-eager && STEP_MAX=$STEP_MAX_S step hf-eager "$RAW/runs/hf-eager.json" $PY scripts/peers/hf_eager.py "${COMMON[@]}" --ctx "$PCTX" --json "$RAW/runs/hf-eager.json"

@@ -27,6 +27,7 @@ static const char *bench_help =
     "  --warmup N       untimed runs of the first prompt before timing (default 1)\n"
     "  --ctx LIST       context depths for the sweep, e.g. 16,1024,4096,32768 (default); 'none' skips\n"
     "  --bw GBPS        memory bandwidth for the %-of-floor column (default 3000, labelled assumed)\n"
+    "  --bw-source TEXT how --bw was obtained, recorded with it (default 'given')\n"
     "  --power-s S      seconds of sustained decode for the power phase (default 2; 0 skips)\n"
     "  --idle-s S       seconds of idle power sampling before loading (default 1; 0 skips)\n"
     "  --hz HZ          power sampling rate (default 20, at least 10 recommended)\n"
@@ -148,9 +149,10 @@ int cmd_bench(int argc, char **argv) {
     static const struct option lo[] = {
         {"model", 1, 0, 'm'}, {"backend", 1, 0, 'b'}, {"ctx", 1, 0, 'c'}, {"prompts", 1, 0, 'p'},
         {"json", 1, 0, 'j'}, {"warmup", 1, 0, 'w'}, {"bw", 1, 0, 'B'}, {"power-s", 1, 0, 'P'},
-        {"idle-s", 1, 0, 'I'}, {"hz", 1, 0, 'H'}, {"threads", 1, 0, 't'}, {"print-prompts", 0, 0, 'R'},
+        {"idle-s", 1, 0, 'I'}, {"bw-source", 1, 0, 'S'}, {"hz", 1, 0, 'H'}, {"threads", 1, 0, 't'}, {"print-prompts", 0, 0, 'R'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     const char *model = NULL, *ctxs = "16,1024,4096,32768", *pspec = "default", *jpath = NULL;
+    const char *bw_src = NULL;
     mq_params prm;
     mq_params_default(&prm);
     prm.load_tokenizer = 0;
@@ -175,6 +177,7 @@ int cmd_bench(int argc, char **argv) {
         case 't': if (mq_cli_int("bench", "--threads", optarg, 0, 1024, &v)) return MQ_EXIT_USAGE;
                   prm.n_threads = (int)v; break;
         case 'R': print_prompts = 1; break;
+        case 'S': bw_src = optarg; break;
         case 'h': fputs(bench_help, stdout); return MQ_EXIT_OK;
         case ':': mq_cli_err("bench", "option %s needs a value", argv[optind - 1]); return MQ_EXIT_USAGE;
         default: mq_cli_err("bench", "unknown option %s (see --help)", argv[optind - 1]); return MQ_EXIT_USAGE;
@@ -195,6 +198,7 @@ int cmd_bench(int argc, char **argv) {
         return MQ_EXIT_OK;
     }
     if (optind < argc || !model) { mq_cli_err("bench", "-m DIR is required (see --help)"); return MQ_EXIT_USAGE; }
+    if (!bw_src) bw_src = bw_given ? "given" : "assumed";
     int ctx[MAX_CTXS], nctx = 0;
     if (strcmp(ctxs, "none")) {
         int32_t *cv;
@@ -384,7 +388,7 @@ int cmd_bench(int argc, char **argv) {
     char a[32], b[32], d[32], e[32], f[32], g[32];
     printf("## megaqwen bench — backend %s, %s\n\n", in->backend, model);
     printf("GPU: %s, driver %s. Bandwidth floor at %.0f GB/s (%s). %ld decode tokens per prompt, greedy, "
-           "%ld warm-up run(s) excluded.\n\n", gpu, drv, bw, bw_given ? "given" : "assumed", n, warm);
+           "%ld warm-up run(s) excluded.\n\n", gpu, drv, bw, bw_src, n, warm);
     printf("| prompt | tokens | TTFT (ms) | decode tok/s | ms/token | GB/s | %% of floor | fnv1a |\n");
     printf("|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < np; i++)
@@ -438,7 +442,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(cfg, "max_ctx", in->max_ctx);
         cJSON *bwj = cJSON_AddObjectToObject(root, "bandwidth");
         cJSON_AddNumberToObject(bwj, "gb_s", bw);
-        cJSON_AddStringToObject(bwj, "source", bw_given ? "given" : "assumed");
+        cJSON_AddStringToObject(bwj, "source", bw_src);
         cJSON *gj = cJSON_AddObjectToObject(root, "gpu");
         cJSON_AddStringToObject(gj, "name", gpu);
         cJSON_AddStringToObject(gj, "driver", drv);

@@ -83,9 +83,10 @@ expect 0 "bench again" -- run_bench --json "$T/b2.json" --bw 100
 [ "$(jq_ "$T/b.json" 'd["fnv1a"]')" = "$(jq_ "$T/b2.json" 'd["fnv1a"]')" ] && ok || bad "greedy hash not reproducible"
 [ "$(jq_ "$T/b2.json" 'd["bandwidth"]["source"], d["bandwidth"]["gb_s"]')" = "('given', 100)" ] && ok || bad "--bw not recorded"
 expect 0 "bench prompts file" -- "$BIN" bench -m "$M" --backend cpu --threads 1 -n 4 --ctx none --power-s 0 --idle-s 0 \
-  --prompts "$T/p.json" --json "$T/b3.json"
-[ "$(jq_ "$T/b3.json" '[p["tokens"] for p in d["prompts"]], d["ctx_sweep"], d["power"]["seconds"]')" = "([3, 1], [], None)" ] \
-  && ok || bad "prompts file / ctx none / no power phase"
+  --prompts "$T/p.json" --json "$T/b3.json" --bw 2000 --bw-source "measured: test"
+[ "$(jq_ "$T/b3.json" '[p["tokens"] for p in d["prompts"]], d["ctx_sweep"], d["power"]["seconds"], d["bandwidth"]["source"]')" = \
+  "([3, 1], [], None, 'measured: test')" ] && ok || bad "prompts file / ctx none / no power phase / bw source"
+grep -q "Bandwidth floor at 2000 GB/s (measured: test)" "$T/out" && ok || bad "bw source not printed"
 expect 1 "bench unwritable json" -- "$BIN" bench -m "$M" --backend cpu --threads 1 -n 2 --ctx none --power-s 0 --idle-s 0 \
   --json "$T/no/such/dir/b.json"
 
