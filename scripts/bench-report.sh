@@ -16,6 +16,7 @@
 #   --step-max-s S  no one step may take longer (default 240)
 #   --bin PATH   use this megaqwen binary instead of building one
 #   --backend B  megaqwen's backend (default cuda; cpu lets CI run this script on a tiny model)
+#   --threads N  megaqwen's CPU threads (cpu backend; default 0 = all cores)
 #   --power-s S, --idle-s S  power phase / idle sampling seconds (default 2 / 1)
 #   --bw GBPS    bandwidth floor (default: measured with a 1 GB device-to-device copy through torch)
 #   --only/--skip  comma-separated step names: megaqwen hf-eager gpt-fast hf-static quality vllm
@@ -28,7 +29,7 @@ cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 T_START=$(date +%s)
 ARGS="$*"
-MODEL="" OUTD=out/report N=100 CTX=16,1024,4096,32768 PCTX=16,1024,4096 POWER=2 IDLE=1 BACKEND=cuda BW="" BUDGET=560 STEP_MAX_S=240 BIN="" ONLY="" SKIP=""
+MODEL="" OUTD=out/report N=100 CTX=16,1024,4096,32768 PCTX=16,1024,4096 POWER=2 IDLE=1 BACKEND=cuda BW="" THREADS=0 BUDGET=560 STEP_MAX_S=240 BIN="" ONLY="" SKIP=""
 while [ $# -gt 0 ]; do
   case $1 in
     -m) MODEL=$2; shift 2;;  -o) OUTD=$2; shift 2;;  -n) N=$2; shift 2;;
@@ -36,7 +37,8 @@ while [ $# -gt 0 ]; do
     --budget-s) BUDGET=$2; shift 2;;  --bin) BIN=$2; shift 2;;  --only) ONLY=$2; shift 2;;
     --skip) SKIP=$2; shift 2;;  --step-max-s) STEP_MAX_S=$2; shift 2;;
     --idle-s) IDLE=$2; shift 2;;  --backend) BACKEND=$2; shift 2;;  --bw) BW=$2; shift 2;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0;;
+    --threads) THREADS=$2; shift 2;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0;;
     *) echo "bench-report: unknown option $1 (see --help)" >&2; exit 2;;
   esac
 done
@@ -138,7 +140,7 @@ for r in vllm:vllm_runner sglang:sglang_runner llama.cpp:llamacpp_runner tensorr
 done
 if want megaqwen && [ -n "$BIN" ]; then
   STEP_MAX=$STEP_MAX_S step "megaqwen-$BACKEND" "$RAW/runs/megaqwen-$BACKEND.json" "$BIN" bench "${COMMON[@]}" \
-       --backend "$BACKEND" --ctx "$CTX" "${BWARGS[@]}" --json "$RAW/runs/megaqwen-$BACKEND.json"
+       --backend "$BACKEND" --threads "$THREADS" --ctx "$CTX" "${BWARGS[@]}" --json "$RAW/runs/megaqwen-$BACKEND.json"
   cat "$RAW/megaqwen-$BACKEND.out" >&2
 fi
 want hf-eager && STEP_MAX=$STEP_MAX_S step hf-eager "$RAW/runs/hf-eager.json" $PY scripts/peers/hf_eager.py "${COMMON[@]}" --ctx "$PCTX" --json "$RAW/runs/hf-eager.json"

@@ -137,6 +137,8 @@ def render_md(doc, charts):
             L.append(f"- {label}: {m[k]}")
     if m.get("checkpoint_note"):
         L.append(f"- Checkpoint: {m['checkpoint_note']}")
+    if m.get("command"):
+        L.append(f"- Command: `{m['command'].strip()}`")
     L.append("")
     if ok:
         r0 = ok[0]
@@ -145,10 +147,7 @@ def render_md(doc, charts):
               f"- Decode tokens per prompt: {r0['decode_tokens']}, greedy, end-of-sequence ignored, "
               f"warm-up excluded; each framework in its own process",
               f"- Bandwidth floor: {bw:.0f} GB/s ({bw_src}); bytes per step = weights "
-              f"({f(wb and wb / 1e6, '%.0f')} MB) + KV read at the mean depth"]
-        if m.get("command"):
-            L += [f"- Command: `{m['command'].strip()}`"]
-        L.append("")
+              f"({f(wb and wb / 1e6, '%.0f')} MB) + KV read at the mean depth", ""]
 
     L += ["## Throughput", "",
           "| Framework | TTFT (ms) | Decode tok/s | ms/token | GB/s | % of floor | Peak memory | Speed-up vs HF | Output vs HF |",
