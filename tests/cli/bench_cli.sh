@@ -87,6 +87,10 @@ expect 0 "bench prompts file" -- "$BIN" bench -m "$M" --backend cpu --threads 1 
 [ "$(jq_ "$T/b3.json" '[p["tokens"] for p in d["prompts"]], d["ctx_sweep"], d["power"]["seconds"], d["bandwidth"]["source"]')" = \
   "([3, 1], [], None, 'measured: test')" ] && ok || bad "prompts file / ctx none / no power phase / bw source"
 grep -q "Bandwidth floor at 2000 GB/s (measured: test)" "$T/out" && ok || bad "bw source not printed"
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+  expect 1 "bench cuda without GPU" -- "$BIN" bench -m "$M" --backend cuda -n 2 --ctx none --power-s 0 --idle-s 0
+  [ "$(wc -l <"$T/err")" = 1 ] && ok || bad "cuda without GPU: not one stderr line: $(cat "$T/err")"
+fi
 expect 1 "bench unwritable json" -- "$BIN" bench -m "$M" --backend cpu --threads 1 -n 2 --ctx none --power-s 0 --idle-s 0 \
   --json "$T/no/such/dir/b.json"
 
