@@ -125,6 +125,43 @@ def base_row(doc):
 
 
 # ---------------------------------------------------------------- markdown
+def summary(doc):
+    """Findings computed from the numbers (never written by hand): megaqwen against HF and the
+    fastest other framework that ran."""
+    ok = [r for r in doc["runs"] if r["status"] == "ok"]
+    mq = [r for r in ok if r["framework"].startswith("megaqwen")]
+    base = base_row(doc)
+    if not mq:
+        return []
+    L = ["## Summary", ""]
+    for r in mq:
+        fw = r["framework"]
+        others = [o for o in ok if not o["framework"].startswith("megaqwen")]
+        if base:
+            L.append(f"- {fw} decodes {r['decode_tok_s'] / base['decode_tok_s']:.2f}x as fast as {BASE} "
+                     f"({r['decode_tok_s']:.1f} vs {base['decode_tok_s']:.1f} tok/s); TTFT "
+                     f"{1000 * r['ttft_s']:.2f} ms vs {1000 * base['ttft_s']:.2f} ms.")
+        best = max(others, key=lambda o: o["decode_tok_s"], default=None)
+        if best is not None and best is not base:
+            L.append(f"- Fastest other framework: {best['framework']} at {best['decode_tok_s']:.1f} tok/s; "
+                     f"{fw} is {r['decode_tok_s'] / best['decode_tok_s']:.2f}x that.")
+        pj, bj = r["power"].get("tok_per_j"), base["power"].get("tok_per_j") if base else None
+        if pj and bj:
+            L.append(f"- Energy: {pj:.2f} tok/J vs {bj:.2f} for {BASE} ({pj / bj:.2f}x).")
+        if base and r.get("fnv1a") and base.get("fnv1a"):
+            L.append(f"- Generated ids {'identical to' if r['fnv1a'] == base['fnv1a'] else 'differ from'} "
+                     f"{BASE}'s (bf16 rounding can flip near-tied greedy choices).")
+        q = doc.get("quality") or {}
+        qr = {x["framework"]: x for x in q.get("rows", []) if x.get("status") == "ok"}
+        if fw in qr and "hf-eager (bf16)" in qr:
+            a, b = qr[fw], qr["hf-eager (bf16)"]
+            L.append(f"- Against HF fp32: KL {a['kl_mean']:.3g} (HF bf16: {b['kl_mean']:.3g}), argmax match "
+                     f"{100 * a['argmax_match']:.1f}% (HF bf16: {100 * b['argmax_match']:.1f}%).")
+    L.append("")
+    return L
+
+
+
 def render_md(doc, charts):
     m, ok = doc["meta"], [r for r in doc["runs"] if r["status"] == "ok"]
     base = base_row(doc)
@@ -149,6 +186,7 @@ def render_md(doc, charts):
               f"- Bandwidth floor: {bw:.0f} GB/s ({bw_src}); bytes per step = weights "
               f"({f(wb and wb / 1e6, '%.0f')} MB) + KV read at the mean depth", ""]
 
+    L += summary(doc)
     L += ["## Throughput", "",
           "| Framework | TTFT (ms) | Decode tok/s | ms/token | GB/s | % of floor | Peak memory | Speed-up vs HF | Output vs HF |",
           "|---|---|---|---|---|---|---|---|---|"]
