@@ -65,6 +65,9 @@ def main(static):
     try:
         impl = HF(args.model, static)
         row = common.measure(fw, args, impl, nv, idle, impl.version)
+        from torch._dynamo.utils import counters
+        graphs = counters["stats"]["unique_graphs"]
+        row["notes"] = (f"torch.compile captured {graphs} graph(s)" if static or graphs else "eager (no torch.compile)")
     except Exception as e:  # report, never crash the whole comparison
         common.error(fw, f"{type(e).__name__}: {e}", args)
     common.emit(row, args)

@@ -257,6 +257,9 @@ def render_md(doc, charts):
         L.append("Not measured" + (f": {q.get('reason')}" if q and q.get("reason") else "") + ".")
     L.append("")
 
+    noted = [r for r in doc["runs"] if r.get("notes")]
+    if noted:
+        L += ["## Notes", ""] + [f"- {r['framework']}: {r['notes']}" for r in noted] + [""]
     missing = [r for r in doc["runs"] if r["status"] != "ok"]
     if missing:
         L += ["## Not run", "", "| Framework | Status | Why |", "|---|---|---|"]

@@ -88,6 +88,7 @@ def validate_run(row):
         "status": (True, lambda v: v in STATUSES),
         "reason": (False, lambda v: isinstance(v, str)),
         "version": (False, lambda v: isinstance(v, str)),
+        "notes": (False, lambda v: isinstance(v, str)),
     }, "run", errs)
     if errs or row.get("status") != "ok":
         if not errs and row.get("status") != "ok" and not row.get("reason"):
