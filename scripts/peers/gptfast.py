@@ -206,6 +206,9 @@ def main():
     try:
         impl = GptFast(args.model)
         row = common.measure(fw, args, impl, nv, idle, impl.version)
+        from torch._dynamo.utils import counters
+        row["notes"] = (f"decode step under torch.compile(mode=reduce-overhead, fullgraph=True): "
+                        f"{counters['stats']['unique_graphs']} graph(s) compiled (one per KV-cache size)")
     except Exception as e:
         common.error(fw, f"{type(e).__name__}: {e}", args)
     common.emit(row, args)
