@@ -46,6 +46,16 @@ python3 scripts/report/make_report.py --results "$T/rep/results.json" --out "$T/
 diff <(grep '^| ' "$R") <(grep '^| ' "$T/rep2/REPORT.md") >/dev/null && ok || bad "re-rendered tables differ"
 grep -q '"plotter": "none"' "$T/rep2/results.json" && ok || bad "plotter none not recorded"
 
+# ---- publish: report folder copied, tables spliced between the markers, text around them kept
+printf 'intro\n<!-- bench-report:begin -->\nold\n<!-- bench-report:end -->\noutro\n' >"$T/doc.md"
+python3 scripts/report/publish.py "$T/rep" --docs-dir "$T/pub" "$T/doc.md" 2>/dev/null && ok || bad "publish exit"
+[ -s "$T/pub/REPORT.md" ] && [ -s "$T/pub/results.json" ] && ok || bad "publish did not copy the report"
+has "$T/doc.md" "| megaqwen-cuda | 4.00 | 1000.0 | 1.000 | 1207.2 | 40.2 | 2.10 GB (NVML) | 12.50x | differs |" "published table"
+has "$T/doc.md" "From [pub/REPORT.md](pub/REPORT.md) (GPU: Fixture GPU 80GB)." "published link"
+[ "$(head -1 "$T/doc.md")" = intro ] && [ "$(tail -1 "$T/doc.md")" = outro ] && ! grep -q '^old$' "$T/doc.md" && ok || bad "splice kept/dropped the wrong text"
+printf 'no markers\n' >"$T/nomark.md"
+python3 scripts/report/publish.py "$T/rep" --docs-dir "$T/pub" "$T/nomark.md" 2>/dev/null && bad "publish without markers succeeded" || ok
+
 # ---- schema: a broken row is refused with a message naming it
 mkdir -p "$T/broken"; cp tests/report/runs/*.json "$T/broken/"
 python3 - "$T/broken/megaqwen.json" <<'PY'
