@@ -16,6 +16,7 @@
 // reduces the argmax, embeds the next token into x and (greedy) feeds it to the next step.
 #include <cuda_bf16.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "megakernel.cuh"
 
@@ -39,7 +40,13 @@ __device__ __forceinline__ void grid_sync(unsigned *bar, unsigned &target) {
     if (threadIdx.x == 0) {
         __threadfence();
         atomicAdd(bar, 1u);
+        // watchdog: a barrier that never opens is a bug; report it and trap instead of hanging
+        const long long t0 = clock64();
         while (ld_acquire(bar) < target) {
+            if (clock64() - t0 > (1ll << 36)) {  // ~30 s at 2 GHz
+                printf("megakernel: block %d stuck at barrier %u (count %u)\n", blockIdx.x, target, ld_acquire(bar));
+                __trap();
+            }
         }
         __threadfence();
     }
@@ -280,16 +287,21 @@ __device__ void att_pass(const Params &P, const __nv_bfloat16 *Kl, const __nv_bf
         }
     }
     const uint4 zero = make_uint4(0, 0, 0, 0);
-    const size_t step = (size_t)nrg * kvd / 8;  // uint4s between a row group's consecutive rows
-    for (int p = p0 + rgid; p < p1; p += 2 * nrg) {
-        const bool has2 = p + nrg < p1;
-        const uint4 *kp = reinterpret_cast<const uint4 *>(Kl + (size_t)p * kvd + sub * 8);
-        const uint4 *vp = reinterpret_cast<const uint4 *>(Vl + (size_t)p * kvd + sub * 8);
-        uint4 k0 = act ? __ldcg(kp) : zero, v0 = act ? __ldcg(vp) : zero;
-        uint4 k1 = (act && has2) ? __ldcg(kp + step) : zero, v1 = (act && has2) ? __ldcg(vp + step) : zero;
+    // Trip counts must be warp-uniform: the score reduction shuffles across the whole warp, so a
+    // row group past the end still runs the loop and only skips the update.
+    const int span = nrg;  // positions one pass of the block covers
+    const size_t step = (size_t)span * kvd / 8;  // uint4s between a row group's two rows
+    for (int base = p0 + warp * RPW; base < p1; base += 2 * span) {
+        const int pa = base + rg;
+        const bool ga = pa < p1, gb = pa + span < p1, has2 = base + span < p1;
+        const uint4 *kp = reinterpret_cast<const uint4 *>(Kl + (size_t)pa * kvd + sub * 8);
+        const uint4 *vp = reinterpret_cast<const uint4 *>(Vl + (size_t)pa * kvd + sub * 8);
+        uint4 k0 = (act && ga) ? __ldcg(kp) : zero, v0 = (act && ga) ? __ldcg(vp) : zero;
+        uint4 k1 = (act && gb) ? __ldcg(kp + step) : zero, v1 = (act && gb) ? __ldcg(vp + step) : zero;
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
-            if (rr == 1 && !has2) break;
+            if (rr == 1 && !has2) break;  // warp-uniform
+            const bool valid = rr ? gb : ga;
             const uint4 kk = rr ? k1 : k0, vv = rr ? v1 : v0;
             const float kf[8] = {bf2f(kk.x & 0xffff), bf2f(kk.x >> 16), bf2f(kk.y & 0xffff), bf2f(kk.y >> 16),
                                  bf2f(kk.z & 0xffff), bf2f(kk.z >> 16), bf2f(kk.w & 0xffff), bf2f(kk.w >> 16)};
@@ -301,12 +313,14 @@ __device__ void att_pass(const Params &P, const __nv_bfloat16 *Kl, const __nv_bf
 #pragma unroll
                 for (int j = 0; j < 8; j++) s = fmaf(q[g][j], kf[j], s);
                 for (int o = LPR >> 1; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-                const float mn = fmaxf(m[g], s);
-                const float corr = exp2f(m[g] - mn), pe = exp2f(s - mn);
-                m[g] = mn;
-                ls[g] = ls[g] * corr + pe;
+                if (valid) {
+                    const float mn = fmaxf(m[g], s);
+                    const float corr = exp2f(m[g] - mn), pe = exp2f(s - mn);
+                    m[g] = mn;
+                    ls[g] = ls[g] * corr + pe;
 #pragma unroll
-                for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pe, vf[j], acc[g][j] * corr);
+                    for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pe, vf[j], acc[g][j] * corr);
+                }
             }
         }
     }
