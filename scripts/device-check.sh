@@ -4,7 +4,7 @@
 # runs compute-sanitizer, benchmarks decode and prints a short table last.
 #
 #   scripts/device-check.sh [--only LIST] [--skip LIST] [--budget-s S] [--arch SM]
-#   steps: build bw test logits greedy sanitize bench bps ctest hf
+#   steps: build bw test greedy logits sanitize profile bench bench16 bps ctest hf
 #   Logs and raw numbers go to $OUT (the device tool's folder) or out/device-check.
 # Needs: nvcc, cmake, python3 with torch + transformers (HF reference), and the Debian -dev libraries
 # (unpacked from .deps/debs, made by scripts/deps.sh --debs, when pkg-config can't find them).
@@ -57,10 +57,10 @@ export MQ_TOKENIZER_DIR=$ROOT/.deps/qwen3-tokenizer
 if want build; then
   say "build"
   cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DMQ_CUDA=ON ${ARCH:+-DMQ_CUDA_ARCHS=$ARCH} ${PKGCFG:-} \
-    -DMQ_TOKENIZER_DIR="$MQ_TOKENIZER_DIR" >"$O/build.log" 2>&1 &&
-    cmake --build "$B" -j"$(nproc)" >>"$O/build.log" 2>&1
+    -DMQ_TOKENIZER_DIR="$MQ_TOKENIZER_DIR" >/tmp/dc-build.log 2>&1 &&
+    cmake --build "$B" -j"$(nproc)" >>/tmp/dc-build.log 2>&1
   rc=$?
-  [ $rc = 0 ] && row "build | ok (sm_${ARCH})" || { row "build | FAILED (build.log)"; tail -30 "$O/build.log"; }
+  [ $rc = 0 ] && row "build | ok (sm_${ARCH})" || { row "build | FAILED"; tail -40 /tmp/dc-build.log | tee -a "$LOG"; }
 fi
 [ -x "$BIN" ] || { say "no binary"; printf '%s\n' "${TABLE[@]}"; exit 1; }
 
@@ -93,18 +93,22 @@ fi
 
 if want test; then
   say "test_cuda"
-  (cd "$B" && timeout 150 ctest -R test_cuda --timeout 140 --output-on-failure -V) >"$O/test_cuda.log" 2>&1
-  res=$(grep -E "tests passed|tests failed" "$O/test_cuda.log" | tail -1)
+  (cd "$B" && timeout 150 ctest -R test_cuda --timeout 140 --output-on-failure -V) >"$O/tests.log" 2>&1
+  res=$(grep -E "tests passed|tests failed" "$O/tests.log" | tail -1)
   row "test_cuda | ${res:-no result (test_cuda.log)}"
-  grep -E "cuda vs HF|token-by-token|device greedy|SKIP|FAIL|stuck" "$O/test_cuda.log" | sed 's/^[0-9]*: //' | head -8 | while read -r l; do row "  $l"; done
+  grep -E "cuda vs HF|token-by-token|device greedy|SKIP|FAIL|stuck" "$O/tests.log" | sed 's/^[0-9]*: //' | head -8 | while read -r l; do row "  $l"; done
 fi
 
 if want greedy; then
-  say "greedy 256 tokens cuda vs cpu on synthetic 0.6B"
+  say "greedy 256 tokens cuda (f32 and bf16 KV) vs cpu on synthetic 0.6B"
   P=785,3840,315,279,18484,3493,12033,304,279,11128,45387,9294,11,979
-  timeout 120 "$BIN" run -m $M06 --prompt-ids $P -n 256 --ids --ignore-eos --backend cuda >"$O/greedy_cuda.txt" 2>>"$LOG"
-  timeout 200 "$BIN" run -m $M06 --prompt-ids $P -n 256 --ids --ignore-eos --backend cpu >"$O/greedy_cpu.txt" 2>>"$LOG"
-  n=$(python3 - "$O/greedy_cuda.txt" "$O/greedy_cpu.txt" <<'EOF'
+  G="run -m $M06 --prompt-ids $P -n 256 --ids --ignore-eos"
+  timeout 60 "$BIN" $G --backend cuda >/tmp/g_cuda.txt 2>>"$LOG"
+  MQ_CUDA_KV=bf16 timeout 60 "$BIN" $G --backend cuda >/tmp/g_cuda16.txt 2>>"$LOG"
+  timeout 200 "$BIN" $G --backend cpu >/tmp/g_cpu.txt 2>>"$LOG"
+  for f in cuda cuda16 cpu; do echo "== $f"; cat /tmp/g_$f.txt; done >"$O/greedy.txt"
+  for f in cuda cuda16; do
+    n=$(python3 - /tmp/g_$f.txt /tmp/g_cpu.txt <<'EOF'
 import re, sys
 a, b = [re.findall(r"-?\d+", open(p).read()) for p in sys.argv[1:3]]
 same = 0
@@ -112,18 +116,20 @@ while same < min(len(a), len(b)) and a[same] == b[same]: same += 1
 print(f"{same}/{len(b)} identical (cuda {len(a)} ids)")
 EOF
 )
-  row "greedy 256, synth 0.6B, cuda vs cpu | $n"
+    row "greedy 256, synth 0.6B, $f vs cpu | $n"
+  done
 fi
 
 if want logits; then
   say "teacher-forced logits: cuda, cpu, HF fp32, HF bf16"
   IDS=$(python3 -c "print(','.join(str((1000 + 7919 * i) % 100000) for i in range(128)))")
   "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cuda.bin --backend cuda 2>>"$LOG"
+  MQ_CUDA_KV=bf16 "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cuda16.bin --backend cuda 2>>"$LOG"
   "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cpu.bin --backend cpu 2>>"$LOG"
   python3 scripts/ref/hf_logits.py -m $M06 --ids "$IDS" --dtype fp32 -o /tmp/l_hf32.bin >>"$LOG" 2>&1
   python3 scripts/ref/hf_logits.py -m $M06 --ids "$IDS" --dtype bf16 -o /tmp/l_hf16.bin >>"$LOG" 2>&1
   python3 scripts/ref/compare_logits.py --vocab 151936 --hf32 /tmp/l_hf32.bin --hfbf16 /tmp/l_hf16.bin \
-    cuda=/tmp/l_cuda.bin cpu=/tmp/l_cpu.bin hf-bf16=/tmp/l_hf16.bin >"$O/logits.txt" 2>&1
+    cuda=/tmp/l_cuda.bin cuda-kvbf16=/tmp/l_cuda16.bin cpu=/tmp/l_cpu.bin hf-bf16=/tmp/l_hf16.bin >"$O/logits.txt" 2>&1
   cat "$O/logits.txt" >>"$LOG"
   while read -r l; do row "logits $l"; done < <(python3 -c "
 import json,sys
@@ -140,43 +146,58 @@ if want sanitize; then
   CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
   for tool in memcheck racecheck synccheck; do
     timeout 120 "$CS" --tool $tool --error-exitcode 9 "$BIN" run -m $MT --prompt-ids 1,2,3,4,5,6,7,8 -n 24 --ids \
-      --ignore-eos --backend cuda >"$O/san_$tool.log" 2>&1
+      --ignore-eos --backend cuda >/tmp/san.log 2>&1
     rc=$?
-    s=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$O/san_$tool.log" | tail -1)
-    row "compute-sanitizer $tool | rc $rc: ${s:-see san_$tool.log}"
+    { echo "== $tool rc $rc"; tail -40 /tmp/san.log; } >>"$O/sanitize.log"
+    s=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" /tmp/san.log | tail -1)
+    row "compute-sanitizer $tool | rc $rc: ${s:-see sanitize.log}"
+  done
+fi
+
+if want profile; then
+  say "per-stage profile (MQ_CUDA_PROFILE=1)"
+  for kv in f32 bf16; do
+    MQ_CUDA_KV=$kv MQ_CUDA_PROFILE=1 timeout 60 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 124 --ids --ignore-eos \
+      --backend cuda 2>&1 >/dev/null | grep "profile" | tail -1 | while read -r l; do row "kv $kv: $l"; done
   done
 fi
 
 if want bench; then
   say "bench (cuda, synthetic 0.6B)"
-  timeout $(( $(left) > 300 ? 300 : $(left) )) "$BIN" bench -m $M06 --backend cuda --ctx 16,1024,4096,32768 -n 128 \
+  timeout $(( $(left) > 200 ? 200 : $(left) )) "$BIN" bench -m $M06 --backend cuda --ctx 16,1024,4096,32768 -n 128 \
     --bw "$BW" --power-s 0 --idle-s 0 --json "$O/bench.json" >"$O/bench.txt" 2>&1
-  cat "$O/bench.txt" >>"$LOG"
-  grep -E "^\| [0-9]+ \|" "$O/bench.txt" | head -6 | while read -r l; do :; done
-  TABLE+=("$(grep -A12 -i "context" "$O/bench.txt" | grep -E '^\|' | head -8)")
+  TABLE+=("f32 KV:" "$(grep -A12 -i "context" "$O/bench.txt" | grep -E '^\|' | head -6)")
+fi
+
+if want bench16 && [ "$(left)" -gt 100 ]; then
+  MQ_CUDA_KV=bf16 timeout $(( $(left) > 150 ? 150 : $(left) )) "$BIN" bench -m $M06 --backend cuda --ctx 16,1024,4096,32768 \
+    -n 128 --bw "$BW" --power-s 0 --idle-s 0 >/tmp/b16.txt 2>&1
+  { echo "== bench bf16 KV"; cat /tmp/b16.txt; } >>"$O/bench.txt"
+  TABLE+=("bf16 KV:" "$(grep -A12 -i "context" /tmp/b16.txt | grep -E '^\|' | head -6)")
 fi
 
 if want bps; then
-  for bps in 1 3 4; do
+  for bps in 1 3; do
     [ "$(left)" -gt 60 ] || break
     MQ_CUDA_BPS=$bps timeout 60 "$BIN" bench -m $M06 --backend cuda --ctx 16,4096 -n 128 --bw "$BW" --power-s 0 \
-      --idle-s 0 >"$O/bench_bps$bps.txt" 2>&1
-    row "blocks/SM $bps: $(grep -E '^\| (16|4096) \|' "$O/bench_bps$bps.txt" | tr '\n' ' ')"
+      --idle-s 0 >/tmp/bps.txt 2>&1
+    cat /tmp/bps.txt >>"$LOG"
+    row "blocks/SM $bps: $(grep -E '^\| (16|4096) \|' /tmp/bps.txt | tr '\n' ' ')"
   done
 fi
 
 if want ctest && [ "$(left)" -gt 60 ]; then
   say "ctest (all)"
-  (cd "$B" && timeout $(( $(left) - 30 )) ctest -j4 --timeout 120 --output-on-failure) >"$O/ctest.log" 2>&1
-  res=$(grep -E "tests passed|tests failed" "$O/ctest.log" | tail -1)
-  row "ctest (all) | ${res:-no result (ctest.log)} $(grep -A20 'tests FAILED' "$O/ctest.log" | grep -E '^\s+[0-9]+ -' | tr -s ' ' | tr '\n' ';')"
+  (cd "$B" && timeout $(( $(left) - 30 )) ctest -j4 --timeout 120 --output-on-failure) >>"$O/tests.log" 2>&1
+  res=$(grep -E "tests passed|tests failed" "$O/tests.log" | tail -1)
+  row "ctest (all) | ${res:-no result (ctest.log)} $(grep -A20 'tests FAILED' "$O/tests.log" | grep -E '^\s+[0-9]+ -' | tr -s ' ' | tr '\n' ';')"
 fi
 
 if want hf && [ "$(left)" -gt 120 ]; then
   say "HF static-cache + CUDA graph peer"
   timeout $(( $(left) - 20 )) python3 scripts/peers/hf_static.py -m $M06 --ctx 16,1024,4096 -n 64 --power-s 0 \
-    --idle-s 0 --json "$O/hf_static.json" >"$O/hf_static.txt" 2>&1
-  row "hf static | $(tail -c 600 "$O/hf_static.json" 2>/dev/null || tail -3 "$O/hf_static.txt")"
+    --idle-s 0 --json /tmp/hf_static.json >"$O/hf_static.txt" 2>&1; cat /tmp/hf_static.json >>"$O/hf_static.txt" 2>/dev/null
+  row "hf static | $(tail -c 600 /tmp/hf_static.json 2>/dev/null || tail -3 "$O/hf_static.txt")"
 fi
 
 say "done in $(( $(date +%s) - T0 ))s"

@@ -11,7 +11,7 @@ extern "C" {
 #include "gpu.h"
 }
 
-extern "C" const void *mqk_kernel(void);
+extern "C" const void *mqk_kernel(int kv_f32);
 
 using mqk::LayerW;
 using mqk::NT;
@@ -36,11 +36,13 @@ using mqk::Params;
         }                                                                                                  \
     } while (0)
 
-enum { LOGITS_CHUNK = 16, MAX_STOP = 16 };
+enum { LOGITS_CHUNK = 16, MAX_STOP = 16, PROF_N = 1 << 16 };
 
 struct mq_gpu {
     mq_gpu_shape s;
     int max_ctx, grid, smem, sms;
+    int profile;          // MQ_CUDA_PROFILE=1: print per-stage times of each launch to stderr
+    int kv_f32;           // KV cache element: 1 = f32 (default: matches the fp32 reference), 0 = bf16
     size_t bytes;         // arena size
     char *arena;          // the one device allocation
     size_t off_layer[8];  // per-layer offsets of qkv, o, gu, down, in_norm, post_norm, q_norm, k_norm
@@ -132,7 +134,10 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
         free(g);
         return NULL;
     }
-    const void *fn = mqk_kernel();
+    // KV cache precision: f32 unless MQ_CUDA_KV=bf16 (half the KV bytes; see docs/perf-notes.md)
+    const char *kvenv = getenv("MQ_CUDA_KV");
+    g->kv_f32 = !(kvenv && !strcmp(kvenv, "bf16"));
+    const void *fn = mqk_kernel(g->kv_f32);
     CKN(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem));
     int occ = 0;
     CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, NT, g->smem));
@@ -171,7 +176,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     o += al((size_t)hd / 2 * 4);
     const size_t off_layers = o;
     o += al(sizeof(LayerW) * (s->n_layers > 0 ? s->n_layers : 1));
-    const size_t kv_bytes = (size_t)s->n_layers * max_ctx * KV * 2;
+    const size_t kv_bytes = (size_t)s->n_layers * max_ctx * KV * (g->kv_f32 ? 4 : 2);
     const size_t off_kc = o;
     o += al(kv_bytes);
     const size_t off_vc = o;
@@ -198,6 +203,10 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     o += al((size_t)max_ctx * 4);
     const size_t off_stop = o;
     o += al(MAX_STOP * 4);
+    const char *penv = getenv("MQ_CUDA_PROFILE");
+    g->profile = penv && atoi(penv) > 0;
+    const size_t off_prof = o;
+    if (g->profile) o += al((size_t)PROF_N * 8);
     g->bytes = o;
 
     e = cudaMalloc((void **)&g->arena, g->bytes);
@@ -233,8 +242,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     P.lm_head = (const __nv_bfloat16 *)(A + g->off_lm);
     P.final_norm = (const float *)(A + g->off_fnorm);
     P.inv_freq = (const float *)(A + g->off_invf);
-    P.kc = (__nv_bfloat16 *)(A + off_kc);
-    P.vc = (__nv_bfloat16 *)(A + off_vc);
+    P.kc = A + off_kc;
+    P.vc = A + off_vc;
     P.x = (float *)(A + off_x);
     P.qkv = (float *)(A + off_qkv);
     P.att = (float *)(A + off_att);
@@ -249,6 +258,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     P.tokens = (int32_t *)(A + off_tok);
     P.ids = (const int32_t *)(A + off_ids);
     P.stop = (const int32_t *)(A + off_stop);
+    P.prof = g->profile ? (unsigned long long *)(A + off_prof) : NULL;
 
     // per-layer pointer table
     LayerW *lw = (LayerW *)calloc(s->n_layers > 0 ? s->n_layers : 1, sizeof *lw);
@@ -272,8 +282,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     free(lw);
     CKN(e);
     snprintf(g->desc, sizeof g->desc,
-             "%.200s: %d SMs, grid %d x %d threads (%d/SM, occupancy %d), %d B smem/block, arena %.3f GB", prop.name,
-             g->sms, g->grid, NT, bps, occ, g->smem, g->bytes / 1e9);
+             "%.200s: %d SMs, grid %d x %d threads (%d/SM, occupancy %d), %d B smem/block, %s KV cache, arena %.3f GB",
+             prop.name, g->sms, g->grid, NT, bps, occ, g->smem, g->kv_f32 ? "f32" : "bf16", g->bytes / 1e9);
     return g;
 }
 
@@ -314,9 +324,35 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     P.logits_all = logits_all;
     CK(cudaMemset(P.bar, 0, 3 * sizeof(unsigned)));  // bar, ctl[0], ctl[1]
     void *args[] = {&P};
-    CK(cudaLaunchCooperativeKernel(mqk_kernel(), dim3(g->grid), dim3(NT), args, (size_t)g->smem, 0));
+    CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kv_f32), dim3(g->grid), dim3(NT), args, (size_t)g->smem, 0));
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
+    if (g->profile) {
+        // barrier 0 opens after the embedding; then per step 5 per layer + 1 (lm_head)
+        const int L = g->s.n_layers, per = 5 * L + 1;
+        int nb = 1 + n * per - 1;  // the last step ends without a barrier
+        if (nb > PROF_N) nb = PROF_N;
+        unsigned long long *t = (unsigned long long *)malloc((size_t)nb * 8);
+        if (t && cudaMemcpy(t, P.prof, (size_t)nb * 8, cudaMemcpyDeviceToHost) == cudaSuccess) {
+            static const char *nm[5] = {"qkv", "attn", "o", "gateup", "down"};
+            double sum[6] = {0}, cnt[6] = {0};
+            for (int i = 1; i < nb; i++) {
+                const int k = (i - 1) % per;
+                const int st = k < 5 * L ? k % 5 : 5;
+                sum[st] += (double)(t[i] - t[i - 1]);
+                cnt[st] += 1;
+            }
+            fprintf(stderr, "megakernel profile (%d steps at pos %d, us per step):", n, pos);
+            double tot = 0;
+            for (int st = 0; st < 6; st++) {
+                const double us = cnt[st] ? sum[st] / 1e3 / (cnt[st] / (st < 5 ? L : 1)) : 0;
+                tot += us;
+                fprintf(stderr, " %s %.1f", st < 5 ? nm[st] : "lm_head+argmax", us);
+            }
+            fprintf(stderr, " | total %.1f (%.2f us per barrier interval)\n", tot, tot / per);
+        }
+        free(t);
+    }
     return 0;
 }
 

@@ -34,7 +34,14 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
 // Grid barrier: `bar` only grows within a launch (the host zeroes it before each launch); each
 // block adds 1 per barrier and waits until the count reaches (barriers so far) * gridDim.x.
 // The fences make every block's global writes before the barrier visible to all after it.
-__device__ __forceinline__ void grid_sync(unsigned *bar, unsigned &target) {
+__device__ __forceinline__ unsigned long long globaltimer() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+    return t;
+}
+
+// prof (optional): block 0 stamps the time each barrier opens, prof[i] for barrier i.
+__device__ __forceinline__ void grid_sync(unsigned *bar, unsigned &target, unsigned long long *prof) {
     __syncthreads();
     target += gridDim.x;
     if (threadIdx.x == 0) {
@@ -49,6 +56,10 @@ __device__ __forceinline__ void grid_sync(unsigned *bar, unsigned &target) {
             }
         }
         __threadfence();
+        if (prof && blockIdx.x == 0) {
+            const unsigned i = target / gridDim.x - 1;
+            if (i < (1u << 16)) prof[i] = globaltimer();
+        }
     }
     __syncthreads();
 }
@@ -95,6 +106,21 @@ __device__ __forceinline__ uint4 ldw(const uint4 *p) {  // weights: read-only fo
                  : "l"(p));
     return v;
 }
+
+// 8 consecutive K/V cache elements as floats (zeros when !ok); the cache is bf16 or f32.
+__device__ __forceinline__ void ld8(const __nv_bfloat16 *p, bool ok, float f[8]) {
+    uint4 u = ok ? __ldcg(reinterpret_cast<const uint4 *>(p)) : make_uint4(0, 0, 0, 0);
+    f[0] = bf2f(u.x & 0xffff), f[1] = bf2f(u.x >> 16), f[2] = bf2f(u.y & 0xffff), f[3] = bf2f(u.y >> 16);
+    f[4] = bf2f(u.z & 0xffff), f[5] = bf2f(u.z >> 16), f[6] = bf2f(u.w & 0xffff), f[7] = bf2f(u.w >> 16);
+}
+__device__ __forceinline__ void ld8(const float *p, bool ok, float f[8]) {
+    const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+    float4 a = ok ? __ldcg(reinterpret_cast<const float4 *>(p)) : z;
+    float4 b = ok ? __ldcg(reinterpret_cast<const float4 *>(p) + 1) : z;
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+__device__ __forceinline__ void st1(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void st1(float *p, float v) { *p = v; }
 
 // Rows [r0, r1) of a matrix of `rows` rows that block b handles (contiguous, balanced).
 __device__ __forceinline__ void block_rows(int rows, int b, int nb, int &r0, int &r1) {
@@ -223,8 +249,9 @@ __device__ void load_norm(const float *x, const float *w, int n, float eps, floa
 
 // One warp: RMSNorm (if nw) and RoPE (if rope) of one head vector src (hd floats, global) into
 // dst: shared-memory floats (dst_f) or the bf16 cache (dst_b). tmp: hd floats of this warp's smem.
+template <typename KT>
 __device__ void head_prep(const Params &P, const float *src, const float *nw, bool rope, int pos, float *tmp,
-                          float *dst_f, __nv_bfloat16 *dst_b) {
+                          float *dst_f, KT *dst_b) {
     const int lane = threadIdx.x & 31, hd = P.hd, half = hd >> 1;
     float ss = 0.0f;
     for (int d = lane; d < hd; d += 32) {
@@ -248,14 +275,14 @@ __device__ void head_prep(const Params &P, const float *src, const float *nw, bo
                 dst_f[i] = o0;
                 dst_f[i + half] = o1;
             } else {
-                dst_b[i] = __float2bfloat16_rn(o0);
-                dst_b[i + half] = __float2bfloat16_rn(o1);
+                st1(dst_b + i, o0);
+                st1(dst_b + i + half, o1);
             }
         }
     } else {
         for (int d = lane; d < hd; d += 32) {
             if (dst_f) dst_f[d] = tmp[d];
-            else dst_b[d] = __float2bfloat16_rn(tmp[d]);
+            else st1(dst_b + d, tmp[d]);
         }
     }
     __syncwarp();
@@ -266,8 +293,8 @@ __device__ void head_prep(const Params &P, const float *src, const float *nw, bo
 // two): each lane holds 8 dims of a K/V row. GS is compile-time so the per-head accumulators stay
 // in registers. Leaves the chunk's combined (m, l, acc) per head in out (GS x (hd+2), smem), with
 // m in log2 units.
-template <int GS>
-__device__ void att_pass(const Params &P, const __nv_bfloat16 *Kl, const __nv_bfloat16 *Vl, int p0, int p1,
+template <int GS, typename KT>
+__device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, int p1,
                          const float *qs, float *pm, float *out) {
     const int hd = P.hd, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const size_t kvd = (size_t)P.nkv * hd;
@@ -286,27 +313,23 @@ __device__ void att_pass(const Params &P, const __nv_bfloat16 *Kl, const __nv_bf
             acc[g][j] = 0.0f;
         }
     }
-    const uint4 zero = make_uint4(0, 0, 0, 0);
     // Trip counts must be warp-uniform: the score reduction shuffles across the whole warp, so a
     // row group past the end still runs the loop and only skips the update.
     const int span = nrg;  // positions one pass of the block covers
-    const size_t step = (size_t)span * kvd / 8;  // uint4s between a row group's two rows
     for (int base = p0 + warp * RPW; base < p1; base += 2 * span) {
         const int pa = base + rg;
         const bool ga = pa < p1, gb = pa + span < p1, has2 = base + span < p1;
-        const uint4 *kp = reinterpret_cast<const uint4 *>(Kl + (size_t)pa * kvd + sub * 8);
-        const uint4 *vp = reinterpret_cast<const uint4 *>(Vl + (size_t)pa * kvd + sub * 8);
-        uint4 k0 = (act && ga) ? __ldcg(kp) : zero, v0 = (act && ga) ? __ldcg(vp) : zero;
-        uint4 k1 = (act && gb) ? __ldcg(kp + step) : zero, v1 = (act && gb) ? __ldcg(vp + step) : zero;
+        const KT *kp = Kl + (size_t)pa * kvd + sub * 8, *vp = Vl + (size_t)pa * kvd + sub * 8;
+        float k0[8], v0[8], k1[8], v1[8];
+        ld8(kp, act && ga, k0);
+        ld8(vp, act && ga, v0);
+        ld8(kp + (size_t)span * kvd, act && gb, k1);
+        ld8(vp + (size_t)span * kvd, act && gb, v1);
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
             if (rr == 1 && !has2) break;  // warp-uniform
             const bool valid = rr ? gb : ga;
-            const uint4 kk = rr ? k1 : k0, vv = rr ? v1 : v0;
-            const float kf[8] = {bf2f(kk.x & 0xffff), bf2f(kk.x >> 16), bf2f(kk.y & 0xffff), bf2f(kk.y >> 16),
-                                 bf2f(kk.z & 0xffff), bf2f(kk.z >> 16), bf2f(kk.w & 0xffff), bf2f(kk.w >> 16)};
-            const float vf[8] = {bf2f(vv.x & 0xffff), bf2f(vv.x >> 16), bf2f(vv.y & 0xffff), bf2f(vv.y >> 16),
-                                 bf2f(vv.z & 0xffff), bf2f(vv.z >> 16), bf2f(vv.w & 0xffff), bf2f(vv.w >> 16)};
+            const float *kf = rr ? k1 : k0, *vf = rr ? v1 : v0;
 #pragma unroll
             for (int g = 0; g < GS; g++) {
                 float s = 0.0f;
@@ -362,6 +385,7 @@ __device__ void att_pass(const Params &P, const __nv_bfloat16 *Kl, const __nv_bf
 
 // Attention of layer l at position pos for the block's (kv head, chunk) item: the G query heads
 // of a kv head are done in passes of at most 4 (register budget); K/V rows are re-read per pass.
+template <typename KT>
 __device__ void attention(const Params &P, int l, int pos, float *sm) {
     const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
     const int maxch = P.max_chunks;
@@ -378,8 +402,8 @@ __device__ void attention(const Params &P, int l, int pos, float *sm) {
     const int p0 = c * csz, p1 = min(len, p0 + csz);
     const LayerW &L = P.layers[l];
     const size_t kvd = (size_t)P.nkv * hd;
-    __nv_bfloat16 *Kl = P.kc + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;  // row p at + p*kvd
-    __nv_bfloat16 *Vl = P.vc + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;
+    KT *Kl = static_cast<KT *>(P.kc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;  // row p at + p*kvd
+    KT *Vl = static_cast<KT *>(P.vc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;
     const int stride = hd + 2;
 
     float *qs = sm;                      // (G, hd) normed, roped queries
@@ -392,8 +416,8 @@ __device__ void attention(const Params &P, int l, int pos, float *sm) {
     const int ntask = G + (p1 == len ? 2 : 0);
     for (int t = warp; t < ntask; t += NW) {
         if (t < G)
-            head_prep(P, P.qkv + (size_t)(kvh * G + t) * hd, L.q_norm, true, pos, tmp + warp * hd, qs + t * hd,
-                      nullptr);
+            head_prep<KT>(P, P.qkv + (size_t)(kvh * G + t) * hd, L.q_norm, true, pos, tmp + warp * hd, qs + t * hd,
+                          nullptr);
         else if (t == G)
             head_prep(P, P.qkv + P.qdim + (size_t)kvh * hd, L.k_norm, true, pos, tmp + warp * hd, nullptr,
                       Kl + (size_t)pos * kvd);
@@ -407,10 +431,10 @@ __device__ void attention(const Params &P, int l, int pos, float *sm) {
         const float *qg = qs + g0 * hd;
         float *rg = res + (size_t)g0 * stride;
         switch (gs) {
-        case 1: att_pass<1>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        case 2: att_pass<2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        case 3: att_pass<3>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        default: att_pass<4>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 1: att_pass<1, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 2: att_pass<2, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 3: att_pass<3, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        default: att_pass<4, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
         }
     }
     float *part = P.part;  // (n_heads, max_chunks, hd+2)
@@ -460,6 +484,7 @@ __device__ void embed(const Params &P, int id) {
     for (int i = threadIdx.x; i < P.hidden; i += NT) P.x[i] = __bfloat162float(e[i]);
 }
 
+template <typename KT>
 __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
     extern __shared__ __align__(16) float sm[];
     __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
@@ -470,7 +495,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
     const size_t PF = (size_t)1 << 20;  // prefetch cap per block and matrix
 
     if (blockIdx.x == 0) embed(P, P.ids ? P.ids[0] : P.first);
-    grid_sync(P.bar, target);
+    grid_sync(P.bar, target, P.prof);
 
     for (int step = 0; step < P.n; step++) {
         const int pos = P.pos + step;
@@ -480,23 +505,23 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
             load_norm(P.x, L.in_norm, H, P.eps, sm, red);
             matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr);
             prefetch_rows(L.o, H, P.qdim, PF);
-            grid_sync(P.bar, target);
+            grid_sync(P.bar, target, P.prof);
             // ATTN
-            attention(P, l, pos, sm);
+            attention<KT>(P, l, pos, sm);
             prefetch_rows(L.gu, 2 * I, H, PF);
-            grid_sync(P.bar, target);
+            grid_sync(P.bar, target, P.prof);
             // O
             for (int i = threadIdx.x; i < P.qdim; i += NT) sm[i] = __ldcg(P.att + i);
             __syncthreads();
             matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr);
             prefetch_rows(L.down, H, I, PF);
-            grid_sync(P.bar, target);
+            grid_sync(P.bar, target, P.prof);
             // GU
             load_norm(P.x, L.post_norm, H, P.eps, sm, red);
             matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr);
             if (l + 1 < P.n_layers) prefetch_rows(P.layers[l + 1].qkv, QKVR, H, PF);
             else prefetch_rows(P.lm_head, P.vocab, H, PF);
-            grid_sync(P.bar, target);
+            grid_sync(P.bar, target, P.prof);
             // DOWN
             for (int i = threadIdx.x; i < I; i += NT) {
                 const float g = __ldcg(P.gu + i), u = __ldcg(P.gu + I + i);
@@ -504,7 +529,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
             }
             __syncthreads();
             matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr);
-            grid_sync(P.bar, target);
+            grid_sync(P.bar, target, P.prof);
         }
         // LM head + argmax (skipped for teacher-forced steps whose logits nobody reads)
         const bool need_lm = !P.ids || P.logits_all || step == P.n - 1;
@@ -558,11 +583,15 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
         }
         if (!more) break;
         if (P.n_layers > 0) prefetch_rows(P.layers[0].qkv, QKVR, H, PF);
-        grid_sync(P.bar, target);
+        grid_sync(P.bar, target, P.prof);
         if (__ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // a stop token was chosen
     }
 }
 
 }  // namespace mqk
 
-extern "C" const void *mqk_kernel(void) { return reinterpret_cast<const void *>(&mqk::decode_kernel); }
+// The kernel for a KV cache of f32 (kv_f32 = 1) or bf16 elements.
+extern "C" const void *mqk_kernel(int kv_f32) {
+    return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_kernel<float>)
+                  : reinterpret_cast<const void *>(&mqk::decode_kernel<__nv_bfloat16>);
+}

@@ -30,7 +30,7 @@ struct Params {
     const __nv_bfloat16 *lm_head;    // (vocab, hidden); == embed when tied
     const float *final_norm;         // (hidden)
     const float *inv_freq;           // (hd/2)
-    __nv_bfloat16 *kc, *vc;          // (n_layers, max_ctx, n_kv, hd) each
+    void *kc, *vc;                   // (n_layers, max_ctx, n_kv, hd) each, f32 or bf16 (kernel template)
     float *x;                        // (hidden) residual stream
     float *qkv;                      // (q_dim + 2*kv_dim) raw projections
     float *att;                      // (q_dim) attention output
@@ -42,6 +42,7 @@ struct Params {
     float *logits;                   // (n, vocab) when logits_all, else (vocab)
     int32_t *tokens;                 // (n) chosen token per step
     unsigned *bar;                   // grid barrier counter, zeroed before each launch
+    unsigned long long *prof;        // (65536) barrier-open times of block 0, or NULL (MQ_CUDA_PROFILE)
     int *ctl;                        // [0] stop flag, [1] steps done; zeroed before each launch
     const int32_t *ids;              // (n) teacher-forced ids, or NULL for greedy
     const int32_t *stop;             // (n_stop)
