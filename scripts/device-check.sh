@@ -96,7 +96,7 @@ if want test; then
   (cd "$B" && timeout 150 ctest -R test_cuda --timeout 140 --output-on-failure -V) >"$O/tests.log" 2>&1
   res=$(grep -E "tests passed|tests failed" "$O/tests.log" | tail -1)
   row "test_cuda | ${res:-no result (test_cuda.log)}"
-  grep -E "cuda vs HF|token-by-token|device greedy|SKIP|FAIL|stuck" "$O/tests.log" | sed 's/^[0-9]*: //' | head -8 | while read -r l; do row "  $l"; done
+  while read -r l; do row "  $l"; done < <(grep -E "cuda vs HF|token-by-token|device greedy|SKIP|FAIL|stuck|flips" "$O/tests.log" | sed 's/^[0-9]*: //' | head -10)
 fi
 
 if want greedy; then
@@ -158,7 +158,9 @@ if want profile; then
   say "per-stage profile (MQ_CUDA_PROFILE=1)"
   for kv in f32 bf16; do
     MQ_CUDA_KV=$kv MQ_CUDA_PROFILE=1 timeout 60 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 124 --ids --ignore-eos \
-      --backend cuda 2>&1 >/dev/null | grep "profile" | tail -1 | while read -r l; do row "kv $kv: $l"; done
+      --backend cuda 2>/tmp/prof.txt >/dev/null
+    row "kv $kv: $(grep profile /tmp/prof.txt | tail -1)"
+    grep -E "megakernel|grid" /tmp/prof.txt | head -3 >>"$LOG"
   done
 fi
 

@@ -1,5 +1,6 @@
 // gpu: host side of the CUDA backend — device arena, uploads and the megakernel launch (gpu.h).
 #include <cuda_runtime.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,8 @@ struct mq_gpu {
     mq_gpu_shape s;
     int max_ctx, grid, smem, sms;
     int profile;          // MQ_CUDA_PROFILE=1: print per-stage times of each launch to stderr
-    int kv_f32;           // KV cache element: 1 = f32 (default: matches the fp32 reference), 0 = bf16
+    int kv_f32;
+    size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)           // KV cache element: 1 = f32 (default: matches the fp32 reference), 0 = bf16
     size_t bytes;         // arena size
     char *arena;          // the one device allocation
     size_t off_layer[8];  // per-layer offsets of qkv, o, gu, down, in_norm, post_norm, q_norm, k_norm
@@ -150,6 +152,37 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const char *env = getenv("MQ_CUDA_BPS");
     if (env && atoi(env) > 0) bps = atoi(env);
     if (bps > occ) bps = occ;
+    // Weight staging: each block copies its slice of the next matrix into shared memory (cp.async)
+    // while the grid synchronizes. The slice is ceil(rows / grid) rows; staging is on when the
+    // largest slice fits next to the stage buffers for bps blocks per SM (MQ_CUDA_STAGE=0: off).
+    const char *senv = getenv("MQ_CUDA_STAGE");
+    const int stage_on = !(senv && atoi(senv) == 0);
+    for (; bps >= 1; bps--) {
+        const size_t grid = (size_t)g->sms * bps, H = s->hidden, I = s->inter;
+        const size_t slices[4] = {(Q + 2 * (size_t)KV + grid - 1) / grid * H * 2, (H + grid - 1) / grid * Q * 2,
+                                  (2 * I + grid - 1) / grid * H * 2, (H + grid - 1) / grid * I * 2};
+        size_t ws = 0;
+        for (int i = 0; i < 4; i++) ws = slices[i] > ws ? slices[i] : ws;
+        ws = (ws + 15) & ~(size_t)15;
+        const size_t per_sm = prop.sharedMemPerMultiprocessor, optin = prop.sharedMemPerBlockOptin;
+        const size_t need = ws + (size_t)g->smem;
+        if (stage_on && need <= optin && need * bps + (size_t)bps * 2048 <= per_sm) {
+            int occ2 = 0;
+            CKN(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need));
+            CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ2, fn, NT, (int)need));
+            if (occ2 >= bps) {
+                g->wsmem = ws;
+                g->smem = (int)need;
+                break;
+            }
+        }
+        if (bps == 1 || !stage_on) {  // stream weights from global (L2 prefetch only)
+            g->wsmem = 0;
+            CKN(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem));
+            break;
+        }
+    }
+    if (bps < 1) bps = 1;
     g->grid = g->sms * bps;
     const int max_chunks = g->grid / s->n_kv > 0 ? g->grid / s->n_kv : 1;
 
@@ -172,8 +205,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     }
     g->off_fnorm = o;
     o += al((size_t)s->hidden * 4);
-    g->off_invf = o;
-    o += al((size_t)hd / 2 * 4);
+    g->off_invf = o;  // RoPE table (max_ctx, hd/2, 2) floats
+    o += al((size_t)max_ctx * hd * 4);
     const size_t off_layers = o;
     o += al(sizeof(LayerW) * (s->n_layers > 0 ? s->n_layers : 1));
     const size_t kv_bytes = (size_t)s->n_layers * max_ctx * KV * (g->kv_f32 ? 4 : 2);
@@ -241,7 +274,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     P.embed = (const __nv_bfloat16 *)(A + g->off_embed);
     P.lm_head = (const __nv_bfloat16 *)(A + g->off_lm);
     P.final_norm = (const float *)(A + g->off_fnorm);
-    P.inv_freq = (const float *)(A + g->off_invf);
+    P.rope = (const float *)(A + g->off_invf);
+    P.wsmem = (unsigned)g->wsmem;
     P.kc = A + off_kc;
     P.vc = A + off_vc;
     P.x = (float *)(A + off_x);
@@ -282,8 +316,10 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     free(lw);
     CKN(e);
     snprintf(g->desc, sizeof g->desc,
-             "%.200s: %d SMs, grid %d x %d threads (%d/SM, occupancy %d), %d B smem/block, %s KV cache, arena %.3f GB",
-             prop.name, g->sms, g->grid, NT, bps, occ, g->smem, g->kv_f32 ? "f32" : "bf16", g->bytes / 1e9);
+             "%.200s: %d SMs, grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights), %s KV cache, "
+             "arena %.3f GB",
+             prop.name, g->sms, g->grid, NT, bps, g->smem, g->wsmem, g->kv_f32 ? "f32" : "bf16", g->bytes / 1e9);
+    if (g->profile) fprintf(stderr, "megakernel: %s\n", g->desc);
     return g;
 }
 
@@ -301,7 +337,28 @@ int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t b
         off = g->off_lm;
         break;
     case MQ_GPU_FINAL_NORM: off = g->off_fnorm; break;
-    case MQ_GPU_INV_FREQ: off = g->off_invf; break;
+    case MQ_GPU_INV_FREQ: {
+        // expand to the (max_ctx, hd/2) cos/sin table exactly as the CPU reference (HF float32):
+        // angle = float(pos) * inv_freq rounded to float, then cos/sin of that float angle
+        const int half = g->s.head_dim / 2;
+        const float *inv = (const float *)src;
+        float *t = (float *)malloc((size_t)g->max_ctx * half * 2 * sizeof(float));
+        if (!t) {
+            mq_err_set("cuda: out of host memory");
+            return -1;
+        }
+        for (int p = 0; p < g->max_ctx; p++)
+            for (int i = 0; i < half; i++) {
+                const float ang = (float)p * inv[i];
+                t[((size_t)p * half + i) * 2] = (float)cos((double)ang);
+                t[((size_t)p * half + i) * 2 + 1] = (float)sin((double)ang);
+            }
+        cudaError_t e = cudaMemcpy(g->arena + g->off_invf, t, (size_t)g->max_ctx * half * 2 * sizeof(float),
+                                   cudaMemcpyHostToDevice);
+        free(t);
+        CK(e);
+        return 0;
+    }
     default:
         if (layer < 0 || layer >= g->s.n_layers) {
             mq_err_set("cuda: upload to layer %d of %d", layer, g->s.n_layers);

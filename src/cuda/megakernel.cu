@@ -155,6 +155,29 @@ __device__ __forceinline__ void prefetch_rows(const __nv_bfloat16 *W, int rows, 
     prefetch_l2(W + (size_t)r0 * cols, n < cap ? n : cap);
 }
 
+// Start copying block b's row slice of W (rows, cols) into shared memory ws (cp.async, 16 B per
+// copy; completes in the background). Returns ws, or nullptr when the slice is larger than cap
+// bytes (then matvec streams from global). Callers must __syncthreads() before reusing ws.
+__device__ __forceinline__ const uint4 *stage_rows(const __nv_bfloat16 *W, int rows, int cols, uint4 *ws, size_t cap) {
+    int r0, r1;
+    block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
+    const size_t n16 = (size_t)(r1 - r0) * cols / 8;
+    if (!ws || n16 * 16 > cap) return nullptr;
+    const uint4 *src = reinterpret_cast<const uint4 *>(W + (size_t)r0 * cols);
+    for (size_t i = threadIdx.x; i < n16; i += NT) {
+        const unsigned dst = (unsigned)__cvta_generic_to_shared(ws + i);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src + i) : "memory");
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    return ws;
+}
+
+// Wait for this thread's staged copies, then for everyone's.
+__device__ __forceinline__ void stage_wait() {
+    asm volatile("cp.async.wait_all;" ::: "memory");
+    __syncthreads();
+}
+
 enum { MV_STORE = 0, MV_ADD = 1, MV_LOGITS = 2 };
 
 // out[r] (=|+=) W[r,:] . xs for this block's rows of W (rows, cols), cols % 8 == 0, xs in smem.
@@ -163,7 +186,7 @@ enum { MV_STORE = 0, MV_ADD = 1, MV_LOGITS = 2 };
 // deterministic). MV_LOGITS also tracks the block's (max, lowest index) into *best.
 template <int MODE>
 __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
-                       float *red, unsigned long long *best) {
+                       float *red, unsigned long long *best, const uint4 *ws = nullptr) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int r0, r1;
     block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
@@ -180,6 +203,15 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
         const int s0 = n8 * sl / KS, s1 = n8 * (sl + 1) / KS;
         float acc0 = 0.0f, acc1 = 0.0f;
         int i = s0 + lane;
+        if (ws) {  // the block's rows were staged in shared memory (stage_rows)
+            const uint4 *sr = ws + (size_t)(row - r0) * n8;
+            for (; i + 32 < s1; i += 64) {
+                acc0 += dot8(sr[i], xs + 8 * i);
+                acc1 += dot8(sr[i + 32], xs + 8 * (i + 32));
+            }
+            if (i < s1) acc0 += dot8(sr[i], xs + 8 * i);
+            i = s1;
+        }
         for (; i + 96 < s1; i += 128) {
             uint4 a = ldw(wr + i), b = ldw(wr + i + 32), c = ldw(wr + i + 64), d = ldw(wr + i + 96);
             acc0 += dot8(a, xs + 8 * i) + dot8(c, xs + 8 * (i + 64));
@@ -266,9 +298,9 @@ __device__ void head_prep(const Params &P, const float *src, const float *nw, bo
     __syncwarp();
     if (rope) {
         for (int i = lane; i < half; i += 32) {
-            // HF: angle = float(pos) * inv_freq (float32), then cos/sin of that float angle
-            const float ang = (float)pos * __ldg(P.inv_freq + i);
-            const float c = (float)cos((double)ang), s = (float)sin((double)ang);
+            // table made on the host as HF does: cos/sin of float32(pos * inv_freq)
+            const float2 cs = __ldg(reinterpret_cast<const float2 *>(P.rope) + (size_t)pos * half + i);
+            const float c = cs.x, s = cs.y;
             const float a = tmp[i], b = tmp[i + half];
             const float o0 = a * c - b * s, o1 = b * c + a * s;
             if (dst_f) {
@@ -486,7 +518,7 @@ __device__ void embed(const Params &P, int id) {
 
 template <typename KT>
 __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
-    extern __shared__ __align__(16) float sm[];
+    extern __shared__ __align__(16) unsigned char dsm[];
     __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
     __shared__ unsigned long long s_best;
     __shared__ int s_last;
@@ -494,31 +526,44 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
     const int H = P.hidden, I = P.inter, QKVR = P.qdim + 2 * P.nkv * P.hd;
     const size_t PF = (size_t)1 << 20;  // prefetch cap per block and matrix
 
+    // Shared memory: [ws: staged weight slice, P.wsmem bytes][sm: stage vectors / attention]
+    uint4 *wsb = P.wsmem ? reinterpret_cast<uint4 *>(dsm) : nullptr;
+    float *sm = reinterpret_cast<float *>(dsm + P.wsmem);
+    const size_t WS = P.wsmem;
     if (blockIdx.x == 0) embed(P, P.ids ? P.ids[0] : P.first);
+    const uint4 *ws = P.n_layers > 0 ? stage_rows(P.layers[0].qkv, QKVR, H, wsb, WS) : nullptr;
     grid_sync(P.bar, target, P.prof);
 
     for (int step = 0; step < P.n; step++) {
         const int pos = P.pos + step;
         for (int l = 0; l < P.n_layers; l++) {
             const LayerW &L = P.layers[l];
-            // QKV
+            // QKV (its weights were staged before the previous barrier)
             load_norm(P.x, L.in_norm, H, P.eps, sm, red);
-            matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr);
-            prefetch_rows(L.o, H, P.qdim, PF);
+            stage_wait();
+            matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr, ws);
+            __syncthreads();
+            ws = stage_rows(L.o, H, P.qdim, wsb, WS);
+            if (!ws) prefetch_rows(L.o, H, P.qdim, PF);
             grid_sync(P.bar, target, P.prof);
-            // ATTN
+            // ATTN (the o_proj slice streams into shared memory meanwhile)
             attention<KT>(P, l, pos, sm);
-            prefetch_rows(L.gu, 2 * I, H, PF);
+            if (!ws) prefetch_rows(L.gu, 2 * I, H, PF);
             grid_sync(P.bar, target, P.prof);
             // O
             for (int i = threadIdx.x; i < P.qdim; i += NT) sm[i] = __ldcg(P.att + i);
+            stage_wait();
+            matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, ws);
             __syncthreads();
-            matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr);
-            prefetch_rows(L.down, H, I, PF);
+            ws = stage_rows(L.gu, 2 * I, H, wsb, WS);
+            if (!ws) prefetch_rows(L.down, H, I, PF);
             grid_sync(P.bar, target, P.prof);
             // GU
             load_norm(P.x, L.post_norm, H, P.eps, sm, red);
-            matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr);
+            stage_wait();
+            matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, ws);
+            __syncthreads();
+            ws = stage_rows(L.down, H, I, wsb, WS);
             if (l + 1 < P.n_layers) prefetch_rows(P.layers[l + 1].qkv, QKVR, H, PF);
             else prefetch_rows(P.lm_head, P.vocab, H, PF);
             grid_sync(P.bar, target, P.prof);
@@ -527,8 +572,10 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
                 const float g = __ldcg(P.gu + i), u = __ldcg(P.gu + I + i);
                 sm[i] = g / (1.0f + expf(-g)) * u;
             }
+            stage_wait();
+            matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr, ws);
             __syncthreads();
-            matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr);
+            if (l + 1 < P.n_layers) ws = stage_rows(P.layers[l + 1].qkv, QKVR, H, wsb, WS);
             grid_sync(P.bar, target, P.prof);
         }
         // LM head + argmax (skipped for teacher-forced steps whose logits nobody reads)
@@ -582,7 +629,11 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
             embed(P, P.ids[step + 1]);
         }
         if (!more) break;
-        if (P.n_layers > 0) prefetch_rows(P.layers[0].qkv, QKVR, H, PF);
+        if (P.n_layers > 0) {
+            __syncthreads();
+            ws = stage_rows(P.layers[0].qkv, QKVR, H, wsb, WS);
+            if (!ws) prefetch_rows(P.layers[0].qkv, QKVR, H, PF);
+        }
         grid_sync(P.bar, target, P.prof);
         if (__ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // a stop token was chosen
     }

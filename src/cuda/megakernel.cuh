@@ -29,7 +29,8 @@ struct Params {
     const __nv_bfloat16 *embed;      // (vocab, hidden)
     const __nv_bfloat16 *lm_head;    // (vocab, hidden); == embed when tied
     const float *final_norm;         // (hidden)
-    const float *inv_freq;           // (hd/2)
+    const float *rope;               // (max_ctx, hd/2, 2) cos, sin of float32(pos * inv_freq[i])
+    unsigned wsmem;                  // bytes of dynamic smem for staged weight slices (0 = stream)
     void *kc, *vc;                   // (n_layers, max_ctx, n_kv, hd) each, f32 or bf16 (kernel template)
     float *x;                        // (hidden) residual stream
     float *qkv;                      // (q_dim + 2*kv_dim) raw projections
