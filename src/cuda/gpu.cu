@@ -44,6 +44,7 @@ struct mq_gpu {
     int max_ctx, grid, smem, sms;
     int profile;          // MQ_CUDA_PROFILE=1: print per-stage times of each launch to stderr
     int kv_f32;
+    int fuse;             // gate|up + down fused (MQ_CUDA_FUSE=0: separate stages)
     size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)           // KV cache element: 1 = f32 (default: matches the fp32 reference), 0 = bf16
     size_t bytes;         // arena size
     char *arena;          // the one device allocation
@@ -127,6 +128,9 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const int nw = NT / 32, nrg = nw * (32 / lpr);
     size_t sm_mv = (size_t)(s->hidden > s->inter ? s->hidden : s->inter);
     if ((size_t)Q > sm_mv) sm_mv = Q;
+    // fused MLP: normed x (hidden) + 3 floats per intermediate pair of the block (grid >= SMs)
+    const size_t fz = (size_t)s->hidden + 3 * (((size_t)s->inter + g->sms - 1) / g->sms);
+    if (fz > sm_mv) sm_mv = fz;
     const int gs = G < 4 ? G : 4;  // attention passes handle at most 4 query heads
     size_t sm_att = (size_t)G * hd + (size_t)G * (hd + 2) + (size_t)nw * hd + (size_t)nrg * gs * (hd + 2);
     g->smem = (int)((sm_mv > sm_att ? sm_mv : sm_att) * 4);
@@ -155,6 +159,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     // Weight staging: each block copies its slice of the next matrix into shared memory (cp.async)
     // while the grid synchronizes. The slice is ceil(rows / grid) rows; staging is on when the
     // largest slice fits next to the stage buffers for bps blocks per SM (MQ_CUDA_STAGE=0: off).
+    const char *fenv = getenv("MQ_CUDA_FUSE");
+    g->fuse = !(fenv && atoi(fenv) == 0);
     const char *senv = getenv("MQ_CUDA_STAGE");
     const int stage_on = !(senv && atoi(senv) == 0);
     for (; bps >= 1; bps--) {
@@ -163,6 +169,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
                                   (2 * I + grid - 1) / grid * H * 2, (H + grid - 1) / grid * I * 2};
         size_t ws = 0;
         for (int i = 0; i < 4; i++) ws = slices[i] > ws ? slices[i] : ws;
+        const size_t fused = (I + grid - 1) / grid * 3 * H * 2;  // gate|up pairs + downT rows
+        if (g->fuse && fused > ws) ws = fused;
         ws = (ws + 15) & ~(size_t)15;
         const size_t per_sm = prop.sharedMemPerMultiprocessor, optin = prop.sharedMemPerBlockOptin;
         const size_t need = ws + (size_t)g->smem;
@@ -215,6 +223,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const size_t off_vc = o;
     o += al(kv_bytes);
     const size_t off_x = o;
+    o += al((size_t)s->hidden * 4);
+    const size_t off_x1 = o;
     o += al((size_t)s->hidden * 4);
     const size_t off_qkv = o;
     o += al((size_t)(Q + 2 * KV) * 4);
@@ -279,6 +289,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     P.kc = A + off_kc;
     P.vc = A + off_vc;
     P.x = (float *)(A + off_x);
+    P.x1 = (float *)(A + off_x1);
+    P.fuse = g->fuse;
     P.qkv = (float *)(A + off_qkv);
     P.att = (float *)(A + off_att);
     P.gu = (float *)(A + off_gu);
@@ -316,9 +328,10 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     free(lw);
     CKN(e);
     snprintf(g->desc, sizeof g->desc,
-             "%.200s: %d SMs, grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights), %s KV cache, "
+             "%.200s: %d SMs, grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights), %s KV cache, %s MLP, "
              "arena %.3f GB",
-             prop.name, g->sms, g->grid, NT, bps, g->smem, g->wsmem, g->kv_f32 ? "f32" : "bf16", g->bytes / 1e9);
+             prop.name, g->sms, g->grid, NT, bps, g->smem, g->wsmem, g->kv_f32 ? "f32" : "bf16",
+             g->fuse ? "fused" : "2-stage", g->bytes / 1e9);
     if (g->profile) fprintf(stderr, "megakernel: %s\n", g->desc);
     return g;
 }
@@ -366,6 +379,30 @@ int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t b
         }
         off = (size_t)layer * g->layer_stride + g->off_layer[(int)slot];
     }
+    if (slot == MQ_GPU_GATEUP || (slot == MQ_GPU_DOWN && g->fuse)) {
+        // re-lay: gate|up rows interleaved (row 2j = gate_j, 2j+1 = up_j) so a block's pairs are
+        // contiguous; down transposed to (inter, hidden) for the split-K fused MLP
+        const size_t H = g->s.hidden, I = g->s.inter;
+        const uint16_t *in = (const uint16_t *)src;
+        uint16_t *t = (uint16_t *)malloc(bytes);
+        if (!t) {
+            mq_err_set("cuda: out of host memory");
+            return -1;
+        }
+        if (slot == MQ_GPU_GATEUP) {
+            for (size_t j = 0; j < I; j++) {
+                memcpy(t + 2 * j * H, in + j * H, H * 2);
+                memcpy(t + (2 * j + 1) * H, in + (I + j) * H, H * 2);
+            }
+        } else {
+            for (size_t r = 0; r < H; r++)
+                for (size_t j = 0; j < I; j++) t[j * H + r] = in[r * I + j];
+        }
+        cudaError_t e = cudaMemcpy(g->arena + off, t, bytes, cudaMemcpyHostToDevice);
+        free(t);
+        CK(e);
+        return 0;
+    }
     CK(cudaMemcpy(g->arena + off, src, bytes, cudaMemcpyHostToDevice));
     return 0;
 }
@@ -386,16 +423,18 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     CK(cudaDeviceSynchronize());
     if (g->profile) {
         // barrier 0 opens after the embedding; then per step 5 per layer + 1 (lm_head)
-        const int L = g->s.n_layers, per = 5 * L + 1;
+        const int L = g->s.n_layers, ns = g->fuse ? 4 : 5, per = ns * L + 1;
         int nb = 1 + n * per - 1;  // the last step ends without a barrier
         if (nb > PROF_N) nb = PROF_N;
         unsigned long long *t = (unsigned long long *)malloc((size_t)nb * 8);
         if (t && cudaMemcpy(t, P.prof, (size_t)nb * 8, cudaMemcpyDeviceToHost) == cudaSuccess) {
-            static const char *nm[5] = {"qkv", "attn", "o", "gateup", "down"};
+            static const char *nm5[5] = {"qkv", "attn", "o", "gateup", "down"};
+            static const char *nm4[5] = {"qkv", "attn", "o", "mlp(fused)", "-"};
+            const char *const *nm = g->fuse ? nm4 : nm5;
             double sum[6] = {0}, cnt[6] = {0};
             for (int i = 1; i < nb; i++) {
                 const int k = (i - 1) % per;
-                const int st = k < 5 * L ? k % 5 : 5;
+                const int st = k < ns * L ? k % ns : 5;
                 sum[st] += (double)(t[i] - t[i - 1]);
                 cnt[st] += 1;
             }
@@ -403,6 +442,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
             double tot = 0;
             for (int st = 0; st < 6; st++) {
                 const double us = cnt[st] ? sum[st] / 1e3 / (cnt[st] / (st < 5 ? L : 1)) : 0;
+                if (st == 4 && g->fuse) continue;
                 tot += us;
                 fprintf(stderr, " %s %.1f", st < 5 ? nm[st] : "lm_head+argmax", us);
             }

@@ -158,9 +158,10 @@ __device__ __forceinline__ void prefetch_rows(const __nv_bfloat16 *W, int rows, 
 // Start copying block b's row slice of W (rows, cols) into shared memory ws (cp.async, 16 B per
 // copy; completes in the background). Returns ws, or nullptr when the slice is larger than cap
 // bytes (then matvec streams from global). Callers must __syncthreads() before reusing ws.
-__device__ __forceinline__ const uint4 *stage_rows(const __nv_bfloat16 *W, int rows, int cols, uint4 *ws, size_t cap) {
-    int r0, r1;
-    block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
+__device__ __forceinline__ const uint4 *stage_rows(const __nv_bfloat16 *W, int rows, int cols, uint4 *ws, size_t cap,
+                                                  int rr0 = -1, int rr1 = -1, bool commit = true) {
+    int r0 = rr0, r1 = rr1;
+    if (rr0 < 0) block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
     const size_t n16 = (size_t)(r1 - r0) * cols / 8;
     if (!ws || n16 * 16 > cap) return nullptr;
     const uint4 *src = reinterpret_cast<const uint4 *>(W + (size_t)r0 * cols);
@@ -168,7 +169,7 @@ __device__ __forceinline__ const uint4 *stage_rows(const __nv_bfloat16 *W, int r
         const unsigned dst = (unsigned)__cvta_generic_to_shared(ws + i);
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src + i) : "memory");
     }
-    asm volatile("cp.async.commit_group;" ::: "memory");
+    if (commit) asm volatile("cp.async.commit_group;" ::: "memory");
     return ws;
 }
 
@@ -178,18 +179,21 @@ __device__ __forceinline__ void stage_wait() {
     __syncthreads();
 }
 
-enum { MV_STORE = 0, MV_ADD = 1, MV_LOGITS = 2 };
+enum { MV_STORE = 0, MV_ADD = 1, MV_LOGITS = 2, MV_SMEM = 3 };
 
 // out[r] (=|+=) W[r,:] . xs for this block's rows of W (rows, cols), cols % 8 == 0, xs in smem.
 // A block's rows are split into units (row, k-slice) over its warps; when a block has fewer rows
 // than warps each row is cut into KS slices whose partial sums meet in shared memory (fixed order:
 // deterministic). MV_LOGITS also tracks the block's (max, lowest index) into *best.
+// rr0 >= 0: use rows [rr0, rr1) instead of the balanced split. out2: MV_ADD also stores there.
+// MV_SMEM: out[row - rr0] = dot (a block-local result in shared memory).
 template <int MODE>
 __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
-                       float *red, unsigned long long *best, const uint4 *ws = nullptr) {
+                       float *red, unsigned long long *best, const uint4 *ws = nullptr, int rr0 = -1,
+                       int rr1 = -1, float *out2 = nullptr) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int r0, r1;
-    block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
+    int r0 = rr0, r1 = rr1;
+    if (rr0 < 0) block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
     const int nr = r1 - r0;
     const int n8 = cols >> 3;
     int KS = nr >= NW ? 1 : NW / (nr > 0 ? nr : 1);
@@ -221,9 +225,13 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
         float acc = warp_sum(acc0 + acc1);
         if (KS == 1) {
             if (lane == 0) {
-                if (MODE == MV_STORE) out[row] = acc;
-                else if (MODE == MV_ADD) out[row] = __ldcg(out + row) + acc;
-                else out[row] = acc;
+                if (MODE == MV_STORE || MODE == MV_LOGITS) out[row] = acc;
+                else if (MODE == MV_SMEM) out[row - r0] = acc;
+                else {
+                    const float v = __ldcg(out + row) + acc;
+                    out[row] = v;
+                    if (out2) out2[row] = v;
+                }
             }
             if (MODE == MV_LOGITS) {
                 unsigned k = __float_as_uint(acc);
@@ -242,8 +250,15 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
             float s = 0.0f;
             for (int k = 0; k < KS; k++) s += red[threadIdx.x * KS + k];
             const int row = r0 + threadIdx.x;
-            if (MODE == MV_ADD) out[row] = __ldcg(out + row) + s;
-            else out[row] = s;
+            if (MODE == MV_ADD) {
+                const float v = __ldcg(out + row) + s;
+                out[row] = v;
+                if (out2) out2[row] = v;
+            } else if (MODE == MV_SMEM) {
+                out[row - r0] = s;
+            } else {
+                out[row] = s;
+            }
             if (MODE == MV_LOGITS) {
                 unsigned k = __float_as_uint(s);
                 k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
@@ -510,6 +525,53 @@ __device__ void attention(const Params &P, int l, int pos, float *sm) {
     }
 }
 
+// Fused MLP for this block's pairs [c0, c1) of the intermediate dim: gate|up rows (interleaved:
+// row 2j = gate_j, 2j+1 = up_j) -> h_j = silu(gate_j) * up_j in shared memory -> split-K slice of
+// down: x[r] += sum_j downT[j][r] h_j with atomics (x is the residual; other blocks add theirs).
+// Saves the grid barrier between gate|up and down. xs: normed input (hidden), hs: 3*(c1-c0) floats.
+__device__ void mlp_fused(const Params &P, const LayerW &L, const float *xs, float *hs, float *red,
+                          const uint4 *ws) {
+    const int H = P.hidden, I = P.inter;
+    int c0, c1;
+    block_rows(I, blockIdx.x, gridDim.x, c0, c1);
+    const int nc = c1 - c0;
+    if (nc <= 0) return;
+    matvec<MV_SMEM>(L.gu, 2 * I, H, xs, hs, red, nullptr, ws, 2 * c0, 2 * c1);
+    __syncthreads();
+    float *h = hs + 2 * nc;
+    for (int j = threadIdx.x; j < nc; j += NT) {
+        const float g = hs[2 * j], u = hs[2 * j + 1];
+        h[j] = g / (1.0f + expf(-g)) * u;
+    }
+    __syncthreads();
+    // downT rows c0..c1 (each `hidden` long): staged after the gate|up slice, or from global
+    const uint4 *dt = ws ? ws + (size_t)2 * nc * H / 8
+                         : reinterpret_cast<const uint4 *>(L.down + (size_t)c0 * H);
+    const int H8 = H / 8;
+    for (int r8 = threadIdx.x; r8 < H8; r8 += NT) {
+        float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int j = 0; j < nc; j++) {
+            const uint4 w = ws ? dt[(size_t)j * H8 + r8] : ldw(dt + (size_t)j * H8 + r8);
+            const float hj = h[j];
+            a[0] = fmaf(__uint_as_float(w.x << 16), hj, a[0]);
+            a[1] = fmaf(__uint_as_float(w.x & 0xffff0000u), hj, a[1]);
+            a[2] = fmaf(__uint_as_float(w.y << 16), hj, a[2]);
+            a[3] = fmaf(__uint_as_float(w.y & 0xffff0000u), hj, a[3]);
+            a[4] = fmaf(__uint_as_float(w.z << 16), hj, a[4]);
+            a[5] = fmaf(__uint_as_float(w.z & 0xffff0000u), hj, a[5]);
+            a[6] = fmaf(__uint_as_float(w.w << 16), hj, a[6]);
+            a[7] = fmaf(__uint_as_float(w.w & 0xffff0000u), hj, a[7]);
+        }
+        float *x = P.x + (size_t)r8 * 8;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        atomicAdd(reinterpret_cast<float4 *>(x), make_float4(a[0], a[1], a[2], a[3]));
+        atomicAdd(reinterpret_cast<float4 *>(x) + 1, make_float4(a[4], a[5], a[6], a[7]));
+#else
+        for (int k = 0; k < 8; k++) atomicAdd(x + k, a[k]);
+#endif
+    }
+}
+
 // x = embedding row of token id (one block)
 __device__ void embed(const Params &P, int id) {
     const __nv_bfloat16 *e = P.embed + (size_t)id * P.hidden;
@@ -553,8 +615,35 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
             // O
             for (int i = threadIdx.x; i < P.qdim; i += NT) sm[i] = __ldcg(P.att + i);
             stage_wait();
-            matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, ws);
+            matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, ws, -1, -1, P.fuse ? P.x1 : nullptr);
             __syncthreads();
+            if (P.fuse) {
+                // stage gate|up pairs [c0, c1) and downT rows [c0, c1) of this block, one group
+                int c0, c1;
+                block_rows(I, blockIdx.x, gridDim.x, c0, c1);
+                const size_t gub = (size_t)2 * (c1 - c0) * H * 2;
+                ws = stage_rows(L.gu, 2 * I, H, wsb, WS, 2 * c0, 2 * c1, false);
+                if (ws && !stage_rows(L.down, I, H, wsb + gub / 16, WS - gub, c0, c1, true)) ws = nullptr;
+                if (!ws) {
+                    asm volatile("cp.async.commit_group;" ::: "memory");
+                    prefetch_l2(L.gu + (size_t)2 * c0 * H, gub);
+                    prefetch_l2(L.down + (size_t)c0 * H, (size_t)(c1 - c0) * H * 2);
+                }
+                grid_sync(P.bar, target, P.prof);
+                // GATE|UP + DOWN fused (reads x1, accumulates into x)
+                load_norm(P.x1, L.post_norm, H, P.eps, sm, red);
+                stage_wait();
+                mlp_fused(P, L, sm, sm + H, red, ws);
+                __syncthreads();
+                if (l + 1 < P.n_layers) {
+                    ws = stage_rows(P.layers[l + 1].qkv, QKVR, H, wsb, WS);
+                    if (!ws) prefetch_rows(P.layers[l + 1].qkv, QKVR, H, PF);
+                } else {
+                    prefetch_rows(P.lm_head, P.vocab, H, PF);
+                }
+                grid_sync(P.bar, target, P.prof);
+                continue;
+            }
             ws = stage_rows(L.gu, 2 * I, H, wsb, WS);
             if (!ws) prefetch_rows(L.down, H, I, PF);
             grid_sync(P.bar, target, P.prof);
@@ -569,7 +658,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
             grid_sync(P.bar, target, P.prof);
             // DOWN
             for (int i = threadIdx.x; i < I; i += NT) {
-                const float g = __ldcg(P.gu + i), u = __ldcg(P.gu + I + i);
+                const float g = __ldcg(P.gu + 2 * i), u = __ldcg(P.gu + 2 * i + 1);  // interleaved
                 sm[i] = g / (1.0f + expf(-g)) * u;
             }
             stage_wait();

@@ -12,8 +12,8 @@ constexpr int NT = 256;  // threads per block
 struct LayerW {
     const __nv_bfloat16 *qkv;   // (q_dim + 2*kv_dim, hidden): q rows, k rows, v rows
     const __nv_bfloat16 *o;     // (hidden, q_dim)
-    const __nv_bfloat16 *gu;    // (2*inter, hidden): gate rows, then up rows
-    const __nv_bfloat16 *down;  // (hidden, inter)
+    const __nv_bfloat16 *gu;    // (2*inter, hidden): row 2j = gate_j, row 2j+1 = up_j (interleaved at upload)
+    const __nv_bfloat16 *down;  // (hidden, inter), or its transpose (inter, hidden) when fuse
     const float *in_norm;       // (hidden)
     const float *post_norm;     // (hidden)
     const float *q_norm;        // (head_dim)
@@ -33,9 +33,11 @@ struct Params {
     unsigned wsmem;                  // bytes of dynamic smem for staged weight slices (0 = stream)
     void *kc, *vc;                   // (n_layers, max_ctx, n_kv, hd) each, f32 or bf16 (kernel template)
     float *x;                        // (hidden) residual stream
+    float *x1;                       // (hidden) copy of x after o_proj (fuse: read while x takes atomics)
+    int fuse;                        // 1: gate|up + down in one stage (split-K down with atomics)
     float *qkv;                      // (q_dim + 2*kv_dim) raw projections
     float *att;                      // (q_dim) attention output
-    float *gu;                       // (2*inter) raw gate | up
+    float *gu;                       // (2*inter) raw gate/up, interleaved
     float *part;                     // (n_heads, max_chunks, hd+2) per-chunk (m, l, acc)
     unsigned *att_cnt;               // (n_kv) chunks finished per kv head (self-resetting)
     unsigned *lm_cnt;                // (1) blocks finished with the lm_head (self-resetting)
