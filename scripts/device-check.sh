@@ -4,7 +4,7 @@
 # runs compute-sanitizer, benchmarks decode and prints a short table last.
 #
 #   scripts/device-check.sh [--only LIST] [--skip LIST] [--budget-s S] [--arch SM]
-#   steps: build bw test greedy logits sanitize profile bench bench16 bps ctest hf
+#   steps: build bw test greedy logits sanitize profile bench bench16 variants ctest hf
 #   Logs and raw numbers go to $OUT (the device tool's folder) or out/device-check.
 # Needs: nvcc, cmake, python3 with torch + transformers (HF reference), and the Debian -dev libraries
 # (unpacked from .deps/debs, made by scripts/deps.sh --debs, when pkg-config can't find them).
@@ -178,13 +178,17 @@ if want bench16 && [ "$(left)" -gt 100 ]; then
   TABLE+=("bf16 KV:" "$(grep -A12 -i "context" /tmp/b16.txt | grep -E '^\|' | head -6)")
 fi
 
-if want bps; then
-  for bps in 1 3; do
-    [ "$(left)" -gt 60 ] || break
-    MQ_CUDA_BPS=$bps timeout 60 "$BIN" bench -m $M06 --backend cuda --ctx 16,4096 -n 128 --bw "$BW" --power-s 0 \
-      --idle-s 0 >/tmp/bps.txt 2>&1
-    cat /tmp/bps.txt >>"$LOG"
-    row "blocks/SM $bps: $(grep -E '^\| (16|4096) \|' /tmp/bps.txt | tr '\n' ' ')"
+if want variants; then
+  # the same kernel with one design choice switched off: what each buys (ctx 16 and 4096)
+  for v in MQ_CUDA_FUSE=0 MQ_CUDA_STAGE=0 MQ_CUDA_BPS=1 "MQ_CUDA_FUSE=0 MQ_CUDA_STAGE=0"; do
+    [ "$(left)" -gt 50 ] || break
+    env $v timeout 45 "$BIN" bench -m $M06 --backend cuda --ctx 16,4096 -n 128 --bw "$BW" --power-s 0 \
+      --idle-s 0 >/tmp/var.txt 2>&1
+    env $v MQ_CUDA_PROFILE=1 timeout 30 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 124 --ids --ignore-eos \
+      --backend cuda 2>/tmp/prof.txt >/dev/null
+    { echo "== $v"; cat /tmp/var.txt /tmp/prof.txt; } >>"$LOG"
+    row "$v: $(grep -E '^\| (16|4096) \|' /tmp/var.txt | cut -d'|' -f2-4 | tr '\n' ' ')"
+    row "  $(grep profile /tmp/prof.txt | tail -1)"
   done
 fi
 
