@@ -20,6 +20,7 @@ mq_backend *mq_cuda_new(const mq_model *m, int max_ctx) {
 #else
 
 #include "gpu.h"
+#include "sampler.h"
 
 int mq_cuda_available(void) { return mq_gpu_available(); }
 
@@ -29,6 +30,8 @@ typedef struct {
     mq_gpu *g;
     int vocab;
     float *last; /* (vocab) logits of the last position forward processed */
+    mq_sampler smp; /* host sampler for settings the device path does not take (lazy) */
+    int has_smp;
 } cuda_be;
 
 /* f32 -> bf16 bits, round to nearest even (NaN kept quiet). */
@@ -70,9 +73,31 @@ static int cuda_generate_greedy(mq_backend *be, int32_t id, int pos, int n, cons
     return mq_gpu_run(b->g, NULL, id, pos, n, NULL, NULL, stop, n_stop, out);
 }
 
+/* Feed id at pos and sample the next token: on the device when the settings allow (one launch,
+ * no logits copied), else forward + src/sampler.c on the host with the same RNG state. */
+static int cuda_step_sample(mq_backend *be, int32_t id, int pos, const mq_sampling *s, uint64_t *rng,
+                            const int32_t *hist, int n_hist) {
+    cuda_be *b = (cuda_be *)be;
+    mq_gpu_samp gs = {.temperature = s->temperature, .top_p = s->top_p, .min_p = s->min_p,
+                      .rep_penalty = s->rep_penalty, .top_k = s->top_k, .rep_last_n = s->rep_last_n};
+    if (mq_gpu_sample_supported(b->g, &gs)) return mq_gpu_sample(b->g, id, pos, &gs, rng, hist, n_hist);
+    if (cuda_forward(be, &id, 1, pos, NULL) != 0) return -1;
+    if (!b->has_smp) {
+        if (mq_sampler_init(&b->smp, b->vocab, s) != 0) return -1;
+        b->has_smp = 1;
+    }
+    b->smp.p = *s;
+    b->smp.rng = *rng;
+    memcpy(b->smp.probs, b->last, (size_t)b->vocab * sizeof(float));
+    int t = mq_sampler_sample(&b->smp, b->smp.probs, hist, n_hist);
+    *rng = b->smp.rng;
+    return t;
+}
+
 static void cuda_free(mq_backend *be) {
     cuda_be *b = (cuda_be *)be;
     if (!b) return;
+    if (b->has_smp) mq_sampler_free(&b->smp);
     mq_gpu_free(b->g);
     free(b->last);
     free(b);
@@ -154,7 +179,7 @@ mq_backend *mq_cuda_new(const mq_model *m, int max_ctx) {
     b->base.forward = cuda_forward;
     b->base.last_logits = cuda_last_logits;
     b->base.generate_greedy = cuda_generate_greedy;
-    b->base.step_sample = NULL;
+    b->base.step_sample = cuda_step_sample;
     b->base.free = cuda_free;
     return &b->base;
 fail:

@@ -49,6 +49,18 @@ int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t b
  * Returns the number of steps run, or -1 (mq_err). */
 int mq_gpu_run(mq_gpu *g, const int32_t *ids, int32_t first, int pos, int n, float *logits_all,
                float *last, const int32_t *stop, int n_stop, int32_t *out_tok);
+/* Sampling settings the device understands (mirrors mq_sampling; see src/sampler.c). */
+typedef struct {
+    float temperature, top_p, min_p, rep_penalty;
+    int top_k, rep_last_n;
+} mq_gpu_samp;
+/* 1 if mq_gpu_sample runs these settings on the device: top_k in [1, 1024], or no top-p/min-p. */
+int mq_gpu_sample_supported(const mq_gpu *g, const mq_gpu_samp *s);
+/* One decode step feeding `id` at `pos`, then sampling the next token on the device (penalty
+ * over hist[0..n_hist)); *rng is the xorshift64* state, advanced as src/sampler.c does.
+ * Returns the token or -1 (mq_err). */
+int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, const mq_gpu_samp *s, uint64_t *rng, const int32_t *hist,
+                  int n_hist);
 /* Bytes of device memory the arena holds. */
 size_t mq_gpu_bytes(const mq_gpu *g);
 /* One line describing the device and launch shape (for logs). */

@@ -247,12 +247,75 @@ static void check_greedy_synth(const char *shape, int n) {
 
 static void test_greedy_tiny(void **st) { (void)st; check_greedy_synth("tiny", 128); }
 
+/* Device sampling (step_sample: penalty, temperature, top-k, top-p, min-p, xorshift64*) against
+ * src/sampler.c on the same logits and RNG state: same token and same RNG state afterwards. */
+static void test_sample_tiny(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    char dir[] = "/tmp/mq_test_cuda_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    mq_synth_opts o;
+    mq_synth_defaults(&o);
+    o.shape = "tiny";
+    o.seed = 11;
+    o.log = NULL;
+    if (mq_synth_write(dir, &o) != 0) fail_msg("synth: %s", mq_err_get());
+    mq_model m;
+    load(&m, dir);
+    const int V = m.cfg.vocab_size;
+    mq_backend *gpu = new_cuda(&m, 64);
+    assert_non_null(gpu->step_sample);
+    const int32_t hist[8] = {785, 3840, 315, 279, 18484, 3840, 315, 279};
+    const int n = 8;
+    mq_sampling sets[6] = {
+        {.temperature = 0.8f, .top_k = 40, .top_p = 1.0f, .min_p = 0.0f, .rep_penalty = 1.0f},
+        {.temperature = 1.0f, .top_k = 20, .top_p = 0.9f, .min_p = 0.0f, .rep_penalty = 1.0f},
+        {.temperature = 0.7f, .top_k = 50, .top_p = 0.95f, .min_p = 0.05f, .rep_penalty = 1.3f, .rep_last_n = 4},
+        {.temperature = 1.3f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f, .rep_penalty = 1.1f},
+        {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f, .rep_penalty = 1.5f},
+        {.temperature = 2.0f, .top_k = 1000, .top_p = 0.5f, .min_p = 0.0f, .rep_penalty = 1.0f},
+    };
+    float *L = malloc((size_t)V * sizeof(float));
+    assert_non_null(L);
+    assert_int_equal(gpu->forward(gpu, hist, n - 1, 0, NULL), 0);
+    assert_int_equal(gpu->forward(gpu, &hist[n - 1], 1, n - 1, NULL), 0);
+    memcpy(L, gpu->last_logits(gpu), (size_t)V * sizeof(float));
+    int same = 0, total = 0;
+    for (int k = 0; k < 6; k++) {
+        for (uint64_t seed = 1; seed <= 8; seed++) {
+            mq_sampling sp = sets[k];
+            sp.seed = seed * 977;
+            mq_sampler smp;
+            assert_int_equal(mq_sampler_init(&smp, V, &sp), 0);
+            uint64_t rng = smp.rng;
+            memcpy(smp.probs, L, (size_t)V * sizeof(float));
+            int want = mq_sampler_sample(&smp, smp.probs, hist, n);
+            assert_true(want >= 0);
+            int got = gpu->step_sample(gpu, hist[n - 1], n - 1, &sp, &rng, hist, n);
+            if (got < 0) fail_msg("step_sample: %s", mq_err_get());
+            total++;
+            if (got == want && rng == smp.rng) same++;
+            else printf("  set %d seed %d: device %d, host %d\n", k, (int)seed, got, want);
+            mq_sampler_free(&smp);
+        }
+    }
+    printf("  device sampling: %d/%d draws identical to src/sampler.c\n", same, total);
+    assert_true(same >= total - 1); /* one draw may land within rounding of a boundary */
+    free(L);
+    gpu->free(gpu);
+    mq_model_free(&m);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unavailable),
         cmocka_unit_test(test_hf_A),
         cmocka_unit_test(test_hf_B),
         cmocka_unit_test(test_greedy_tiny),
+        cmocka_unit_test(test_sample_tiny),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

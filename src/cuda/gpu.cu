@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "megakernel.cuh"
+#include "sample.cuh"
 
 extern "C" {
 #include "err.h"
@@ -131,6 +132,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     // fused MLP: normed x (hidden) + 3 floats per intermediate pair of the block (grid >= SMs)
     const size_t fz = (size_t)s->hidden + 3 * (((size_t)s->inter + g->sms - 1) / g->sms);
     if (fz > sm_mv) sm_mv = fz;
+    if ((size_t)mqk::SAMPLE_SMEM_WORDS > sm_mv) sm_mv = mqk::SAMPLE_SMEM_WORDS;  // device sampling
     const int gs = G < 4 ? G : 4;  // attention passes handle at most 4 query heads
     size_t sm_att = (size_t)G * hd + (size_t)G * (hd + 2) + (size_t)nw * hd + (size_t)nrg * gs * (hd + 2);
     g->smem = (int)((sm_mv > sm_att ? sm_mv : sm_att) * 4);
@@ -246,6 +248,14 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     o += al((size_t)max_ctx * 4);
     const size_t off_stop = o;
     o += al(MAX_STOP * 4);
+    const size_t off_hist = o;
+    o += al((size_t)max_ctx * 4);
+    const size_t off_seen = o;
+    o += al((size_t)s->vocab * 4);
+    const size_t off_probs = o;
+    o += al((size_t)s->vocab * 4);
+    const size_t off_rng = o;
+    o += al(8);
     const char *penv = getenv("MQ_CUDA_PROFILE");
     g->profile = penv && atoi(penv) > 0;
     const size_t off_prof = o;
@@ -304,6 +314,11 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     P.tokens = (int32_t *)(A + off_tok);
     P.ids = (const int32_t *)(A + off_ids);
     P.stop = (const int32_t *)(A + off_stop);
+    P.hist = (const int32_t *)(A + off_hist);
+    P.seen = (unsigned *)(A + off_seen);
+    P.probs = (float *)(A + off_probs);
+    P.rng = (unsigned long long *)(A + off_rng);
+    CKN(cudaMemset(P.seen, 0, (size_t)s->vocab * 4));
     P.prof = g->profile ? (unsigned long long *)(A + off_prof) : NULL;
 
     // per-layer pointer table
@@ -408,8 +423,9 @@ int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t b
 }
 
 // One launch of n steps (n <= LOGITS_CHUNK when logits_all).
-static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int logits_all, int n_stop) {
-    Params P = g->P;
+static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int logits_all, int n_stop,
+                  const Params *samp = NULL) {
+    Params P = samp ? *samp : g->P;
     if (!has_ids) P.ids = NULL;
     P.n_stop = n_stop;
     P.first = first;
@@ -500,6 +516,51 @@ int mq_gpu_run(mq_gpu *g, const int32_t *ids, int32_t first, int pos, int n, flo
     if (out_tok) CK(cudaMemcpy(out_tok, g->P.tokens, (size_t)done * 4, cudaMemcpyDeviceToHost));
     if (last) CK(cudaMemcpy(last, g->P.logits, (size_t)V * 4, cudaMemcpyDeviceToHost));
     return done;
+}
+
+int mq_gpu_sample_supported(const mq_gpu *g, const mq_gpu_samp *s) {
+    if (s->top_k >= 1 && s->top_k <= mqk::SAMPLE_MAXK && s->top_k < g->s.vocab) return 1;
+    return (s->top_k == 0 || s->top_k >= g->s.vocab) && !(s->top_p < 1.0f) && !(s->min_p > 0.0f);
+}
+
+int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, const mq_gpu_samp *s, uint64_t *rng, const int32_t *hist,
+                  int n_hist) {
+    if (pos < 0 || pos >= g->max_ctx) {
+        mq_err_set("cuda: position %d passes the KV cache (%d positions)", pos, g->max_ctx);
+        return -1;
+    }
+    if (id < 0 || id >= g->s.vocab) {
+        mq_err_set("cuda: token id %d is outside the vocabulary (%d)", (int)id, g->s.vocab);
+        return -1;
+    }
+    if (!mq_gpu_sample_supported(g, s)) {
+        mq_err_set("cuda: sampling settings not supported on the device (top_k %d)", s->top_k);
+        return -1;
+    }
+    if (n_hist > g->max_ctx) {  // the penalty window is the most recent ids
+        hist += n_hist - g->max_ctx;
+        n_hist = g->max_ctx;
+    }
+    Params P = g->P;
+    P.samp = 1;
+    P.s_temp = s->temperature;
+    P.s_top_p = s->top_p;
+    P.s_min_p = s->min_p;
+    P.s_pen = s->rep_penalty;
+    P.s_top_k = s->top_k;
+    P.s_last_n = s->rep_last_n;
+    P.n_hist = hist ? n_hist : 0;
+    if (P.n_hist > 0) CK(cudaMemcpy((void *)P.hist, hist, (size_t)n_hist * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(P.rng, rng, 8, cudaMemcpyHostToDevice));
+    if (launch(g, 0, id, pos, 1, 0, 0, &P)) return -1;
+    int32_t tok = -1;
+    CK(cudaMemcpy(&tok, P.tokens, 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(rng, P.rng, 8, cudaMemcpyDeviceToHost));
+    if (tok < 0) {
+        mq_err_set("cuda: sampling failed: a logit is NaN or every logit is -inf");
+        return -1;
+    }
+    return tok;
 }
 
 size_t mq_gpu_bytes(const mq_gpu *g) { return g ? g->bytes : 0; }

@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 #include "megakernel.cuh"
+#include "sample.cuh"
 
 namespace mqk {
 
@@ -701,8 +702,9 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
                 __syncthreads();
                 if ((threadIdx.x & 31) == 0 && b) atomicMax(&s_best, b);
                 __syncthreads();
-                const int tok = s_best ? (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu)) : 0;
-                bool stop = false;
+                int tok = s_best ? (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu)) : 0;
+                if (P.samp) tok = sample_block(P, lo, sm);  // -1: NaN / all -inf logits: stop
+                bool stop = tok < 0;
                 if (!P.ids)
                     for (int i = 0; i < P.n_stop; i++) stop |= P.stop[i] == tok;
                 if (threadIdx.x == 0) {

@@ -1,0 +1,251 @@
+// sample.cuh: next-token sampling on the device, in the one block that finishes the lm_head last.
+// Mirrors src/sampler.c step by step (repetition penalty, temperature, top-k, top-p, min-p, then a
+// walk with xorshift64*), for top_k in [1, SAMPLE_MAXK] or temperature alone; the host falls back
+// to src/sampler.c for other settings (cuda_backend.c). Sums run in double as on the CPU, but in a
+// different order, so a draw that lands within rounding of a boundary may differ (never seen).
+#ifndef MQ_SAMPLE_CUH
+#define MQ_SAMPLE_CUH
+#include "megakernel.cuh"
+
+namespace mqk {
+
+constexpr int SAMPLE_MAXK = 1024;  // most survivors of top-k the device path keeps
+constexpr int SAMPLE_SMEM_WORDS = 4 * SAMPLE_MAXK + 3 * NT + 256 + SAMPLE_MAXK;
+
+__device__ __forceinline__ float samp_rand(unsigned long long *state) {
+    unsigned long long x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    const unsigned long long r = x * 0x2545F4914F6CDD1Dull;
+    return (float)(r >> 40) * (1.0f / 16777216.0f);
+}
+
+// "a ranks before b": higher p first, lower id on ties (sampler.c's order)
+__device__ __forceinline__ bool samp_before(float pa, int a, float pb, int b) { return pa > pb || (pa == pb && a < b); }
+
+// Block-wide exclusive scan of one int per thread (NT threads); returns this thread's prefix and
+// the total in *tot. sc: NT ints of shared memory.
+__device__ __forceinline__ int samp_scan(int v, int *sc, int *tot) {
+    __syncthreads();
+    sc[threadIdx.x] = v;
+    __syncthreads();
+    for (int o = 1; o < NT; o <<= 1) {
+        const int t = threadIdx.x >= (unsigned)o ? sc[threadIdx.x - o] : 0;
+        __syncthreads();
+        sc[threadIdx.x] += t;
+        __syncthreads();
+    }
+    *tot = sc[NT - 1];
+    return sc[threadIdx.x] - v;
+}
+
+// Sample from logits (vocab, global; modified in place by the penalty). sm: SAMPLE_SMEM_WORDS words
+// of shared memory. Every thread returns the token (-1: NaN or all -inf logits).
+static __device__ int sample_block(const Params &P, float *logits, float *sm) {
+    const int V = P.vocab, tid = threadIdx.x;
+    int *sidx = reinterpret_cast<int *>(sm);               // (SAMPLE_MAXK) survivors
+    int *sorted = sidx + SAMPLE_MAXK;                      // (SAMPLE_MAXK)
+    float *sp = reinterpret_cast<float *>(sorted + SAMPLE_MAXK);  // (SAMPLE_MAXK) their p
+    int *sc = reinterpret_cast<int *>(sp + SAMPLE_MAXK);   // (NT) scan scratch
+    double *dsc = reinterpret_cast<double *>(sc + NT);     // (NT) double sums
+    int *hist = reinterpret_cast<int *>(dsc + NT);         // (256) radix histogram
+    int *kept = hist + 256;                                // (SAMPLE_MAXK) slots kept by min-p
+    __shared__ int s_tok, s_m, s_imx;
+    __shared__ unsigned long long s_best;
+    __shared__ float s_mx;
+    __shared__ unsigned s_prefix;
+    __shared__ int s_need;
+
+    // 1. repetition penalty, once per distinct id of the window (P.seen marks, then cleared)
+    const float pen = P.s_pen;
+    if (pen != 1.0f && P.n_hist > 0) {
+        const int from = P.s_last_n > 0 && P.n_hist > P.s_last_n ? P.n_hist - P.s_last_n : 0;
+        for (int i = from + tid; i < P.n_hist; i += NT) {
+            const int t = P.hist[i];
+            if (t >= 0 && t < V && atomicExch(P.seen + t, 1u) == 0u) {
+                const float l = logits[t];
+                logits[t] = l > 0.0f ? l / pen : l * pen;
+            }
+        }
+        __threadfence_block();
+        __syncthreads();
+        for (int i = from + tid; i < P.n_hist; i += NT) {
+            const int t = P.hist[i];
+            if (t >= 0 && t < V) P.seen[t] = 0u;
+        }
+        __threadfence_block();
+        __syncthreads();
+    }
+    // 2. max (lowest index on ties); NaN fails
+    unsigned long long best = 0;
+    int nan = 0;
+    for (int i = tid; i < V; i += NT) {
+        const float v = logits[i];
+        if (v != v) nan = 1;
+        unsigned k = __float_as_uint(v);
+        k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
+        const unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)i);
+        if (key > best) best = key;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const unsigned long long v = __shfl_xor_sync(0xffffffffu, best, o);
+        if (v > best) best = v;
+    }
+    nan = __syncthreads_or(nan);
+    if (tid == 0) s_best = 0ull;
+    __syncthreads();
+    if ((tid & 31) == 0) atomicMax(&s_best, best);
+    __syncthreads();
+    if (tid == 0) {
+        s_imx = (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu));
+        s_mx = logits[s_imx];
+    }
+    __syncthreads();
+    const float mx = s_mx;
+    const int imx = s_imx;
+    if (nan || mx == -INFINITY) return -1;
+    if (P.s_temp == 0.0f || mx == INFINITY) return imx;
+    // 3. p_i = exp((l_i - max) / T), into P.probs
+    float *p = P.probs;
+    const float inv_t = 1.0f / P.s_temp;
+    for (int i = tid; i < V; i += NT) p[i] = expf((logits[i] - mx) * inv_t);
+    __threadfence_block();
+    __syncthreads();
+    const int k = P.s_top_k;
+    const bool use_p = P.s_top_p < 1.0f, use_min = P.s_min_p > 0.0f;
+    const int chunk = (V + NT - 1) / NT, i0 = min(V, tid * chunk), i1 = min(V, i0 + chunk);
+    if (!(k > 0 && k < V)) {
+        // temperature alone (the host keeps top-p/min-p without top-k): walk the vocabulary in id
+        // order. Per-thread contiguous chunks, chunk sums in double, then the owning thread walks.
+        double sum = 0.0;
+        for (int i = i0; i < i1; i++) sum += p[i];
+        dsc[tid] = sum;
+        __syncthreads();
+        if (tid == 0) {
+            double tot = 0.0;
+            for (int t = 0; t < NT; t++) tot += dsc[t];
+            const double r = (double)samp_rand(P.rng) * tot;
+            double c = 0.0;
+            int tok = imx, t = 0;
+            for (; t < NT; t++) {
+                if (c + dsc[t] > r) break;
+                c += dsc[t];
+            }
+            int last = imx;
+            bool found = false;
+            for (int tt = t; tt < NT && !found; tt++) {
+                const int a = min(V, tt * chunk), b = min(V, a + chunk);
+                for (int i = a; i < b; i++) {
+                    if (p[i] <= 0.0f) continue;
+                    c += p[i];
+                    last = i;
+                    if (c > r) {
+                        tok = i;
+                        found = true;
+                        break;
+                    }
+                }
+            }
+            s_tok = found ? tok : last;
+        }
+        __syncthreads();
+        return s_tok;
+    }
+    // 4. top-k: the k-th largest p by radix select on its bits (p >= 0: bits order as values)
+    if (tid == 0) {
+        s_prefix = 0;
+        s_need = k;
+    }
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int b = tid; b < 256; b += NT) hist[b] = 0;
+        __syncthreads();
+        const unsigned pre = s_prefix, hmask = shift == 24 ? 0u : ~0u << (shift + 8);
+        for (int i = tid; i < V; i += NT) {
+            const unsigned u = __float_as_uint(p[i]);
+            if ((u & hmask) == (pre & hmask)) atomicAdd(hist + ((u >> shift) & 255), 1);
+        }
+        __syncthreads();
+        if (tid == 0) {
+            int need = s_need, b = 255;
+            for (; b > 0; b--) {
+                if (hist[b] >= need) break;
+                need -= hist[b];
+            }
+            s_need = need;
+            s_prefix = pre | ((unsigned)b << shift);
+        }
+        __syncthreads();
+    }
+    const float kth = __uint_as_float(s_prefix);
+    // survivors p >= kth, in id order (ordered compaction over contiguous chunks)
+    int cnt = 0;
+    for (int i = i0; i < i1; i++) cnt += p[i] >= kth;
+    int m;
+    int off = samp_scan(cnt, sc, &m);
+    for (int i = i0; i < i1; i++)
+        if (p[i] >= kth) {
+            if (off < SAMPLE_MAXK) {
+                sidx[off] = i;
+                sp[off] = p[i];
+            }
+            off++;
+        }
+    if (m > SAMPLE_MAXK) m = SAMPLE_MAXK;
+    __syncthreads();
+    int *order = sidx;  // current survivor order
+    if (use_p) {
+        // rank sort (descending p, lower id first), then keep the smallest prefix reaching top_p
+        for (int a = tid; a < m; a += NT) {
+            int r = 0;
+            for (int b = 0; b < m; b++) r += samp_before(sp[b], sidx[b], sp[a], sidx[a]);
+            sorted[r] = a;  // position -> survivor slot
+        }
+        __syncthreads();
+        if (tid == 0) {
+            double tot = 0.0;
+            for (int i = 0; i < m; i++) tot += sp[i];
+            const double target = (double)P.s_top_p * tot;
+            double before = 0.0;
+            int keep = 0;
+            while (keep < m && (keep == 0 || before < target)) before += sp[sorted[keep++]];
+            // rewrite sorted[] as survivor slots in rank order, keep entries
+            s_m = keep;
+        }
+        __syncthreads();
+        m = s_m;
+        order = sorted;  // entries are slots into sidx/sp
+    }
+    if (tid == 0) {
+        // 6. min-p, 7. the walk (sequential: at most SAMPLE_MAXK survivors)
+        const bool slots = use_p;
+        int j = 0;
+        for (int i = 0; i < m; i++) {
+            const int slot = slots ? order[i] : i;
+            if (!use_min || sp[slot] >= P.s_min_p) kept[j++] = slot;
+        }
+        double tot = 0.0;
+        for (int i = 0; i < j; i++) tot += sp[kept[i]];
+        const double r = (double)samp_rand(P.rng) * tot;
+        double c = 0.0;
+        int last = j > 0 ? sidx[kept[0]] : imx, tok = -2;
+        for (int i = 0; i < j; i++) {
+            const float q = sp[kept[i]];
+            if (q <= 0.0f) continue;
+            c += q;
+            last = sidx[kept[i]];
+            if (c > r) {
+                tok = last;
+                break;
+            }
+        }
+        s_tok = tok == -2 ? last : tok;
+    }
+    __syncthreads();
+    return s_tok;
+}
+
+}  // namespace mqk
+
+#endif
