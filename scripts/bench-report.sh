@@ -17,6 +17,7 @@
 #   --bin PATH   use this megaqwen binary instead of building one
 #   --backend B  megaqwen's backend (default cuda; cpu lets CI run this script on a tiny model)
 #   --threads N  megaqwen's CPU threads (cpu backend; default 0 = all cores)
+#   --settle-s S pause before each measured step so idle power is idle (default 3)
 #   --power-s S, --idle-s S  power phase / idle sampling seconds (default 2 / 1)
 #   --bw GBPS    bandwidth floor (default: measured with a 1 GB device-to-device copy through torch)
 #   --only/--skip  comma-separated step names: megaqwen hf-eager gpt-fast hf-static quality vllm
@@ -29,7 +30,7 @@ cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 T_START=$(date +%s)
 ARGS="$*"
-MODEL="" OUTD=out/report N=100 CTX=16,1024,4096,32768 PCTX=16,1024,4096 POWER=2 IDLE=1 BACKEND=cuda BW="" THREADS=0 BUDGET=560 STEP_MAX_S=240 BIN="" ONLY="" SKIP=""
+MODEL="" OUTD=out/report N=100 CTX=16,1024,4096,32768 PCTX=16,1024,4096 POWER=2 IDLE=1 BACKEND=cuda BW="" THREADS=0 SETTLE=3 BUDGET=560 STEP_MAX_S=240 BIN="" ONLY="" SKIP=""
 while [ $# -gt 0 ]; do
   case $1 in
     -m) MODEL=$2; shift 2;;  -o) OUTD=$2; shift 2;;  -n) N=$2; shift 2;;
@@ -37,8 +38,8 @@ while [ $# -gt 0 ]; do
     --budget-s) BUDGET=$2; shift 2;;  --bin) BIN=$2; shift 2;;  --only) ONLY=$2; shift 2;;
     --skip) SKIP=$2; shift 2;;  --step-max-s) STEP_MAX_S=$2; shift 2;;
     --idle-s) IDLE=$2; shift 2;;  --backend) BACKEND=$2; shift 2;;  --bw) BW=$2; shift 2;;
-    --threads) THREADS=$2; shift 2;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0;;
+    --threads) THREADS=$2; shift 2;;  --settle-s) SETTLE=$2; shift 2;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0;;
     *) echo "bench-report: unknown option $1 (see --help)" >&2; exit 2;;
   esac
 done
@@ -100,10 +101,20 @@ step() { # step NAME ROWFILE cmd...
     echo "{\"schema\": \"megaqwen-bench/1\", \"framework\": \"$name\", \"status\": \"skipped\", \"reason\": \"out of time (budget ${BUDGET}s)\"}" >"$row"
     say "$name: skipped, out of time"; return
   fi
+  # Let the GPU settle after the previous process so the next idle-power reading is idle.
+  case $name in megaqwen-*|hf-eager|gpt-fast-style|hf-static-cudagraph) [ "$SETTLE" -gt 0 ] && sleep "$SETTLE";; esac
   say "$name: running (up to ${t}s)"
   PYTHONUNBUFFERED=1 timeout -k 10 "$t" "$@" >"$RAW/$name.out" 2>"$RAW/$name.err"; local rc=$?
   if [ "$row" != - ]; then
-    if [ $rc = 124 ] || [ $rc = 137 ]; then
+    if { [ $rc = 124 ] || [ $rc = 137 ]; } && grep -q '"status": "ok"' "$row" 2>/dev/null; then
+      # The runner checkpoints its row as it goes: keep what it measured, say where it stopped.
+      $PY - "$row" "$t" <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+r["notes"] = (r.get("notes", "") + "; " if r.get("notes") else "") + f"stopped by the {sys.argv[2]} s step limit"
+open(sys.argv[1], "w").write(json.dumps(r) + "\n")
+PY
+    elif [ $rc = 124 ] || [ $rc = 137 ]; then
       echo "{\"schema\": \"megaqwen-bench/1\", \"framework\": \"$name\", \"status\": \"timeout\", \"reason\": \"stopped after ${t}s (budget ${BUDGET}s)\"}" >"$row"
     elif ! [ -s "$row" ]; then
       local why; why=$(tail -1 "$RAW/$name.err" | tr -d '"\\' | cut -c1-300)
@@ -149,7 +160,7 @@ want gpt-fast && STEP_MAX=$STEP_MAX_S step gpt-fast-style "$RAW/runs/gpt-fast-st
 want hf-static && STEP_MAX=$STEP_MAX_S step hf-static-cudagraph "$RAW/runs/hf-static.json" $PY scripts/peers/hf_static.py "${COMMON[@]}" --ctx "$PCTX" --json "$RAW/runs/hf-static.json"
 
 # ---- facts about the machine
-gitrev=$(git rev-parse --short HEAD 2>/dev/null || echo "${MQ_GIT_REV:-unknown}")
+gitrev=${MQ_GIT_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 $PY - "$RAW/meta.json" "$MODEL" "$CKPT_NOTE" "$gitrev" "$ARGS" <<'PY'
 import json, subprocess, sys, datetime, platform
 def sh(c):

@@ -100,8 +100,11 @@ def have_module(name):
         return False
 
 
+T0 = time.monotonic()
+
+
 def log(*a):
-    print(*a, file=sys.stderr, flush=True)
+    print(f"[{time.monotonic() - T0:6.1f}s]", *a, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- NVML (ctypes, no pynvml)
@@ -274,6 +277,7 @@ def measure(framework, args, impl, nv, idle_w, version="", extra=None):
     memsamp.__enter__()
     for _ in range(args.warmup):
         impl.run(prompts[0], n)
+    log(f"{framework}: warm-up done")
     rows, h, tot_ttft, tot_dec = [], FNV_INIT, 0.0, 0.0
     for p in prompts:
         toks, ttft, dec = impl.run(p, n)
@@ -311,8 +315,31 @@ def measure(framework, args, impl, nv, idle_w, version="", extra=None):
             power["energy_j"] = s.energy_j
             power["avg_w"] = s.energy_j / secs
             power["tok_per_j"] = toks / s.energy_j
+    def row_now(sweep):
+        """The row as measured so far; depths not yet reached say so (a time limit may stop us)."""
+        done = {x["ctx"] for x in sweep}
+        rest = [{"ctx": d, "status": "not reached (time limit)", "decode_tok_s": None, "ms_per_token": None}
+                for d in args.ctx_list if d not in done]
+        r = {"schema": schema.RUN_SCHEMA, "framework": framework, "status": "ok", "version": version,
+             "model": args.model, "decode_tokens": n, "warmup": args.warmup, "prompts": rows,
+             "ttft_s": tot_ttft / len(prompts), "decode_tok_s": n * len(prompts) / tot_dec,
+             "ms_per_token": 1000 * tot_dec / (n * len(prompts)), "fnv1a": None if h is None else "%016x" % h,
+             "ctx_sweep": sweep + rest,
+             "memory": {"alloc_peak_bytes": impl.peak_alloc(), "nvml_proc_peak_bytes": memsamp.peak_proc},
+             "power": power, "gpu": {"name": nv.name() or "n/a", "driver": nv.driver() or "n/a"}}
+        if extra:
+            r.update(extra)
+        return r
+
+    def checkpoint(sweep):
+        if getattr(args, "json", None) and not schema.validate_run(row_now(sweep)):
+            with open(args.json, "w") as f:
+                f.write(json.dumps(row_now(sweep)) + "\n")
+
     sweep = []
+    checkpoint(sweep)
     for d in args.ctx_list:
+        log(f"{framework}: ctx {d} ...")
         try:
             dec = impl.sweep(d, [fill_id(i, impl.vocab) for i in range(d + 1)], n)
         except Exception as e:  # e.g. out of memory at a deep context
@@ -324,13 +351,6 @@ def measure(framework, args, impl, nv, idle_w, version="", extra=None):
             log(f"{framework}: ctx {d}: {n / dec:.1f} tok/s")
         else:
             sweep.append({"ctx": d, "status": why, "decode_tok_s": None, "ms_per_token": None})
+        checkpoint(sweep)
     memsamp.__exit__(None, None, None)
-    row = {"schema": schema.RUN_SCHEMA, "framework": framework, "status": "ok", "version": version,
-           "model": args.model, "decode_tokens": n, "warmup": args.warmup, "prompts": rows,
-           "ttft_s": tot_ttft / len(prompts), "decode_tok_s": n * len(prompts) / tot_dec,
-           "ms_per_token": 1000 * tot_dec / (n * len(prompts)), "fnv1a": None if h is None else "%016x" % h, "ctx_sweep": sweep,
-           "memory": {"alloc_peak_bytes": impl.peak_alloc(), "nvml_proc_peak_bytes": memsamp.peak_proc},
-           "power": power, "gpu": {"name": nv.name() or "n/a", "driver": nv.driver() or "n/a"}}
-    if extra:
-        row.update(extra)
-    return row
+    return row_now(sweep)

@@ -126,7 +126,9 @@ class GptFast:
         import torch
         import torch._inductor.config as ic
         self.torch = torch
-        for k, v in (("coordinate_descent_tuning", True), ("fx_graph_cache", True)):  # as gpt-fast
+        # gpt-fast also sets coordinate_descent_tuning, which multiplies compile time; the time
+        # limit of one device call cannot afford it.
+        for k, v in (("fx_graph_cache", True),):
             try:
                 setattr(ic, k, v)
             except (AttributeError, KeyError):

@@ -97,16 +97,16 @@ def main():
 
     ref = hf_logits(torch.float32)
     ref_logp = torch.log_softmax(ref, dim=-1)
+    r = metrics(torch, ref_logp, ref, ids)
     del ref
-    r = metrics(torch, ref_logp, ref_logp, ids)
     rows.append({"framework": "hf-fp32 (reference)", "status": "ok", **r})
-    log(f"quality: reference ppl {r['ppl']:.3f} over {T} tokens")
+    log(f"quality: reference ppl {r['ppl']:.4g} over {T} tokens")
 
     def add(name, fn):
         try:
             r = metrics(torch, ref_logp, fn(), ids)
             rows.append({"framework": name, "status": "ok", **r})
-            log(f"quality: {name}: KL mean {r['kl_mean']:.3g} max {r['kl_max']:.3g}, ppl {r['ppl']:.3f}, "
+            log(f"quality: {name}: KL mean {r['kl_mean']:.3g} max {r['kl_max']:.3g}, ppl {r['ppl']:.4g}, "
                 f"argmax {100 * r['argmax_match']:.1f}%")
         except Exception as e:
             rows.append({"framework": name, "status": f"error: {type(e).__name__}: {str(e)[:200]}",

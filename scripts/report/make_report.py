@@ -242,7 +242,7 @@ def render_md(doc, charts):
               "| Framework | KL mean | KL max | Perplexity | Argmax match |", "|---|---|---|---|---|"]
         for r in q["rows"]:
             if r["status"] == "ok":
-                L.append(f"| {r['framework']} | {r['kl_mean']:.3g} | {r['kl_max']:.3g} | {r['ppl']:.3f} | "
+                L.append(f"| {r['framework']} | {r['kl_mean']:.3g} | {r['kl_max']:.3g} | {r['ppl']:.6g} | "
                          f"{100 * r['argmax_match']:.1f}% |")
             else:
                 L.append(f"| {r['framework']} | n/a | n/a | n/a | {r['status']} |")
@@ -250,7 +250,7 @@ def render_md(doc, charts):
             if "perplexity" in v:
                 L.append("")
                 L.append(f"`megaqwen perplexity --backend {be}` (sliding windows, ctx {v.get('ctx')}): "
-                         f"{v['perplexity']:.3f} ± {v.get('stderr', 0):.3f} over {v.get('tokens')} tokens")
+                         f"{v['perplexity']:.6g} ± {v.get('stderr', 0):.3g} over {v.get('tokens')} tokens")
         if q.get("note"):
             L += ["", q["note"] + "."]
     else:

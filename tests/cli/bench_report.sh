@@ -21,7 +21,7 @@ has "$R" "| vllm | - | - | - | - | - | - | - | not installed |" "not-installed r
 has "$R" "| megaqwen-cuda | 60.0 | 300.0 | 330.0 | 1000.0 | 3.33 | 6.66x | counter |" "power row"
 has "$R" "| 4096 | 70.0 | - | 700.0 |" "sweep row"
 has "$R" "| 32768 | - | - | n/a |" "sweep n/a row"
-has "$R" "| hf-eager (bf16) | 0.00123 | 0.0456 | 35.600 | 98.6% |" "quality row"
+has "$R" "| hf-eager (bf16) | 0.00123 | 0.0456 | 35.6 | 98.6% |" "quality row"
 has "$R" "| gpt-fast-style (bf16) | n/a | n/a | n/a | error: RuntimeError: fixture |" "quality error row"
 has "$R" "- GPU: Fixture GPU 80GB" "hardware"
 has "$R" "- hf-static-cudagraph: torch.compile captured 2 graph(s)" "notes"
@@ -110,7 +110,7 @@ assert common.fnv1a([]) == 0xcbf29ce484222325
 PY
 
 # ---- the shared protocol (common.measure) on a fake framework with fixed timings
-MQ_NVML_LIB=/nonexistent python3 - 2>"$T/measure.err" <<'PY' && ok || { bad "common.measure protocol"; cat "$T/measure.err"; }
+MQ_NVML_LIB=/nonexistent python3 - "$T/measure.json" 2>"$T/measure.err" <<'PY' && ok || { bad "common.measure protocol"; cat "$T/measure.err"; }
 import sys, types; sys.path.insert(0, "scripts/peers"); sys.path.insert(0, "scripts/report")
 import common, schema
 class Fake:
@@ -120,13 +120,18 @@ class Fake:
         return [sum(ids) % 1000 + i for i in range(n + 1)], 0.01, 0.5
     def sweep(self, d, fill, n):
         assert len(fill) == d + 1 and fill[:3] == [1000 % 1000, 8919 % 1000, 16838 % 1000]
+        if d == 1024:  # the runner has checkpointed its row: a time limit now would keep it
+            import json
+            cp = json.load(open(a.json))
+            assert schema.validate_run(cp) == [] and cp["decode_tok_s"] == 20, cp
+            assert [s["status"] for s in cp["ctx_sweep"]] == ["ok"] + ["not reached (time limit)"] * 3, cp["ctx_sweep"]
         if d == 4096:
             raise RuntimeError("out of memory")
         return 1.0 if d <= 1024 else None
     def peak_alloc(self):
         return 12345
 a = types.SimpleNamespace(prompts="scripts/peers/prompts.json", n=10, warmup=1, ctx_list=[16, 1024, 2048, 4096],
-                          power_s=0.05, hz=50, model="m")
+                          power_s=0.05, hz=50, model="m", json=sys.argv[1])
 impl = Fake()
 row = common.measure("fake", a, impl, common.Nvml(), None, "fake 1.0")
 assert schema.validate_run(row) == [], schema.validate_run(row)

@@ -13,7 +13,7 @@ bad() { fails=$((fails+1)); echo "FAIL: $*"; }
 # Where torch is installed the HF/gpt-fast steps would really run (minutes): skip them there.
 SKIP=none; python3 -c "import torch" 2>/dev/null && SKIP=hf-eager,hf-static,gpt-fast,quality
 MQ_NVML_LIB=/nonexistent scripts/bench-report.sh --bin "$BIN" --backend cpu --threads 1 -m "$T/tiny" -n 4 \
-  --ctx 16,32 --power-s 0.1 --idle-s 0.1 --budget-s 120 --skip "$SKIP" -o "$T/rep" >"$T/out" 2>"$T/err"; rc=$?
+  --ctx 16,32 --power-s 0.1 --idle-s 0.1 --budget-s 120 --settle-s 0 --skip "$SKIP" -o "$T/rep" >"$T/out" 2>"$T/err"; rc=$?
 [ $rc = 0 ] && ok || { bad "bench-report.sh exit $rc"; tail -20 "$T/err"; }
 R="$T/rep/REPORT.md"
 for f in REPORT.md results.json raw/meta.json raw/runs/megaqwen-cpu.json; do
