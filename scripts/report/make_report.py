@@ -176,6 +176,8 @@ def render_md(doc, charts):
         L.append(f"- Checkpoint: {m['checkpoint_note']}")
     if m.get("command"):
         L.append(f"- Command: `{m['command'].strip()}`")
+    if m.get("run_note"):
+        L.append(f"- Note: {m['run_note']}")
     L.append("")
     if ok:
         r0 = ok[0]
@@ -253,6 +255,9 @@ def render_md(doc, charts):
                          f"{v['perplexity']:.6g} ± {v.get('stderr', 0):.3g} over {v.get('tokens')} tokens")
         if q.get("note"):
             L += ["", q["note"] + "."]
+        if "synthetic" in m.get("checkpoint_note", ""):
+            L += ["", "The checkpoint has random weights, so its perplexity on real text is astronomically high by "
+                      "construction; KL and argmax agreement with HF fp32 are the meaningful numbers here."]
     else:
         L.append("Not measured" + (f": {q.get('reason')}" if q and q.get("reason") else "") + ".")
     L.append("")
