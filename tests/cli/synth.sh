@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# CLI contract of synth: exit codes (0 ok, 1 runtime, 2 usage), one error line, the files written,
+# determinism in the seed, and that the result loads (logits runs on it when the CPU backend exists).
+set -u
+BIN=${1:?usage: synth.sh MEGAQWEN_BINARY}
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+fails=0; passes=0
+expect() { # expect CODE DESC -- cmd...
+  local want=$1 desc=$2; shift 3
+  "$@" >"$T/out" 2>"$T/err"; local got=$?
+  if [ "$got" = "$want" ]; then passes=$((passes+1)); else
+    fails=$((fails+1)); echo "FAIL: $desc: exit $got, want $want"; sed 's/^/  stderr: /' "$T/err" | head -5; fi
+}
+check() { # check DESC -- cmd... (must succeed)
+  local desc=$1; shift 2
+  if "$@"; then passes=$((passes+1)); else fails=$((fails+1)); echo "FAIL: $desc"; fi
+}
+one_line() {
+  local n; n=$(wc -l <"$T/err")
+  if [ "$n" = 1 ]; then passes=$((passes+1)); else fails=$((fails+1)); echo "FAIL: $1: $n stderr lines"; cat "$T/err"; fi
+}
+expect 0 "synth --help" -- "$BIN" synth --help
+expect 2 "synth without args" -- "$BIN" synth
+expect 2 "synth without -o" -- "$BIN" synth --shape tiny
+expect 2 "synth without --shape" -- "$BIN" synth -o "$T/x"
+expect 2 "synth bad shape" -- "$BIN" synth --shape qwen3-70b -o "$T/x"; one_line "bad shape"
+expect 2 "synth bad dtype" -- "$BIN" synth --shape tiny --dtype f16 -o "$T/x"
+expect 2 "synth bad seed" -- "$BIN" synth --shape tiny --seed -3 -o "$T/x"
+expect 2 "synth seed garbage" -- "$BIN" synth --shape tiny --seed 12x -o "$T/x"
+expect 2 "synth unknown option" -- "$BIN" synth --shape tiny -o "$T/x" --frob
+expect 2 "synth -o without value" -- "$BIN" synth --shape tiny -o
+touch "$T/file"
+expect 1 "synth into a file" -- "$BIN" synth --shape tiny -o "$T/file/sub"; one_line "output under a file"
+
+expect 0 "synth tiny seed 5" -- "$BIN" synth --shape tiny --seed 5 -o "$T/a"
+for f in config.json generation_config.json model.safetensors; do
+  check "$f written" -- test -s "$T/a/$f"
+done
+check "prints what it wrote" -- grep -q "model.safetensors" "$T/out"
+check "prints the scale note" -- grep -q "scales:" "$T/out"
+check "config is the 4.x layout" -- grep -q '"rope_theta"' "$T/a/config.json"
+check "config names the architecture" -- grep -q '"Qwen3ForCausalLM"' "$T/a/config.json"
+expect 0 "synth tiny seed 5 again" -- env MQ_TOKENIZER_DIR="$T/none" "$BIN" synth --shape tiny --seed 5 -o "$T/b"
+check "warns without tokenizer files" -- grep -q "warning: no tokenizer.json" "$T/err"
+check "same seed, same bytes" -- cmp -s "$T/a/model.safetensors" "$T/b/model.safetensors"
+expect 0 "synth tiny seed 6" -- "$BIN" synth --shape tiny --seed 6 -o "$T/c"
+check "other seed, other bytes" -- bash -c "! cmp -s '$T/a/model.safetensors' '$T/c/model.safetensors'"
+expect 0 "synth untied f32" -- "$BIN" synth --shape tiny --untied --dtype f32 -o "$T/d"
+check "untied config" -- grep -q '"tie_word_embeddings":[[:space:]]*false' "$T/d/config.json"
+check "f32 config" -- grep -q '"torch_dtype":[[:space:]]*"float32"' "$T/d/config.json"
+check "lm_head stored" -- grep -q "lm_head.weight" "$T/d/model.safetensors"
+
+# The checkpoint loads through the public API (needs the CPU backend; ids only, no tokenizer needed).
+expect 0 "logits on the synthetic checkpoint" -- "$BIN" logits -m "$T/a" --ids 1,2,3 -o "$T/l.bin" --backend cpu
+check "logits size" -- test "$(stat -c %s "$T/l.bin" 2>/dev/null)" = $((3 * 151936 * 4))
+
+echo "synth.sh: $passes passed, $fails failed"
+[ "$fails" = 0 ]
