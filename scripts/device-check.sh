@@ -96,7 +96,7 @@ if want test; then
   (cd "$B" && timeout 150 ctest -R test_cuda --timeout 140 --output-on-failure -V) >"$O/tests.log" 2>&1
   res=$(grep -E "tests passed|tests failed" "$O/tests.log" | tail -1)
   row "test_cuda | ${res:-no result (test_cuda.log)}"
-  while read -r l; do row "  $l"; done < <(grep -E "cuda vs HF|token-by-token|device greedy|SKIP|FAIL|stuck|flips" "$O/tests.log" | sed 's/^[0-9]*: //' | head -10)
+  while read -r l; do row "  $l"; done < <(grep -E "cuda vs HF|token-by-token|device greedy|device sampling|FAIL|stuck|flips" "$O/tests.log" | sed 's/^[0-9]*: //' | head -10)
 fi
 
 if want greedy; then
@@ -180,7 +180,7 @@ fi
 
 if want variants; then
   # the same kernel with one design choice switched off: what each buys (ctx 16 and 4096)
-  for v in MQ_CUDA_FUSE=0 MQ_CUDA_STAGE=0 MQ_CUDA_BPS=1 "MQ_CUDA_FUSE=0 MQ_CUDA_STAGE=0"; do
+  for v in MQ_CUDA_FUSE=1 MQ_CUDA_STAGE=1 MQ_CUDA_BPS=1; do
     [ "$(left)" -gt 50 ] || break
     env $v timeout 45 "$BIN" bench -m $M06 --backend cuda --ctx 16,4096 -n 128 --bw "$BW" --power-s 0 \
       --idle-s 0 >/tmp/var.txt 2>&1

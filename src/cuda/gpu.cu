@@ -158,13 +158,13 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const char *env = getenv("MQ_CUDA_BPS");
     if (env && atoi(env) > 0) bps = atoi(env);
     if (bps > occ) bps = occ;
-    // Weight staging: each block copies its slice of the next matrix into shared memory (cp.async)
-    // while the grid synchronizes. The slice is ceil(rows / grid) rows; staging is on when the
-    // largest slice fits next to the stage buffers for bps blocks per SM (MQ_CUDA_STAGE=0: off).
-    const char *fenv = getenv("MQ_CUDA_FUSE");
-    g->fuse = !(fenv && atoi(fenv) == 0);
+    // Weight staging (MQ_CUDA_STAGE=1): each block copies its slice of the next matrix into shared
+    // memory (cp.async) while the grid synchronizes. The slice is ceil(rows / grid) rows; staging
+    // is used when the largest slice fits next to the stage buffers for bps blocks per SM.
+    const char *fenv = getenv("MQ_CUDA_FUSE");  // 1: gate|up + down in one stage
+    g->fuse = fenv && atoi(fenv) == 1;  // off by default: same speed measured, and atomics are nondeterministic
     const char *senv = getenv("MQ_CUDA_STAGE");
-    const int stage_on = !(senv && atoi(senv) == 0);
+    const int stage_on = senv && atoi(senv) == 1;  // off by default: measured slower than L2 prefetch
     for (; bps >= 1; bps--) {
         const size_t grid = (size_t)g->sms * bps, H = s->hidden, I = s->inter;
         const size_t slices[4] = {(Q + 2 * (size_t)KV + grid - 1) / grid * H * 2, (H + grid - 1) / grid * Q * 2,

@@ -43,11 +43,11 @@ __device__ __forceinline__ unsigned long long globaltimer() {
 
 // prof (optional): block 0 stamps the time each barrier opens, prof[i] for barrier i.
 __device__ __forceinline__ void grid_sync(unsigned *bar, unsigned &target, unsigned long long *prof) {
-    __syncthreads();
+    __syncthreads();  // the block's writes happen-before thread 0's release below
     target += gridDim.x;
     if (threadIdx.x == 0) {
-        __threadfence();
-        atomicAdd(bar, 1u);
+        // arrive with release semantics (no round trip), then poll with acquire
+        asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(bar), "r"(1u) : "memory");
         // watchdog: a barrier that never opens is a bug; report it and trap instead of hanging
         const long long t0 = clock64();
         while (ld_acquire(bar) < target) {
@@ -56,13 +56,12 @@ __device__ __forceinline__ void grid_sync(unsigned *bar, unsigned &target, unsig
                 __trap();
             }
         }
-        __threadfence();
         if (prof && blockIdx.x == 0) {
             const unsigned i = target / gridDim.x - 1;
             if (i < (1u << 16)) prof[i] = globaltimer();
         }
     }
-    __syncthreads();
+    __syncthreads();  // the acquire by thread 0 orders the block's later reads
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -434,7 +433,7 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
 // Attention of layer l at position pos for the block's (kv head, chunk) item: the G query heads
 // of a kv head are done in passes of at most 4 (register budget); K/V rows are re-read per pass.
 template <typename KT>
-__device__ void attention(const Params &P, int l, int pos, float *sm) {
+__device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm) {
     const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
     const int maxch = P.max_chunks;
     int nch = (len + MINCH - 1) / MINCH;
@@ -530,7 +529,7 @@ __device__ void attention(const Params &P, int l, int pos, float *sm) {
 // row 2j = gate_j, 2j+1 = up_j) -> h_j = silu(gate_j) * up_j in shared memory -> split-K slice of
 // down: x[r] += sum_j downT[j][r] h_j with atomics (x is the residual; other blocks add theirs).
 // Saves the grid barrier between gate|up and down. xs: normed input (hidden), hs: 3*(c1-c0) floats.
-__device__ void mlp_fused(const Params &P, const LayerW &L, const float *xs, float *hs, float *red,
+__device__ __noinline__ void mlp_fused(const Params &P, const LayerW &L, const float *xs, float *hs, float *red,
                           const uint4 *ws) {
     const int H = P.hidden, I = P.inter;
     int c0, c1;

@@ -43,7 +43,7 @@ __device__ __forceinline__ int samp_scan(int v, int *sc, int *tot) {
 
 // Sample from logits (vocab, global; modified in place by the penalty). sm: SAMPLE_SMEM_WORDS words
 // of shared memory. Every thread returns the token (-1: NaN or all -inf logits).
-static __device__ int sample_block(const Params &P, float *logits, float *sm) {
+static __device__ __noinline__ int sample_block(const Params &P, float *logits, float *sm) {
     const int V = P.vocab, tid = threadIdx.x;
     int *sidx = reinterpret_cast<int *>(sm);               // (SAMPLE_MAXK) survivors
     int *sorted = sidx + SAMPLE_MAXK;                      // (SAMPLE_MAXK)
