@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 #include "err.h"
 #include "model.h"
@@ -395,12 +397,67 @@ static void test_synth_untied_tokenizer(void **state) {
     assert_int_equal(c.intermediate_size, 6144);
 }
 
+/* Printed benchmark, off by default (multi-GB): MQ_BENCH_LOAD=qwen3-0.6b ./test_model
+ * synthesizes that shape, then times mq_model_load cold (file dropped from the page cache with
+ * POSIX_FADV_DONTNEED) and warm, and the cost of first touching every weight page. */
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static double touch_all(const mq_model *m) {
+    double t0 = now_s();
+    volatile unsigned s = 0;
+    for (int i = 0; i < mq_st_count(m->st); i++) {
+        const mq_st_tensor *t = mq_st_at(m->st, i);
+        for (size_t k = 0; k < t->nbytes; k += 4096) s += ((const unsigned char *)t->data)[k];
+    }
+    return now_s() - t0;
+}
+
+static void bench_load(void **state) {
+    (void)state;
+    const char *shape = getenv("MQ_BENCH_LOAD");
+    if (!shape || !*shape) { skip(); return; }
+    const char *d = sub("bench");
+    mq_synth_opts o;
+    mq_synth_defaults(&o);
+    o.shape = shape;
+    o.log = stdout;
+    double t0 = now_s();
+    assert_int_equal(mq_synth_write(d, &o), 0);
+    printf("bench: synth %s %.2f s\n", shape, now_s() - t0);
+    char p[512];
+    snprintf(p, sizeof p, "%s/model.safetensors", d);
+    int fd = open(p, O_RDONLY);
+    assert_true(fd >= 0);
+    fdatasync(fd);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+    mq_model m;
+    t0 = now_s();
+    assert_int_equal(mq_model_load(&m, d), 0);
+    double cold = now_s() - t0, tc = touch_all(&m), mb = (double)mq_model_step_bytes(&m) / 1e6;
+    mq_model_free(&m);
+    printf("bench: cold mq_model_load %.2f ms; first touch of all %.0f MB of weights %.3f s\n", cold * 1e3, mb, tc);
+    for (int r = 0; r < 3; r++) {
+        t0 = now_s();
+        assert_int_equal(mq_model_load(&m, d), 0);
+        double warm = now_s() - t0, tw = touch_all(&m);
+        printf("bench: warm mq_model_load %.2f ms; touch all pages %.3f s; step bytes %zu\n", warm * 1e3, tw,
+               mq_model_step_bytes(&m));
+        mq_model_free(&m);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small_ok),
         cmocka_unit_test(test_small_errors),
         cmocka_unit_test(test_synth_tiny),
         cmocka_unit_test(test_synth_untied_tokenizer),
+        cmocka_unit_test(bench_load),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
