@@ -1,0 +1,567 @@
+// prefill: batched prompt processing on the GPU — cuBLASLt GEMMs + mma.sync flash attention, KV cache for decode.
+//
+// A chunk of T prompt tokens (T <= CHUNK) goes through each layer together, so every weight is
+// read once per chunk instead of once per token:
+//   embed rows -> per layer: RMSNorm rows (bf16 out) -> QKV GEMM (fp32 out) -> per (token, head)
+//   q/k RMSNorm + RoPE; q to a bf16 buffer, K/V into the decode kernel's cache at pos+t ->
+//   causal flash attention over cache positions [0, pos+t] (bf16 mma.sync, online softmax in fp32,
+//   no T x T matrix) -> O GEMM accumulated into the fp32 residual (beta = 1) -> RMSNorm ->
+//   gate|up GEMM -> SiLU * up (bf16) -> down GEMM accumulated into the residual
+// then the final RMSNorm + lm_head for the rows whose logits are wanted (sub-chunks of LSUB rows).
+// Numerics: residual stream and GEMM outputs fp32; GEMM/attention inputs (normed activations,
+// q, K/V tiles, softmax probabilities) rounded to bf16 for the tensor cores (see docs/perf-notes.md).
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "prefill.cuh"
+
+extern "C" {
+#include "err.h"
+}
+
+using mqk::LayerW;
+using mqk::Params;
+
+#define PCK(call)                                                                                          \
+    do {                                                                                                   \
+        cudaError_t e_ = (call);                                                                           \
+        if (e_ != cudaSuccess) {                                                                           \
+            mq_err_set("cuda prefill: %s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(e_));  \
+            return -1;                                                                                     \
+        }                                                                                                  \
+    } while (0)
+#define LCK(call)                                                                                          \
+    do {                                                                                                   \
+        cublasStatus_t e_ = (call);                                                                        \
+        if (e_ != CUBLAS_STATUS_SUCCESS) {                                                                 \
+            mq_err_set("cuda prefill: %s:%d: %s: cublasLt status %d", __FILE__, __LINE__, #call, (int)e_); \
+            return -1;                                                                                     \
+        }                                                                                                  \
+    } while (0)
+
+namespace {
+
+constexpr int CHUNK = 2048;           // most tokens per chunk (bounds the scratch buffers)
+constexpr int LSUB = 128;             // lm_head rows per sub-chunk (logits buffer LSUB x vocab)
+constexpr size_t WS_BYTES = 32 << 20; // cuBLASLt workspace
+constexpr int NPLAN = 48;             // cached GEMM plans (shape -> descriptors + algorithm)
+constexpr int BQ = 64, BK = 64;       // attention: query rows per block (16 per warp), keys per tile
+
+struct Plan {
+    int used, opA_t, m, n, k, lda, ldc, beta1;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+};
+
+}  // namespace
+
+struct mqp_state {
+    int C;                 // chunk capacity in tokens
+    int V, H, I, L, nh, nkv, hd, qd, kvd, max_ctx;
+    cublasLtHandle_t lt;
+    void *ws;              // (WS_BYTES) cuBLASLt workspace
+    LayerW *hl;            // (n_layers) host copy of the device layer table
+    float *x;              // (C, hidden) residual stream
+    __nv_bfloat16 *xn;     // (C, max(hidden, q_dim)) normed rows / attention output (GEMM input)
+    float *qkv;            // (C, q_dim + 2*kv_dim) raw projections
+    __nv_bfloat16 *qb;     // (C, q_dim) normed, roped queries
+    float *gu;             // (C, 2*inter) gate|up, interleaved as the weights (col 2j gate, 2j+1 up)
+    __nv_bfloat16 *h;      // (C, inter) silu(gate) * up
+    float *logits;         // (LSUB, vocab)
+    int32_t *ids;          // (C)
+    float *hlast;          // (vocab) host row for last_tok when the caller passes no buffer
+    Plan plan[NPLAN];
+    int next_plan;
+};
+
+namespace {
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// x[t, :] = embedding row ids[t]. grid (T), block 256.
+__global__ void embed_k(const int32_t *ids, const __nv_bfloat16 *E, float *x, int H, int V) {
+    const int t = blockIdx.x;
+    int id = ids[t];
+    if (id < 0 || id >= V) id = 0;  // checked on the host; never read out of bounds
+    const __nv_bfloat16 *e = E + (size_t)id * H;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) x[(size_t)t * H + i] = __bfloat162float(e[i]);
+}
+
+// out[r, :] = bf16(w * x[r] * rsqrt(mean(x[r]^2) + eps)), as the decode kernel's load_norm.
+// grid (rows), block 256; x row r at x + r*H.
+__global__ void rmsnorm_k(const float *x, const float *w, __nv_bfloat16 *out, int H, float eps) {
+    __shared__ float red[8];
+    const float *xr = x + (size_t)blockIdx.x * H;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float s = 0.0f;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) s += red[i];
+    const float r = 1.0f / sqrtf(s / (float)H + eps);
+    __nv_bfloat16 *o = out + (size_t)blockIdx.x * H;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) o[i] = __float2bfloat16_rn(w[i] * (xr[i] * r));
+}
+
+__device__ __forceinline__ void st1(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void st1(float *p, float v) { *p = v; }
+
+// One warp per (token t, slot): slots [0, nh) are q heads, [nh, nh+nkv) k heads, then v heads
+// (the q|k|v row of token t is contiguous, so slot s starts at s*hd). q/k: RMSNorm (q_norm /
+// k_norm) then RoPE at position pos+t (the decode kernel's table); q -> qb (bf16), k/v -> cache
+// row pos+t of layer l. grid (T), block 32 * 8.
+template <typename KT>
+__global__ void qk_prep_k(const float *qkv, const float *qn, const float *kn, const float *rope, __nv_bfloat16 *qb,
+                          KT *kc, KT *vc, int nh, int nkv, int hd, int pos, float eps) {
+    extern __shared__ float pbuf[];  // (8, hd)
+    const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = hd >> 1;
+    const int nslot = nh + 2 * nkv, qd = nh * hd, kvd = nkv * hd;
+    float *tmp = pbuf + warp * hd;
+    const float *row = qkv + (size_t)t * (qd + 2 * kvd);
+    const int p = pos + t;
+    for (int s = warp; s < nslot; s += 8) {
+        const float *src = row + (size_t)s * hd;
+        const bool isq = s < nh, isk = !isq && s < nh + nkv;
+        float ss = 0.0f;
+        for (int d = lane; d < hd; d += 32) {
+            const float v = src[d];
+            tmp[d] = v;
+            ss += v * v;
+        }
+        ss = warp_sum(ss);
+        const float r = 1.0f / sqrtf(ss / (float)hd + eps);
+        __syncwarp();
+        if (isq || isk) {
+            const float *nw = isq ? qn : kn;
+            for (int d = lane; d < hd; d += 32) tmp[d] = nw[d] * (tmp[d] * r);
+        }
+        __syncwarp();
+        if (isq) {
+            __nv_bfloat16 *dst = qb + (size_t)t * qd + (size_t)s * hd;
+            for (int i = lane; i < half; i += 32) {
+                const float2 cs = reinterpret_cast<const float2 *>(rope)[(size_t)p * half + i];
+                const float a = tmp[i], b = tmp[i + half];
+                dst[i] = __float2bfloat16_rn(a * cs.x - b * cs.y);
+                dst[i + half] = __float2bfloat16_rn(b * cs.x + a * cs.y);
+            }
+        } else if (isk) {
+            KT *dst = kc + (size_t)p * kvd + (size_t)(s - nh) * hd;
+            for (int i = lane; i < half; i += 32) {
+                const float2 cs = reinterpret_cast<const float2 *>(rope)[(size_t)p * half + i];
+                const float a = tmp[i], b = tmp[i + half];
+                st1(dst + i, a * cs.x - b * cs.y);
+                st1(dst + i + half, b * cs.x + a * cs.y);
+            }
+        } else {
+            KT *dst = vc + (size_t)p * kvd + (size_t)(s - nh - nkv) * hd;
+            for (int d = lane; d < hd; d += 32) st1(dst + d, tmp[d]);
+        }
+        __syncwarp();
+    }
+}
+
+__device__ __forceinline__ uint32_t pack_bf2(float a, float b) {  // a in the low half (lower index)
+    __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 8 cache elements (f32 or bf16) -> 8 bf16 in a uint4; zeros when !ok.
+__device__ __forceinline__ uint4 ld8bf(const float *p, bool ok) {
+    if (!ok) return make_uint4(0, 0, 0, 0);
+    const float4 a = __ldcg(reinterpret_cast<const float4 *>(p)), b = __ldcg(reinterpret_cast<const float4 *>(p) + 1);
+    return make_uint4(pack_bf2(a.x, a.y), pack_bf2(a.z, a.w), pack_bf2(b.x, b.y), pack_bf2(b.z, b.w));
+}
+__device__ __forceinline__ uint4 ld8bf(const __nv_bfloat16 *p, bool ok) {
+    return ok ? __ldcg(reinterpret_cast<const uint4 *>(p)) : make_uint4(0, 0, 0, 0);
+}
+
+// Causal flash attention for one q head (blockIdx.y) and BQ query rows (blockIdx.x * BQ ..) of
+// the chunk; 4 warps, 16 rows each. Query row i (absolute position pos+i) attends cache rows
+// [0, pos+i]. Per key tile of BK rows: K (BK, HD) and V transposed (HD, BK) in shared memory as
+// bf16 (rows padded by 8 elements so the fragment loads hit 32 distinct banks); S = Q K^T and
+// O += P V on mma.sync m16n8k16 (bf16 in, fp32 accumulate); online softmax in log2 units.
+// qb: (T, q_dim) bf16; Kl/Vl: layer l's cache (max_ctx, n_kv, HD); att: (T, q_dim) bf16 out.
+template <int HD, typename KT>
+__global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const KT *Kl, const KT *Vl,
+                                               __nv_bfloat16 *att, int T, int pos, int nh, int nkv) {
+    constexpr int KS = HD + 8, VS = BK + 8;
+    __shared__ __align__(16) __nv_bfloat16 Ks[BK * KS];  // (BK, HD) keys of the tile
+    __shared__ __align__(16) __nv_bfloat16 Vt[HD * VS];  // (HD, BK) values of the tile, transposed
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const int h = blockIdx.y, kvh = h / (nh / nkv), q0 = blockIdx.x * BQ;
+    const int qd = nh * HD, kvd = nkv * HD;
+    const int kend = pos + min(q0 + BQ, T);  // keys [0, kend) are needed by this block
+    const int wr = q0 + warp * 16;           // this warp's first row (relative)
+    const int wlast = pos + wr + 15;         // largest absolute position among its rows
+    const float sc = rsqrtf((float)HD) * 1.4426950408889634f;
+
+    // Q fragments (A operand, row-major 16 x HD): a0 (g, 2tq), a1 (g+8, 2tq), a2 (g, 2tq+8), a3 (g+8, 2tq+8)
+    uint32_t qa[HD / 16][4];
+    {
+        const int r0 = wr + g, r1 = wr + g + 8;
+        const __nv_bfloat16 *p0 = qb + (size_t)r0 * qd + (size_t)h * HD, *p1 = qb + (size_t)r1 * qd + (size_t)h * HD;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            const int c = kk * 16 + 2 * tq;
+            qa[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(p0 + c) : 0u;
+            qa[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(p1 + c) : 0u;
+            qa[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(p0 + c + 8) : 0u;
+            qa[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(p1 + c + 8) : 0u;
+        }
+    }
+    float o[HD / 8][4];
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    const int ar0 = pos + wr + g, ar1 = ar0 + 8;  // absolute positions of this thread's two rows
+
+    const int ntile = (kend + BK - 1) / BK;
+    for (int kt = 0; kt < ntile; kt++) {
+        const int k0 = kt * BK;
+        __syncthreads();  // the previous tile's K/V are no longer read
+        for (int c = threadIdx.x; c < BK * HD / 8; c += 128) {
+            const int key = c / (HD / 8), d0 = (c % (HD / 8)) * 8;
+            const bool ok = k0 + key < kend;
+            const size_t off = (size_t)(k0 + key) * kvd + (size_t)kvh * HD + d0;
+            *reinterpret_cast<uint4 *>(Ks + key * KS + d0) = ld8bf(Kl + off, ok);
+            const uint4 v = ld8bf(Vl + off, ok);
+            const __nv_bfloat16 *vb = reinterpret_cast<const __nv_bfloat16 *>(&v);
+#pragma unroll
+            for (int j = 0; j < 8; j++) Vt[(d0 + j) * VS + key] = vb[j];
+        }
+        __syncthreads();
+        if (k0 > wlast) continue;  // every key of this tile is after this warp's rows
+
+        float s[BK / 8][4];
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                const __nv_bfloat16 *kp = Ks + (j * 8 + g) * KS + kk * 16 + 2 * tq;
+                mma16816(s[j], qa[kk], *reinterpret_cast<const uint32_t *>(kp),
+                         *reinterpret_cast<const uint32_t *>(kp + 8));
+            }
+        }
+        // scale, causal mask, row maxima (rows g and g+8; the 4 lanes of a quad share a row)
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int key = k0 + j * 8 + 2 * tq + e;
+                s[j][e] = key <= ar0 && key < kend ? s[j][e] * sc : -INFINITY;
+                s[j][2 + e] = key <= ar1 && key < kend ? s[j][2 + e] * sc : -INFINITY;
+                mx0 = fmaxf(mx0, s[j][e]);
+                mx1 = fmaxf(mx1, s[j][2 + e]);
+            }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        // a row can have no valid key in this tile only after an earlier tile gave it one (key 0
+        // is in tile 0), but rows past T see none at all: keep their maxima finite
+        const float b0 = mn0 == -INFINITY ? 0.0f : mn0, b1 = mn1 == -INFINITY ? 0.0f : mn1;
+        const float al0 = exp2f(m0 - b0), al1 = exp2f(m1 - b1);
+        m0 = mn0;
+        m1 = mn1;
+        float rs0 = 0.0f, rs1 = 0.0f;
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++) {
+            s[j][0] = exp2f(s[j][0] - b0);
+            s[j][1] = exp2f(s[j][1] - b0);
+            s[j][2] = exp2f(s[j][2] - b1);
+            s[j][3] = exp2f(s[j][3] - b1);
+            rs0 += s[j][0] + s[j][1];
+            rs1 += s[j][2] + s[j][3];
+        }
+        l0 = l0 * al0 + rs0;
+        l1 = l1 * al1 + rs1;
+#pragma unroll
+        for (int i = 0; i < HD / 8; i++) {
+            o[i][0] *= al0;
+            o[i][1] *= al0;
+            o[i][2] *= al1;
+            o[i][3] *= al1;
+        }
+        // O += P V: P from the S accumulators (C layout -> A layout), V^T rows as the B operand
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++) {
+            uint32_t pa[4];
+            pa[0] = pack_bf2(s[2 * kk][0], s[2 * kk][1]);
+            pa[1] = pack_bf2(s[2 * kk][2], s[2 * kk][3]);
+            pa[2] = pack_bf2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            pa[3] = pack_bf2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dn = 0; dn < HD / 8; dn++) {
+                const __nv_bfloat16 *vp = Vt + (dn * 8 + g) * VS + kk * 16 + 2 * tq;
+                mma16816(o[dn], pa, *reinterpret_cast<const uint32_t *>(vp),
+                         *reinterpret_cast<const uint32_t *>(vp + 8));
+            }
+        }
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const int r0 = wr + g, r1 = r0 + 8;
+    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+#pragma unroll
+    for (int dn = 0; dn < HD / 8; dn++) {
+        const int c = h * HD + dn * 8 + 2 * tq;
+        if (r0 < T) *reinterpret_cast<uint32_t *>(att + (size_t)r0 * qd + c) = pack_bf2(o[dn][0] * i0, o[dn][1] * i0);
+        if (r1 < T) *reinterpret_cast<uint32_t *>(att + (size_t)r1 * qd + c) = pack_bf2(o[dn][2] * i1, o[dn][3] * i1);
+    }
+}
+
+// h[t, j] = bf16(silu(gu[t, 2j]) * gu[t, 2j+1]) over T*I elements.
+__global__ void silu_mul_k(const float *gu, __nv_bfloat16 *h, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float2 v = reinterpret_cast<const float2 *>(gu)[i];
+        h[i] = __float2bfloat16_rn(v.x / (1.0f + expf(-v.x)) * v.y);
+    }
+}
+
+// ---- cuBLASLt: D (m x n, col-major, fp32) = op(A) (m x k, bf16) * B (k x n, bf16) + beta * D.
+// Row-major views: weights W (N, K) row-major are A col-major (K x N) with op T; activations
+// X (T, K) row-major are B col-major (K x T); the output Y (T, N) row-major is D col-major (N x T).
+int get_plan(mqp_state *S, int opA_t, int m, int n, int k, int lda, int ldc, int beta1, Plan **out) {
+    for (int i = 0; i < NPLAN; i++) {
+        Plan *p = &S->plan[i];
+        if (p->used && p->opA_t == opA_t && p->m == m && p->n == n && p->k == k && p->lda == lda && p->ldc == ldc &&
+            p->beta1 == beta1) {
+            *out = p;
+            return 0;
+        }
+    }
+    Plan *p = &S->plan[S->next_plan];
+    S->next_plan = (S->next_plan + 1) % NPLAN;
+    if (p->used) {
+        cublasLtMatmulDescDestroy(p->op);
+        cublasLtMatrixLayoutDestroy(p->la);
+        cublasLtMatrixLayoutDestroy(p->lb);
+        cublasLtMatrixLayoutDestroy(p->lc);
+        p->used = 0;
+    }
+    LCK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t ta = opA_t ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+    LCK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LCK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    LCK(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, opA_t ? k : m, opA_t ? m : k, lda));
+    LCK(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, k, n, k));
+    LCK(cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_32F, m, n, ldc));
+    cublasLtMatmulPreference_t pref;
+    LCK(cublasLtMatmulPreferenceCreate(&pref));
+    size_t wsb = WS_BYTES;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb);
+    cublasLtMatmulHeuristicResult_t res;
+    int nres = 0;
+    cublasStatus_t e =
+        cublasLtMatmulAlgoGetHeuristic(S->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &nres);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (e != CUBLAS_STATUS_SUCCESS || nres < 1) {
+        mq_err_set("cuda prefill: cuBLASLt has no algorithm for a %d x %d x %d bf16 GEMM (status %d)", m, n, k, (int)e);
+        cublasLtMatmulDescDestroy(p->op);
+        cublasLtMatrixLayoutDestroy(p->la);
+        cublasLtMatrixLayoutDestroy(p->lb);
+        cublasLtMatrixLayoutDestroy(p->lc);
+        return -1;
+    }
+    p->algo = res.algo;
+    p->opA_t = opA_t, p->m = m, p->n = n, p->k = k, p->lda = lda, p->ldc = ldc, p->beta1 = beta1;
+    p->used = 1;
+    *out = p;
+    return 0;
+}
+
+int gemm(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, float *D, int m, int n,
+         int k, float beta, cudaStream_t s) {
+    Plan *p;
+    if (get_plan(S, opA_t, m, n, k, lda, m, beta != 0.0f, &p)) return -1;
+    const float alpha = 1.0f;
+    LCK(cublasLtMatmul(S->lt, p->op, &alpha, A, p->la, B, p->lb, &beta, D, p->lc, D, p->lc, &p->algo, S->ws, WS_BYTES,
+                       s));
+    return 0;
+}
+
+template <int HD, typename KT>
+int attention(const Params *P, int l, const __nv_bfloat16 *qb, __nv_bfloat16 *att, int T, int pos, cudaStream_t s) {
+    const size_t lo = (size_t)l * P->max_ctx * P->nkv * HD;
+    const KT *Kl = static_cast<const KT *>(P->kc) + lo, *Vl = static_cast<const KT *>(P->vc) + lo;
+    flash_k<HD, KT><<<dim3((T + BQ - 1) / BQ, P->nh), 128, 0, s>>>(qb, Kl, Vl, att, T, pos, P->nh, P->nkv);
+    return 0;
+}
+
+template <typename KT>
+int layer(mqp_state *S, const Params *P, int l, int T, int pos, cudaStream_t s) {
+    const LayerW &W = S->hl[l];
+    const int H = S->H, I = S->I, qd = S->qd, kvd = S->kvd, hd = S->hd;
+    const size_t lo = (size_t)l * P->max_ctx * kvd;
+    rmsnorm_k<<<T, 256, 0, s>>>(S->x, W.in_norm, S->xn, H, P->eps);
+    if (gemm(S, 1, W.qkv, H, S->xn, S->qkv, qd + 2 * kvd, T, H, 0.0f, s)) return -1;
+    qk_prep_k<KT><<<T, 256, (size_t)8 * hd * 4, s>>>(S->qkv, W.q_norm, W.k_norm, P->rope, S->qb,
+                                                     static_cast<KT *>(P->kc) + lo, static_cast<KT *>(P->vc) + lo,
+                                                     S->nh, S->nkv, hd, pos, P->eps);
+    __nv_bfloat16 *att = S->xn;  // the normed rows are consumed by the QKV GEMM; reuse as (T, q_dim)
+    int r = hd == 128 ? attention<128, KT>(P, l, S->qb, att, T, pos, s)
+          : hd == 64  ? attention<64, KT>(P, l, S->qb, att, T, pos, s)
+                      : attention<32, KT>(P, l, S->qb, att, T, pos, s);
+    if (r) return -1;
+    if (gemm(S, 1, W.o, qd, att, S->x, H, T, qd, 1.0f, s)) return -1;  // x += att o^T
+    rmsnorm_k<<<T, 256, 0, s>>>(S->x, W.post_norm, S->xn, H, P->eps);
+    if (gemm(S, 1, W.gu, H, S->xn, S->gu, 2 * I, T, H, 0.0f, s)) return -1;
+    const size_t nh = (size_t)T * I;
+    silu_mul_k<<<(unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096), 256, 0, s>>>(S->gu, S->h, nh);
+    // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
+    // the MLP (P->fuse): then it is A col-major (hidden x inter) with no transpose
+    if (P->fuse) {
+        if (gemm(S, 0, W.down, H, S->h, S->x, H, T, I, 1.0f, s)) return -1;
+    } else if (gemm(S, 1, W.down, I, S->h, S->x, H, T, I, 1.0f, s)) {
+        return -1;
+    }
+    PCK(cudaGetLastError());
+    return 0;
+}
+
+int argmax_host(const float *v, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
+    return b;
+}
+
+int init(mqp_state **st, const Params *P) {
+    mqp_state *S = (mqp_state *)calloc(1, sizeof *S);
+    if (!S) {
+        mq_err_set("cuda prefill: out of host memory");
+        return -1;
+    }
+    *st = S;
+    S->V = P->vocab, S->H = P->hidden, S->I = P->inter, S->L = P->n_layers, S->nh = P->nh, S->nkv = P->nkv;
+    S->hd = P->hd, S->qd = P->qdim, S->kvd = P->nkv * P->hd, S->max_ctx = P->max_ctx;
+    S->C = P->max_ctx < CHUNK ? P->max_ctx : CHUNK;
+    S->hl = (LayerW *)calloc(S->L > 0 ? S->L : 1, sizeof(LayerW));
+    if (!S->hl || !(S->hlast = (float *)malloc((size_t)S->V * 4))) {
+        mq_err_set("cuda prefill: out of host memory");
+        return -1;
+    }
+    if (S->L > 0) PCK(cudaMemcpy(S->hl, P->layers, sizeof(LayerW) * S->L, cudaMemcpyDeviceToHost));
+    const size_t C = S->C, wide = S->H > S->qd ? S->H : S->qd;
+    const size_t sizes[8] = {WS_BYTES,          C * S->H * 4, C * wide * 2, C * (S->qd + 2 * S->kvd) * 4,
+                             C * S->qd * 2,     C * 2 * S->I * 4, C * S->I * 2, (size_t)LSUB * S->V * 4};
+    void **ptrs[8] = {&S->ws, (void **)&S->x, (void **)&S->xn, (void **)&S->qkv,
+                      (void **)&S->qb, (void **)&S->gu, (void **)&S->h, (void **)&S->logits};
+    for (int i = 0; i < 8; i++) {
+        if (cudaMalloc(ptrs[i], sizes[i]) != cudaSuccess) {
+            (void)cudaGetLastError();
+            size_t tot = 0;
+            for (int j = 0; j < 8; j++) tot += sizes[j];
+            mq_err_set("cuda prefill: out of GPU memory for the prompt buffers (%.1f MB for %d-token chunks)",
+                       tot / 1e6, S->C);
+            return -1;
+        }
+    }
+    PCK(cudaMalloc((void **)&S->ids, C * 4));
+    LCK(cublasLtCreate(&S->lt));
+    return 0;
+}
+
+template <typename KT>
+int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float *logits_all, float *last,
+        int32_t *last_tok, cudaStream_t s) {
+    const int V = S->V, H = S->H;
+    for (int c0 = 0; c0 < n; c0 += S->C) {
+        const int T = n - c0 < S->C ? n - c0 : S->C, p0 = pos + c0;
+        PCK(cudaMemcpyAsync(S->ids, ids + c0, (size_t)T * 4, cudaMemcpyHostToDevice, s));
+        embed_k<<<T, 256, 0, s>>>(S->ids, P->embed, S->x, H, V);
+        for (int l = 0; l < S->L; l++)
+            if (layer<KT>(S, P, l, T, p0, s)) return -1;
+        const bool final = c0 + T == n;
+        // logits: every row of the chunk (sub-chunks of LSUB rows), or only the prompt's last row
+        const int r_beg = logits_all ? 0 : final ? T - 1 : T;
+        for (int r0 = r_beg; r0 < T; r0 += LSUB) {
+            const int nr = T - r0 < LSUB ? T - r0 : LSUB;
+            rmsnorm_k<<<nr, 256, 0, s>>>(S->x + (size_t)r0 * H, P->final_norm, S->xn, H, P->eps);
+            if (gemm(S, 1, P->lm_head, H, S->xn, S->logits, V, nr, H, 0.0f, s)) return -1;
+            if (logits_all)
+                PCK(cudaMemcpyAsync(logits_all + (size_t)(c0 + r0) * V, S->logits, (size_t)nr * V * 4,
+                                    cudaMemcpyDeviceToHost, s));
+            if (final && r0 + nr == T) {
+                float *dst = last ? last : S->hlast;
+                PCK(cudaMemcpyAsync(dst, S->logits + (size_t)(nr - 1) * V, (size_t)V * 4, cudaMemcpyDeviceToHost, s));
+            }
+        }
+    }
+    PCK(cudaStreamSynchronize(s));
+    PCK(cudaGetLastError());
+    if (last_tok) *last_tok = argmax_host(last ? last : S->hlast, V);
+    return 0;
+}
+
+}  // namespace
+
+int mqp_enabled(void) {
+    const char *e = getenv("MQ_CUDA_PREFILL");
+    return !(e && atoi(e) == 0);
+}
+
+int mqp_prefill(mqp_state **st, const Params *P, int kv_f32, const int32_t *ids_host, int n, int pos,
+                float *logits_all, float *last, int32_t *last_tok, cudaStream_t s) {
+    if (P->hd != 32 && P->hd != 64 && P->hd != 128) return 1;
+    if (P->nkv < 1 || P->nh % P->nkv) return 1;
+    if (n < 1) return 0;
+    if (pos < 0 || (long long)pos + n > P->max_ctx) {
+        mq_err_set("cuda prefill: %d tokens at position %d pass the KV cache (%d positions)", n, pos, P->max_ctx);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (ids_host[i] < 0 || ids_host[i] >= P->vocab) {
+            mq_err_set("cuda prefill: token id %d at index %d is outside the vocabulary (%d)", (int)ids_host[i], i,
+                       P->vocab);
+            return -1;
+        }
+    if (!*st && init(st, P)) {
+        mqp_free(*st);
+        *st = NULL;
+        return -1;
+    }
+    return kv_f32 ? run<float>(*st, P, ids_host, n, pos, logits_all, last, last_tok, s)
+                  : run<__nv_bfloat16>(*st, P, ids_host, n, pos, logits_all, last, last_tok, s);
+}
+
+void mqp_free(mqp_state *S) {
+    if (!S) return;
+    for (int i = 0; i < NPLAN; i++)
+        if (S->plan[i].used) {
+            cublasLtMatmulDescDestroy(S->plan[i].op);
+            cublasLtMatrixLayoutDestroy(S->plan[i].la);
+            cublasLtMatrixLayoutDestroy(S->plan[i].lb);
+            cublasLtMatrixLayoutDestroy(S->plan[i].lc);
+        }
+    if (S->lt) cublasLtDestroy(S->lt);
+    void *bufs[9] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->ids};
+    for (int i = 0; i < 9; i++)
+        if (bufs[i]) cudaFree(bufs[i]);
+    free(S->hl);
+    free(S->hlast);
+    free(S);
+}

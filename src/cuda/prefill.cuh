@@ -1,0 +1,26 @@
+// prefill.cuh: batched prompt processing (all tokens of a chunk through each layer together) for gpu.cu.
+#ifndef MQ_PREFILL_CUH
+#define MQ_PREFILL_CUH
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "megakernel.cuh"
+
+struct mqp_state;  // scratch buffers, cuBLASLt handle and plan cache; made on the first call
+
+// Run ids_host[0..n) at positions pos..pos+n-1 in chunks of at most 2048 tokens: every layer as
+// GEMMs (cuBLASLt, bf16 in, fp32 accumulate) plus flash attention (mma.sync bf16), writing K/V of
+// every position into the decode kernel's cache (P->kc/vc, f32 when kv_f32 else bf16), so the
+// decode megakernel continues from pos+n. P: the host copy of the decode kernel's parameters
+// (device pointers; P->layers is read back once). logits_all (n, vocab) receives every row when
+// non-NULL; last (vocab) the last row when non-NULL; *last_tok its argmax when non-NULL.
+// *st is created on the first call (free with mqp_free). Returns 0, 1 when the shape is one this
+// path does not handle (head_dim not 32/64/128: the caller falls back to the decode kernel), or
+// -1 (mq_err set).
+int mqp_prefill(mqp_state **st, const mqk::Params *P, int kv_f32, const int32_t *ids_host, int n, int pos,
+                float *logits_all, float *last, int32_t *last_tok, cudaStream_t s);
+// 1 unless MQ_CUDA_PREFILL=0 (then teacher-forced runs use the decode kernel step by step).
+int mqp_enabled(void);
+void mqp_free(mqp_state *st);
+
+#endif

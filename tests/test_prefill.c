@@ -1,0 +1,245 @@
+/* test_prefill: batched GPU prompt processing (src/cuda/prefill.cu) against the CPU reference (skips without a GPU). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "err.h"
+#include "model.h"
+#include "sampler.h"
+#include "synth.h"
+
+static int gpu_or_skip(void) {
+    if (mq_cuda_available()) return 1;
+    printf("  SKIP: no usable CUDA device (or built without CUDA): prefill tests not run\n");
+    return 0;
+}
+
+typedef struct {
+    char dir[64];
+    mq_model m;
+} synth_model;
+
+static void make_model(synth_model *s, const char *shape, uint64_t seed) {
+    snprintf(s->dir, sizeof s->dir, "/tmp/mq_test_prefill_XXXXXX");
+    assert_non_null(mkdtemp(s->dir));
+    mq_synth_opts o;
+    mq_synth_defaults(&o);
+    o.shape = shape;
+    o.seed = seed;
+    o.log = NULL;
+    if (mq_synth_write(s->dir, &o) != 0) fail_msg("synth: %s", mq_err_get());
+    if (mq_model_load(&s->m, s->dir) != 0) fail_msg("mq_model_load(%s): %s", s->dir, mq_err_get());
+}
+
+static void drop_model(synth_model *s) {
+    mq_model_free(&s->m);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", s->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* n pseudo-random ids in [0, V) (deterministic). */
+static int32_t *make_ids(int n, int V, uint32_t seed) {
+    int32_t *ids = malloc((size_t)n * 4);
+    assert_non_null(ids);
+    uint32_t x = seed * 2654435761u + 1;
+    for (int i = 0; i < n; i++) {
+        x = x * 1664525u + 1013904223u;
+        ids[i] = (int32_t)((x >> 8) % (uint32_t)V);
+    }
+    return ids;
+}
+
+/* Row-wise comparison of a (device) against b (reference): mean KL(b || a), the largest |a-b|
+ * relative to max |b|, and argmax disagreements that are not near-ties (b's logit of a's choice
+ * more than 0.05 below b's maximum). Prints one line. */
+static void compare(const char *what, const float *a, const float *b, int rows, int V, double *kl_out, int *hard_out) {
+    double kls = 0, d = 0, mx = 0;
+    int mism = 0, hard = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *x = a + (size_t)r * V, *y = b + (size_t)r * V;
+        double mxa = -INFINITY, mxb = -INFINITY, sa = 0, sb = 0;
+        for (int i = 0; i < V; i++) {
+            const double e = fabs((double)x[i] - y[i]);
+            if (!(e <= d)) d = e; /* NaN counts as the largest error */
+            if (fabs(y[i]) > mx) mx = fabs(y[i]);
+            if (x[i] > mxa) mxa = x[i];
+            if (y[i] > mxb) mxb = y[i];
+        }
+        for (int i = 0; i < V; i++) {
+            sa += exp(x[i] - mxa);
+            sb += exp(y[i] - mxb);
+        }
+        double k = 0;
+        for (int i = 0; i < V; i++) {
+            const double lb = y[i] - mxb - log(sb), la = x[i] - mxa - log(sa);
+            k += exp(lb) * (lb - la);
+        }
+        kls += k;
+        const int ia = mq_sampler_argmax(x, V), ib = mq_sampler_argmax(y, V);
+        if (ia != ib) {
+            mism++;
+            if (y[ib] - y[ia] > 0.05f) hard++;
+        }
+    }
+    *kl_out = kls / rows;
+    *hard_out = hard;
+    printf("  %s: %d rows, mean KL %.3g, max |diff| %.3g of max |ref|, argmax differs on %d (%d not near-ties)\n",
+           what, rows, *kl_out, d / (mx > 0 ? mx : 1), mism, hard);
+}
+
+/* All-row logits of a prompt of n tokens (fed at pos 0 in one forward), device vs CPU. */
+static void check_rows(mq_backend *gpu, mq_backend *cpu, const char *shape, int n, uint32_t seed) {
+    const int V = 151936; /* every synth shape has the real vocabulary */
+    int32_t *ids = make_ids(n, V, seed);
+    float *a = malloc((size_t)n * V * 4), *b = malloc((size_t)n * V * 4);
+    assert_non_null(a);
+    assert_non_null(b);
+    if (gpu->forward(gpu, ids, n, 0, a) != 0) fail_msg("cuda forward(%d): %s", n, mq_err_get());
+    if (cpu->forward(cpu, ids, n, 0, b) != 0) fail_msg("cpu forward(%d): %s", n, mq_err_get());
+    /* the last row is also the backend's last_logits */
+    assert_memory_equal(gpu->last_logits(gpu), a + (size_t)(n - 1) * V, (size_t)V * 4);
+    char what[64];
+    snprintf(what, sizeof what, "%s prompt %d, all rows", shape, n);
+    double kl;
+    int hard;
+    compare(what, a, b, n, V, &kl, &hard);
+    assert_true(kl <= 1e-3);
+    assert_true(hard <= n / 1000);
+    free(a);
+    free(b);
+    free(ids);
+}
+
+/* Prefill of n0 tokens, a second prefill of n1 tokens at pos n0 (attention over earlier cache
+ * rows), then greedy decode of nd tokens: the device's continuation equals the CPU's. */
+static void check_continue(mq_backend *gpu, mq_backend *cpu, const char *shape, int n0, int n1, int nd) {
+    const int V = 151936;
+    int32_t *ids = make_ids(n0 + n1, V, 99);
+    if (gpu->forward(gpu, ids, n0, 0, NULL) != 0) fail_msg("cuda forward: %s", mq_err_get());
+    if (cpu->forward(cpu, ids, n0, 0, NULL) != 0) fail_msg("cpu forward: %s", mq_err_get());
+    if (n1 > 0) {
+        if (gpu->forward(gpu, ids + n0, n1, n0, NULL) != 0) fail_msg("cuda forward: %s", mq_err_get());
+        if (cpu->forward(cpu, ids + n0, n1, n0, NULL) != 0) fail_msg("cpu forward: %s", mq_err_get());
+    }
+    double kl;
+    int hard;
+    char what[96];
+    snprintf(what, sizeof what, "%s prompt %d+%d, last row", shape, n0, n1);
+    compare(what, gpu->last_logits(gpu), cpu->last_logits(cpu), 1, V, &kl, &hard);
+    assert_true(kl <= 1e-3);
+    assert_int_equal(hard, 0);
+    const int first = mq_sampler_argmax(cpu->last_logits(cpu), V);
+    int32_t *want = malloc((size_t)nd * 4), *got = malloc((size_t)nd * 4);
+    assert_non_null(want);
+    assert_non_null(got);
+    int32_t id = first;
+    const int p = n0 + n1;
+    for (int i = 0; i < nd; i++) {
+        assert_int_equal(cpu->forward(cpu, &id, 1, p + i, NULL), 0);
+        want[i] = id = mq_sampler_argmax(cpu->last_logits(cpu), V);
+    }
+    assert_int_equal(gpu->generate_greedy(gpu, first, p, nd, NULL, 0, got), nd);
+    int same = 0;
+    while (same < nd && got[same] == want[same]) same++;
+    printf("  %s: decode after GPU prefill of %d tokens: %d/%d greedy tokens identical to the CPU\n", shape, p, same,
+           nd);
+    assert_int_equal(same, nd);
+    free(want);
+    free(got);
+    free(ids);
+}
+
+/* tiny (head_dim 32): prompt lengths 1, 7, 64, 300 (several query tiles, GQA), prefill at pos > 0,
+ * a prompt crossing the 2048-token chunk boundary, decode continuing after it, and a prompt past
+ * the KV cache refused. */
+static void test_tiny(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    synth_model s;
+    make_model(&s, "tiny", 5);
+    const int max_ctx = 2200;
+    mq_backend *cpu = mq_cpu_new(&s.m, max_ctx, 0);
+    mq_backend *gpu = mq_cuda_new(&s.m, max_ctx);
+    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
+    const int lens[4] = {1, 7, 64, 300};
+    for (int i = 0; i < 4; i++) check_rows(gpu, cpu, "tiny", lens[i], 10 + i);
+    check_continue(gpu, cpu, "tiny", 37, 90, 24);
+    check_continue(gpu, cpu, "tiny", 2100, 0, 24);
+    int32_t *ids = make_ids(64, 151936, 3);
+    assert_int_equal(gpu->forward(gpu, ids, 64, max_ctx - 32, NULL), -1);
+    printf("  past the cache: %s\n", mq_err_get());
+    free(ids);
+    gpu->free(gpu);
+    cpu->free(cpu);
+    drop_model(&s);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* Synthetic qwen3-0.6b (head_dim 128, 28 layers): all rows at 7 and 64 tokens, last row and
+ * decode after a 300-token prompt (1000 and 5000 tokens: scripts/prefill-check.sh). MQ_PREFILL_BENCH=1 also prints the time to first token
+ * (forward of the prompt until its last logits are on the host, median of 5) for 8, 32, 512
+ * and 4096 tokens: printed, never asserted. */
+static void test_q06(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    synth_model s;
+    make_model(&s, "qwen3-0.6b", 1);
+    const int max_ctx = 4200;
+    mq_backend *cpu = mq_cpu_new(&s.m, max_ctx, 0);
+    mq_backend *gpu = mq_cuda_new(&s.m, max_ctx);
+    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
+    check_rows(gpu, cpu, "qwen3-0.6b", 7, 21);
+    check_rows(gpu, cpu, "qwen3-0.6b", 64, 22);
+    check_continue(gpu, cpu, "qwen3-0.6b", 300, 0, 16);
+    const char *bench = getenv("MQ_PREFILL_BENCH");
+    if (bench && atoi(bench) > 0) {
+        const int lens[4] = {8, 32, 512, 4096};
+        for (int i = 0; i < 4; i++) {
+            int32_t *ids = make_ids(lens[i], 151936, 40 + i);
+            double t[5];
+            assert_int_equal(gpu->forward(gpu, ids, lens[i], 0, NULL), 0); /* warm-up (plans, buffers) */
+            for (int r = 0; r < 5; r++) {
+                const double t0 = now_s();
+                assert_int_equal(gpu->forward(gpu, ids, lens[i], 0, NULL), 0);
+                t[r] = now_s() - t0;
+            }
+            for (int a = 0; a < 5; a++)
+                for (int b = a + 1; b < 5; b++)
+                    if (t[b] < t[a]) {
+                        const double x = t[a];
+                        t[a] = t[b];
+                        t[b] = x;
+                    }
+            printf("  TTFT qwen3-0.6b synthetic, %d-token prompt: median %.3f ms (min %.3f, max %.3f)\n", lens[i],
+                   t[2] * 1e3, t[0] * 1e3, t[4] * 1e3);
+            free(ids);
+        }
+    }
+    gpu->free(gpu);
+    cpu->free(cpu);
+    drop_model(&s);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tiny),
+        cmocka_unit_test(test_q06),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
