@@ -206,7 +206,8 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const KT
     __shared__ __align__(16) __nv_bfloat16 Ks[BK * KS];  // (BK, HD) keys of the tile
     __shared__ __align__(16) __nv_bfloat16 Vt[HD * VS];  // (HD, BK) values of the tile, transposed
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-    const int h = blockIdx.y, kvh = h / (nh / nkv), q0 = blockIdx.x * BQ;
+    // the last query tiles have the most keys: schedule them first (blockIdx.x 0 = last tile)
+    const int h = blockIdx.y, kvh = h / (nh / nkv), q0 = (gridDim.x - 1 - blockIdx.x) * BQ;
     const int qd = nh * HD, kvd = nkv * HD;
     const int kend = pos + min(q0 + BQ, T);  // keys [0, kend) are needed by this block
     const int wr = q0 + warp * 16;           // this warp's first row (relative)
