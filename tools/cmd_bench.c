@@ -349,7 +349,7 @@ int cmd_bench(int argc, char **argv) {
         s->ctx = ctx[i];
         if (ctx[i] < 1 || ctx[i] + n + 1 > in->max_pos) { s->why = "exceeds the model's context"; continue; }
         if (ctx[i] + n + 1 > in->max_ctx) {
-            snprintf(s->why_buf, sizeof s->why_buf, "exceeds the KV cache that could be opened (%d): %s",
+            snprintf(s->why_buf, sizeof s->why_buf, "exceeds the KV cache that could be opened (%d): %.120s",
                      in->max_ctx, open_err);
             s->why = s->why_buf;
             continue;
