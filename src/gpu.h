@@ -35,7 +35,7 @@ typedef struct mq_gpu mq_gpu;
 
 /* 1 if a CUDA device is usable, else 0 (never fails loudly). */
 int mq_gpu_available(void);
-/* Allocate one device arena for weights, KV cache (bf16) and scratch; check the shape is one the
+/* Allocate one device arena for weights, KV cache (f32; bf16 with MQ_CUDA_KV=bf16) and scratch; check the shape is one the
  * kernel supports. NULL on error (mq_err: no device, OOM with sizes, unsupported shape). */
 mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx);
 /* Copy `bytes` of host data into a slot (bytes must equal the slot's size). 0 or -1. */
