@@ -207,8 +207,13 @@ static void test_q06(void **st) {
     check_rows(gpu, cpu, "qwen3-0.6b", 7, 21);
     check_rows(gpu, cpu, "qwen3-0.6b", 64, 22);
     check_continue(gpu, cpu, "qwen3-0.6b", 300, 0, 16);
+    gpu->free(gpu);
     const char *bench = getenv("MQ_PREFILL_BENCH");
-    if (bench && atoi(bench) > 0) {
+    /* both precisions: split bf16 (default, hi + lo terms) and plain bf16 (MQ_PREFILL_PREC=bf16) */
+    for (int mode = 0; bench && atoi(bench) > 0 && mode < 2; mode++) {
+        setenv("MQ_PREFILL_PREC", mode ? "bf16" : "split", 1);
+        gpu = mq_cuda_new(&s.m, max_ctx);
+        if (!gpu) fail_msg("backend: %s", mq_err_get());
         const int lens[4] = {8, 32, 512, 4096};
         for (int i = 0; i < 4; i++) {
             int32_t *ids = make_ids(lens[i], 151936, 40 + i);
@@ -226,12 +231,13 @@ static void test_q06(void **st) {
                         t[a] = t[b];
                         t[b] = x;
                     }
-            printf("  TTFT qwen3-0.6b synthetic, %d-token prompt: median %.3f ms (min %.3f, max %.3f)\n", lens[i],
-                   t[2] * 1e3, t[0] * 1e3, t[4] * 1e3);
+            printf("  TTFT qwen3-0.6b synthetic (%s), %d-token prompt: median %.3f ms (min %.3f, max %.3f)\n",
+                   mode ? "bf16" : "split bf16", lens[i], t[2] * 1e3, t[0] * 1e3, t[4] * 1e3);
             free(ids);
         }
+        gpu->free(gpu);
     }
-    gpu->free(gpu);
+    unsetenv("MQ_PREFILL_PREC");
     cpu->free(cpu);
     drop_model(&s);
 }

@@ -49,7 +49,7 @@ constexpr int CHUNK = 2048;           // most tokens per chunk (bounds the scrat
 constexpr int LSUB = 128;             // lm_head rows per sub-chunk (logits buffer LSUB x vocab)
 constexpr size_t WS_BYTES = 32 << 20; // cuBLASLt workspace
 constexpr int NPLAN = 48;             // cached GEMM plans (shape -> descriptors + algorithm)
-constexpr int BQ = 64, BK = 64;       // attention: query rows per block (16 per warp), keys per tile
+constexpr int BQ = 64, BK = 32;       // attention: query rows per block (16 per warp), keys per tile
 
 struct Plan {
     int used, opA_t, m, n, k, lda, ldc, beta1;
@@ -67,11 +67,14 @@ struct mqp_state {
     void *ws;              // (WS_BYTES) cuBLASLt workspace
     LayerW *hl;            // (n_layers) host copy of the device layer table
     float *x;              // (C, hidden) residual stream
-    __nv_bfloat16 *xn;     // (C, max(hidden, q_dim)) normed rows / attention output (GEMM input)
+    size_t xo;             // elements from xn's hi half to its lo half
+    int split;             // 1: GEMM/attention inputs as hi + lo bf16 pairs (MQ_PREFILL_PREC=bf16: hi only)
+    // bf16 GEMM inputs have a lo half right after the hi half (same shape) when split
+    __nv_bfloat16 *xn;     // 2 x (C, max(hidden, q_dim)) normed rows / attention output (GEMM input)
     float *qkv;            // (C, q_dim + 2*kv_dim) raw projections
-    __nv_bfloat16 *qb;     // (C, q_dim) normed, roped queries
+    __nv_bfloat16 *qb;     // 2 x (C, q_dim) normed, roped queries
     float *gu;             // (C, 2*inter) gate|up, interleaved as the weights (col 2j gate, 2j+1 up)
-    __nv_bfloat16 *h;      // (C, inter) silu(gate) * up
+    __nv_bfloat16 *h;      // 2 x (C, inter) silu(gate) * up
     float *logits;         // (LSUB, vocab)
     int32_t *ids;          // (C)
     float *hlast;          // (vocab) host row for last_tok when the caller passes no buffer
@@ -98,7 +101,8 @@ __global__ void embed_k(const int32_t *ids, const __nv_bfloat16 *E, float *x, in
 
 // out[r, :] = bf16(w * x[r] * rsqrt(mean(x[r]^2) + eps)), as the decode kernel's load_norm.
 // grid (rows), block 256; x row r at x + r*H.
-__global__ void rmsnorm_k(const float *x, const float *w, __nv_bfloat16 *out, int H, float eps) {
+// lo (optional): the rounding remainder x - hi as bf16, same layout.
+__global__ void rmsnorm_k(const float *x, const float *w, __nv_bfloat16 *out, __nv_bfloat16 *lo, int H, float eps) {
     __shared__ float red[8];
     const float *xr = x + (size_t)blockIdx.x * H;
     float ss = 0.0f;
@@ -109,8 +113,13 @@ __global__ void rmsnorm_k(const float *x, const float *w, __nv_bfloat16 *out, in
     float s = 0.0f;
     for (int i = 0; i < (int)(blockDim.x >> 5); i++) s += red[i];
     const float r = 1.0f / sqrtf(s / (float)H + eps);
-    __nv_bfloat16 *o = out + (size_t)blockIdx.x * H;
-    for (int i = threadIdx.x; i < H; i += blockDim.x) o[i] = __float2bfloat16_rn(w[i] * (xr[i] * r));
+    __nv_bfloat16 *o = out + (size_t)blockIdx.x * H, *ol = lo ? lo + (size_t)blockIdx.x * H : nullptr;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) {
+        const float v = w[i] * (xr[i] * r);
+        const __nv_bfloat16 hv = __float2bfloat16_rn(v);
+        o[i] = hv;
+        if (ol) ol[i] = __float2bfloat16_rn(v - __bfloat162float(hv));
+    }
 }
 
 __device__ __forceinline__ void st1(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
@@ -122,7 +131,7 @@ __device__ __forceinline__ void st1(float *p, float v) { *p = v; }
 // row pos+t of layer l. grid (T), block 32 * 8.
 template <typename KT>
 __global__ void qk_prep_k(const float *qkv, const float *qn, const float *kn, const float *rope, __nv_bfloat16 *qb,
-                          KT *kc, KT *vc, int nh, int nkv, int hd, int pos, float eps) {
+                          __nv_bfloat16 *ql, KT *kc, KT *vc, int nh, int nkv, int hd, int pos, float eps) {
     extern __shared__ float pbuf[];  // (8, hd)
     const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = hd >> 1;
     const int nslot = nh + 2 * nkv, qd = nh * hd, kvd = nkv * hd;
@@ -147,12 +156,18 @@ __global__ void qk_prep_k(const float *qkv, const float *qn, const float *kn, co
         }
         __syncwarp();
         if (isq) {
-            __nv_bfloat16 *dst = qb + (size_t)t * qd + (size_t)s * hd;
+            const size_t qo = (size_t)t * qd + (size_t)s * hd;
             for (int i = lane; i < half; i += 32) {
                 const float2 cs = reinterpret_cast<const float2 *>(rope)[(size_t)p * half + i];
                 const float a = tmp[i], b = tmp[i + half];
-                dst[i] = __float2bfloat16_rn(a * cs.x - b * cs.y);
-                dst[i + half] = __float2bfloat16_rn(b * cs.x + a * cs.y);
+                const float o0 = a * cs.x - b * cs.y, o1 = b * cs.x + a * cs.y;
+                const __nv_bfloat16 h0 = __float2bfloat16_rn(o0), h1 = __float2bfloat16_rn(o1);
+                qb[qo + i] = h0;
+                qb[qo + i + half] = h1;
+                if (ql) {
+                    ql[qo + i] = __float2bfloat16_rn(o0 - __bfloat162float(h0));
+                    ql[qo + i + half] = __float2bfloat16_rn(o1 - __bfloat162float(h1));
+                }
             }
         } else if (isk) {
             KT *dst = kc + (size_t)p * kvd + (size_t)(s - nh) * hd;
@@ -183,28 +198,46 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// 8 cache elements (f32 or bf16) -> 8 bf16 in a uint4; zeros when !ok.
-__device__ __forceinline__ uint4 ld8bf(const float *p, bool ok) {
-    if (!ok) return make_uint4(0, 0, 0, 0);
-    const float4 a = __ldcg(reinterpret_cast<const float4 *>(p)), b = __ldcg(reinterpret_cast<const float4 *>(p) + 1);
-    return make_uint4(pack_bf2(a.x, a.y), pack_bf2(a.z, a.w), pack_bf2(b.x, b.y), pack_bf2(b.z, b.w));
-}
-__device__ __forceinline__ uint4 ld8bf(const __nv_bfloat16 *p, bool ok) {
-    return ok ? __ldcg(reinterpret_cast<const uint4 *>(p)) : make_uint4(0, 0, 0, 0);
+// v -> (hi, lo) bf16 with hi + lo = v to ~16 mantissa bits ("split bf16": two tensor-core terms
+// give near-fp32 products; the synthetic models' confident logits need it, see docs/perf-notes.md)
+__device__ __forceinline__ void split2(float a, float b, uint32_t &hi, uint32_t &lo) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    hi = *reinterpret_cast<const uint32_t *>(&h);
+    lo = pack_bf2(a - __low2float(h), b - __high2float(h));
 }
 
-// Causal flash attention for one q head (blockIdx.y) and BQ query rows (blockIdx.x * BQ ..) of
-// the chunk; 4 warps, 16 rows each. Query row i (absolute position pos+i) attends cache rows
-// [0, pos+i]. Per key tile of BK rows: K (BK, HD) and V transposed (HD, BK) in shared memory as
-// bf16 (rows padded by 8 elements so the fragment loads hit 32 distinct banks); S = Q K^T and
-// O += P V on mma.sync m16n8k16 (bf16 in, fp32 accumulate); online softmax in log2 units.
-// qb: (T, q_dim) bf16; Kl/Vl: layer l's cache (max_ctx, n_kv, HD); att: (T, q_dim) bf16 out.
-template <int HD, typename KT>
-__global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const KT *Kl, const KT *Vl,
-                                               __nv_bfloat16 *att, int T, int pos, int nh, int nkv) {
-    constexpr int KS = HD + 8, VS = BK + 8;
-    __shared__ __align__(16) __nv_bfloat16 Ks[BK * KS];  // (BK, HD) keys of the tile
-    __shared__ __align__(16) __nv_bfloat16 Vt[HD * VS];  // (HD, BK) values of the tile, transposed
+// 8 cache elements (f32 or bf16) -> hi and lo bf16 (uint4 each); zeros when !ok.
+__device__ __forceinline__ void ld8split(const float *p, bool ok, uint4 &hi, uint4 &lo) {
+    if (!ok) {
+        hi = lo = make_uint4(0, 0, 0, 0);
+        return;
+    }
+    const float4 a = __ldcg(reinterpret_cast<const float4 *>(p)), b = __ldcg(reinterpret_cast<const float4 *>(p) + 1);
+    split2(a.x, a.y, hi.x, lo.x);
+    split2(a.z, a.w, hi.y, lo.y);
+    split2(b.x, b.y, hi.z, lo.z);
+    split2(b.z, b.w, hi.w, lo.w);
+}
+__device__ __forceinline__ void ld8split(const __nv_bfloat16 *p, bool ok, uint4 &hi, uint4 &lo) {
+    hi = ok ? __ldcg(reinterpret_cast<const uint4 *>(p)) : make_uint4(0, 0, 0, 0);
+    lo = make_uint4(0, 0, 0, 0);
+}
+
+// Causal flash attention for one q head (blockIdx.y) and BQ query rows of the chunk; 4 warps, 16
+// rows each. Query row i (absolute position pos+i) attends cache rows [0, pos+i]. Per key tile of
+// BK rows: K (BK, HD) and V transposed (HD, BK) in shared memory as bf16 (rows padded by 8
+// elements so the fragment loads hit 32 distinct banks); S = Q K^T and O += P V on mma.sync
+// m16n8k16 (bf16 in, fp32 accumulate); online softmax in fp32, log2 units. SPLIT: q, K, P and V
+// are each hi + lo bf16 and every product takes three terms (hi.hi + hi.lo + lo.hi), ~fp32 accuracy.
+// qb/ql: (T, q_dim) bf16 hi/lo queries; Kl/Vl: layer l's cache (max_ctx, n_kv, HD);
+// att/atl: (T, q_dim) bf16 hi/lo output.
+template <int HD, typename KT, bool SPLIT>
+__global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const KT *Kl,
+                                               const KT *Vl, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int pos,
+                                               int nh, int nkv) {
+    constexpr int KS = HD + 8, VS = BK + 8, NB = SPLIT ? 2 : 1;
+    __shared__ __align__(16) __nv_bfloat16 Ks[NB][BK * KS];  // (BK, HD) keys of the tile: hi, lo
+    __shared__ __align__(16) __nv_bfloat16 Vt[NB][HD * VS];  // (HD, BK) values, transposed: hi, lo
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     // the last query tiles have the most keys: schedule them first (blockIdx.x 0 = last tile)
     const int h = blockIdx.y, kvh = h / (nh / nkv), q0 = (gridDim.x - 1 - blockIdx.x) * BQ;
@@ -215,17 +248,23 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const KT
     const float sc = rsqrtf((float)HD) * 1.4426950408889634f;
 
     // Q fragments (A operand, row-major 16 x HD): a0 (g, 2tq), a1 (g+8, 2tq), a2 (g, 2tq+8), a3 (g+8, 2tq+8)
-    uint32_t qa[HD / 16][4];
+    uint32_t qa[HD / 16][4], qal[SPLIT ? HD / 16 : 1][4];
     {
         const int r0 = wr + g, r1 = wr + g + 8;
-        const __nv_bfloat16 *p0 = qb + (size_t)r0 * qd + (size_t)h * HD, *p1 = qb + (size_t)r1 * qd + (size_t)h * HD;
+        const size_t o0 = (size_t)r0 * qd + (size_t)h * HD, o1 = (size_t)r1 * qd + (size_t)h * HD;
 #pragma unroll
         for (int kk = 0; kk < HD / 16; kk++) {
             const int c = kk * 16 + 2 * tq;
-            qa[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(p0 + c) : 0u;
-            qa[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(p1 + c) : 0u;
-            qa[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(p0 + c + 8) : 0u;
-            qa[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(p1 + c + 8) : 0u;
+            qa[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(qb + o0 + c) : 0u;
+            qa[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(qb + o1 + c) : 0u;
+            qa[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(qb + o0 + c + 8) : 0u;
+            qa[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(qb + o1 + c + 8) : 0u;
+            if (SPLIT) {
+                qal[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(ql + o0 + c) : 0u;
+                qal[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(ql + o1 + c) : 0u;
+                qal[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(ql + o0 + c + 8) : 0u;
+                qal[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(ql + o1 + c + 8) : 0u;
+            }
         }
     }
     float o[HD / 8][4];
@@ -242,11 +281,18 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const KT
             const int key = c / (HD / 8), d0 = (c % (HD / 8)) * 8;
             const bool ok = k0 + key < kend;
             const size_t off = (size_t)(k0 + key) * kvd + (size_t)kvh * HD + d0;
-            *reinterpret_cast<uint4 *>(Ks + key * KS + d0) = ld8bf(Kl + off, ok);
-            const uint4 v = ld8bf(Vl + off, ok);
-            const __nv_bfloat16 *vb = reinterpret_cast<const __nv_bfloat16 *>(&v);
+            uint4 hi, lo;
+            ld8split(Kl + off, ok, hi, lo);
+            *reinterpret_cast<uint4 *>(&Ks[0][key * KS + d0]) = hi;
+            if (SPLIT) *reinterpret_cast<uint4 *>(&Ks[NB - 1][key * KS + d0]) = lo;
+            ld8split(Vl + off, ok, hi, lo);
+            const __nv_bfloat16 *vh = reinterpret_cast<const __nv_bfloat16 *>(&hi);
+            const __nv_bfloat16 *vl = reinterpret_cast<const __nv_bfloat16 *>(&lo);
 #pragma unroll
-            for (int j = 0; j < 8; j++) Vt[(d0 + j) * VS + key] = vb[j];
+            for (int j = 0; j < 8; j++) {
+                Vt[0][(d0 + j) * VS + key] = vh[j];
+                if (SPLIT) Vt[NB - 1][(d0 + j) * VS + key] = vl[j];
+            }
         }
         __syncthreads();
         if (k0 > wlast) continue;  // every key of this tile is after this warp's rows
@@ -257,9 +303,15 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const KT
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
 #pragma unroll
             for (int kk = 0; kk < HD / 16; kk++) {
-                const __nv_bfloat16 *kp = Ks + (j * 8 + g) * KS + kk * 16 + 2 * tq;
-                mma16816(s[j], qa[kk], *reinterpret_cast<const uint32_t *>(kp),
-                         *reinterpret_cast<const uint32_t *>(kp + 8));
+                const int ko = (j * 8 + g) * KS + kk * 16 + 2 * tq;
+                const uint32_t b0 = *reinterpret_cast<const uint32_t *>(&Ks[0][ko]);
+                const uint32_t b1 = *reinterpret_cast<const uint32_t *>(&Ks[0][ko + 8]);
+                if (SPLIT) {
+                    mma16816(s[j], qal[kk], b0, b1);
+                    mma16816(s[j], qa[kk], *reinterpret_cast<const uint32_t *>(&Ks[NB - 1][ko]),
+                             *reinterpret_cast<const uint32_t *>(&Ks[NB - 1][ko + 8]));
+                }
+                mma16816(s[j], qa[kk], b0, b1);
             }
         }
         // scale, causal mask, row maxima (rows g and g+8; the 4 lanes of a quad share a row)
@@ -279,8 +331,7 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const KT
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
         const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-        // a row can have no valid key in this tile only after an earlier tile gave it one (key 0
-        // is in tile 0), but rows past T see none at all: keep their maxima finite
+        // rows past T may have no valid key at all: keep the subtracted maxima finite
         const float b0 = mn0 == -INFINITY ? 0.0f : mn0, b1 = mn1 == -INFINITY ? 0.0f : mn1;
         const float al0 = exp2f(m0 - b0), al1 = exp2f(m1 - b1);
         m0 = mn0;
@@ -307,16 +358,22 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const KT
         // O += P V: P from the S accumulators (C layout -> A layout), V^T rows as the B operand
 #pragma unroll
         for (int kk = 0; kk < BK / 16; kk++) {
-            uint32_t pa[4];
-            pa[0] = pack_bf2(s[2 * kk][0], s[2 * kk][1]);
-            pa[1] = pack_bf2(s[2 * kk][2], s[2 * kk][3]);
-            pa[2] = pack_bf2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[3] = pack_bf2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            uint32_t pa[4], pl[4];
+            split2(s[2 * kk][0], s[2 * kk][1], pa[0], pl[0]);
+            split2(s[2 * kk][2], s[2 * kk][3], pa[1], pl[1]);
+            split2(s[2 * kk + 1][0], s[2 * kk + 1][1], pa[2], pl[2]);
+            split2(s[2 * kk + 1][2], s[2 * kk + 1][3], pa[3], pl[3]);
 #pragma unroll
             for (int dn = 0; dn < HD / 8; dn++) {
-                const __nv_bfloat16 *vp = Vt + (dn * 8 + g) * VS + kk * 16 + 2 * tq;
-                mma16816(o[dn], pa, *reinterpret_cast<const uint32_t *>(vp),
-                         *reinterpret_cast<const uint32_t *>(vp + 8));
+                const int vo = (dn * 8 + g) * VS + kk * 16 + 2 * tq;
+                const uint32_t b0 = *reinterpret_cast<const uint32_t *>(&Vt[0][vo]);
+                const uint32_t b1 = *reinterpret_cast<const uint32_t *>(&Vt[0][vo + 8]);
+                if (SPLIT) {
+                    mma16816(o[dn], pl, b0, b1);
+                    mma16816(o[dn], pa, *reinterpret_cast<const uint32_t *>(&Vt[NB - 1][vo]),
+                             *reinterpret_cast<const uint32_t *>(&Vt[NB - 1][vo + 8]));
+                }
+                mma16816(o[dn], pa, b0, b1);
             }
         }
     }
@@ -328,17 +385,30 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const KT
     const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
 #pragma unroll
     for (int dn = 0; dn < HD / 8; dn++) {
-        const int c = h * HD + dn * 8 + 2 * tq;
-        if (r0 < T) *reinterpret_cast<uint32_t *>(att + (size_t)r0 * qd + c) = pack_bf2(o[dn][0] * i0, o[dn][1] * i0);
-        if (r1 < T) *reinterpret_cast<uint32_t *>(att + (size_t)r1 * qd + c) = pack_bf2(o[dn][2] * i1, o[dn][3] * i1);
+        const size_t c = (size_t)h * HD + dn * 8 + 2 * tq;
+        uint32_t hi, lo;
+        if (r0 < T) {
+            split2(o[dn][0] * i0, o[dn][1] * i0, hi, lo);
+            *reinterpret_cast<uint32_t *>(att + (size_t)r0 * qd + c) = hi;
+            if (SPLIT) *reinterpret_cast<uint32_t *>(atl + (size_t)r0 * qd + c) = lo;
+        }
+        if (r1 < T) {
+            split2(o[dn][2] * i1, o[dn][3] * i1, hi, lo);
+            *reinterpret_cast<uint32_t *>(att + (size_t)r1 * qd + c) = hi;
+            if (SPLIT) *reinterpret_cast<uint32_t *>(atl + (size_t)r1 * qd + c) = lo;
+        }
     }
 }
 
 // h[t, j] = bf16(silu(gu[t, 2j]) * gu[t, 2j+1]) over T*I elements.
-__global__ void silu_mul_k(const float *gu, __nv_bfloat16 *h, size_t n) {
+// lo (optional): the bf16 rounding remainders.
+__global__ void silu_mul_k(const float *gu, __nv_bfloat16 *h, __nv_bfloat16 *lo, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const float2 v = reinterpret_cast<const float2 *>(gu)[i];
-        h[i] = __float2bfloat16_rn(v.x / (1.0f + expf(-v.x)) * v.y);
+        const float r = v.x / (1.0f + expf(-v.x)) * v.y;
+        const __nv_bfloat16 hv = __float2bfloat16_rn(r);
+        h[i] = hv;
+        if (lo) lo[i] = __float2bfloat16_rn(r - __bfloat162float(hv));
     }
 }
 
@@ -404,11 +474,21 @@ int gemm(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_bf
     return 0;
 }
 
+// D (=|+=) A . (Bhi + Blo): the lo half (B + lo_off) adds a second GEMM when split.
+int gemm2(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, size_t lo_off, float *D,
+          int m, int n, int k, float beta, cudaStream_t s) {
+    if (gemm(S, opA_t, A, lda, B, D, m, n, k, beta, s)) return -1;
+    return S->split ? gemm(S, opA_t, A, lda, B + lo_off, D, m, n, k, 1.0f, s) : 0;
+}
+
 template <int HD, typename KT>
-int attention(const Params *P, int l, const __nv_bfloat16 *qb, __nv_bfloat16 *att, int T, int pos, cudaStream_t s) {
+int attention(const mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
+              __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int pos, cudaStream_t s) {
     const size_t lo = (size_t)l * P->max_ctx * P->nkv * HD;
     const KT *Kl = static_cast<const KT *>(P->kc) + lo, *Vl = static_cast<const KT *>(P->vc) + lo;
-    flash_k<HD, KT><<<dim3((T + BQ - 1) / BQ, P->nh), 128, 0, s>>>(qb, Kl, Vl, att, T, pos, P->nh, P->nkv);
+    const dim3 grid((T + BQ - 1) / BQ, P->nh);
+    if (S->split) flash_k<HD, KT, true><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, pos, P->nh, P->nkv);
+    else flash_k<HD, KT, false><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, pos, P->nh, P->nkv);
     return 0;
 }
 
@@ -417,26 +497,30 @@ int layer(mqp_state *S, const Params *P, int l, int T, int pos, cudaStream_t s) 
     const LayerW &W = S->hl[l];
     const int H = S->H, I = S->I, qd = S->qd, kvd = S->kvd, hd = S->hd;
     const size_t lo = (size_t)l * P->max_ctx * kvd;
-    rmsnorm_k<<<T, 256, 0, s>>>(S->x, W.in_norm, S->xn, H, P->eps);
-    if (gemm(S, 1, W.qkv, H, S->xn, S->qkv, qd + 2 * kvd, T, H, 0.0f, s)) return -1;
-    qk_prep_k<KT><<<T, 256, (size_t)8 * hd * 4, s>>>(S->qkv, W.q_norm, W.k_norm, P->rope, S->qb,
+    // lo halves of the bf16 GEMM inputs (nullptr: not split)
+    const size_t xo = S->xo, qo = (size_t)S->C * qd, ho = (size_t)S->C * I;
+    __nv_bfloat16 *xl = S->split ? S->xn + xo : nullptr, *ql = S->split ? S->qb + qo : nullptr;
+    __nv_bfloat16 *hl = S->split ? S->h + ho : nullptr;
+    rmsnorm_k<<<T, 256, 0, s>>>(S->x, W.in_norm, S->xn, xl, H, P->eps);
+    if (gemm2(S, 1, W.qkv, H, S->xn, xo, S->qkv, qd + 2 * kvd, T, H, 0.0f, s)) return -1;
+    qk_prep_k<KT><<<T, 256, (size_t)8 * hd * 4, s>>>(S->qkv, W.q_norm, W.k_norm, P->rope, S->qb, ql,
                                                      static_cast<KT *>(P->kc) + lo, static_cast<KT *>(P->vc) + lo,
                                                      S->nh, S->nkv, hd, pos, P->eps);
     __nv_bfloat16 *att = S->xn;  // the normed rows are consumed by the QKV GEMM; reuse as (T, q_dim)
-    int r = hd == 128 ? attention<128, KT>(P, l, S->qb, att, T, pos, s)
-          : hd == 64  ? attention<64, KT>(P, l, S->qb, att, T, pos, s)
-                      : attention<32, KT>(P, l, S->qb, att, T, pos, s);
+    int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, att, xl, T, pos, s)
+          : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, att, xl, T, pos, s)
+                      : attention<32, KT>(S, P, l, S->qb, ql, att, xl, T, pos, s);
     if (r) return -1;
-    if (gemm(S, 1, W.o, qd, att, S->x, H, T, qd, 1.0f, s)) return -1;  // x += att o^T
-    rmsnorm_k<<<T, 256, 0, s>>>(S->x, W.post_norm, S->xn, H, P->eps);
-    if (gemm(S, 1, W.gu, H, S->xn, S->gu, 2 * I, T, H, 0.0f, s)) return -1;
+    if (gemm2(S, 1, W.o, qd, att, xo, S->x, H, T, qd, 1.0f, s)) return -1;  // x += att o^T
+    rmsnorm_k<<<T, 256, 0, s>>>(S->x, W.post_norm, S->xn, xl, H, P->eps);
+    if (gemm2(S, 1, W.gu, H, S->xn, xo, S->gu, 2 * I, T, H, 0.0f, s)) return -1;
     const size_t nh = (size_t)T * I;
-    silu_mul_k<<<(unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096), 256, 0, s>>>(S->gu, S->h, nh);
+    silu_mul_k<<<(unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096), 256, 0, s>>>(S->gu, S->h, hl, nh);
     // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
     // the MLP (P->fuse): then it is A col-major (hidden x inter) with no transpose
     if (P->fuse) {
-        if (gemm(S, 0, W.down, H, S->h, S->x, H, T, I, 1.0f, s)) return -1;
-    } else if (gemm(S, 1, W.down, I, S->h, S->x, H, T, I, 1.0f, s)) {
+        if (gemm2(S, 0, W.down, H, S->h, ho, S->x, H, T, I, 1.0f, s)) return -1;
+    } else if (gemm2(S, 1, W.down, I, S->h, ho, S->x, H, T, I, 1.0f, s)) {
         return -1;
     }
     PCK(cudaGetLastError());
@@ -467,8 +551,11 @@ int init(mqp_state **st, const Params *P) {
     }
     if (S->L > 0) PCK(cudaMemcpy(S->hl, P->layers, sizeof(LayerW) * S->L, cudaMemcpyDeviceToHost));
     const size_t C = S->C, wide = S->H > S->qd ? S->H : S->qd;
-    const size_t sizes[8] = {WS_BYTES,          C * S->H * 4, C * wide * 2, C * (S->qd + 2 * S->kvd) * 4,
-                             C * S->qd * 2,     C * 2 * S->I * 4, C * S->I * 2, (size_t)LSUB * S->V * 4};
+    const char *pe = getenv("MQ_PREFILL_PREC");
+    S->split = !(pe && !strcmp(pe, "bf16"));
+    S->xo = C * wide;
+    const size_t sizes[8] = {WS_BYTES,          C * S->H * 4, 2 * C * wide * 2, C * (S->qd + 2 * S->kvd) * 4,
+                             2 * C * S->qd * 2, C * 2 * S->I * 4, 2 * C * S->I * 2, (size_t)LSUB * S->V * 4};
     void **ptrs[8] = {&S->ws, (void **)&S->x, (void **)&S->xn, (void **)&S->qkv,
                       (void **)&S->qb, (void **)&S->gu, (void **)&S->h, (void **)&S->logits};
     for (int i = 0; i < 8; i++) {
@@ -501,8 +588,9 @@ int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float
         const int r_beg = logits_all ? 0 : final ? T - 1 : T;
         for (int r0 = r_beg; r0 < T; r0 += LSUB) {
             const int nr = T - r0 < LSUB ? T - r0 : LSUB;
-            rmsnorm_k<<<nr, 256, 0, s>>>(S->x + (size_t)r0 * H, P->final_norm, S->xn, H, P->eps);
-            if (gemm(S, 1, P->lm_head, H, S->xn, S->logits, V, nr, H, 0.0f, s)) return -1;
+            rmsnorm_k<<<nr, 256, 0, s>>>(S->x + (size_t)r0 * H, P->final_norm, S->xn, S->split ? S->xn + S->xo : nullptr,
+                                         H, P->eps);
+            if (gemm2(S, 1, P->lm_head, H, S->xn, S->xo, S->logits, V, nr, H, 0.0f, s)) return -1;
             if (logits_all)
                 PCK(cudaMemcpyAsync(logits_all + (size_t)(c0 + r0) * V, S->logits, (size_t)nr * V * 4,
                                     cudaMemcpyDeviceToHost, s));
