@@ -579,7 +579,7 @@ __device__ void embed(const Params &P, int id) {
 }
 
 template <typename KT>
-__global__ void __launch_bounds__(NT, 1) decode_kernel(Params P) {
+__global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
     extern __shared__ __align__(16) unsigned char dsm[];
     __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
     __shared__ unsigned long long s_best;
