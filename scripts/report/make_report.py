@@ -207,8 +207,9 @@ def render_md(doc, charts):
         L += ["![decode tok/s](decode_tok_s.png)", ""]
 
     L += ["## Power and energy efficiency", "",
-          "Idle: before the model loads. Avg/peak: NVML readings during at least the power phase's seconds of "
-          "repeated decode; energy from the total-energy counter where the GPU has one.", "",
+          "Idle: before the model loads. Over at least the power phase's seconds of repeated decode: peak is the "
+          "largest NVML power reading (the driver smooths these), avg is energy / time with energy from the GPU's "
+          "total-energy counter where it has one — so avg can exceed the peak reading.", "",
           "| Framework | Idle (W) | Avg (W) | Peak (W) | tok/s | tok/J | Efficiency vs HF | Energy source |",
           "|---|---|---|---|---|---|---|---|"]
     bp = base["power"].get("tok_per_j") if base else None
