@@ -3,6 +3,7 @@
 # TTFT timings), compares cuda prefill logits with HF fp32/bf16 and the CPU backend on a synthetic
 # qwen3-0.6b at 1000 (and 5000, budget allowing) tokens, times HF's TTFT, and prints a table last.
 #   scripts/prefill-check.sh [--budget-s S]      logs under $OUT (or out/prefill-check)
+#   QUICK=1: build and test_prefill only; SKIP_HF=1: no HF TTFT step
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD T0=$(date +%s) BUDGET=540
@@ -46,6 +47,7 @@ MQ_PREFILL_BENCH=1 timeout 240 "$B/test_prefill" >"$O/test.log" 2>&1
 row "test_prefill | rc $? $(grep -cE '^\[ +OK' "$O/test.log") ok, $(grep -cE 'FAILED|SKIPPED' "$O/test.log") failed/skipped"
 while read -r l; do row "  $l"; done < <(grep -E "rows|decode after|TTFT|past the cache|FAIL|rror" "$O/test.log" | head -24)
 
+if [ -n "${QUICK:-}" ]; then printf '%s\n' "${TABLE[@]}" | tee "$O/table.txt"; exit 0; fi
 M06=/tmp/mq-q06
 "$BIN" synth --shape qwen3-0.6b --seed 1 -o $M06 >>"$LOG" 2>&1 || say "synth failed"
 for N in 1000 5000; do

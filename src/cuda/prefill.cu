@@ -565,7 +565,7 @@ int init(mqp_state **st, const Params *P) {
             for (int j = 0; j < 8; j++) tot += sizes[j];
             mq_err_set("cuda prefill: out of GPU memory for the prompt buffers (%.1f MB for %d-token chunks)",
                        tot / 1e6, S->C);
-            return -1;
+            return -2;
         }
     }
     PCK(cudaMalloc((void **)&S->ids, C * 4));
@@ -628,10 +628,15 @@ int mqp_prefill(mqp_state **st, const Params *P, int kv_f32, const int32_t *ids_
                        P->vocab);
             return -1;
         }
-    if (!*st && init(st, P)) {
-        mqp_free(*st);
-        *st = NULL;
-        return -1;
+    if (!*st) {
+        const int r = init(st, P);
+        if (r) {
+            mqp_free(*st);
+            *st = NULL;
+            // no room for the prompt buffers next to the arena: the decode kernel still runs the
+            // prompt (slower, same result); the next prompt tries again
+            return r == -2 ? 1 : -1;
+        }
     }
     return kv_f32 ? run<float>(*st, P, ids_host, n, pos, logits_all, last, last_tok, s)
                   : run<__nv_bfloat16>(*st, P, ids_host, n, pos, logits_all, last, last_tok, s);

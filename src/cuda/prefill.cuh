@@ -14,9 +14,10 @@ struct mqp_state;  // scratch buffers, cuBLASLt handle and plan cache; made on t
 // decode megakernel continues from pos+n. P: the host copy of the decode kernel's parameters
 // (device pointers; P->layers is read back once). logits_all (n, vocab) receives every row when
 // non-NULL; last (vocab) the last row when non-NULL; *last_tok its argmax when non-NULL.
-// *st is created on the first call (free with mqp_free). Returns 0, 1 when the shape is one this
-// path does not handle (head_dim not 32/64/128: the caller falls back to the decode kernel), or
-// -1 (mq_err set).
+// *st is created on the first call (free with mqp_free). Returns 0, 1 when this path cannot run
+// (head_dim not 32/64/128, or no GPU memory for its scratch buffers, ~C x (q|k|v + 2 inter) floats
+// plus 128 x vocab logits: the caller falls back to the decode kernel), or -1 (mq_err set).
+// Precision: GEMM and attention inputs as hi + lo bf16 pairs (near fp32) unless MQ_PREFILL_PREC=bf16.
 int mqp_prefill(mqp_state **st, const mqk::Params *P, int kv_f32, const int32_t *ids_host, int n, int pos,
                 float *logits_all, float *last, int32_t *last_tok, cudaStream_t s);
 // 1 unless MQ_CUDA_PREFILL=0 (then teacher-forced runs use the decode kernel step by step).
