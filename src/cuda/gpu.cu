@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "megakernel.cuh"
+#include "prefill.cuh"
 #include "sample.cuh"
 
 extern "C" {
@@ -53,6 +54,7 @@ struct mq_gpu {
     size_t layer_stride;  // bytes of one layer's weights
     size_t off_embed, off_lm, off_fnorm, off_invf;
     Params P;             // device pointers; per-run fields filled by mq_gpu_run
+    mqp_state *pf;        // batched prompt processing scratch (prefill.cu), made on first use
     char desc[512];
 };
 
@@ -483,6 +485,15 @@ int mq_gpu_run(mq_gpu *g, const int32_t *ids, int32_t first, int pos, int n, flo
                 mq_err_set("cuda: token id %d at index %d is outside the vocabulary (%d)", (int)ids[i], i, V);
                 return -1;
             }
+        if (n > 1 && mqp_enabled()) {  // a prompt: all tokens through each layer together (prefill.cu)
+            int32_t lt = 0;
+            const int r = mqp_prefill(&g->pf, &g->P, g->kv_f32, ids, n, pos, logits_all, last, out_tok ? &lt : NULL, 0);
+            if (r < 0) return -1;
+            if (r == 0) {
+                if (out_tok) *out_tok = lt;
+                return n;
+            }  // r == 1: a shape prefill.cu does not handle; the decode kernel runs the steps
+        }
         CK(cudaMemcpy((void *)g->P.ids, ids, (size_t)n * 4, cudaMemcpyHostToDevice));
         if (logits_all) {
             for (int c = 0; c < n; c += LOGITS_CHUNK) {
@@ -569,6 +580,7 @@ const char *mq_gpu_describe(const mq_gpu *g) { return g ? g->desc : ""; }
 
 void mq_gpu_free(mq_gpu *g) {
     if (!g) return;
+    mqp_free(g->pf);
     if (g->arena) cudaFree(g->arena);
     free(g);
 }
