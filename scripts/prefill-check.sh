@@ -27,10 +27,6 @@ if ! pkg-config --exists libcjson 2>/dev/null && [ -d .deps/debs ]; then
   export CPATH=$SR/usr/include${CPATH:+:$CPATH} LIBRARY_PATH=$SR/usr/lib/x86_64-linux-gnu
   PKGCFG="-DPKG_CONFIG_EXECUTABLE=$SR/usr/bin/pkgconf"
 fi
-# until gpu.cu calls prefill itself, apply the hook to this (device-side) copy
-if ! grep -q mqp_prefill src/cuda/gpu.cu && [ -f scripts/prefill-gpu.patch ]; then
-  git apply scripts/prefill-gpu.patch 2>/dev/null || patch -p1 <scripts/prefill-gpu.patch >/dev/null || echo "patch failed"
-fi
 say "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 B=$ROOT/build-pc
 BIN=$B/megaqwen
