@@ -17,16 +17,7 @@ left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 declare -a TABLE
 row() { TABLE+=("$*"); }
 
-if ! pkg-config --exists libcjson 2>/dev/null && [ -d .deps/debs ]; then
-  SR=/tmp/mq-sysroot; mkdir -p $SR
-  for f in .deps/debs/*.deb; do dpkg -x "$f" $SR; done
-  sed -i '/^Requires.private/d' $SR/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc
-  export LD_LIBRARY_PATH=$SR/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  export PKG_CONFIG_PATH=$SR/usr/lib/x86_64-linux-gnu/pkgconfig:$SR/usr/share/pkgconfig
-  export PKG_CONFIG_SYSROOT_DIR=$SR
-  export CPATH=$SR/usr/include${CPATH:+:$CPATH} LIBRARY_PATH=$SR/usr/lib/x86_64-linux-gnu
-  PKGCFG="-DPKG_CONFIG_EXECUTABLE=$SR/usr/bin/pkgconf"
-fi
+. "$ROOT/scripts/device-env.sh"
 say "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 B=$ROOT/build-pc
 BIN=$B/megaqwen
