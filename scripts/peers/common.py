@@ -354,3 +354,24 @@ def measure(framework, args, impl, nv, idle_w, version="", extra=None):
         checkpoint(sweep)
     memsamp.__exit__(None, None, None)
     return row_now(sweep)
+
+
+def max_len(args):
+    """KV/sequence capacity a runner must allocate: the deepest sweep point plus the decode."""
+    return max([256] + [d + args.n + 2 for d in args.ctx_list])
+
+
+def run_simple(framework, desc, module, factory):
+    """main() of a runner whose only requirement is one importable module: parse the shared
+    arguments, report "not installed" without it, else measure factory(model_dir, max_len)."""
+    args = parse_args(desc)
+    if not have_module(module):
+        not_installed(framework, module, args)
+    nv = Nvml()
+    idle = idle_power(nv, args.idle_s, args.hz)
+    try:
+        impl = factory(args.model, max_len(args))
+        row = measure(framework, args, impl, nv, idle, impl.version)
+    except Exception as e:  # any framework failure becomes this runner's error row
+        error(framework, f"{type(e).__name__}: {e}", args)
+    emit(row, args)

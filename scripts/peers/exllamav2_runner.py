@@ -56,18 +56,7 @@ class EXL:
 
 
 def main():
-    fw = "exllamav2"
-    args = common.parse_args("ExLlamaV2 decode benchmark")
-    if not common.have_module("exllamav2"):
-        common.not_installed(fw, "exllamav2", args)
-    nv = common.Nvml()
-    idle = common.idle_power(nv, args.idle_s, args.hz)
-    try:
-        impl = EXL(args.model, max([256] + [d + args.n + 2 for d in args.ctx_list]))
-        row = common.measure(fw, args, impl, nv, idle, impl.version)
-    except Exception as e:
-        common.error(fw, f"{type(e).__name__}: {e}", args)
-    common.emit(row, args)
+    common.run_simple("exllamav2", "ExLlamaV2 decode benchmark", "exllamav2", EXL)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def main():
     idle = common.idle_power(nv, args.idle_s, args.hz)
     impl = None
     try:
-        impl = SGLang(args.model, max([256] + [d + args.n + 2 for d in args.ctx_list]))
+        impl = SGLang(args.model, common.max_len(args))
         row = common.measure(fw, args, impl, nv, idle, impl.version)
         row["memory"]["nvml_proc_peak_bytes"] = nv.proc_mem(impl.server_pid)
     except Exception as e:

@@ -39,18 +39,7 @@ class TRT:
 
 
 def main():
-    fw = "tensorrt-llm"
-    args = common.parse_args("TensorRT-LLM decode benchmark")
-    if not common.have_module("tensorrt_llm"):
-        common.not_installed(fw, "tensorrt_llm", args)
-    nv = common.Nvml()
-    idle = common.idle_power(nv, args.idle_s, args.hz)
-    try:
-        impl = TRT(args.model, max([256] + [d + args.n + 2 for d in args.ctx_list]))
-        row = common.measure(fw, args, impl, nv, idle, impl.version)
-    except Exception as e:
-        common.error(fw, f"{type(e).__name__}: {e}", args)
-    common.emit(row, args)
+    common.run_simple("tensorrt-llm", "TensorRT-LLM decode benchmark", "tensorrt_llm", TRT)
 
 
 if __name__ == "__main__":

@@ -39,18 +39,7 @@ class VLLM:
 
 
 def main():
-    fw = "vllm"
-    args = common.parse_args("vLLM decode benchmark")
-    if not common.have_module("vllm"):
-        common.not_installed(fw, "vllm", args)
-    nv = common.Nvml()
-    idle = common.idle_power(nv, args.idle_s, args.hz)
-    try:
-        impl = VLLM(args.model, max([256] + [d + args.n + 2 for d in args.ctx_list]))
-        row = common.measure(fw, args, impl, nv, idle, impl.version)
-    except Exception as e:
-        common.error(fw, f"{type(e).__name__}: {e}", args)
-    common.emit(row, args)
+    common.run_simple("vllm", "vLLM decode benchmark", "vllm", VLLM)
 
 
 if __name__ == "__main__":
