@@ -1,0 +1,574 @@
+/* oai: OpenAI-API request parsing/validation, response JSON and stop-string matching (no I/O). */
+#include "oai.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int mq_oai_fail(mq_oai_err *e, int status, const char *type, const char *code, const char *param,
+                const char *fmt, ...) {
+    e->status = status;
+    e->type = type;
+    e->code = code;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+#define BAD(param, ...) mq_oai_fail(e, 400, "invalid_request_error", NULL, param, __VA_ARGS__)
+
+int mq_oai_utf8_valid(const char *s, size_t n) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = u[i];
+        if (c < 0x80) { i++; continue; }
+        int len;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) len = 2;
+        else if (c == 0xE0) { len = 3; lo = 0xA0; }
+        else if (c == 0xED) { len = 3; hi = 0x9F; } /* no surrogates */
+        else if (c >= 0xE1 && c <= 0xEF) len = 3;
+        else if (c == 0xF0) { len = 4; lo = 0x90; }
+        else if (c >= 0xF1 && c <= 0xF3) len = 4;
+        else if (c == 0xF4) { len = 4; hi = 0x8F; }
+        else return 0;
+        if (n - i < (size_t)len) return 0;
+        if (u[i + 1] < lo || u[i + 1] > hi) return 0;
+        for (int k = 2; k < len; k++)
+            if (u[i + k] < 0x80 || u[i + k] > 0xBF) return 0;
+        i += (size_t)len;
+    }
+    return 1;
+}
+
+void mq_oai_req_free(mq_oai_req *r) {
+    if (!r) return;
+    free(r->model);
+    for (int i = 0; i < r->n_msgs; i++) free((char *)r->msgs[i].content);
+    free(r->msgs);
+    free(r->prompt);
+    free(r->prompt_ids);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    memset(r, 0, sizeof *r);
+}
+
+static char *dup_str(const char *s) {
+    size_t n = strlen(s);
+    char *d = malloc(n + 1);
+    if (d) memcpy(d, s, n + 1);
+    return d;
+}
+
+/* A JSON string value that is valid UTF-8; else 400 naming param. */
+static int get_text(const cJSON *v, const char *param, const char **out, mq_oai_err *e) {
+    if (!cJSON_IsString(v) || !v->valuestring) return BAD(param, "'%s' must be a string", param);
+    if (!mq_oai_utf8_valid(v->valuestring, strlen(v->valuestring)))
+        return BAD(param, "'%s' is not valid UTF-8", param);
+    *out = v->valuestring;
+    return 0;
+}
+
+/* Optional number in [lo, hi]; absent or null leaves *has 0. */
+static int get_num(const cJSON *o, const char *key, double lo, double hi, int *has, double *out,
+                   mq_oai_err *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v)) return BAD(key, "'%s' must be a number", key);
+    double d = v->valuedouble;
+    if (!(d >= lo && d <= hi)) return BAD(key, "'%s' is %g, want a value in [%g, %g]", key, d, lo, hi);
+    if (has) *has = 1;
+    *out = d;
+    return 0;
+}
+
+static int get_int(const cJSON *o, const char *key, double lo, double hi, int *has, double *out,
+                   mq_oai_err *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v) || floor(v->valuedouble) != v->valuedouble)
+        return BAD(key, "'%s' must be an integer", key);
+    return get_num(o, key, lo, hi, has, out, e);
+}
+
+static int get_bool(const cJSON *o, const char *key, int *out, mq_oai_err *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsBool(v)) return BAD(key, "'%s' must be a boolean", key);
+    *out = cJSON_IsTrue(v) ? 1 : 0;
+    return 0;
+}
+
+/* Message content: a string, null (empty), or an array of {"type":"text","text":...} parts. */
+static int get_content(const cJSON *v, int idx, char **out, mq_oai_err *e) {
+    char param[48];
+    snprintf(param, sizeof param, "messages[%d].content", idx);
+    if (!v || cJSON_IsNull(v)) { *out = dup_str(""); goto check; }
+    if (cJSON_IsString(v)) {
+        const char *s;
+        if (get_text(v, param, &s, e)) return -1;
+        *out = dup_str(s);
+        goto check;
+    }
+    if (!cJSON_IsArray(v)) return BAD(param, "'%s' must be a string or an array of text parts", param);
+    mq_oai_buf b = {0};
+    const cJSON *part;
+    cJSON_ArrayForEach(part, v) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "type");
+        const cJSON *tx = cJSON_GetObjectItemCaseSensitive(part, "text");
+        const char *s;
+        if (!cJSON_IsObject(part) || !cJSON_IsString(t) || strcmp(t->valuestring, "text")) {
+            mq_oai_buf_free(&b);
+            return BAD(param, "'%s': only parts of type \"text\" are supported", param);
+        }
+        if (get_text(tx, param, &s, e)) { mq_oai_buf_free(&b); return -1; }
+        if (mq_oai_buf_put(&b, s, strlen(s))) { mq_oai_buf_free(&b); goto oom; }
+    }
+    if (mq_oai_buf_put(&b, "", 1)) { mq_oai_buf_free(&b); goto oom; }
+    *out = b.p;
+check:
+    if (!*out) goto oom;
+    return 0;
+oom:
+    return mq_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+}
+
+static int parse_messages(const cJSON *root, mq_oai_req *r, mq_oai_err *e) {
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (!m) return BAD("messages", "'messages' is required");
+    if (!cJSON_IsArray(m)) return BAD("messages", "'messages' must be an array");
+    int n = cJSON_GetArraySize(m);
+    if (n < 1) return BAD("messages", "'messages' must not be empty");
+    if (n > 4096) return BAD("messages", "'messages' has %d entries (at most 4096)", n);
+    if (!(r->msgs = calloc((size_t)n, sizeof *r->msgs)))
+        return mq_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    const cJSON *it;
+    int i = 0;
+    cJSON_ArrayForEach(it, m) {
+        char param[48];
+        snprintf(param, sizeof param, "messages[%d].role", i);
+        if (!cJSON_IsObject(it)) return BAD(param, "messages[%d] must be an object", i);
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(it, "role");
+        if (!cJSON_IsString(role)) return BAD(param, "'%s' must be a string", param);
+        const char *rs = role->valuestring, *norm;
+        if (!strcmp(rs, "system") || !strcmp(rs, "developer")) norm = "system";
+        else if (!strcmp(rs, "user")) norm = "user";
+        else if (!strcmp(rs, "assistant")) norm = "assistant";
+        else {
+            char shown[40];
+            snprintf(shown, sizeof shown, "%s", rs);
+            if (!mq_oai_utf8_valid(shown, strlen(shown))) snprintf(shown, sizeof shown, "?");
+            return BAD(param, "unknown role '%s' in messages[%d] (want system, developer, user or assistant)",
+                       shown, i);
+        }
+        char *content = NULL;
+        if (get_content(cJSON_GetObjectItemCaseSensitive(it, "content"), i, &content, e)) return -1;
+        r->msgs[i].role = norm; /* static string: never freed */
+        r->msgs[i].content = content;
+        r->n_msgs = ++i;
+    }
+    int think = 1;
+    if (get_bool(root, "enable_thinking", &think, e)) return -1;
+    const cJSON *kw = cJSON_GetObjectItemCaseSensitive(root, "chat_template_kwargs");
+    if (kw && !cJSON_IsNull(kw)) {
+        if (!cJSON_IsObject(kw)) return BAD("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+        if (get_bool(kw, "enable_thinking", &think, e)) return -1;
+    }
+    r->enable_thinking = think;
+    return 0;
+}
+
+/* prompt: a string, [string], [int...] or [[int...]] (one prompt per request). */
+static int parse_prompt(const cJSON *root, mq_oai_req *r, mq_oai_err *e) {
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    if (!p) return BAD("prompt", "'prompt' is required");
+    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1 &&
+        (cJSON_IsString(p->child) || cJSON_IsArray(p->child)))
+        p = p->child;
+    if (cJSON_IsString(p)) {
+        const char *s;
+        if (get_text(p, "prompt", &s, e)) return -1;
+        if (!(r->prompt = dup_str(s))) return mq_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        return 0;
+    }
+    if (!cJSON_IsArray(p))
+        return BAD("prompt", "'prompt' must be a string or an array of token ids");
+    int n = cJSON_GetArraySize(p);
+    if (n < 1) return BAD("prompt", "'prompt' must not be empty");
+    if (!(r->prompt_ids = malloc((size_t)n * sizeof *r->prompt_ids)))
+        return mq_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    const cJSON *it;
+    size_t k = 0;
+    cJSON_ArrayForEach(it, p) {
+        if (!cJSON_IsNumber(it) || floor(it->valuedouble) != it->valuedouble || it->valuedouble < 0 ||
+            it->valuedouble > 2147483647.0)
+            return BAD("prompt", "'prompt' must be one string or one array of non-negative integer token ids "
+                       "(batched prompts are not supported)");
+        r->prompt_ids[k++] = (int32_t)it->valuedouble;
+    }
+    r->n_prompt_ids = k;
+    return 0;
+}
+
+static int parse_stop(const cJSON *root, mq_oai_req *r, mq_oai_err *e) {
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(root, "stop");
+    if (!s || cJSON_IsNull(s)) return 0;
+    const cJSON *one[1] = {s};
+    int n = 1;
+    if (cJSON_IsArray(s)) {
+        n = cJSON_GetArraySize(s);
+        if (n > MQ_OAI_MAX_STOP) return BAD("stop", "'stop' has %d strings (at most %d)", n, MQ_OAI_MAX_STOP);
+    } else if (!cJSON_IsString(s)) {
+        return BAD("stop", "'stop' must be a string or an array of strings");
+    }
+    const cJSON *it = cJSON_IsArray(s) ? s->child : one[0];
+    for (int i = 0; i < n; i++, it = it->next) {
+        const char *t;
+        if (get_text(it, "stop", &t, e)) return -1;
+        size_t l = strlen(t);
+        if (l == 0) return BAD("stop", "'stop' strings must not be empty");
+        if (l > MQ_OAI_MAX_STOP_LEN) return BAD("stop", "'stop' string of %zu bytes (at most %d)", l, MQ_OAI_MAX_STOP_LEN);
+        if (!(r->stop[r->n_stop] = dup_str(t))) return mq_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        r->n_stop++;
+    }
+    return 0;
+}
+
+static int parse_root(mq_oai_kind kind, const cJSON *root, mq_oai_req *r, mq_oai_err *e) {
+    if (!cJSON_IsObject(root)) return BAD(NULL, "the request body must be a JSON object");
+    r->kind = kind;
+    r->max_tokens = -1;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (m && !cJSON_IsNull(m)) {
+        const char *s;
+        if (get_text(m, "model", &s, e)) return -1;
+        if (!(r->model = dup_str(s))) return mq_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    if (kind == MQ_OAI_CHAT ? parse_messages(root, r, e) : parse_prompt(root, r, e)) return -1;
+
+    double d;
+    int has = 0;
+    if (get_int(root, "max_tokens", 1, 1 << 24, &has, &d, e)) return -1;
+    if (has) r->max_tokens = (long)d;
+    has = 0;
+    if (get_int(root, "max_completion_tokens", 1, 1 << 24, &has, &d, e)) return -1;
+    if (has) r->max_tokens = (long)d;
+    if (get_num(root, "temperature", 0, 2, &r->has_temperature, &d, e)) return -1;
+    if (r->has_temperature) r->temperature = (float)d;
+    if (get_num(root, "top_p", 0, 1, &r->has_top_p, &d, e)) return -1;
+    if (r->has_top_p) {
+        if (d <= 0) return BAD("top_p", "'top_p' is %g, want a value in (0, 1]", d);
+        r->top_p = (float)d;
+    }
+    if (get_int(root, "top_k", -1, 1 << 30, &r->has_top_k, &d, e)) return -1;
+    if (r->has_top_k) r->top_k = d < 0 ? 0 : (int)d; /* -1 (vLLM) and 0 both mean off */
+    if (get_num(root, "min_p", 0, 1, &r->has_min_p, &d, e)) return -1;
+    if (r->has_min_p) r->min_p = (float)d;
+    if (get_num(root, "repetition_penalty", 0, 10, &r->has_rep, &d, e)) return -1;
+    if (r->has_rep) {
+        if (d <= 0) return BAD("repetition_penalty", "'repetition_penalty' must be > 0");
+        r->rep_penalty = (float)d;
+    }
+    if (get_int(root, "seed", -9.0e18, 9.0e18, &r->has_seed, &d, e)) return -1;
+    if (r->has_seed) r->seed = (uint64_t)(int64_t)d;
+    static const char *const zero_only[] = {"presence_penalty", "frequency_penalty"};
+    for (int i = 0; i < 2; i++) {
+        if (get_num(root, zero_only[i], -2, 2, NULL, &d, e)) return -1;
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, zero_only[i]);
+        if (v && cJSON_IsNumber(v) && v->valuedouble != 0)
+            return BAD(zero_only[i], "'%s' is not supported (use repetition_penalty)", zero_only[i]);
+    }
+    if (get_int(root, "n", 1, 1, NULL, &d, e)) {
+        snprintf(e->msg, sizeof e->msg, "'n' must be 1 (one choice per request)");
+        return -1;
+    }
+    int lp = 0;
+    const cJSON *lv = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
+    if (lv && !cJSON_IsNull(lv)) {
+        if (kind == MQ_OAI_CHAT && get_bool(root, "logprobs", &lp, e)) return -1;
+        if (lp || kind == MQ_OAI_COMPLETION) return BAD("logprobs", "'logprobs' is not supported");
+    }
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    if (tools && !cJSON_IsNull(tools) && !(cJSON_IsArray(tools) && cJSON_GetArraySize(tools) == 0))
+        return BAD("tools", "'tools' are not supported");
+    if (parse_stop(root, r, e)) return -1;
+    if (get_bool(root, "stream", &r->stream, e)) return -1;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (so && !cJSON_IsNull(so)) {
+        if (!r->stream) return BAD("stream_options", "'stream_options' is only allowed when 'stream' is true");
+        if (!cJSON_IsObject(so)) return BAD("stream_options", "'stream_options' must be an object");
+        if (get_bool(so, "include_usage", &r->include_usage, e)) {
+            snprintf(e->param, sizeof e->param, "stream_options.include_usage");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int mq_oai_parse(mq_oai_kind kind, const char *body, size_t len, mq_oai_req *r, mq_oai_err *e) {
+    memset(r, 0, sizeof *r);
+    memset(e, 0, sizeof *e);
+    if (!body || !len) return BAD(NULL, "the request body is empty (want a JSON object)");
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!root) {
+        size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
+        return BAD(NULL, "malformed JSON in the request body (near byte %zu)", at);
+    }
+    /* Anything but whitespace after the value is malformed too. */
+    for (const char *p = end; p && p < body + len; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && *p != '\0') {
+            cJSON_Delete(root);
+            return BAD(NULL, "malformed JSON in the request body (trailing data at byte %zu)", (size_t)(p - body));
+        }
+    int rc = parse_root(kind, root, r, e);
+    cJSON_Delete(root);
+    if (rc) mq_oai_req_free(r);
+    return rc;
+}
+
+/* ---------- output ---------- */
+
+int mq_oai_buf_put(mq_oai_buf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    if (n) memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+    return 0;
+}
+
+void mq_oai_buf_free(mq_oai_buf *b) {
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* A JSON string literal of s[0..n) (any bytes, NUL included: cJSON cannot hold those), malloc'd. */
+static char *json_quote(const char *s, size_t n) {
+    mq_oai_buf b = {0};
+    if (mq_oai_buf_put(&b, "\"", 1)) return NULL;
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (mq_oai_buf_put(&b, s + run, i - run)) goto oom;
+        char esc[8];
+        switch (c) {
+        case '"': strcpy(esc, "\\\""); break;
+        case '\\': strcpy(esc, "\\\\"); break;
+        case '\n': strcpy(esc, "\\n"); break;
+        case '\r': strcpy(esc, "\\r"); break;
+        case '\t': strcpy(esc, "\\t"); break;
+        default: snprintf(esc, sizeof esc, "\\u%04x", c); break;
+        }
+        if (mq_oai_buf_put(&b, esc, strlen(esc))) goto oom;
+        run = i + 1;
+    }
+    if (mq_oai_buf_put(&b, s + run, n - run) || mq_oai_buf_put(&b, "\"", 1)) goto oom;
+    return b.p;
+oom:
+    mq_oai_buf_free(&b);
+    return NULL;
+}
+
+static int add_text(cJSON *o, const char *key, const char *text, size_t len) {
+    char *q = json_quote(text ? text : "", text ? len : 0);
+    if (!q) return -1;
+    cJSON *raw = cJSON_AddRawToObject(o, key, q);
+    free(q);
+    return raw ? 0 : -1;
+}
+
+static cJSON *usage_obj(const mq_oai_usage *u) {
+    cJSON *us = cJSON_CreateObject();
+    if (!us) return NULL;
+    cJSON_AddNumberToObject(us, "prompt_tokens", u->prompt_tokens);
+    cJSON_AddNumberToObject(us, "completion_tokens", u->completion_tokens);
+    cJSON_AddNumberToObject(us, "total_tokens", u->prompt_tokens + u->completion_tokens);
+    cJSON *d = cJSON_AddObjectToObject(us, "prompt_tokens_details");
+    if (d) cJSON_AddNumberToObject(d, "cached_tokens", u->cached_tokens);
+    return us;
+}
+
+static cJSON *envelope(mq_oai_kind kind, const char *id, long created, const char *model, int chunk) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object", kind == MQ_OAI_CHAT ? (chunk ? "chat.completion.chunk" : "chat.completion")
+                                                             : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)created);
+    cJSON_AddStringToObject(o, "model", model);
+    cJSON_AddStringToObject(o, "system_fingerprint", "megaqwen");
+    return o;
+}
+
+static char *print_free(cJSON *o, int sse) {
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!s || !sse) return s;
+    size_t n = strlen(s);
+    char *ev = malloc(n + 9);
+    if (ev) {
+        memcpy(ev, "data: ", 6);
+        memcpy(ev + 6, s, n);
+        memcpy(ev + 6 + n, "\n\n", 3);
+    }
+    cJSON_free(s);
+    return ev;
+}
+
+char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model,
+                           const char *text, size_t len, const char *finish, const mq_oai_usage *u) {
+    cJSON *o = envelope(kind, id, created, model, 0);
+    if (!o) return NULL;
+    cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
+    if (!ch || !c) { cJSON_Delete(c); cJSON_Delete(o); return NULL; }
+    cJSON_AddItemToArray(ch, c);
+    cJSON_AddNumberToObject(c, "index", 0);
+    int bad = 0;
+    if (kind == MQ_OAI_CHAT) {
+        cJSON *m = cJSON_AddObjectToObject(c, "message");
+        if (!m) bad = 1;
+        else {
+            cJSON_AddStringToObject(m, "role", "assistant");
+            bad |= add_text(m, "content", text, len);
+            cJSON_AddNullToObject(m, "refusal");
+        }
+    } else {
+        bad |= add_text(c, "text", text, len);
+    }
+    cJSON_AddNullToObject(c, "logprobs");
+    cJSON_AddStringToObject(c, "finish_reason", finish);
+    cJSON *us = usage_obj(u);
+    if (!us) bad = 1;
+    else cJSON_AddItemToObject(o, "usage", us);
+    if (bad) { cJSON_Delete(o); return NULL; }
+    return print_free(o, 0);
+}
+
+char *mq_oai_chunk_sse(mq_oai_kind kind, const char *id, long created, const char *model,
+                       const char *text, size_t len, int role_first, const char *finish,
+                       int usage_null) {
+    cJSON *o = envelope(kind, id, created, model, 1);
+    if (!o) return NULL;
+    cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
+    if (!ch || !c) { cJSON_Delete(c); cJSON_Delete(o); return NULL; }
+    cJSON_AddItemToArray(ch, c);
+    cJSON_AddNumberToObject(c, "index", 0);
+    int bad = 0;
+    if (kind == MQ_OAI_CHAT) {
+        cJSON *d = cJSON_AddObjectToObject(c, "delta");
+        if (!d) bad = 1;
+        else {
+            if (role_first) cJSON_AddStringToObject(d, "role", "assistant");
+            if (text) bad |= add_text(d, "content", text, len);
+        }
+    } else {
+        bad |= add_text(c, "text", text, len);
+    }
+    cJSON_AddNullToObject(c, "logprobs");
+    if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
+    else cJSON_AddNullToObject(c, "finish_reason");
+    if (usage_null) cJSON_AddNullToObject(o, "usage");
+    if (bad) { cJSON_Delete(o); return NULL; }
+    return print_free(o, 1);
+}
+
+char *mq_oai_usage_sse(mq_oai_kind kind, const char *id, long created, const char *model,
+                       const mq_oai_usage *u) {
+    cJSON *o = envelope(kind, id, created, model, 1);
+    if (!o) return NULL;
+    cJSON *us = usage_obj(u);
+    if (!cJSON_AddArrayToObject(o, "choices") || !us) { cJSON_Delete(us); cJSON_Delete(o); return NULL; }
+    cJSON_AddItemToObject(o, "usage", us);
+    return print_free(o, 1);
+}
+
+char *mq_oai_models_json(const char *model, long created, int max_ctx) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *d = cJSON_AddArrayToObject(o, "data"), *m = cJSON_CreateObject();
+    if (!d || !m) { cJSON_Delete(m); cJSON_Delete(o); return NULL; }
+    cJSON_AddItemToArray(d, m);
+    cJSON_AddStringToObject(m, "id", model);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)created);
+    cJSON_AddStringToObject(m, "owned_by", "megaqwen");
+    cJSON_AddNumberToObject(m, "max_model_len", max_ctx);
+    return print_free(o, 0);
+}
+
+char *mq_oai_error_json(const mq_oai_err *e) {
+    cJSON *o = cJSON_CreateObject(), *er = cJSON_CreateObject();
+    if (!o || !er) { cJSON_Delete(o); cJSON_Delete(er); return NULL; }
+    cJSON_AddItemToObject(o, "error", er);
+    /* Messages may quote request bytes: keep them valid UTF-8 for the client's JSON parser. */
+    char msg[sizeof e->msg];
+    snprintf(msg, sizeof msg, "%s", e->msg);
+    if (!mq_oai_utf8_valid(msg, strlen(msg)))
+        for (char *p = msg; *p; p++) if ((unsigned char)*p >= 0x80) *p = '?';
+    cJSON_AddStringToObject(er, "message", msg);
+    cJSON_AddStringToObject(er, "type", e->type ? e->type : "invalid_request_error");
+    if (e->param[0]) cJSON_AddStringToObject(er, "param", e->param);
+    else cJSON_AddNullToObject(er, "param");
+    if (e->code) cJSON_AddStringToObject(er, "code", e->code);
+    else cJSON_AddNullToObject(er, "code");
+    return print_free(o, 0);
+}
+
+/* ---------- stop strings ---------- */
+
+/* Length of the longest suffix of h that is a proper prefix of some stop string. */
+static size_t held_suffix(const mq_oai_stop *s, const char *h, size_t n) {
+    size_t best = 0;
+    for (int i = 0; i < s->n; i++) {
+        size_t sl = strlen(s->stop[i]);
+        size_t max = sl - 1 < n ? sl - 1 : n;
+        for (size_t k = max; k > best; k--)
+            if (!memcmp(h + n - k, s->stop[i], k)) { best = k; break; }
+    }
+    return best;
+}
+
+int mq_oai_stop_feed(mq_oai_stop *s, const char *text, size_t n, mq_oai_buf *emit) {
+    if (s->n == 0) return n ? mq_oai_buf_put(emit, text, n) : 0;
+    if (mq_oai_buf_put(&s->held, text, n)) return -1;
+    const char *h = s->held.p;
+    size_t hn = s->held.n, first = (size_t)-1;
+    /* Earliest complete occurrence of any stop string: everything before it is released. */
+    for (int i = 0; i < s->n; i++) {
+        const char *st = s->stop[i];
+        size_t sl = strlen(st);
+        for (size_t p = 0; p + sl <= hn && p < first; p++)
+            if (h[p] == st[0] && !memcmp(h + p, st, sl)) { first = p; break; }
+    }
+    if (first != (size_t)-1) {
+        int rc = mq_oai_buf_put(emit, h, first);
+        s->held.n = 0;
+        return rc ? -1 : 1;
+    }
+    size_t keep = held_suffix(s, h, hn);
+    if (mq_oai_buf_put(emit, h, hn - keep)) return -1;
+    memmove(s->held.p, h + hn - keep, keep);
+    s->held.n = keep;
+    return 0;
+}
+
+int mq_oai_stop_flush(mq_oai_stop *s, mq_oai_buf *emit) {
+    int rc = s->held.n ? mq_oai_buf_put(emit, s->held.p, s->held.n) : 0;
+    s->held.n = 0;
+    return rc;
+}

@@ -1,0 +1,95 @@
+/* oai: OpenAI-API request parsing/validation, response JSON and stop-string matching (no I/O). */
+#ifndef MQ_OAI_H
+#define MQ_OAI_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "megaqwen.h"
+
+typedef enum { MQ_OAI_CHAT = 0, MQ_OAI_COMPLETION = 1 } mq_oai_kind;
+
+enum { MQ_OAI_MAX_STOP = 4, MQ_OAI_MAX_STOP_LEN = 256 };
+
+/* A validated request. Every pointer is owned (mq_oai_req_free). */
+typedef struct {
+    mq_oai_kind kind;
+    char *model;                 /* requested model name, NULL if absent */
+    mq_chat_msg *msgs;           /* chat: (n_msgs) role/content, roles normalized */
+    int n_msgs;
+    int enable_thinking;         /* chat: Qwen3 template switch (default 1) */
+    char *prompt;                /* completion: prompt text, or NULL when given as ids */
+    int32_t *prompt_ids;         /* completion: (n_prompt_ids) prompt token ids, NULL for text */
+    size_t n_prompt_ids;
+    long max_tokens;             /* -1: not given (fill the context) */
+    int has_temperature, has_top_p, has_top_k, has_min_p, has_seed, has_rep;
+    float temperature, top_p, min_p, rep_penalty;
+    int top_k;
+    uint64_t seed;
+    char *stop[MQ_OAI_MAX_STOP]; /* (n_stop) non-empty UTF-8 stop strings */
+    int n_stop;
+    int stream, include_usage;
+} mq_oai_req;
+
+/* An API error: HTTP status plus OpenAI's error object fields. */
+typedef struct {
+    int status;
+    const char *type;            /* "invalid_request_error", "server_error", ... */
+    const char *code;            /* NULL or e.g. "invalid_api_key" */
+    char param[64];              /* "" = null */
+    char msg[512];
+} mq_oai_err;
+
+/* Fill e (always returns -1, for `return mq_oai_fail(...)`). */
+int mq_oai_fail(mq_oai_err *e, int status, const char *type, const char *code, const char *param,
+                const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* Parse and validate a request body of `kind`. 0 ok (free r with mq_oai_req_free), -1 with e set
+ * (r left empty). Never reads past body+len; body need not be NUL-terminated. */
+int mq_oai_parse(mq_oai_kind kind, const char *body, size_t len, mq_oai_req *r, mq_oai_err *e);
+void mq_oai_req_free(mq_oai_req *r);
+/* {"error":{...}} as a malloc'd string. */
+char *mq_oai_error_json(const mq_oai_err *e);
+/* 1 if s[0..n) is valid UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
+int mq_oai_utf8_valid(const char *s, size_t n);
+
+/* Usage numbers of one finished request. */
+typedef struct {
+    int prompt_tokens, completion_tokens, cached_tokens;
+} mq_oai_usage;
+
+/* Full (non-streamed) response body, malloc'd. finish: "stop" or "length". */
+char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model,
+                           const char *text, size_t len, const char *finish, const mq_oai_usage *u);
+/* One SSE event "data: {chunk}\n\n", malloc'd. text may be NULL (no content field for chat's
+ * final chunk); role_first adds chat's {"role":"assistant"}; finish NULL = null. usage_null adds
+ * "usage":null (stream_options.include_usage). */
+char *mq_oai_chunk_sse(mq_oai_kind kind, const char *id, long created, const char *model,
+                       const char *text, size_t len, int role_first, const char *finish,
+                       int usage_null);
+/* The final usage-only SSE event (choices: []), malloc'd. */
+char *mq_oai_usage_sse(mq_oai_kind kind, const char *id, long created, const char *model,
+                       const mq_oai_usage *u);
+/* GET /v1/models body, malloc'd. */
+char *mq_oai_models_json(const char *model, long created, int max_ctx);
+
+/* Growable byte buffer. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+} mq_oai_buf;
+int mq_oai_buf_put(mq_oai_buf *b, const char *s, size_t n); /* 0 or -1 (out of memory) */
+void mq_oai_buf_free(mq_oai_buf *b);
+
+/* Stop-string matcher over a text stream: text that could still be the start of a stop string is
+ * held back, so a match is found even when it spans token boundaries and nothing past it leaks. */
+typedef struct {
+    char *const *stop;           /* (n) borrowed stop strings */
+    int n;
+    mq_oai_buf held;             /* text not yet released */
+} mq_oai_stop;
+/* Add text; appends what may be released to emit. Returns 1 when a stop string completed (emit
+ * gets the text before it; the rest is dropped), 0 otherwise, -1 out of memory. */
+int mq_oai_stop_feed(mq_oai_stop *s, const char *text, size_t n, mq_oai_buf *emit);
+/* End of stream without a match: release the held text. */
+int mq_oai_stop_flush(mq_oai_stop *s, mq_oai_buf *emit);
+
+#endif

@@ -1,0 +1,758 @@
+/* server: `megaqwen serve` — an OpenAI-compatible HTTP server (libmicrohttpd) over one engine context.
+ *
+ * Threads: libmicrohttpd runs one thread per connection (so a handler may block while its request
+ * waits); the thread that called mq_srv_run is the engine: it pops jobs from a bounded FIFO and
+ * runs them one at a time on the single mq_ctx. Handlers parse, template and tokenize in their own
+ * thread (the tokenizer is read-only), so the engine only runs prefill and decode.
+ * One mutex (srv.mu) guards the queue and every job's shared fields; each job has its own
+ * condition variable that the engine signals when it appends output or finishes. */
+#include "server.h"
+
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "err.h"
+#include "oai.h"
+
+enum { J_QUEUED, J_RUNNING, J_DONE };
+enum { R_CHAT, R_COMPL, R_MODELS, R_MODEL, R_HEALTH };
+
+typedef struct job {
+    struct job *next;       /* FIFO link while queued */
+    int refs;               /* handler + stream response + engine/queue */
+    int state;              /* J_QUEUED -> J_RUNNING -> J_DONE */
+    int cancel;             /* client gone: engine stops at the next token (atomic) */
+    mq_oai_req req;
+    int32_t *ids;           /* (n_ids) prompt token ids */
+    size_t n_ids;
+    long max_tokens;
+    char id[48];
+    long created;
+    mq_oai_buf out;         /* stream: SSE bytes produced, [sent, out.n) not yet handed to MHD */
+    size_t sent;
+    int status;             /* non-stream result: HTTP status and body (malloc'd) */
+    char *body;
+    mq_oai_usage usage;
+    const char *finish;
+    double t_queued, t_start, t_first, t_end;
+    pthread_cond_t cv;
+} job;
+
+typedef struct {
+    mq_ctx *c;
+    const mq_info *info;
+    mq_srv_opts o;
+    long started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* engine: a job arrived or shutdown */
+    job *head, *tail;       /* waiting jobs, FIFO */
+    int n_wait, busy;       /* waiting count; 1 while the engine runs a job */
+    int stopping;
+    unsigned long seq;      /* request counter (ids, default seeds) */
+    int32_t *cache;         /* (max_ctx) ids whose K/V sit in the cache; engine thread only */
+    int n_cache;
+} srv;
+
+typedef struct {
+    int route;
+    mq_oai_buf body;        /* request body as received */
+    int too_big;
+    double t0;
+    int status;             /* for the access log */
+    job *j;                 /* holds one ref */
+} conn_ctx;
+
+typedef struct {
+    srv *s;
+    job *j;                 /* holds one ref */
+    struct MHD_Connection *conn;
+    double t_last;          /* last bytes handed out (keep-alive comments) */
+} stream_ctx;
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void deadline(struct timespec *ts, int ms) {
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_nsec += (long)ms * 1000000L;
+    ts->tv_sec += ts->tv_nsec / 1000000000L;
+    ts->tv_nsec %= 1000000000L;
+}
+
+void mq_srv_opts_default(mq_srv_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->host = "127.0.0.1";
+    o->port = 8080;
+    o->queue = 64;
+    o->max_body = 4u << 20;
+    o->timeout_s = 30;
+    o->max_conn = 256;
+    o->model_name = "megaqwen";
+}
+
+/* ---------- jobs ---------- */
+
+static void job_unref_locked(job *j) {
+    if (!j || --j->refs > 0) return;
+    mq_oai_req_free(&j->req);
+    free(j->ids);
+    mq_oai_buf_free(&j->out);
+    free(j->body);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+/* Client gone: a queued job leaves the queue at once, a running one stops at its next token. */
+static void job_cancel_locked(srv *s, job *j) {
+    __atomic_store_n(&j->cancel, 1, __ATOMIC_RELAXED);
+    if (j->state != J_QUEUED) return;
+    for (job **p = &s->head; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            if (s->tail == j) {
+                s->tail = NULL;
+                for (job *q = s->head; q; q = q->next) s->tail = q;
+            }
+            s->n_wait--;
+            break;
+        }
+    j->state = J_DONE;
+    pthread_cond_broadcast(&j->cv);
+    job_unref_locked(j); /* the queue's reference */
+}
+
+/* ---------- HTTP helpers ---------- */
+
+static enum MHD_Result send_body(conn_ctx *cc, struct MHD_Connection *conn, int status, char *body,
+                                 const char *type, const char *hname, const char *hval) {
+    if (!body) {
+        status = 500;
+        body = strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}");
+        if (!body) return MHD_NO;
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    if (!r) { free(body); return MHD_NO; }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type ? type : "application/json");
+    if (hname) MHD_add_response_header(r, hname, hval);
+    if (cc) cc->status = status;
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_err(conn_ctx *cc, struct MHD_Connection *conn, const mq_oai_err *e,
+                                const char *hname, const char *hval) {
+    return send_body(cc, conn, e->status, mq_oai_error_json(e), NULL, hname, hval);
+}
+
+static enum MHD_Result fail(conn_ctx *cc, struct MHD_Connection *conn, int status, const char *type,
+                            const char *code, const char *param, const char *msg) {
+    mq_oai_err e;
+    mq_oai_fail(&e, status, type, code, param, "%s", msg);
+    return send_err(cc, conn, &e, NULL, NULL);
+}
+
+/* The peer closed or reset its side (poll, no data consumed). */
+static int client_gone(struct MHD_Connection *conn) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return 1;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLIN | POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
+/* Compare the Authorization header with "Bearer KEY" in time that depends only on the key length. */
+static int auth_ok(const srv *s, struct MHD_Connection *conn) {
+    const char *key = s->o.api_key;
+    if (!key || !*key) return 1;
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncmp(h, "Bearer ", 7)) return 0;
+    h += 7;
+    size_t hn = strlen(h), kn = strlen(key);
+    volatile unsigned char d = (unsigned char)(hn != kn);
+    for (size_t i = 0; i < kn; i++) d |= (unsigned char)((i < hn ? (unsigned char)h[i] : 0) ^ (unsigned char)key[i]);
+    return d == 0;
+}
+
+/* ---------- engine ---------- */
+
+typedef struct {
+    srv *s;
+    job *j;
+    int stream, ntok;
+    const char *finish;
+    mq_oai_stop stop;
+    mq_oai_buf emit;        /* text released by the stop matcher this step */
+    mq_oai_buf text;        /* non-stream: the whole completion */
+    int failed, matched;    /* matched: a stop string ended the text */
+} gen_state;
+
+/* Append bytes to the job's stream and wake its reader. */
+static int push(srv *s, job *j, char *ev) {
+    if (!ev) return -1;
+    pthread_mutex_lock(&s->mu);
+    int rc = mq_oai_buf_put(&j->out, ev, strlen(ev));
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&s->mu);
+    free(ev);
+    return rc;
+}
+
+static int deliver(gen_state *g, const char *t, size_t n) {
+    job *j = g->j;
+    if (!n) return 0;
+    if (!g->stream) return mq_oai_buf_put(&g->text, t, n);
+    return push(g->s, j, mq_oai_chunk_sse(j->req.kind, j->id, j->created, g->s->o.model_name, t, n, 0,
+                                          NULL, j->req.include_usage));
+}
+
+static int on_token(int32_t id, void *user) {
+    gen_state *g = user;
+    srv *s = g->s;
+    job *j = g->j;
+    if (!g->ntok++) j->t_first = now_s();
+    if (mq_is_eos(s->c, id)) { g->finish = "stop"; return 1; }
+    char buf[4096];
+    int k = mq_detok_stream(s->c, id, buf, sizeof buf);
+    if (k < 0) { g->failed = 1; return 1; }
+    g->emit.n = 0;
+    int r = mq_oai_stop_feed(&g->stop, buf, (size_t)k, &g->emit);
+    if (r < 0 || deliver(g, g->emit.p, g->emit.n)) { g->failed = 1; return 1; }
+    if (r == 1) { g->matched = 1; return 1; }
+    if (__atomic_load_n(&j->cancel, __ATOMIC_RELAXED) || s->stopping) return 1;
+    return 0;
+}
+
+static void finish_error(srv *s, job *j, gen_state *g, const char *msg) {
+    mq_oai_err e;
+    mq_oai_fail(&e, 500, "server_error", NULL, NULL, "generation failed: %s", msg);
+    if (g->stream) {
+        char *ej = mq_oai_error_json(&e);
+        size_t n = ej ? strlen(ej) : 0;
+        char *ev = malloc(n + 32);
+        if (ev) snprintf(ev, n + 32, "data: %s\n\ndata: [DONE]\n\n", ej ? ej : "{}");
+        free(ej);
+        push(s, j, ev);
+    } else {
+        j->status = 500;
+        j->body = mq_oai_error_json(&e);
+    }
+}
+
+static size_t common_prefix(const int32_t *a, size_t an, const int32_t *b, size_t bn) {
+    size_t i = 0;
+    while (i < an && i < bn && a[i] == b[i]) i++;
+    return i;
+}
+
+static void run_job(srv *s, job *j) {
+    mq_ctx *c = s->c;
+    gen_state g = {.s = s, .j = j, .stream = j->req.stream};
+    g.stop.stop = j->req.stop;
+    g.stop.n = j->req.n_stop;
+    int32_t *out = NULL;
+    const char *err = NULL;
+    size_t n = j->n_ids;
+
+    mq_sampling sp;
+    mq_sampling_default(&sp);
+    mq_sampling_from_model(c, &sp);
+    const mq_oai_req *q = &j->req;
+    if (q->has_temperature) sp.temperature = q->temperature;
+    if (q->has_top_p) sp.top_p = q->top_p;
+    if (q->has_top_k) sp.top_k = q->top_k;
+    if (q->has_min_p) sp.min_p = q->min_p;
+    if (q->has_rep) sp.rep_penalty = q->rep_penalty;
+    sp.seed = q->has_seed ? q->seed : (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + s->seq;
+    if (mq_set_sampling(c, &sp)) { err = mq_last_error(); goto done; }
+    mq_detok_stream_reset(c);
+    if (g.stream && q->kind == MQ_OAI_CHAT &&
+        push(s, j, mq_oai_chunk_sse(q->kind, j->id, j->created, s->o.model_name, "", 0, 1, NULL, q->include_usage))) {
+        err = "out of memory";
+        goto done;
+    }
+
+    /* KV reuse: keep the longest prefix shared with what the cache holds, feed the rest. The last
+     * prompt token is always fed by mq_generate so its logits pick the first new token. */
+    if (s->n_cache != mq_pos(c)) { mq_reset(c); s->n_cache = 0; }
+    size_t keep = common_prefix(s->cache, (size_t)s->n_cache, j->ids, n);
+    if (keep > n - 1) keep = n - 1;
+    if (mq_rewind(c, (int)keep)) { err = mq_last_error(); goto done; }
+    s->n_cache = (int)keep;
+    j->usage.cached_tokens = (int)keep;
+    for (size_t p = keep; p + 1 < n;) {
+        /* Prefill in slices so a client that leaves during a long prompt frees the engine soon. */
+        int m = (int)(n - 1 - p < 512 ? n - 1 - p : 512);
+        if (__atomic_load_n(&j->cancel, __ATOMIC_RELAXED) || s->stopping) goto done;
+        if (mq_feed(c, j->ids + p, m, NULL)) { err = mq_last_error(); goto done; }
+        memcpy(s->cache + p, j->ids + p, (size_t)m * sizeof *s->cache);
+        p += (size_t)m;
+        s->n_cache = (int)p;
+    }
+    if (!(out = malloc((size_t)j->max_tokens * sizeof *out))) { err = "out of memory"; goto done; }
+    int gen = mq_generate(c, j->ids[n - 1], (int)j->max_tokens, out, on_token, &g);
+    if (gen < 0) { err = mq_last_error(); goto done; }
+    /* The cache now holds the prompt and the generated tokens that were fed back. */
+    int pos = mq_pos(c);
+    if (pos >= (int)n && pos <= (int)n + gen) {
+        memcpy(s->cache + s->n_cache, j->ids + s->n_cache, (n - (size_t)s->n_cache) * sizeof *s->cache);
+        memcpy(s->cache + n, out, (size_t)(pos - (int)n) * sizeof *s->cache);
+        s->n_cache = pos;
+    } else {
+        mq_reset(c);
+        s->n_cache = 0;
+    }
+    if (g.failed) { err = mq_last_error()[0] ? mq_last_error() : "out of memory"; goto done; }
+    if (!g.matched) {
+        /* Not ended by a stop string: flush the detokenizer (a dangling partial character
+         * becomes U+FFFD) and whatever the stop matcher still holds. */
+        char buf[64];
+        int k = mq_detok_stream(c, -1, buf, sizeof buf);
+        g.emit.n = 0;
+        int r = mq_oai_stop_feed(&g.stop, buf, k > 0 ? (size_t)k : 0, &g.emit);
+        if (r < 0 || deliver(&g, g.emit.p, g.emit.n)) { err = "out of memory"; goto done; }
+        g.emit.n = 0;
+        if (r == 1) g.matched = 1;
+        else if (mq_oai_stop_flush(&g.stop, &g.emit) || deliver(&g, g.emit.p, g.emit.n)) { err = "out of memory"; goto done; }
+    }
+    if (g.matched || !g.finish) g.finish = !g.matched && gen >= j->max_tokens ? "length" : "stop";
+    j->usage.prompt_tokens = (int)n;
+    j->usage.completion_tokens = gen;
+    j->finish = g.finish;
+    if (__atomic_load_n(&j->cancel, __ATOMIC_RELAXED)) goto done;
+    if (g.stream) {
+        if (push(s, j, mq_oai_chunk_sse(q->kind, j->id, j->created, s->o.model_name, q->kind == MQ_OAI_CHAT ? NULL : "",
+                                        0, 0, g.finish, q->include_usage)) ||
+            (q->include_usage && push(s, j, mq_oai_usage_sse(q->kind, j->id, j->created, s->o.model_name, &j->usage))) ||
+            push(s, j, strdup("data: [DONE]\n\n")))
+            err = "out of memory";
+    } else {
+        j->status = 200;
+        j->body = mq_oai_response_json(q->kind, j->id, j->created, s->o.model_name, g.text.p ? g.text.p : "",
+                                       g.text.n, g.finish, &j->usage);
+        if (!j->body) err = "out of memory";
+    }
+done:
+    if (err) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", err);
+        finish_error(s, j, &g, msg);
+        mq_reset(c);
+        s->n_cache = 0;
+    }
+    free(out);
+    mq_oai_buf_free(&g.emit);
+    mq_oai_buf_free(&g.text);
+    mq_oai_buf_free(&g.stop.held);
+}
+
+static void engine_loop(srv *s) {
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->head && !*s->o.stop) {
+            struct timespec ts;
+            deadline(&ts, 200);
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        }
+        if (*s->o.stop) { pthread_mutex_unlock(&s->mu); return; }
+        job *j = s->head;
+        s->head = j->next;
+        if (!s->head) s->tail = NULL;
+        s->n_wait--;
+        s->busy = 1;
+        j->state = J_RUNNING;
+        j->t_start = now_s();
+        pthread_mutex_unlock(&s->mu);
+
+        run_job(s, j);
+
+        pthread_mutex_lock(&s->mu);
+        j->t_end = now_s();
+        j->state = J_DONE;
+        s->busy = 0;
+        pthread_cond_broadcast(&j->cv);
+        if (!s->o.quiet)
+            fprintf(stderr, "megaqwen serve: %s prompt %d (cached %d) + %d tokens, %s, queue %.1f ms, "
+                    "TTFT %.1f ms, total %.1f ms%s\n", j->id, j->usage.prompt_tokens, j->usage.cached_tokens,
+                    j->usage.completion_tokens, j->finish ? j->finish : "error",
+                    1e3 * (j->t_start - j->t_queued), j->t_first ? 1e3 * (j->t_first - j->t_start) : 0.0,
+                    1e3 * (j->t_end - j->t_start), j->cancel ? " [client gone]" : "");
+        job_unref_locked(j); /* the engine's reference */
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+/* ---------- streaming response ---------- */
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    stream_ctx *sc = cls;
+    srv *s = sc->s;
+    job *j = sc->j;
+    /* Send a comment line if nothing was sent for a while, so the connection timeout (which
+     * would otherwise count a long prefill or queue wait as idleness) never fires on a live stream. */
+    double ka = s->o.timeout_s > 3 ? s->o.timeout_s / 3.0 : 1.0;
+    pthread_mutex_lock(&s->mu);
+    while (j->out.n == j->sent && j->state != J_DONE && !s->stopping) {
+        struct timespec ts;
+        deadline(&ts, 50);
+        pthread_cond_timedwait(&j->cv, &s->mu, &ts);
+        if (j->out.n > j->sent || j->state == J_DONE) break;
+        if (client_gone(sc->conn)) {
+            job_cancel_locked(s, j);
+            pthread_mutex_unlock(&s->mu);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (now_s() - sc->t_last > ka) {
+            pthread_mutex_unlock(&s->mu);
+            static const char kal[] = ": keep-alive\n\n";
+            size_t k = sizeof kal - 1 < max ? sizeof kal - 1 : max;
+            memcpy(buf, kal, k);
+            sc->t_last = now_s();
+            return (ssize_t)k;
+        }
+    }
+    if (j->out.n > j->sent) {
+        size_t k = j->out.n - j->sent < max ? j->out.n - j->sent : max;
+        memcpy(buf, j->out.p + j->sent, k);
+        j->sent += k;
+        if (j->sent == j->out.n) j->out.n = j->sent = 0;
+        pthread_mutex_unlock(&s->mu);
+        sc->t_last = now_s();
+        return (ssize_t)k;
+    }
+    int clean = j->state == J_DONE && !j->cancel;
+    pthread_mutex_unlock(&s->mu);
+    return clean ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stream_free(void *cls) {
+    stream_ctx *sc = cls;
+    pthread_mutex_lock(&sc->s->mu);
+    if (sc->j->state != J_DONE) job_cancel_locked(sc->s, sc->j);
+    job_unref_locked(sc->j);
+    pthread_mutex_unlock(&sc->s->mu);
+    free(sc);
+}
+
+/* ---------- request handling ---------- */
+
+static enum MHD_Result handle_generate(srv *s, conn_ctx *cc, struct MHD_Connection *conn) {
+    mq_oai_err e;
+    mq_oai_kind kind = cc->route == R_CHAT ? MQ_OAI_CHAT : MQ_OAI_COMPLETION;
+    job *j = calloc(1, sizeof *j);
+    if (!j) return fail(cc, conn, 500, "server_error", NULL, NULL, "out of memory");
+    pthread_cond_init(&j->cv, NULL);
+    j->refs = 1;
+    cc->j = j;
+    if (mq_oai_parse(kind, cc->body.p, cc->body.n, &j->req, &e)) return send_err(cc, conn, &e, NULL, NULL);
+    mq_oai_req *q = &j->req;
+    if (q->model && strcmp(q->model, s->o.model_name)) {
+        mq_oai_fail(&e, 404, "invalid_request_error", "model_not_found", "model",
+                    "The model '%.200s' does not exist (this server serves '%.200s')", q->model, s->o.model_name);
+        return send_err(cc, conn, &e, NULL, NULL);
+    }
+    /* Template and tokenize here, in the connection's thread: the tokenizer is read-only. */
+    if (kind == MQ_OAI_CHAT || q->prompt) {
+        char *text = kind == MQ_OAI_CHAT ? mq_chat_prompt(s->c, q->msgs, q->n_msgs, 1, q->enable_thinking) : NULL;
+        if (kind == MQ_OAI_CHAT && !text) {
+            mq_oai_fail(&e, 400, "invalid_request_error", NULL, "messages", "%s", mq_last_error());
+            return send_err(cc, conn, &e, NULL, NULL);
+        }
+        const char *src = text ? text : q->prompt;
+        int rc = mq_tokenize(s->c, src, strlen(src), &j->ids, &j->n_ids);
+        free(text);
+        if (rc) {
+            mq_oai_fail(&e, 400, "invalid_request_error", NULL, kind == MQ_OAI_CHAT ? "messages" : "prompt",
+                        "cannot tokenize the prompt: %s", mq_last_error());
+            return send_err(cc, conn, &e, NULL, NULL);
+        }
+    } else {
+        for (size_t i = 0; i < q->n_prompt_ids; i++)
+            if (q->prompt_ids[i] >= s->info->vocab_size) {
+                mq_oai_fail(&e, 400, "invalid_request_error", NULL, "prompt",
+                            "prompt token id %d at index %zu is out of range [0, %d)", q->prompt_ids[i], i,
+                            s->info->vocab_size);
+                return send_err(cc, conn, &e, NULL, NULL);
+            }
+        j->ids = q->prompt_ids;
+        j->n_ids = q->n_prompt_ids;
+        q->prompt_ids = NULL;
+    }
+    long ctx = s->info->max_ctx, n = (long)j->n_ids;
+    if (n == 0) return fail(cc, conn, 400, "invalid_request_error", NULL, "prompt", "the prompt is empty after tokenization");
+    j->max_tokens = q->max_tokens > 0 ? q->max_tokens : ctx - n;
+    if (n + j->max_tokens > ctx || j->max_tokens < 1) {
+        mq_oai_fail(&e, 400, "invalid_request_error", "context_length_exceeded",
+                    q->max_tokens > 0 ? "max_tokens" : "messages",
+                    "this model's context is %ld tokens, but the prompt has %ld tokens and max_tokens is %ld "
+                    "(%ld in all); shorten the prompt or lower max_tokens",
+                    ctx, n, q->max_tokens > 0 ? q->max_tokens : 0, n + (q->max_tokens > 0 ? q->max_tokens : 0));
+        return send_err(cc, conn, &e, NULL, NULL);
+    }
+
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping || s->n_wait + s->busy > s->o.queue) {
+        int stopping = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        mq_oai_fail(&e, 503, "server_error", "server_overloaded", NULL,
+                    stopping ? "the server is shutting down" :
+                    "the server is busy (queue of %d requests is full); retry later", s->o.queue);
+        return send_err(cc, conn, &e, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    }
+    j->created = (long)time(NULL);
+    snprintf(j->id, sizeof j->id, "%s-%lx%06lx", kind == MQ_OAI_CHAT ? "chatcmpl" : "cmpl", (unsigned long)j->created,
+             ++s->seq & 0xffffff);
+    j->t_queued = now_s();
+    j->state = J_QUEUED;
+    j->refs++; /* the queue's / engine's reference */
+    if (s->tail) s->tail->next = j; else s->head = j;
+    s->tail = j;
+    s->n_wait++;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+
+    if (q->stream) {
+        stream_ctx *sc = calloc(1, sizeof *sc);
+        if (!sc) goto oom;
+        sc->s = s;
+        sc->j = j;
+        sc->conn = conn;
+        sc->t_last = now_s();
+        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, sc, stream_free);
+        if (!r) { free(sc); goto oom; }
+        pthread_mutex_lock(&s->mu);
+        j->refs++; /* the response's reference, dropped in stream_free */
+        pthread_mutex_unlock(&s->mu);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        MHD_add_response_header(r, "X-Accel-Buffering", "no");
+        cc->status = 200;
+        enum MHD_Result ret = MHD_queue_response(conn, 200, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+
+    /* Wait for the result without a connection timeout (the wait is ours, not the client's),
+     * watching for the client to leave. */
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    pthread_mutex_lock(&s->mu);
+    while (j->state != J_DONE && !s->stopping) {
+        struct timespec ts;
+        deadline(&ts, 50);
+        pthread_cond_timedwait(&j->cv, &s->mu, &ts);
+        if (j->state != J_DONE && client_gone(conn)) {
+            job_cancel_locked(s, j);
+            pthread_mutex_unlock(&s->mu);
+            cc->status = 499;
+            return MHD_NO;
+        }
+    }
+    int done = j->state == J_DONE && j->body;
+    int status = j->status;
+    char *body = j->body;
+    j->body = NULL;
+    if (!done) job_cancel_locked(s, j);
+    pthread_mutex_unlock(&s->mu);
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->o.timeout_s);
+    if (!done) {
+        free(body);
+        return fail(cc, conn, 503, "server_error", "server_overloaded", NULL, "the server is shutting down");
+    }
+    char cached[16];
+    snprintf(cached, sizeof cached, "%d", j->usage.cached_tokens);
+    return send_body(cc, conn, status, body, NULL, "X-Cached-Tokens", cached);
+oom:
+    pthread_mutex_lock(&s->mu);
+    job_cancel_locked(s, j);
+    pthread_mutex_unlock(&s->mu);
+    return fail(cc, conn, 500, "server_error", NULL, NULL, "out of memory");
+}
+
+static int route_of(const char *url, const char *model) {
+    if (!strcmp(url, "/v1/chat/completions")) return R_CHAT;
+    if (!strcmp(url, "/v1/completions")) return R_COMPL;
+    if (!strcmp(url, "/v1/models")) return R_MODELS;
+    if (!strncmp(url, "/v1/models/", 11) && !strcmp(url + 11, model)) return R_MODEL;
+    if (!strcmp(url, "/health")) return R_HEALTH;
+    return -1;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                              const char *version, const char *upload_data, size_t *upload_data_size,
+                              void **req_cls) {
+    (void)version;
+    srv *s = cls;
+    conn_ctx *cc = *req_cls;
+    if (!cc) {
+        if (!(cc = calloc(1, sizeof *cc))) return MHD_NO;
+        *req_cls = cc;
+        cc->t0 = now_s();
+        cc->route = route_of(url, s->o.model_name);
+        if (cc->route < 0) {
+            mq_oai_err e;
+            if (!strncmp(url, "/v1/models/", 11))
+                mq_oai_fail(&e, 404, "invalid_request_error", "model_not_found", "model", "The model '%.200s' does not exist", url + 11);
+            else
+                mq_oai_fail(&e, 404, "invalid_request_error", "not_found", NULL, "unknown path %.200s (see /v1/models, "
+                            "/v1/chat/completions, /v1/completions, /health)", url);
+            return send_err(cc, conn, &e, NULL, NULL);
+        }
+        int post = cc->route == R_CHAT || cc->route == R_COMPL;
+        if (strcmp(method, post ? "POST" : "GET") && (post || strcmp(method, "HEAD"))) {
+            mq_oai_err e;
+            mq_oai_fail(&e, 405, "invalid_request_error", "method_not_allowed", NULL, "%.20s is not allowed on %.200s (use %s)",
+                        method, url, post ? "POST" : "GET");
+            return send_err(cc, conn, &e, "Allow", post ? "POST" : "GET, HEAD");
+        }
+        if (cc->route != R_HEALTH && !auth_ok(s, conn)) {
+            mq_oai_err e;
+            mq_oai_fail(&e, 401, "invalid_request_error", "invalid_api_key", NULL,
+                        "missing or incorrect API key (send 'Authorization: Bearer KEY')");
+            return send_err(cc, conn, &e, "WWW-Authenticate", "Bearer");
+        }
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > s->o.max_body) cc->too_big = 1;
+        if (cc->too_big) goto too_big;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        /* A body that trickles in past the timeout is dropped: slow clients never reach the engine. */
+        if (now_s() - cc->t0 > s->o.timeout_s) { cc->status = 408; return MHD_NO; }
+        if (!cc->too_big) {
+            if (cc->body.n + *upload_data_size > s->o.max_body) {
+                cc->too_big = 1;
+                mq_oai_buf_free(&cc->body);
+            } else if (mq_oai_buf_put(&cc->body, upload_data, *upload_data_size)) {
+                return MHD_NO;
+            }
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (cc->too_big) goto too_big;
+    switch (cc->route) {
+    case R_HEALTH: {
+        pthread_mutex_lock(&s->mu);
+        int waiting = s->n_wait, busy = s->busy;
+        pthread_mutex_unlock(&s->mu);
+        char b[160];
+        snprintf(b, sizeof b, "{\"status\":\"ok\",\"busy\":%s,\"waiting\":%d,\"queue\":%d}", busy ? "true" : "false",
+                 waiting, s->o.queue);
+        return send_body(cc, conn, 200, strdup(b), NULL, NULL, NULL);
+    }
+    case R_MODELS:
+        return send_body(cc, conn, 200, mq_oai_models_json(s->o.model_name, s->started, s->info->max_ctx), NULL, NULL, NULL);
+    case R_MODEL: {
+        /* the one entry of the list */
+        char *all = mq_oai_models_json(s->o.model_name, s->started, s->info->max_ctx);
+        char *a = all ? strstr(all, "[") : NULL, *b = all ? strrchr(all, ']') : NULL;
+        char *one = NULL;
+        if (a && b && b > a + 1) {
+            one = malloc((size_t)(b - a));
+            if (one) { memcpy(one, a + 1, (size_t)(b - a - 1)); one[b - a - 1] = 0; }
+        }
+        free(all);
+        return send_body(cc, conn, 200, one, NULL, NULL, NULL);
+    }
+    default:
+        return handle_generate(s, cc, conn);
+    }
+too_big: {
+        mq_oai_err e;
+        mq_oai_fail(&e, 413, "invalid_request_error", "request_too_large", NULL,
+                    "request body is larger than the limit of %zu bytes", s->o.max_body);
+        return send_err(cc, conn, &e, "Connection", "close");
+    }
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **req_cls, enum MHD_RequestTerminationCode toe) {
+    (void)conn;
+    srv *s = cls;
+    conn_ctx *cc = *req_cls;
+    if (!cc) return;
+    *req_cls = NULL;
+    if (cc->j) {
+        pthread_mutex_lock(&s->mu);
+        if (cc->j->state != J_DONE && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) job_cancel_locked(s, cc->j);
+        job_unref_locked(cc->j);
+        pthread_mutex_unlock(&s->mu);
+    }
+    mq_oai_buf_free(&cc->body);
+    free(cc);
+}
+
+/* ---------- start / stop ---------- */
+
+int mq_srv_run(mq_ctx *c, const mq_srv_opts *opts) {
+    static volatile sig_atomic_t never;
+    srv *s = calloc(1, sizeof *s);
+    if (!s) { mq_err_set("serve: out of memory"); return -1; }
+    s->c = c;
+    s->info = mq_get_info(c);
+    s->o = *opts;
+    if (!s->o.stop) s->o.stop = &never;
+    if (!s->o.model_name) s->o.model_name = "megaqwen";
+    if (s->o.timeout_s < 1) s->o.timeout_s = 1;
+    s->started = (long)time(NULL);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    int rc = -1;
+    struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", s->o.port);
+    int gr = getaddrinfo(s->o.host, port, &hints, &ai);
+    if (gr || !ai) {
+        mq_err_set("serve: cannot resolve --host '%s': %s", s->o.host, gai_strerror(gr));
+        goto out;
+    }
+    if (!(s->cache = malloc((size_t)s->info->max_ctx * sizeof *s->cache))) { mq_err_set("serve: out of memory"); goto out; }
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    errno = 0;
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, (uint16_t)s->o.port, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->o.timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(s->o.max_conn > 0 ? s->o.max_conn : 256), MHD_OPTION_NOTIFY_COMPLETED, completed, s,
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)1 << 20, MHD_OPTION_END);
+    if (!d) {
+        mq_err_set("serve: cannot listen on %s port %d: %s", s->o.host, s->o.port,
+                   errno ? strerror(errno) : "libmicrohttpd refused to start");
+        goto out;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    int bound = di ? di->port : s->o.port;
+    fprintf(stderr, "megaqwen serve: listening on http://%s%s%s:%d (model '%s', %s backend, context %d, queue %d)\n",
+            ai->ai_family == AF_INET6 ? "[" : "", s->o.host, ai->ai_family == AF_INET6 ? "]" : "", bound,
+            s->o.model_name, s->info->backend, s->info->max_ctx, s->o.queue);
+    fflush(stderr);
+
+    engine_loop(s);
+
+    /* Shutdown: refuse new work, fail what is queued, let connection threads finish, stop. */
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    while (s->head) job_cancel_locked(s, s->head);
+    pthread_mutex_unlock(&s->mu);
+    MHD_stop_daemon(d);
+    fprintf(stderr, "megaqwen serve: stopped\n");
+    rc = 0;
+out:
+    if (ai) freeaddrinfo(ai);
+    free(s->cache);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+    return rc;
+}
