@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# megaqwen serve over raw HTTP (curl): SSE framing, greedy output == `megaqwen run`, KV prefix reuse,
+# OpenAI-shaped errors (400/401/404/405/413), 503 past the queue, client disconnect, slow clients.
+# Loopback only; the server is always stopped (trap). Then the openai-SDK tests in tests/server/.
+set -u
+BIN=$(readlink -f "${1:?usage: serve.sh MEGAQWEN_BINARY}")
+T=$(mktemp -d); SPID=""
+stop() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null; SPID=""; }
+trap 'stop; rm -rf "$T"' EXIT
+fails=0; passes=0
+ok() { passes=$((passes+1)); }
+bad() { fails=$((fails+1)); echo "FAIL: $*"; }
+check() { if eval "$2"; then ok; else bad "$1"; fi; }
+start() { # start ARGS...: server on a free loopback port, URL in $U
+  "$BIN" serve -m "$M" --port 0 --backend cpu --threads 1 --max-ctx 256 "$@" >"$T/log" 2>&1 </dev/null &
+  SPID=$!
+  for _ in $(seq 100); do U=$(grep -o 'http://127.0.0.1:[0-9]*' "$T/log" | head -1); [ -n "$U" ] && return 0; sleep 0.1; done
+  bad "server did not start: $(cat "$T/log")"; return 1
+}
+post() { curl -s -o "$T/body" -w '%{http_code}' "$U$1" -H 'Content-Type: application/json' "${@:3}" -d "$2"; }
+
+M="$T/tiny"
+"$BIN" synth --shape tiny --seed 1 -o "$M" >/dev/null 2>&1 || { echo "FAIL: synth"; echo "0 passed, 1 failed"; exit 1; }
+"$BIN" serve >/dev/null 2>&1; check "serve without -m exits 2" '[ $? = 2 ]'
+"$BIN" serve -m "$M" --port 99999 >/dev/null 2>&1; check "bad port exits 2" '[ $? = 2 ]'
+
+start --queue 2 --timeout 2 || { echo "$passes passed, $((fails+1)) failed"; exit 1; }
+check "binds loopback" 'grep -q "listening on http://127.0.0.1:" "$T/log"'
+check "health" '[ "$(curl -s "$U/health" | python3 -c "import json,sys;print(json.load(sys.stdin)[\"status\"])")" = ok ]'
+check "models lists tiny" 'curl -s "$U/v1/models" | grep -q "\"id\":\"tiny\""'
+
+# Greedy through the server equals `megaqwen run --temp 0` (text prompt, raw completion).
+want=$("$BIN" run -m "$M" -p "Hello there" -n 12 --temp 0 --backend cpu --threads 1 --max-ctx 256 --ignore-eos 2>/dev/null)
+code=$(post /v1/completions '{"model":"tiny","prompt":"Hello there","max_tokens":12,"temperature":0}')
+got=$(python3 -c "import json;print(json.load(open('$T/body'))['choices'][0]['text'])")
+check "completion 200" '[ "$code" = 200 ]'
+check "greedy completion == run ($got vs $want)" '[ "$got" = "$want" ]'
+check "usage numbers" 'python3 -c "import json;u=json.load(open(\"$T/body\"))[\"usage\"];assert u[\"completion_tokens\"]==12 and u[\"total_tokens\"]==u[\"prompt_tokens\"]+12"'
+# The same prompt again: all but the last prompt token come from the KV cache, same text.
+post /v1/completions '{"prompt":"Hello there","max_tokens":12,"temperature":0}' >/dev/null
+check "prefix reuse reported" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"prompt_tokens_details\"][\"cached_tokens\"]==d[\"usage\"][\"prompt_tokens\"]-1"'
+check "prefix reuse same text" '[ "$(python3 -c "import json;print(json.load(open(\"$T/body\"))[\"choices\"][0][\"text\"])")" = "$want" ]'
+# Chat greedy == run --chat.
+wantc=$("$BIN" run -m "$M" -p "Hi" --chat -n 8 --temp 0 --backend cpu --threads 1 --max-ctx 256 --ignore-eos 2>/dev/null)
+post /v1/chat/completions '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":8,"temperature":0}' >/dev/null
+check "greedy chat == run --chat" '[ "$(python3 -c "import json;print(json.load(open(\"$T/body\"))[\"choices\"][0][\"message\"][\"content\"])")" = "$wantc" ]'
+
+# Raw SSE framing: every event is "data: ..." + blank line, JSON chunks, usage chunk, then [DONE].
+curl -sN "$U/v1/completions" -d '{"prompt":"Hello there","max_tokens":6,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}' >"$T/sse"
+check "SSE framing" 'python3 - "$T/sse" "$want" <<EOF
+import json, sys
+raw = open(sys.argv[1]).read()
+assert raw.endswith("data: [DONE]\n\n"), raw[-80:]
+evs = [e for e in raw.split("\n\n") if e]
+assert all(e.startswith("data: ") and "\n" not in e for e in evs), evs
+chunks = [json.loads(e[6:]) for e in evs[:-1]]
+text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+assert sys.argv[2].startswith(text), (text, sys.argv[2])
+assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
+assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+EOF'
+
+# Stop strings, matched across token boundaries: the text ends right before the stop string.
+stopstr=${want:3:4}
+post /v1/completions "{\"prompt\":\"Hello there\",\"max_tokens\":12,\"temperature\":0,\"stop\":[\"$stopstr\"]}" >/dev/null
+check "stop string ('$stopstr')" 'python3 -c "import json,sys;c=json.load(open(\"$T/body\"))[\"choices\"][0];assert c[\"finish_reason\"]==\"stop\" and c[\"text\"]==sys.argv[1][:3], c" "$want"'
+
+# Errors: OpenAI-shaped JSON with the right status.
+err() { # err DESC WANT PATH BODY [curl args]
+  local code; code=$(post "$3" "$4" "${@:5}")
+  if [ "$code" = "$2" ] && python3 -c "import json;e=json.load(open('$T/body'))['error'];assert e['message'] and e['type']" 2>/dev/null; then ok
+  else bad "$1: HTTP $code $(head -c 200 "$T/body")"; fi
+}
+C=/v1/chat/completions
+err "malformed JSON" 400 $C '{"messages":'
+err "not an object" 400 $C '[1]'
+err "messages wrong type" 400 $C '{"messages":"hi"}'
+err "unknown role" 400 $C '{"messages":[{"role":"wizard","content":"x"}]}'
+err "temperature wrong type" 400 $C '{"messages":[{"role":"user","content":"x"}],"temperature":"hot"}'
+err "temperature out of range" 400 $C '{"messages":[{"role":"user","content":"x"}],"temperature":7}'
+err "max_tokens not integer" 400 $C '{"messages":[{"role":"user","content":"x"}],"max_tokens":1.5}'
+err "n > 1" 400 $C '{"messages":[{"role":"user","content":"x"}],"n":3}'
+err "stream_options without stream" 400 $C '{"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}'
+err "past the context" 400 $C '{"messages":[{"role":"user","content":"x"}],"max_tokens":100000}'
+check "context error names both numbers" 'grep -q "256 tokens" "$T/body" && grep -q "max_tokens is 100000" "$T/body"'
+err "token id out of vocab" 400 /v1/completions '{"prompt":[1,2,999999999]}'
+err "empty body" 400 /v1/completions ''
+err "wrong model" 404 $C '{"model":"gpt-4","messages":[{"role":"user","content":"x"}]}'
+err "unknown path" 404 /v1/nothing '{}'
+err "wrong method" 405 /v1/models '{}'
+head -c 5000000 /dev/zero | tr '\0' ' ' >"$T/big"
+code=$(curl -s -o "$T/body" -w '%{http_code}' "$U/v1/completions" --data-binary @"$T/big")
+check "body over the limit: 413 ($code)" '[ "$code" = 413 ]'
+
+# A client that disconnects mid-stream frees the engine at once for the next request.
+timeout 0.5 curl -sN "$U/v1/completions" -d '{"prompt":"Hello","max_tokens":200,"temperature":0,"stream":true}' >/dev/null 2>&1
+code=$(post /v1/completions '{"prompt":"Hello there","max_tokens":2,"temperature":0}')
+check "after a disconnect the next request runs ($code)" '[ "$code" = 200 ]'
+sleep 0.3
+check "disconnect stopped generation early" 'grep "client gone" "$T/log" | grep -qv "+ 200 tokens"'
+
+# Half-sent request: the connection times out (--timeout 2) and the engine keeps serving.
+python3 - "$U" <<'EOF' &
+import socket, sys, time
+host, port = sys.argv[1].split("//")[1].split(":")
+s = socket.create_connection((host, int(port)))
+s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"prompt\"")
+s.settimeout(6)
+t = time.time()
+try:
+    r = s.recv(100)
+except Exception:
+    r = b"?"
+sys.exit(0 if r == b"" and time.time() - t < 5.5 else 1)
+EOF
+slow=$!
+code=$(post /v1/completions '{"prompt":"Hi","max_tokens":2}')
+check "serves while a client is half-sent ($code)" '[ "$code" = 200 ]'
+wait $slow; check "half-sent request timed out" '[ $? = 0 ]'
+
+# Past the queue (1 running + 2 waiting): 503 with Retry-After; every other request succeeds.
+cps=""
+for i in $(seq 8); do
+  curl -s -o /dev/null -D "$T/h$i" -w '%{http_code}\n' "$U/v1/completions" -d '{"prompt":"Hello there","max_tokens":40,"temperature":0}' >"$T/c$i" &
+  cps="$cps $!"
+done
+wait $cps  # not a bare wait: the server is a child too
+n503=$(cat "$T"/c* | grep -c 503); n200=$(cat "$T"/c* | grep -c 200)
+check "queue: 200s and 503s only ($n200 ok, $n503 busy)" '[ $((n200+n503)) = 8 ] && [ "$n503" -ge 1 ] && [ "$n200" -ge 3 ]'
+check "503 carries Retry-After" 'grep -qi "^Retry-After: 1" $(grep -l " 503" "$T"/h* | head -1)'
+stop
+
+# API key: 401 without or with a wrong key (health stays open), 200 with it.
+start --api-key s3cret
+code=$(post /v1/models '' -X GET); check "no key: 401 ($code)" '[ "$code" = 401 ]'
+code=$(post /v1/models '' -X GET -H 'Authorization: Bearer s3cre'); check "wrong key: 401 ($code)" '[ "$code" = 401 ]'
+code=$(post /v1/models '' -X GET -H 'Authorization: Bearer s3cret'); check "right key: 200 ($code)" '[ "$code" = 200 ]'
+code=$(curl -s -o /dev/null -w '%{http_code}' "$U/health"); check "health without key ($code)" '[ "$code" = 200 ]'
+stop
+
+# The official openai SDK (node) against the same server, when node/npm are here.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  D=$(dirname "$(readlink -f "$0")")/../server
+  if [ -f "$D/run.sh" ]; then
+    if bash "$D/run.sh" "$BIN" "$M"; then ok; else bad "openai SDK tests (tests/server)"; fi
+  fi
+fi
+echo "$passes passed, $fails failed"
+[ "$fails" = 0 ]
