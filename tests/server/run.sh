@@ -11,7 +11,7 @@ fails=0
 M=${2:-}
 if [ -z "$M" ]; then M="$T/tiny"; "$BIN" synth --shape tiny --seed 1 -o "$M" >/dev/null 2>&1 || { echo "FAIL: synth"; exit 1; }; fi
 start() { # start ARGS...: server on a free loopback port, URL in $U
-  "$BIN" serve -m "$M" --port 0 --backend cpu --threads 1 --max-ctx 256 "$@" >"$T/log" 2>&1 </dev/null &
+  ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0:thread_local_quarantine_size_kb=0" "$BIN" serve -m "$M" --port 0 --backend cpu --threads 1 --max-ctx 256 "$@" >"$T/log" 2>&1 </dev/null &
   SPID=$!
   for _ in $(seq 100); do U=$(grep -o 'http://127.0.0.1:[0-9]*' "$T/log" | head -1); [ -n "$U" ] && return 0; sleep 0.1; done
   echo "FAIL: server did not start: $(cat "$T/log")"; return 1
