@@ -11,22 +11,11 @@
 #include "chat.h"
 #include "err.h"
 #include "tokenizer.h"
+#include "testutil.h"
 
 #define TOKDIR MQ_SOURCE_DIR "/.deps/qwen3-tokenizer"
 #define REF MQ_SOURCE_DIR "/tests/data/tok/chat_ref.jsonl"
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    if (b) b[n] = 0;
-    fclose(f);
-    return b;
-}
 
 /* Every recorded conversation x {generation prompt on/off} x {enable_thinking default/true/false}:
  * the same prompt text as HF, and the same ids once tokenized. */
@@ -35,7 +24,7 @@ static void test_against_hf(void **state) {
     mq_tok *t = mq_tok_load(TOKDIR);
     if (!t) print_error("%s (run scripts/deps.sh)\n", mq_err_get());
     assert_non_null(t);
-    char *b = slurp(REF);
+    char *b = mq_test_slurp(REF, NULL);
     assert_non_null(b);
     int n = 0, bad = 0;
     for (char *line = strtok(b, "\n"); line; line = strtok(NULL, "\n")) {

@@ -15,6 +15,7 @@
 #include "err.h"
 #include "model.h"
 #include "sampler.h"
+#include "testutil.h"
 
 /* One fixture made by scripts/ref/hf_fixtures.py. */
 typedef struct {
@@ -29,22 +30,6 @@ typedef struct {
     int n_greedy;
 } fixture;
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) b[n] = 0;
-    if (len) *len = (size_t)n;
-    return b;
-}
 
 static int int_array(const cJSON *root, const char *key, int32_t *out, int cap) {
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, key);
@@ -62,7 +47,7 @@ static fixture *fixture_load(const char *name) {
     assert_non_null(f);
     if (mq_model_load(&f->m, dir) != 0) fail_msg("mq_model_load(%s): %s", dir, mq_err_get());
     snprintf(path, sizeof path, "%s/ref.json", dir);
-    char *js = slurp(path, NULL);
+    char *js = mq_test_slurp(path, NULL);
     assert_non_null(js);
     cJSON *root = cJSON_Parse(js);
     assert_non_null(root);
@@ -77,7 +62,7 @@ static fixture *fixture_load(const char *name) {
     free(js);
     size_t len = 0;
     snprintf(path, sizeof path, "%s/logits.bin", dir);
-    f->logits = (float *)slurp(path, &len);
+    f->logits = (float *)mq_test_slurp(path, &len);
     assert_non_null(f->logits);
     assert_int_equal(len, (size_t)f->T * f->vocab * sizeof(float));
     for (size_t i = 0; i < (size_t)f->T * f->vocab; i++)

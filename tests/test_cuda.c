@@ -16,23 +16,8 @@
 #include "model.h"
 #include "sampler.h"
 #include "synth.h"
+#include "testutil.h"
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) b[n] = 0;
-    if (len) *len = (size_t)n;
-    return b;
-}
 
 static void load(mq_model *m, const char *dir) {
     if (mq_model_load(m, dir) != 0) fail_msg("mq_model_load(%s): %s", dir, mq_err_get());
@@ -114,13 +99,13 @@ static void check_hf(const char *name) {
     const int V = m.cfg.vocab_size;
     snprintf(path, sizeof path, "%s/logits.bin", dir);
     size_t len = 0;
-    float *ref = (float *)slurp(path, &len);
+    float *ref = (float *)mq_test_slurp(path, &len);
     assert_non_null(ref);
     const int T = (int)(len / ((size_t)V * sizeof(float)));
     assert_true(T >= 64);
     /* ids from ref.json: reuse the CPU backend to avoid a JSON parse here? No: read them. */
     snprintf(path, sizeof path, "%s/ref.json", dir);
-    char *js = slurp(path, NULL);
+    char *js = mq_test_slurp(path, NULL);
     assert_non_null(js);
     int32_t ids[512];
     const char *p = strstr(js, "\"ids\"");

@@ -14,6 +14,7 @@
 #include <utf8proc.h>
 #include "err.h"
 #include "tokenizer.h"
+#include "testutil.h"
 
 #define TOKDIR MQ_SOURCE_DIR "/.deps/qwen3-tokenizer"
 #define DATADIR MQ_SOURCE_DIR "/tests/data/tok"
@@ -22,22 +23,10 @@ static mq_tok *qwen; /* loaded once for the whole file */
 
 /* ---------- helpers ---------- */
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    if (b) b[n] = 0;
-    fclose(f);
-    return b;
-}
 
 /* JSON lines of a file, parsed. */
 static cJSON **read_jsonl(const char *path, int *n) {
-    char *b = slurp(path);
+    char *b = mq_test_slurp(path, NULL);
     if (!b) { print_error("cannot read %s\n", path); return NULL; }
     int cap = 64, k = 0;
     cJSON **v = malloc((size_t)cap * sizeof *v);
@@ -278,7 +267,7 @@ static void test_stream_random(void **state) {
  * text, decodes back to its content. Ids are read from the file, not assumed. */
 static void test_added_tokens(void **state) {
     (void)state;
-    char *b = slurp(TOKDIR "/tokenizer.json");
+    char *b = mq_test_slurp(TOKDIR "/tokenizer.json", NULL);
     assert_non_null(b);
     cJSON *j = cJSON_Parse(b);
     free(b);
@@ -535,7 +524,7 @@ static void test_bad_files(void **state) {
     /* a malformed tokenizer_config.json is named too */
     expect_load_err(mini_json(0), "{not json", "malformed JSON", "tokenizer_config.json");
     /* truncated copies of the real file: an error, never a crash */
-    char *real = slurp(TOKDIR "/tokenizer.json");
+    char *real = mq_test_slurp(TOKDIR "/tokenizer.json", NULL);
     assert_non_null(real);
     size_t rl = strlen(real);
     size_t cuts[] = {1, 100, 5000, rl / 3, rl / 2, rl - 2};

@@ -1,0 +1,25 @@
+/* testutil: small helpers the cmocka tests share (reading fixture files). */
+#ifndef MQ_TESTUTIL_H
+#define MQ_TESTUTIL_H
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Whole file as a malloc'd NUL-terminated buffer (NULL if unreadable); *len gets its size. */
+static inline char *mq_test_slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (b) b[n] = 0;
+    if (b && len) *len = (size_t)n;
+    return b;
+}
+
+#endif
