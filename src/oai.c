@@ -429,14 +429,23 @@ static char *print_free(cJSON *o, int sse) {
     return ev;
 }
 
-char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model,
-                           const char *text, size_t len, const char *finish, const mq_oai_usage *u) {
-    cJSON *o = envelope(kind, id, created, model, 0);
+/* The envelope plus its one choice object {"index": 0} in "choices"; *choice points at it. */
+static cJSON *envelope_choice(mq_oai_kind kind, const char *id, long created, const char *model,
+                              int chunk, cJSON **choice) {
+    cJSON *o = envelope(kind, id, created, model, chunk);
     if (!o) return NULL;
     cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
     if (!ch || !c) { cJSON_Delete(c); cJSON_Delete(o); return NULL; }
     cJSON_AddItemToArray(ch, c);
     cJSON_AddNumberToObject(c, "index", 0);
+    *choice = c;
+    return o;
+}
+
+char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model,
+                           const char *text, size_t len, const char *finish, const mq_oai_usage *u) {
+    cJSON *c, *o = envelope_choice(kind, id, created, model, 0, &c);
+    if (!o) return NULL;
     int bad = 0;
     if (kind == MQ_OAI_CHAT) {
         cJSON *m = cJSON_AddObjectToObject(c, "message");
@@ -461,12 +470,8 @@ char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const
 char *mq_oai_chunk_sse(mq_oai_kind kind, const char *id, long created, const char *model,
                        const char *text, size_t len, int role_first, const char *finish,
                        int usage_null) {
-    cJSON *o = envelope(kind, id, created, model, 1);
+    cJSON *c, *o = envelope_choice(kind, id, created, model, 1, &c);
     if (!o) return NULL;
-    cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
-    if (!ch || !c) { cJSON_Delete(c); cJSON_Delete(o); return NULL; }
-    cJSON_AddItemToArray(ch, c);
-    cJSON_AddNumberToObject(c, "index", 0);
     int bad = 0;
     if (kind == MQ_OAI_CHAT) {
         cJSON *d = cJSON_AddObjectToObject(c, "delta");

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include "config.h"
 #include "err.h"
+#include "testutil.h"
 
 /* The real Qwen/Qwen3-0.6B config.json (transformers 4.51 layout). */
 static const char *REAL_06B =
@@ -158,15 +159,12 @@ static char tmpdir[64];
 
 static int setup_dir(void **state) {
     (void)state;
-    strcpy(tmpdir, "/tmp/mq_test_config.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return mq_test_mkdtemp(tmpdir, "/tmp/mq_test_config.XXXXXX");
 }
 
 static int teardown_dir(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return mq_test_rmrf(tmpdir);
 }
 
 static const char *write_tmp(const char *name, const char *content) {

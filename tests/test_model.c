@@ -15,20 +15,18 @@
 #include "err.h"
 #include "model.h"
 #include "synth.h"
+#include "testutil.h"
 
 static char tmpdir[64];
 
 static int setup_dir(void **state) {
     (void)state;
-    strcpy(tmpdir, "/tmp/mq_test_model.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return mq_test_mkdtemp(tmpdir, "/tmp/mq_test_model.XXXXXX");
 }
 
 static int teardown_dir(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return mq_test_rmrf(tmpdir);
 }
 
 static char *sub(const char *name) {

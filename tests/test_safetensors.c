@@ -11,20 +11,18 @@
 #include <unistd.h>
 #include "err.h"
 #include "safetensors.h"
+#include "testutil.h"
 
 static char tmpdir[64];
 
 static int setup_dir(void **state) {
     (void)state;
-    strcpy(tmpdir, "/tmp/mq_test_st.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return mq_test_mkdtemp(tmpdir, "/tmp/mq_test_st.XXXXXX");
 }
 
 static int teardown_dir(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return mq_test_rmrf(tmpdir);
 }
 
 /* A file image: 8-byte LE header length (hlen_override if non-zero), the header, data_len bytes

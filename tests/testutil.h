@@ -3,6 +3,7 @@
 #define MQ_TESTUTIL_H
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Whole file as a malloc'd NUL-terminated buffer (NULL if unreadable); *len gets its size. */
 static inline char *mq_test_slurp(const char *path, size_t *len) {
@@ -20,6 +21,19 @@ static inline char *mq_test_slurp(const char *path, size_t *len) {
     if (b) b[n] = 0;
     if (b && len) *len = (size_t)n;
     return b;
+}
+
+/* A fresh directory under /tmp from a "/tmp/NAME.XXXXXX" template (dir holds >= 64 bytes). */
+static inline int mq_test_mkdtemp(char *dir, const char *tmpl) {
+    snprintf(dir, 64, "%s", tmpl);
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+/* Remove a test directory and everything in it. */
+static inline int mq_test_rmrf(const char *dir) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
 }
 
 #endif
