@@ -4,7 +4,7 @@
 # runs compute-sanitizer, benchmarks decode and prints a short table last.
 #
 #   scripts/device-check.sh [--only LIST] [--skip LIST] [--budget-s S] [--arch SM]
-#   steps: build bw test greedy logits sanitize profile bench bench16 variants ctest hf
+#   steps: build bw test greedy logits sanitize profile bench bench16 variants serve ctest hf
 #   Logs and raw numbers go to $OUT (the device tool's folder) or out/device-check.
 # Needs: nvcc, cmake, python3 with torch + transformers (HF reference), and the Debian -dev libraries
 # (unpacked from .deps/debs, made by scripts/deps.sh --debs, when pkg-config can't find them).
@@ -180,6 +180,22 @@ if want variants; then
     row "$v: $(grep -E '^\| (16|4096) \|' /tmp/var.txt | cut -d'|' -f2-4 | tr '\n' ' ')"
     row "  $(grep profile /tmp/prof.txt | tail -1)"
   done
+fi
+
+if want serve && [ "$(left)" -gt 90 ]; then
+  say "serve: streaming latency at 1/4/16 clients vs megaqwen run (cuda, synthetic 0.6B)"
+  "$BIN" serve -m $M06 --backend cuda --port 18091 --queue 64 -q 2>"$O/serve.log" &
+  SP=$!
+  for _ in $(seq 60); do (exec 3<>/dev/tcp/127.0.0.1/18091) 2>/dev/null && break; sleep 0.5; done
+  timeout 120 python3 scripts/serve-bench.py http://127.0.0.1:18091 --clients 1,4,16 --requests-per-level 32 \
+    --max-tokens 64 --json "$O/serve.json" >/tmp/sb.txt 2>&1
+  kill $SP 2>/dev/null; wait $SP 2>/dev/null
+  cat /tmp/sb.txt >>"$LOG"
+  for i in 1 2 3; do
+    timeout 30 "$BIN" run -m $M06 --prompt "The history of the printing press begins (0)" -n 64 --backend cuda \
+      2>&1 >/dev/null | grep TTFT
+  done >/tmp/sr.txt
+  TABLE+=("serve (/v1/completions, stream, 64 tokens):" "$(grep -E '^\|' /tmp/sb.txt)" "megaqwen run, same prompt: $(tail -1 /tmp/sr.txt)")
 fi
 
 if want ctest && [ "$(left)" -gt 60 ]; then
