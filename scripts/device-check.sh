@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 T0=$(date +%s)
 ONLY="" SKIP="" BUDGET=570 ARCH=""
+# decode kernels to check side by side (MQ_CUDA_SYNC): grid barriers (v4) and dataflow (v5)
+SYNCS=${DC_SYNCS:-grid df}
 while [ $# -gt 0 ]; do
   case $1 in
     --only) ONLY=$2; shift 2;; --skip) SKIP=$2; shift 2;; --budget-s) BUDGET=$2; shift 2;;
@@ -82,11 +84,13 @@ if [ ! -s $M06/config.json ]; then
 fi
 
 if want test; then
-  say "test_cuda"
-  (cd "$B" && timeout 150 ctest -R test_cuda --timeout 140 --output-on-failure -V) >"$O/tests.log" 2>&1
-  res=$(grep -E "tests passed|tests failed" "$O/tests.log" | tail -1)
-  row "test_cuda | ${res:-no result (test_cuda.log)}"
-  while read -r l; do row "  $l"; done < <(grep -E "cuda vs HF|token-by-token|device greedy|device sampling|FAIL|stuck|flips" "$O/tests.log" | sed 's/^[0-9]*: //' | head -10)
+  for sy in $SYNCS; do
+    say "test_cuda (MQ_CUDA_SYNC=$sy)"
+    (cd "$B" && MQ_CUDA_SYNC=$sy timeout 150 ctest -R test_cuda --timeout 140 --output-on-failure -V) >"$O/tests-$sy.log" 2>&1
+    res=$(grep -E "tests passed|tests failed" "$O/tests-$sy.log" | tail -1)
+    row "test_cuda $sy | ${res:-no result (tests-$sy.log)}"
+    while read -r l; do row "  $l"; done < <(grep -E "cuda vs HF|token-by-token|device greedy|device sampling|FAIL|stuck|flips" "$O/tests-$sy.log" | sed 's/^[0-9]*: //' | head -10)
+  done
 fi
 
 if want greedy; then
@@ -94,10 +98,11 @@ if want greedy; then
   P=785,3840,315,279,18484,3493,12033,304,279,11128,45387,9294,11,979
   G="run -m $M06 --prompt-ids $P -n 256 --ids --ignore-eos"
   timeout 60 "$BIN" $G --backend cuda >/tmp/g_cuda.txt 2>>"$LOG"
+  MQ_CUDA_SYNC=df timeout 60 "$BIN" $G --backend cuda >/tmp/g_cudadf.txt 2>>"$LOG"
   MQ_CUDA_KV=bf16 timeout 60 "$BIN" $G --backend cuda >/tmp/g_cuda16.txt 2>>"$LOG"
   timeout 200 "$BIN" $G --backend cpu >/tmp/g_cpu.txt 2>>"$LOG"
-  for f in cuda cuda16 cpu; do echo "== $f"; cat /tmp/g_$f.txt; done >"$O/greedy.txt"
-  for f in cuda cuda16; do
+  for f in cuda cudadf cuda16 cpu; do echo "== $f"; cat /tmp/g_$f.txt; done >"$O/greedy.txt"
+  for f in cuda cudadf cuda16; do
     n=$(python3 - /tmp/g_$f.txt /tmp/g_cpu.txt <<'EOF'
 import re, sys
 a, b = [re.findall(r"-?\d+", open(p).read()) for p in sys.argv[1:3]]
@@ -114,12 +119,13 @@ if want logits; then
   say "teacher-forced logits: cuda, cpu, HF fp32, HF bf16"
   IDS=$(python3 -c "print(','.join(str((1000 + 7919 * i) % 100000) for i in range(128)))")
   "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cuda.bin --backend cuda 2>>"$LOG"
+  MQ_CUDA_PREFILL=0 MQ_CUDA_SYNC=df "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cudadf.bin --backend cuda 2>>"$LOG"
   MQ_CUDA_KV=bf16 "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cuda16.bin --backend cuda 2>>"$LOG"
   "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cpu.bin --backend cpu 2>>"$LOG"
   python3 scripts/ref/hf_logits.py -m $M06 --ids "$IDS" --dtype fp32 -o /tmp/l_hf32.bin >>"$LOG" 2>&1
   python3 scripts/ref/hf_logits.py -m $M06 --ids "$IDS" --dtype bf16 -o /tmp/l_hf16.bin >>"$LOG" 2>&1
   python3 scripts/ref/compare_logits.py --vocab 151936 --hf32 /tmp/l_hf32.bin --hfbf16 /tmp/l_hf16.bin \
-    cuda=/tmp/l_cuda.bin cuda-kvbf16=/tmp/l_cuda16.bin cpu=/tmp/l_cpu.bin hf-bf16=/tmp/l_hf16.bin >"$O/logits.txt" 2>&1
+    cuda=/tmp/l_cuda.bin cuda-df-stepwise=/tmp/l_cudadf.bin cuda-kvbf16=/tmp/l_cuda16.bin cpu=/tmp/l_cpu.bin hf-bf16=/tmp/l_hf16.bin >"$O/logits.txt" 2>&1
   cat "$O/logits.txt" >>"$LOG"
   while read -r l; do row "logits $l"; done < <(python3 -c "
 import json,sys
@@ -146,19 +152,23 @@ fi
 
 if want profile; then
   say "per-stage profile (MQ_CUDA_PROFILE=1)"
-  for kv in f32 bf16; do
-    MQ_CUDA_KV=$kv MQ_CUDA_PROFILE=1 timeout 60 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 124 --ids --ignore-eos \
-      --backend cuda 2>/tmp/prof.txt >/dev/null
-    row "kv $kv: $(grep profile /tmp/prof.txt | tail -1)"
+  for cfg in "f32 grid" "bf16 grid" "f32 df" "bf16 df"; do
+    set -- $cfg
+    MQ_CUDA_KV=$1 MQ_CUDA_SYNC=$2 MQ_CUDA_PROFILE=1 timeout 60 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 124 \
+      --ids --ignore-eos --backend cuda 2>/tmp/prof.txt >/dev/null
+    row "kv $1, $2: $(grep profile /tmp/prof.txt | tail -1)"
     grep -E "megakernel|grid" /tmp/prof.txt | head -3 >>"$LOG"
   done
+  set --
 fi
 
 if want bench; then
-  say "bench (cuda, synthetic 0.6B)"
-  timeout $(( $(left) > 200 ? 200 : $(left) )) "$BIN" bench -m $M06 --backend cuda --ctx 16,1024,4096,32768 -n 128 \
-    --bw "$BW" --power-s 0 --idle-s 0 --json "$O/bench.json" >"$O/bench.txt" 2>&1
-  TABLE+=("f32 KV:" "$(grep -A12 -i "context" "$O/bench.txt" | grep -E '^\|' | head -6)")
+  for sy in $SYNCS; do
+    say "bench (cuda $sy, synthetic 0.6B)"
+    MQ_CUDA_SYNC=$sy timeout $(( $(left) > 150 ? 150 : $(left) )) "$BIN" bench -m $M06 --backend cuda \
+      --ctx 16,1024,4096,32768 -n 128 --bw "$BW" --power-s 0 --idle-s 0 --json "$O/bench-$sy.json" >"$O/bench-$sy.txt" 2>&1
+    TABLE+=("f32 KV, $sy:" "$(grep -A12 -i "context" "$O/bench-$sy.txt" | grep -E '^\|' | head -6)")
+  done
 fi
 
 if want bench16 && [ "$(left)" -gt 100 ]; then

@@ -14,7 +14,7 @@ extern "C" {
 #include "gpu.h"
 }
 
-extern "C" const void *mqk_kernel(int kv_f32);
+extern "C" const void *mqk_kernel(int kv_f32, int df);
 
 using mqk::LayerW;
 using mqk::NT;
@@ -45,9 +45,11 @@ struct mq_gpu {
     mq_gpu_shape s;
     int max_ctx, grid, smem, sms;
     int profile;          // MQ_CUDA_PROFILE=1: print per-stage times of each launch to stderr
-    int kv_f32;
+    int kv_f32;           // KV cache element: 1 = f32 (default: matches the fp32 reference), 0 = bf16
+    int df;               // 1: dataflow kernel decode_df (MQ_CUDA_SYNC=df), 0: grid-barrier kernel
+    int prof_k;           // df profile: stage instances recorded per launch
     int fuse;             // gate|up + down fused (MQ_CUDA_FUSE=0: separate stages)
-    size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)           // KV cache element: 1 = f32 (default: matches the fp32 reference), 0 = bf16
+    size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)
     size_t bytes;         // arena size
     char *arena;          // the one device allocation
     size_t off_layer[8];  // per-layer offsets of qkv, o, gu, down, in_norm, post_norm, q_norm, k_norm
@@ -147,7 +149,11 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     // KV cache precision: f32 unless MQ_CUDA_KV=bf16 (half the KV bytes; see docs/perf-notes.md)
     const char *kvenv = getenv("MQ_CUDA_KV");
     g->kv_f32 = !(kvenv && !strcmp(kvenv, "bf16"));
-    const void *fn = mqk_kernel(g->kv_f32);
+    // Synchronization: grid barriers (v4) or dataflow counters with staged weights (v5, sm_90 for
+    // the bulk copies; elsewhere it streams weights like v4). MQ_CUDA_SYNC=grid|df.
+    const char *syenv = getenv("MQ_CUDA_SYNC");
+    g->df = syenv && !strcmp(syenv, "df");
+    const void *fn = mqk_kernel(g->kv_f32, g->df);
     CKN(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem));
     int occ = 0;
     CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, NT, g->smem));
@@ -156,7 +162,30 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
         free(g);
         return NULL;
     }
-    int bps = 2;  // blocks per SM; MQ_CUDA_BPS=1 measured 6% faster but is not yet through the GPU tests
+    size_t wbuf = 0;  // df: bytes per staged-weight buffer
+    if (g->df) {
+        // one block per SM; two weight buffers sized for the largest row slice that fits twice
+        // beside the stage vectors (a stage whose slice is larger streams from global memory)
+        const size_t grid = (size_t)g->sms, H = s->hidden, I = s->inter;
+        const size_t slices[4] = {(Q + 2 * (size_t)KV + grid - 1) / grid * H * 2, (H + grid - 1) / grid * Q * 2,
+                                  (2 * I + grid - 1) / grid * H * 2, (H + grid - 1) / grid * I * 2};
+        const size_t optin = prop.sharedMemPerBlockOptin, base = (size_t)g->smem + 256;
+        if (prop.major >= 9)
+            for (int i = 0; i < 4; i++) {
+                const size_t b = (slices[i] + 127) & ~(size_t)127;
+                if (b > wbuf && 2 * b + base <= optin) wbuf = b;
+            }
+        g->wsmem = 2 * wbuf;
+        g->smem += (int)(2 * wbuf);
+        CKN(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem));
+        CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, NT, g->smem));
+        if (occ < 1) {
+            mq_err_set("cuda: the dataflow decode kernel does not fit on one SM of %s", prop.name);
+            free(g);
+            return NULL;
+        }
+    }
+    int bps = g->df ? 1 : 2;  // blocks per SM; MQ_CUDA_BPS=1 measured 6% faster but is not yet through the GPU tests
     const char *env = getenv("MQ_CUDA_BPS");
     if (env && atoi(env) > 0) bps = atoi(env);
     if (bps > occ) bps = occ;
@@ -164,10 +193,10 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     // memory (cp.async) while the grid synchronizes. The slice is ceil(rows / grid) rows; staging
     // is used when the largest slice fits next to the stage buffers for bps blocks per SM.
     const char *fenv = getenv("MQ_CUDA_FUSE");  // 1: gate|up + down in one stage
-    g->fuse = fenv && atoi(fenv) == 1;  // off by default: same speed measured, and atomics are nondeterministic
+    g->fuse = fenv && atoi(fenv) == 1 && !g->df;  // off by default: same speed, atomics are nondeterministic
     const char *senv = getenv("MQ_CUDA_STAGE");
     const int stage_on = senv && atoi(senv) == 1;  // off by default: measured slower than L2 prefetch
-    for (; bps >= 1; bps--) {
+    for (; bps >= 1 && !g->df; bps--) {
         const size_t grid = (size_t)g->sms * bps, H = s->hidden, I = s->inter;
         const size_t slices[4] = {(Q + 2 * (size_t)KV + grid - 1) / grid * H * 2, (H + grid - 1) / grid * Q * 2,
                                   (2 * I + grid - 1) / grid * H * 2, (H + grid - 1) / grid * I * 2};
@@ -240,6 +269,9 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     o += al((size_t)s->n_heads * max_chunks * (hd + 2) * 4);
     const size_t off_cnt = o;  // att_cnt (n_kv), lm_cnt, bar, ctl[2]
     o += al(((size_t)s->n_kv + 4) * 4);
+    const size_t off_flg = o;  // dataflow counters (n_layers * 5 + 1)
+    const size_t n_flg = (size_t)s->n_layers * 5 + 1;
+    o += al(n_flg * 4);
     const size_t off_best = o;
     o += al((size_t)g->grid * 8);
     const size_t off_logits = o;
@@ -261,7 +293,9 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const char *penv = getenv("MQ_CUDA_PROFILE");
     g->profile = penv && atoi(penv) > 0;
     const size_t off_prof = o;
-    if (g->profile) o += al((size_t)PROF_N * 8);
+    // df profile: 2 stamps per block for each of the first 4 steps' stage instances
+    g->prof_k = g->df ? 4 * (5 * s->n_layers + 1) : 0;
+    if (g->profile) o += al(g->df ? (size_t)2 * g->prof_k * g->grid * 8 : (size_t)PROF_N * 8);
     g->bytes = o;
 
     e = cudaMalloc((void **)&g->arena, g->bytes);
@@ -311,6 +345,9 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     P.lm_cnt = P.att_cnt + s->n_kv;
     P.bar = P.lm_cnt + 1;
     P.ctl = (int *)(P.bar + 1);
+    P.flg = (unsigned *)(A + off_flg);
+    P.wbuf = (unsigned)wbuf;
+    P.prof_k = g->prof_k;
     P.best = (unsigned long long *)(A + off_best);
     P.logits = (float *)(A + off_logits);
     P.tokens = (int32_t *)(A + off_tok);
@@ -345,9 +382,10 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     free(lw);
     CKN(e);
     snprintf(g->desc, sizeof g->desc,
-             "%.200s: %d SMs, grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights), %s KV cache, %s MLP, "
-             "arena %.3f GB",
-             prop.name, g->sms, g->grid, NT, bps, g->smem, g->wsmem, g->kv_f32 ? "f32" : "bf16",
+             "%.200s: %s kernel, %d SMs, grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights), %s KV "
+             "cache, %s MLP, arena %.3f GB",
+             prop.name, g->df ? "dataflow" : "grid-barrier", g->sms, g->grid, NT, bps, g->smem, g->wsmem,
+             g->kv_f32 ? "f32" : "bf16",
              g->fuse ? "fused" : "2-stage", g->bytes / 1e9);
     if (g->profile) fprintf(stderr, "megakernel: %s\n", g->desc);
     return g;
@@ -424,6 +462,66 @@ int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t b
     return 0;
 }
 
+// MQ_CUDA_PROFILE with the dataflow kernel: per stage, from the stamps every block writes when its
+// inputs are ready (2k) and when it published its output (2k+1), for the first steps of the launch:
+//   interval  time between the last publishes of consecutive stages (the step's critical path)
+//   work      mean over blocks of publish - ready (the stage's own work, weights included)
+//   wake      first consumer ready - last producer publish (dependency latency)
+static void df_profile(mq_gpu *g, const unsigned long long *dprof, int n, int pos) {
+    const int L = g->s.n_layers, per = 5 * L + 1, G = g->grid;
+    int K = n * per < g->prof_k ? n * per : g->prof_k;
+    if (K < 2) return;
+    const size_t cnt = (size_t)2 * K * G;
+    unsigned long long *t = (unsigned long long *)malloc(cnt * 8);
+    if (!t || cudaMemcpy(t, dprof, cnt * 8, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        (void)cudaGetLastError();
+        free(t);
+        return;
+    }
+    static const char *nm[6] = {"qkv", "attn", "o", "gateup", "down", "lm_head"};
+    double iv[6] = {0}, wk[6] = {0}, wa[6] = {0}, ni[6] = {0}, nw[6] = {0}, nwa[6] = {0};
+    unsigned long long prev_pub = 0;
+    for (int k = 0; k < K; k++) {
+        const int st = (k % per) < 5 * L ? (k % per) % 5 : 5;
+        unsigned long long rmin = ~0ull, pmax = 0;
+        double w = 0;
+        int nb = 0;
+        for (int b = 0; b < G; b++) {
+            const unsigned long long r = t[(size_t)(2 * k) * G + b], p = t[(size_t)(2 * k + 1) * G + b];
+            if (r && r < rmin) rmin = r;
+            if (p > pmax) pmax = p;
+            if (r && p >= r) {
+                w += (double)(p - r);
+                nb++;
+            }
+        }
+        if (nb) {
+            wk[st] += w / nb;
+            nw[st] += 1;
+        }
+        if (prev_pub && rmin != ~0ull && rmin >= prev_pub) {
+            wa[st] += (double)(rmin - prev_pub);
+            nwa[st] += 1;
+        }
+        if (prev_pub && pmax > prev_pub) {
+            iv[st] += (double)(pmax - prev_pub);
+            ni[st] += 1;
+        }
+        if (pmax) prev_pub = pmax;
+    }
+    fprintf(stderr, "megakernel(df) profile (%d of %d steps at pos %d; us per stage: interval / work / wake):", K / per,
+            n, pos);
+    double tot = 0;
+    for (int st = 0; st < 6; st++) {
+        const double a = ni[st] ? iv[st] / ni[st] / 1e3 : 0, b = nw[st] ? wk[st] / nw[st] / 1e3 : 0,
+                     c = nwa[st] ? wa[st] / nwa[st] / 1e3 : 0;
+        tot += a * (st < 5 ? L : 1);
+        fprintf(stderr, " %s %.1f/%.1f/%.1f", nm[st], a, b, c);
+    }
+    fprintf(stderr, " | step %.1f us\n", tot);
+    free(t);
+}
+
 // One launch of n steps (n <= LOGITS_CHUNK when logits_all).
 static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int logits_all, int n_stop,
                   const Params *samp = NULL) {
@@ -435,11 +533,18 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     P.n = n;
     P.logits_all = logits_all;
     CK(cudaMemset(P.bar, 0, 3 * sizeof(unsigned)));  // bar, ctl[0], ctl[1]
+    if (g->df) {
+        CK(cudaMemset(P.flg, 0, ((size_t)g->s.n_layers * 5 + 1) * sizeof(unsigned)));
+        if (g->profile) CK(cudaMemset(P.prof, 0, (size_t)2 * g->prof_k * g->grid * 8));
+    }
     void *args[] = {&P};
-    CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kv_f32), dim3(g->grid), dim3(NT), args, (size_t)g->smem, 0));
+    CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kv_f32, g->df), dim3(g->grid), dim3(NT), args, (size_t)g->smem,
+                                   0));
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
-    if (g->profile) {
+    if (g->profile && g->df) {
+        df_profile(g, P.prof, n, pos);
+    } else if (g->profile) {
         // barrier 0 opens after the embedding; then per step 5 per layer + 1 (lm_head)
         const int L = g->s.n_layers, ns = g->fuse ? 4 : 5, per = ns * L + 1;
         int nb = 1 + n * per - 1;  // the last step ends without a barrier

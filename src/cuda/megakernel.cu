@@ -430,19 +430,26 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
     __syncthreads();
 }
 
+// Chunks per kv head for a context of len positions (*csz positions each, the last may be short):
+// at least MINCH positions a chunk, at most grid / n_kv chunks (one item per block).
+__device__ __forceinline__ int att_chunks(const Params &P, int len, int &csz) {
+    int nch = (len + MINCH - 1) / MINCH;
+    int cap = (int)gridDim.x / P.nkv;
+    if (cap < 1) cap = 1;
+    if (cap > P.max_chunks) cap = P.max_chunks;
+    if (nch > cap) nch = cap;
+    csz = (len + nch - 1) / nch;
+    return (len + csz - 1) / csz;
+}
+
 // Attention of layer l at position pos for the block's (kv head, chunk) item: the G query heads
 // of a kv head are done in passes of at most 4 (register budget); K/V rows are re-read per pass.
 template <typename KT>
 __device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm) {
     const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
     const int maxch = P.max_chunks;
-    int nch = (len + MINCH - 1) / MINCH;
-    int cap = (int)gridDim.x / P.nkv;
-    if (cap < 1) cap = 1;
-    if (cap > maxch) cap = maxch;
-    if (nch > cap) nch = cap;
-    const int csz = (len + nch - 1) / nch;
-    nch = (len + csz - 1) / csz;
+    int csz;
+    const int nch = att_chunks(P, len, csz);
     const int item = blockIdx.x;
     if (item >= P.nkv * nch) return;
     const int kvh = item / nch, c = item % nch;
@@ -578,12 +585,65 @@ __device__ void embed(const Params &P, int id) {
     for (int i = threadIdx.x; i < P.hidden; i += NT) P.x[i] = __bfloat162float(e[i]);
 }
 
+// Final norm + lm_head rows of this block with a fused argmax; the last block to finish reduces the
+// per-block bests, picks the token (argmax or device sampling), records it and, when another step
+// follows, embeds it into x. Returns true in that last block. stamp: where to record the time this
+// block finished its rows (profile), or NULL.
+__device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float *sm, float *red,
+                                     unsigned long long *stamp) {
+    __shared__ unsigned long long s_best;
+    __shared__ int s_last;
+    const int H = P.hidden;
+    load_norm(P.x, P.final_norm, H, P.eps, sm, red);
+    if (threadIdx.x == 0) s_best = 0;
+    __syncthreads();
+    float *lo = P.logits + (P.logits_all ? (size_t)step * P.vocab : 0);
+    matvec<MV_LOGITS>(P.lm_head, P.vocab, H, sm, lo, red, &s_best);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        if (stamp) *stamp = globaltimer();
+        P.best[blockIdx.x] = s_best;
+        __threadfence();
+        const unsigned old = atomicAdd(P.lm_cnt, 1u);
+        s_last = old == gridDim.x - 1;
+        if (s_last) __threadfence();
+    }
+    __syncthreads();
+    if (!s_last) return false;
+    // reduce the per-block bests (max key = max logit, lowest index on ties)
+    unsigned long long b = 0;
+    for (int i = threadIdx.x; i < (int)gridDim.x; i += NT) {
+        unsigned long long v = __ldcg(P.best + i);
+        if (v > b) b = v;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        unsigned long long v = __shfl_xor_sync(0xffffffffu, b, o);
+        if (v > b) b = v;
+    }
+    if (threadIdx.x == 0) s_best = 0;
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0 && b) atomicMax(&s_best, b);
+    __syncthreads();
+    int tok = s_best ? (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu)) : 0;
+    if (P.samp) tok = sample_block(P, lo, sm);  // -1: NaN / all -inf logits: stop
+    bool stop = tok < 0;
+    if (!P.ids)
+        for (int i = 0; i < P.n_stop; i++) stop |= P.stop[i] == tok;
+    if (threadIdx.x == 0) {
+        P.tokens[step] = tok;
+        *P.lm_cnt = 0;
+        P.ctl[1] = step + 1;  // steps done
+        if (stop) P.ctl[0] = 1;
+    }
+    if (more && !stop) embed(P, P.ids ? P.ids[step + 1] : tok);
+    return true;
+}
+
 template <typename KT>
 __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
     extern __shared__ __align__(16) unsigned char dsm[];
     __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
-    __shared__ unsigned long long s_best;
-    __shared__ int s_last;
     unsigned target = 0;
     const int H = P.hidden, I = P.inter, QKVR = P.qdim + 2 * P.nkv * P.hd;
     const size_t PF = (size_t)1 << 20;  // prefetch cap per block and matrix
@@ -671,49 +731,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
         const bool need_lm = !P.ids || P.logits_all || step == P.n - 1;
         const bool more = step + 1 < P.n;
         if (need_lm) {
-            load_norm(P.x, P.final_norm, H, P.eps, sm, red);
-            if (threadIdx.x == 0) s_best = 0;
-            __syncthreads();
-            float *lo = P.logits + (P.logits_all ? (size_t)step * P.vocab : 0);
-            matvec<MV_LOGITS>(P.lm_head, P.vocab, H, sm, lo, red, &s_best);
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                P.best[blockIdx.x] = s_best;
-                __threadfence();
-                const unsigned old = atomicAdd(P.lm_cnt, 1u);
-                s_last = old == gridDim.x - 1;
-                if (s_last) __threadfence();
-            }
-            __syncthreads();
-            if (s_last) {
-                // reduce the per-block bests (max key = max logit, lowest index on ties)
-                unsigned long long b = 0;
-                for (int i = threadIdx.x; i < (int)gridDim.x; i += NT) {
-                    unsigned long long v = __ldcg(P.best + i);
-                    if (v > b) b = v;
-                }
-#pragma unroll
-                for (int o = 16; o > 0; o >>= 1) {
-                    unsigned long long v = __shfl_xor_sync(0xffffffffu, b, o);
-                    if (v > b) b = v;
-                }
-                if (threadIdx.x == 0) s_best = 0;
-                __syncthreads();
-                if ((threadIdx.x & 31) == 0 && b) atomicMax(&s_best, b);
-                __syncthreads();
-                int tok = s_best ? (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu)) : 0;
-                if (P.samp) tok = sample_block(P, lo, sm);  // -1: NaN / all -inf logits: stop
-                bool stop = tok < 0;
-                if (!P.ids)
-                    for (int i = 0; i < P.n_stop; i++) stop |= P.stop[i] == tok;
-                if (threadIdx.x == 0) {
-                    P.tokens[step] = tok;
-                    *P.lm_cnt = 0;
-                    P.ctl[1] = step + 1;  // steps done
-                    if (stop) P.ctl[0] = 1;
-                }
-                if (more && !stop) embed(P, P.ids ? P.ids[step + 1] : tok);
-            }
+            lm_step(P, step, more, sm, red, nullptr);
         } else if (blockIdx.x == 0) {
             if (threadIdx.x == 0) P.ctl[1] = step + 1;
             embed(P, P.ids[step + 1]);
@@ -729,10 +747,284 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
     }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// decode_df: the same step with dataflow counters instead of grid barriers (MQ_CUDA_SYNC=df).
+//
+// Each (layer, stage) has a counter that its producer blocks bump once per step (release) after
+// writing their part; a consumer block waits (acquire) only for the stage it reads, and only if it
+// has work in its own stage, so a block runs ahead into the next stage's set-up while slower
+// blocks finish. Every stage reads all of the previous stage's output (except attention, which
+// needs only QKV), so waits chain layer to layer and no buffer is overwritten while a slower block
+// still reads it: a stage's writers run only after all readers of the buffer's previous contents
+// have arrived on some counter this stage transitively waits for.
+//
+// Weights do not depend on activations, so a block's slice of the NEXT weight stage is copied into
+// one of two shared-memory buffers by the bulk copy engine (cp.async.bulk + mbarrier, sm_90) as
+// soon as the buffer is free, i.e. one whole stage ahead; the wait for the data dependency and the
+// weight copy overlap. Slices larger than a buffer (and all of the lm_head) stream from global
+// memory with an L2 prefetch instead. Stage order and buffers per layer:
+//   QKV (buf 0) -> ATTN (no weights) -> O (buf 1) -> GU (buf 0) -> DOWN (buf 1) -> next QKV (buf 0)
+// ---------------------------------------------------------------------------------------------
+enum { S_QKV = 0, S_ATT = 1, S_O = 2, S_GU = 3, S_DOWN = 4, NSTAGE = 5 };
+
+__device__ __forceinline__ void df_arrive(unsigned *c, unsigned long long *stamp) {
+    __syncthreads();  // the block's writes happen-before thread 0's release
+    if (threadIdx.x == 0) {
+        if (stamp) *stamp = globaltimer();
+        asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(c), "r"(1u) : "memory");
+    }
+}
+
+__device__ __forceinline__ void df_wait(const unsigned *c, unsigned target, unsigned long long *stamp) {
+    if (threadIdx.x == 0) {
+        const long long t0 = clock64();
+        while (ld_acquire(c) < target) {
+            if (clock64() - t0 > (1ll << 36)) {  // ~30 s: a dependency that never completes is a bug
+                printf("megakernel(df): block %d stuck waiting for a counter to reach %u (at %u)\n", blockIdx.x,
+                       target, ld_acquire(c));
+                __trap();
+            }
+        }
+        if (stamp) *stamp = globaltimer();
+    }
+    __syncthreads();  // thread 0's acquire orders the block's later reads
+}
+
+// Blocks with a non-empty balanced slice of `rows` rows (block_rows gives rows*b/nb ...).
+__device__ __forceinline__ unsigned producers(int rows) { return (unsigned)min(rows, (int)gridDim.x); }
+
+__device__ __forceinline__ unsigned smem_u32(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+
+// Staged weight buffers: two shared-memory buffers, each with an mbarrier the bulk copy completes.
+struct WStage {
+    uint4 *buf[2];
+    unsigned long long *mb;  // (2) mbarriers in shared memory
+    unsigned phase[2];       // parity each buffer's next completion flips to
+    int pend[2];             // a copy into the buffer is in flight
+    size_t cap;              // bytes per buffer
+};
+
+// Start copying this block's row slice of W (rows, cols) into buffer k; false (nothing issued)
+// when the slice is empty, larger than a buffer, or the device has no bulk copy engine. The
+// caller has passed a __syncthreads since the buffer's last readers.
+__device__ __forceinline__ bool ws_issue(WStage &S, int k, const __nv_bfloat16 *W, int rows, int cols) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    int r0, r1;
+    block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
+    const size_t bytes = (size_t)(r1 - r0) * cols * 2;
+    if (bytes == 0 || bytes > S.cap) return false;
+    if (threadIdx.x == 0) {
+        const unsigned mb = smem_u32(S.mb + k), dst = smem_u32(S.buf[k]);
+        const char *src = reinterpret_cast<const char *>(W + (size_t)r0 * cols);
+        // the buffer was last read through the generic proxy; order that before the async writes
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(mb), "r"((unsigned)bytes)
+                     : "memory");
+        const size_t piece = 32768;
+        for (size_t off = 0; off < bytes; off += piece) {
+            const unsigned len = (unsigned)(bytes - off < piece ? bytes - off : piece);
+            asm volatile(
+                "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                    dst + (unsigned)off),
+                "l"(src + off), "r"(len), "r"(mb)
+                : "memory");
+        }
+    }
+    S.pend[k] = 1;
+    return true;
+#else
+    (void)S, (void)k, (void)W, (void)rows, (void)cols;
+    return false;
+#endif
+}
+
+// Wait until buffer k's copy has landed (all threads); returns the buffer, or nullptr if none.
+__device__ __forceinline__ const uint4 *ws_take(WStage &S, int k) {
+    if (!S.pend[k]) return nullptr;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const unsigned mb = smem_u32(S.mb + k);
+    unsigned done = 0;
+    do {
+        asm volatile(
+            "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+            : "=r"(done)
+            : "r"(mb), "r"(S.phase[k])
+            : "memory");
+    } while (!done);
+#endif
+    S.phase[k] ^= 1u;
+    S.pend[k] = 0;
+    return S.buf[k];
+}
+
+// Start the weights of stage st of layer l into buffer k, or prefetch them into L2 when they do not fit.
+__device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l, int st) {
+    const LayerW &L = P.layers[l];
+    const int H = P.hidden, I = P.inter, QKVR = P.qdim + 2 * P.nkv * P.hd;
+    const __nv_bfloat16 *W;
+    int rows, cols;
+    switch (st) {
+    case S_QKV: W = L.qkv, rows = QKVR, cols = H; break;
+    case S_O: W = L.o, rows = H, cols = P.qdim; break;
+    case S_GU: W = L.gu, rows = 2 * I, cols = H; break;
+    default: W = L.down, rows = H, cols = I; break;
+    }
+    if (!ws_issue(S, k, W, rows, cols)) prefetch_rows(W, rows, cols, (size_t)1 << 20);
+}
+
+template <typename KT>
+__global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
+    extern __shared__ __align__(128) unsigned char dsm[];
+    __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
+    __shared__ __align__(8) unsigned long long s_mb[2];
+    const int H = P.hidden, I = P.inter, Lc = P.n_layers, QKVR = P.qdim + 2 * P.nkv * P.hd;
+    const unsigned G = gridDim.x;
+    // Shared memory: [weight buffer 0][weight buffer 1][sm: stage vectors / attention scratch]
+    WStage S;
+    S.cap = P.wbuf;
+    S.buf[0] = reinterpret_cast<uint4 *>(dsm);
+    S.buf[1] = reinterpret_cast<uint4 *>(dsm + P.wbuf);
+    S.mb = s_mb;
+    S.phase[0] = S.phase[1] = 0;
+    S.pend[0] = S.pend[1] = 0;
+    float *sm = reinterpret_cast<float *>(dsm + 2 * (size_t)P.wbuf);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (threadIdx.x == 0 && P.wbuf) {
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(s_mb)) : "memory");
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(s_mb + 1)) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+#endif
+    __syncthreads();
+    unsigned *cE = P.flg + (size_t)Lc * NSTAGE;  // embeds done (one per step)
+    // producers per stage per step (attention's varies with the context length)
+    const unsigned nQKV = producers(QKVR), nO = producers(H), nGU = producers(2 * I), nDN = producers(H);
+    unsigned tATT = 0;  // attention items so far in this launch
+    // profile: stage instance k of this block -> stamps (2k: inputs ready, 2k+1: output published)
+    int kinst = 0;
+    auto stamp = [&](int e) -> unsigned long long * {
+        if (!P.prof || kinst >= P.prof_k) return nullptr;
+        return P.prof + ((size_t)(2 * kinst + e) * G + blockIdx.x);
+    };
+
+    if (blockIdx.x == 0) {
+        embed(P, P.ids ? P.ids[0] : P.first);
+        df_arrive(cE, nullptr);
+    }
+    if (Lc > 0) ws_next(S, 0, P, 0, S_QKV);
+
+    for (int step = 0; step < P.n; step++) {
+        const int pos = P.pos + step, len = pos + 1;
+        const bool more = step + 1 < P.n;
+        int csz;
+        const unsigned items = (unsigned)P.nkv * (unsigned)att_chunks(P, len, csz);
+        tATT += items;
+        const unsigned ts = (unsigned)step + 1;  // steps whose producers must have arrived
+        for (int l = 0; l < Lc; l++) {
+            const LayerW &L = P.layers[l];
+            unsigned *c = P.flg + (size_t)l * NSTAGE;
+            int r0, r1;
+            // ---- QKV: rmsnorm(x) -> q|k|v rows
+            ws_next(S, 1, P, l, S_O);
+            block_rows(QKVR, blockIdx.x, G, r0, r1);
+            if (r1 > r0) {
+                df_wait(l == 0 ? cE : c - NSTAGE + S_DOWN, l == 0 ? ts : nDN * ts, stamp(0));
+                if (l == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // stop token
+                load_norm(P.x, L.in_norm, H, P.eps, sm, red);
+                matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr, ws_take(S, 0));
+                df_arrive(c + S_QKV, stamp(1));
+            } else {
+                ws_take(S, 0);
+                if (l == 0) {  // still honour a stop token
+                    df_wait(cE, ts, nullptr);
+                    if (__ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;
+                }
+            }
+            kinst++;
+            // ---- ATTN: (kv head, chunk) items
+            if (blockIdx.x < items) {
+                df_wait(c + S_QKV, nQKV * ts, stamp(0));
+                attention<KT>(P, l, pos, sm);
+                df_arrive(c + S_ATT, stamp(1));
+            }
+            kinst++;
+            // ---- O: x += W_o att
+            __syncthreads();  // buffer 0 (QKV) readers are done
+            ws_next(S, 0, P, l, S_GU);
+            block_rows(H, blockIdx.x, G, r0, r1);
+            if (r1 > r0) {
+                df_wait(c + S_ATT, tATT, stamp(0));
+                for (int i = threadIdx.x; i < P.qdim; i += NT) sm[i] = __ldcg(P.att + i);
+                __syncthreads();
+                matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, ws_take(S, 1));
+                df_arrive(c + S_O, stamp(1));
+            } else {
+                ws_take(S, 1);
+            }
+            kinst++;
+            // ---- GU: rmsnorm(x) -> gate|up rows (interleaved)
+            __syncthreads();
+            ws_next(S, 1, P, l, S_DOWN);
+            block_rows(2 * I, blockIdx.x, G, r0, r1);
+            if (r1 > r0) {
+                df_wait(c + S_O, nO * ts, stamp(0));
+                load_norm(P.x, L.post_norm, H, P.eps, sm, red);
+                matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, ws_take(S, 0));
+                df_arrive(c + S_GU, stamp(1));
+            } else {
+                ws_take(S, 0);
+            }
+            kinst++;
+            // ---- DOWN: x += W_down (silu(gate) * up)
+            __syncthreads();
+            if (l + 1 < Lc) ws_next(S, 0, P, l + 1, S_QKV);
+            else if (more) ws_next(S, 0, P, 0, S_QKV);  // next step's first layer, during the lm_head
+            else prefetch_rows(P.lm_head, P.vocab, H, (size_t)1 << 20);
+            block_rows(H, blockIdx.x, G, r0, r1);
+            if (r1 > r0) {
+                df_wait(c + S_GU, nGU * ts, stamp(0));
+                for (int i = threadIdx.x; i < I; i += NT) {
+                    const float g = __ldcg(P.gu + 2 * i), u = __ldcg(P.gu + 2 * i + 1);
+                    sm[i] = g / (1.0f + expf(-g)) * u;
+                }
+                __syncthreads();
+                matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr, ws_take(S, 1));
+                df_arrive(c + S_DOWN, stamp(1));
+            } else {
+                ws_take(S, 1);
+            }
+            kinst++;
+        }
+        if (Lc > 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;
+        // ---- LM head + argmax; the last block embeds the next token and publishes it on cE
+        const bool need_lm = !P.ids || P.logits_all || step == P.n - 1;
+        const unsigned *cd = Lc > 0 ? P.flg + (size_t)(Lc - 1) * NSTAGE + S_DOWN : cE;
+        const unsigned td = Lc > 0 ? nDN * ts : ts;
+        if (need_lm) {
+            df_wait(cd, td, stamp(0));
+            if (lm_step(P, step, more, sm, red, stamp(1)) && more) df_arrive(cE, nullptr);
+        } else if (blockIdx.x == 0) {
+            df_wait(cd, td, stamp(0));
+            if (threadIdx.x == 0) P.ctl[1] = step + 1;
+            embed(P, P.ids[step + 1]);
+            df_arrive(cE, stamp(1));
+        }
+        kinst++;
+        if (!more) break;
+    }
+    // no bulk copy may still be writing this block's shared memory when it exits
+    ws_take(S, 0);
+    ws_take(S, 1);
+}
+
 }  // namespace mqk
 
-// The kernel for a KV cache of f32 (kv_f32 = 1) or bf16 elements.
-extern "C" const void *mqk_kernel(int kv_f32) {
+// The kernel for a KV cache of f32 (kv_f32 = 1) or bf16 elements; df = 1: the dataflow kernel.
+extern "C" const void *mqk_kernel(int kv_f32, int df) {
+    if (df)
+        return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_df<float>)
+                      : reinterpret_cast<const void *>(&mqk::decode_df<__nv_bfloat16>);
     return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_kernel<float>)
                   : reinterpret_cast<const void *>(&mqk::decode_kernel<__nv_bfloat16>);
 }

@@ -45,6 +45,11 @@ struct Params {
     float *logits;                   // (n, vocab) when logits_all, else (vocab)
     int32_t *tokens;                 // (n) chosen token per step
     unsigned *bar;                   // grid barrier counter, zeroed before each launch
+    // dataflow kernel (decode_df): one counter per (layer, stage) + the embed counter, zeroed before
+    // each launch; each only grows within a launch (a consumer waits for producers x steps so far)
+    unsigned *flg;                   // (n_layers * 5 + 1)
+    unsigned wbuf;                   // bytes of each of the two staged-weight buffers (0: stream all)
+    int prof_k;                      // stage instances the df profile records (2 stamps x grid each)
     unsigned long long *prof;        // (65536) barrier-open times of block 0, or NULL (MQ_CUDA_PROFILE)
     int *ctl;                        // [0] stop flag, [1] steps done; zeroed before each launch
     const int32_t *ids;              // (n) teacher-forced ids, or NULL for greedy
