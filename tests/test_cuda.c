@@ -154,9 +154,13 @@ static void check_hf(const char *name) {
         assert_int_equal(b->forward(b, &ids[t], 1, t, NULL), 0);
         memcpy(one + (size_t)t * V, b->last_logits(b), (size_t)V * sizeof(float));
     }
+    /* one forward of T tokens runs the batched prefill (split-bf16 tensor-core GEMMs, ~16 mantissa
+     * bits, other summation order), the token-by-token steps the decode kernel (fp32 FMA): they agree
+     * to ~1e-5 of max|logit| (2.2e-5 measured on fixture A, whose f32 weights are rounded to bf16) */
     compare(one, got, T, V, &rel, &mism, &kl);
-    printf("  %s: token-by-token vs one launch: max|d| %.3g\n", name, rel);
-    assert_true(rel <= 1e-5);
+    printf("  %s: token-by-token (decode kernel) vs one forward (prefill): max|d| %.3g, KL %.3g\n", name, rel, kl);
+    assert_true(rel <= 1e-4);
+    assert_true(kl <= 1e-6);
     assert_int_equal(mism, 0);
     /* rewind: overwrite positions 10..29 with other ids, then restore: same logits again */
     int32_t junk[20];
@@ -164,7 +168,8 @@ static void check_hf(const char *name) {
     assert_int_equal(b->forward(b, junk, 20, 10, NULL), 0);
     assert_int_equal(b->forward(b, ids + 10, T - 10, 10, one + (size_t)10 * V), 0);
     compare(one + (size_t)10 * V, got + (size_t)10 * V, T - 10, V, &rel, &mism, &kl);
-    assert_true(rel <= 1e-5);
+    printf("  %s: rewind to 10 and re-run vs first run: max|d| %.3g\n", name, rel);
+    assert_true(rel <= 1e-4);
     assert_int_equal(mism, 0);
     /* out-of-range ids and positions are errors, not crashes */
     int32_t bad = V;
