@@ -50,12 +50,22 @@ constexpr int LSUB = 128;             // lm_head rows per sub-chunk (logits buff
 constexpr size_t WS_BYTES = 32 << 20; // cuBLASLt workspace
 constexpr int NPLAN = 48;             // cached GEMM plans (shape -> descriptors + algorithm)
 constexpr int BQ = 64, BK = 32;       // attention: query rows per block (16 per warp), keys per tile
+constexpr int GMAX = 64;              // chunks of at most this many tokens replay a captured CUDA graph
+constexpr int NGRAPH = 16;            // cached graphs, keyed by (chunk length, logit rows: all or the last)
 
 struct Plan {
     int used, opA_t, m, n, k, lda, ldc, beta1;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
+};
+
+// One captured chunk (embed, every layer, final norm + lm_head of its logit rows) for T tokens;
+// the token ids and the position are read from device memory written before each replay.
+struct Graph {
+    int T, r0, nr;         // chunk length; its logit rows [r0, r0 + nr)
+    int state;             // 0 unused, 1 seen once (ordinary launches), 2 captured, 3 capture failed
+    cudaGraphExec_t ex;
 };
 
 }  // namespace
@@ -76,7 +86,13 @@ struct mqp_state {
     float *gu;             // (C, 2*inter) gate|up, interleaved as the weights (col 2j gate, 2j+1 up)
     __nv_bfloat16 *h;      // 2 x (C, inter) silu(gate) * up
     float *logits;         // (LSUB, vocab)
-    int32_t *ids;          // (C)
+    int32_t *dbuf;         // (1 + C) device: [0] the chunk's first position, then its token ids
+    int32_t *hbuf;         // (1 + C) host staging for dbuf
+    cudaStream_t st;       // every prefill launch (non-blocking; ordered after the caller's stream)
+    cudaEvent_t ev;        // orders st after the caller's stream
+    int use_graph;         // 0 when MQ_PREFILL_GRAPH=0
+    Graph graph[NGRAPH];
+    int next_graph;
     float *hlast;          // (vocab) host row for last_tok when the caller passes no buffer
     Plan plan[NPLAN];
     int next_plan;
@@ -128,16 +144,16 @@ __device__ __forceinline__ void st1(float *p, float v) { *p = v; }
 // One warp per (token t, slot): slots [0, nh) are q heads, [nh, nh+nkv) k heads, then v heads
 // (the q|k|v row of token t is contiguous, so slot s starts at s*hd). q/k: RMSNorm (q_norm /
 // k_norm) then RoPE at position pos+t (the decode kernel's table); q -> qb (bf16), k/v -> cache
-// row pos+t of layer l. grid (T), block 32 * 8.
+// row pos+t of layer l (pos = *posp, device memory so a captured graph can replay it). grid (T), block 32 * 8.
 template <typename KT>
 __global__ void qk_prep_k(const float *qkv, const float *qn, const float *kn, const float *rope, __nv_bfloat16 *qb,
-                          __nv_bfloat16 *ql, KT *kc, KT *vc, int nh, int nkv, int hd, int pos, float eps) {
+                          __nv_bfloat16 *ql, KT *kc, KT *vc, int nh, int nkv, int hd, const int *posp, float eps) {
     extern __shared__ float pbuf[];  // (8, hd)
     const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = hd >> 1;
     const int nslot = nh + 2 * nkv, qd = nh * hd, kvd = nkv * hd;
     float *tmp = pbuf + warp * hd;
     const float *row = qkv + (size_t)t * (qd + 2 * kvd);
-    const int p = pos + t;
+    const int p = *posp + t;
     for (int s = warp; s < nslot; s += 8) {
         const float *src = row + (size_t)s * hd;
         const bool isq = s < nh, isk = !isq && s < nh + nkv;
@@ -233,15 +249,15 @@ __device__ __forceinline__ void ld8split(const __nv_bfloat16 *p, bool ok, uint4 
 // att/atl: (T, q_dim) bf16 hi/lo output.
 template <int HD, typename KT, bool SPLIT>
 __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const KT *Kl,
-                                               const KT *Vl, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int pos,
-                                               int nh, int nkv) {
+                                               const KT *Vl, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
+                                               const int *posp, int nh, int nkv) {
     constexpr int KS = HD + 8, VS = BK + 8, NB = SPLIT ? 2 : 1;
     __shared__ __align__(16) __nv_bfloat16 Ks[NB][BK * KS];  // (BK, HD) keys of the tile: hi, lo
     __shared__ __align__(16) __nv_bfloat16 Vt[NB][HD * VS];  // (HD, BK) values, transposed: hi, lo
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     // the last query tiles have the most keys: schedule them first (blockIdx.x 0 = last tile)
     const int h = blockIdx.y, kvh = h / (nh / nkv), q0 = (gridDim.x - 1 - blockIdx.x) * BQ;
-    const int qd = nh * HD, kvd = nkv * HD;
+    const int qd = nh * HD, kvd = nkv * HD, pos = *posp;
     const int kend = pos + min(q0 + BQ, T);  // keys [0, kend) are needed by this block
     const int wr = q0 + warp * 16;           // this warp's first row (relative)
     const int wlast = pos + wr + 15;         // largest absolute position among its rows
@@ -483,17 +499,17 @@ int gemm2(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_b
 
 template <int HD, typename KT>
 int attention(const mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
-              __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int pos, cudaStream_t s) {
+              __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, cudaStream_t s) {
     const size_t lo = (size_t)l * P->max_ctx * P->nkv * HD;
     const KT *Kl = static_cast<const KT *>(P->kc) + lo, *Vl = static_cast<const KT *>(P->vc) + lo;
     const dim3 grid((T + BQ - 1) / BQ, P->nh);
-    if (S->split) flash_k<HD, KT, true><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, pos, P->nh, P->nkv);
-    else flash_k<HD, KT, false><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, pos, P->nh, P->nkv);
+    if (S->split) flash_k<HD, KT, true><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv);
+    else flash_k<HD, KT, false><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv);
     return 0;
 }
 
 template <typename KT>
-int layer(mqp_state *S, const Params *P, int l, int T, int pos, cudaStream_t s) {
+int layer(mqp_state *S, const Params *P, int l, int T, cudaStream_t s) {
     const LayerW &W = S->hl[l];
     const int H = S->H, I = S->I, qd = S->qd, kvd = S->kvd, hd = S->hd;
     const size_t lo = (size_t)l * P->max_ctx * kvd;
@@ -505,11 +521,11 @@ int layer(mqp_state *S, const Params *P, int l, int T, int pos, cudaStream_t s) 
     if (gemm2(S, 1, W.qkv, H, S->xn, xo, S->qkv, qd + 2 * kvd, T, H, 0.0f, s)) return -1;
     qk_prep_k<KT><<<T, 256, (size_t)8 * hd * 4, s>>>(S->qkv, W.q_norm, W.k_norm, P->rope, S->qb, ql,
                                                      static_cast<KT *>(P->kc) + lo, static_cast<KT *>(P->vc) + lo,
-                                                     S->nh, S->nkv, hd, pos, P->eps);
+                                                     S->nh, S->nkv, hd, S->dbuf, P->eps);
     __nv_bfloat16 *att = S->xn;  // the normed rows are consumed by the QKV GEMM; reuse as (T, q_dim)
-    int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, att, xl, T, pos, s)
-          : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, att, xl, T, pos, s)
-                      : attention<32, KT>(S, P, l, S->qb, ql, att, xl, T, pos, s);
+    int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, att, xl, T, s)
+          : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, att, xl, T, s)
+                      : attention<32, KT>(S, P, l, S->qb, ql, att, xl, T, s);
     if (r) return -1;
     if (gemm2(S, 1, W.o, qd, att, xo, S->x, H, T, qd, 1.0f, s)) return -1;  // x += att o^T
     rmsnorm_k<<<T, 256, 0, s>>>(S->x, W.post_norm, S->xn, xl, H, P->eps);
@@ -568,29 +584,109 @@ int init(mqp_state **st, const Params *P) {
             return -2;
         }
     }
-    PCK(cudaMalloc((void **)&S->ids, C * 4));
+    PCK(cudaMalloc((void **)&S->dbuf, (C + 1) * 4));
+    if (!(S->hbuf = (int32_t *)malloc((C + 1) * 4))) {
+        mq_err_set("cuda prefill: out of host memory");
+        return -1;
+    }
+    PCK(cudaStreamCreateWithFlags(&S->st, cudaStreamNonBlocking));
+    PCK(cudaEventCreateWithFlags(&S->ev, cudaEventDisableTiming));
+    const char *ge = getenv("MQ_PREFILL_GRAPH");
+    S->use_graph = !(ge && atoi(ge) == 0);
     LCK(cublasLtCreate(&S->lt));
+    return 0;
+}
+
+// The launches of one chunk of T tokens (ids and position already in S->dbuf): embed, every
+// layer, then the final RMSNorm + lm_head of rows [r0, r0 + nr) into S->logits (nr = 0: none).
+template <typename KT>
+int chunk(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
+    embed_k<<<T, 256, 0, s>>>(S->dbuf + 1, P->embed, S->x, S->H, S->V);
+    for (int l = 0; l < S->L; l++)
+        if (layer<KT>(S, P, l, T, s)) return -1;
+    if (nr > 0) {
+        rmsnorm_k<<<nr, 256, 0, s>>>(S->x + (size_t)r0 * S->H, P->final_norm, S->xn, S->split ? S->xn + S->xo : nullptr,
+                                     S->H, P->eps);
+        if (gemm2(S, 1, P->lm_head, S->H, S->xn, S->xo, S->logits, S->V, nr, S->H, 0.0f, s)) return -1;
+    }
+    PCK(cudaGetLastError());
+    return 0;
+}
+
+// A short chunk (T <= GMAX, its logit rows in one sub-chunk) as a CUDA graph: the first call for
+// (T, r0, nr) runs the launches directly (plans made, kernels loaded), the second captures them once
+// and every later call replays the graph. Returns 0 when the chunk ran (graph or direct), -1 on error.
+// A capture that fails (an uncapturable call) is remembered and that key runs directly from then on.
+template <typename KT>
+int chunk_graph(mqp_state *S, const Params *P, int T, int r0, int nr) {
+    Graph *g = nullptr;
+    for (int i = 0; i < NGRAPH; i++)
+        if (S->graph[i].state && S->graph[i].T == T && S->graph[i].r0 == r0 && S->graph[i].nr == nr) g = &S->graph[i];
+    if (!g) {  // first sight of this key: take the next slot (round robin), run directly
+        g = &S->graph[S->next_graph];
+        S->next_graph = (S->next_graph + 1) % NGRAPH;
+        if (g->state == 2) cudaGraphExecDestroy(g->ex);
+        g->T = T, g->r0 = r0, g->nr = nr, g->state = 1;
+        return chunk<KT>(S, P, T, r0, nr, S->st);
+    }
+    if (g->state == 3) return chunk<KT>(S, P, T, r0, nr, S->st);
+    if (g->state == 1) {
+        cudaGraph_t graph = nullptr;
+        int ok = cudaStreamBeginCapture(S->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+        if (ok) {
+            const int r = chunk<KT>(S, P, T, r0, nr, S->st);
+            ok = cudaStreamEndCapture(S->st, &graph) == cudaSuccess && r == 0 && graph;
+        }
+        if (ok) ok = cudaGraphInstantiate(&g->ex, graph, 0) == cudaSuccess;
+        if (graph) cudaGraphDestroy(graph);
+        if (!ok) {  // not capturable here: plain launches from now on for this key
+            (void)cudaGetLastError();
+            cudaStreamCaptureStatus cs;
+            if (cudaStreamIsCapturing(S->st, &cs) == cudaSuccess && cs != cudaStreamCaptureStatusNone) {
+                cudaGraph_t dead = nullptr;
+                cudaStreamEndCapture(S->st, &dead);
+                if (dead) cudaGraphDestroy(dead);
+            }
+            (void)cudaGetLastError();
+            g->state = 3;
+            return chunk<KT>(S, P, T, r0, nr, S->st);
+        }
+        g->state = 2;
+    }
+    PCK(cudaGraphLaunch(g->ex, S->st));
     return 0;
 }
 
 template <typename KT>
 int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float *logits_all, float *last,
-        int32_t *last_tok, cudaStream_t s) {
-    const int V = S->V, H = S->H;
+        int32_t *last_tok, cudaStream_t caller) {
+    const int V = S->V;
+    cudaStream_t s = S->st;
+    PCK(cudaEventRecord(S->ev, caller));  // the caller's earlier work (decode steps) comes first
+    PCK(cudaStreamWaitEvent(s, S->ev, 0));
     for (int c0 = 0; c0 < n; c0 += S->C) {
-        const int T = n - c0 < S->C ? n - c0 : S->C, p0 = pos + c0;
-        PCK(cudaMemcpyAsync(S->ids, ids + c0, (size_t)T * 4, cudaMemcpyHostToDevice, s));
-        embed_k<<<T, 256, 0, s>>>(S->ids, P->embed, S->x, H, V);
-        for (int l = 0; l < S->L; l++)
-            if (layer<KT>(S, P, l, T, p0, s)) return -1;
+        const int T = n - c0 < S->C ? n - c0 : S->C;
         const bool final = c0 + T == n;
+        // pageable staging: the copy has taken the bytes when cudaMemcpyAsync returns
+        S->hbuf[0] = pos + c0;
+        memcpy(S->hbuf + 1, ids + c0, (size_t)T * 4);
+        PCK(cudaMemcpyAsync(S->dbuf, S->hbuf, (size_t)(T + 1) * 4, cudaMemcpyHostToDevice, s));
         // logits: every row of the chunk (sub-chunks of LSUB rows), or only the prompt's last row
         const int r_beg = logits_all ? 0 : final ? T - 1 : T;
-        for (int r0 = r_beg; r0 < T; r0 += LSUB) {
+        int r0 = r_beg;
+        if (S->use_graph && T <= GMAX && T - r_beg <= LSUB) {
+            if (chunk_graph<KT>(S, P, T, r_beg, T - r_beg)) return -1;
+        } else {
+            if (chunk<KT>(S, P, T, r_beg, T - r_beg < LSUB ? T - r_beg : LSUB, s)) return -1;
+        }
+        // the first sub-chunk's logits are in S->logits; later sub-chunks run here
+        for (; r0 < T; r0 += LSUB) {
             const int nr = T - r0 < LSUB ? T - r0 : LSUB;
-            rmsnorm_k<<<nr, 256, 0, s>>>(S->x + (size_t)r0 * H, P->final_norm, S->xn, S->split ? S->xn + S->xo : nullptr,
-                                         H, P->eps);
-            if (gemm2(S, 1, P->lm_head, H, S->xn, S->xo, S->logits, V, nr, H, 0.0f, s)) return -1;
+            if (r0 != r_beg) {
+                rmsnorm_k<<<nr, 256, 0, s>>>(S->x + (size_t)r0 * S->H, P->final_norm, S->xn,
+                                             S->split ? S->xn + S->xo : nullptr, S->H, P->eps);
+                if (gemm2(S, 1, P->lm_head, S->H, S->xn, S->xo, S->logits, V, nr, S->H, 0.0f, s)) return -1;
+            }
             if (logits_all)
                 PCK(cudaMemcpyAsync(logits_all + (size_t)(c0 + r0) * V, S->logits, (size_t)nr * V * 4,
                                     cudaMemcpyDeviceToHost, s));
@@ -651,11 +747,16 @@ void mqp_free(mqp_state *S) {
             cublasLtMatrixLayoutDestroy(S->plan[i].lb);
             cublasLtMatrixLayoutDestroy(S->plan[i].lc);
         }
+    for (int i = 0; i < NGRAPH; i++)
+        if (S->graph[i].state == 2) cudaGraphExecDestroy(S->graph[i].ex);
     if (S->lt) cublasLtDestroy(S->lt);
-    void *bufs[9] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->ids};
+    if (S->ev) cudaEventDestroy(S->ev);
+    if (S->st) cudaStreamDestroy(S->st);
+    void *bufs[9] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf};
     for (int i = 0; i < 9; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     free(S->hl);
     free(S->hlast);
+    free(S->hbuf);
     free(S);
 }
