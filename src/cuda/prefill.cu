@@ -8,6 +8,9 @@
 //   no T x T matrix) -> O GEMM accumulated into the fp32 residual (beta = 1) -> RMSNorm ->
 //   gate|up GEMM -> SiLU * up (bf16) -> down GEMM accumulated into the residual
 // then the final RMSNorm + lm_head for the rows whose logits are wanted (sub-chunks of LSUB rows).
+// Attention (flash2_k): K/V tiles as bf16 hi (+ lo) rows, cp.async double-buffered, ldmatrix
+// fragments; an f32 cache is split into bf16 scratch once per layer (rows before the chunk by
+// kv_split_k, the chunk's own rows by qk_prep_k). Chunks of <= GMAX tokens replay a CUDA graph.
 // Numerics: residual stream and GEMM outputs fp32; GEMM/attention inputs (normed activations,
 // q, K/V tiles, softmax probabilities) rounded to bf16 for the tensor cores (see docs/perf-notes.md).
 #include <cublasLt.h>
@@ -64,6 +67,7 @@ struct Plan {
 // the token ids and the position are read from device memory written before each replay.
 struct Graph {
     int T, r0, nr;         // chunk length; its logit rows [r0, r0 + nr)
+    int old;               // 1: the chunk starts past position 0 (cache rows before it are converted)
     int state;             // 0 unused, 1 seen once (ordinary launches), 2 captured, 3 capture failed
     cudaGraphExec_t ex;
 };
@@ -93,6 +97,13 @@ struct mqp_state {
     int use_graph;         // 0 when MQ_PREFILL_GRAPH=0
     Graph graph[NGRAPH];
     int next_graph;
+    int attn_v1;           // MQ_PREFILL_ATTN=1: the first attention kernel (flash_k, K/V converted per block)
+    int sms;               // multiprocessors (grid of the K/V conversion)
+    unsigned fattr;        // flash2_k instantiations whose shared-memory limit is raised
+    // f32 cache, attention v2: layer l's K/V rows [0, pos+T) as bf16, remade per layer (rows, kv_dim)
+    // each: K hi, V hi, then K lo, V lo when split
+    __nv_bfloat16 *kvs;
+    size_t kv_cap;         // rows of kvs
     float *hlast;          // (vocab) host row for last_tok when the caller passes no buffer
     Plan plan[NPLAN];
     int next_plan;
@@ -140,14 +151,23 @@ __global__ void rmsnorm_k(const float *x, const float *w, __nv_bfloat16 *out, __
 
 __device__ __forceinline__ void st1(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
 __device__ __forceinline__ void st1(float *p, float v) { *p = v; }
+// h[i] = bf16(v), l[i] = bf16(v - h[i]) (l nullptr: hi only; h nullptr: nothing)
+__device__ __forceinline__ void st_split(__nv_bfloat16 *h, __nv_bfloat16 *l, size_t i, float v) {
+    if (!h) return;
+    const __nv_bfloat16 hv = __float2bfloat16_rn(v);
+    h[i] = hv;
+    if (l) l[i] = __float2bfloat16_rn(v - __bfloat162float(hv));
+}
 
 // One warp per (token t, slot): slots [0, nh) are q heads, [nh, nh+nkv) k heads, then v heads
 // (the q|k|v row of token t is contiguous, so slot s starts at s*hd). q/k: RMSNorm (q_norm /
 // k_norm) then RoPE at position pos+t (the decode kernel's table); q -> qb (bf16), k/v -> cache
-// row pos+t of layer l (pos = *posp, device memory so a captured graph can replay it). grid (T), block 32 * 8.
+// row pos+t of layer l (pos = *posp, device memory so a captured graph can replay it); kh/vh (and
+// kl/vl), when not nullptr, receive the same K/V rows as bf16 hi (lo), (rows, kv_dim). grid (T), block 32 * 8.
 template <typename KT>
 __global__ void qk_prep_k(const float *qkv, const float *qn, const float *kn, const float *rope, __nv_bfloat16 *qb,
-                          __nv_bfloat16 *ql, KT *kc, KT *vc, int nh, int nkv, int hd, const int *posp, float eps) {
+                          __nv_bfloat16 *ql, KT *kc, KT *vc, __nv_bfloat16 *kh, __nv_bfloat16 *kl, __nv_bfloat16 *vh,
+                          __nv_bfloat16 *vl, int nh, int nkv, int hd, const int *posp, float eps) {
     extern __shared__ float pbuf[];  // (8, hd)
     const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = hd >> 1;
     const int nslot = nh + 2 * nkv, qd = nh * hd, kvd = nkv * hd;
@@ -186,16 +206,22 @@ __global__ void qk_prep_k(const float *qkv, const float *qn, const float *kn, co
                 }
             }
         } else if (isk) {
-            KT *dst = kc + (size_t)p * kvd + (size_t)(s - nh) * hd;
+            const size_t ko = (size_t)p * kvd + (size_t)(s - nh) * hd;
             for (int i = lane; i < half; i += 32) {
                 const float2 cs = reinterpret_cast<const float2 *>(rope)[(size_t)p * half + i];
                 const float a = tmp[i], b = tmp[i + half];
-                st1(dst + i, a * cs.x - b * cs.y);
-                st1(dst + i + half, b * cs.x + a * cs.y);
+                const float o0 = a * cs.x - b * cs.y, o1 = b * cs.x + a * cs.y;
+                st1(kc + ko + i, o0);
+                st1(kc + ko + i + half, o1);
+                st_split(kh, kl, ko + i, o0);
+                st_split(kh, kl, ko + i + half, o1);
             }
         } else {
-            KT *dst = vc + (size_t)p * kvd + (size_t)(s - nh - nkv) * hd;
-            for (int d = lane; d < hd; d += 32) st1(dst + d, tmp[d]);
+            const size_t vo = (size_t)p * kvd + (size_t)(s - nh - nkv) * hd;
+            for (int d = lane; d < hd; d += 32) {
+                st1(vc + vo + d, tmp[d]);
+                st_split(vh, vl, vo + d, tmp[d]);
+            }
         }
         __syncwarp();
     }
@@ -416,6 +442,252 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __
     }
 }
 
+// ---- attention v2: K/V as bf16 (hi [+ lo]) rows in global memory, cp.async double-buffered tiles,
+// ldmatrix fragments (.trans for V, so V needs no transposed copy).
+
+__device__ __forceinline__ void cp16(void *smem, const void *g, bool ok) {  // zero-fills when !ok
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void ldsm4(uint32_t r[4], const __nv_bfloat16 *p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+__device__ __forceinline__ void ldsm4t(uint32_t r[4], const __nv_bfloat16 *p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+// f32 cache rows [0, *posp) of one layer -> bf16 hi (kh, vh) and lo (kl, vl; nullptr: not split),
+// all (rows, kv_dim). Grid-stride (the row count is read on the device, for graph replay).
+__global__ void kv_split_k(const float *K, const float *V, __nv_bfloat16 *kh, __nv_bfloat16 *kl, __nv_bfloat16 *vh,
+                           __nv_bfloat16 *vl, const int *posp, int kvd) {
+    const size_t n8 = (size_t)*posp * kvd / 8;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
+        uint4 hi, lo;
+        ld8split(K + i * 8, true, hi, lo);
+        reinterpret_cast<uint4 *>(kh)[i] = hi;
+        if (kl) reinterpret_cast<uint4 *>(kl)[i] = lo;
+        ld8split(V + i * 8, true, hi, lo);
+        reinterpret_cast<uint4 *>(vh)[i] = hi;
+        if (vl) reinterpret_cast<uint4 *>(vl)[i] = lo;
+    }
+}
+
+// Key rows per tile: 64, or 32 at HD = 128 with lo terms (registers: q hi + lo, O and S fragments;
+// shared memory: four K/V arrays). MINB: blocks per SM the registers are capped for (3 where that
+// costs no spills, checked with -Xptxas -v).
+template <int HD, bool QLO, bool KVLO>
+struct Flash2Cfg {
+    static constexpr int BK = HD == 128 && (QLO || KVLO) ? 32 : 64;
+    static constexpr int MINB = HD == 128 || (HD == 64 && KVLO) ? 2 : 3;
+    static constexpr int NA = KVLO ? 4 : 2;  // smem arrays per stage: K hi, (K lo), V hi, (V lo)
+    static constexpr int KS = HD + 8;        // padded row (16 bytes): ldmatrix rows hit distinct banks
+    static constexpr size_t SMEM = (size_t)2 * NA * BK * KS * sizeof(__nv_bfloat16);
+};
+
+// Causal flash attention as flash_k (same block/warp split, masking and online softmax), reading
+// K/V of layer l as bf16 rows: Kh/Vh (rows, ldkv) hi, Kl/Vl lo (KVLO). Per key tile of BK rows,
+// both stages of [K hi, K lo, V hi, V lo] (BK, HD+8) sit in dynamic shared memory; the next tile's
+// cp.async runs while this one computes. QLO: q and P carry lo halves (split bf16); products take
+// the lo terms first (q.lo K.hi, q.hi K.lo) then hi.hi.
+template <int HD, bool QLO, bool KVLO>
+__global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
+                                                const __nv_bfloat16 *Kh, const __nv_bfloat16 *Kl,
+                                                const __nv_bfloat16 *Vh, const __nv_bfloat16 *Vl, int ldkv,
+                                                __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, const int *posp,
+                                                int nh, int nkv) {
+    using Cfg = Flash2Cfg<HD, QLO, KVLO>;
+    constexpr int BKT = Cfg::BK, NA = Cfg::NA, KS = Cfg::KS, TILE = BKT * KS;
+    extern __shared__ __align__(16) __nv_bfloat16 fsm[];  // [2 stages][NA][BKT][KS]
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, lm = lane >> 3;
+    const int h = blockIdx.y, kvh = h / (nh / nkv), q0 = (gridDim.x - 1 - blockIdx.x) * BQ;
+    const int qd = nh * HD, pos = *posp;
+    const int kend = pos + min(q0 + BQ, T);
+    const int wr = q0 + warp * 16;
+    const int wlast = pos + wr + 15;
+    const float sc = rsqrtf((float)HD) * 1.4426950408889634f;
+
+    uint32_t qa[HD / 16][4], qal[QLO ? HD / 16 : 1][4];
+    {
+        const int r0 = wr + g, r1 = wr + g + 8;
+        const size_t o0 = (size_t)r0 * qd + (size_t)h * HD, o1 = (size_t)r1 * qd + (size_t)h * HD;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            const int c = kk * 16 + 2 * tq;
+            qa[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(qb + o0 + c) : 0u;
+            qa[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(qb + o1 + c) : 0u;
+            qa[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(qb + o0 + c + 8) : 0u;
+            qa[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(qb + o1 + c + 8) : 0u;
+            if (QLO) {
+                qal[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(ql + o0 + c) : 0u;
+                qal[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(ql + o1 + c) : 0u;
+                qal[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(ql + o0 + c + 8) : 0u;
+                qal[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(ql + o1 + c + 8) : 0u;
+            }
+        }
+    }
+    float o[HD / 8][4];
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    const int ar0 = pos + wr + g, ar1 = ar0 + 8;
+
+    // tile kt -> stage st: 16-byte chunks, keys past kend zero-filled (stale cache rows may hold NaN)
+    auto load = [&](int kt, int st) {
+        __nv_bfloat16 *base = fsm + st * NA * TILE;
+        const int k0 = kt * BKT;
+        for (int c = threadIdx.x; c < BKT * HD / 8; c += 128) {
+            const int key = c / (HD / 8), d0 = (c % (HD / 8)) * 8;
+            const bool ok = k0 + key < kend;
+            const size_t off = ok ? (size_t)(k0 + key) * ldkv + (size_t)kvh * HD + d0 : 0;
+            const int so = key * KS + d0;
+            cp16(base + so, Kh + off, ok);
+            if (KVLO) cp16(base + TILE + so, Kl + off, ok);
+            cp16(base + (NA / 2) * TILE + so, Vh + off, ok);
+            if (KVLO) cp16(base + (NA / 2 + 1) * TILE + so, Vl + off, ok);
+        }
+    };
+
+    const int ntile = (kend + BKT - 1) / BKT;
+    load(0, 0);
+    cp_commit();
+    for (int kt = 0; kt < ntile; kt++) {
+        if (kt + 1 < ntile) load(kt + 1, (kt + 1) & 1);
+        cp_commit();  // (empty on the last tile: keeps the wait count uniform)
+        cp_wait<1>();
+        __syncthreads();
+        const int k0 = kt * BKT;
+        if (k0 <= wlast) {  // else every key of this tile is after this warp's rows
+            const __nv_bfloat16 *Ksh = fsm + (kt & 1) * NA * TILE, *Ksl = Ksh + TILE;
+            const __nv_bfloat16 *Vsh = Ksh + (NA / 2) * TILE, *Vsl = Vsh + TILE;
+            float s[BKT / 8][4];
+#pragma unroll
+            for (int j = 0; j < BKT / 8; j++) {
+                s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < HD / 16; kk += 2) {
+                    // matrices: (keys j*8.., d kk*16 + 0|8), (keys j*8.., d (kk+1)*16 + 0|8)
+                    const int ko = (j * 8 + (lane & 7)) * KS + (kk + (lm >> 1)) * 16 + (lm & 1) * 8;
+                    uint32_t b[4];
+                    ldsm4(b, Ksh + ko);
+                    if (QLO) {
+                        mma16816(s[j], qal[kk], b[0], b[1]);
+                        mma16816(s[j], qal[kk + 1], b[2], b[3]);
+                    }
+                    if (KVLO) {
+                        uint32_t bl[4];
+                        ldsm4(bl, Ksl + ko);
+                        mma16816(s[j], qa[kk], bl[0], bl[1]);
+                        mma16816(s[j], qa[kk + 1], bl[2], bl[3]);
+                    }
+                    mma16816(s[j], qa[kk], b[0], b[1]);
+                    mma16816(s[j], qa[kk + 1], b[2], b[3]);
+                }
+            }
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < BKT / 8; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int key = k0 + j * 8 + 2 * tq + e;
+                    s[j][e] = key <= ar0 && key < kend ? s[j][e] * sc : -INFINITY;
+                    s[j][2 + e] = key <= ar1 && key < kend ? s[j][2 + e] * sc : -INFINITY;
+                    mx0 = fmaxf(mx0, s[j][e]);
+                    mx1 = fmaxf(mx1, s[j][2 + e]);
+                }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+            const float b0 = mn0 == -INFINITY ? 0.0f : mn0, b1 = mn1 == -INFINITY ? 0.0f : mn1;
+            const float al0 = exp2f(m0 - b0), al1 = exp2f(m1 - b1);
+            m0 = mn0;
+            m1 = mn1;
+            float rs0 = 0.0f, rs1 = 0.0f;
+#pragma unroll
+            for (int j = 0; j < BKT / 8; j++) {
+                s[j][0] = exp2f(s[j][0] - b0);
+                s[j][1] = exp2f(s[j][1] - b0);
+                s[j][2] = exp2f(s[j][2] - b1);
+                s[j][3] = exp2f(s[j][3] - b1);
+                rs0 += s[j][0] + s[j][1];
+                rs1 += s[j][2] + s[j][3];
+            }
+            l0 = l0 * al0 + rs0;
+            l1 = l1 * al1 + rs1;
+#pragma unroll
+            for (int i = 0; i < HD / 8; i++) {
+                o[i][0] *= al0;
+                o[i][1] *= al0;
+                o[i][2] *= al1;
+                o[i][3] *= al1;
+            }
+            // O += P V; V (keys, HD) row-major in smem, B fragments by ldmatrix.trans
+#pragma unroll
+            for (int kk = 0; kk < BKT / 16; kk++) {
+                uint32_t pa[4], pl[4];
+                split2(s[2 * kk][0], s[2 * kk][1], pa[0], pl[0]);
+                split2(s[2 * kk][2], s[2 * kk][3], pa[1], pl[1]);
+                split2(s[2 * kk + 1][0], s[2 * kk + 1][1], pa[2], pl[2]);
+                split2(s[2 * kk + 1][2], s[2 * kk + 1][3], pa[3], pl[3]);
+#pragma unroll
+                for (int dn = 0; dn < HD / 8; dn += 2) {
+                    // matrices: (keys kk*16 + 0|8, d dn*8..), (keys kk*16 + 0|8, d (dn+1)*8..)
+                    const int vo = (kk * 16 + (lm & 1) * 8 + (lane & 7)) * KS + (dn + (lm >> 1)) * 8;
+                    uint32_t b[4];
+                    ldsm4t(b, Vsh + vo);
+                    if (QLO) {
+                        mma16816(o[dn], pl, b[0], b[1]);
+                        mma16816(o[dn + 1], pl, b[2], b[3]);
+                    }
+                    if (KVLO) {
+                        uint32_t bl[4];
+                        ldsm4t(bl, Vsl + vo);
+                        mma16816(o[dn], pa, bl[0], bl[1]);
+                        mma16816(o[dn + 1], pa, bl[2], bl[3]);
+                    }
+                    mma16816(o[dn], pa, b[0], b[1]);
+                    mma16816(o[dn + 1], pa, b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads();  // this stage is refilled by the next iteration's load
+    }
+    cp_wait<0>();
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const int r0 = wr + g, r1 = r0 + 8;
+    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+#pragma unroll
+    for (int dn = 0; dn < HD / 8; dn++) {
+        const size_t c = (size_t)h * HD + dn * 8 + 2 * tq;
+        uint32_t hi, lo;
+        if (r0 < T) {
+            split2(o[dn][0] * i0, o[dn][1] * i0, hi, lo);
+            *reinterpret_cast<uint32_t *>(att + (size_t)r0 * qd + c) = hi;
+            if (QLO) *reinterpret_cast<uint32_t *>(atl + (size_t)r0 * qd + c) = lo;
+        }
+        if (r1 < T) {
+            split2(o[dn][2] * i1, o[dn][3] * i1, hi, lo);
+            *reinterpret_cast<uint32_t *>(att + (size_t)r1 * qd + c) = hi;
+            if (QLO) *reinterpret_cast<uint32_t *>(atl + (size_t)r1 * qd + c) = lo;
+        }
+    }
+}
+
 // h[t, j] = bf16(silu(gu[t, 2j]) * gu[t, 2j+1]) over T*I elements.
 // lo (optional): the bf16 rounding remainders.
 __global__ void silu_mul_k(const float *gu, __nv_bfloat16 *h, __nv_bfloat16 *lo, size_t n) {
@@ -497,19 +769,45 @@ int gemm2(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_b
     return S->split ? gemm(S, opA_t, A, lda, B + lo_off, D, m, n, k, 1.0f, s) : 0;
 }
 
-template <int HD, typename KT>
-int attention(const mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
-              __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, cudaStream_t s) {
-    const size_t lo = (size_t)l * P->max_ctx * P->nkv * HD;
-    const KT *Kl = static_cast<const KT *>(P->kc) + lo, *Vl = static_cast<const KT *>(P->vc) + lo;
-    const dim3 grid((T + BQ - 1) / BQ, P->nh);
-    if (S->split) flash_k<HD, KT, true><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv);
-    else flash_k<HD, KT, false><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv);
+template <int HD, bool QLO, bool KVLO>
+int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
+                  const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv,
+                  __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv, cudaStream_t s) {
+    using Cfg = Flash2Cfg<HD, QLO, KVLO>;
+    const unsigned bit = 1u << ((HD == 128 ? 2 : HD == 64 ? 1 : 0) * 4 + QLO * 2 + KVLO);
+    if (!(S->fattr & bit)) {  // once per instantiation (the first call of a graph key is never captured)
+        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Cfg::SMEM));
+        S->fattr |= bit;
+    }
+    flash2_k<HD, QLO, KVLO><<<grid, 128, Cfg::SMEM, s>>>(qb, ql, kh, kl, vh, vl, ldkv, att, atl, T, S->dbuf, nh, nkv);
     return 0;
 }
 
+// kh..vl: layer l's K/V as bf16 for flash2_k (the scratch copy of an f32 cache, or the bf16 cache
+// itself with kl = vl = nullptr); unused by the first kernel (MQ_PREFILL_ATTN=1).
+template <int HD, typename KT>
+int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
+              const __nv_bfloat16 *kh, const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl,
+              __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, cudaStream_t s) {
+    const dim3 grid((T + BQ - 1) / BQ, P->nh);
+    if (S->attn_v1) {
+        const size_t lo = (size_t)l * P->max_ctx * P->nkv * HD;
+        const KT *Kl = static_cast<const KT *>(P->kc) + lo, *Vl = static_cast<const KT *>(P->vc) + lo;
+        if (S->split) flash_k<HD, KT, true><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv);
+        else flash_k<HD, KT, false><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv);
+        return 0;
+    }
+    const int ld = S->kvd;
+    if (S->split && kl)
+        return launch_flash2<HD, true, true>(S, grid, qb, ql, kh, kl, vh, vl, ld, att, atl, T, P->nh, P->nkv, s);
+    if (S->split)
+        return launch_flash2<HD, true, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, att, atl, T, P->nh, P->nkv, s);
+    return launch_flash2<HD, false, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, att, atl, T, P->nh, P->nkv, s);
+}
+
 template <typename KT>
-int layer(mqp_state *S, const Params *P, int l, int T, cudaStream_t s) {
+// kvgrid: blocks of the conversion of the f32 cache rows before the chunk (0: none, pos = 0)
+int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t s) {
     const LayerW &W = S->hl[l];
     const int H = S->H, I = S->I, qd = S->qd, kvd = S->kvd, hd = S->hd;
     const size_t lo = (size_t)l * P->max_ctx * kvd;
@@ -519,13 +817,25 @@ int layer(mqp_state *S, const Params *P, int l, int T, cudaStream_t s) {
     __nv_bfloat16 *hl = S->split ? S->h + ho : nullptr;
     rmsnorm_k<<<T, 256, 0, s>>>(S->x, W.in_norm, S->xn, xl, H, P->eps);
     if (gemm2(S, 1, W.qkv, H, S->xn, xo, S->qkv, qd + 2 * kvd, T, H, 0.0f, s)) return -1;
-    qk_prep_k<KT><<<T, 256, (size_t)8 * hd * 4, s>>>(S->qkv, W.q_norm, W.k_norm, P->rope, S->qb, ql,
-                                                     static_cast<KT *>(P->kc) + lo, static_cast<KT *>(P->vc) + lo,
-                                                     S->nh, S->nkv, hd, S->dbuf, P->eps);
+    KT *kc = static_cast<KT *>(P->kc) + lo, *vc = static_cast<KT *>(P->vc) + lo;
+    // K/V for attention v2: the bf16 cache as it is, or the f32 cache's bf16 hi (lo) scratch copy
+    __nv_bfloat16 *kh = nullptr, *kl = nullptr, *vh = nullptr, *vl = nullptr;
+    const bool conv = sizeof(KT) == 4 && !S->attn_v1;
+    if (conv) {
+        const size_t a = S->kv_cap * kvd;
+        kh = S->kvs, vh = kh + a;
+        if (S->split) kl = vh + a, vl = kl + a;
+        if (kvgrid > 0)
+            kv_split_k<<<kvgrid, 256, 0, s>>>(reinterpret_cast<const float *>(kc), reinterpret_cast<const float *>(vc),
+                                              kh, kl, vh, vl, S->dbuf, kvd);
+    }
+    qk_prep_k<KT><<<T, 256, (size_t)8 * hd * 4, s>>>(S->qkv, W.q_norm, W.k_norm, P->rope, S->qb, ql, kc, vc, kh, kl, vh,
+                                                     vl, S->nh, S->nkv, hd, S->dbuf, P->eps);
+    if (!conv) kh = reinterpret_cast<__nv_bfloat16 *>(kc), vh = reinterpret_cast<__nv_bfloat16 *>(vc);
     __nv_bfloat16 *att = S->xn;  // the normed rows are consumed by the QKV GEMM; reuse as (T, q_dim)
-    int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, att, xl, T, s)
-          : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, att, xl, T, s)
-                      : attention<32, KT>(S, P, l, S->qb, ql, att, xl, T, s);
+    int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, xl, T, s)
+          : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, xl, T, s)
+                      : attention<32, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, xl, T, s);
     if (r) return -1;
     if (gemm2(S, 1, W.o, qd, att, xo, S->x, H, T, qd, 1.0f, s)) return -1;  // x += att o^T
     rmsnorm_k<<<T, 256, 0, s>>>(S->x, W.post_norm, S->xn, xl, H, P->eps);
@@ -591,6 +901,11 @@ int init(mqp_state **st, const Params *P) {
     }
     PCK(cudaStreamCreateWithFlags(&S->st, cudaStreamNonBlocking));
     PCK(cudaEventCreateWithFlags(&S->ev, cudaEventDisableTiming));
+    const char *ae = getenv("MQ_PREFILL_ATTN");
+    S->attn_v1 = ae && atoi(ae) == 1;
+    int dev = 0;
+    PCK(cudaGetDevice(&dev));
+    PCK(cudaDeviceGetAttribute(&S->sms, cudaDevAttrMultiProcessorCount, dev));
     const char *ge = getenv("MQ_PREFILL_GRAPH");
     S->use_graph = !(ge && atoi(ge) == 0);
     LCK(cublasLtCreate(&S->lt));
@@ -599,11 +914,12 @@ int init(mqp_state **st, const Params *P) {
 
 // The launches of one chunk of T tokens (ids and position already in S->dbuf): embed, every
 // layer, then the final RMSNorm + lm_head of rows [r0, r0 + nr) into S->logits (nr = 0: none).
+// kvgrid: as layer's.
 template <typename KT>
-int chunk(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
+int chunk(mqp_state *S, const Params *P, int T, int r0, int nr, int kvgrid, cudaStream_t s) {
     embed_k<<<T, 256, 0, s>>>(S->dbuf + 1, P->embed, S->x, S->H, S->V);
     for (int l = 0; l < S->L; l++)
-        if (layer<KT>(S, P, l, T, s)) return -1;
+        if (layer<KT>(S, P, l, T, kvgrid, s)) return -1;
     if (nr > 0) {
         rmsnorm_k<<<nr, 256, 0, s>>>(S->x + (size_t)r0 * S->H, P->final_norm, S->xn, S->split ? S->xn + S->xo : nullptr,
                                      S->H, P->eps);
@@ -618,23 +934,26 @@ int chunk(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) 
 // and every later call replays the graph. Returns 0 when the chunk ran (graph or direct), -1 on error.
 // A capture that fails (an uncapturable call) is remembered and that key runs directly from then on.
 template <typename KT>
-int chunk_graph(mqp_state *S, const Params *P, int T, int r0, int nr) {
+int chunk_graph(mqp_state *S, const Params *P, int T, int r0, int nr, int pos) {
+    const int old = pos > 0, kvgrid = old ? 2 * S->sms : 0;  // the position varies between replays
     Graph *g = nullptr;
-    for (int i = 0; i < NGRAPH; i++)
-        if (S->graph[i].state && S->graph[i].T == T && S->graph[i].r0 == r0 && S->graph[i].nr == nr) g = &S->graph[i];
+    for (int i = 0; i < NGRAPH; i++) {
+        const Graph &e = S->graph[i];
+        if (e.state && e.T == T && e.r0 == r0 && e.nr == nr && e.old == old) g = &S->graph[i];
+    }
     if (!g) {  // first sight of this key: take the next slot (round robin), run directly
         g = &S->graph[S->next_graph];
         S->next_graph = (S->next_graph + 1) % NGRAPH;
         if (g->state == 2) cudaGraphExecDestroy(g->ex);
-        g->T = T, g->r0 = r0, g->nr = nr, g->state = 1;
-        return chunk<KT>(S, P, T, r0, nr, S->st);
+        g->T = T, g->r0 = r0, g->nr = nr, g->old = old, g->state = 1;
+        return chunk<KT>(S, P, T, r0, nr, kvgrid, S->st);
     }
-    if (g->state == 3) return chunk<KT>(S, P, T, r0, nr, S->st);
+    if (g->state == 3) return chunk<KT>(S, P, T, r0, nr, kvgrid, S->st);
     if (g->state == 1) {
         cudaGraph_t graph = nullptr;
         int ok = cudaStreamBeginCapture(S->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
         if (ok) {
-            const int r = chunk<KT>(S, P, T, r0, nr, S->st);
+            const int r = chunk<KT>(S, P, T, r0, nr, kvgrid, S->st);
             ok = cudaStreamEndCapture(S->st, &graph) == cudaSuccess && r == 0 && graph;
         }
         if (ok) ok = cudaGraphInstantiate(&g->ex, graph, 0) == cudaSuccess;
@@ -649,7 +968,7 @@ int chunk_graph(mqp_state *S, const Params *P, int T, int r0, int nr) {
             }
             (void)cudaGetLastError();
             g->state = 3;
-            return chunk<KT>(S, P, T, r0, nr, S->st);
+            return chunk<KT>(S, P, T, r0, nr, kvgrid, S->st);
         }
         g->state = 2;
     }
@@ -662,6 +981,25 @@ int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float
         int32_t *last_tok, cudaStream_t caller) {
     const int V = S->V;
     cudaStream_t s = S->st;
+    if (sizeof(KT) == 4 && !S->attn_v1 && (size_t)(pos + n) > S->kv_cap) {
+        // grow the bf16 K/V scratch (captured graphs hold its address: forget them)
+        size_t cap = S->kv_cap * 2 > (size_t)(pos + n) ? S->kv_cap * 2 : (size_t)(pos + n);
+        if (cap < 4096) cap = 4096;
+        if (cap > (size_t)S->max_ctx) cap = S->max_ctx;
+        PCK(cudaStreamSynchronize(s));
+        if (S->kvs) cudaFree(S->kvs);
+        S->kvs = nullptr, S->kv_cap = 0;
+        for (int i = 0; i < NGRAPH; i++) {
+            if (S->graph[i].state == 2) cudaGraphExecDestroy(S->graph[i].ex);
+            S->graph[i].state = 0;
+        }
+        if (cudaMalloc((void **)&S->kvs, cap * S->kvd * (S->split ? 4 : 2) * sizeof(__nv_bfloat16)) != cudaSuccess) {
+            (void)cudaGetLastError();
+            S->kvs = nullptr;
+            return 1;  // no room: the decode kernel runs the prompt
+        }
+        S->kv_cap = cap;
+    }
     PCK(cudaEventRecord(S->ev, caller));  // the caller's earlier work (decode steps) comes first
     PCK(cudaStreamWaitEvent(s, S->ev, 0));
     for (int c0 = 0; c0 < n; c0 += S->C) {
@@ -675,9 +1013,11 @@ int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float
         const int r_beg = logits_all ? 0 : final ? T - 1 : T;
         int r0 = r_beg;
         if (S->use_graph && T <= GMAX && T - r_beg <= LSUB) {
-            if (chunk_graph<KT>(S, P, T, r_beg, T - r_beg)) return -1;
+            if (chunk_graph<KT>(S, P, T, r_beg, T - r_beg, pos + c0)) return -1;
         } else {
-            if (chunk<KT>(S, P, T, r_beg, T - r_beg < LSUB ? T - r_beg : LSUB, s)) return -1;
+            const long long n8 = (long long)(pos + c0) * S->kvd / 8;
+            const int kvgrid = (int)((n8 + 255) / 256 < 2 * S->sms ? (n8 + 255) / 256 : 2 * S->sms);
+            if (chunk<KT>(S, P, T, r_beg, T - r_beg < LSUB ? T - r_beg : LSUB, kvgrid, s)) return -1;
         }
         // the first sub-chunk's logits are in S->logits; later sub-chunks run here
         for (; r0 < T; r0 += LSUB) {
@@ -752,8 +1092,8 @@ void mqp_free(mqp_state *S) {
     if (S->lt) cublasLtDestroy(S->lt);
     if (S->ev) cudaEventDestroy(S->ev);
     if (S->st) cudaStreamDestroy(S->st);
-    void *bufs[9] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf};
-    for (int i = 0; i < 9; i++)
+    void *bufs[10] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf, S->kvs};
+    for (int i = 0; i < 10; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     free(S->hl);
     free(S->hlast);
