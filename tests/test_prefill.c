@@ -229,6 +229,49 @@ static void test_tiny(void **st) {
     drop_model(&s);
 }
 
+/* Attention v2 (default) against the first kernel (MQ_PREFILL_ATTN=1) on the same device, for each
+ * precision (split / bf16) and KV cache type (f32 / bf16): a prompt of n0 tokens at pos 0, then n1
+ * more at pos n0 (cache rows before the chunk), all rows; the same roundings, only the fp32
+ * accumulation order differs. Covers the kernel variants the CPU comparisons above do not. */
+static void test_attn_variants(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    synth_model s;
+    make_model(&s, "tiny", 6);
+    const int V = 151936, n0 = 100, n1 = 40;
+    int32_t *ids = make_ids(n0 + n1, V, 61);
+    float *a = malloc((size_t)n1 * V * 4), *b = malloc((size_t)n1 * V * 4);
+    assert_non_null(a);
+    assert_non_null(b);
+    const char *prec[2] = {"split", "bf16"}, *kv[2] = {"f32", "bf16"};
+    for (int i = 0; i < 4; i++) {
+        setenv("MQ_PREFILL_PREC", prec[i & 1], 1);
+        setenv("MQ_CUDA_KV", kv[i >> 1], 1);
+        for (int v = 0; v < 2; v++) {
+            setenv("MQ_PREFILL_ATTN", v ? "1" : "2", 1);
+            mq_backend *gpu = mq_cuda_new(&s.m, 512);
+            if (!gpu) fail_msg("backend: %s", mq_err_get());
+            if (gpu->forward(gpu, ids, n0, 0, NULL) != 0) fail_msg("cuda forward: %s", mq_err_get());
+            if (gpu->forward(gpu, ids + n0, n1, n0, v ? b : a) != 0) fail_msg("cuda forward: %s", mq_err_get());
+            gpu->free(gpu);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "tiny attention v2 vs v1 (%s, KV %s), %d+%d", prec[i & 1], kv[i >> 1], n0, n1);
+        double kl;
+        int hard;
+        compare(what, a, b, n1, V, &kl, &hard);
+        assert_true(kl <= 1e-4);
+        assert_int_equal(hard, 0);
+    }
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_CUDA_KV");
+    unsetenv("MQ_PREFILL_ATTN");
+    free(a);
+    free(b);
+    free(ids);
+    drop_model(&s);
+}
+
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -291,6 +334,7 @@ static void test_q06(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny),
+        cmocka_unit_test(test_attn_variants),
         cmocka_unit_test(test_q06),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
