@@ -5,9 +5,11 @@
 //   embed rows -> per layer: RMSNorm rows (bf16 out) -> QKV GEMM (fp32 out) -> per (token, head)
 //   q/k RMSNorm + RoPE; q to a bf16 buffer, K/V into the decode kernel's cache at pos+t ->
 //   causal flash attention over cache positions [0, pos+t] (bf16 mma.sync, online softmax in fp32,
-//   no T x T matrix) -> O GEMM accumulated into the fp32 residual (beta = 1) -> RMSNorm ->
-//   gate|up GEMM -> SiLU * up (bf16) -> down GEMM accumulated into the residual
+//   no T x T matrix) -> O GEMM -> residual += O output, RMSNorm (one kernel) -> gate|up GEMM ->
+//   SiLU * up (bf16) -> down GEMM (added to the residual by the next layer's input norm)
 // then the final RMSNorm + lm_head for the rows whose logits are wanted (sub-chunks of LSUB rows).
+// Split bf16: each layer GEMM runs once over 2T columns (hi rows, then lo rows of its input); the
+// kernel reading the output adds the two fp32 halves. 8 launches per layer (+1 past position 0).
 // Attention (flash2_k): K/V tiles as bf16 hi (+ lo) rows, cp.async double-buffered, ldmatrix
 // fragments; an f32 cache is split into bf16 scratch once per layer (rows before the chunk by
 // kv_split_k, the chunk's own rows by qk_prep_k). Chunks of <= GMAX tokens replay a CUDA graph.
@@ -81,14 +83,16 @@ struct mqp_state {
     void *ws;              // (WS_BYTES) cuBLASLt workspace
     LayerW *hl;            // (n_layers) host copy of the device layer table
     float *x;              // (C, hidden) residual stream
-    size_t xo;             // elements from xn's hi half to its lo half
     int split;             // 1: GEMM/attention inputs as hi + lo bf16 pairs (MQ_PREFILL_PREC=bf16: hi only)
-    // bf16 GEMM inputs have a lo half right after the hi half (same shape) when split
-    __nv_bfloat16 *xn;     // 2 x (C, max(hidden, q_dim)) normed rows / attention output (GEMM input)
-    float *qkv;            // (C, q_dim + 2*kv_dim) raw projections
+    // Split: a bf16 GEMM input of T rows has its lo rows right after its hi rows ((2T, K) as one B
+    // operand), so one GEMM of 2T columns gives W.hi and W.lo; the outputs' two halves (rows [0, T)
+    // and [T, 2T), fp32) are summed by the kernel that reads them. S2 = 2 when split, else 1.
+    __nv_bfloat16 *xn;     // (2T, max(hidden, q_dim)) normed rows / attention output (GEMM input)
+    float *qkv;            // (S2 x C, q_dim + 2*kv_dim) raw projections
+    float *dres;           // (S2 x C, hidden) O / down projection, added to the residual by resid_norm_k
     __nv_bfloat16 *qb;     // 2 x (C, q_dim) normed, roped queries
-    float *gu;             // (C, 2*inter) gate|up, interleaved as the weights (col 2j gate, 2j+1 up)
-    __nv_bfloat16 *h;      // 2 x (C, inter) silu(gate) * up
+    float *gu;             // (S2 x C, 2*inter) gate|up, interleaved as the weights (col 2j gate, 2j+1 up)
+    __nv_bfloat16 *h;      // (2T, inter) silu(gate) * up
     float *logits;         // (LSUB, vocab)
     int32_t *dbuf;         // (1 + C) device: [0] the chunk's first position, then its token ids
     int32_t *hbuf;         // (1 + C) host staging for dbuf
@@ -117,30 +121,43 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-// x[t, :] = embedding row ids[t]. grid (T), block 256.
-__global__ void embed_k(const int32_t *ids, const __nv_bfloat16 *E, float *x, int H, int V) {
-    const int t = blockIdx.x;
-    int id = ids[t];
-    if (id < 0 || id >= V) id = 0;  // checked on the host; never read out of bounds
-    const __nv_bfloat16 *e = E + (size_t)id * H;
-    for (int i = threadIdx.x; i < H; i += blockDim.x) x[(size_t)t * H + i] = __bfloat162float(e[i]);
-}
-
-// out[r, :] = bf16(w * x[r] * rsqrt(mean(x[r]^2) + eps)), as the decode kernel's load_norm.
-// grid (rows), block 256; x row r at x + r*H.
-// lo (optional): the rounding remainder x - hi as bf16, same layout.
-__global__ void rmsnorm_k(const float *x, const float *w, __nv_bfloat16 *out, __nv_bfloat16 *lo, int H, float eps) {
+// Residual update fused with the next RMSNorm. Row r (x + r*H): x = embedding row ids[r] (ids not
+// nullptr), or x + d[r] (+ d[r + d2] when d2: the lo GEMM half) (d not nullptr), written back; then
+// out[r] = bf16(w * x * rsqrt(mean(x^2) + eps)) and lo[r] its rounding remainder (lo nullptr: not
+// split), as the decode kernel's load_norm. grid (rows), block 256.
+__global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *E, int V, float *x, const float *d, size_t d2,
+                             const float *w, __nv_bfloat16 *out, __nv_bfloat16 *lo, int H, float eps) {
     __shared__ float red[8];
-    const float *xr = x + (size_t)blockIdx.x * H;
+    const size_t ro = (size_t)blockIdx.x * H;
+    float *xr = x + ro;
+    const __nv_bfloat16 *e = nullptr;
+    if (ids) {
+        int id = ids[blockIdx.x];
+        if (id < 0 || id >= V) id = 0;  // checked on the host; never read out of bounds
+        e = E + (size_t)id * H;
+    }
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < H; i += blockDim.x) ss += xr[i] * xr[i];
+    for (int i = threadIdx.x; i < H; i += blockDim.x) {
+        float v;
+        if (e) {
+            v = __bfloat162float(e[i]);
+        } else {
+            v = xr[i];
+            if (d) {
+                v += d[ro + i];
+                if (d2) v += d[ro + d2 + i];
+            }
+        }
+        if (e || d) xr[i] = v;  // read back below by this same thread
+        ss += v * v;
+    }
     ss = warp_sum(ss);
     if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
     __syncthreads();
-    float s = 0.0f;
-    for (int i = 0; i < (int)(blockDim.x >> 5); i++) s += red[i];
-    const float r = 1.0f / sqrtf(s / (float)H + eps);
-    __nv_bfloat16 *o = out + (size_t)blockIdx.x * H, *ol = lo ? lo + (size_t)blockIdx.x * H : nullptr;
+    float sum = 0.0f;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) sum += red[i];
+    const float r = 1.0f / sqrtf(sum / (float)H + eps);
+    __nv_bfloat16 *o = out + ro, *ol = lo ? lo + ro : nullptr;
     for (int i = threadIdx.x; i < H; i += blockDim.x) {
         const float v = w[i] * (xr[i] * r);
         const __nv_bfloat16 hv = __float2bfloat16_rn(v);
@@ -159,13 +176,13 @@ __device__ __forceinline__ void st_split(__nv_bfloat16 *h, __nv_bfloat16 *l, siz
     if (l) l[i] = __float2bfloat16_rn(v - __bfloat162float(hv));
 }
 
-// One warp per (token t, slot): slots [0, nh) are q heads, [nh, nh+nkv) k heads, then v heads
+// qkv2 (split, else nullptr): the lo GEMM half, added to qkv. One warp per (token t, slot): slots [0, nh) are q heads, [nh, nh+nkv) k heads, then v heads
 // (the q|k|v row of token t is contiguous, so slot s starts at s*hd). q/k: RMSNorm (q_norm /
 // k_norm) then RoPE at position pos+t (the decode kernel's table); q -> qb (bf16), k/v -> cache
 // row pos+t of layer l (pos = *posp, device memory so a captured graph can replay it); kh/vh (and
 // kl/vl), when not nullptr, receive the same K/V rows as bf16 hi (lo), (rows, kv_dim). grid (T), block 32 * 8.
 template <typename KT>
-__global__ void qk_prep_k(const float *qkv, const float *qn, const float *kn, const float *rope, __nv_bfloat16 *qb,
+__global__ void qk_prep_k(const float *qkv, const float *qkv2, const float *qn, const float *kn, const float *rope, __nv_bfloat16 *qb,
                           __nv_bfloat16 *ql, KT *kc, KT *vc, __nv_bfloat16 *kh, __nv_bfloat16 *kl, __nv_bfloat16 *vh,
                           __nv_bfloat16 *vl, int nh, int nkv, int hd, const int *posp, float eps) {
     extern __shared__ float pbuf[];  // (8, hd)
@@ -173,13 +190,15 @@ __global__ void qk_prep_k(const float *qkv, const float *qn, const float *kn, co
     const int nslot = nh + 2 * nkv, qd = nh * hd, kvd = nkv * hd;
     float *tmp = pbuf + warp * hd;
     const float *row = qkv + (size_t)t * (qd + 2 * kvd);
+    const float *row2 = qkv2 ? qkv2 + (size_t)t * (qd + 2 * kvd) : nullptr;
     const int p = *posp + t;
     for (int s = warp; s < nslot; s += 8) {
-        const float *src = row + (size_t)s * hd;
+        const float *src = row + (size_t)s * hd, *src2 = row2 ? row2 + (size_t)s * hd : nullptr;
         const bool isq = s < nh, isk = !isq && s < nh + nkv;
         float ss = 0.0f;
         for (int d = lane; d < hd; d += 32) {
-            const float v = src[d];
+            float v = src[d];
+            if (src2) v += src2[d];
             tmp[d] = v;
             ss += v * v;
         }
@@ -689,10 +708,15 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
 }
 
 // h[t, j] = bf16(silu(gu[t, 2j]) * gu[t, 2j+1]) over T*I elements.
-// lo (optional): the bf16 rounding remainders.
-__global__ void silu_mul_k(const float *gu, __nv_bfloat16 *h, __nv_bfloat16 *lo, size_t n) {
+// lo (optional): the bf16 rounding remainders; gu2 (optional): the lo GEMM half, added to gu.
+__global__ void silu_mul_k(const float *gu, const float *gu2, __nv_bfloat16 *h, __nv_bfloat16 *lo, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const float2 v = reinterpret_cast<const float2 *>(gu)[i];
+        float2 v = reinterpret_cast<const float2 *>(gu)[i];
+        if (gu2) {
+            const float2 u = reinterpret_cast<const float2 *>(gu2)[i];
+            v.x += u.x;
+            v.y += u.y;
+        }
         const float r = v.x / (1.0f + expf(-v.x)) * v.y;
         const __nv_bfloat16 hv = __float2bfloat16_rn(r);
         h[i] = hv;
@@ -769,6 +793,12 @@ int gemm2(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_b
     return S->split ? gemm(S, opA_t, A, lda, B + lo_off, D, m, n, k, 1.0f, s) : 0;
 }
 
+// D = A . B for B of T rows, or of 2T rows (hi then lo) when split: D (S2 x T, m), beta 0.
+int gemmx(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, float *D, int m, int T,
+          int k, cudaStream_t s) {
+    return gemm(S, opA_t, A, lda, B, D, m, S->split ? 2 * T : T, k, 0.0f, s);
+}
+
 template <int HD, bool QLO, bool KVLO>
 int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
                   const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv,
@@ -805,18 +835,22 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
     return launch_flash2<HD, false, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, att, atl, T, P->nh, P->nkv, s);
 }
 
+// kvgrid: blocks of the conversion of the f32 cache rows before the chunk (0: none, pos = 0).
+// The residual x gets the previous layer's down projection (S->dres) in this layer's input norm
+// (layer 0: the embedding rows), and the last layer's in the final norm (chunk).
 template <typename KT>
-// kvgrid: blocks of the conversion of the f32 cache rows before the chunk (0: none, pos = 0)
 int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t s) {
     const LayerW &W = S->hl[l];
     const int H = S->H, I = S->I, qd = S->qd, kvd = S->kvd, hd = S->hd;
     const size_t lo = (size_t)l * P->max_ctx * kvd;
-    // lo halves of the bf16 GEMM inputs (nullptr: not split)
-    const size_t xo = S->xo, qo = (size_t)S->C * qd, ho = (size_t)S->C * I;
-    __nv_bfloat16 *xl = S->split ? S->xn + xo : nullptr, *ql = S->split ? S->qb + qo : nullptr;
-    __nv_bfloat16 *hl = S->split ? S->h + ho : nullptr;
-    rmsnorm_k<<<T, 256, 0, s>>>(S->x, W.in_norm, S->xn, xl, H, P->eps);
-    if (gemm2(S, 1, W.qkv, H, S->xn, xo, S->qkv, qd + 2 * kvd, T, H, 0.0f, s)) return -1;
+    const bool sp = S->split;
+    // lo halves (nullptr / 0: not split): GEMM inputs right after their T hi rows
+    __nv_bfloat16 *xl = sp ? S->xn + (size_t)T * H : nullptr, *ql = sp ? S->qb + (size_t)S->C * qd : nullptr;
+    __nv_bfloat16 *hl = sp ? S->h + (size_t)T * I : nullptr;
+    const size_t d2 = sp ? (size_t)T * H : 0;
+    resid_norm_k<<<T, 256, 0, s>>>(l == 0 ? S->dbuf + 1 : nullptr, P->embed, S->V, S->x, l == 0 ? nullptr : S->dres, d2,
+                                   W.in_norm, S->xn, xl, H, P->eps);
+    if (gemmx(S, 1, W.qkv, H, S->xn, S->qkv, qd + 2 * kvd, T, H, s)) return -1;
     KT *kc = static_cast<KT *>(P->kc) + lo, *vc = static_cast<KT *>(P->vc) + lo;
     // K/V for attention v2: the bf16 cache as it is, or the f32 cache's bf16 hi (lo) scratch copy
     __nv_bfloat16 *kh = nullptr, *kl = nullptr, *vh = nullptr, *vl = nullptr;
@@ -824,31 +858,30 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     if (conv) {
         const size_t a = S->kv_cap * kvd;
         kh = S->kvs, vh = kh + a;
-        if (S->split) kl = vh + a, vl = kl + a;
+        if (sp) kl = vh + a, vl = kl + a;
         if (kvgrid > 0)
             kv_split_k<<<kvgrid, 256, 0, s>>>(reinterpret_cast<const float *>(kc), reinterpret_cast<const float *>(vc),
                                               kh, kl, vh, vl, S->dbuf, kvd);
     }
-    qk_prep_k<KT><<<T, 256, (size_t)8 * hd * 4, s>>>(S->qkv, W.q_norm, W.k_norm, P->rope, S->qb, ql, kc, vc, kh, kl, vh,
-                                                     vl, S->nh, S->nkv, hd, S->dbuf, P->eps);
+    const float *qkv2 = sp ? S->qkv + (size_t)T * (qd + 2 * kvd) : nullptr;
+    qk_prep_k<KT><<<T, 256, (size_t)8 * hd * 4, s>>>(S->qkv, qkv2, W.q_norm, W.k_norm, P->rope, S->qb, ql, kc, vc, kh,
+                                                     kl, vh, vl, S->nh, S->nkv, hd, S->dbuf, P->eps);
     if (!conv) kh = reinterpret_cast<__nv_bfloat16 *>(kc), vh = reinterpret_cast<__nv_bfloat16 *>(vc);
-    __nv_bfloat16 *att = S->xn;  // the normed rows are consumed by the QKV GEMM; reuse as (T, q_dim)
-    int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, xl, T, s)
-          : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, xl, T, s)
-                      : attention<32, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, xl, T, s);
+    // the normed rows are consumed by the QKV GEMM; reuse as the attention output (T, q_dim) [+ lo]
+    __nv_bfloat16 *att = S->xn, *atl = sp ? att + (size_t)T * qd : nullptr;
+    int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s)
+          : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s)
+                      : attention<32, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s);
     if (r) return -1;
-    if (gemm2(S, 1, W.o, qd, att, xo, S->x, H, T, qd, 1.0f, s)) return -1;  // x += att o^T
-    rmsnorm_k<<<T, 256, 0, s>>>(S->x, W.post_norm, S->xn, xl, H, P->eps);
-    if (gemm2(S, 1, W.gu, H, S->xn, xo, S->gu, 2 * I, T, H, 0.0f, s)) return -1;
+    if (gemmx(S, 1, W.o, qd, att, S->dres, H, T, qd, s)) return -1;  // att o^T, added by the next norm
+    resid_norm_k<<<T, 256, 0, s>>>(nullptr, P->embed, S->V, S->x, S->dres, d2, W.post_norm, S->xn, xl, H, P->eps);
+    if (gemmx(S, 1, W.gu, H, S->xn, S->gu, 2 * I, T, H, s)) return -1;
     const size_t nh = (size_t)T * I;
-    silu_mul_k<<<(unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096), 256, 0, s>>>(S->gu, S->h, hl, nh);
+    silu_mul_k<<<(unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096), 256, 0, s>>>(
+        S->gu, sp ? S->gu + (size_t)T * 2 * I : nullptr, S->h, hl, nh);
     // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
     // the MLP (P->fuse): then it is A col-major (hidden x inter) with no transpose
-    if (P->fuse) {
-        if (gemm2(S, 0, W.down, H, S->h, ho, S->x, H, T, I, 1.0f, s)) return -1;
-    } else if (gemm2(S, 1, W.down, I, S->h, ho, S->x, H, T, I, 1.0f, s)) {
-        return -1;
-    }
+    if (gemmx(S, P->fuse ? 0 : 1, W.down, P->fuse ? H : I, S->h, S->dres, H, T, I, s)) return -1;
     PCK(cudaGetLastError());
     return 0;
 }
@@ -879,16 +912,23 @@ int init(mqp_state **st, const Params *P) {
     const size_t C = S->C, wide = S->H > S->qd ? S->H : S->qd;
     const char *pe = getenv("MQ_PREFILL_PREC");
     S->split = !(pe && !strcmp(pe, "bf16"));
-    S->xo = C * wide;
-    const size_t sizes[8] = {WS_BYTES,          C * S->H * 4, 2 * C * wide * 2, C * (S->qd + 2 * S->kvd) * 4,
-                             2 * C * S->qd * 2, C * 2 * S->I * 4, 2 * C * S->I * 2, (size_t)LSUB * S->V * 4};
-    void **ptrs[8] = {&S->ws, (void **)&S->x, (void **)&S->xn, (void **)&S->qkv,
-                      (void **)&S->qb, (void **)&S->gu, (void **)&S->h, (void **)&S->logits};
-    for (int i = 0; i < 8; i++) {
+    const size_t S2 = S->split ? 2 : 1;
+    const size_t sizes[9] = {WS_BYTES,
+                             C * S->H * 4,
+                             2 * C * wide * 2,
+                             S2 * C * (S->qd + 2 * S->kvd) * 4,
+                             2 * C * S->qd * 2,
+                             S2 * C * 2 * S->I * 4,
+                             2 * C * S->I * 2,
+                             (size_t)LSUB * S->V * 4,
+                             S2 * C * S->H * 4};
+    void **ptrs[9] = {&S->ws, (void **)&S->x, (void **)&S->xn, (void **)&S->qkv, (void **)&S->qb,
+                      (void **)&S->gu, (void **)&S->h, (void **)&S->logits, (void **)&S->dres};
+    for (int i = 0; i < 9; i++) {
         if (cudaMalloc(ptrs[i], sizes[i]) != cudaSuccess) {
             (void)cudaGetLastError();
             size_t tot = 0;
-            for (int j = 0; j < 8; j++) tot += sizes[j];
+            for (int j = 0; j < 9; j++) tot += sizes[j];
             mq_err_set("cuda prefill: out of GPU memory for the prompt buffers (%.1f MB for %d-token chunks)",
                        tot / 1e6, S->C);
             return -2;
@@ -915,16 +955,24 @@ int init(mqp_state **st, const Params *P) {
 // The launches of one chunk of T tokens (ids and position already in S->dbuf): embed, every
 // layer, then the final RMSNorm + lm_head of rows [r0, r0 + nr) into S->logits (nr = 0: none).
 // kvgrid: as layer's.
+// Logits of rows [r0, r0 + nr) (nr <= LSUB) of a chunk of T tokens after its last layer: the
+// residual gets the last down projection, final RMSNorm, lm_head (two GEMMs when split) -> S->logits.
+int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
+    const size_t H = S->H;
+    resid_norm_k<<<nr, 256, 0, s>>>(nullptr, P->embed, S->V, S->x + r0 * H, S->L > 0 ? S->dres + r0 * H : nullptr,
+                                    S->split ? T * H : 0, P->final_norm, S->xn, S->split ? S->xn + nr * H : nullptr,
+                                    S->H, P->eps);
+    return gemm2(S, 1, P->lm_head, S->H, S->xn, nr * H, S->logits, S->V, nr, S->H, 0.0f, s);
+}
+
 template <typename KT>
 int chunk(mqp_state *S, const Params *P, int T, int r0, int nr, int kvgrid, cudaStream_t s) {
-    embed_k<<<T, 256, 0, s>>>(S->dbuf + 1, P->embed, S->x, S->H, S->V);
+    if (S->L == 0)  // no layer embeds the rows
+        resid_norm_k<<<T, 256, 0, s>>>(S->dbuf + 1, P->embed, S->V, S->x, nullptr, 0, P->final_norm, S->xn, nullptr,
+                                       S->H, P->eps);
     for (int l = 0; l < S->L; l++)
         if (layer<KT>(S, P, l, T, kvgrid, s)) return -1;
-    if (nr > 0) {
-        rmsnorm_k<<<nr, 256, 0, s>>>(S->x + (size_t)r0 * S->H, P->final_norm, S->xn, S->split ? S->xn + S->xo : nullptr,
-                                     S->H, P->eps);
-        if (gemm2(S, 1, P->lm_head, S->H, S->xn, S->xo, S->logits, S->V, nr, S->H, 0.0f, s)) return -1;
-    }
+    if (nr > 0 && head(S, P, T, r0, nr, s)) return -1;
     PCK(cudaGetLastError());
     return 0;
 }
@@ -1022,11 +1070,7 @@ int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float
         // the first sub-chunk's logits are in S->logits; later sub-chunks run here
         for (; r0 < T; r0 += LSUB) {
             const int nr = T - r0 < LSUB ? T - r0 : LSUB;
-            if (r0 != r_beg) {
-                rmsnorm_k<<<nr, 256, 0, s>>>(S->x + (size_t)r0 * S->H, P->final_norm, S->xn,
-                                             S->split ? S->xn + S->xo : nullptr, S->H, P->eps);
-                if (gemm2(S, 1, P->lm_head, S->H, S->xn, S->xo, S->logits, V, nr, S->H, 0.0f, s)) return -1;
-            }
+            if (r0 != r_beg && head(S, P, T, r0, nr, s)) return -1;
             if (logits_all)
                 PCK(cudaMemcpyAsync(logits_all + (size_t)(c0 + r0) * V, S->logits, (size_t)nr * V * 4,
                                     cudaMemcpyDeviceToHost, s));
@@ -1092,8 +1136,8 @@ void mqp_free(mqp_state *S) {
     if (S->lt) cublasLtDestroy(S->lt);
     if (S->ev) cudaEventDestroy(S->ev);
     if (S->st) cudaStreamDestroy(S->st);
-    void *bufs[10] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf, S->kvs};
-    for (int i = 0; i < 10; i++)
+    void *bufs[11] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf, S->kvs, S->dres};
+    for (int i = 0; i < 11; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     free(S->hl);
     free(S->hlast);
