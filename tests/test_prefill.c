@@ -160,6 +160,48 @@ static void check_continue(mq_backend *gpu, mq_backend *cpu, const char *shape, 
     free(ids);
 }
 
+/* k prefills of n tokens each at positions 0, n, 2n, ... (chunks of <= 64 tokens: the first runs
+ * the kernels directly, the second captures a CUDA graph, later ones replay it at a new position),
+ * last row against the CPU after each, then nd greedy decode tokens identical to the CPU's. */
+static void check_replay(mq_backend *gpu, mq_backend *cpu, const char *shape, int n, int k, int nd) {
+    const int V = 151936;
+    int32_t *ids = make_ids(n * k, V, 77);
+    for (int i = 0; i < k; i++) {
+        if (gpu->forward(gpu, ids + i * n, n, i * n, NULL) != 0) fail_msg("cuda forward: %s", mq_err_get());
+        if (cpu->forward(cpu, ids + i * n, n, i * n, NULL) != 0) fail_msg("cpu forward: %s", mq_err_get());
+        double kl;
+        int hard;
+        char what[96];
+        snprintf(what, sizeof what, "%s prefill %d of %d x %d tokens (graph replay), last row", shape, i + 1, k, n);
+        compare(what, gpu->last_logits(gpu), cpu->last_logits(cpu), 1, V, &kl, &hard);
+        assert_true(kl <= 1e-3);
+        assert_int_equal(hard, 0);
+    }
+    int32_t *want = malloc((size_t)nd * 4), *got = malloc((size_t)nd * 4);
+    assert_non_null(want);
+    assert_non_null(got);
+    const int first = mq_sampler_argmax(cpu->last_logits(cpu), V), p = n * k;
+    int32_t id = first;
+    for (int i = 0; i < nd; i++) {
+        assert_int_equal(cpu->forward(cpu, &id, 1, p + i, NULL), 0);
+        want[i] = id = mq_sampler_argmax(cpu->last_logits(cpu), V);
+    }
+    assert_int_equal(gpu->generate_greedy(gpu, first, p, nd, NULL, 0, got), nd);
+    int same = 0;
+    while (same < nd && got[same] == want[same]) same++;
+    printf("  %s: decode after %d graph-replayed prefills: %d/%d greedy tokens identical to the CPU\n", shape, k, same,
+           nd);
+    assert_int_equal(same, nd);
+    free(want);
+    free(got);
+    free(ids);
+}
+
+/* The same all-row prompt three times (direct, graph capture, graph replay): the same logits. */
+static void check_rows_repeat(mq_backend *gpu, mq_backend *cpu, const char *shape, int n) {
+    for (int i = 0; i < 3; i++) check_rows(gpu, cpu, shape, n, 50);
+}
+
 /* tiny (head_dim 32): prompt lengths 1, 7, 64, 300 (several query tiles, GQA), prefill at pos > 0,
  * a prompt crossing the 2048-token chunk boundary, decode continuing after it, and a prompt past
  * the KV cache refused. */
@@ -175,6 +217,8 @@ static void test_tiny(void **st) {
     const int lens[4] = {1, 7, 64, 300};
     for (int i = 0; i < 4; i++) check_rows(gpu, cpu, "tiny", lens[i], 10 + i);
     check_continue(gpu, cpu, "tiny", 37, 90, 24);
+    check_replay(gpu, cpu, "tiny", 24, 4, 24);
+    check_rows_repeat(gpu, cpu, "tiny", 13);
     check_continue(gpu, cpu, "tiny", 2100, 0, 24);
     int32_t *ids = make_ids(64, 151936, 3);
     assert_int_equal(gpu->forward(gpu, ids, 64, max_ctx - 32, NULL), -1);
@@ -182,6 +226,49 @@ static void test_tiny(void **st) {
     free(ids);
     gpu->free(gpu);
     cpu->free(cpu);
+    drop_model(&s);
+}
+
+/* Attention v2 (default) against the first kernel (MQ_PREFILL_ATTN=1) on the same device, for each
+ * precision (split / bf16) and KV cache type (f32 / bf16): a prompt of n0 tokens at pos 0, then n1
+ * more at pos n0 (cache rows before the chunk), all rows; the same roundings, only the fp32
+ * accumulation order differs. Covers the kernel variants the CPU comparisons above do not. */
+static void test_attn_variants(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    synth_model s;
+    make_model(&s, "tiny", 6);
+    const int V = 151936, n0 = 100, n1 = 40;
+    int32_t *ids = make_ids(n0 + n1, V, 61);
+    float *a = malloc((size_t)n1 * V * 4), *b = malloc((size_t)n1 * V * 4);
+    assert_non_null(a);
+    assert_non_null(b);
+    const char *prec[2] = {"split", "bf16"}, *kv[2] = {"f32", "bf16"};
+    for (int i = 0; i < 4; i++) {
+        setenv("MQ_PREFILL_PREC", prec[i & 1], 1);
+        setenv("MQ_CUDA_KV", kv[i >> 1], 1);
+        for (int v = 0; v < 2; v++) {
+            setenv("MQ_PREFILL_ATTN", v ? "1" : "2", 1);
+            mq_backend *gpu = mq_cuda_new(&s.m, 512);
+            if (!gpu) fail_msg("backend: %s", mq_err_get());
+            if (gpu->forward(gpu, ids, n0, 0, NULL) != 0) fail_msg("cuda forward: %s", mq_err_get());
+            if (gpu->forward(gpu, ids + n0, n1, n0, v ? b : a) != 0) fail_msg("cuda forward: %s", mq_err_get());
+            gpu->free(gpu);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "tiny attention v2 vs v1 (%s, KV %s), %d+%d", prec[i & 1], kv[i >> 1], n0, n1);
+        double kl;
+        int hard;
+        compare(what, a, b, n1, V, &kl, &hard);
+        assert_true(kl <= 1e-4);
+        assert_int_equal(hard, 0);
+    }
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_CUDA_KV");
+    unsetenv("MQ_PREFILL_ATTN");
+    free(a);
+    free(b);
+    free(ids);
     drop_model(&s);
 }
 
@@ -207,6 +294,7 @@ static void test_q06(void **st) {
     check_rows(gpu, cpu, "qwen3-0.6b", 7, 21);
     check_rows(gpu, cpu, "qwen3-0.6b", 64, 22);
     check_continue(gpu, cpu, "qwen3-0.6b", 300, 0, 16);
+    check_replay(gpu, cpu, "qwen3-0.6b", 32, 4, 8);
     gpu->free(gpu);
     const char *bench = getenv("MQ_PREFILL_BENCH");
     /* both precisions: split bf16 (default, hi + lo terms) and plain bf16 (MQ_PREFILL_PREC=bf16) */
@@ -218,7 +306,8 @@ static void test_q06(void **st) {
         for (int i = 0; i < 4; i++) {
             int32_t *ids = make_ids(lens[i], 151936, 40 + i);
             double t[5];
-            assert_int_equal(gpu->forward(gpu, ids, lens[i], 0, NULL), 0); /* warm-up (plans, buffers) */
+            /* warm-up: plans, buffers; the second call captures the CUDA graph of a short prompt */
+            for (int w = 0; w < 2; w++) assert_int_equal(gpu->forward(gpu, ids, lens[i], 0, NULL), 0);
             for (int r = 0; r < 5; r++) {
                 const double t0 = now_s();
                 assert_int_equal(gpu->forward(gpu, ids, lens[i], 0, NULL), 0);
@@ -245,6 +334,7 @@ static void test_q06(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny),
+        cmocka_unit_test(test_attn_variants),
         cmocka_unit_test(test_q06),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

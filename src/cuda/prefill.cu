@@ -5,9 +5,14 @@
 //   embed rows -> per layer: RMSNorm rows (bf16 out) -> QKV GEMM (fp32 out) -> per (token, head)
 //   q/k RMSNorm + RoPE; q to a bf16 buffer, K/V into the decode kernel's cache at pos+t ->
 //   causal flash attention over cache positions [0, pos+t] (bf16 mma.sync, online softmax in fp32,
-//   no T x T matrix) -> O GEMM accumulated into the fp32 residual (beta = 1) -> RMSNorm ->
-//   gate|up GEMM -> SiLU * up (bf16) -> down GEMM accumulated into the residual
+//   no T x T matrix) -> O GEMM -> residual += O output, RMSNorm (one kernel) -> gate|up GEMM ->
+//   SiLU * up (bf16) -> down GEMM (added to the residual by the next layer's input norm)
 // then the final RMSNorm + lm_head for the rows whose logits are wanted (sub-chunks of LSUB rows).
+// Split bf16: each layer GEMM runs once over 2T columns (hi rows, then lo rows of its input); the
+// kernel reading the output adds the two fp32 halves. 8 launches per layer (+1 past position 0).
+// Attention (flash2_k): K/V tiles as bf16 hi (+ lo) rows, cp.async double-buffered, ldmatrix
+// fragments; an f32 cache is split into bf16 scratch once per layer (rows before the chunk by
+// kv_split_k, the chunk's own rows by qk_prep_k). Chunks of <= GMAX tokens replay a CUDA graph.
 // Numerics: residual stream and GEMM outputs fp32; GEMM/attention inputs (normed activations,
 // q, K/V tiles, softmax probabilities) rounded to bf16 for the tensor cores (see docs/perf-notes.md).
 #include <cublasLt.h>
@@ -50,12 +55,23 @@ constexpr int LSUB = 128;             // lm_head rows per sub-chunk (logits buff
 constexpr size_t WS_BYTES = 32 << 20; // cuBLASLt workspace
 constexpr int NPLAN = 48;             // cached GEMM plans (shape -> descriptors + algorithm)
 constexpr int BQ = 64, BK = 32;       // attention: query rows per block (16 per warp), keys per tile
+constexpr int GMAX = 64;              // chunks of at most this many tokens replay a captured CUDA graph
+constexpr int NGRAPH = 16;            // cached graphs, keyed by (chunk length, logit rows: all or the last)
 
 struct Plan {
     int used, opA_t, m, n, k, lda, ldc, beta1;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
+};
+
+// One captured chunk (embed, every layer, final norm + lm_head of its logit rows) for T tokens;
+// the token ids and the position are read from device memory written before each replay.
+struct Graph {
+    int T, r0, nr;         // chunk length; its logit rows [r0, r0 + nr)
+    int old;               // 1: the chunk starts past position 0 (cache rows before it are converted)
+    int state;             // 0 unused, 1 seen once (ordinary launches), 2 captured, 3 capture failed
+    cudaGraphExec_t ex;
 };
 
 }  // namespace
@@ -67,16 +83,31 @@ struct mqp_state {
     void *ws;              // (WS_BYTES) cuBLASLt workspace
     LayerW *hl;            // (n_layers) host copy of the device layer table
     float *x;              // (C, hidden) residual stream
-    size_t xo;             // elements from xn's hi half to its lo half
     int split;             // 1: GEMM/attention inputs as hi + lo bf16 pairs (MQ_PREFILL_PREC=bf16: hi only)
-    // bf16 GEMM inputs have a lo half right after the hi half (same shape) when split
-    __nv_bfloat16 *xn;     // 2 x (C, max(hidden, q_dim)) normed rows / attention output (GEMM input)
-    float *qkv;            // (C, q_dim + 2*kv_dim) raw projections
+    // Split: a bf16 GEMM input of T rows has its lo rows right after its hi rows ((2T, K) as one B
+    // operand), so one GEMM of 2T columns gives W.hi and W.lo; the outputs' two halves (rows [0, T)
+    // and [T, 2T), fp32) are summed by the kernel that reads them. S2 = 2 when split, else 1.
+    __nv_bfloat16 *xn;     // (2T, max(hidden, q_dim)) normed rows / attention output (GEMM input)
+    float *qkv;            // (S2 x C, q_dim + 2*kv_dim) raw projections
+    float *dres;           // (S2 x C, hidden) O / down projection, added to the residual by resid_norm_k
     __nv_bfloat16 *qb;     // 2 x (C, q_dim) normed, roped queries
-    float *gu;             // (C, 2*inter) gate|up, interleaved as the weights (col 2j gate, 2j+1 up)
-    __nv_bfloat16 *h;      // 2 x (C, inter) silu(gate) * up
+    float *gu;             // (S2 x C, 2*inter) gate|up, interleaved as the weights (col 2j gate, 2j+1 up)
+    __nv_bfloat16 *h;      // (2T, inter) silu(gate) * up
     float *logits;         // (LSUB, vocab)
-    int32_t *ids;          // (C)
+    int32_t *dbuf;         // (1 + C) device: [0] the chunk's first position, then its token ids
+    int32_t *hbuf;         // (1 + C) host staging for dbuf
+    cudaStream_t st;       // every prefill launch (non-blocking; ordered after the caller's stream)
+    cudaEvent_t ev;        // orders st after the caller's stream
+    int use_graph;         // 0 when MQ_PREFILL_GRAPH=0
+    Graph graph[NGRAPH];
+    int next_graph;
+    int attn_v1;           // MQ_PREFILL_ATTN=1: the first attention kernel (flash_k, K/V converted per block)
+    int sms;               // multiprocessors (grid of the K/V conversion)
+    unsigned fattr;        // flash2_k instantiations whose shared-memory limit is raised
+    // f32 cache, attention v2: layer l's K/V rows [0, pos+T) as bf16, remade per layer (rows, kv_dim)
+    // each: K hi, V hi, then K lo, V lo when split
+    __nv_bfloat16 *kvs;
+    size_t kv_cap;         // rows of kvs
     float *hlast;          // (vocab) host row for last_tok when the caller passes no buffer
     Plan plan[NPLAN];
     int next_plan;
@@ -90,30 +121,43 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-// x[t, :] = embedding row ids[t]. grid (T), block 256.
-__global__ void embed_k(const int32_t *ids, const __nv_bfloat16 *E, float *x, int H, int V) {
-    const int t = blockIdx.x;
-    int id = ids[t];
-    if (id < 0 || id >= V) id = 0;  // checked on the host; never read out of bounds
-    const __nv_bfloat16 *e = E + (size_t)id * H;
-    for (int i = threadIdx.x; i < H; i += blockDim.x) x[(size_t)t * H + i] = __bfloat162float(e[i]);
-}
-
-// out[r, :] = bf16(w * x[r] * rsqrt(mean(x[r]^2) + eps)), as the decode kernel's load_norm.
-// grid (rows), block 256; x row r at x + r*H.
-// lo (optional): the rounding remainder x - hi as bf16, same layout.
-__global__ void rmsnorm_k(const float *x, const float *w, __nv_bfloat16 *out, __nv_bfloat16 *lo, int H, float eps) {
+// Residual update fused with the next RMSNorm. Row r (x + r*H): x = embedding row ids[r] (ids not
+// nullptr), or x + d[r] (+ d[r + d2] when d2: the lo GEMM half) (d not nullptr), written back; then
+// out[r] = bf16(w * x * rsqrt(mean(x^2) + eps)) and lo[r] its rounding remainder (lo nullptr: not
+// split), as the decode kernel's load_norm. grid (rows), block 256.
+__global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *E, int V, float *x, const float *d, size_t d2,
+                             const float *w, __nv_bfloat16 *out, __nv_bfloat16 *lo, int H, float eps) {
     __shared__ float red[8];
-    const float *xr = x + (size_t)blockIdx.x * H;
+    const size_t ro = (size_t)blockIdx.x * H;
+    float *xr = x + ro;
+    const __nv_bfloat16 *e = nullptr;
+    if (ids) {
+        int id = ids[blockIdx.x];
+        if (id < 0 || id >= V) id = 0;  // checked on the host; never read out of bounds
+        e = E + (size_t)id * H;
+    }
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < H; i += blockDim.x) ss += xr[i] * xr[i];
+    for (int i = threadIdx.x; i < H; i += blockDim.x) {
+        float v;
+        if (e) {
+            v = __bfloat162float(e[i]);
+        } else {
+            v = xr[i];
+            if (d) {
+                v += d[ro + i];
+                if (d2) v += d[ro + d2 + i];
+            }
+        }
+        if (e || d) xr[i] = v;  // read back below by this same thread
+        ss += v * v;
+    }
     ss = warp_sum(ss);
     if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
     __syncthreads();
-    float s = 0.0f;
-    for (int i = 0; i < (int)(blockDim.x >> 5); i++) s += red[i];
-    const float r = 1.0f / sqrtf(s / (float)H + eps);
-    __nv_bfloat16 *o = out + (size_t)blockIdx.x * H, *ol = lo ? lo + (size_t)blockIdx.x * H : nullptr;
+    float sum = 0.0f;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) sum += red[i];
+    const float r = 1.0f / sqrtf(sum / (float)H + eps);
+    __nv_bfloat16 *o = out + ro, *ol = lo ? lo + ro : nullptr;
     for (int i = threadIdx.x; i < H; i += blockDim.x) {
         const float v = w[i] * (xr[i] * r);
         const __nv_bfloat16 hv = __float2bfloat16_rn(v);
@@ -124,26 +168,37 @@ __global__ void rmsnorm_k(const float *x, const float *w, __nv_bfloat16 *out, __
 
 __device__ __forceinline__ void st1(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
 __device__ __forceinline__ void st1(float *p, float v) { *p = v; }
+// h[i] = bf16(v), l[i] = bf16(v - h[i]) (l nullptr: hi only; h nullptr: nothing)
+__device__ __forceinline__ void st_split(__nv_bfloat16 *h, __nv_bfloat16 *l, size_t i, float v) {
+    if (!h) return;
+    const __nv_bfloat16 hv = __float2bfloat16_rn(v);
+    h[i] = hv;
+    if (l) l[i] = __float2bfloat16_rn(v - __bfloat162float(hv));
+}
 
-// One warp per (token t, slot): slots [0, nh) are q heads, [nh, nh+nkv) k heads, then v heads
+// qkv2 (split, else nullptr): the lo GEMM half, added to qkv. One warp per (token t, slot): slots [0, nh) are q heads, [nh, nh+nkv) k heads, then v heads
 // (the q|k|v row of token t is contiguous, so slot s starts at s*hd). q/k: RMSNorm (q_norm /
 // k_norm) then RoPE at position pos+t (the decode kernel's table); q -> qb (bf16), k/v -> cache
-// row pos+t of layer l. grid (T), block 32 * 8.
+// row pos+t of layer l (pos = *posp, device memory so a captured graph can replay it); kh/vh (and
+// kl/vl), when not nullptr, receive the same K/V rows as bf16 hi (lo), (rows, kv_dim). grid (T), block 32 * 8.
 template <typename KT>
-__global__ void qk_prep_k(const float *qkv, const float *qn, const float *kn, const float *rope, __nv_bfloat16 *qb,
-                          __nv_bfloat16 *ql, KT *kc, KT *vc, int nh, int nkv, int hd, int pos, float eps) {
+__global__ void qk_prep_k(const float *qkv, const float *qkv2, const float *qn, const float *kn, const float *rope, __nv_bfloat16 *qb,
+                          __nv_bfloat16 *ql, KT *kc, KT *vc, __nv_bfloat16 *kh, __nv_bfloat16 *kl, __nv_bfloat16 *vh,
+                          __nv_bfloat16 *vl, int nh, int nkv, int hd, const int *posp, float eps) {
     extern __shared__ float pbuf[];  // (8, hd)
     const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = hd >> 1;
     const int nslot = nh + 2 * nkv, qd = nh * hd, kvd = nkv * hd;
     float *tmp = pbuf + warp * hd;
     const float *row = qkv + (size_t)t * (qd + 2 * kvd);
-    const int p = pos + t;
+    const float *row2 = qkv2 ? qkv2 + (size_t)t * (qd + 2 * kvd) : nullptr;
+    const int p = *posp + t;
     for (int s = warp; s < nslot; s += 8) {
-        const float *src = row + (size_t)s * hd;
+        const float *src = row + (size_t)s * hd, *src2 = row2 ? row2 + (size_t)s * hd : nullptr;
         const bool isq = s < nh, isk = !isq && s < nh + nkv;
         float ss = 0.0f;
         for (int d = lane; d < hd; d += 32) {
-            const float v = src[d];
+            float v = src[d];
+            if (src2) v += src2[d];
             tmp[d] = v;
             ss += v * v;
         }
@@ -170,16 +225,22 @@ __global__ void qk_prep_k(const float *qkv, const float *qn, const float *kn, co
                 }
             }
         } else if (isk) {
-            KT *dst = kc + (size_t)p * kvd + (size_t)(s - nh) * hd;
+            const size_t ko = (size_t)p * kvd + (size_t)(s - nh) * hd;
             for (int i = lane; i < half; i += 32) {
                 const float2 cs = reinterpret_cast<const float2 *>(rope)[(size_t)p * half + i];
                 const float a = tmp[i], b = tmp[i + half];
-                st1(dst + i, a * cs.x - b * cs.y);
-                st1(dst + i + half, b * cs.x + a * cs.y);
+                const float o0 = a * cs.x - b * cs.y, o1 = b * cs.x + a * cs.y;
+                st1(kc + ko + i, o0);
+                st1(kc + ko + i + half, o1);
+                st_split(kh, kl, ko + i, o0);
+                st_split(kh, kl, ko + i + half, o1);
             }
         } else {
-            KT *dst = vc + (size_t)p * kvd + (size_t)(s - nh - nkv) * hd;
-            for (int d = lane; d < hd; d += 32) st1(dst + d, tmp[d]);
+            const size_t vo = (size_t)p * kvd + (size_t)(s - nh - nkv) * hd;
+            for (int d = lane; d < hd; d += 32) {
+                st1(vc + vo + d, tmp[d]);
+                st_split(vh, vl, vo + d, tmp[d]);
+            }
         }
         __syncwarp();
     }
@@ -233,15 +294,15 @@ __device__ __forceinline__ void ld8split(const __nv_bfloat16 *p, bool ok, uint4 
 // att/atl: (T, q_dim) bf16 hi/lo output.
 template <int HD, typename KT, bool SPLIT>
 __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const KT *Kl,
-                                               const KT *Vl, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int pos,
-                                               int nh, int nkv) {
+                                               const KT *Vl, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
+                                               const int *posp, int nh, int nkv) {
     constexpr int KS = HD + 8, VS = BK + 8, NB = SPLIT ? 2 : 1;
     __shared__ __align__(16) __nv_bfloat16 Ks[NB][BK * KS];  // (BK, HD) keys of the tile: hi, lo
     __shared__ __align__(16) __nv_bfloat16 Vt[NB][HD * VS];  // (HD, BK) values, transposed: hi, lo
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     // the last query tiles have the most keys: schedule them first (blockIdx.x 0 = last tile)
     const int h = blockIdx.y, kvh = h / (nh / nkv), q0 = (gridDim.x - 1 - blockIdx.x) * BQ;
-    const int qd = nh * HD, kvd = nkv * HD;
+    const int qd = nh * HD, kvd = nkv * HD, pos = *posp;
     const int kend = pos + min(q0 + BQ, T);  // keys [0, kend) are needed by this block
     const int wr = q0 + warp * 16;           // this warp's first row (relative)
     const int wlast = pos + wr + 15;         // largest absolute position among its rows
@@ -400,11 +461,262 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __
     }
 }
 
+// ---- attention v2: K/V as bf16 (hi [+ lo]) rows in global memory, cp.async double-buffered tiles,
+// ldmatrix fragments (.trans for V, so V needs no transposed copy).
+
+__device__ __forceinline__ void cp16(void *smem, const void *g, bool ok) {  // zero-fills when !ok
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void ldsm4(uint32_t r[4], const __nv_bfloat16 *p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+__device__ __forceinline__ void ldsm4t(uint32_t r[4], const __nv_bfloat16 *p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+// f32 cache rows [0, *posp) of one layer -> bf16 hi (kh, vh) and lo (kl, vl; nullptr: not split),
+// all (rows, kv_dim). Grid-stride (the row count is read on the device, for graph replay).
+__global__ void kv_split_k(const float *K, const float *V, __nv_bfloat16 *kh, __nv_bfloat16 *kl, __nv_bfloat16 *vh,
+                           __nv_bfloat16 *vl, const int *posp, int kvd) {
+    const size_t n8 = (size_t)*posp * kvd / 8;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
+        uint4 hi, lo;
+        ld8split(K + i * 8, true, hi, lo);
+        reinterpret_cast<uint4 *>(kh)[i] = hi;
+        if (kl) reinterpret_cast<uint4 *>(kl)[i] = lo;
+        ld8split(V + i * 8, true, hi, lo);
+        reinterpret_cast<uint4 *>(vh)[i] = hi;
+        if (vl) reinterpret_cast<uint4 *>(vl)[i] = lo;
+    }
+}
+
+// Key rows per tile: 64, or 32 at HD = 128 with lo terms (registers: q hi + lo, O and S fragments;
+// shared memory: four K/V arrays). MINB: blocks per SM the registers are capped for (3 where that
+// costs no spills, checked with -Xptxas -v).
+template <int HD, bool QLO, bool KVLO>
+struct Flash2Cfg {
+    static constexpr int BK = HD == 128 && (QLO || KVLO) ? 32 : 64;
+    static constexpr int MINB = HD == 128 || (HD == 64 && KVLO) ? 2 : 3;
+    static constexpr int NA = KVLO ? 4 : 2;  // smem arrays per stage: K hi, (K lo), V hi, (V lo)
+    static constexpr int KS = HD + 8;        // padded row (16 bytes): ldmatrix rows hit distinct banks
+    static constexpr size_t SMEM = (size_t)2 * NA * BK * KS * sizeof(__nv_bfloat16);
+};
+
+// Causal flash attention as flash_k (same block/warp split, masking and online softmax), reading
+// K/V of layer l as bf16 rows: Kh/Vh (rows, ldkv) hi, Kl/Vl lo (KVLO). Per key tile of BK rows,
+// both stages of [K hi, K lo, V hi, V lo] (BK, HD+8) sit in dynamic shared memory; the next tile's
+// cp.async runs while this one computes. QLO: q and P carry lo halves (split bf16); products take
+// the lo terms first (q.lo K.hi, q.hi K.lo) then hi.hi.
+template <int HD, bool QLO, bool KVLO>
+__global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
+                                                const __nv_bfloat16 *Kh, const __nv_bfloat16 *Kl,
+                                                const __nv_bfloat16 *Vh, const __nv_bfloat16 *Vl, int ldkv,
+                                                __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, const int *posp,
+                                                int nh, int nkv) {
+    using Cfg = Flash2Cfg<HD, QLO, KVLO>;
+    constexpr int BKT = Cfg::BK, NA = Cfg::NA, KS = Cfg::KS, TILE = BKT * KS;
+    extern __shared__ __align__(16) __nv_bfloat16 fsm[];  // [2 stages][NA][BKT][KS]
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, lm = lane >> 3;
+    const int h = blockIdx.y, kvh = h / (nh / nkv), q0 = (gridDim.x - 1 - blockIdx.x) * BQ;
+    const int qd = nh * HD, pos = *posp;
+    const int kend = pos + min(q0 + BQ, T);
+    const int wr = q0 + warp * 16;
+    const int wlast = pos + wr + 15;
+    const float sc = rsqrtf((float)HD) * 1.4426950408889634f;
+
+    uint32_t qa[HD / 16][4], qal[QLO ? HD / 16 : 1][4];
+    {
+        const int r0 = wr + g, r1 = wr + g + 8;
+        const size_t o0 = (size_t)r0 * qd + (size_t)h * HD, o1 = (size_t)r1 * qd + (size_t)h * HD;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            const int c = kk * 16 + 2 * tq;
+            qa[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(qb + o0 + c) : 0u;
+            qa[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(qb + o1 + c) : 0u;
+            qa[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(qb + o0 + c + 8) : 0u;
+            qa[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(qb + o1 + c + 8) : 0u;
+            if (QLO) {
+                qal[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(ql + o0 + c) : 0u;
+                qal[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(ql + o1 + c) : 0u;
+                qal[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(ql + o0 + c + 8) : 0u;
+                qal[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(ql + o1 + c + 8) : 0u;
+            }
+        }
+    }
+    float o[HD / 8][4];
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    const int ar0 = pos + wr + g, ar1 = ar0 + 8;
+
+    // tile kt -> stage st: 16-byte chunks, keys past kend zero-filled (stale cache rows may hold NaN)
+    auto load = [&](int kt, int st) {
+        __nv_bfloat16 *base = fsm + st * NA * TILE;
+        const int k0 = kt * BKT;
+        for (int c = threadIdx.x; c < BKT * HD / 8; c += 128) {
+            const int key = c / (HD / 8), d0 = (c % (HD / 8)) * 8;
+            const bool ok = k0 + key < kend;
+            const size_t off = ok ? (size_t)(k0 + key) * ldkv + (size_t)kvh * HD + d0 : 0;
+            const int so = key * KS + d0;
+            cp16(base + so, Kh + off, ok);
+            if (KVLO) cp16(base + TILE + so, Kl + off, ok);
+            cp16(base + (NA / 2) * TILE + so, Vh + off, ok);
+            if (KVLO) cp16(base + (NA / 2 + 1) * TILE + so, Vl + off, ok);
+        }
+    };
+
+    const int ntile = (kend + BKT - 1) / BKT;
+    load(0, 0);
+    cp_commit();
+    for (int kt = 0; kt < ntile; kt++) {
+        if (kt + 1 < ntile) load(kt + 1, (kt + 1) & 1);
+        cp_commit();  // (empty on the last tile: keeps the wait count uniform)
+        cp_wait<1>();
+        __syncthreads();
+        const int k0 = kt * BKT;
+        if (k0 <= wlast) {  // else every key of this tile is after this warp's rows
+            const __nv_bfloat16 *Ksh = fsm + (kt & 1) * NA * TILE, *Ksl = Ksh + TILE;
+            const __nv_bfloat16 *Vsh = Ksh + (NA / 2) * TILE, *Vsl = Vsh + TILE;
+            float s[BKT / 8][4];
+#pragma unroll
+            for (int j = 0; j < BKT / 8; j++) {
+                s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < HD / 16; kk += 2) {
+                    // matrices: (keys j*8.., d kk*16 + 0|8), (keys j*8.., d (kk+1)*16 + 0|8)
+                    const int ko = (j * 8 + (lane & 7)) * KS + (kk + (lm >> 1)) * 16 + (lm & 1) * 8;
+                    uint32_t b[4];
+                    ldsm4(b, Ksh + ko);
+                    if (QLO) {
+                        mma16816(s[j], qal[kk], b[0], b[1]);
+                        mma16816(s[j], qal[kk + 1], b[2], b[3]);
+                    }
+                    if (KVLO) {
+                        uint32_t bl[4];
+                        ldsm4(bl, Ksl + ko);
+                        mma16816(s[j], qa[kk], bl[0], bl[1]);
+                        mma16816(s[j], qa[kk + 1], bl[2], bl[3]);
+                    }
+                    mma16816(s[j], qa[kk], b[0], b[1]);
+                    mma16816(s[j], qa[kk + 1], b[2], b[3]);
+                }
+            }
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < BKT / 8; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int key = k0 + j * 8 + 2 * tq + e;
+                    s[j][e] = key <= ar0 && key < kend ? s[j][e] * sc : -INFINITY;
+                    s[j][2 + e] = key <= ar1 && key < kend ? s[j][2 + e] * sc : -INFINITY;
+                    mx0 = fmaxf(mx0, s[j][e]);
+                    mx1 = fmaxf(mx1, s[j][2 + e]);
+                }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+            const float b0 = mn0 == -INFINITY ? 0.0f : mn0, b1 = mn1 == -INFINITY ? 0.0f : mn1;
+            const float al0 = exp2f(m0 - b0), al1 = exp2f(m1 - b1);
+            m0 = mn0;
+            m1 = mn1;
+            float rs0 = 0.0f, rs1 = 0.0f;
+#pragma unroll
+            for (int j = 0; j < BKT / 8; j++) {
+                s[j][0] = exp2f(s[j][0] - b0);
+                s[j][1] = exp2f(s[j][1] - b0);
+                s[j][2] = exp2f(s[j][2] - b1);
+                s[j][3] = exp2f(s[j][3] - b1);
+                rs0 += s[j][0] + s[j][1];
+                rs1 += s[j][2] + s[j][3];
+            }
+            l0 = l0 * al0 + rs0;
+            l1 = l1 * al1 + rs1;
+#pragma unroll
+            for (int i = 0; i < HD / 8; i++) {
+                o[i][0] *= al0;
+                o[i][1] *= al0;
+                o[i][2] *= al1;
+                o[i][3] *= al1;
+            }
+            // O += P V; V (keys, HD) row-major in smem, B fragments by ldmatrix.trans
+#pragma unroll
+            for (int kk = 0; kk < BKT / 16; kk++) {
+                uint32_t pa[4], pl[4];
+                split2(s[2 * kk][0], s[2 * kk][1], pa[0], pl[0]);
+                split2(s[2 * kk][2], s[2 * kk][3], pa[1], pl[1]);
+                split2(s[2 * kk + 1][0], s[2 * kk + 1][1], pa[2], pl[2]);
+                split2(s[2 * kk + 1][2], s[2 * kk + 1][3], pa[3], pl[3]);
+#pragma unroll
+                for (int dn = 0; dn < HD / 8; dn += 2) {
+                    // matrices: (keys kk*16 + 0|8, d dn*8..), (keys kk*16 + 0|8, d (dn+1)*8..)
+                    const int vo = (kk * 16 + (lm & 1) * 8 + (lane & 7)) * KS + (dn + (lm >> 1)) * 8;
+                    uint32_t b[4];
+                    ldsm4t(b, Vsh + vo);
+                    if (QLO) {
+                        mma16816(o[dn], pl, b[0], b[1]);
+                        mma16816(o[dn + 1], pl, b[2], b[3]);
+                    }
+                    if (KVLO) {
+                        uint32_t bl[4];
+                        ldsm4t(bl, Vsl + vo);
+                        mma16816(o[dn], pa, bl[0], bl[1]);
+                        mma16816(o[dn + 1], pa, bl[2], bl[3]);
+                    }
+                    mma16816(o[dn], pa, b[0], b[1]);
+                    mma16816(o[dn + 1], pa, b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads();  // this stage is refilled by the next iteration's load
+    }
+    cp_wait<0>();
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const int r0 = wr + g, r1 = r0 + 8;
+    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+#pragma unroll
+    for (int dn = 0; dn < HD / 8; dn++) {
+        const size_t c = (size_t)h * HD + dn * 8 + 2 * tq;
+        uint32_t hi, lo;
+        if (r0 < T) {
+            split2(o[dn][0] * i0, o[dn][1] * i0, hi, lo);
+            *reinterpret_cast<uint32_t *>(att + (size_t)r0 * qd + c) = hi;
+            if (QLO) *reinterpret_cast<uint32_t *>(atl + (size_t)r0 * qd + c) = lo;
+        }
+        if (r1 < T) {
+            split2(o[dn][2] * i1, o[dn][3] * i1, hi, lo);
+            *reinterpret_cast<uint32_t *>(att + (size_t)r1 * qd + c) = hi;
+            if (QLO) *reinterpret_cast<uint32_t *>(atl + (size_t)r1 * qd + c) = lo;
+        }
+    }
+}
+
 // h[t, j] = bf16(silu(gu[t, 2j]) * gu[t, 2j+1]) over T*I elements.
-// lo (optional): the bf16 rounding remainders.
-__global__ void silu_mul_k(const float *gu, __nv_bfloat16 *h, __nv_bfloat16 *lo, size_t n) {
+// lo (optional): the bf16 rounding remainders; gu2 (optional): the lo GEMM half, added to gu.
+__global__ void silu_mul_k(const float *gu, const float *gu2, __nv_bfloat16 *h, __nv_bfloat16 *lo, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const float2 v = reinterpret_cast<const float2 *>(gu)[i];
+        float2 v = reinterpret_cast<const float2 *>(gu)[i];
+        if (gu2) {
+            const float2 u = reinterpret_cast<const float2 *>(gu2)[i];
+            v.x += u.x;
+            v.y += u.y;
+        }
         const float r = v.x / (1.0f + expf(-v.x)) * v.y;
         const __nv_bfloat16 hv = __float2bfloat16_rn(r);
         h[i] = hv;
@@ -481,48 +793,95 @@ int gemm2(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_b
     return S->split ? gemm(S, opA_t, A, lda, B + lo_off, D, m, n, k, 1.0f, s) : 0;
 }
 
-template <int HD, typename KT>
-int attention(const mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
-              __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int pos, cudaStream_t s) {
-    const size_t lo = (size_t)l * P->max_ctx * P->nkv * HD;
-    const KT *Kl = static_cast<const KT *>(P->kc) + lo, *Vl = static_cast<const KT *>(P->vc) + lo;
-    const dim3 grid((T + BQ - 1) / BQ, P->nh);
-    if (S->split) flash_k<HD, KT, true><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, pos, P->nh, P->nkv);
-    else flash_k<HD, KT, false><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, pos, P->nh, P->nkv);
+// D = A . B for B of T rows, or of 2T rows (hi then lo) when split: D (S2 x T, m), beta 0.
+int gemmx(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, float *D, int m, int T,
+          int k, cudaStream_t s) {
+    return gemm(S, opA_t, A, lda, B, D, m, S->split ? 2 * T : T, k, 0.0f, s);
+}
+
+template <int HD, bool QLO, bool KVLO>
+int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
+                  const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv,
+                  __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv, cudaStream_t s) {
+    using Cfg = Flash2Cfg<HD, QLO, KVLO>;
+    const unsigned bit = 1u << ((HD == 128 ? 2 : HD == 64 ? 1 : 0) * 4 + QLO * 2 + KVLO);
+    if (!(S->fattr & bit)) {  // once per instantiation (the first call of a graph key is never captured)
+        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Cfg::SMEM));
+        S->fattr |= bit;
+    }
+    flash2_k<HD, QLO, KVLO><<<grid, 128, Cfg::SMEM, s>>>(qb, ql, kh, kl, vh, vl, ldkv, att, atl, T, S->dbuf, nh, nkv);
     return 0;
 }
 
+// kh..vl: layer l's K/V as bf16 for flash2_k (the scratch copy of an f32 cache, or the bf16 cache
+// itself with kl = vl = nullptr); unused by the first kernel (MQ_PREFILL_ATTN=1).
+template <int HD, typename KT>
+int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
+              const __nv_bfloat16 *kh, const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl,
+              __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, cudaStream_t s) {
+    const dim3 grid((T + BQ - 1) / BQ, P->nh);
+    if (S->attn_v1) {
+        const size_t lo = (size_t)l * P->max_ctx * P->nkv * HD;
+        const KT *Kl = static_cast<const KT *>(P->kc) + lo, *Vl = static_cast<const KT *>(P->vc) + lo;
+        if (S->split) flash_k<HD, KT, true><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv);
+        else flash_k<HD, KT, false><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv);
+        return 0;
+    }
+    const int ld = S->kvd;
+    if (S->split && kl)
+        return launch_flash2<HD, true, true>(S, grid, qb, ql, kh, kl, vh, vl, ld, att, atl, T, P->nh, P->nkv, s);
+    if (S->split)
+        return launch_flash2<HD, true, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, att, atl, T, P->nh, P->nkv, s);
+    return launch_flash2<HD, false, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, att, atl, T, P->nh, P->nkv, s);
+}
+
+// kvgrid: blocks of the conversion of the f32 cache rows before the chunk (0: none, pos = 0).
+// The residual x gets the previous layer's down projection (S->dres) in this layer's input norm
+// (layer 0: the embedding rows), and the last layer's in the final norm (chunk).
 template <typename KT>
-int layer(mqp_state *S, const Params *P, int l, int T, int pos, cudaStream_t s) {
+int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t s) {
     const LayerW &W = S->hl[l];
     const int H = S->H, I = S->I, qd = S->qd, kvd = S->kvd, hd = S->hd;
     const size_t lo = (size_t)l * P->max_ctx * kvd;
-    // lo halves of the bf16 GEMM inputs (nullptr: not split)
-    const size_t xo = S->xo, qo = (size_t)S->C * qd, ho = (size_t)S->C * I;
-    __nv_bfloat16 *xl = S->split ? S->xn + xo : nullptr, *ql = S->split ? S->qb + qo : nullptr;
-    __nv_bfloat16 *hl = S->split ? S->h + ho : nullptr;
-    rmsnorm_k<<<T, 256, 0, s>>>(S->x, W.in_norm, S->xn, xl, H, P->eps);
-    if (gemm2(S, 1, W.qkv, H, S->xn, xo, S->qkv, qd + 2 * kvd, T, H, 0.0f, s)) return -1;
-    qk_prep_k<KT><<<T, 256, (size_t)8 * hd * 4, s>>>(S->qkv, W.q_norm, W.k_norm, P->rope, S->qb, ql,
-                                                     static_cast<KT *>(P->kc) + lo, static_cast<KT *>(P->vc) + lo,
-                                                     S->nh, S->nkv, hd, pos, P->eps);
-    __nv_bfloat16 *att = S->xn;  // the normed rows are consumed by the QKV GEMM; reuse as (T, q_dim)
-    int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, att, xl, T, pos, s)
-          : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, att, xl, T, pos, s)
-                      : attention<32, KT>(S, P, l, S->qb, ql, att, xl, T, pos, s);
+    const bool sp = S->split;
+    // lo halves (nullptr / 0: not split): GEMM inputs right after their T hi rows
+    __nv_bfloat16 *xl = sp ? S->xn + (size_t)T * H : nullptr, *ql = sp ? S->qb + (size_t)S->C * qd : nullptr;
+    __nv_bfloat16 *hl = sp ? S->h + (size_t)T * I : nullptr;
+    const size_t d2 = sp ? (size_t)T * H : 0;
+    resid_norm_k<<<T, 256, 0, s>>>(l == 0 ? S->dbuf + 1 : nullptr, P->embed, S->V, S->x, l == 0 ? nullptr : S->dres, d2,
+                                   W.in_norm, S->xn, xl, H, P->eps);
+    if (gemmx(S, 1, W.qkv, H, S->xn, S->qkv, qd + 2 * kvd, T, H, s)) return -1;
+    KT *kc = static_cast<KT *>(P->kc) + lo, *vc = static_cast<KT *>(P->vc) + lo;
+    // K/V for attention v2: the bf16 cache as it is, or the f32 cache's bf16 hi (lo) scratch copy
+    __nv_bfloat16 *kh = nullptr, *kl = nullptr, *vh = nullptr, *vl = nullptr;
+    const bool conv = sizeof(KT) == 4 && !S->attn_v1;
+    if (conv) {
+        const size_t a = S->kv_cap * kvd;
+        kh = S->kvs, vh = kh + a;
+        if (sp) kl = vh + a, vl = kl + a;
+        if (kvgrid > 0)
+            kv_split_k<<<kvgrid, 256, 0, s>>>(reinterpret_cast<const float *>(kc), reinterpret_cast<const float *>(vc),
+                                              kh, kl, vh, vl, S->dbuf, kvd);
+    }
+    const float *qkv2 = sp ? S->qkv + (size_t)T * (qd + 2 * kvd) : nullptr;
+    qk_prep_k<KT><<<T, 256, (size_t)8 * hd * 4, s>>>(S->qkv, qkv2, W.q_norm, W.k_norm, P->rope, S->qb, ql, kc, vc, kh,
+                                                     kl, vh, vl, S->nh, S->nkv, hd, S->dbuf, P->eps);
+    if (!conv) kh = reinterpret_cast<__nv_bfloat16 *>(kc), vh = reinterpret_cast<__nv_bfloat16 *>(vc);
+    // the normed rows are consumed by the QKV GEMM; reuse as the attention output (T, q_dim) [+ lo]
+    __nv_bfloat16 *att = S->xn, *atl = sp ? att + (size_t)T * qd : nullptr;
+    int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s)
+          : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s)
+                      : attention<32, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s);
     if (r) return -1;
-    if (gemm2(S, 1, W.o, qd, att, xo, S->x, H, T, qd, 1.0f, s)) return -1;  // x += att o^T
-    rmsnorm_k<<<T, 256, 0, s>>>(S->x, W.post_norm, S->xn, xl, H, P->eps);
-    if (gemm2(S, 1, W.gu, H, S->xn, xo, S->gu, 2 * I, T, H, 0.0f, s)) return -1;
+    if (gemmx(S, 1, W.o, qd, att, S->dres, H, T, qd, s)) return -1;  // att o^T, added by the next norm
+    resid_norm_k<<<T, 256, 0, s>>>(nullptr, P->embed, S->V, S->x, S->dres, d2, W.post_norm, S->xn, xl, H, P->eps);
+    if (gemmx(S, 1, W.gu, H, S->xn, S->gu, 2 * I, T, H, s)) return -1;
     const size_t nh = (size_t)T * I;
-    silu_mul_k<<<(unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096), 256, 0, s>>>(S->gu, S->h, hl, nh);
+    silu_mul_k<<<(unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096), 256, 0, s>>>(
+        S->gu, sp ? S->gu + (size_t)T * 2 * I : nullptr, S->h, hl, nh);
     // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
     // the MLP (P->fuse): then it is A col-major (hidden x inter) with no transpose
-    if (P->fuse) {
-        if (gemm2(S, 0, W.down, H, S->h, ho, S->x, H, T, I, 1.0f, s)) return -1;
-    } else if (gemm2(S, 1, W.down, I, S->h, ho, S->x, H, T, I, 1.0f, s)) {
-        return -1;
-    }
+    if (gemmx(S, P->fuse ? 0 : 1, W.down, P->fuse ? H : I, S->h, S->dres, H, T, I, s)) return -1;
     PCK(cudaGetLastError());
     return 0;
 }
@@ -553,44 +912,165 @@ int init(mqp_state **st, const Params *P) {
     const size_t C = S->C, wide = S->H > S->qd ? S->H : S->qd;
     const char *pe = getenv("MQ_PREFILL_PREC");
     S->split = !(pe && !strcmp(pe, "bf16"));
-    S->xo = C * wide;
-    const size_t sizes[8] = {WS_BYTES,          C * S->H * 4, 2 * C * wide * 2, C * (S->qd + 2 * S->kvd) * 4,
-                             2 * C * S->qd * 2, C * 2 * S->I * 4, 2 * C * S->I * 2, (size_t)LSUB * S->V * 4};
-    void **ptrs[8] = {&S->ws, (void **)&S->x, (void **)&S->xn, (void **)&S->qkv,
-                      (void **)&S->qb, (void **)&S->gu, (void **)&S->h, (void **)&S->logits};
-    for (int i = 0; i < 8; i++) {
+    const size_t S2 = S->split ? 2 : 1;
+    const size_t sizes[9] = {WS_BYTES,
+                             C * S->H * 4,
+                             2 * C * wide * 2,
+                             S2 * C * (S->qd + 2 * S->kvd) * 4,
+                             2 * C * S->qd * 2,
+                             S2 * C * 2 * S->I * 4,
+                             2 * C * S->I * 2,
+                             (size_t)LSUB * S->V * 4,
+                             S2 * C * S->H * 4};
+    void **ptrs[9] = {&S->ws, (void **)&S->x, (void **)&S->xn, (void **)&S->qkv, (void **)&S->qb,
+                      (void **)&S->gu, (void **)&S->h, (void **)&S->logits, (void **)&S->dres};
+    for (int i = 0; i < 9; i++) {
         if (cudaMalloc(ptrs[i], sizes[i]) != cudaSuccess) {
             (void)cudaGetLastError();
             size_t tot = 0;
-            for (int j = 0; j < 8; j++) tot += sizes[j];
+            for (int j = 0; j < 9; j++) tot += sizes[j];
             mq_err_set("cuda prefill: out of GPU memory for the prompt buffers (%.1f MB for %d-token chunks)",
                        tot / 1e6, S->C);
             return -2;
         }
     }
-    PCK(cudaMalloc((void **)&S->ids, C * 4));
+    PCK(cudaMalloc((void **)&S->dbuf, (C + 1) * 4));
+    if (!(S->hbuf = (int32_t *)malloc((C + 1) * 4))) {
+        mq_err_set("cuda prefill: out of host memory");
+        return -1;
+    }
+    PCK(cudaStreamCreateWithFlags(&S->st, cudaStreamNonBlocking));
+    PCK(cudaEventCreateWithFlags(&S->ev, cudaEventDisableTiming));
+    const char *ae = getenv("MQ_PREFILL_ATTN");
+    S->attn_v1 = ae && atoi(ae) == 1;
+    int dev = 0;
+    PCK(cudaGetDevice(&dev));
+    PCK(cudaDeviceGetAttribute(&S->sms, cudaDevAttrMultiProcessorCount, dev));
+    const char *ge = getenv("MQ_PREFILL_GRAPH");
+    S->use_graph = !(ge && atoi(ge) == 0);
     LCK(cublasLtCreate(&S->lt));
+    return 0;
+}
+
+// The launches of one chunk of T tokens (ids and position already in S->dbuf): embed, every
+// layer, then the final RMSNorm + lm_head of rows [r0, r0 + nr) into S->logits (nr = 0: none).
+// kvgrid: as layer's.
+// Logits of rows [r0, r0 + nr) (nr <= LSUB) of a chunk of T tokens after its last layer: the
+// residual gets the last down projection, final RMSNorm, lm_head (two GEMMs when split) -> S->logits.
+int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
+    const size_t H = S->H;
+    resid_norm_k<<<nr, 256, 0, s>>>(nullptr, P->embed, S->V, S->x + r0 * H, S->L > 0 ? S->dres + r0 * H : nullptr,
+                                    S->split ? T * H : 0, P->final_norm, S->xn, S->split ? S->xn + nr * H : nullptr,
+                                    S->H, P->eps);
+    return gemm2(S, 1, P->lm_head, S->H, S->xn, nr * H, S->logits, S->V, nr, S->H, 0.0f, s);
+}
+
+template <typename KT>
+int chunk(mqp_state *S, const Params *P, int T, int r0, int nr, int kvgrid, cudaStream_t s) {
+    if (S->L == 0)  // no layer embeds the rows
+        resid_norm_k<<<T, 256, 0, s>>>(S->dbuf + 1, P->embed, S->V, S->x, nullptr, 0, P->final_norm, S->xn, nullptr,
+                                       S->H, P->eps);
+    for (int l = 0; l < S->L; l++)
+        if (layer<KT>(S, P, l, T, kvgrid, s)) return -1;
+    if (nr > 0 && head(S, P, T, r0, nr, s)) return -1;
+    PCK(cudaGetLastError());
+    return 0;
+}
+
+// A short chunk (T <= GMAX, its logit rows in one sub-chunk) as a CUDA graph: the first call for
+// (T, r0, nr) runs the launches directly (plans made, kernels loaded), the second captures them once
+// and every later call replays the graph. Returns 0 when the chunk ran (graph or direct), -1 on error.
+// A capture that fails (an uncapturable call) is remembered and that key runs directly from then on.
+template <typename KT>
+int chunk_graph(mqp_state *S, const Params *P, int T, int r0, int nr, int pos) {
+    const int old = pos > 0, kvgrid = old ? 2 * S->sms : 0;  // the position varies between replays
+    Graph *g = nullptr;
+    for (int i = 0; i < NGRAPH; i++) {
+        const Graph &e = S->graph[i];
+        if (e.state && e.T == T && e.r0 == r0 && e.nr == nr && e.old == old) g = &S->graph[i];
+    }
+    if (!g) {  // first sight of this key: take the next slot (round robin), run directly
+        g = &S->graph[S->next_graph];
+        S->next_graph = (S->next_graph + 1) % NGRAPH;
+        if (g->state == 2) cudaGraphExecDestroy(g->ex);
+        g->T = T, g->r0 = r0, g->nr = nr, g->old = old, g->state = 1;
+        return chunk<KT>(S, P, T, r0, nr, kvgrid, S->st);
+    }
+    if (g->state == 3) return chunk<KT>(S, P, T, r0, nr, kvgrid, S->st);
+    if (g->state == 1) {
+        cudaGraph_t graph = nullptr;
+        int ok = cudaStreamBeginCapture(S->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+        if (ok) {
+            const int r = chunk<KT>(S, P, T, r0, nr, kvgrid, S->st);
+            ok = cudaStreamEndCapture(S->st, &graph) == cudaSuccess && r == 0 && graph;
+        }
+        if (ok) ok = cudaGraphInstantiate(&g->ex, graph, 0) == cudaSuccess;
+        if (graph) cudaGraphDestroy(graph);
+        if (!ok) {  // not capturable here: plain launches from now on for this key
+            (void)cudaGetLastError();
+            cudaStreamCaptureStatus cs;
+            if (cudaStreamIsCapturing(S->st, &cs) == cudaSuccess && cs != cudaStreamCaptureStatusNone) {
+                cudaGraph_t dead = nullptr;
+                cudaStreamEndCapture(S->st, &dead);
+                if (dead) cudaGraphDestroy(dead);
+            }
+            (void)cudaGetLastError();
+            g->state = 3;
+            return chunk<KT>(S, P, T, r0, nr, kvgrid, S->st);
+        }
+        g->state = 2;
+    }
+    PCK(cudaGraphLaunch(g->ex, S->st));
     return 0;
 }
 
 template <typename KT>
 int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float *logits_all, float *last,
-        int32_t *last_tok, cudaStream_t s) {
-    const int V = S->V, H = S->H;
+        int32_t *last_tok, cudaStream_t caller) {
+    const int V = S->V;
+    cudaStream_t s = S->st;
+    if (sizeof(KT) == 4 && !S->attn_v1 && (size_t)(pos + n) > S->kv_cap) {
+        // grow the bf16 K/V scratch (captured graphs hold its address: forget them)
+        size_t cap = S->kv_cap * 2 > (size_t)(pos + n) ? S->kv_cap * 2 : (size_t)(pos + n);
+        if (cap < 4096) cap = 4096;
+        if (cap > (size_t)S->max_ctx) cap = S->max_ctx;
+        PCK(cudaStreamSynchronize(s));
+        if (S->kvs) cudaFree(S->kvs);
+        S->kvs = nullptr, S->kv_cap = 0;
+        for (int i = 0; i < NGRAPH; i++) {
+            if (S->graph[i].state == 2) cudaGraphExecDestroy(S->graph[i].ex);
+            S->graph[i].state = 0;
+        }
+        if (cudaMalloc((void **)&S->kvs, cap * S->kvd * (S->split ? 4 : 2) * sizeof(__nv_bfloat16)) != cudaSuccess) {
+            (void)cudaGetLastError();
+            S->kvs = nullptr;
+            return 1;  // no room: the decode kernel runs the prompt
+        }
+        S->kv_cap = cap;
+    }
+    PCK(cudaEventRecord(S->ev, caller));  // the caller's earlier work (decode steps) comes first
+    PCK(cudaStreamWaitEvent(s, S->ev, 0));
     for (int c0 = 0; c0 < n; c0 += S->C) {
-        const int T = n - c0 < S->C ? n - c0 : S->C, p0 = pos + c0;
-        PCK(cudaMemcpyAsync(S->ids, ids + c0, (size_t)T * 4, cudaMemcpyHostToDevice, s));
-        embed_k<<<T, 256, 0, s>>>(S->ids, P->embed, S->x, H, V);
-        for (int l = 0; l < S->L; l++)
-            if (layer<KT>(S, P, l, T, p0, s)) return -1;
+        const int T = n - c0 < S->C ? n - c0 : S->C;
         const bool final = c0 + T == n;
+        // pageable staging: the copy has taken the bytes when cudaMemcpyAsync returns
+        S->hbuf[0] = pos + c0;
+        memcpy(S->hbuf + 1, ids + c0, (size_t)T * 4);
+        PCK(cudaMemcpyAsync(S->dbuf, S->hbuf, (size_t)(T + 1) * 4, cudaMemcpyHostToDevice, s));
         // logits: every row of the chunk (sub-chunks of LSUB rows), or only the prompt's last row
         const int r_beg = logits_all ? 0 : final ? T - 1 : T;
-        for (int r0 = r_beg; r0 < T; r0 += LSUB) {
+        int r0 = r_beg;
+        if (S->use_graph && T <= GMAX && T - r_beg <= LSUB) {
+            if (chunk_graph<KT>(S, P, T, r_beg, T - r_beg, pos + c0)) return -1;
+        } else {
+            const long long n8 = (long long)(pos + c0) * S->kvd / 8;
+            const int kvgrid = (int)((n8 + 255) / 256 < 2 * S->sms ? (n8 + 255) / 256 : 2 * S->sms);
+            if (chunk<KT>(S, P, T, r_beg, T - r_beg < LSUB ? T - r_beg : LSUB, kvgrid, s)) return -1;
+        }
+        // the first sub-chunk's logits are in S->logits; later sub-chunks run here
+        for (; r0 < T; r0 += LSUB) {
             const int nr = T - r0 < LSUB ? T - r0 : LSUB;
-            rmsnorm_k<<<nr, 256, 0, s>>>(S->x + (size_t)r0 * H, P->final_norm, S->xn, S->split ? S->xn + S->xo : nullptr,
-                                         H, P->eps);
-            if (gemm2(S, 1, P->lm_head, H, S->xn, S->xo, S->logits, V, nr, H, 0.0f, s)) return -1;
+            if (r0 != r_beg && head(S, P, T, r0, nr, s)) return -1;
             if (logits_all)
                 PCK(cudaMemcpyAsync(logits_all + (size_t)(c0 + r0) * V, S->logits, (size_t)nr * V * 4,
                                     cudaMemcpyDeviceToHost, s));
@@ -651,11 +1131,16 @@ void mqp_free(mqp_state *S) {
             cublasLtMatrixLayoutDestroy(S->plan[i].lb);
             cublasLtMatrixLayoutDestroy(S->plan[i].lc);
         }
+    for (int i = 0; i < NGRAPH; i++)
+        if (S->graph[i].state == 2) cudaGraphExecDestroy(S->graph[i].ex);
     if (S->lt) cublasLtDestroy(S->lt);
-    void *bufs[9] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->ids};
-    for (int i = 0; i < 9; i++)
+    if (S->ev) cudaEventDestroy(S->ev);
+    if (S->st) cudaStreamDestroy(S->st);
+    void *bufs[11] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf, S->kvs, S->dres};
+    for (int i = 0; i < 11; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     free(S->hl);
     free(S->hlast);
+    free(S->hbuf);
     free(S);
 }

@@ -18,6 +18,11 @@ struct mqp_state;  // scratch buffers, cuBLASLt handle and plan cache; made on t
 // (head_dim not 32/64/128, or no GPU memory for its scratch buffers, ~C x (q|k|v + 2 inter) floats
 // plus 128 x vocab logits: the caller falls back to the decode kernel), or -1 (mq_err set).
 // Precision: GEMM and attention inputs as hi + lo bf16 pairs (near fp32) unless MQ_PREFILL_PREC=bf16.
+// Launches go to the state's own stream, ordered after s's earlier work; returns after they finish.
+// Chunks of <= 64 tokens replay a CUDA graph captured on the second call with that length (and
+// logit rows); MQ_PREFILL_GRAPH=0 launches every kernel directly instead.
+// Attention reads K/V as bf16 rows (an f32 cache is split into bf16 hi/lo scratch once per layer,
+// grown to pos+n rows on demand); MQ_PREFILL_ATTN=1 selects the first kernel (converts per block).
 int mqp_prefill(mqp_state **st, const mqk::Params *P, int kv_f32, const int32_t *ids_host, int n, int pos,
                 float *logits_all, float *last, int32_t *last_tok, cudaStream_t s);
 // 1 unless MQ_CUDA_PREFILL=0 (then teacher-forced runs use the decode kernel step by step).
