@@ -4,7 +4,7 @@
 # runs compute-sanitizer, benchmarks decode and prints a short table last.
 #
 #   scripts/device-check.sh [--only LIST] [--skip LIST] [--budget-s S] [--arch SM]
-#   steps: build bw test greedy logits sanitize profile bench bench16 variants serve ctest hf
+#   steps: build bw test prefill greedy logits sanitize profile bench bench16 variants serve ctest hf
 #   Logs and raw numbers go to $OUT (the device tool's folder) or out/device-check.
 # Needs: nvcc, cmake, python3 with torch + transformers (HF reference), and the Debian -dev libraries
 # (unpacked from .deps/debs, made by scripts/deps.sh --debs, when pkg-config can't find them).
@@ -93,6 +93,13 @@ if want test; then
   done
 fi
 
+if want prefill; then
+  say "test_prefill (GPU prefill vs CPU, graphs, TTFT)"
+  MQ_PREFILL_BENCH=1 timeout 240 "$B/test_prefill" >"$O/prefill.log" 2>&1
+  row "test_prefill | rc $? $(grep -cE '^\[ +OK' "$O/prefill.log") ok, $(grep -cE '^\[ +(FAILED|SKIPPED)' "$O/prefill.log") failed/skipped"
+  while read -r l; do row "  $l"; done < <(grep -E "TTFT|FAIL|rror|differ" "$O/prefill.log" | head -16)
+fi
+
 if want greedy; then
   say "greedy 256 tokens cuda (f32 and bf16 KV) vs cpu on synthetic 0.6B"
   P=785,3840,315,279,18484,3493,12033,304,279,11128,45387,9294,11,979
@@ -141,7 +148,7 @@ if want sanitize; then
   [ -s $MT/config.json ] || "$BIN" synth --shape tiny --seed 3 -o $MT >>"$LOG" 2>&1
   CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
   for tool in memcheck racecheck synccheck; do
-    MQ_CUDA_SYNC=${DC_SAN_SYNC:-grid} timeout 120 "$CS" --tool $tool --error-exitcode 9 "$BIN" run -m $MT --prompt-ids 1,2,3,4,5,6,7,8 -n 24 --ids \
+    MQ_CUDA_SYNC=${DC_SAN_SYNC:-grid} timeout 120 "$CS" --tool $tool --kernel-regex-exclude kns=nvjet --error-exitcode 9 "$BIN" run -m $MT --prompt-ids 1,2,3,4,5,6,7,8 -n 24 --ids \
       --ignore-eos --backend cuda >/tmp/san.log 2>&1
     rc=$?
     { echo "== $tool rc $rc"; tail -40 /tmp/san.log; } >>"$O/sanitize.log"

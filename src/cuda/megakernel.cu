@@ -201,7 +201,50 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
     if (KS > maxks) KS = maxks;
     const int nunits = nr * KS;
     unsigned long long mybest = 0;
-    for (int u = warp; u < nunits; u += NW) {
+    // a finished row (KS == 1): its value acc (the same in every lane) to out / the running argmax
+    auto emit = [&](int row, float acc) {
+        if (lane == 0) {
+            if (MODE == MV_STORE || MODE == MV_LOGITS) out[row] = acc;
+            else if (MODE == MV_SMEM) out[row - r0] = acc;
+            else {
+                const float v = __ldcg(out + row) + acc;
+                out[row] = v;
+                if (out2) out2[row] = v;
+            }
+        }
+        if (MODE == MV_LOGITS) {
+            unsigned k = __float_as_uint(acc);
+            k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
+            if (acc != acc) k = 0;  // NaN never wins
+            unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)row);
+            if (key > mybest) mybest = key;
+        }
+    };
+    int ustart = warp;
+    if (!ws && KS == 1 && n8 <= 128) {
+        // rows of <= 1024 columns streamed from global: two rows per warp at once, so each lane has
+        // all of both rows' loads (<= 2 x 4 x 16 B) in flight before the first is used
+        for (; ustart + NW < nunits; ustart += 2 * NW) {
+            const int ra = r0 + ustart, rb = ra + NW;
+            const uint4 *wa = reinterpret_cast<const uint4 *>(W + (size_t)ra * cols);
+            const uint4 *wb = reinterpret_cast<const uint4 *>(W + (size_t)rb * cols);
+            uint4 a[4], b[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const int i = lane + 32 * k;
+                if (i < n8) a[k] = ldw(wa + i), b[k] = ldw(wb + i);
+            }
+            float sa = 0.0f, sb = 0.0f;
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const int i = lane + 32 * k;
+                if (i < n8) sa += dot8(a[k], xs + 8 * i), sb += dot8(b[k], xs + 8 * i);
+            }
+            emit(ra, warp_sum(sa));
+            emit(rb, warp_sum(sb));
+        }
+    }
+    for (int u = ustart; u < nunits; u += NW) {
         const int row = r0 + u / KS, sl = u % KS;
         const uint4 *wr = reinterpret_cast<const uint4 *>(W + (size_t)row * cols);
         const int s0 = n8 * sl / KS, s1 = n8 * (sl + 1) / KS;
@@ -224,22 +267,7 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
         for (; i < s1; i += 32) acc0 += dot8(ldw(wr + i), xs + 8 * i);
         float acc = warp_sum(acc0 + acc1);
         if (KS == 1) {
-            if (lane == 0) {
-                if (MODE == MV_STORE || MODE == MV_LOGITS) out[row] = acc;
-                else if (MODE == MV_SMEM) out[row - r0] = acc;
-                else {
-                    const float v = __ldcg(out + row) + acc;
-                    out[row] = v;
-                    if (out2) out2[row] = v;
-                }
-            }
-            if (MODE == MV_LOGITS) {
-                unsigned k = __float_as_uint(acc);
-                k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
-                if (acc != acc) k = 0;  // NaN never wins
-                unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)row);
-                if (key > mybest) mybest = key;
-            }
+            emit(row, acc);
         } else if (lane == 0) {
             red[u] = acc;
         }
@@ -280,9 +308,40 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
     }
 }
 
+// Float4s a thread loads in one go (all in flight together: one memory latency, not one per loop
+// trip; the loads sit on the step's critical path right after a dependency wait).
+constexpr int LV = 4;
+
 // xs = w * (x * rsqrt(mean(x^2) + eps)) over n floats of global x (another block's writes).
 __device__ void load_norm(const float *x, const float *w, int n, float eps, float *xs, float *red) {
     float ss = 0.0f;
+    if ((n & 3) == 0) {
+        const float4 *x4 = reinterpret_cast<const float4 *>(x), *w4 = reinterpret_cast<const float4 *>(w);
+        float4 *o4 = reinterpret_cast<float4 *>(xs);
+        const int n4 = n >> 2;
+        for (int i0 = 0; i0 < n4; i0 += LV * NT) {
+            float4 xv[LV];
+#pragma unroll
+            for (int k = 0; k < LV; k++) {
+                const int i = i0 + k * NT + threadIdx.x;
+                xv[k] = i < n4 ? __ldcg(x4 + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+#pragma unroll
+            for (int k = 0; k < LV; k++) {
+                const int i = i0 + k * NT + threadIdx.x;
+                ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
+                if (i < n4) o4[i] = xv[k];
+            }
+        }
+        ss = block_sum(ss, red);
+        const float r = 1.0f / sqrtf(ss / (float)n + eps);
+        for (int i = threadIdx.x; i < n4; i += NT) {  // each thread rescales the float4s it stored
+            const float4 v = o4[i], g = __ldg(w4 + i);
+            o4[i] = make_float4(g.x * (v.x * r), g.y * (v.y * r), g.z * (v.z * r), g.w * (v.w * r));
+        }
+        __syncthreads();
+        return;
+    }
     for (int i = threadIdx.x; i < n; i += NT) {
         float v = __ldcg(x + i);
         xs[i] = v;
@@ -291,6 +350,54 @@ __device__ void load_norm(const float *x, const float *w, int n, float eps, floa
     ss = block_sum(ss, red);
     const float r = 1.0f / sqrtf(ss / (float)n + eps);
     for (int i = threadIdx.x; i < n; i += NT) xs[i] = __ldg(w + i) * (xs[i] * r);
+    __syncthreads();
+}
+
+// dst[0, n) = src (global, another block's writes) in shared memory, LV float4s per thread at once.
+__device__ void load_vec(const float *src, float *dst, int n) {
+    if ((n & 3) == 0) {
+        const float4 *s4 = reinterpret_cast<const float4 *>(src);
+        float4 *d4 = reinterpret_cast<float4 *>(dst);
+        const int n4 = n >> 2;
+        for (int i0 = 0; i0 < n4; i0 += LV * NT) {
+            float4 v[LV];
+#pragma unroll
+            for (int k = 0; k < LV; k++) {
+                const int i = i0 + k * NT + threadIdx.x;
+                if (i < n4) v[k] = __ldcg(s4 + i);
+            }
+#pragma unroll
+            for (int k = 0; k < LV; k++) {
+                const int i = i0 + k * NT + threadIdx.x;
+                if (i < n4) d4[i] = v[k];
+            }
+        }
+    } else {
+        for (int i = threadIdx.x; i < n; i += NT) dst[i] = __ldcg(src + i);
+    }
+    __syncthreads();
+}
+
+// h[j] = silu(gate_j) * up_j for j < I from the interleaved (gate, up) pairs gu (global).
+__device__ void load_silu(const float *gu, float *h, int I) {
+    const float4 *g4 = reinterpret_cast<const float4 *>(gu);  // 2 pairs per float4 (I even: I % 8 == 0)
+    const int n4 = I >> 1;
+    for (int i0 = 0; i0 < n4; i0 += 2 * LV * NT) {
+        float4 v[2 * LV];
+#pragma unroll
+        for (int k = 0; k < 2 * LV; k++) {
+            const int i = i0 + k * NT + threadIdx.x;
+            if (i < n4) v[k] = __ldcg(g4 + i);
+        }
+#pragma unroll
+        for (int k = 0; k < 2 * LV; k++) {
+            const int i = i0 + k * NT + threadIdx.x;
+            if (i < n4) {
+                h[2 * i] = v[k].x / (1.0f + expf(-v[k].x)) * v[k].y;
+                h[2 * i + 1] = v[k].z / (1.0f + expf(-v[k].z)) * v[k].w;
+            }
+        }
+    }
     __syncthreads();
 }
 
@@ -335,6 +442,54 @@ __device__ void head_prep(const Params &P, const float *src, const float *nw, bo
     __syncwarp();
 }
 
+// head_prep for head_dim = 32 * E: lane l owns dims [l*E, l*E + E), so the RoPE partner of a dim
+// (d +- hd/2) sits in lane l ^ 16; every load (the head's values, norm weights, cos/sin) is issued
+// before any is used: one memory latency instead of one per loop trip.
+template <int E, typename KT>
+__device__ void head_prep_v(const Params &P, const float *src, const float *nw, bool rope, int pos, float *dst_f,
+                            KT *dst_b) {
+    const int lane = threadIdx.x & 31, half = 16 * E, d0 = lane * E;
+    float v[E], w[E], c[E], sn[E];
+#pragma unroll
+    for (int j = 0; j < E; j++) {
+        v[j] = __ldcg(src + d0 + j);
+        w[j] = nw ? __ldg(nw + d0 + j) : 1.0f;
+        if (rope) {
+            const float2 cs = __ldg(reinterpret_cast<const float2 *>(P.rope) + (size_t)pos * half + (d0 + j) % half);
+            c[j] = cs.x, sn[j] = cs.y;
+        }
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < E; j++) ss += v[j] * v[j];
+    ss = warp_sum(ss);
+    const float r = 1.0f / sqrtf(ss / (float)(32 * E) + P.eps);
+#pragma unroll
+    for (int j = 0; j < E; j++) {
+        float y = nw ? w[j] * (v[j] * r) : v[j];
+        if (rope) {
+            const float p = __shfl_xor_sync(0xffffffffu, y, 16);
+            y = lane < 16 ? y * c[j] - p * sn[j] : y * c[j] + p * sn[j];
+        }
+        if (dst_f) dst_f[d0 + j] = y;
+        else st1(dst_b + d0 + j, y);
+    }
+}
+
+// head_prep through the vectorized version when head_dim is 32, 64, 128 or 256.
+template <typename KT>
+__device__ void prep_head(const Params &P, const float *src, const float *nw, bool rope, int pos, float *tmp,
+                          float *dst_f, KT *dst_b) {
+    switch (P.hd) {
+    case 32: head_prep_v<1, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
+    case 64: head_prep_v<2, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
+    case 128: head_prep_v<4, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
+    case 256: head_prep_v<8, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
+    default: head_prep<KT>(P, src, nw, rope, pos, tmp, dst_f, dst_b); break;
+    }
+    __syncwarp();
+}
+
 // Online-softmax pass of one row-group layout over positions [p0, p1) for GS query heads
 // (qs: GS x hd, smem). Lanes work in row groups of LPR lanes (LPR = hd/8 rounded up to a power of
 // two): each lane holds 8 dims of a K/V row. GS is compile-time so the per-head accumulators stay
@@ -362,21 +517,25 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
     }
     // Trip counts must be warp-uniform: the score reduction shuffles across the whole warp, so a
     // row group past the end still runs the loop and only skips the update.
+    // RR rows per row group per trip, all loaded before the first is used (more bytes in flight:
+    // at long context this loop is bound by memory latency x trips)
+    constexpr int RR = GS <= 2 ? 4 : 2;
     const int span = nrg;  // positions one pass of the block covers
-    for (int base = p0 + warp * RPW; base < p1; base += 2 * span) {
+    for (int base = p0 + warp * RPW; base < p1; base += RR * span) {
         const int pa = base + rg;
-        const bool ga = pa < p1, gb = pa + span < p1, has2 = base + span < p1;
-        const KT *kp = Kl + (size_t)pa * kvd + sub * 8, *vp = Vl + (size_t)pa * kvd + sub * 8;
-        float k0[8], v0[8], k1[8], v1[8];
-        ld8(kp, act && ga, k0);
-        ld8(vp, act && ga, v0);
-        ld8(kp + (size_t)span * kvd, act && gb, k1);
-        ld8(vp + (size_t)span * kvd, act && gb, v1);
+        float kr[RR][8], vr[RR][8];
 #pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-            if (rr == 1 && !has2) break;  // warp-uniform
-            const bool valid = rr ? gb : ga;
-            const float *kf = rr ? k1 : k0, *vf = rr ? v1 : v0;
+        for (int rr = 0; rr < RR; rr++) {
+            const bool ok = act && pa + rr * span < p1;
+            const size_t off = (size_t)(pa + rr * span) * kvd + sub * 8;
+            ld8(Kl + off, ok, kr[rr]);
+            ld8(Vl + off, ok, vr[rr]);
+        }
+#pragma unroll
+        for (int rr = 0; rr < RR; rr++) {
+            if (base + rr * span >= p1) break;  // warp-uniform
+            const bool valid = pa + rr * span < p1;
+            const float *kf = kr[rr], *vf = vr[rr];
 #pragma unroll
             for (int g = 0; g < GS; g++) {
                 float s = 0.0f;
@@ -470,13 +629,13 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
     const int ntask = G + (p1 == len ? 2 : 0);
     for (int t = warp; t < ntask; t += NW) {
         if (t < G)
-            head_prep<KT>(P, P.qkv + (size_t)(kvh * G + t) * hd, L.q_norm, true, pos, tmp + warp * hd, qs + t * hd,
+            prep_head<KT>(P, P.qkv + (size_t)(kvh * G + t) * hd, L.q_norm, true, pos, tmp + warp * hd, qs + t * hd,
                           nullptr);
         else if (t == G)
-            head_prep(P, P.qkv + P.qdim + (size_t)kvh * hd, L.k_norm, true, pos, tmp + warp * hd, nullptr,
+            prep_head(P, P.qkv + P.qdim + (size_t)kvh * hd, L.k_norm, true, pos, tmp + warp * hd, nullptr,
                       Kl + (size_t)pos * kvd);
         else
-            head_prep(P, P.qkv + P.qdim + kvd + (size_t)kvh * hd, nullptr, false, pos, tmp + warp * hd, nullptr,
+            prep_head(P, P.qkv + P.qdim + kvd + (size_t)kvh * hd, nullptr, false, pos, tmp + warp * hd, nullptr,
                       Vl + (size_t)pos * kvd);
     }
     __syncthreads();
@@ -858,19 +1017,30 @@ __device__ __forceinline__ const uint4 *ws_take(WStage &S, int k) {
     return S.buf[k];
 }
 
-// Start the weights of stage st of layer l into buffer k, or prefetch them into L2 when they do not fit.
-__device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l, int st) {
+// The weight matrix of stage st (QKV, O, GU or DOWN) of layer l.
+__device__ __forceinline__ const __nv_bfloat16 *stage_w(const Params &P, int l, int st, int &rows, int &cols) {
     const LayerW &L = P.layers[l];
-    const int H = P.hidden, I = P.inter, QKVR = P.qdim + 2 * P.nkv * P.hd;
-    const __nv_bfloat16 *W;
-    int rows, cols;
+    const int H = P.hidden, I = P.inter;
     switch (st) {
-    case S_QKV: W = L.qkv, rows = QKVR, cols = H; break;
-    case S_O: W = L.o, rows = H, cols = P.qdim; break;
-    case S_GU: W = L.gu, rows = 2 * I, cols = H; break;
-    default: W = L.down, rows = H, cols = I; break;
+    case S_QKV: rows = P.qdim + 2 * P.nkv * P.hd, cols = H; return L.qkv;
+    case S_O: rows = H, cols = P.qdim; return L.o;
+    case S_GU: rows = 2 * I, cols = H; return L.gu;
+    default: rows = H, cols = I; return L.down;
     }
+}
+
+// Start the weights of stage st of layer l into buffer k (or into L2 when they do not fit), and
+// ask L2 for the weight stage after it, so that its bulk copy, issued one stage later, reads L2.
+__device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l, int st) {
+    int rows, cols;
+    const __nv_bfloat16 *W = stage_w(P, l, st, rows, cols);
     if (!ws_issue(S, k, W, rows, cols)) prefetch_rows(W, rows, cols, (size_t)1 << 20);
+    int l2 = l, st2 = st == S_QKV ? S_O : st + 1;
+    if (st == S_DOWN) st2 = S_QKV, l2 = l + 1;
+    if (l2 < P.n_layers) {
+        W = stage_w(P, l2, st2, rows, cols);
+        prefetch_rows(W, rows, cols, (size_t)1 << 20);
+    }
 }
 
 template <typename KT>
@@ -955,8 +1125,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 df_wait(c + S_ATT, tATT, stamp(0));
-                for (int i = threadIdx.x; i < P.qdim; i += NT) sm[i] = __ldcg(P.att + i);
-                __syncthreads();
+                load_vec(P.att, sm, P.qdim);
                 matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, ws_take(S, 1));
                 df_arrive(c + S_O, stamp(1));
             } else {
@@ -984,11 +1153,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 df_wait(c + S_GU, nGU * ts, stamp(0));
-                for (int i = threadIdx.x; i < I; i += NT) {
-                    const float g = __ldcg(P.gu + 2 * i), u = __ldcg(P.gu + 2 * i + 1);
-                    sm[i] = g / (1.0f + expf(-g)) * u;
-                }
-                __syncthreads();
+                load_silu(P.gu, sm, I);
                 matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr, ws_take(S, 1));
                 df_arrive(c + S_DOWN, stamp(1));
             } else {
