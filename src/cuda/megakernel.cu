@@ -24,6 +24,15 @@
 namespace mqk {
 
 constexpr int NW = NT / 32;  // warps per block
+
+// Kernel options (MQ_CUDA_OPT, a bit mask; measurements in docs/perf-notes.md choose the default):
+enum {
+    OPT_LM2 = 1,    // matvec from global, rows of <= 1024 columns: two rows per warp at once
+    OPT_RR4 = 2,    // attention: 4 K/V rows per row group per trip (else 2)
+    OPT_PF2 = 4,    // df: also prefetch the weight stage after the next into L2
+    OPT_VEC = 8,    // critical-path loads (x, att, silu, head prep) all in flight at once
+};
+__constant__ int c_opt;
 constexpr int MINCH = 64;    // fewest positions in an attention chunk
 
 __device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
@@ -221,7 +230,7 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
         }
     };
     int ustart = warp;
-    if (!ws && KS == 1 && n8 <= 128) {
+    if ((c_opt & OPT_LM2) && !ws && KS == 1 && n8 <= 128) {
         // rows of <= 1024 columns streamed from global: two rows per warp at once, so each lane has
         // all of both rows' loads (<= 2 x 4 x 16 B) in flight before the first is used
         for (; ustart + NW < nunits; ustart += 2 * NW) {
@@ -315,7 +324,7 @@ constexpr int LV = 4;
 // xs = w * (x * rsqrt(mean(x^2) + eps)) over n floats of global x (another block's writes).
 __device__ void load_norm(const float *x, const float *w, int n, float eps, float *xs, float *red) {
     float ss = 0.0f;
-    if ((n & 3) == 0) {
+    if ((n & 3) == 0 && (c_opt & OPT_VEC)) {
         const float4 *x4 = reinterpret_cast<const float4 *>(x), *w4 = reinterpret_cast<const float4 *>(w);
         float4 *o4 = reinterpret_cast<float4 *>(xs);
         const int n4 = n >> 2;
@@ -355,7 +364,7 @@ __device__ void load_norm(const float *x, const float *w, int n, float eps, floa
 
 // dst[0, n) = src (global, another block's writes) in shared memory, LV float4s per thread at once.
 __device__ void load_vec(const float *src, float *dst, int n) {
-    if ((n & 3) == 0) {
+    if ((n & 3) == 0 && (c_opt & OPT_VEC)) {
         const float4 *s4 = reinterpret_cast<const float4 *>(src);
         float4 *d4 = reinterpret_cast<float4 *>(dst);
         const int n4 = n >> 2;
@@ -380,6 +389,14 @@ __device__ void load_vec(const float *src, float *dst, int n) {
 
 // h[j] = silu(gate_j) * up_j for j < I from the interleaved (gate, up) pairs gu (global).
 __device__ void load_silu(const float *gu, float *h, int I) {
+    if (!(c_opt & OPT_VEC)) {
+        for (int i = threadIdx.x; i < I; i += NT) {
+            const float g = __ldcg(gu + 2 * i), u = __ldcg(gu + 2 * i + 1);
+            h[i] = g / (1.0f + expf(-g)) * u;
+        }
+        __syncthreads();
+        return;
+    }
     const float4 *g4 = reinterpret_cast<const float4 *>(gu);  // 2 pairs per float4 (I even: I % 8 == 0)
     const int n4 = I >> 1;
     for (int i0 = 0; i0 < n4; i0 += 2 * LV * NT) {
@@ -480,7 +497,7 @@ __device__ void head_prep_v(const Params &P, const float *src, const float *nw, 
 template <typename KT>
 __device__ void prep_head(const Params &P, const float *src, const float *nw, bool rope, int pos, float *tmp,
                           float *dst_f, KT *dst_b) {
-    switch (P.hd) {
+    switch (c_opt & OPT_VEC ? P.hd : 0) {
     case 32: head_prep_v<1, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
     case 64: head_prep_v<2, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
     case 128: head_prep_v<4, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
@@ -495,7 +512,7 @@ __device__ void prep_head(const Params &P, const float *src, const float *nw, bo
 // two): each lane holds 8 dims of a K/V row. GS is compile-time so the per-head accumulators stay
 // in registers. Leaves the chunk's combined (m, l, acc) per head in out (GS x (hd+2), smem), with
 // m in log2 units.
-template <int GS, typename KT>
+template <int GS, typename KT, int RR>
 __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, int p1,
                          const float *qs, float *pm, float *out) {
     const int hd = P.hd, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -519,7 +536,6 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
     // row group past the end still runs the loop and only skips the update.
     // RR rows per row group per trip, all loaded before the first is used (more bytes in flight:
     // at long context this loop is bound by memory latency x trips)
-    constexpr int RR = GS <= 2 ? 4 : 2;
     const int span = nrg;  // positions one pass of the block covers
     for (int base = p0 + warp * RPW; base < p1; base += RR * span) {
         const int pa = base + rg;
@@ -643,11 +659,20 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
         const int gs = G - g0 < 4 ? G - g0 : 4;
         const float *qg = qs + g0 * hd;
         float *rg = res + (size_t)g0 * stride;
-        switch (gs) {
-        case 1: att_pass<1, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        case 2: att_pass<2, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        case 3: att_pass<3, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        default: att_pass<4, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        if (c_opt & OPT_RR4) {
+            switch (gs) {
+            case 1: att_pass<1, KT, 4>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+            case 2: att_pass<2, KT, 4>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+            case 3: att_pass<3, KT, 2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+            default: att_pass<4, KT, 2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+            }
+        } else {
+            switch (gs) {
+            case 1: att_pass<1, KT, 2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+            case 2: att_pass<2, KT, 2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+            case 3: att_pass<3, KT, 2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+            default: att_pass<4, KT, 2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+            }
         }
     }
     float *part = P.part;  // (n_heads, max_chunks, hd+2)
@@ -1037,7 +1062,7 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
     if (!ws_issue(S, k, W, rows, cols)) prefetch_rows(W, rows, cols, (size_t)1 << 20);
     int l2 = l, st2 = st == S_QKV ? S_O : st + 1;
     if (st == S_DOWN) st2 = S_QKV, l2 = l + 1;
-    if (l2 < P.n_layers) {
+    if ((c_opt & OPT_PF2) && l2 < P.n_layers) {
         W = stage_w(P, l2, st2, rows, cols);
         prefetch_rows(W, rows, cols, (size_t)1 << 20);
     }
@@ -1184,6 +1209,9 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
 }
 
 }  // namespace mqk
+
+// Set the kernel options (OPT_* bits) for later launches.
+extern "C" int mqk_set_opt(int opt) { return cudaMemcpyToSymbol(mqk::c_opt, &opt, sizeof opt) == cudaSuccess ? 0 : -1; }
 
 // The kernel for a KV cache of f32 (kv_f32 = 1) or bf16 elements; df = 1: the dataflow kernel.
 extern "C" const void *mqk_kernel(int kv_f32, int df) {
