@@ -15,9 +15,7 @@ extern "C" {
 }
 
 extern "C" const void *mqk_kernel(int kv_f32, int df);
-extern "C" int mqk_set_opt(int opt);
-// default kernel options (OPT_* in megakernel.cu); MQ_CUDA_OPT=N overrides
-enum { MQK_OPT_DEFAULT = 0 };
+
 
 using mqk::LayerW;
 using mqk::NT;
@@ -43,15 +41,17 @@ using mqk::Params;
     } while (0)
 
 enum { LOGITS_CHUNK = 16, MAX_STOP = 16, PROF_N = 1 << 16 };
+enum { SYNC_GRID = 0, SYNC_DF = 1, SYNC_AUTO = 2 };
 
 struct mq_gpu {
     mq_gpu_shape s;
     int max_ctx, grid, smem, sms;
     int profile;          // MQ_CUDA_PROFILE=1: print per-stage times of each launch to stderr
     int kv_f32;           // KV cache element: 1 = f32 (default: matches the fp32 reference), 0 = bf16
-    int df;               // 1: dataflow kernel decode_df (MQ_CUDA_SYNC=df), 0: grid-barrier kernel
+    int sync;             // SYNC_GRID, SYNC_DF or SYNC_AUTO (MQ_CUDA_SYNC): which decode kernel a launch runs
+    int df_max;           // auto: the dataflow kernel for launches ending within this many positions
+    int grid_df, smem_df; // dataflow kernel: grid (one block per SM; 0: unusable) and shared memory
     int prof_k;           // df profile: stage instances recorded per launch
-    int opt;              // kernel option bits (MQ_CUDA_OPT)
     int fuse;             // gate|up + down fused (MQ_CUDA_FUSE=0: separate stages)
     size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)
     size_t bytes;         // arena size
@@ -153,18 +153,17 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     // KV cache precision: f32 unless MQ_CUDA_KV=bf16 (half the KV bytes; see docs/perf-notes.md)
     const char *kvenv = getenv("MQ_CUDA_KV");
     g->kv_f32 = !(kvenv && !strcmp(kvenv, "bf16"));
-    // Synchronization: grid barriers (v4) or dataflow counters with staged weights (v5, sm_90 for
-    // the bulk copies; elsewhere it streams weights like v4). MQ_CUDA_SYNC=grid|df.
+    // Decode kernels: grid barriers (v4: 2 blocks/SM) and dataflow counters with staged weights
+    // (v5: 1 block/SM; bulk copies need sm_90, elsewhere it streams weights like v4).
+    // MQ_CUDA_SYNC=grid|df|auto; auto (default) runs df for launches that end within
+    // MQ_CUDA_DF_MAX positions (default 8192) and the grid kernel past it, where its 2 blocks/SM
+    // split attention twice as finely (measured: df faster to 4K, grid faster at 32K).
     const char *syenv = getenv("MQ_CUDA_SYNC");
-    g->df = syenv && !strcmp(syenv, "df");
-    const void *fn = mqk_kernel(g->kv_f32, g->df);
-    const char *openv = getenv("MQ_CUDA_OPT");
-    g->opt = openv && *openv ? atoi(openv) : MQK_OPT_DEFAULT;
-    if (mqk_set_opt(g->opt)) {
-        mq_err_set("cuda: could not set the decode kernel's options: %s", cudaGetErrorString(cudaGetLastError()));
-        free(g);
-        return NULL;
-    }
+    g->sync = syenv && !strcmp(syenv, "df") ? SYNC_DF : syenv && !strcmp(syenv, "grid") ? SYNC_GRID : SYNC_AUTO;
+    const char *dmenv = getenv("MQ_CUDA_DF_MAX");
+    g->df_max = dmenv && atoi(dmenv) > 0 ? atoi(dmenv) : 8192;
+    const int smem_base = g->smem;
+    const void *fn = mqk_kernel(g->kv_f32, 0);
     CKN(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem));
     int occ = 0;
     CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, NT, g->smem));
@@ -173,30 +172,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
         free(g);
         return NULL;
     }
-    size_t wbuf = 0;  // df: bytes per staged-weight buffer
-    if (g->df) {
-        // one block per SM; two weight buffers sized for the largest row slice that fits twice
-        // beside the stage vectors (a stage whose slice is larger streams from global memory)
-        const size_t grid = (size_t)g->sms, H = s->hidden, I = s->inter;
-        const size_t slices[4] = {(Q + 2 * (size_t)KV + grid - 1) / grid * H * 2, (H + grid - 1) / grid * Q * 2,
-                                  (2 * I + grid - 1) / grid * H * 2, (H + grid - 1) / grid * I * 2};
-        const size_t optin = prop.sharedMemPerBlockOptin, base = (size_t)g->smem + 256;
-        if (prop.major >= 9)
-            for (int i = 0; i < 4; i++) {
-                const size_t b = (slices[i] + 127) & ~(size_t)127;
-                if (b > wbuf && 2 * b + base <= optin) wbuf = b;
-            }
-        g->wsmem = 2 * wbuf;
-        g->smem += (int)(2 * wbuf);
-        CKN(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem));
-        CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, NT, g->smem));
-        if (occ < 1) {
-            mq_err_set("cuda: the dataflow decode kernel does not fit on one SM of %s", prop.name);
-            free(g);
-            return NULL;
-        }
-    }
-    int bps = g->df ? 1 : 2;  // blocks per SM; MQ_CUDA_BPS=1 measured 6% faster but is not yet through the GPU tests
+    int bps = 2;  // blocks per SM; MQ_CUDA_BPS=1 measured 6% faster but is not yet through the GPU tests
     const char *env = getenv("MQ_CUDA_BPS");
     if (env && atoi(env) > 0) bps = atoi(env);
     if (bps > occ) bps = occ;
@@ -204,10 +180,10 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     // memory (cp.async) while the grid synchronizes. The slice is ceil(rows / grid) rows; staging
     // is used when the largest slice fits next to the stage buffers for bps blocks per SM.
     const char *fenv = getenv("MQ_CUDA_FUSE");  // 1: gate|up + down in one stage
-    g->fuse = fenv && atoi(fenv) == 1 && !g->df;  // off by default: same speed, atomics are nondeterministic
+    g->fuse = fenv && atoi(fenv) == 1;  // off by default: same speed, atomics are nondeterministic
     const char *senv = getenv("MQ_CUDA_STAGE");
     const int stage_on = senv && atoi(senv) == 1;  // off by default: measured slower than L2 prefetch
-    for (; bps >= 1 && !g->df; bps--) {
+    for (; bps >= 1; bps--) {
         const size_t grid = (size_t)g->sms * bps, H = s->hidden, I = s->inter;
         const size_t slices[4] = {(Q + 2 * (size_t)KV + grid - 1) / grid * H * 2, (H + grid - 1) / grid * Q * 2,
                                   (2 * I + grid - 1) / grid * H * 2, (H + grid - 1) / grid * I * 2};
@@ -236,7 +212,36 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     }
     if (bps < 1) bps = 1;
     g->grid = g->sms * bps;
-    const int max_chunks = g->grid / s->n_kv > 0 ? g->grid / s->n_kv : 1;
+    // dataflow kernel: one block per SM; two weight buffers sized for the largest row slice that
+    // fits twice beside the stage vectors (a stage whose slice is larger streams from global memory)
+    size_t wbuf = 0;
+    g->grid_df = 0;
+    if (g->sync != SYNC_GRID) {
+        const size_t grid = (size_t)g->sms, H = s->hidden, I = s->inter;
+        const size_t slices[4] = {(Q + 2 * (size_t)KV + grid - 1) / grid * H * 2, (H + grid - 1) / grid * Q * 2,
+                                  (2 * I + grid - 1) / grid * H * 2, (H + grid - 1) / grid * I * 2};
+        const size_t optin = prop.sharedMemPerBlockOptin, base = (size_t)smem_base + 256;
+        if (prop.major >= 9)
+            for (int i = 0; i < 4; i++) {
+                const size_t b = (slices[i] + 127) & ~(size_t)127;
+                if (b > wbuf && 2 * b + base <= optin) wbuf = b;
+            }
+        g->smem_df = smem_base + (int)(2 * wbuf);
+        const void *fdf = mqk_kernel(g->kv_f32, 1);
+        int occd = 0;
+        CKN(cudaFuncSetAttribute(fdf, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem_df));
+        CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occd, fdf, NT, g->smem_df));
+        if (occd >= 1) {
+            g->grid_df = g->sms;
+        } else if (g->sync == SYNC_DF) {
+            mq_err_set("cuda: the dataflow decode kernel does not fit on one SM of %s", prop.name);
+            free(g);
+            return NULL;
+        }
+    }
+    if (!g->grid_df) g->sync = SYNC_GRID;
+    const int grid_max = g->grid > g->grid_df ? g->grid : g->grid_df;
+    const int max_chunks = grid_max / s->n_kv > 0 ? grid_max / s->n_kv : 1;
 
     // arena layout
     size_t o = 0;
@@ -284,7 +289,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const size_t n_flg = (size_t)s->n_layers * 5 + 1;
     o += al(n_flg * 4);
     const size_t off_best = o;
-    o += al((size_t)g->grid * 8);
+    o += al((size_t)grid_max * 8);
     const size_t off_logits = o;
     o += al((size_t)LOGITS_CHUNK * s->vocab * 4);
     const size_t off_tok = o;
@@ -305,8 +310,9 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     g->profile = penv && atoi(penv) > 0;
     const size_t off_prof = o;
     // df profile: 2 stamps per block for each of the first 4 steps' stage instances
-    g->prof_k = g->df ? 4 * (5 * s->n_layers + 1) : 0;
-    if (g->profile) o += al(g->df ? (size_t)2 * g->prof_k * g->grid * 8 : (size_t)PROF_N * 8);
+    g->prof_k = g->grid_df ? 4 * (5 * s->n_layers + 1) : 0;
+    const size_t prof_df = (size_t)2 * g->prof_k * g->grid_df * 8;
+    if (g->profile) o += al(prof_df > (size_t)PROF_N * 8 ? prof_df : (size_t)PROF_N * 8);
     g->bytes = o;
 
     e = cudaMalloc((void **)&g->arena, g->bytes);
@@ -393,9 +399,12 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     free(lw);
     CKN(e);
     snprintf(g->desc, sizeof g->desc,
-             "%.200s: %s kernel (opt %d), %d SMs, grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights), %s KV "
+             "%.200s: %s kernel%s, %d SMs; dataflow: grid %d, %d B smem/block (2 x %zu staged weights); "
+             "grid-barrier: grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights); %s KV "
              "cache, %s MLP, arena %.3f GB",
-             prop.name, g->df ? "dataflow" : "grid-barrier", g->opt, g->sms, g->grid, NT, bps, g->smem, g->wsmem,
+             prop.name, g->sync == SYNC_GRID ? "grid-barrier" : g->sync == SYNC_DF ? "dataflow" : "dataflow",
+             g->sync == SYNC_AUTO ? " (grid-barrier past MQ_CUDA_DF_MAX positions)" : "", g->sms, g->grid_df,
+             g->smem_df, wbuf, g->grid, NT, bps, g->smem, g->wsmem,
              g->kv_f32 ? "f32" : "bf16",
              g->fuse ? "fused" : "2-stage", g->bytes / 1e9);
     if (g->profile) fprintf(stderr, "megakernel: %s\n", g->desc);
@@ -479,7 +488,7 @@ int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t b
 //   work      mean over blocks of publish - ready (the stage's own work, weights included)
 //   wake      first consumer ready - last producer publish (dependency latency)
 static void df_profile(mq_gpu *g, const unsigned long long *dprof, int n, int pos) {
-    const int L = g->s.n_layers, per = 5 * L + 1, G = g->grid;
+    const int L = g->s.n_layers, per = 5 * L + 1, G = g->grid_df;
     int K = n * per < g->prof_k ? n * per : g->prof_k;
     if (K < 2) return;
     const size_t cnt = (size_t)2 * K * G;
@@ -544,16 +553,17 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     P.n = n;
     P.logits_all = logits_all;
     CK(cudaMemset(P.bar, 0, 3 * sizeof(unsigned)));  // bar, ctl[0], ctl[1]
-    if (g->df) {
+    const int df = g->sync == SYNC_DF || (g->sync == SYNC_AUTO && (long long)pos + n <= g->df_max);
+    if (df) {
         CK(cudaMemset(P.flg, 0, ((size_t)g->s.n_layers * 5 + 1) * sizeof(unsigned)));
-        if (g->profile) CK(cudaMemset(P.prof, 0, (size_t)2 * g->prof_k * g->grid * 8));
+        if (g->profile) CK(cudaMemset(P.prof, 0, (size_t)2 * g->prof_k * g->grid_df * 8));
     }
     void *args[] = {&P};
-    CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kv_f32, g->df), dim3(g->grid), dim3(NT), args, (size_t)g->smem,
-                                   0));
+    CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kv_f32, df), dim3(df ? g->grid_df : g->grid), dim3(NT), args,
+                                   (size_t)(df ? g->smem_df : g->smem), 0));
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
-    if (g->profile && g->df) {
+    if (g->profile && df) {
         df_profile(g, P.prof, n, pos);
     } else if (g->profile) {
         // barrier 0 opens after the embedding; then per step 5 per layer + 1 (lm_head)

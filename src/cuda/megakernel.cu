@@ -25,14 +25,6 @@ namespace mqk {
 
 constexpr int NW = NT / 32;  // warps per block
 
-// Kernel options (MQ_CUDA_OPT, a bit mask; measurements in docs/perf-notes.md choose the default):
-enum {
-    OPT_LM2 = 1,    // matvec from global, rows of <= 1024 columns: two rows per warp at once
-    OPT_RR4 = 2,    // attention: 4 K/V rows per row group per trip (else 2)
-    OPT_PF2 = 4,    // df: also prefetch the weight stage after the next into L2
-    OPT_VEC = 8,    // critical-path loads (x, att, silu, head prep) all in flight at once
-};
-__constant__ int c_opt;
 constexpr int MINCH = 64;    // fewest positions in an attention chunk
 
 __device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
@@ -229,31 +221,7 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
             if (key > mybest) mybest = key;
         }
     };
-    int ustart = warp;
-    if ((c_opt & OPT_LM2) && !ws && KS == 1 && n8 <= 128) {
-        // rows of <= 1024 columns streamed from global: two rows per warp at once, so each lane has
-        // all of both rows' loads (<= 2 x 4 x 16 B) in flight before the first is used
-        for (; ustart + NW < nunits; ustart += 2 * NW) {
-            const int ra = r0 + ustart, rb = ra + NW;
-            const uint4 *wa = reinterpret_cast<const uint4 *>(W + (size_t)ra * cols);
-            const uint4 *wb = reinterpret_cast<const uint4 *>(W + (size_t)rb * cols);
-            uint4 a[4], b[4];
-#pragma unroll
-            for (int k = 0; k < 4; k++) {
-                const int i = lane + 32 * k;
-                if (i < n8) a[k] = ldw(wa + i), b[k] = ldw(wb + i);
-            }
-            float sa = 0.0f, sb = 0.0f;
-#pragma unroll
-            for (int k = 0; k < 4; k++) {
-                const int i = lane + 32 * k;
-                if (i < n8) sa += dot8(a[k], xs + 8 * i), sb += dot8(b[k], xs + 8 * i);
-            }
-            emit(ra, warp_sum(sa));
-            emit(rb, warp_sum(sb));
-        }
-    }
-    for (int u = ustart; u < nunits; u += NW) {
+    for (int u = warp; u < nunits; u += NW) {
         const int row = r0 + u / KS, sl = u % KS;
         const uint4 *wr = reinterpret_cast<const uint4 *>(W + (size_t)row * cols);
         const int s0 = n8 * sl / KS, s1 = n8 * (sl + 1) / KS;
@@ -324,7 +292,7 @@ constexpr int LV = 4;
 // xs = w * (x * rsqrt(mean(x^2) + eps)) over n floats of global x (another block's writes).
 __device__ void load_norm(const float *x, const float *w, int n, float eps, float *xs, float *red) {
     float ss = 0.0f;
-    if ((n & 3) == 0 && (c_opt & OPT_VEC)) {
+    if ((n & 3) == 0) {
         const float4 *x4 = reinterpret_cast<const float4 *>(x), *w4 = reinterpret_cast<const float4 *>(w);
         float4 *o4 = reinterpret_cast<float4 *>(xs);
         const int n4 = n >> 2;
@@ -364,7 +332,7 @@ __device__ void load_norm(const float *x, const float *w, int n, float eps, floa
 
 // dst[0, n) = src (global, another block's writes) in shared memory, LV float4s per thread at once.
 __device__ void load_vec(const float *src, float *dst, int n) {
-    if ((n & 3) == 0 && (c_opt & OPT_VEC)) {
+    if ((n & 3) == 0) {
         const float4 *s4 = reinterpret_cast<const float4 *>(src);
         float4 *d4 = reinterpret_cast<float4 *>(dst);
         const int n4 = n >> 2;
@@ -389,14 +357,6 @@ __device__ void load_vec(const float *src, float *dst, int n) {
 
 // h[j] = silu(gate_j) * up_j for j < I from the interleaved (gate, up) pairs gu (global).
 __device__ void load_silu(const float *gu, float *h, int I) {
-    if (!(c_opt & OPT_VEC)) {
-        for (int i = threadIdx.x; i < I; i += NT) {
-            const float g = __ldcg(gu + 2 * i), u = __ldcg(gu + 2 * i + 1);
-            h[i] = g / (1.0f + expf(-g)) * u;
-        }
-        __syncthreads();
-        return;
-    }
     const float4 *g4 = reinterpret_cast<const float4 *>(gu);  // 2 pairs per float4 (I even: I % 8 == 0)
     const int n4 = I >> 1;
     for (int i0 = 0; i0 < n4; i0 += 2 * LV * NT) {
@@ -497,7 +457,7 @@ __device__ void head_prep_v(const Params &P, const float *src, const float *nw, 
 template <typename KT>
 __device__ void prep_head(const Params &P, const float *src, const float *nw, bool rope, int pos, float *tmp,
                           float *dst_f, KT *dst_b) {
-    switch (c_opt & OPT_VEC ? P.hd : 0) {
+    switch (P.hd) {
     case 32: head_prep_v<1, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
     case 64: head_prep_v<2, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
     case 128: head_prep_v<4, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
@@ -512,7 +472,7 @@ __device__ void prep_head(const Params &P, const float *src, const float *nw, bo
 // two): each lane holds 8 dims of a K/V row. GS is compile-time so the per-head accumulators stay
 // in registers. Leaves the chunk's combined (m, l, acc) per head in out (GS x (hd+2), smem), with
 // m in log2 units.
-template <int GS, typename KT, int RR>
+template <int GS, typename KT>
 __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, int p1,
                          const float *qs, float *pm, float *out) {
     const int hd = P.hd, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -534,24 +494,21 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
     }
     // Trip counts must be warp-uniform: the score reduction shuffles across the whole warp, so a
     // row group past the end still runs the loop and only skips the update.
-    // RR rows per row group per trip, all loaded before the first is used (more bytes in flight:
-    // at long context this loop is bound by memory latency x trips)
     const int span = nrg;  // positions one pass of the block covers
-    for (int base = p0 + warp * RPW; base < p1; base += RR * span) {
+    for (int base = p0 + warp * RPW; base < p1; base += 2 * span) {
         const int pa = base + rg;
-        float kr[RR][8], vr[RR][8];
+        const bool ga = pa < p1, gb = pa + span < p1, has2 = base + span < p1;
+        const KT *kp = Kl + (size_t)pa * kvd + sub * 8, *vp = Vl + (size_t)pa * kvd + sub * 8;
+        float k0[8], v0[8], k1[8], v1[8];
+        ld8(kp, act && ga, k0);
+        ld8(vp, act && ga, v0);
+        ld8(kp + (size_t)span * kvd, act && gb, k1);
+        ld8(vp + (size_t)span * kvd, act && gb, v1);
 #pragma unroll
-        for (int rr = 0; rr < RR; rr++) {
-            const bool ok = act && pa + rr * span < p1;
-            const size_t off = (size_t)(pa + rr * span) * kvd + sub * 8;
-            ld8(Kl + off, ok, kr[rr]);
-            ld8(Vl + off, ok, vr[rr]);
-        }
-#pragma unroll
-        for (int rr = 0; rr < RR; rr++) {
-            if (base + rr * span >= p1) break;  // warp-uniform
-            const bool valid = pa + rr * span < p1;
-            const float *kf = kr[rr], *vf = vr[rr];
+        for (int rr = 0; rr < 2; rr++) {
+            if (rr == 1 && !has2) break;  // warp-uniform
+            const bool valid = rr ? gb : ga;
+            const float *kf = rr ? k1 : k0, *vf = rr ? v1 : v0;
 #pragma unroll
             for (int g = 0; g < GS; g++) {
                 float s = 0.0f;
@@ -659,20 +616,11 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
         const int gs = G - g0 < 4 ? G - g0 : 4;
         const float *qg = qs + g0 * hd;
         float *rg = res + (size_t)g0 * stride;
-        if (c_opt & OPT_RR4) {
-            switch (gs) {
-            case 1: att_pass<1, KT, 4>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-            case 2: att_pass<2, KT, 4>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-            case 3: att_pass<3, KT, 2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-            default: att_pass<4, KT, 2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-            }
-        } else {
-            switch (gs) {
-            case 1: att_pass<1, KT, 2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-            case 2: att_pass<2, KT, 2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-            case 3: att_pass<3, KT, 2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-            default: att_pass<4, KT, 2>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-            }
+        switch (gs) {
+        case 1: att_pass<1, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 2: att_pass<2, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 3: att_pass<3, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        default: att_pass<4, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
         }
     }
     float *part = P.part;  // (n_heads, max_chunks, hd+2)
@@ -1054,18 +1002,12 @@ __device__ __forceinline__ const __nv_bfloat16 *stage_w(const Params &P, int l, 
     }
 }
 
-// Start the weights of stage st of layer l into buffer k (or into L2 when they do not fit), and
-// ask L2 for the weight stage after it, so that its bulk copy, issued one stage later, reads L2.
+// Start the weights of stage st of layer l into buffer k, or into L2 when they do not fit. (Also
+// prefetching the stage after into L2 measured slower: 708 vs 767 tok/s, docs/perf-notes.md.)
 __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l, int st) {
     int rows, cols;
     const __nv_bfloat16 *W = stage_w(P, l, st, rows, cols);
     if (!ws_issue(S, k, W, rows, cols)) prefetch_rows(W, rows, cols, (size_t)1 << 20);
-    int l2 = l, st2 = st == S_QKV ? S_O : st + 1;
-    if (st == S_DOWN) st2 = S_QKV, l2 = l + 1;
-    if ((c_opt & OPT_PF2) && l2 < P.n_layers) {
-        W = stage_w(P, l2, st2, rows, cols);
-        prefetch_rows(W, rows, cols, (size_t)1 << 20);
-    }
 }
 
 template <typename KT>
@@ -1209,9 +1151,6 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
 }
 
 }  // namespace mqk
-
-// Set the kernel options (OPT_* bits) for later launches.
-extern "C" int mqk_set_opt(int opt) { return cudaMemcpyToSymbol(mqk::c_opt, &opt, sizeof opt) == cudaSuccess ? 0 : -1; }
 
 // The kernel for a KV cache of f32 (kv_f32 = 1) or bf16 elements; df = 1: the dataflow kernel.
 extern "C" const void *mqk_kernel(int kv_f32, int df) {
