@@ -38,6 +38,7 @@ typedef struct {
     int eos_ids[8];       /* generation stops at any of these (generation_config eos_token_id) */
     int n_eos;
     size_t weight_bytes;  /* bytes of weights one decode step reads */
+    int kv_elt_bytes;     /* bytes per cached K or V element (4: fp32 cache, 2: bf16) */
 } mq_info;
 
 typedef struct {

@@ -10,6 +10,7 @@ typedef struct mq_backend mq_backend;
 struct mq_backend {
     const char *name;    /* "cpu" or "cuda" */
     int max_ctx;         /* KV cache capacity in positions */
+    int kv_elt;          /* bytes per cached K or V element (4: fp32, 2: bf16) */
     /* Run ids[0..n) at positions pos..pos+n-1, writing their K/V into the cache (positions >= pos
      * from earlier calls are overwritten: that is how rewind works). If `logits` is non-NULL, write
      * all n rows (n, vocab) row-major; always leave the last row in last_logits. pos+n <= max_ctx

@@ -540,6 +540,7 @@ mq_backend *mq_cpu_new(const mq_model *m, int max_ctx, int n_threads) {
     }
     b->base.name = "cpu";
     b->base.max_ctx = max_ctx;
+    b->base.kv_elt = 4; /* fp32 cache */
     b->base.forward = cpu_forward;
     b->base.last_logits = cpu_last_logits;
     b->base.free = cpu_free;

@@ -176,6 +176,7 @@ mq_backend *mq_cuda_new(const mq_model *m, int max_ctx) {
     free(fbuf);
     b->base.name = "cuda";
     b->base.max_ctx = max_ctx;
+    b->base.kv_elt = mq_gpu_kv_elt(b->g);
     b->base.forward = cuda_forward;
     b->base.last_logits = cuda_last_logits;
     b->base.generate_greedy = cuda_generate_greedy;

@@ -63,6 +63,8 @@ int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, const mq_gpu_samp *s, uint64_t
                   int n_hist);
 /* Bytes of device memory the arena holds. */
 size_t mq_gpu_bytes(const mq_gpu *g);
+/* Bytes per K or V element of the device cache: 4 (f32, default) or 2 (MQ_CUDA_KV=bf16). */
+int mq_gpu_kv_elt(const mq_gpu *g);
 /* One line describing the device and launch shape (for logs). */
 const char *mq_gpu_describe(const mq_gpu *g);
 void mq_gpu_free(mq_gpu *g);

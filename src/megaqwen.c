@@ -78,6 +78,7 @@ mq_ctx *mq_open(const char *dir, const mq_params *pin) {
     in->max_ctx = c->be->max_ctx;
     in->backend = c->be->name;
     in->weight_bytes = mq_model_step_bytes(&c->m);
+    in->kv_elt_bytes = c->be->kv_elt > 0 ? c->be->kv_elt : 4;
     for (int i = 0; i < c->m.gen.n_eos && i < 8; i++) in->eos_ids[in->n_eos++] = c->m.gen.eos_ids[i];
     if (!in->n_eos && cfg->eos_token_id >= 0) in->eos_ids[in->n_eos++] = cfg->eos_token_id;
 

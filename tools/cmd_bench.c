@@ -79,9 +79,9 @@ static int32_t fill_id(long i, int vocab) {
     return (int32_t)((1000 + 7919 * i) % m);
 }
 
-/* KV bytes one decode step reads at depth d: K and V, every layer, bf16. */
+/* KV bytes one decode step reads at depth d: K and V, every layer, at the cache's element size. */
 static double kv_bytes(const mq_info *in, double d) {
-    return 2.0 * in->n_layers * d * in->n_kv_heads * in->head_dim * 2.0;
+    return 2.0 * in->n_layers * d * in->n_kv_heads * in->head_dim * (double)in->kv_elt_bytes;
 }
 
 static int load_prompts(const char *spec, prompt *p, int *np) {

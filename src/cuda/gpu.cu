@@ -702,6 +702,8 @@ int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, const mq_gpu_samp *s, uint64_t
 
 size_t mq_gpu_bytes(const mq_gpu *g) { return g ? g->bytes : 0; }
 
+int mq_gpu_kv_elt(const mq_gpu *g) { return g && !g->kv_f32 ? 2 : 4; }
+
 const char *mq_gpu_describe(const mq_gpu *g) { return g ? g->desc : ""; }
 
 void mq_gpu_free(mq_gpu *g) {
