@@ -4,7 +4,7 @@
 # runs compute-sanitizer, benchmarks decode and prints a short table last.
 #
 #   scripts/device-check.sh [--only LIST] [--skip LIST] [--budget-s S] [--arch SM]
-#   steps: build bw test prefill greedy logits sanitize profile bench bench16 sweep variants serve ctest hf
+#   steps: build bw test prefill greedy greedy2 logits sanitize profile bench bench16 sweep variants serve ctest hf
 #   Logs and raw numbers go to $OUT (the device tool's folder) or out/device-check.
 # Needs: nvcc, cmake, python3 with torch + transformers (HF reference), and the Debian -dev libraries
 # (unpacked from .deps/debs, made by scripts/deps.sh --debs, when pkg-config can't find them).
@@ -84,11 +84,12 @@ if [ ! -s $M06/config.json ]; then
 fi
 
 if want test; then
-  for sy in $SYNCS; do
-    say "test_cuda (MQ_CUDA_SYNC=$sy)"
-    (cd "$B" && MQ_CUDA_SYNC=$sy timeout 150 ctest -R test_cuda --timeout 140 --output-on-failure -V) >"$O/tests-$sy.log" 2>&1
+  for syc in $SYNCS; do  # KERNEL[,VAR=VALUE...]
+    sy=${syc%%,*} ev=$(echo "$syc" | cut -s -d, -f2- | tr ',' ' ')
+    say "test_cuda (MQ_CUDA_SYNC=$sy $ev)"
+    (cd "$B" && env MQ_CUDA_SYNC=$sy $ev timeout 150 ctest -R test_cuda --timeout 140 --output-on-failure -V) >"$O/tests-$sy.log" 2>&1
     res=$(grep -E "tests passed|tests failed" "$O/tests-$sy.log" | tail -1)
-    row "test_cuda $sy | ${res:-no result (tests-$sy.log)}"
+    row "test_cuda $syc | ${res:-no result (tests-$sy.log)}"
     while read -r l; do row "  $l"; done < <(grep -E "cuda vs HF|token-by-token|device greedy|device sampling|FAIL|stuck|flips" "$O/tests-$sy.log" | sed 's/^[0-9]*: //' | head -10)
   done
 fi
@@ -186,17 +187,33 @@ if want bench16 && [ "$(left)" -gt 100 ]; then
 fi
 
 if want sweep; then
-  # kernel options (MQ_CUDA_OPT bits: 1 lm2, 2 rr4, 4 pf2, 8 vec) x kernel: tok/s at ctx 16 and 4096 + profile
-  for cfg in ${DC_SWEEP:-grid:0 grid:8 df:0 df:8 df:1 df:2 df:4 df:10 df:12 df:9 df:15}; do
-    [ "$(left)" -gt 30 ] || break
-    sy=${cfg%%:*} op=${cfg##*:}
-    MQ_CUDA_SYNC=$sy MQ_CUDA_OPT=$op timeout 40 "$BIN" bench -m $M06 --backend cuda --ctx 16,4096,32768 -n 128 --bw "$BW" \
-      --power-s 0 --idle-s 0 >/tmp/var.txt 2>&1
-    MQ_CUDA_SYNC=$sy MQ_CUDA_OPT=$op MQ_CUDA_PROFILE=1 timeout 30 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 124 \
+  # decode configurations: "KERNEL[,VAR=VALUE...]" (MQ_CUDA_SYNC=KERNEL plus those variables):
+  # tok/s at ctx 16 / 4096 / 32768 and the per-stage profile
+  for cfg in ${DC_SWEEP:-grid df df,MQ_CUDA_RING=0 df,MQ_CUDA_MINCH=128 df,MQ_CUDA_MINCH=256 df,MQ_CUDA_LMPF=4 df,MQ_CUDA_LMPF=8}; do
+    [ "$(left)" -gt 20 ] || break
+    sy=${cfg%%,*} ev=""
+    [ "$cfg" != "$sy" ] && ev=$(echo "${cfg#*,}" | tr ',' ' ')
+    env MQ_CUDA_SYNC=$sy $ev timeout 40 "$BIN" bench -m $M06 --backend cuda --ctx ${DC_SWEEP_CTX:-16,4096,32768} -n 128 \
+      --bw "$BW" --power-s 0 --idle-s 0 >/tmp/var.txt 2>&1
+    env MQ_CUDA_SYNC=$sy $ev MQ_CUDA_PROFILE=1 timeout 30 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 124 \
       --ids --ignore-eos --backend cuda 2>/tmp/prof.txt >/dev/null
     { echo "== $cfg"; cat /tmp/var.txt /tmp/prof.txt; } >>"$LOG"
-    row "$sy opt $op: $(grep -E '^\| (16|4096|32768) \|' /tmp/var.txt | cut -d'|' -f2-3 | tr -s ' ' | tr '\n' ' ')"
-    row "  $(grep profile /tmp/prof.txt | tail -1 | sed 's/.*us per stage[^)]*)//; s/.*us per step)//')"
+    row "$cfg: $(grep -E '^\| [0-9]+ \|' /tmp/var.txt | cut -d'|' -f2-3 | tr -s ' ' | tr '\n' ' ')"
+    row "  $(grep profile /tmp/prof.txt | tail -1 | sed 's/.*interval \/ work \/ wake)://; s/.*us per step)://')"
+  done
+fi
+
+if want greedy2; then
+  # the dataflow kernel's greedy tokens against the grid kernel's (which the greedy step checks
+  # against the CPU backend): 256 tokens on the synthetic 0.6B, no CPU run
+  P=785,3840,315,279,18484,3493,12033,304,279,11128,45387,9294,11,979
+  G="run -m $M06 --prompt-ids $P -n 256 --ids --ignore-eos --backend cuda"
+  MQ_CUDA_SYNC=grid timeout 60 "$BIN" $G >/tmp/g2_grid.txt 2>>"$LOG"
+  for sv in ${DC_GREEDY2:-df df,MQ_CUDA_RING=0}; do
+    ev=$(echo "$sv" | cut -s -d, -f2- | tr ',' ' ')
+    env MQ_CUDA_SYNC=df $ev timeout 60 "$BIN" $G >/tmp/g2_df.txt 2>>"$LOG"
+    if cmp -s /tmp/g2_grid.txt /tmp/g2_df.txt && [ -s /tmp/g2_df.txt ]; then r="identical"; else r="DIFFERENT"; fi
+    row "greedy 256, synth 0.6B, $sv vs grid kernel | $r ($(tr "," " " </tmp/g2_df.txt | wc -w) ids)"
   done
 fi
 

@@ -61,10 +61,11 @@ struct mq_gpu {
     size_t off_embed, off_lm, off_fnorm, off_invf;
     Params P;             // device pointers; per-run fields filled by mq_gpu_run
     mqp_state *pf;        // batched prompt processing scratch (prefill.cu), made on first use
-    char desc[512];
+    char desc[768];
 };
 
 static size_t al(size_t x) { return (x + 255) & ~(size_t)255; }
+static size_t a128(size_t x) { return (x + 127) & ~(size_t)127; }
 
 int mq_gpu_available(void) {
     int n = 0;
@@ -214,19 +215,33 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     g->grid = g->sms * bps;
     // dataflow kernel: one block per SM; two weight buffers sized for the largest row slice that
     // fits twice beside the stage vectors (a stage whose slice is larger streams from global memory)
-    size_t wbuf = 0;
+    size_t wbuf = 0, wreg[3] = {0, 0, 0};
     g->grid_df = 0;
     if (g->sync != SYNC_GRID) {
         const size_t grid = (size_t)g->sms, H = s->hidden, I = s->inter;
         const size_t slices[4] = {(Q + 2 * (size_t)KV + grid - 1) / grid * H * 2, (H + grid - 1) / grid * Q * 2,
                                   (2 * I + grid - 1) / grid * H * 2, (H + grid - 1) / grid * I * 2};
         const size_t optin = prop.sharedMemPerBlockOptin, base = (size_t)smem_base + 256;
-        if (prop.major >= 9)
-            for (int i = 0; i < 4; i++) {
-                const size_t b = (slices[i] + 127) & ~(size_t)127;
-                if (b > wbuf && 2 * b + base <= optin) wbuf = b;
-            }
-        g->smem_df = smem_base + (int)(2 * wbuf);
+        // ring mode (MQ_CUDA_RING=0: off): regions for gate|up, q|k|v (>= attention's scratch) and
+        // o/down (>= the sampling scratch) beside the stage vectors, when all of it fits
+        const char *renv = getenv("MQ_CUDA_RING");
+        const size_t sv = ((size_t)(s->hidden > s->inter ? s->hidden : s->inter) > (size_t)Q
+                               ? (size_t)(s->hidden > s->inter ? s->hidden : s->inter)
+                               : (size_t)Q) * 4 + 256;
+        const size_t rA = a128(slices[2]), rB = a128(slices[0] > sm_att * 4 ? slices[0] : sm_att * 4);
+        const size_t oc = slices[1] > slices[3] ? slices[1] : slices[3];
+        const size_t rC = a128(oc > (size_t)mqk::SAMPLE_SMEM_WORDS * 4 ? oc : (size_t)mqk::SAMPLE_SMEM_WORDS * 4);
+        if (prop.major >= 9 && !(renv && atoi(renv) == 0) && rA + rB + rC + sv <= optin) {
+            wreg[0] = rA, wreg[1] = rB, wreg[2] = rC;
+            g->smem_df = (int)(rA + rB + rC + sv);
+        } else {
+            if (prop.major >= 9)
+                for (int i = 0; i < 4; i++) {
+                    const size_t b = a128(slices[i]);
+                    if (b > wbuf && 2 * b + base <= optin) wbuf = b;
+                }
+            g->smem_df = smem_base + (int)(2 * wbuf);
+        }
         const void *fdf = mqk_kernel(g->kv_f32, 1);
         int occd = 0;
         CKN(cudaFuncSetAttribute(fdf, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem_df));
@@ -364,6 +379,16 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     P.ctl = (int *)(P.bar + 1);
     P.flg = (unsigned *)(A + off_flg);
     P.wbuf = (unsigned)wbuf;
+    for (int k = 0; k < 3; k++) P.wreg[k] = (unsigned)wreg[k];
+    const char *mcenv = getenv("MQ_CUDA_MINCH");  // fewest positions per attention chunk
+    P.minch = mcenv && atoi(mcenv) > 0 ? atoi(mcenv) : 64;
+    const char *lpenv = getenv("MQ_CUDA_LMPF");  // lm_head L2 prefetch distance (rows per warp)
+    P.lmpf = lpenv && atoi(lpenv) > 0 ? atoi(lpenv) : 0;
+    // df: the O stage combines the attention chunks itself when its stage vector region holds the
+    // output plus every chunk's (m, l) (q_dim + 2 * n_heads * max_chunks floats)
+    const char *ocenv = getenv("MQ_CUDA_OCOMB");
+    const size_t sv_df = g->grid_df ? (size_t)g->smem_df - (wreg[0] ? wreg[0] + wreg[1] + wreg[2] : 2 * wbuf) : 0;
+    P.ocomb = ocenv && atoi(ocenv) == 1 && ((size_t)Q + 2 * (size_t)s->n_heads * max_chunks) * 4 <= sv_df;
     P.prof_k = g->prof_k;
     P.best = (unsigned long long *)(A + off_best);
     P.logits = (float *)(A + off_logits);
@@ -399,12 +424,12 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     free(lw);
     CKN(e);
     snprintf(g->desc, sizeof g->desc,
-             "%.200s: %s kernel%s, %d SMs; dataflow: grid %d, %d B smem/block (2 x %zu staged weights); "
+             "%.200s: %s kernel%s, %d SMs; dataflow: grid %d, %d B smem/block (weights: 2 x %zu or ring %zu+%zu+%zu); "
              "grid-barrier: grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights); %s KV "
              "cache, %s MLP, arena %.3f GB",
              prop.name, g->sync == SYNC_GRID ? "grid-barrier" : g->sync == SYNC_DF ? "dataflow" : "dataflow",
              g->sync == SYNC_AUTO ? " (grid-barrier past MQ_CUDA_DF_MAX positions)" : "", g->sms, g->grid_df,
-             g->smem_df, wbuf, g->grid, NT, bps, g->smem, g->wsmem,
+             g->smem_df, wbuf, wreg[0], wreg[1], wreg[2], g->grid, NT, bps, g->smem, g->wsmem,
              g->kv_f32 ? "f32" : "bf16",
              g->fuse ? "fused" : "2-stage", g->bytes / 1e9);
     if (g->profile) fprintf(stderr, "megakernel: %s\n", g->desc);

@@ -25,7 +25,6 @@ namespace mqk {
 
 constexpr int NW = NT / 32;  // warps per block
 
-constexpr int MINCH = 64;    // fewest positions in an attention chunk
 
 __device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
     unsigned v;
@@ -191,7 +190,7 @@ enum { MV_STORE = 0, MV_ADD = 1, MV_LOGITS = 2, MV_SMEM = 3 };
 template <int MODE>
 __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
                        float *red, unsigned long long *best, const uint4 *ws = nullptr, int rr0 = -1,
-                       int rr1 = -1, float *out2 = nullptr) {
+                       int rr1 = -1, float *out2 = nullptr, int pfd = 0) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int r0 = rr0, r1 = rr1;
     if (rr0 < 0) block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
@@ -223,6 +222,14 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
     };
     for (int u = warp; u < nunits; u += NW) {
         const int row = r0 + u / KS, sl = u % KS;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        // pfd > 0 (streamed rows, KS == 1): ask L2 for the row pfd trips ahead, so each warp has
+        // more than its one row of loads in flight without holding more registers
+        if (pfd > 0 && KS == 1 && !ws && lane == 0 && u + pfd * NW < nunits)
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(W + (size_t)(row + pfd * NW) * cols),
+                         "r"((unsigned)cols * 2)
+                         : "memory");
+#endif
         const uint4 *wr = reinterpret_cast<const uint4 *>(W + (size_t)row * cols);
         const int s0 = n8 * sl / KS, s1 = n8 * (sl + 1) / KS;
         float acc0 = 0.0f, acc1 = 0.0f;
@@ -563,9 +570,10 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
 }
 
 // Chunks per kv head for a context of len positions (*csz positions each, the last may be short):
-// at least MINCH positions a chunk, at most grid / n_kv chunks (one item per block).
+// at least P.minch positions a chunk, at most grid / n_kv chunks (one item per block).
 __device__ __forceinline__ int att_chunks(const Params &P, int len, int &csz) {
-    int nch = (len + MINCH - 1) / MINCH;
+    const int minch = P.minch > 0 ? P.minch : 64;
+    int nch = (len + minch - 1) / minch;
     int cap = (int)gridDim.x / P.nkv;
     if (cap < 1) cap = 1;
     if (cap > P.max_chunks) cap = P.max_chunks;
@@ -577,7 +585,7 @@ __device__ __forceinline__ int att_chunks(const Params &P, int len, int &csz) {
 // Attention of layer l at position pos for the block's (kv head, chunk) item: the G query heads
 // of a kv head are done in passes of at most 4 (register budget); K/V rows are re-read per pass.
 template <typename KT>
-__device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm) {
+__device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm, bool defer = false) {
     const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
     const int maxch = P.max_chunks;
     int csz;
@@ -636,6 +644,7 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
         const int g = t / stride, d = t % stride;
         part[((size_t)(kvh * G + g) * maxch + c) * stride + d] = res[t];
     }
+    if (defer) return;  // the O stage combines the chunks (combine_att)
     // the last chunk of this kv head to finish combines all chunks
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -662,6 +671,37 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
         }
         P.att[(size_t)h * hd + d] = A / Ls;
     }
+}
+
+// The attention output (q_dim floats) into sm from the per-chunk partials of all heads (nch > 1
+// chunks each: (m, l, acc) with m in log2 units), for a consumer that needs all heads anyway: one
+// round of loads in the O stage instead of a counter and a combining block per kv head.
+// ml: 2 * n_heads * nch floats of shared memory for the per-chunk (m, l).
+__device__ void combine_att(const Params &P, int nch, float *sm, float *ml) {
+    const int hd = P.hd, stride = hd + 2, maxch = P.max_chunks;
+    for (int i = threadIdx.x; i < P.nh * nch; i += NT) {
+        const int h = i / nch, k = i % nch;
+        const float *e = P.part + ((size_t)h * maxch + k) * stride;
+        ml[2 * i] = __ldcg(e);
+        ml[2 * i + 1] = __ldcg(e + 1);
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < P.qdim; t += NT) {
+        const int h = t / hd, d = t % hd;
+        const float *mh = ml + 2 * h * nch;
+        float M = -INFINITY;
+        for (int k = 0; k < nch; k++) M = fmaxf(M, mh[2 * k]);
+        const float *base = P.part + (size_t)h * maxch * stride + 2 + d;
+        float Ls = 0.0f, A = 0.0f;
+#pragma unroll 4
+        for (int k = 0; k < nch; k++) {
+            const float w = exp2f(mh[2 * k] - M);
+            Ls += mh[2 * k + 1] * w;
+            A += __ldcg(base + (size_t)k * stride) * w;
+        }
+        sm[t] = A / Ls;
+    }
+    __syncthreads();
 }
 
 // Fused MLP for this block's pairs [c0, c1) of the intermediate dim: gate|up rows (interleaved:
@@ -722,7 +762,7 @@ __device__ void embed(const Params &P, int id) {
 // follows, embeds it into x. Returns true in that last block. stamp: where to record the time this
 // block finished its rows (profile), or NULL.
 __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float *sm, float *red,
-                                     unsigned long long *stamp) {
+                                     unsigned long long *stamp, float *samp_sm) {
     __shared__ unsigned long long s_best;
     __shared__ int s_last;
     const int H = P.hidden;
@@ -730,7 +770,7 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
     if (threadIdx.x == 0) s_best = 0;
     __syncthreads();
     float *lo = P.logits + (P.logits_all ? (size_t)step * P.vocab : 0);
-    matvec<MV_LOGITS>(P.lm_head, P.vocab, H, sm, lo, red, &s_best);
+    matvec<MV_LOGITS>(P.lm_head, P.vocab, H, sm, lo, red, &s_best, nullptr, -1, -1, nullptr, P.lmpf);
     __syncthreads();
     if (threadIdx.x == 0) {
         if (stamp) *stamp = globaltimer();
@@ -758,7 +798,7 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
     if ((threadIdx.x & 31) == 0 && b) atomicMax(&s_best, b);
     __syncthreads();
     int tok = s_best ? (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu)) : 0;
-    if (P.samp) tok = sample_block(P, lo, sm);  // -1: NaN / all -inf logits: stop
+    if (P.samp) tok = sample_block(P, lo, samp_sm);  // -1: NaN / all -inf logits: stop
     bool stop = tok < 0;
     if (!P.ids)
         for (int i = 0; i < P.n_stop; i++) stop |= P.stop[i] == tok;
@@ -863,7 +903,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
         const bool need_lm = !P.ids || P.logits_all || step == P.n - 1;
         const bool more = step + 1 < P.n;
         if (need_lm) {
-            lm_step(P, step, more, sm, red, nullptr);
+            lm_step(P, step, more, sm, red, nullptr, sm);
         } else if (blockIdx.x == 0) {
             if (threadIdx.x == 0) P.ctl[1] = step + 1;
             embed(P, P.ids[step + 1]);
@@ -930,11 +970,11 @@ __device__ __forceinline__ unsigned smem_u32(const void *p) { return (unsigned)_
 
 // Staged weight buffers: two shared-memory buffers, each with an mbarrier the bulk copy completes.
 struct WStage {
-    uint4 *buf[2];
-    unsigned long long *mb;  // (2) mbarriers in shared memory
-    unsigned phase[2];       // parity each buffer's next completion flips to
-    int pend[2];             // a copy into the buffer is in flight
-    size_t cap;              // bytes per buffer
+    uint4 *buf[3];
+    unsigned long long *mb;  // (3) mbarriers in shared memory
+    unsigned phase[3];       // parity each buffer's next completion flips to
+    int pend[3];             // a copy into the buffer is in flight
+    size_t cap[3];           // bytes per buffer
 };
 
 // Start copying this block's row slice of W (rows, cols) into buffer k; false (nothing issued)
@@ -945,7 +985,7 @@ __device__ __forceinline__ bool ws_issue(WStage &S, int k, const __nv_bfloat16 *
     int r0, r1;
     block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
     const size_t bytes = (size_t)(r1 - r0) * cols * 2;
-    if (bytes == 0 || bytes > S.cap) return false;
+    if (bytes == 0 || bytes > S.cap[k]) return false;
     if (threadIdx.x == 0) {
         const unsigned mb = smem_u32(S.mb + k), dst = smem_u32(S.buf[k]);
         const char *src = reinterpret_cast<const char *>(W + (size_t)r0 * cols);
@@ -1014,22 +1054,42 @@ template <typename KT>
 __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     extern __shared__ __align__(128) unsigned char dsm[];
     __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
-    __shared__ __align__(8) unsigned long long s_mb[2];
+    __shared__ __align__(8) unsigned long long s_mb[3];
     const int H = P.hidden, I = P.inter, Lc = P.n_layers, QKVR = P.qdim + 2 * P.nkv * P.hd;
     const unsigned G = gridDim.x;
-    // Shared memory: [weight buffer 0][weight buffer 1][sm: stage vectors / attention scratch]
+    // Shared memory, two-buffer mode: [weight buffer 0][weight buffer 1][sm: stage vectors /
+    // attention scratch]; ring mode: [A: gate|up][B: q|k|v][C: o, down][sm: stage vectors].
+    // Which buffer each stage reads (bQ, bO, bG, bD) and when each copy is issued:
+    //   two buffers: QKV 0, O 1, GU 0, DOWN 1; each stage's copy starts when the previous stage
+    //     starts (one stage ahead).
+    //   ring: QKV B, O C, GU A, DOWN C; the O copy starts with QKV, the next QKV copy with O, the
+    //     DOWN copy with GU and the next GU copy with DOWN: gate|up (the largest slice) and q|k|v
+    //     have three stages to land, o and down one.
+    const bool ring = P.wreg[0] != 0;
     WStage S;
-    S.cap = P.wbuf;
-    S.buf[0] = reinterpret_cast<uint4 *>(dsm);
-    S.buf[1] = reinterpret_cast<uint4 *>(dsm + P.wbuf);
     S.mb = s_mb;
-    S.phase[0] = S.phase[1] = 0;
-    S.pend[0] = S.pend[1] = 0;
-    float *sm = reinterpret_cast<float *>(dsm + 2 * (size_t)P.wbuf);
+    for (int k = 0; k < 3; k++) S.phase[k] = 0, S.pend[k] = 0;
+    float *sm;
+    if (ring) {
+        S.cap[0] = P.wreg[0], S.cap[1] = P.wreg[1], S.cap[2] = P.wreg[2];
+        S.buf[0] = reinterpret_cast<uint4 *>(dsm);
+        S.buf[1] = reinterpret_cast<uint4 *>(dsm + P.wreg[0]);
+        S.buf[2] = reinterpret_cast<uint4 *>(dsm + P.wreg[0] + P.wreg[1]);
+        sm = reinterpret_cast<float *>(dsm + (size_t)P.wreg[0] + P.wreg[1] + P.wreg[2]);
+    } else {
+        S.cap[0] = S.cap[1] = P.wbuf, S.cap[2] = 0;
+        S.buf[0] = reinterpret_cast<uint4 *>(dsm);
+        S.buf[1] = reinterpret_cast<uint4 *>(dsm + P.wbuf);
+        S.buf[2] = nullptr;
+        sm = reinterpret_cast<float *>(dsm + 2 * (size_t)P.wbuf);
+    }
+    const int bQ = ring ? 1 : 0, bO = ring ? 2 : 1, bG = 0, bD = ring ? 2 : 1;
+    float *att_sm = ring ? reinterpret_cast<float *>(S.buf[1]) : sm;   // attention scratch
+    float *samp_sm = ring ? reinterpret_cast<float *>(S.buf[2]) : sm;  // sampling scratch (lm stage)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (threadIdx.x == 0 && P.wbuf) {
-        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(s_mb)) : "memory");
-        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(s_mb + 1)) : "memory");
+    if (threadIdx.x == 0 && (P.wbuf || ring)) {
+        for (int k = 0; k < 3; k++)
+            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(s_mb + k)) : "memory");
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
 #endif
@@ -1049,7 +1109,10 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
         embed(P, P.ids ? P.ids[0] : P.first);
         df_arrive(cE, nullptr);
     }
-    if (Lc > 0) ws_next(S, 0, P, 0, S_QKV);
+    if (Lc > 0) {
+        ws_next(S, bQ, P, 0, S_QKV);
+        if (ring) ws_next(S, bG, P, 0, S_GU);
+    }
 
     for (int step = 0; step < P.n; step++) {
         const int pos = P.pos + step, len = pos + 1;
@@ -1063,16 +1126,16 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             unsigned *c = P.flg + (size_t)l * NSTAGE;
             int r0, r1;
             // ---- QKV: rmsnorm(x) -> q|k|v rows
-            ws_next(S, 1, P, l, S_O);
+            ws_next(S, bO, P, l, S_O);
             block_rows(QKVR, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 df_wait(l == 0 ? cE : c - NSTAGE + S_DOWN, l == 0 ? ts : nDN * ts, stamp(0));
                 if (l == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // stop token
                 load_norm(P.x, L.in_norm, H, P.eps, sm, red);
-                matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr, ws_take(S, 0));
+                matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr, ws_take(S, bQ));
                 df_arrive(c + S_QKV, stamp(1));
             } else {
-                ws_take(S, 0);
+                ws_take(S, bQ);
                 if (l == 0) {  // still honour a stop token
                     df_wait(cE, ts, nullptr);
                     if (__ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;
@@ -1082,49 +1145,55 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             // ---- ATTN: (kv head, chunk) items
             if (blockIdx.x < items) {
                 df_wait(c + S_QKV, nQKV * ts, stamp(0));
-                attention<KT>(P, l, pos, sm);
+                attention<KT>(P, l, pos, att_sm, P.ocomb != 0);
                 df_arrive(c + S_ATT, stamp(1));
             }
             kinst++;
             // ---- O: x += W_o att
-            __syncthreads();  // buffer 0 (QKV) readers are done
-            ws_next(S, 0, P, l, S_GU);
+            __syncthreads();  // the q|k|v buffer's readers (QKV, attention scratch in ring mode) are done
+            if (!ring) ws_next(S, bG, P, l, S_GU);
+            else if (l + 1 < Lc) ws_next(S, bQ, P, l + 1, S_QKV);
+            else if (more) ws_next(S, bQ, P, 0, S_QKV);  // the next step's first layer
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 df_wait(c + S_ATT, tATT, stamp(0));
-                load_vec(P.att, sm, P.qdim);
-                matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, ws_take(S, 1));
+                if (P.ocomb && items > (unsigned)P.nkv) combine_att(P, (int)(items / (unsigned)P.nkv), sm, sm + P.qdim);
+                else load_vec(P.att, sm, P.qdim);
+                matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, ws_take(S, bO));
                 df_arrive(c + S_O, stamp(1));
             } else {
-                ws_take(S, 1);
+                ws_take(S, bO);
             }
             kinst++;
             // ---- GU: rmsnorm(x) -> gate|up rows (interleaved)
             __syncthreads();
-            ws_next(S, 1, P, l, S_DOWN);
+            ws_next(S, bD, P, l, S_DOWN);
             block_rows(2 * I, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 df_wait(c + S_O, nO * ts, stamp(0));
                 load_norm(P.x, L.post_norm, H, P.eps, sm, red);
-                matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, ws_take(S, 0));
+                matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, ws_take(S, bG));
                 df_arrive(c + S_GU, stamp(1));
             } else {
-                ws_take(S, 0);
+                ws_take(S, bG);
             }
             kinst++;
             // ---- DOWN: x += W_down (silu(gate) * up)
             __syncthreads();
-            if (l + 1 < Lc) ws_next(S, 0, P, l + 1, S_QKV);
-            else if (more) ws_next(S, 0, P, 0, S_QKV);  // next step's first layer, during the lm_head
-            else prefetch_rows(P.lm_head, P.vocab, H, (size_t)1 << 20);
+            {
+                const int nst = ring ? S_GU : S_QKV, nb = ring ? bG : bQ;
+                if (l + 1 < Lc) ws_next(S, nb, P, l + 1, nst);
+                else if (more) ws_next(S, nb, P, 0, nst);  // next step's first layer, during the lm_head
+                else prefetch_rows(P.lm_head, P.vocab, H, (size_t)1 << 20);
+            }
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 df_wait(c + S_GU, nGU * ts, stamp(0));
                 load_silu(P.gu, sm, I);
-                matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr, ws_take(S, 1));
+                matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr, ws_take(S, bD));
                 df_arrive(c + S_DOWN, stamp(1));
             } else {
-                ws_take(S, 1);
+                ws_take(S, bD);
             }
             kinst++;
         }
@@ -1135,7 +1204,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
         const unsigned td = Lc > 0 ? nDN * ts : ts;
         if (need_lm) {
             df_wait(cd, td, stamp(0));
-            if (lm_step(P, step, more, sm, red, stamp(1)) && more) df_arrive(cE, nullptr);
+            if (lm_step(P, step, more, sm, red, stamp(1), samp_sm) && more) df_arrive(cE, nullptr);
         } else if (blockIdx.x == 0) {
             df_wait(cd, td, stamp(0));
             if (threadIdx.x == 0) P.ctl[1] = step + 1;
@@ -1148,6 +1217,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     // no bulk copy may still be writing this block's shared memory when it exits
     ws_take(S, 0);
     ws_take(S, 1);
+    ws_take(S, 2);
 }
 
 }  // namespace mqk

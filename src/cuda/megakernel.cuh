@@ -49,6 +49,13 @@ struct Params {
     // each launch; each only grows within a launch (a consumer waits for producers x steps so far)
     unsigned *flg;                   // (n_layers * 5 + 1)
     unsigned wbuf;                   // bytes of each of the two staged-weight buffers (0: stream all)
+    // df ring mode (wreg[0] > 0 replaces the two buffers): three regions, A for gate|up, B for
+    // q|k|v (attention's scratch while no copy is in flight there), C for o / down (the sampling
+    // scratch during the lm_head); bytes each
+    unsigned wreg[3];
+    int minch;                       // fewest positions in an attention chunk (MQ_CUDA_MINCH, default 64)
+    int lmpf;                        // lm_head: L2 prefetch distance in rows per warp (MQ_CUDA_LMPF, 0 = off)
+    int ocomb;                       // df: the O stage combines attention chunks (MQ_CUDA_OCOMB=1)
     int prof_k;                      // stage instances the df profile records (2 stamps x grid each)
     unsigned long long *prof;        // (65536) barrier-open times of block 0, or NULL (MQ_CUDA_PROFILE)
     int *ctl;                        // [0] stop flag, [1] steps done; zeroed before each launch
