@@ -222,8 +222,9 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
         const size_t slices[4] = {(Q + 2 * (size_t)KV + grid - 1) / grid * H * 2, (H + grid - 1) / grid * Q * 2,
                                   (2 * I + grid - 1) / grid * H * 2, (H + grid - 1) / grid * I * 2};
         const size_t optin = prop.sharedMemPerBlockOptin, base = (size_t)smem_base + 256;
-        // ring mode (MQ_CUDA_RING=0: off): regions for gate|up, q|k|v (>= attention's scratch) and
-        // o/down (>= the sampling scratch) beside the stage vectors, when all of it fits
+        // ring mode (MQ_CUDA_RING=1; off by default: measured 1.5% slower than two buffers, run 8 in
+        // docs/perf-notes.md): regions for gate|up, q|k|v (>= attention's scratch) and o/down (>= the
+        // sampling scratch) beside the stage vectors, when all of it fits
         const char *renv = getenv("MQ_CUDA_RING");
         const size_t sv = ((size_t)(s->hidden > s->inter ? s->hidden : s->inter) > (size_t)Q
                                ? (size_t)(s->hidden > s->inter ? s->hidden : s->inter)
@@ -231,7 +232,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
         const size_t rA = a128(slices[2]), rB = a128(slices[0] > sm_att * 4 ? slices[0] : sm_att * 4);
         const size_t oc = slices[1] > slices[3] ? slices[1] : slices[3];
         const size_t rC = a128(oc > (size_t)mqk::SAMPLE_SMEM_WORDS * 4 ? oc : (size_t)mqk::SAMPLE_SMEM_WORDS * 4);
-        if (prop.major >= 9 && !(renv && atoi(renv) == 0) && rA + rB + rC + sv <= optin) {
+        if (prop.major >= 9 && renv && atoi(renv) == 1 && rA + rB + rC + sv <= optin) {
             wreg[0] = rA, wreg[1] = rB, wreg[2] = rC;
             g->smem_df = (int)(rA + rB + rC + sv);
         } else {
@@ -382,10 +383,13 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     for (int k = 0; k < 3; k++) P.wreg[k] = (unsigned)wreg[k];
     const char *mcenv = getenv("MQ_CUDA_MINCH");  // fewest positions per attention chunk
     P.minch = mcenv && atoi(mcenv) > 0 ? atoi(mcenv) : 64;
-    const char *lpenv = getenv("MQ_CUDA_LMPF");  // lm_head L2 prefetch distance (rows per warp)
-    P.lmpf = lpenv && atoi(lpenv) > 0 ? atoi(lpenv) : 0;
-    // df: the O stage combines the attention chunks itself when its stage vector region holds the
-    // output plus every chunk's (m, l) (q_dim + 2 * n_heads * max_chunks floats)
+    // lm_head L2 prefetch distance in rows per warp (MQ_CUDA_LMPF; 0 = off): 4 measured the lm_head
+    // 139 -> 122 us a step (run 8)
+    const char *lpenv = getenv("MQ_CUDA_LMPF");
+    P.lmpf = lpenv && atoi(lpenv) >= 0 && *lpenv ? atoi(lpenv) : 4;
+    // df: the O stage combines the attention chunks itself (MQ_CUDA_OCOMB=1; off by default: measured
+    // slower, run 8) when its stage vector region holds the output plus every chunk's (m, l)
+    // (q_dim + 2 * n_heads * max_chunks floats)
     const char *ocenv = getenv("MQ_CUDA_OCOMB");
     const size_t sv_df = g->grid_df ? (size_t)g->smem_df - (wreg[0] ? wreg[0] + wreg[1] + wreg[2] : 2 * wbuf) : 0;
     P.ocomb = ocenv && atoi(ocenv) == 1 && ((size_t)Q + 2 * (size_t)s->n_heads * max_chunks) * 4 <= sv_df;

@@ -937,6 +937,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
 // weight copy overlap. Slices larger than a buffer (and all of the lm_head) stream from global
 // memory with an L2 prefetch instead. Stage order and buffers per layer:
 //   QKV (buf 0) -> ATTN (no weights) -> O (buf 1) -> GU (buf 0) -> DOWN (buf 1) -> next QKV (buf 0)
+// (MQ_CUDA_RING=1: three regions instead, see the kernel; measured no faster.)
 // ---------------------------------------------------------------------------------------------
 enum { S_QKV = 0, S_ATT = 1, S_O = 2, S_GU = 3, S_DOWN = 4, NSTAGE = 5 };
 

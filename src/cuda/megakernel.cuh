@@ -54,7 +54,7 @@ struct Params {
     // scratch during the lm_head); bytes each
     unsigned wreg[3];
     int minch;                       // fewest positions in an attention chunk (MQ_CUDA_MINCH, default 64)
-    int lmpf;                        // lm_head: L2 prefetch distance in rows per warp (MQ_CUDA_LMPF, 0 = off)
+    int lmpf;                        // lm_head: L2 prefetch distance in rows per warp (MQ_CUDA_LMPF, default 4)
     int ocomb;                       // df: the O stage combines attention chunks (MQ_CUDA_OCOMB=1)
     int prof_k;                      // stage instances the df profile records (2 stamps x grid each)
     unsigned long long *prof;        // (65536) barrier-open times of block 0, or NULL (MQ_CUDA_PROFILE)
