@@ -121,6 +121,29 @@ static void check_rows(mq_backend *gpu, mq_backend *cpu, const char *shape, int 
     free(ids);
 }
 
+/* Both backends hold the same cache up to position p (their last logits: the prompt's last
+ * row): nd greedy tokens from there, the CPU's step by step, the GPU's in one device-side
+ * generate_greedy; they must be identical. */
+static void check_decode(mq_backend *gpu, mq_backend *cpu, const char *shape, int p, int nd, const char *what) {
+    const int V = 151936;
+    int32_t *want = malloc((size_t)nd * 4), *got = malloc((size_t)nd * 4);
+    assert_non_null(want);
+    assert_non_null(got);
+    const int first = mq_sampler_argmax(cpu->last_logits(cpu), V);
+    int32_t id = first;
+    for (int i = 0; i < nd; i++) {
+        assert_int_equal(cpu->forward(cpu, &id, 1, p + i, NULL), 0);
+        want[i] = id = mq_sampler_argmax(cpu->last_logits(cpu), V);
+    }
+    assert_int_equal(gpu->generate_greedy(gpu, first, p, nd, NULL, 0, got), nd);
+    int same = 0;
+    while (same < nd && got[same] == want[same]) same++;
+    printf("  %s: %s: %d/%d greedy tokens identical to the CPU\n", shape, what, same, nd);
+    assert_int_equal(same, nd);
+    free(want);
+    free(got);
+}
+
 /* Prefill of n0 tokens, a second prefill of n1 tokens at pos n0 (attention over earlier cache
  * rows), then greedy decode of nd tokens: the device's continuation equals the CPU's. */
 static void check_continue(mq_backend *gpu, mq_backend *cpu, const char *shape, int n0, int n1, int nd) {
@@ -139,24 +162,8 @@ static void check_continue(mq_backend *gpu, mq_backend *cpu, const char *shape, 
     compare(what, gpu->last_logits(gpu), cpu->last_logits(cpu), 1, V, &kl, &hard);
     assert_true(kl <= 1e-3);
     assert_int_equal(hard, 0);
-    const int first = mq_sampler_argmax(cpu->last_logits(cpu), V);
-    int32_t *want = malloc((size_t)nd * 4), *got = malloc((size_t)nd * 4);
-    assert_non_null(want);
-    assert_non_null(got);
-    int32_t id = first;
-    const int p = n0 + n1;
-    for (int i = 0; i < nd; i++) {
-        assert_int_equal(cpu->forward(cpu, &id, 1, p + i, NULL), 0);
-        want[i] = id = mq_sampler_argmax(cpu->last_logits(cpu), V);
-    }
-    assert_int_equal(gpu->generate_greedy(gpu, first, p, nd, NULL, 0, got), nd);
-    int same = 0;
-    while (same < nd && got[same] == want[same]) same++;
-    printf("  %s: decode after GPU prefill of %d tokens: %d/%d greedy tokens identical to the CPU\n", shape, p, same,
-           nd);
-    assert_int_equal(same, nd);
-    free(want);
-    free(got);
+    snprintf(what, sizeof what, "decode after GPU prefill of %d tokens", n0 + n1);
+    check_decode(gpu, cpu, shape, n0 + n1, nd, what);
     free(ids);
 }
 
@@ -177,23 +184,9 @@ static void check_replay(mq_backend *gpu, mq_backend *cpu, const char *shape, in
         assert_true(kl <= 1e-3);
         assert_int_equal(hard, 0);
     }
-    int32_t *want = malloc((size_t)nd * 4), *got = malloc((size_t)nd * 4);
-    assert_non_null(want);
-    assert_non_null(got);
-    const int first = mq_sampler_argmax(cpu->last_logits(cpu), V), p = n * k;
-    int32_t id = first;
-    for (int i = 0; i < nd; i++) {
-        assert_int_equal(cpu->forward(cpu, &id, 1, p + i, NULL), 0);
-        want[i] = id = mq_sampler_argmax(cpu->last_logits(cpu), V);
-    }
-    assert_int_equal(gpu->generate_greedy(gpu, first, p, nd, NULL, 0, got), nd);
-    int same = 0;
-    while (same < nd && got[same] == want[same]) same++;
-    printf("  %s: decode after %d graph-replayed prefills: %d/%d greedy tokens identical to the CPU\n", shape, k, same,
-           nd);
-    assert_int_equal(same, nd);
-    free(want);
-    free(got);
+    char what[96];
+    snprintf(what, sizeof what, "decode after %d graph-replayed prefills", k);
+    check_decode(gpu, cpu, shape, n * k, nd, what);
     free(ids);
 }
 

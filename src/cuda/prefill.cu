@@ -284,6 +284,56 @@ __device__ __forceinline__ void ld8split(const __nv_bfloat16 *p, bool ok, uint4 
     lo = make_uint4(0, 0, 0, 0);
 }
 
+// Online-softmax update for one key tile of flash attention (both kernels below). s: the tile's
+// scores in the mma C layout (rows g and g+8 of the warp's 16 query rows; key k0 + j*8 + 2*tq + e),
+// scaled by sc here; keys past a row's causal limit (ar0 / ar1, absolute positions) or past kend
+// are masked. Updates the running row maxima m0/m1 (the 4 lanes of a quad share a row) and sums
+// l0/l1, rescales the output accumulators o, and leaves exp2(s - max) in s for P V.
+template <int NJ, int NO>
+__device__ __forceinline__ void softmax_tile(float (&s)[NJ][4], float (&o)[NO][4], int k0, int tq, int ar0, int ar1,
+                                             int kend, float sc, float &m0, float &m1, float &l0, float &l1) {
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < NJ; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int key = k0 + j * 8 + 2 * tq + e;
+            s[j][e] = key <= ar0 && key < kend ? s[j][e] * sc : -INFINITY;
+            s[j][2 + e] = key <= ar1 && key < kend ? s[j][2 + e] * sc : -INFINITY;
+            mx0 = fmaxf(mx0, s[j][e]);
+            mx1 = fmaxf(mx1, s[j][2 + e]);
+        }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    // rows past T may have no valid key at all: keep the subtracted maxima finite
+    const float b0 = mn0 == -INFINITY ? 0.0f : mn0, b1 = mn1 == -INFINITY ? 0.0f : mn1;
+    const float al0 = exp2f(m0 - b0), al1 = exp2f(m1 - b1);
+    m0 = mn0;
+    m1 = mn1;
+    float rs0 = 0.0f, rs1 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        s[j][0] = exp2f(s[j][0] - b0);
+        s[j][1] = exp2f(s[j][1] - b0);
+        s[j][2] = exp2f(s[j][2] - b1);
+        s[j][3] = exp2f(s[j][3] - b1);
+        rs0 += s[j][0] + s[j][1];
+        rs1 += s[j][2] + s[j][3];
+    }
+    l0 = l0 * al0 + rs0;
+    l1 = l1 * al1 + rs1;
+#pragma unroll
+    for (int i = 0; i < NO; i++) {
+        o[i][0] *= al0;
+        o[i][1] *= al0;
+        o[i][2] *= al1;
+        o[i][3] *= al1;
+    }
+}
+
 // Causal flash attention for one q head (blockIdx.y) and BQ query rows of the chunk; 4 warps, 16
 // rows each. Query row i (absolute position pos+i) attends cache rows [0, pos+i]. Per key tile of
 // BK rows: K (BK, HD) and V transposed (HD, BK) in shared memory as bf16 (rows padded by 8
@@ -375,47 +425,7 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __
                 mma16816(s[j], qa[kk], b0, b1);
             }
         }
-        // scale, causal mask, row maxima (rows g and g+8; the 4 lanes of a quad share a row)
-        float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < BK / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int key = k0 + j * 8 + 2 * tq + e;
-                s[j][e] = key <= ar0 && key < kend ? s[j][e] * sc : -INFINITY;
-                s[j][2 + e] = key <= ar1 && key < kend ? s[j][2 + e] * sc : -INFINITY;
-                mx0 = fmaxf(mx0, s[j][e]);
-                mx1 = fmaxf(mx1, s[j][2 + e]);
-            }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-        // rows past T may have no valid key at all: keep the subtracted maxima finite
-        const float b0 = mn0 == -INFINITY ? 0.0f : mn0, b1 = mn1 == -INFINITY ? 0.0f : mn1;
-        const float al0 = exp2f(m0 - b0), al1 = exp2f(m1 - b1);
-        m0 = mn0;
-        m1 = mn1;
-        float rs0 = 0.0f, rs1 = 0.0f;
-#pragma unroll
-        for (int j = 0; j < BK / 8; j++) {
-            s[j][0] = exp2f(s[j][0] - b0);
-            s[j][1] = exp2f(s[j][1] - b0);
-            s[j][2] = exp2f(s[j][2] - b1);
-            s[j][3] = exp2f(s[j][3] - b1);
-            rs0 += s[j][0] + s[j][1];
-            rs1 += s[j][2] + s[j][3];
-        }
-        l0 = l0 * al0 + rs0;
-        l1 = l1 * al1 + rs1;
-#pragma unroll
-        for (int i = 0; i < HD / 8; i++) {
-            o[i][0] *= al0;
-            o[i][1] *= al0;
-            o[i][2] *= al1;
-            o[i][3] *= al1;
-        }
+        softmax_tile(s, o, k0, tq, ar0, ar1, kend, sc, m0, m1, l0, l1);
         // O += P V: P from the S accumulators (C layout -> A layout), V^T rows as the B operand
 #pragma unroll
         for (int kk = 0; kk < BK / 16; kk++) {
@@ -613,45 +623,7 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
                     mma16816(s[j], qa[kk + 1], b[2], b[3]);
                 }
             }
-            float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < BKT / 8; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int key = k0 + j * 8 + 2 * tq + e;
-                    s[j][e] = key <= ar0 && key < kend ? s[j][e] * sc : -INFINITY;
-                    s[j][2 + e] = key <= ar1 && key < kend ? s[j][2 + e] * sc : -INFINITY;
-                    mx0 = fmaxf(mx0, s[j][e]);
-                    mx1 = fmaxf(mx1, s[j][2 + e]);
-                }
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-            const float b0 = mn0 == -INFINITY ? 0.0f : mn0, b1 = mn1 == -INFINITY ? 0.0f : mn1;
-            const float al0 = exp2f(m0 - b0), al1 = exp2f(m1 - b1);
-            m0 = mn0;
-            m1 = mn1;
-            float rs0 = 0.0f, rs1 = 0.0f;
-#pragma unroll
-            for (int j = 0; j < BKT / 8; j++) {
-                s[j][0] = exp2f(s[j][0] - b0);
-                s[j][1] = exp2f(s[j][1] - b0);
-                s[j][2] = exp2f(s[j][2] - b1);
-                s[j][3] = exp2f(s[j][3] - b1);
-                rs0 += s[j][0] + s[j][1];
-                rs1 += s[j][2] + s[j][3];
-            }
-            l0 = l0 * al0 + rs0;
-            l1 = l1 * al1 + rs1;
-#pragma unroll
-            for (int i = 0; i < HD / 8; i++) {
-                o[i][0] *= al0;
-                o[i][1] *= al0;
-                o[i][2] *= al1;
-                o[i][3] *= al1;
-            }
+            softmax_tile(s, o, k0, tq, ar0, ar1, kend, sc, m0, m1, l0, l1);
             // O += P V; V (keys, HD) row-major in smem, B fragments by ldmatrix.trans
 #pragma unroll
             for (int kk = 0; kk < BKT / 16; kk++) {
