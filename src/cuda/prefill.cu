@@ -284,6 +284,55 @@ __device__ __forceinline__ void ld8split(const __nv_bfloat16 *p, bool ok, uint4 
     lo = make_uint4(0, 0, 0, 0);
 }
 
+// The warp's Q fragments for head h (A operand, row-major 16 x HD; a0 (g, 2tq), a1 (g+8, 2tq),
+// a2 (g, 2tq+8), a3 (g+8, 2tq+8)) from rows wr.. of qb (and of ql when LO); rows >= T are zero.
+template <bool LO, int NK, int NL>
+__device__ __forceinline__ void load_q(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, int T, int qd, int h, int wr,
+                                       int g, int tq, uint32_t (&qa)[NK][4], uint32_t (&qal)[NL][4]) {
+    constexpr int HD = NK * 16;
+    const int r0 = wr + g, r1 = wr + g + 8;
+    const size_t o0 = (size_t)r0 * qd + (size_t)h * HD, o1 = (size_t)r1 * qd + (size_t)h * HD;
+#pragma unroll
+    for (int kk = 0; kk < NK; kk++) {
+        const int c = kk * 16 + 2 * tq;
+        qa[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(qb + o0 + c) : 0u;
+        qa[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(qb + o1 + c) : 0u;
+        qa[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(qb + o0 + c + 8) : 0u;
+        qa[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(qb + o1 + c + 8) : 0u;
+        if (LO) {
+            qal[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(ql + o0 + c) : 0u;
+            qal[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(ql + o1 + c) : 0u;
+            qal[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(ql + o0 + c + 8) : 0u;
+            qal[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(ql + o1 + c + 8) : 0u;
+        }
+    }
+}
+
+// The warp's output rows wr + g and wr + g + 8 (those < T) of head h: o / l as bf16 into att (and
+// the rounding remainders into atl when LO). l0/l1: the rows' full softmax sums.
+template <bool LO, int NO>
+__device__ __forceinline__ void store_o(const float (&o)[NO][4], float l0, float l1, int T, int qd, int h, int wr,
+                                        int g, int tq, __nv_bfloat16 *att, __nv_bfloat16 *atl) {
+    constexpr int HD = NO * 8;
+    const int r0 = wr + g, r1 = r0 + 8;
+    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+#pragma unroll
+    for (int dn = 0; dn < NO; dn++) {
+        const size_t c = (size_t)h * HD + dn * 8 + 2 * tq;
+        uint32_t hi, lo;
+        if (r0 < T) {
+            split2(o[dn][0] * i0, o[dn][1] * i0, hi, lo);
+            *reinterpret_cast<uint32_t *>(att + (size_t)r0 * qd + c) = hi;
+            if (LO) *reinterpret_cast<uint32_t *>(atl + (size_t)r0 * qd + c) = lo;
+        }
+        if (r1 < T) {
+            split2(o[dn][2] * i1, o[dn][3] * i1, hi, lo);
+            *reinterpret_cast<uint32_t *>(att + (size_t)r1 * qd + c) = hi;
+            if (LO) *reinterpret_cast<uint32_t *>(atl + (size_t)r1 * qd + c) = lo;
+        }
+    }
+}
+
 // Online-softmax update for one key tile of flash attention (both kernels below). s: the tile's
 // scores in the mma C layout (rows g and g+8 of the warp's 16 query rows; key k0 + j*8 + 2*tq + e),
 // scaled by sc here; keys past a row's causal limit (ar0 / ar1, absolute positions) or past kend
@@ -358,26 +407,8 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __
     const int wlast = pos + wr + 15;         // largest absolute position among its rows
     const float sc = rsqrtf((float)HD) * 1.4426950408889634f;
 
-    // Q fragments (A operand, row-major 16 x HD): a0 (g, 2tq), a1 (g+8, 2tq), a2 (g, 2tq+8), a3 (g+8, 2tq+8)
     uint32_t qa[HD / 16][4], qal[SPLIT ? HD / 16 : 1][4];
-    {
-        const int r0 = wr + g, r1 = wr + g + 8;
-        const size_t o0 = (size_t)r0 * qd + (size_t)h * HD, o1 = (size_t)r1 * qd + (size_t)h * HD;
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) {
-            const int c = kk * 16 + 2 * tq;
-            qa[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(qb + o0 + c) : 0u;
-            qa[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(qb + o1 + c) : 0u;
-            qa[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(qb + o0 + c + 8) : 0u;
-            qa[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(qb + o1 + c + 8) : 0u;
-            if (SPLIT) {
-                qal[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(ql + o0 + c) : 0u;
-                qal[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(ql + o1 + c) : 0u;
-                qal[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(ql + o0 + c + 8) : 0u;
-                qal[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(ql + o1 + c + 8) : 0u;
-            }
-        }
-    }
+    load_q<SPLIT>(qb, ql, T, qd, h, wr, g, tq, qa, qal);
     float o[HD / 8][4];
 #pragma unroll
     for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
@@ -452,23 +483,7 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const int r0 = wr + g, r1 = r0 + 8;
-    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
-#pragma unroll
-    for (int dn = 0; dn < HD / 8; dn++) {
-        const size_t c = (size_t)h * HD + dn * 8 + 2 * tq;
-        uint32_t hi, lo;
-        if (r0 < T) {
-            split2(o[dn][0] * i0, o[dn][1] * i0, hi, lo);
-            *reinterpret_cast<uint32_t *>(att + (size_t)r0 * qd + c) = hi;
-            if (SPLIT) *reinterpret_cast<uint32_t *>(atl + (size_t)r0 * qd + c) = lo;
-        }
-        if (r1 < T) {
-            split2(o[dn][2] * i1, o[dn][3] * i1, hi, lo);
-            *reinterpret_cast<uint32_t *>(att + (size_t)r1 * qd + c) = hi;
-            if (SPLIT) *reinterpret_cast<uint32_t *>(atl + (size_t)r1 * qd + c) = lo;
-        }
-    }
+    store_o<SPLIT>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);
 }
 
 // ---- attention v2: K/V as bf16 (hi [+ lo]) rows in global memory, cp.async double-buffered tiles,
@@ -547,24 +562,7 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
     const float sc = rsqrtf((float)HD) * 1.4426950408889634f;
 
     uint32_t qa[HD / 16][4], qal[QLO ? HD / 16 : 1][4];
-    {
-        const int r0 = wr + g, r1 = wr + g + 8;
-        const size_t o0 = (size_t)r0 * qd + (size_t)h * HD, o1 = (size_t)r1 * qd + (size_t)h * HD;
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) {
-            const int c = kk * 16 + 2 * tq;
-            qa[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(qb + o0 + c) : 0u;
-            qa[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(qb + o1 + c) : 0u;
-            qa[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(qb + o0 + c + 8) : 0u;
-            qa[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(qb + o1 + c + 8) : 0u;
-            if (QLO) {
-                qal[kk][0] = r0 < T ? *reinterpret_cast<const uint32_t *>(ql + o0 + c) : 0u;
-                qal[kk][1] = r1 < T ? *reinterpret_cast<const uint32_t *>(ql + o1 + c) : 0u;
-                qal[kk][2] = r0 < T ? *reinterpret_cast<const uint32_t *>(ql + o0 + c + 8) : 0u;
-                qal[kk][3] = r1 < T ? *reinterpret_cast<const uint32_t *>(ql + o1 + c + 8) : 0u;
-            }
-        }
-    }
+    load_q<QLO>(qb, ql, T, qd, h, wr, g, tq, qa, qal);
     float o[HD / 8][4];
 #pragma unroll
     for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
@@ -660,23 +658,7 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const int r0 = wr + g, r1 = r0 + 8;
-    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
-#pragma unroll
-    for (int dn = 0; dn < HD / 8; dn++) {
-        const size_t c = (size_t)h * HD + dn * 8 + 2 * tq;
-        uint32_t hi, lo;
-        if (r0 < T) {
-            split2(o[dn][0] * i0, o[dn][1] * i0, hi, lo);
-            *reinterpret_cast<uint32_t *>(att + (size_t)r0 * qd + c) = hi;
-            if (QLO) *reinterpret_cast<uint32_t *>(atl + (size_t)r0 * qd + c) = lo;
-        }
-        if (r1 < T) {
-            split2(o[dn][2] * i1, o[dn][3] * i1, hi, lo);
-            *reinterpret_cast<uint32_t *>(att + (size_t)r1 * qd + c) = hi;
-            if (QLO) *reinterpret_cast<uint32_t *>(atl + (size_t)r1 * qd + c) = lo;
-        }
-    }
+    store_o<QLO>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);
 }
 
 // h[t, j] = bf16(silu(gu[t, 2j]) * gu[t, 2j+1]) over T*I elements.
