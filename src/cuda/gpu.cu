@@ -232,7 +232,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
         const size_t rA = a128(slices[2]), rB = a128(slices[0] > sm_att * 4 ? slices[0] : sm_att * 4);
         const size_t oc = slices[1] > slices[3] ? slices[1] : slices[3];
         const size_t rC = a128(oc > (size_t)mqk::SAMPLE_SMEM_WORDS * 4 ? oc : (size_t)mqk::SAMPLE_SMEM_WORDS * 4);
-        if (prop.major >= 9 && renv && atoi(renv) == 1 && rA + rB + rC + sv <= optin) {
+        if (prop.major >= 9 && renv && atoi(renv) == 1 && rA + rB + rC + sv + 256 <= optin) {  // + static smem
             wreg[0] = rA, wreg[1] = rB, wreg[2] = rC;
             g->smem_df = (int)(rA + rB + rC + sv);
         } else {
@@ -254,6 +254,22 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
             free(g);
             return NULL;
         }
+    }
+    // attention runs one (kv head, chunk) item per block: every kv head needs a block
+    if (g->grid_df && s->n_kv > g->grid_df) {
+        if (g->sync == SYNC_DF) {
+            mq_err_set("cuda: %d kv heads exceed the dataflow kernel's %d blocks on %s (MQ_CUDA_SYNC=grid may fit)",
+                       s->n_kv, g->grid_df, prop.name);
+            free(g);
+            return NULL;
+        }
+        g->grid_df = 0;
+    }
+    if (s->n_kv > g->grid) {
+        mq_err_set("cuda: unsupported shape: %d kv heads exceed the decode kernel's %d blocks on %s", s->n_kv,
+                   g->grid, prop.name);
+        free(g);
+        return NULL;
     }
     if (!g->grid_df) g->sync = SYNC_GRID;
     const int grid_max = g->grid > g->grid_df ? g->grid : g->grid_df;

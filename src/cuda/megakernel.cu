@@ -1205,6 +1205,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
         const unsigned td = Lc > 0 ? nDN * ts : ts;
         if (need_lm) {
             df_wait(cd, td, stamp(0));
+            // with no layers the stop flag set by the previous step's lm_step is read here (cE acquired)
+            if (Lc == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;
             if (lm_step(P, step, more, sm, red, stamp(1), samp_sm) && more) df_arrive(cE, nullptr);
         } else if (blockIdx.x == 0) {
             df_wait(cd, td, stamp(0));
