@@ -437,6 +437,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(cfg, "hidden_size", in->hidden_size);
         cJSON_AddNumberToObject(cfg, "n_kv_heads", in->n_kv_heads);
         cJSON_AddNumberToObject(cfg, "head_dim", in->head_dim);
+        cJSON_AddNumberToObject(cfg, "kv_elt_bytes", in->kv_elt_bytes);
         cJSON_AddNumberToObject(cfg, "vocab_size", in->vocab_size);
         cJSON_AddNumberToObject(cfg, "weight_bytes", Wb);
         cJSON_AddNumberToObject(cfg, "max_ctx", in->max_ctx);

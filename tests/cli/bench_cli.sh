@@ -61,7 +61,8 @@ python3 - "$T/b.json" <<'PY' && ok || bad "GB/s arithmetic"
 import json, sys
 d = json.load(open(sys.argv[1])); c = d["config"]; n = d["decode_tokens"]
 for p in d["prompts"]:
-    b = c["weight_bytes"] + 2 * c["n_layers"] * (p["tokens"] + n / 2) * c["n_kv_heads"] * c["head_dim"] * 2
+    assert c["kv_elt_bytes"] == 4, c  # the CPU backend's cache is fp32
+    b = c["weight_bytes"] + 2 * c["n_layers"] * (p["tokens"] + n / 2) * c["n_kv_heads"] * c["head_dim"] * c["kv_elt_bytes"]
     assert abs(b * p["decode_tok_s"] / 1e9 - p["gb_s"]) < 1e-6 * p["gb_s"] + 1e-9, p
     assert abs(p["pct_floor"] - 100 * p["gb_s"] / 3000) < 1e-9
     assert abs(p["ms_per_token"] * p["decode_tok_s"] - 1000) < 1e-6
