@@ -58,7 +58,8 @@ const mq_info *mq_get_info(const mq_ctx *c);
 int mq_tokenize(mq_ctx *c, const char *text, size_t len, int32_t **ids, size_t *n);
 char *mq_detokenize(mq_ctx *c, const int32_t *ids, size_t n);
 /* Streaming detokenize: returns bytes appended to out (never a broken UTF-8 char), -1 on error.
- * Call with id < 0 to flush at end of stream. The stream state lives in the context. */
+ * Call with id < 0 to flush at end of stream. The stream state lives in the context. An id the
+ * model has but the tokenizer lacks (embedding padding) appends nothing; past the model: -1. */
 int mq_detok_stream(mq_ctx *c, int32_t id, char *out, size_t cap);
 void mq_detok_stream_reset(mq_ctx *c);
 /* Qwen3 chat template; malloc'd prompt string. */

@@ -125,6 +125,11 @@ char *mq_detokenize(mq_ctx *c, const int32_t *ids, size_t n) {
 int mq_detok_stream(mq_ctx *c, int32_t id, char *out, size_t cap) {
     if (need_tok(c)) return -1;
     if (id < 0) return mq_tok_stream_flush(&c->stream, out, cap);
+    /* Ids past the tokenizer's vocabulary but inside the model's (Qwen3: 151,669 tokens, 151,936
+     * embedding rows of which the rest is padding) have no text; a model can still pick one (a
+     * random synthetic checkpoint does), so, as HF tokenizers' decode does, they add nothing. */
+    size_t l;
+    if (id < c->info.vocab_size && !mq_tok_bytes(c->tok, id, &l)) return 0;
     return mq_tok_stream_put(c->tok, &c->stream, id, out, cap);
 }
 

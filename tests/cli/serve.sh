@@ -40,6 +40,11 @@ check "usage numbers" 'python3 -c "import json;u=json.load(open(\"$T/body\"))[\"
 post /v1/completions '{"prompt":"Hello there","max_tokens":12,"temperature":0}' >/dev/null
 check "prefix reuse reported" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"prompt_tokens_details\"][\"cached_tokens\"]==d[\"usage\"][\"prompt_tokens\"]-1"'
 check "prefix reuse same text" '[ "$(python3 -c "import json;print(json.load(open(\"$T/body\"))[\"choices\"][0][\"text\"])")" = "$want" ]'
+# A model id past the tokenizer's vocabulary (embedding padding: this tiny model picks 151908 as
+# its 3rd greedy token after [1994, 62]) adds no text instead of failing the request.
+code=$(post /v1/completions '{"prompt":[1994,62],"max_tokens":6,"temperature":0}')
+check "padding id: 200 ($code: $(head -c 200 "$T/body"))" '[ "$code" = 200 ]'
+check "padding id: all 6 tokens counted" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==6"'
 # Chat greedy == run --chat.
 wantc=$("$BIN" run -m "$M" -p "Hi" --chat -n 8 --temp 0 --backend cpu --threads 1 --max-ctx 256 --ignore-eos 2>/dev/null)
 post /v1/chat/completions '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":8,"temperature":0}' >/dev/null
