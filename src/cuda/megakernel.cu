@@ -981,6 +981,11 @@ struct WStage {
 // Start copying this block's row slice of W (rows, cols) into buffer k; false (nothing issued)
 // when the slice is empty, larger than a buffer, or the device has no bulk copy engine. The
 // caller has passed a __syncthreads since the buffer's last readers.
+// Invariants the mbarrier parity relies on: per buffer, issues and ws_take calls alternate, and
+// every thread has left its ws_take (a __syncthreads, e.g. in df_arrive) before the buffer is
+// issued again, so no thread can still be polling a phase that has completed twice. A block with
+// no rows in a stage issues nothing for it (the same block_rows split), so its bare ws_take in
+// that stage has nothing to wait for.
 __device__ __forceinline__ bool ws_issue(WStage &S, int k, const __nv_bfloat16 *W, int rows, int cols) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     int r0, r1;
