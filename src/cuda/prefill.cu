@@ -333,6 +333,16 @@ __device__ __forceinline__ void store_o(const float (&o)[NO][4], float l0, float
     }
 }
 
+// P for keys kk*16 .. kk*16+15 as the A operand of P V (from the C layout the scores are in), as
+// bf16 hi (pa) and the rounding remainders (pl).
+template <int NJ>
+__device__ __forceinline__ void p_frags(const float (&s)[NJ][4], int kk, uint32_t (&pa)[4], uint32_t (&pl)[4]) {
+    split2(s[2 * kk][0], s[2 * kk][1], pa[0], pl[0]);
+    split2(s[2 * kk][2], s[2 * kk][3], pa[1], pl[1]);
+    split2(s[2 * kk + 1][0], s[2 * kk + 1][1], pa[2], pl[2]);
+    split2(s[2 * kk + 1][2], s[2 * kk + 1][3], pa[3], pl[3]);
+}
+
 // Online-softmax update for one key tile of flash attention (both kernels below). s: the tile's
 // scores in the mma C layout (rows g and g+8 of the warp's 16 query rows; key k0 + j*8 + 2*tq + e),
 // scaled by sc here; keys past a row's causal limit (ar0 / ar1, absolute positions) or past kend
@@ -461,10 +471,7 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __
 #pragma unroll
         for (int kk = 0; kk < BK / 16; kk++) {
             uint32_t pa[4], pl[4];
-            split2(s[2 * kk][0], s[2 * kk][1], pa[0], pl[0]);
-            split2(s[2 * kk][2], s[2 * kk][3], pa[1], pl[1]);
-            split2(s[2 * kk + 1][0], s[2 * kk + 1][1], pa[2], pl[2]);
-            split2(s[2 * kk + 1][2], s[2 * kk + 1][3], pa[3], pl[3]);
+            p_frags(s, kk, pa, pl);
 #pragma unroll
             for (int dn = 0; dn < HD / 8; dn++) {
                 const int vo = (dn * 8 + g) * VS + kk * 16 + 2 * tq;
@@ -626,10 +633,7 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
 #pragma unroll
             for (int kk = 0; kk < BKT / 16; kk++) {
                 uint32_t pa[4], pl[4];
-                split2(s[2 * kk][0], s[2 * kk][1], pa[0], pl[0]);
-                split2(s[2 * kk][2], s[2 * kk][3], pa[1], pl[1]);
-                split2(s[2 * kk + 1][0], s[2 * kk + 1][1], pa[2], pl[2]);
-                split2(s[2 * kk + 1][2], s[2 * kk + 1][3], pa[3], pl[3]);
+                p_frags(s, kk, pa, pl);
 #pragma unroll
                 for (int dn = 0; dn < HD / 8; dn += 2) {
                     // matrices: (keys kk*16 + 0|8, d dn*8..), (keys kk*16 + 0|8, d (dn+1)*8..)
