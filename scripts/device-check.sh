@@ -36,6 +36,9 @@ want() {
 }
 declare -a TABLE
 row() { TABLE+=("$*"); }
+# a decode configuration "KERNEL[,VAR=VALUE...]" -> sy=KERNEL (MQ_CUDA_SYNC), ev="VAR=VALUE ..." (for env)
+# and tag: the configuration as a file-name part
+split_cfg() { sy=${1%%,*}; ev=$(echo "$1" | cut -s -d, -f2- | tr ',' ' '); tag=${1//[^A-Za-z0-9]/_}; }
 
 # ---- toolchain and Debian libraries
 . "$ROOT/scripts/device-env.sh"
@@ -85,12 +88,12 @@ fi
 
 if want test; then
   for syc in $SYNCS; do  # KERNEL[,VAR=VALUE...]
-    sy=${syc%%,*} ev=$(echo "$syc" | cut -s -d, -f2- | tr ',' ' ')
+    split_cfg "$syc"
     say "test_cuda (MQ_CUDA_SYNC=$sy $ev)"
-    (cd "$B" && env MQ_CUDA_SYNC=$sy $ev timeout 150 ctest -R test_cuda --timeout 140 --output-on-failure -V) >"$O/tests-$sy.log" 2>&1
-    res=$(grep -E "tests passed|tests failed" "$O/tests-$sy.log" | tail -1)
-    row "test_cuda $syc | ${res:-no result (tests-$sy.log)}"
-    while read -r l; do row "  $l"; done < <(grep -E "cuda vs HF|token-by-token|device greedy|device sampling|FAIL|stuck|flips" "$O/tests-$sy.log" | sed 's/^[0-9]*: //' | head -10)
+    (cd "$B" && env MQ_CUDA_SYNC=$sy $ev timeout 150 ctest -R test_cuda --timeout 140 --output-on-failure -V) >"$O/tests-$tag.log" 2>&1
+    res=$(grep -E "tests passed|tests failed" "$O/tests-$tag.log" | tail -1)
+    row "test_cuda $syc | ${res:-no result (tests-$tag.log)}"
+    while read -r l; do row "  $l"; done < <(grep -E "cuda vs HF|token-by-token|device greedy|device sampling|FAIL|stuck|flips" "$O/tests-$tag.log" | sed 's/^[0-9]*: //' | head -10)
   done
 fi
 
@@ -171,11 +174,12 @@ if want profile; then
 fi
 
 if want bench; then
-  for sy in $SYNCS; do
-    say "bench (cuda $sy, synthetic 0.6B)"
-    MQ_CUDA_SYNC=$sy timeout $(( $(left) > 150 ? 150 : $(left) )) "$BIN" bench -m $M06 --backend cuda \
-      --ctx 16,1024,4096,32768 -n 128 --bw "$BW" --power-s 0 --idle-s 0 --json "$O/bench-$sy.json" >"$O/bench-$sy.txt" 2>&1
-    TABLE+=("f32 KV, $sy:" "$(grep -A12 -i "context" "$O/bench-$sy.txt" | grep -E '^\|' | head -6)")
+  for syc in $SYNCS; do
+    split_cfg "$syc"
+    say "bench (cuda $syc, synthetic 0.6B)"
+    env MQ_CUDA_SYNC=$sy $ev timeout $(( $(left) > 150 ? 150 : $(left) )) "$BIN" bench -m $M06 --backend cuda \
+      --ctx 16,1024,4096,32768 -n 128 --bw "$BW" --power-s 0 --idle-s 0 --json "$O/bench-$tag.json" >"$O/bench-$tag.txt" 2>&1
+    TABLE+=("f32 KV, $syc:" "$(grep -A12 -i "context" "$O/bench-$tag.txt" | grep -E '^\|' | head -6)")
   done
 fi
 
@@ -191,8 +195,7 @@ if want sweep; then
   # tok/s at ctx 16 / 4096 / 32768 and the per-stage profile
   for cfg in ${DC_SWEEP:-grid df df,MQ_CUDA_RING=0 df,MQ_CUDA_MINCH=128 df,MQ_CUDA_MINCH=256 df,MQ_CUDA_LMPF=4 df,MQ_CUDA_LMPF=8}; do
     [ "$(left)" -gt 20 ] || break
-    sy=${cfg%%,*} ev=""
-    [ "$cfg" != "$sy" ] && ev=$(echo "${cfg#*,}" | tr ',' ' ')
+    split_cfg "$cfg"
     env MQ_CUDA_SYNC=$sy $ev timeout 40 "$BIN" bench -m $M06 --backend cuda --ctx ${DC_SWEEP_CTX:-16,4096,32768} -n 128 \
       --bw "$BW" --power-s 0 --idle-s 0 >/tmp/var.txt 2>&1
     env MQ_CUDA_SYNC=$sy $ev MQ_CUDA_PROFILE=1 timeout 30 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 124 \
@@ -210,8 +213,8 @@ if want greedy2; then
   G="run -m $M06 --prompt-ids $P -n 256 --ids --ignore-eos --backend cuda"
   MQ_CUDA_SYNC=grid timeout 60 "$BIN" $G >/tmp/g2_grid.txt 2>>"$LOG"
   for sv in ${DC_GREEDY2:-df df,MQ_CUDA_RING=0}; do
-    ev=$(echo "$sv" | cut -s -d, -f2- | tr ',' ' ')
-    env MQ_CUDA_SYNC=df $ev timeout 60 "$BIN" $G >/tmp/g2_df.txt 2>>"$LOG"
+    split_cfg "$sv"
+    env MQ_CUDA_SYNC=$sy $ev timeout 60 "$BIN" $G >/tmp/g2_df.txt 2>>"$LOG"
     if cmp -s /tmp/g2_grid.txt /tmp/g2_df.txt && [ -s /tmp/g2_df.txt ]; then r="identical"; else r="DIFFERENT"; fi
     row "greedy 256, synth 0.6B, $sv vs grid kernel | $r ($(tr "," " " </tmp/g2_df.txt | wc -w) ids)"
   done

@@ -16,7 +16,6 @@ extern "C" {
 
 extern "C" const void *mqk_kernel(int kv_f32, int df);
 
-
 using mqk::LayerW;
 using mqk::NT;
 using mqk::Params;
@@ -66,6 +65,18 @@ struct mq_gpu {
 
 static size_t al(size_t x) { return (x + 255) & ~(size_t)255; }
 static size_t a128(size_t x) { return (x + 127) & ~(size_t)127; }
+static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
+
+// Bytes of the largest row slice a block of a grid of `grid` blocks takes of each weight stage:
+// out = {q|k|v, o, gate|up, down} (rows split evenly, ceil(rows / grid) rows at most).
+static void stage_slices(const mq_gpu_shape *s, size_t grid, size_t out[4]) {
+    const size_t H = s->hidden, I = s->inter, Q = (size_t)s->n_heads * s->head_dim,
+                 KV = (size_t)s->n_kv * s->head_dim;
+    out[0] = (Q + 2 * KV + grid - 1) / grid * H * 2;
+    out[1] = (H + grid - 1) / grid * Q * 2;
+    out[2] = (2 * I + grid - 1) / grid * H * 2;
+    out[3] = (H + grid - 1) / grid * I * 2;
+}
 
 int mq_gpu_available(void) {
     int n = 0;
@@ -186,8 +197,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const int stage_on = senv && atoi(senv) == 1;  // off by default: measured slower than L2 prefetch
     for (; bps >= 1; bps--) {
         const size_t grid = (size_t)g->sms * bps, H = s->hidden, I = s->inter;
-        const size_t slices[4] = {(Q + 2 * (size_t)KV + grid - 1) / grid * H * 2, (H + grid - 1) / grid * Q * 2,
-                                  (2 * I + grid - 1) / grid * H * 2, (H + grid - 1) / grid * I * 2};
+        size_t slices[4];
+        stage_slices(s, grid, slices);
         size_t ws = 0;
         for (int i = 0; i < 4; i++) ws = slices[i] > ws ? slices[i] : ws;
         const size_t fused = (I + grid - 1) / grid * 3 * H * 2;  // gate|up pairs + downT rows
@@ -218,20 +229,16 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     size_t wbuf = 0, wreg[3] = {0, 0, 0};
     g->grid_df = 0;
     if (g->sync != SYNC_GRID) {
-        const size_t grid = (size_t)g->sms, H = s->hidden, I = s->inter;
-        const size_t slices[4] = {(Q + 2 * (size_t)KV + grid - 1) / grid * H * 2, (H + grid - 1) / grid * Q * 2,
-                                  (2 * I + grid - 1) / grid * H * 2, (H + grid - 1) / grid * I * 2};
+        size_t slices[4];
+        stage_slices(s, (size_t)g->sms, slices);
         const size_t optin = prop.sharedMemPerBlockOptin, base = (size_t)smem_base + 256;
         // ring mode (MQ_CUDA_RING=1; off by default: measured 1.5% slower than two buffers, run 8 in
         // docs/perf-notes.md): regions for gate|up, q|k|v (>= attention's scratch) and o/down (>= the
         // sampling scratch) beside the stage vectors, when all of it fits
         const char *renv = getenv("MQ_CUDA_RING");
-        const size_t sv = ((size_t)(s->hidden > s->inter ? s->hidden : s->inter) > (size_t)Q
-                               ? (size_t)(s->hidden > s->inter ? s->hidden : s->inter)
-                               : (size_t)Q) * 4 + 256;
-        const size_t rA = a128(slices[2]), rB = a128(slices[0] > sm_att * 4 ? slices[0] : sm_att * 4);
-        const size_t oc = slices[1] > slices[3] ? slices[1] : slices[3];
-        const size_t rC = a128(oc > (size_t)mqk::SAMPLE_SMEM_WORDS * 4 ? oc : (size_t)mqk::SAMPLE_SMEM_WORDS * 4);
+        const size_t sv = zmax(zmax(s->hidden, s->inter), (size_t)Q) * 4 + 256;  // stage vectors
+        const size_t rA = a128(slices[2]), rB = a128(zmax(slices[0], sm_att * 4));
+        const size_t rC = a128(zmax(zmax(slices[1], slices[3]), (size_t)mqk::SAMPLE_SMEM_WORDS * 4));
         if (prop.major >= 9 && renv && atoi(renv) == 1 && rA + rB + rC + sv + 256 <= optin) {  // + static smem
             wreg[0] = rA, wreg[1] = rB, wreg[2] = rC;
             g->smem_df = (int)(rA + rB + rC + sv);
@@ -447,7 +454,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
              "%.200s: %s kernel%s, %d SMs; dataflow: grid %d, %d B smem/block (weights: 2 x %zu or ring %zu+%zu+%zu); "
              "grid-barrier: grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights); %s KV "
              "cache, %s MLP, arena %.3f GB",
-             prop.name, g->sync == SYNC_GRID ? "grid-barrier" : g->sync == SYNC_DF ? "dataflow" : "dataflow",
+             prop.name, g->sync == SYNC_GRID ? "grid-barrier" : "dataflow",
              g->sync == SYNC_AUTO ? " (grid-barrier past MQ_CUDA_DF_MAX positions)" : "", g->sms, g->grid_df,
              g->smem_df, wbuf, wreg[0], wreg[1], wreg[2], g->grid, NT, bps, g->smem, g->wsmem,
              g->kv_f32 ? "f32" : "bf16",
