@@ -3,7 +3,8 @@
 # TTFT timings), compares cuda prefill logits with HF fp32/bf16 and the CPU backend on a synthetic
 # qwen3-0.6b at 1000 (and 5000, budget allowing) tokens, times HF's TTFT, and prints a table last.
 #   scripts/prefill-check.sh [--budget-s S]      logs under $OUT (or out/prefill-check)
-#   QUICK=1: build and test_prefill only; SKIP_HF=1: no HF TTFT step
+#   QUICK=1: build and test_prefill only; SKIP_HF=1: no HF TTFT step; PC_BUILD=DIR: use the megaqwen
+#   already built in DIR (e.g. device-check's build-dc) and skip the build and test_prefill steps
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD T0=$(date +%s) BUDGET=540
@@ -19,9 +20,13 @@ row() { TABLE+=("$*"); }
 
 . "$ROOT/scripts/device-env.sh"
 say "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
-B=$ROOT/build-pc
+B=${PC_BUILD:-$ROOT/build-pc}
 BIN=$B/megaqwen
 export MQ_TOKENIZER_DIR=$ROOT/.deps/qwen3-tokenizer
+if [ -n "${PC_BUILD:-}" ]; then
+  [ -x "$BIN" ] || { echo "prefill-check: no $BIN" >&2; exit 1; }
+  row "build | reused $B"
+else
 cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DMQ_CUDA=ON -DMQ_CUDA_ARCHS=90 ${PKGCFG:-} \
   -DMQ_TOKENIZER_DIR="$MQ_TOKENIZER_DIR" >"$O/build.log" 2>&1 &&
   cmake --build "$B" -j"$(nproc)" --target megaqwen_cli test_prefill >>"$O/build.log" 2>&1
@@ -33,6 +38,7 @@ say "test_prefill (with TTFT)"
 MQ_PREFILL_BENCH=1 timeout 240 "$B/test_prefill" >"$O/test.log" 2>&1
 row "test_prefill | rc $? $(grep -cE '^\[ +OK' "$O/test.log") ok, $(grep -cE 'FAILED|SKIPPED' "$O/test.log") failed/skipped"
 while read -r l; do row "  $l"; done < <(grep -E "rows|decode after|TTFT|past the cache|FAIL|rror" "$O/test.log" | head -24)
+fi
 
 if [ -n "${QUICK:-}" ]; then printf '%s\n' "${TABLE[@]}" | tee "$O/table.txt"; exit 0; fi
 M06=/tmp/mq-q06

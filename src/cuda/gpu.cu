@@ -416,6 +416,10 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const char *ocenv = getenv("MQ_CUDA_OCOMB");
     const size_t sv_df = g->grid_df ? (size_t)g->smem_df - (wreg[0] ? wreg[0] + wreg[1] + wreg[2] : 2 * wbuf) : 0;
     P.ocomb = ocenv && atoi(ocenv) == 1 && ((size_t)Q + 2 * (size_t)s->n_heads * max_chunks) * 4 <= sv_df;
+    // decode v6 optimizations (OPT_* bits in megakernel.cu; MQ_CUDA_OPT=0 switches all off, to
+    // measure each one against the kernel without it; docs/perf-notes.md)
+    const char *openv = getenv("MQ_CUDA_OPT");
+    P.opt = openv && *openv ? (int)strtol(openv, NULL, 0) & mqk::OPT_ALL : mqk::OPT_ALL;
     P.prof_k = g->prof_k;
     P.best = (unsigned long long *)(A + off_best);
     P.logits = (float *)(A + off_logits);

@@ -119,6 +119,18 @@ __device__ __forceinline__ void ld8(const float *p, bool ok, float f[8]) {
     float4 b = ok ? __ldcg(reinterpret_cast<const float4 *>(p) + 1) : z;
     f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
 }
+// the same from shared memory (K/V rows staged there by kv_stage)
+__device__ __forceinline__ void ld8s(const __nv_bfloat16 *p, bool ok, float f[8]) {
+    uint4 u = ok ? *reinterpret_cast<const uint4 *>(p) : make_uint4(0, 0, 0, 0);
+    f[0] = bf2f(u.x & 0xffff), f[1] = bf2f(u.x >> 16), f[2] = bf2f(u.y & 0xffff), f[3] = bf2f(u.y >> 16);
+    f[4] = bf2f(u.z & 0xffff), f[5] = bf2f(u.z >> 16), f[6] = bf2f(u.w & 0xffff), f[7] = bf2f(u.w >> 16);
+}
+__device__ __forceinline__ void ld8s(const float *p, bool ok, float f[8]) {
+    const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+    float4 a = ok ? *reinterpret_cast<const float4 *>(p) : z;
+    float4 b = ok ? *(reinterpret_cast<const float4 *>(p) + 1) : z;
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
 __device__ __forceinline__ void st1(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
 __device__ __forceinline__ void st1(float *p, float v) { *p = v; }
 
@@ -181,16 +193,83 @@ __device__ __forceinline__ void stage_wait() {
 
 enum { MV_STORE = 0, MV_ADD = 1, MV_LOGITS = 2, MV_SMEM = 3 };
 
+
+// 8 floats of x (a lane's piece) in registers
+__device__ __forceinline__ float dot8r(uint4 w, const float (&x)[8]) {
+    float s = __uint_as_float(w.x << 16) * x[0];
+    s = fmaf(__uint_as_float(w.x & 0xffff0000u), x[1], s);
+    s = fmaf(__uint_as_float(w.y << 16), x[2], s);
+    s = fmaf(__uint_as_float(w.y & 0xffff0000u), x[3], s);
+    s = fmaf(__uint_as_float(w.z << 16), x[4], s);
+    s = fmaf(__uint_as_float(w.z & 0xffff0000u), x[5], s);
+    s = fmaf(__uint_as_float(w.w << 16), x[6], s);
+    s = fmaf(__uint_as_float(w.w & 0xffff0000u), x[7], s);
+    return s;
+}
+
+// One lane's NX uint4s of row u of a block's slice (n8 = 32 * NX uint4s per row): lane + 32k.
+template <int NX>
+__device__ __forceinline__ void row_ld(const __nv_bfloat16 *W, int cols, int r0, int u, const uint4 *ws, int lane,
+                                       uint4 (&w)[NX]) {
+    if (ws) {
+        const uint4 *sr = ws + (size_t)u * (32 * NX) + lane;
+#pragma unroll
+        for (int k = 0; k < NX; k++) w[k] = sr[32 * k];
+    } else {
+        const uint4 *wr = reinterpret_cast<const uint4 *>(W + (size_t)(r0 + u) * cols) + lane;
+#pragma unroll
+        for (int k = 0; k < NX; k++) w[k] = ldw(wr + 32 * k);
+    }
+}
+
+// matvec's register path for rows of 256 * NX columns, one row per warp at a time (KS == 1): each
+// lane holds its NX pieces of x (columns 8 * (lane + 32k) ...) in registers, read from shared
+// memory once instead of once per row (the per-row x reads were 4x the weight bytes: f32 and 2-way
+// bank conflicts).
+template <int NX, typename Emit>
+__device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const float *xs, int r0, int nr,
+                                       const uint4 *ws, int pfd, Emit &emit) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float xr[NX][8];
+#pragma unroll
+    for (int k = 0; k < NX; k++) {
+        const float4 a = *reinterpret_cast<const float4 *>(xs + 8 * (lane + 32 * k));
+        const float4 b = *reinterpret_cast<const float4 *>(xs + 8 * (lane + 32 * k) + 4);
+        xr[k][0] = a.x, xr[k][1] = a.y, xr[k][2] = a.z, xr[k][3] = a.w;
+        xr[k][4] = b.x, xr[k][5] = b.y, xr[k][6] = b.z, xr[k][7] = b.w;
+    }
+    uint4 w[NX];
+    for (int u = warp; u < nr; u += NW) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        if (pfd > 0 && !ws && lane == 0 && u + pfd * NW < nr)
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(W + (size_t)(r0 + u + pfd * NW) * cols),
+                         "r"((unsigned)cols * 2)
+                         : "memory");
+#endif
+        row_ld<NX>(W, cols, r0, u, ws, lane, w);
+        float a0 = 0.0f, a1 = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NX; k += 2) {
+            a0 += dot8r(w[k], xr[k]);
+            if (k + 1 < NX) a1 += dot8r(w[k + 1], xr[k + 1]);
+        }
+        emit(r0 + u, warp_sum(a0 + a1));
+    }
+}
+
 // out[r] (=|+=) W[r,:] . xs for this block's rows of W (rows, cols), cols % 8 == 0, xs in smem.
 // A block's rows are split into units (row, k-slice) over its warps; when a block has fewer rows
 // than warps each row is cut into KS slices whose partial sums meet in shared memory (fixed order:
 // deterministic). MV_LOGITS also tracks the block's (max, lowest index) into *best.
 // rr0 >= 0: use rows [rr0, rr1) instead of the balanced split. out2: MV_ADD also stores there.
 // MV_SMEM: out[row - rr0] = dot (a block-local result in shared memory).
+// xo (MV_ADD): the current values of the block's rows, xo[row - r0] in shared memory, instead of
+// reading them back from out. reg: use the register path (mv_reg) where it applies.
 template <int MODE>
 __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
                        float *red, unsigned long long *best, const uint4 *ws = nullptr, int rr0 = -1,
-                       int rr1 = -1, float *out2 = nullptr, int pfd = 0) {
+                       int rr1 = -1, float *out2 = nullptr, int pfd = 0, const float *xo = nullptr,
+                       bool reg = false) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int r0 = rr0, r1 = rr1;
     if (rr0 < 0) block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
@@ -207,7 +286,7 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
             if (MODE == MV_STORE || MODE == MV_LOGITS) out[row] = acc;
             else if (MODE == MV_SMEM) out[row - r0] = acc;
             else {
-                const float v = __ldcg(out + row) + acc;
+                const float v = (xo ? xo[row - r0] : __ldcg(out + row)) + acc;
                 out[row] = v;
                 if (out2) out2[row] = v;
             }
@@ -220,7 +299,11 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
             if (key > mybest) mybest = key;
         }
     };
-    for (int u = warp; u < nunits; u += NW) {
+    // the register path: rows of 1024 or 2048 columns, at least two rows per warp (x is then
+    // reused; with one row per warp it would read x once either way)
+    const bool rp = reg && KS == 1 && nr >= 2 * NW && n8 == 128;
+    if (rp) mv_reg<4>(W, cols, xs, r0, nr, ws, pfd, emit);
+    for (int u = rp ? nunits : warp; u < nunits; u += NW) {
         const int row = r0 + u / KS, sl = u % KS;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
         // pfd > 0 (streamed rows, KS == 1): ask L2 for the row pfd trips ahead, so each warp has
@@ -263,7 +346,7 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
             for (int k = 0; k < KS; k++) s += red[threadIdx.x * KS + k];
             const int row = r0 + threadIdx.x;
             if (MODE == MV_ADD) {
-                const float v = __ldcg(out + row) + s;
+                const float v = (xo ? xo[row - r0] : __ldcg(out + row)) + s;
                 out[row] = v;
                 if (out2) out2[row] = v;
             } else if (MODE == MV_SMEM) {
@@ -297,8 +380,38 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
 constexpr int LV = 4;
 
 // xs = w * (x * rsqrt(mean(x^2) + eps)) over n floats of global x (another block's writes).
-__device__ void load_norm(const float *x, const float *w, int n, float eps, float *xs, float *red) {
+// early (n <= 4 * LV * NT): the norm weights are loaded together with x, so the block sum is the
+// only thing between the loads and the result (not a second round of loads after it).
+__device__ void load_norm(const float *x, const float *w, int n, float eps, float *xs, float *red,
+                          bool early = false) {
     float ss = 0.0f;
+    if (early && (n & 3) == 0 && (n >> 2) <= LV * NT) {
+        const float4 *x4 = reinterpret_cast<const float4 *>(x), *w4 = reinterpret_cast<const float4 *>(w);
+        float4 *o4 = reinterpret_cast<float4 *>(xs);
+        const int n4 = n >> 2;
+        const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+        float4 xv[LV], wv[LV];
+#pragma unroll
+        for (int k = 0; k < LV; k++) {
+            const int i = k * NT + threadIdx.x;
+            xv[k] = i < n4 ? __ldcg(x4 + i) : z;
+            wv[k] = i < n4 ? __ldg(w4 + i) : z;
+        }
+#pragma unroll
+        for (int k = 0; k < LV; k++)
+            ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
+        ss = block_sum(ss, red);
+        const float r = 1.0f / sqrtf(ss / (float)n + eps);
+#pragma unroll
+        for (int k = 0; k < LV; k++) {
+            const int i = k * NT + threadIdx.x;
+            if (i < n4)
+                o4[i] = make_float4(wv[k].x * (xv[k].x * r), wv[k].y * (xv[k].y * r), wv[k].z * (xv[k].z * r),
+                                    wv[k].w * (xv[k].w * r));
+        }
+        __syncthreads();
+        return;
+    }
     if ((n & 3) == 0) {
         const float4 *x4 = reinterpret_cast<const float4 *>(x), *w4 = reinterpret_cast<const float4 *>(w);
         float4 *o4 = reinterpret_cast<float4 *>(xs);
@@ -431,7 +544,7 @@ __device__ void head_prep(const Params &P, const float *src, const float *nw, bo
 // before any is used: one memory latency instead of one per loop trip.
 template <int E, typename KT>
 __device__ void head_prep_v(const Params &P, const float *src, const float *nw, bool rope, int pos, float *dst_f,
-                            KT *dst_b) {
+                            KT *dst_b, KT *dst_s) {
     const int lane = threadIdx.x & 31, half = 16 * E, d0 = lane * E;
     float v[E], w[E], c[E], sn[E];
 #pragma unroll
@@ -457,19 +570,26 @@ __device__ void head_prep_v(const Params &P, const float *src, const float *nw, 
         }
         if (dst_f) dst_f[d0 + j] = y;
         else st1(dst_b + d0 + j, y);
+        if (dst_s) st1(dst_s + d0 + j, y);
     }
 }
 
-// head_prep through the vectorized version when head_dim is 32, 64, 128 or 256.
+// head_prep through the vectorized version when head_dim is 32, 64, 128 or 256. dst_s: a second
+// copy of a K/V row (shared memory), or NULL.
 template <typename KT>
 __device__ void prep_head(const Params &P, const float *src, const float *nw, bool rope, int pos, float *tmp,
-                          float *dst_f, KT *dst_b) {
+                          float *dst_f, KT *dst_b, KT *dst_s = nullptr) {
     switch (P.hd) {
-    case 32: head_prep_v<1, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
-    case 64: head_prep_v<2, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
-    case 128: head_prep_v<4, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
-    case 256: head_prep_v<8, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
-    default: head_prep<KT>(P, src, nw, rope, pos, tmp, dst_f, dst_b); break;
+    case 32: head_prep_v<1, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
+    case 64: head_prep_v<2, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
+    case 128: head_prep_v<4, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
+    case 256: head_prep_v<8, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
+    default:
+        head_prep<KT>(P, src, nw, rope, pos, tmp, dst_f, dst_b);
+        if (dst_s) {  // copy the row just written (head_prep's closing __syncwarp ordered it)
+            for (int d = threadIdx.x & 31; d < P.hd; d += 32) dst_s[d] = dst_b[d];
+        }
+        break;
     }
     __syncwarp();
 }
@@ -478,12 +598,14 @@ __device__ void prep_head(const Params &P, const float *src, const float *nw, bo
 // (qs: GS x hd, smem). Lanes work in row groups of LPR lanes (LPR = hd/8 rounded up to a power of
 // two): each lane holds 8 dims of a K/V row. GS is compile-time so the per-head accumulators stay
 // in registers. Leaves the chunk's combined (m, l, acc) per head in out (GS x (hd+2), smem), with
-// m in log2 units.
-template <int GS, typename KT>
+// m in log2 units. SM: K/V rows come from shared memory (kv_stage): row p at Kl + (p - p0) * hd;
+// otherwise from the cache: row p at Kl + p * kvd.
+template <int GS, bool SM, typename KT>
 __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, int p1,
                          const float *qs, float *pm, float *out) {
     const int hd = P.hd, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const size_t kvd = (size_t)P.nkv * hd;
+    const size_t kvd = SM ? (size_t)hd : (size_t)P.nkv * hd;
+    const int pb = SM ? p0 : 0;
     const int LPR = P.lpr, RPW = 32 / LPR;
     const int rg = lane / LPR, sub = lane % LPR, nrg = NW * RPW, rgid = warp * RPW + rg;
     const bool act = sub * 8 < hd;
@@ -505,12 +627,19 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
     for (int base = p0 + warp * RPW; base < p1; base += 2 * span) {
         const int pa = base + rg;
         const bool ga = pa < p1, gb = pa + span < p1, has2 = base + span < p1;
-        const KT *kp = Kl + (size_t)pa * kvd + sub * 8, *vp = Vl + (size_t)pa * kvd + sub * 8;
+        const KT *kp = Kl + (size_t)(pa - pb) * kvd + sub * 8, *vp = Vl + (size_t)(pa - pb) * kvd + sub * 8;
         float k0[8], v0[8], k1[8], v1[8];
-        ld8(kp, act && ga, k0);
-        ld8(vp, act && ga, v0);
-        ld8(kp + (size_t)span * kvd, act && gb, k1);
-        ld8(vp + (size_t)span * kvd, act && gb, v1);
+        if (SM) {
+            ld8s(kp, act && ga, k0);
+            ld8s(vp, act && ga, v0);
+            ld8s(kp + (size_t)span * kvd, act && gb, k1);
+            ld8s(vp + (size_t)span * kvd, act && gb, v1);
+        } else {
+            ld8(kp, act && ga, k0);
+            ld8(vp, act && ga, v0);
+            ld8(kp + (size_t)span * kvd, act && gb, k1);
+            ld8(vp + (size_t)span * kvd, act && gb, v1);
+        }
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
             if (rr == 1 && !has2) break;  // warp-uniform
@@ -582,10 +711,43 @@ __device__ __forceinline__ int att_chunks(const Params &P, int len, int &csz) {
     return (len + csz - 1) / csz;
 }
 
+// Start copying the earlier K/V rows of the block's attention item (layer l, position pos) into
+// shared memory ks: K rows [p0, p1) at ks + (p - p0) * hd, then the V rows. Those rows were written
+// by earlier steps, so the copy may start before this step's q|k|v are ready; row pos (this step's)
+// is written there by attention's head prep. Returns ks, or NULL (nothing issued) when the block
+// has no item or the chunk does not fit in cap bytes.
+template <typename KT>
+__device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, size_t cap) {
+    const int hd = P.hd, len = pos + 1;
+    int csz;
+    const int nch = att_chunks(P, len, csz);
+    const int item = blockIdx.x;
+    if (!ks || item >= P.nkv * nch) return nullptr;
+    const int kvh = item / nch, c = item % nch;
+    const int p0 = c * csz, p1 = min(len, p0 + csz), pe = min(p1, pos);
+    const size_t rowb = (size_t)hd * sizeof(KT), kvd = (size_t)P.nkv * hd;
+    if ((size_t)(p1 - p0) * rowb * 2 > cap || (rowb & 15)) return nullptr;
+    const KT *Kl = static_cast<const KT *>(P.kc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;
+    const KT *Vl = static_cast<const KT *>(P.vc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;
+    KT *vs = ks + (size_t)(p1 - p0) * hd;
+    const int per = (int)(rowb / 16), n = (pe - p0) * per;  // 16-byte pieces per row, per matrix
+    for (int i = threadIdx.x; i < 2 * n; i += NT) {
+        const int kv = i >= n, j = kv ? i - n : i, r = j / per, q = j % per;
+        const char *src = reinterpret_cast<const char *>((kv ? Vl : Kl) + (size_t)(p0 + r) * kvd) + 16 * q;
+        const unsigned dst = (unsigned)__cvta_generic_to_shared(reinterpret_cast<char *>((kv ? vs : ks) + (size_t)r * hd) + 16 * q);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    return ks;
+}
+
 // Attention of layer l at position pos for the block's (kv head, chunk) item: the G query heads
 // of a kv head are done in passes of at most 4 (register budget); K/V rows are re-read per pass.
+// ks: the item's K/V rows staged by kv_stage (or NULL: read them from the cache). defer: leave
+// the chunk partials for the O stage to combine (combine_att) instead of combining them here.
 template <typename KT>
-__device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm, bool defer = false) {
+__device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm, bool defer = false,
+                                       KT *ks = nullptr) {
     const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
     const int maxch = P.max_chunks;
     int csz;
@@ -598,6 +760,7 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
     const size_t kvd = (size_t)P.nkv * hd;
     KT *Kl = static_cast<KT *>(P.kc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;  // row p at + p*kvd
     KT *Vl = static_cast<KT *>(P.vc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;
+    KT *vs = ks ? ks + (size_t)(p1 - p0) * hd : nullptr;  // staged V rows
     const int stride = hd + 2;
 
     float *qs = sm;                      // (G, hd) normed, roped queries
@@ -614,21 +777,31 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
                           nullptr);
         else if (t == G)
             prep_head(P, P.qkv + P.qdim + (size_t)kvh * hd, L.k_norm, true, pos, tmp + warp * hd, nullptr,
-                      Kl + (size_t)pos * kvd);
+                      Kl + (size_t)pos * kvd, ks ? ks + (size_t)(pos - p0) * hd : nullptr);
         else
             prep_head(P, P.qkv + P.qdim + kvd + (size_t)kvh * hd, nullptr, false, pos, tmp + warp * hd, nullptr,
-                      Vl + (size_t)pos * kvd);
+                      Vl + (size_t)pos * kvd, vs ? vs + (size_t)(pos - p0) * hd : nullptr);
     }
+    if (ks) asm volatile("cp.async.wait_all;" ::: "memory");  // this thread's staged rows
     __syncthreads();
     for (int g0 = 0; g0 < G; g0 += 4) {
         const int gs = G - g0 < 4 ? G - g0 : 4;
         const float *qg = qs + g0 * hd;
         float *rg = res + (size_t)g0 * stride;
+        if (ks) {
+            switch (gs) {
+            case 1: att_pass<1, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
+            case 2: att_pass<2, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
+            case 3: att_pass<3, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
+            default: att_pass<4, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
+            }
+            continue;
+        }
         switch (gs) {
-        case 1: att_pass<1, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        case 2: att_pass<2, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        case 3: att_pass<3, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        default: att_pass<4, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 1: att_pass<1, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 2: att_pass<2, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 3: att_pass<3, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        default: att_pass<4, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
         }
     }
     float *part = P.part;  // (n_heads, max_chunks, hd+2)
@@ -704,6 +877,47 @@ __device__ void combine_att(const Params &P, int nch, float *sm, float *ml) {
     __syncthreads();
 }
 
+// combine_att for NCH <= 4 chunks per head (short context): every (m, l, acc) value a thread needs
+// for up to CB outputs is loaded in one round (one memory latency per CB * NT outputs) before any
+// is used; the general version above loads the (m, l) first and then one output at a time.
+template <int NCH>
+__device__ __noinline__ void combine_att_n(const Params &P, float *sm) {
+    constexpr int CB = 8;
+    const int hd = P.hd, stride = hd + 2, maxch = P.max_chunks;
+    for (int t0 = 0; t0 < P.qdim; t0 += CB * NT) {
+        float m[CB][NCH], ls[CB][NCH], a[CB][NCH];
+#pragma unroll
+        for (int j = 0; j < CB; j++) {
+            const int t = t0 + j * NT + threadIdx.x;
+            const bool ok = t < P.qdim;
+            const int h = ok ? t / hd : 0, d = ok ? t % hd : 0;
+            const float *e = P.part + (size_t)h * maxch * stride;
+#pragma unroll
+            for (int k = 0; k < NCH; k++) {
+                m[j][k] = ok ? __ldcg(e + (size_t)k * stride) : 0.0f;
+                ls[j][k] = ok ? __ldcg(e + (size_t)k * stride + 1) : 1.0f;
+                a[j][k] = ok ? __ldcg(e + (size_t)k * stride + 2 + d) : 0.0f;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < CB; j++) {
+            const int t = t0 + j * NT + threadIdx.x;
+            float M = m[j][0];
+#pragma unroll
+            for (int k = 1; k < NCH; k++) M = fmaxf(M, m[j][k]);
+            float Ls = 0.0f, A = 0.0f;
+#pragma unroll
+            for (int k = 0; k < NCH; k++) {
+                const float w = exp2f(m[j][k] - M);
+                Ls += ls[j][k] * w;
+                A += a[j][k] * w;
+            }
+            if (t < P.qdim) sm[t] = A / Ls;
+        }
+    }
+    __syncthreads();
+}
+
 // Fused MLP for this block's pairs [c0, c1) of the intermediate dim: gate|up rows (interleaved:
 // row 2j = gate_j, 2j+1 = up_j) -> h_j = silu(gate_j) * up_j in shared memory -> split-K slice of
 // down: x[r] += sum_j downT[j][r] h_j with atomics (x is the residual; other blocks add theirs).
@@ -766,11 +980,12 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
     __shared__ unsigned long long s_best;
     __shared__ int s_last;
     const int H = P.hidden;
-    load_norm(P.x, P.final_norm, H, P.eps, sm, red);
+    load_norm(P.x, P.final_norm, H, P.eps, sm, red, (P.opt & OPT_NORMW) != 0);
     if (threadIdx.x == 0) s_best = 0;
     __syncthreads();
     float *lo = P.logits + (P.logits_all ? (size_t)step * P.vocab : 0);
-    matvec<MV_LOGITS>(P.lm_head, P.vocab, H, sm, lo, red, &s_best, nullptr, -1, -1, nullptr, P.lmpf);
+    matvec<MV_LOGITS>(P.lm_head, P.vocab, H, sm, lo, red, &s_best, nullptr, -1, -1, nullptr, P.lmpf, nullptr,
+                      (P.opt & OPT_REGX) != 0);
     __syncthreads();
     if (threadIdx.x == 0) {
         if (stamp) *stamp = globaltimer();
@@ -819,6 +1034,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
     unsigned target = 0;
     const int H = P.hidden, I = P.inter, QKVR = P.qdim + 2 * P.nkv * P.hd;
     const size_t PF = (size_t)1 << 20;  // prefetch cap per block and matrix
+    const bool regx = P.opt & OPT_REGX, normw = P.opt & OPT_NORMW;
 
     // Shared memory: [ws: staged weight slice, P.wsmem bytes][sm: stage vectors / attention]
     uint4 *wsb = P.wsmem ? reinterpret_cast<uint4 *>(dsm) : nullptr;
@@ -833,9 +1049,9 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
         for (int l = 0; l < P.n_layers; l++) {
             const LayerW &L = P.layers[l];
             // QKV (its weights were staged before the previous barrier)
-            load_norm(P.x, L.in_norm, H, P.eps, sm, red);
+            load_norm(P.x, L.in_norm, H, P.eps, sm, red, normw);
             stage_wait();
-            matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr, ws);
+            matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr, ws, -1, -1, nullptr, 0, nullptr, regx);
             __syncthreads();
             ws = stage_rows(L.o, H, P.qdim, wsb, WS);
             if (!ws) prefetch_rows(L.o, H, P.qdim, PF);
@@ -880,9 +1096,9 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
             if (!ws) prefetch_rows(L.down, H, I, PF);
             grid_sync(P.bar, target, P.prof);
             // GU
-            load_norm(P.x, L.post_norm, H, P.eps, sm, red);
+            load_norm(P.x, L.post_norm, H, P.eps, sm, red, normw);
             stage_wait();
-            matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, ws);
+            matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, ws, -1, -1, nullptr, 0, nullptr, regx);
             __syncthreads();
             ws = stage_rows(L.down, H, I, wsb, WS);
             if (l + 1 < P.n_layers) prefetch_rows(P.layers[l + 1].qkv, QKVR, H, PF);
@@ -1056,10 +1272,19 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
     if (!ws_issue(S, k, W, rows, cols)) prefetch_rows(W, rows, cols, (size_t)1 << 20);
 }
 
+// The block's rows [r0, r1) of the residual x into xo (shared memory) for MV_ADD; returns xo, or
+// NULL (MV_ADD reads them back from x) when xo is NULL or the block has more than NT rows.
+__device__ __forceinline__ const float *own_x(const Params &P, int r0, int r1, float *xo) {
+    if (!xo || r1 - r0 > NT) return nullptr;
+    if ((int)threadIdx.x < r1 - r0) xo[threadIdx.x] = __ldcg(P.x + r0 + threadIdx.x);
+    return xo;  // the caller's dependency wait (__syncthreads) orders these stores before the reads
+}
+
 template <typename KT>
 __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     extern __shared__ __align__(128) unsigned char dsm[];
     __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
+    __shared__ float s_xo[NT];  // the block's own rows of x (OPT_OWNX)
     __shared__ __align__(8) unsigned long long s_mb[3];
     const int H = P.hidden, I = P.inter, Lc = P.n_layers, QKVR = P.qdim + 2 * P.nkv * P.hd;
     const unsigned G = gridDim.x;
@@ -1072,6 +1297,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     //     DOWN copy with GU and the next GU copy with DOWN: gate|up (the largest slice) and q|k|v
     //     have three stages to land, o and down one.
     const bool ring = P.wreg[0] != 0;
+    const bool regx = P.opt & OPT_REGX, normw = P.opt & OPT_NORMW, ownx = P.opt & OPT_OWNX;
+    const bool kvst = (P.opt & OPT_KVSTAGE) && !ring && P.wbuf > 0;
     WStage S;
     S.mb = s_mb;
     for (int k = 0; k < 3; k++) S.phase[k] = 0, S.pend[k] = 0;
@@ -1126,6 +1353,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
         int csz;
         const unsigned items = (unsigned)P.nkv * (unsigned)att_chunks(P, len, csz);
         tATT += items;
+        // the O stage combines the attention chunks (else the last chunk of each kv head does)
+        const bool ocomb = P.ocomb != 0 || ((P.opt & OPT_OCOMB4) && items <= 4u * (unsigned)P.nkv);
         const unsigned ts = (unsigned)step + 1;  // steps whose producers must have arrived
         for (int l = 0; l < Lc; l++) {
             const LayerW &L = P.layers[l];
@@ -1137,8 +1366,9 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             if (r1 > r0) {
                 df_wait(l == 0 ? cE : c - NSTAGE + S_DOWN, l == 0 ? ts : nDN * ts, stamp(0));
                 if (l == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // stop token
-                load_norm(P.x, L.in_norm, H, P.eps, sm, red);
-                matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr, ws_take(S, bQ));
+                load_norm(P.x, L.in_norm, H, P.eps, sm, red, normw);
+                matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr, ws_take(S, bQ), -1, -1, nullptr, 0,
+                                 nullptr, regx);
                 df_arrive(c + S_QKV, stamp(1));
             } else {
                 ws_take(S, bQ);
@@ -1150,8 +1380,10 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             kinst++;
             // ---- ATTN: (kv head, chunk) items
             if (blockIdx.x < items) {
+                // buffer 0 (q|k|v's weights, read above) is free until the O stage's copy
+                KT *ks = kvst ? kv_stage<KT>(P, l, pos, reinterpret_cast<KT *>(S.buf[0]), S.cap[0]) : nullptr;
                 df_wait(c + S_QKV, nQKV * ts, stamp(0));
-                attention<KT>(P, l, pos, att_sm, P.ocomb != 0);
+                attention<KT>(P, l, pos, att_sm, ocomb, ks);
                 df_arrive(c + S_ATT, stamp(1));
             }
             kinst++;
@@ -1162,10 +1394,23 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             else if (more) ws_next(S, bQ, P, 0, S_QKV);  // the next step's first layer
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
+                // before the wait: these rows were last written by this block (its DOWN stage, or the
+                // embedding that its QKV stage of layer 0 waited for)
+                const float *xo_p = own_x(P, r0, r1, ownx ? s_xo : nullptr);
                 df_wait(c + S_ATT, tATT, stamp(0));
-                if (P.ocomb && items > (unsigned)P.nkv) combine_att(P, (int)(items / (unsigned)P.nkv), sm, sm + P.qdim);
-                else load_vec(P.att, sm, P.qdim);
-                matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, ws_take(S, bO));
+                const int nch = (int)(items / (unsigned)P.nkv);
+                if (ocomb && nch > 1) {
+                    switch (P.ocomb ? 0 : nch) {
+                    case 2: combine_att_n<2>(P, sm); break;
+                    case 3: combine_att_n<3>(P, sm); break;
+                    case 4: combine_att_n<4>(P, sm); break;
+                    default: combine_att(P, nch, sm, sm + P.qdim); break;
+                    }
+                } else {
+                    load_vec(P.att, sm, P.qdim);
+                }
+                matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, ws_take(S, bO), -1, -1, nullptr, 0, xo_p,
+                               regx);
                 df_arrive(c + S_O, stamp(1));
             } else {
                 ws_take(S, bO);
@@ -1177,8 +1422,9 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             block_rows(2 * I, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 df_wait(c + S_O, nO * ts, stamp(0));
-                load_norm(P.x, L.post_norm, H, P.eps, sm, red);
-                matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, ws_take(S, bG));
+                load_norm(P.x, L.post_norm, H, P.eps, sm, red, normw);
+                matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, ws_take(S, bG), -1, -1, nullptr, 0,
+                                 nullptr, regx);
                 df_arrive(c + S_GU, stamp(1));
             } else {
                 ws_take(S, bG);
@@ -1194,9 +1440,10 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             }
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
+                const float *xo_p = own_x(P, r0, r1, ownx ? s_xo : nullptr);  // written by its O stage
                 df_wait(c + S_GU, nGU * ts, stamp(0));
                 load_silu(P.gu, sm, I);
-                matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr, ws_take(S, bD));
+                matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr, ws_take(S, bD), -1, -1, nullptr, 0, xo_p, regx);
                 df_arrive(c + S_DOWN, stamp(1));
             } else {
                 ws_take(S, bD);

@@ -20,6 +20,18 @@ struct LayerW {
     const float *k_norm;        // (head_dim)
 };
 
+// Optimizations of decode v6 (Params.opt bits, MQ_CUDA_OPT; each can be switched off to measure it).
+enum {
+    OPT_REGX = 1,    // matvec keeps x in registers (rows of hidden / q_dim columns, >= 2 rows per warp)
+    OPT_NORMW = 2,   // load_norm loads the norm weights together with x, before the block sum
+    OPT_OWNX = 4,    // df: O / DOWN read their own rows of the residual from shared memory, loaded
+                     // before the dependency wait (a block's O and DOWN rows are the same rows)
+    OPT_KVSTAGE = 8, // df: attention copies its chunk's earlier K/V rows into shared memory before
+                     // waiting for q|k|v (they do not depend on this step)
+    OPT_OCOMB4 = 16, // df: the O stage combines attention chunks when there are at most 4 per head
+    OPT_ALL = 31
+};
+
 struct Params {
     int vocab, hidden, inter, n_layers, nh, nkv, hd, qdim, max_ctx;
     int lpr;         // lanes per K/V row in attention: hd/8 rounded up to a power of two (<= 32)
@@ -56,6 +68,7 @@ struct Params {
     int minch;                       // fewest positions in an attention chunk (MQ_CUDA_MINCH, default 64)
     int lmpf;                        // lm_head: L2 prefetch distance in rows per warp (MQ_CUDA_LMPF, default 4)
     int ocomb;                       // df: the O stage combines attention chunks (MQ_CUDA_OCOMB=1)
+    int opt;                         // OPT_* bits above (MQ_CUDA_OPT, default all)
     int prof_k;                      // stage instances the df profile records (2 stamps x grid each)
     unsigned long long *prof;        // (65536) barrier-open times of block 0, or NULL (MQ_CUDA_PROFILE)
     int *ctl;                        // [0] stop flag, [1] steps done; zeroed before each launch
