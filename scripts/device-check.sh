@@ -163,14 +163,15 @@ fi
 
 if want profile; then
   say "per-stage profile (MQ_CUDA_PROFILE=1)"
-  for cfg in "f32 grid" "bf16 grid" "f32 df" "bf16 df"; do
-    set -- $cfg
-    MQ_CUDA_KV=$1 MQ_CUDA_SYNC=$2 MQ_CUDA_PROFILE=1 timeout 60 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 124 \
-      --ids --ignore-eos --backend cuda 2>/tmp/prof.txt >/dev/null
-    row "kv $1, $2: $(grep profile /tmp/prof.txt | tail -1)"
+  # DC_PROF: "KV:KERNEL[:VAR=VALUE...]" entries
+  for cfg in ${DC_PROF:-f32:grid bf16:grid f32:df bf16:df}; do
+    IFS=: read -r kv sy ev <<<"$cfg"
+    env MQ_CUDA_KV=$kv MQ_CUDA_SYNC=$sy ${ev//:/ } MQ_CUDA_PROFILE=1 timeout 60 "$BIN" run -m $M06 \
+      --prompt-ids 1,2,3,4,5,6,7,8 -n 124 --ids --ignore-eos --backend cuda 2>/tmp/prof.txt >/dev/null
+    row "kv $kv, $sy ${ev}: $(grep profile /tmp/prof.txt | tail -1)"
+    grep -q sub-stages /tmp/prof.txt && row "  $(grep sub-stages /tmp/prof.txt | tail -1)"
     grep -E "megakernel|grid" /tmp/prof.txt | head -3 >>"$LOG"
   done
-  set --
 fi
 
 if want bench; then

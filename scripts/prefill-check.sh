@@ -4,7 +4,8 @@
 # qwen3-0.6b at 1000 (and 5000, budget allowing) tokens, times HF's TTFT, and prints a table last.
 #   scripts/prefill-check.sh [--budget-s S]      logs under $OUT (or out/prefill-check)
 #   QUICK=1: build and test_prefill only; SKIP_HF=1: no HF TTFT step; PC_BUILD=DIR: use the megaqwen
-#   already built in DIR (e.g. device-check's build-dc) and skip the build and test_prefill steps
+#   already built in DIR (e.g. device-check's build-dc) and skip the build and test_prefill steps;
+#   PC_NS: prompt lengths to compare (default "1000 5000")
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD T0=$(date +%s) BUDGET=540
@@ -43,7 +44,7 @@ fi
 if [ -n "${QUICK:-}" ]; then printf '%s\n' "${TABLE[@]}" | tee "$O/table.txt"; exit 0; fi
 M06=/tmp/mq-q06
 "$BIN" synth --shape qwen3-0.6b --seed 1 -o $M06 >>"$LOG" 2>&1 || say "synth failed"
-for N in 1000 5000; do
+for N in ${PC_NS:-1000 5000}; do
   [ "$N" = 5000 ] && [ "$(left)" -lt 200 ] && { row "logits $N | skipped (budget)"; continue; }
   say "logits $N tokens: cuda, HF fp32, HF bf16 (+cpu at 1000)"
   IDS=$(python3 -c "print(','.join(str((1000 + 7919 * i) % 100000) for i in range($N)))")

@@ -352,6 +352,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     g->prof_k = g->grid_df ? 4 * (5 * s->n_layers + 1) : 0;
     const size_t prof_df = (size_t)2 * g->prof_k * g->grid_df * 8;
     if (g->profile) o += al(prof_df > (size_t)PROF_N * 8 ? prof_df : (size_t)PROF_N * 8);
+    const size_t off_sprof = o;  // df sub-stage cycles of block 0 (64 u64)
+    if (g->profile) o += al(64 * 8);
     g->bytes = o;
 
     e = cudaMalloc((void **)&g->arena, g->bytes);
@@ -416,10 +418,10 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const char *ocenv = getenv("MQ_CUDA_OCOMB");
     const size_t sv_df = g->grid_df ? (size_t)g->smem_df - (wreg[0] ? wreg[0] + wreg[1] + wreg[2] : 2 * wbuf) : 0;
     P.ocomb = ocenv && atoi(ocenv) == 1 && ((size_t)Q + 2 * (size_t)s->n_heads * max_chunks) * 4 <= sv_df;
-    // decode v6 optimizations (OPT_* bits in megakernel.cu; MQ_CUDA_OPT=0 switches all off, to
+    // decode v6 optimizations (OPT_* bits in megakernel.cuh; MQ_CUDA_OPT=0 switches all off, to
     // measure each one against the kernel without it; docs/perf-notes.md)
     const char *openv = getenv("MQ_CUDA_OPT");
-    P.opt = openv && *openv ? (int)strtol(openv, NULL, 0) & mqk::OPT_ALL : mqk::OPT_ALL;
+    P.opt = openv && *openv ? (int)strtol(openv, NULL, 0) & mqk::OPT_ALL : mqk::OPT_DEFAULT;
     P.prof_k = g->prof_k;
     P.best = (unsigned long long *)(A + off_best);
     P.logits = (float *)(A + off_logits);
@@ -432,6 +434,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     P.rng = (unsigned long long *)(A + off_rng);
     CKN(cudaMemset(P.seen, 0, (size_t)s->vocab * 4));
     P.prof = g->profile ? (unsigned long long *)(A + off_prof) : NULL;
+    P.sprof = g->profile ? (unsigned long long *)(A + off_sprof) : NULL;
 
     // per-layer pointer table
     LayerW *lw = (LayerW *)calloc(s->n_layers > 0 ? s->n_layers : 1, sizeof *lw);
@@ -598,6 +601,25 @@ static void df_profile(mq_gpu *g, const unsigned long long *dprof, int n, int po
     free(t);
 }
 
+// MQ_CUDA_PROFILE, dataflow kernel: block 0's time in each part of its stages (sprof_mark in
+// megakernel.cu), us per stage instance at the SM clock, over the whole launch.
+static void sub_profile(const unsigned long long *dsp) {
+    unsigned long long t[64];
+    int khz = 0, dev = 0;
+    if (cudaMemcpy(t, dsp, sizeof t, cudaMemcpyDeviceToHost) != cudaSuccess || cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev) != cudaSuccess || khz <= 0) {
+        (void)cudaGetLastError();
+        return;
+    }
+    static const char *nm[21] = {"qkv:norm", "wait-w", "mv", "att:prep", "softmax", "partials", "combine",
+                                 "publish", "o:load", "wait-w", "mv", "publish", "gu:norm", "wait-w",
+                                 "mv", "publish", "down:silu", "wait-w", "mv", "publish", "qkv:publish"};
+    fprintf(stderr, "megakernel(df) block 0 sub-stages (us, mean):");
+    for (int k = 0; k < 21; k++)
+        if (t[24 + k]) fprintf(stderr, " %s %.2f", nm[k], (double)t[k] / t[24 + k] / (khz * 1e-3));
+    fprintf(stderr, "\n");
+}
+
 // One launch of n steps (n <= LOGITS_CHUNK when logits_all).
 static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int logits_all, int n_stop,
                   const Params *samp = NULL) {
@@ -613,6 +635,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     if (df) {
         CK(cudaMemset(P.flg, 0, ((size_t)g->s.n_layers * 5 + 1) * sizeof(unsigned)));
         if (g->profile) CK(cudaMemset(P.prof, 0, (size_t)2 * g->prof_k * g->grid_df * 8));
+        if (g->profile) CK(cudaMemset(P.sprof, 0, 64 * 8));
     }
     void *args[] = {&P};
     CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kv_f32, df), dim3(df ? g->grid_df : g->grid), dim3(NT), args,
@@ -621,6 +644,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     CK(cudaDeviceSynchronize());
     if (g->profile && df) {
         df_profile(g, P.prof, n, pos);
+        sub_profile(P.sprof);
     } else if (g->profile) {
         // barrier 0 opens after the embedding; then per step 5 per layer + 1 (lm_head)
         const int L = g->s.n_layers, ns = g->fuse ? 4 : 5, per = ns * L + 1;

@@ -26,6 +26,9 @@ namespace mqk {
 constexpr int NW = NT / 32;  // warps per block
 
 
+// the shared-memory address of a generic pointer into shared memory
+__device__ __forceinline__ unsigned smem_u32(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+
 __device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
     unsigned v;
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -62,6 +65,20 @@ __device__ __forceinline__ void grid_sync(unsigned *bar, unsigned &target, unsig
         }
     }
     __syncthreads();  // the acquire by thread 0 orders the block's later reads
+}
+
+// Sub-stage profile (MQ_CUDA_PROFILE=1, dataflow kernel): block 0's thread 0 adds the SM cycles since
+// its previous mark to sprof[k] and counts the marks in sprof[24 + k] (k < 24); k < 0 only sets the
+// start (sprof[63] holds the previous mark's clock). One thread of one block: plain global adds.
+__device__ __forceinline__ void sprof_mark(const Params &P, int k) {
+    if (P.sprof && blockIdx.x == 0 && threadIdx.x == 0) {
+        const unsigned long long t = clock64();
+        if (k >= 0 && k < 24) {
+            P.sprof[k] += t - P.sprof[63];
+            P.sprof[24 + k] += 1;
+        }
+        P.sprof[63] = t;
+    }
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -714,10 +731,14 @@ __device__ __forceinline__ int att_chunks(const Params &P, int len, int &csz) {
 // Start copying the earlier K/V rows of the block's attention item (layer l, position pos) into
 // shared memory ks: K rows [p0, p1) at ks + (p - p0) * hd, then the V rows. Those rows were written
 // by earlier steps, so the copy may start before this step's q|k|v are ready; row pos (this step's)
-// is written there by attention's head prep. Returns ks, or NULL (nothing issued) when the block
-// has no item or the chunk does not fit in cap bytes.
+// is written there by attention's head prep. The bulk copy engine moves the rows (warp 0 issues one
+// copy per row; completion on mbarrier mb, whose phase parity the caller tracks), so no thread
+// stalls on a full load queue (cp.async from every thread measured a 2 us later wake, run 9).
+// Returns ks, or NULL (nothing issued) when the block has no item, the chunk does not fit in cap
+// bytes, or the device has no bulk copy engine.
 template <typename KT>
-__device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, size_t cap) {
+__device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, size_t cap, unsigned long long *mb) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     const int hd = P.hd, len = pos + 1;
     int csz;
     const int nch = att_chunks(P, len, csz);
@@ -725,29 +746,64 @@ __device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, si
     if (!ks || item >= P.nkv * nch) return nullptr;
     const int kvh = item / nch, c = item % nch;
     const int p0 = c * csz, p1 = min(len, p0 + csz), pe = min(p1, pos);
-    const size_t rowb = (size_t)hd * sizeof(KT), kvd = (size_t)P.nkv * hd;
+    const unsigned rowb = (unsigned)hd * sizeof(KT);
+    const size_t kvd = (size_t)P.nkv * hd;
     if ((size_t)(p1 - p0) * rowb * 2 > cap || (rowb & 15)) return nullptr;
-    const KT *Kl = static_cast<const KT *>(P.kc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;
-    const KT *Vl = static_cast<const KT *>(P.vc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;
-    KT *vs = ks + (size_t)(p1 - p0) * hd;
-    const int per = (int)(rowb / 16), n = (pe - p0) * per;  // 16-byte pieces per row, per matrix
-    for (int i = threadIdx.x; i < 2 * n; i += NT) {
-        const int kv = i >= n, j = kv ? i - n : i, r = j / per, q = j % per;
-        const char *src = reinterpret_cast<const char *>((kv ? Vl : Kl) + (size_t)(p0 + r) * kvd) + 16 * q;
-        const unsigned dst = (unsigned)__cvta_generic_to_shared(reinterpret_cast<char *>((kv ? vs : ks) + (size_t)r * hd) + 16 * q);
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+    if (threadIdx.x < 32) {
+        const KT *Kl = static_cast<const KT *>(P.kc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;
+        const KT *Vl = static_cast<const KT *>(P.vc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;
+        KT *vs = ks + (size_t)(p1 - p0) * hd;
+        const unsigned m = smem_u32(mb);
+        // the buffer was last read through the generic proxy; order that before the async writes
+        if (threadIdx.x == 0) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        __syncwarp();
+        for (int r = threadIdx.x; r < 2 * (pe - p0); r += 32) {
+            const int kv = r >= pe - p0, q = kv ? r - (pe - p0) : r;
+            const KT *src = (kv ? Vl : Kl) + (size_t)(p0 + q) * kvd;
+            const unsigned dst = smem_u32((kv ? vs : ks) + (size_t)q * hd);
+            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                             dst),
+                         "l"(src), "r"(rowb), "r"(m)
+                         : "memory");
+        }
+        __syncwarp();
+        // the arrival that completes the phase once all bytes landed (tx-count may run ahead of it)
+        if (threadIdx.x == 0)
+            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(m),
+                         "r"((unsigned)(2 * (pe - p0)) * rowb)
+                         : "memory");
     }
-    asm volatile("cp.async.commit_group;" ::: "memory");
     return ks;
+#else
+    (void)P, (void)l, (void)pos, (void)ks, (void)cap, (void)mb;
+    return nullptr;
+#endif
+}
+
+// Wait for the phase with parity `par` of mbarrier mb (all threads that call it).
+__device__ __forceinline__ void mb_wait(unsigned long long *mb, unsigned par) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const unsigned m = smem_u32(mb);
+    unsigned done = 0;
+    do {
+        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                     : "=r"(done)
+                     : "r"(m), "r"(par)
+                     : "memory");
+    } while (!done);
+#else
+    (void)mb, (void)par;
+#endif
 }
 
 // Attention of layer l at position pos for the block's (kv head, chunk) item: the G query heads
 // of a kv head are done in passes of at most 4 (register budget); K/V rows are re-read per pass.
-// ks: the item's K/V rows staged by kv_stage (or NULL: read them from the cache). defer: leave
+// ks: the item's K/V rows staged by kv_stage (or NULL: read them from the cache), complete at
+// phase parity kpar of mbarrier kmb. defer: leave
 // the chunk partials for the O stage to combine (combine_att) instead of combining them here.
 template <typename KT>
 __device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm, bool defer = false,
-                                       KT *ks = nullptr) {
+                                       KT *ks = nullptr, unsigned long long *kmb = nullptr, unsigned kpar = 0) {
     const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
     const int maxch = P.max_chunks;
     int csz;
@@ -782,8 +838,9 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
             prep_head(P, P.qkv + P.qdim + kvd + (size_t)kvh * hd, nullptr, false, pos, tmp + warp * hd, nullptr,
                       Vl + (size_t)pos * kvd, vs ? vs + (size_t)(pos - p0) * hd : nullptr);
     }
-    if (ks) asm volatile("cp.async.wait_all;" ::: "memory");  // this thread's staged rows
+    if (ks) mb_wait(kmb, kpar);  // the staged rows have landed
     __syncthreads();
+    sprof_mark(P, 3);  // q/k/v head prep
     for (int g0 = 0; g0 < G; g0 += 4) {
         const int gs = G - g0 < 4 ? G - g0 : 4;
         const float *qg = qs + g0 * hd;
@@ -804,6 +861,7 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
         default: att_pass<4, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
         }
     }
+    sprof_mark(P, 4);  // online softmax over the chunk
     float *part = P.part;  // (n_heads, max_chunks, hd+2)
     if (nch == 1) {
         for (int t = threadIdx.x; t < G * hd; t += NT) {
@@ -830,6 +888,7 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
         }
     }
     __syncthreads();
+    sprof_mark(P, 5);  // chunk partials out + counter
     if (!s_last) return;
     for (int t = threadIdx.x; t < G * hd; t += NT) {
         const int g = t / hd, d = t % hd, h = kvh * G + g;
@@ -1183,7 +1242,6 @@ __device__ __forceinline__ void df_wait(const unsigned *c, unsigned target, unsi
 // Blocks with a non-empty balanced slice of `rows` rows (block_rows gives rows*b/nb ...).
 __device__ __forceinline__ unsigned producers(int rows) { return (unsigned)min(rows, (int)gridDim.x); }
 
-__device__ __forceinline__ unsigned smem_u32(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
 
 // Staged weight buffers: two shared-memory buffers, each with an mbarrier the bulk copy completes.
 struct WStage {
@@ -1299,6 +1357,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     const bool ring = P.wreg[0] != 0;
     const bool regx = P.opt & OPT_REGX, normw = P.opt & OPT_NORMW, ownx = P.opt & OPT_OWNX;
     const bool kvst = (P.opt & OPT_KVSTAGE) && !ring && P.wbuf > 0;
+    unsigned kvpar = 0;  // the next phase parity of the K/V staging mbarrier (S.mb[2])
     WStage S;
     S.mb = s_mb;
     for (int k = 0; k < 3; k++) S.phase[k] = 0, S.pend[k] = 0;
@@ -1366,10 +1425,15 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             if (r1 > r0) {
                 df_wait(l == 0 ? cE : c - NSTAGE + S_DOWN, l == 0 ? ts : nDN * ts, stamp(0));
                 if (l == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // stop token
+                sprof_mark(P, -1);
                 load_norm(P.x, L.in_norm, H, P.eps, sm, red, normw);
-                matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr, ws_take(S, bQ), -1, -1, nullptr, 0,
-                                 nullptr, regx);
+                sprof_mark(P, 0);
+                const uint4 *wq = ws_take(S, bQ);
+                sprof_mark(P, 1);
+                matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr, wq, -1, -1, nullptr, 0, nullptr, regx);
+                sprof_mark(P, 2);
                 df_arrive(c + S_QKV, stamp(1));
+                sprof_mark(P, 20);
             } else {
                 ws_take(S, bQ);
                 if (l == 0) {  // still honour a stop token
@@ -1381,10 +1445,16 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             // ---- ATTN: (kv head, chunk) items
             if (blockIdx.x < items) {
                 // buffer 0 (q|k|v's weights, read above) is free until the O stage's copy
-                KT *ks = kvst ? kv_stage<KT>(P, l, pos, reinterpret_cast<KT *>(S.buf[0]), S.cap[0]) : nullptr;
+                // (two-buffer mode leaves mbarrier 2 to this copy)
+                KT *ks = kvst ? kv_stage<KT>(P, l, pos, reinterpret_cast<KT *>(S.buf[0]), S.cap[0], S.mb + 2)
+                              : nullptr;
                 df_wait(c + S_QKV, nQKV * ts, stamp(0));
-                attention<KT>(P, l, pos, att_sm, ocomb, ks);
+                sprof_mark(P, -1);
+                attention<KT>(P, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar);
+                if (ks) kvpar ^= 1u;
+                sprof_mark(P, 6);
                 df_arrive(c + S_ATT, stamp(1));
+                sprof_mark(P, 7);
             }
             kinst++;
             // ---- O: x += W_o att
@@ -1398,6 +1468,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 // embedding that its QKV stage of layer 0 waited for)
                 const float *xo_p = own_x(P, r0, r1, ownx ? s_xo : nullptr);
                 df_wait(c + S_ATT, tATT, stamp(0));
+                sprof_mark(P, -1);
                 const int nch = (int)(items / (unsigned)P.nkv);
                 if (ocomb && nch > 1) {
                     switch (P.ocomb ? 0 : nch) {
@@ -1409,9 +1480,13 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 } else {
                     load_vec(P.att, sm, P.qdim);
                 }
-                matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, ws_take(S, bO), -1, -1, nullptr, 0, xo_p,
-                               regx);
+                sprof_mark(P, 8);
+                const uint4 *wo = ws_take(S, bO);
+                sprof_mark(P, 9);
+                matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, wo, -1, -1, nullptr, 0, xo_p, regx);
+                sprof_mark(P, 10);
                 df_arrive(c + S_O, stamp(1));
+                sprof_mark(P, 11);
             } else {
                 ws_take(S, bO);
             }
@@ -1422,10 +1497,15 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             block_rows(2 * I, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 df_wait(c + S_O, nO * ts, stamp(0));
+                sprof_mark(P, -1);
                 load_norm(P.x, L.post_norm, H, P.eps, sm, red, normw);
-                matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, ws_take(S, bG), -1, -1, nullptr, 0,
-                                 nullptr, regx);
+                sprof_mark(P, 12);
+                const uint4 *wg = ws_take(S, bG);
+                sprof_mark(P, 13);
+                matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, wg, -1, -1, nullptr, 0, nullptr, regx);
+                sprof_mark(P, 14);
                 df_arrive(c + S_GU, stamp(1));
+                sprof_mark(P, 15);
             } else {
                 ws_take(S, bG);
             }
@@ -1442,9 +1522,15 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             if (r1 > r0) {
                 const float *xo_p = own_x(P, r0, r1, ownx ? s_xo : nullptr);  // written by its O stage
                 df_wait(c + S_GU, nGU * ts, stamp(0));
+                sprof_mark(P, -1);
                 load_silu(P.gu, sm, I);
-                matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr, ws_take(S, bD), -1, -1, nullptr, 0, xo_p, regx);
+                sprof_mark(P, 16);
+                const uint4 *wd = ws_take(S, bD);
+                sprof_mark(P, 17);
+                matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr, wd, -1, -1, nullptr, 0, xo_p, regx);
+                sprof_mark(P, 18);
                 df_arrive(c + S_DOWN, stamp(1));
+                sprof_mark(P, 19);
             } else {
                 ws_take(S, bD);
             }

@@ -29,7 +29,10 @@ enum {
     OPT_KVSTAGE = 8, // df: attention copies its chunk's earlier K/V rows into shared memory before
                      // waiting for q|k|v (they do not depend on this step)
     OPT_OCOMB4 = 16, // df: the O stage combines attention chunks when there are at most 4 per head
-    OPT_ALL = 31
+    OPT_ALL = 31,
+    // measured (run 9, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%; KVSTAGE (then with
+    // cp.async from every thread) -6%, OCOMB4 -8%
+    OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX
 };
 
 struct Params {
@@ -68,9 +71,10 @@ struct Params {
     int minch;                       // fewest positions in an attention chunk (MQ_CUDA_MINCH, default 64)
     int lmpf;                        // lm_head: L2 prefetch distance in rows per warp (MQ_CUDA_LMPF, default 4)
     int ocomb;                       // df: the O stage combines attention chunks (MQ_CUDA_OCOMB=1)
-    int opt;                         // OPT_* bits above (MQ_CUDA_OPT, default all)
+    int opt;                         // OPT_* bits above (MQ_CUDA_OPT, default OPT_DEFAULT)
     int prof_k;                      // stage instances the df profile records (2 stamps x grid each)
     unsigned long long *prof;        // (65536) barrier-open times of block 0, or NULL (MQ_CUDA_PROFILE)
+    unsigned long long *sprof;       // (64) df sub-stage cycles of block 0 (sprof_mark), or NULL
     int *ctl;                        // [0] stop flag, [1] steps done; zeroed before each launch
     const int32_t *ids;              // (n) teacher-forced ids, or NULL for greedy
     const int32_t *stop;             // (n_stop)
