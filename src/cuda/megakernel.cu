@@ -68,17 +68,27 @@ __device__ __forceinline__ void grid_sync(unsigned *bar, unsigned &target, unsig
 }
 
 // Sub-stage profile (MQ_CUDA_PROFILE=1, dataflow kernel): block 0's thread 0 adds the SM cycles since
-// its previous mark to sprof[k] and counts the marks in sprof[24 + k] (k < 24); k < 0 only sets the
-// start (sprof[63] holds the previous mark's clock). One thread of one block: plain global adds.
+// its previous mark to s_sp[k] and counts the marks in s_sp[24 + k] (k < 24); k < 0 only sets the
+// start. Shared memory, flushed to P.sprof at the end: a mark costs a few cycles, not a global load.
+__shared__ unsigned long long s_sp[49];  // [k]: cycles, [24 + k]: marks, [48]: the previous mark
 __device__ __forceinline__ void sprof_mark(const Params &P, int k) {
     if (P.sprof && blockIdx.x == 0 && threadIdx.x == 0) {
         const unsigned long long t = clock64();
         if (k >= 0 && k < 24) {
-            P.sprof[k] += t - P.sprof[63];
-            P.sprof[24 + k] += 1;
+            s_sp[k] += t - s_sp[48];
+            s_sp[24 + k] += 1;
         }
-        P.sprof[63] = t;
+        s_sp[48] = t;
     }
+}
+// start (at kernel start) and flush (at its end) the block-0 sub-stage counters
+__device__ __forceinline__ void sprof_begin(const Params &P) {
+    if (P.sprof && blockIdx.x == 0 && threadIdx.x == 0)
+        for (int k = 0; k < 49; k++) s_sp[k] = 0;
+}
+__device__ __forceinline__ void sprof_end(const Params &P) {
+    if (P.sprof && blockIdx.x == 0 && threadIdx.x == 0)
+        for (int k = 0; k < 48; k++) P.sprof[k] = s_sp[k];
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -116,11 +126,25 @@ __device__ __forceinline__ float dot8(uint4 w, const float *x) {
     return s;
 }
 
+// The L2 policy of weight reads, made at kernel start (wpol_init): evict-first with OPT_EVICT.
+// Every weight byte is read once per token and 1.2 GB stream through a 50 MB L2, so keeping them
+// there only evicts what is reused: the KV cache, activations, norm weights, RoPE table, code.
+__shared__ unsigned long long s_wpol;
+
+// thread 0 sets s_wpol; the caller's next __syncthreads publishes it
+__device__ __forceinline__ void wpol_init(const Params &P) {
+    if (threadIdx.x != 0) return;
+    unsigned long long p;
+    if (P.opt & OPT_EVICT) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+    else asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(p));
+    s_wpol = p;
+}
+
 __device__ __forceinline__ uint4 ldw(const uint4 *p) {  // weights: read-only for the launch
     uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+    asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
+                 : "l"(p), "l"(s_wpol));
     return v;
 }
 
@@ -167,7 +191,8 @@ __device__ __forceinline__ void prefetch_l2(const void *p, size_t n) {
         size_t len = n - off < piece ? n - off : piece;
         len &= ~(size_t)15;
         if (len)
-            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(c + off), "r"((unsigned)len)
+            asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(c + off),
+                         "r"((unsigned)len), "l"(s_wpol)
                          : "memory");
     }
 #else
@@ -259,8 +284,8 @@ __device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const f
     for (int u = warp; u < nr; u += NW) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
         if (pfd > 0 && !ws && lane == 0 && u + pfd * NW < nr)
-            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(W + (size_t)(r0 + u + pfd * NW) * cols),
-                         "r"((unsigned)cols * 2)
+            asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(W + (size_t)(r0 + u + pfd * NW) * cols),
+                         "r"((unsigned)cols * 2), "l"(s_wpol)
                          : "memory");
 #endif
         row_ld<NX>(W, cols, r0, u, ws, lane, w);
@@ -326,8 +351,8 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
         // pfd > 0 (streamed rows, KS == 1): ask L2 for the row pfd trips ahead, so each warp has
         // more than its one row of loads in flight without holding more registers
         if (pfd > 0 && KS == 1 && !ws && lane == 0 && u + pfd * NW < nunits)
-            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(W + (size_t)(row + pfd * NW) * cols),
-                         "r"((unsigned)cols * 2)
+            asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(W + (size_t)(row + pfd * NW) * cols),
+                         "r"((unsigned)cols * 2), "l"(s_wpol)
                          : "memory");
 #endif
         const uint4 *wr = reinterpret_cast<const uint4 *>(W + (size_t)row * cols);
@@ -1099,6 +1124,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
     uint4 *wsb = P.wsmem ? reinterpret_cast<uint4 *>(dsm) : nullptr;
     float *sm = reinterpret_cast<float *>(dsm + P.wsmem);
     const size_t WS = P.wsmem;
+    wpol_init(P);  // published by the first grid_sync's __syncthreads
     if (blockIdx.x == 0) embed(P, P.ids ? P.ids[0] : P.first);
     const uint4 *ws = P.n_layers > 0 ? stage_rows(P.layers[0].qkv, QKVR, H, wsb, WS) : nullptr;
     grid_sync(P.bar, target, P.prof);
@@ -1277,9 +1303,9 @@ __device__ __forceinline__ bool ws_issue(WStage &S, int k, const __nv_bfloat16 *
         for (size_t off = 0; off < bytes; off += piece) {
             const unsigned len = (unsigned)(bytes - off < piece ? bytes - off : piece);
             asm volatile(
-                "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                    dst + (unsigned)off),
-                "l"(src + off), "r"(len), "r"(mb)
+                "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], "
+                "%4;" ::"r"(dst + (unsigned)off),
+                "l"(src + off), "r"(len), "r"(mb), "l"(s_wpol)
                 : "memory");
         }
     }
@@ -1330,6 +1356,20 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
     if (!ws_issue(S, k, W, rows, cols)) prefetch_rows(W, rows, cols, (size_t)1 << 20);
 }
 
+// matvec as a call instead of inlined code (decode_df<KT, true>): the four per-layer matvec stages
+// share one copy of its instructions, a smaller per-layer code footprint for the instruction cache.
+template <int MODE>
+__device__ __noinline__ void matvec_call(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
+                                         float *red, const uint4 *ws, const float *xo, bool reg) {
+    matvec<MODE>(W, rows, cols, xs, out, red, nullptr, ws, -1, -1, nullptr, 0, xo, reg);
+}
+template <bool CALL, int MODE>
+__device__ __forceinline__ void mv_stage(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
+                                         float *red, const uint4 *ws, const float *xo, bool reg) {
+    if (CALL) matvec_call<MODE>(W, rows, cols, xs, out, red, ws, xo, reg);
+    else matvec<MODE>(W, rows, cols, xs, out, red, nullptr, ws, -1, -1, nullptr, 0, xo, reg);
+}
+
 // The block's rows [r0, r1) of the residual x into xo (shared memory) for MV_ADD; returns xo, or
 // NULL (MV_ADD reads them back from x) when xo is NULL or the block has more than NT rows.
 __device__ __forceinline__ const float *own_x(const Params &P, int r0, int r1, float *xo) {
@@ -1338,7 +1378,8 @@ __device__ __forceinline__ const float *own_x(const Params &P, int r0, int r1, f
     return xo;  // the caller's dependency wait (__syncthreads) orders these stores before the reads
 }
 
-template <typename KT>
+// CALL: the stage matvecs are calls (matvec_call; MQ_CUDA_MVCALL=1), else inlined.
+template <typename KT, bool CALL>
 __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     extern __shared__ __align__(128) unsigned char dsm[];
     __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
@@ -1385,6 +1426,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
 #endif
+    wpol_init(P);
+    sprof_begin(P);
     __syncthreads();
     unsigned *cE = P.flg + (size_t)Lc * NSTAGE;  // embeds done (one per step)
     // producers per stage per step (attention's varies with the context length)
@@ -1430,7 +1473,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 sprof_mark(P, 0);
                 const uint4 *wq = ws_take(S, bQ);
                 sprof_mark(P, 1);
-                matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr, wq, -1, -1, nullptr, 0, nullptr, regx);
+                mv_stage<CALL, MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, wq, nullptr, regx);
                 sprof_mark(P, 2);
                 df_arrive(c + S_QKV, stamp(1));
                 sprof_mark(P, 20);
@@ -1483,7 +1526,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 sprof_mark(P, 8);
                 const uint4 *wo = ws_take(S, bO);
                 sprof_mark(P, 9);
-                matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, wo, -1, -1, nullptr, 0, xo_p, regx);
+                mv_stage<CALL, MV_ADD>(L.o, H, P.qdim, sm, P.x, red, wo, xo_p, regx);
                 sprof_mark(P, 10);
                 df_arrive(c + S_O, stamp(1));
                 sprof_mark(P, 11);
@@ -1502,7 +1545,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 sprof_mark(P, 12);
                 const uint4 *wg = ws_take(S, bG);
                 sprof_mark(P, 13);
-                matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, wg, -1, -1, nullptr, 0, nullptr, regx);
+                mv_stage<CALL, MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, wg, nullptr, regx);
                 sprof_mark(P, 14);
                 df_arrive(c + S_GU, stamp(1));
                 sprof_mark(P, 15);
@@ -1527,7 +1570,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 sprof_mark(P, 16);
                 const uint4 *wd = ws_take(S, bD);
                 sprof_mark(P, 17);
-                matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr, wd, -1, -1, nullptr, 0, xo_p, regx);
+                mv_stage<CALL, MV_ADD>(L.down, H, I, sm, P.x, red, wd, xo_p, regx);
                 sprof_mark(P, 18);
                 df_arrive(c + S_DOWN, stamp(1));
                 sprof_mark(P, 19);
@@ -1559,15 +1602,20 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     ws_take(S, 0);
     ws_take(S, 1);
     ws_take(S, 2);
+    sprof_end(P);
 }
 
 }  // namespace mqk
 
-// The kernel for a KV cache of f32 (kv_f32 = 1) or bf16 elements; df = 1: the dataflow kernel.
+// The kernel for a KV cache of f32 (kv_f32 = 1) or bf16 elements; df = 1: the dataflow kernel,
+// df = 2: the dataflow kernel with its stage matvecs as calls.
 extern "C" const void *mqk_kernel(int kv_f32, int df) {
+    if (df == 2)
+        return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_df<float, true>)
+                      : reinterpret_cast<const void *>(&mqk::decode_df<__nv_bfloat16, true>);
     if (df)
-        return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_df<float>)
-                      : reinterpret_cast<const void *>(&mqk::decode_df<__nv_bfloat16>);
+        return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_df<float, false>)
+                      : reinterpret_cast<const void *>(&mqk::decode_df<__nv_bfloat16, false>);
     return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_kernel<float>)
                   : reinterpret_cast<const void *>(&mqk::decode_kernel<__nv_bfloat16>);
 }

@@ -29,7 +29,8 @@ enum {
     OPT_KVSTAGE = 8, // df: attention copies its chunk's earlier K/V rows into shared memory before
                      // waiting for q|k|v (they do not depend on this step)
     OPT_OCOMB4 = 16, // df: the O stage combines attention chunks when there are at most 4 per head
-    OPT_ALL = 31,
+    OPT_EVICT = 32,  // weight reads (bulk copies, streamed loads, L2 prefetches) are L2 evict-first
+    OPT_ALL = 63,
     // measured (run 9, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%; KVSTAGE (then with
     // cp.async from every thread) -6%, OCOMB4 -8%
     OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX
