@@ -232,6 +232,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     // dataflow kernel: one block per SM; two weight buffers sized for the largest row slice that
     // fits twice beside the stage vectors (a stage whose slice is larger streams from global memory)
     size_t wbuf = 0, wreg[3] = {0, 0, 0};
+    int lmring = 0, lmns = 0;  // df lm_head ring: rows per slot, slots (MQ_CUDA_LMRING)
     g->grid_df = 0;
     if (g->sync != SYNC_GRID) {
         size_t slices[4];
@@ -256,9 +257,34 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
             g->smem_df = smem_base + (int)(2 * wbuf);
         }
         const void *fdf = mqk_kernel(g->kv_f32, g->dfk);
+        // lm_head ring (MQ_CUDA_LMRING=R: slots of R lm_head rows, 1 = 16 rows; off by default until
+        // measured): the bulk copy engine streams each block's lm_head slice through as many slots as
+        // fit from the DOWN buffer on (free during the lm_head) beside the normed x, growing the
+        // dynamic shared memory up to what the device allows; fewer than 2 slots: off
+        const char *lrenv = getenv("MQ_CUDA_LMRING");
+        const int lrows = lrenv && atoi(lrenv) == 1 ? 16 : lrenv && atoi(lrenv) > 0 ? atoi(lrenv) : 0;
+        const int smem_df0 = g->smem_df;
+        if (lrows > 0 && prop.major >= 9 && (wbuf || wreg[0])) {
+            cudaFuncAttributes fa;
+            CKN(cudaFuncGetAttributes(&fa, fdf));
+            const size_t off = wreg[0] ? wreg[0] + wreg[1] : wbuf;  // the DOWN buffer
+            const size_t maxdyn = optin > fa.sharedSizeBytes ? optin - fa.sharedSizeBytes : 0;
+            const size_t slot = (size_t)lrows * s->hidden * 2, xb = (size_t)s->hidden * 4;
+            size_t ns = maxdyn > off + xb ? (maxdyn - off - xb) / slot : 0;
+            if (ns > (size_t)mqk::LM_MAXNS) ns = mqk::LM_MAXNS;
+            if (ns >= 2) {
+                lmring = lrows, lmns = (int)ns;
+                if (off + ns * slot + xb > (size_t)g->smem_df) g->smem_df = (int)(off + ns * slot + xb);
+            }
+        }
         int occd = 0;
         CKN(cudaFuncSetAttribute(fdf, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem_df));
         CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occd, fdf, NT, g->smem_df));
+        if (occd < 1 && g->smem_df > smem_df0) {  // no room for the lm_head ring after all: run without it
+            lmring = lmns = 0, g->smem_df = smem_df0;
+            CKN(cudaFuncSetAttribute(fdf, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem_df));
+            CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occd, fdf, NT, g->smem_df));
+        }
         if (occd >= 1) {
             g->grid_df = g->sms;
         } else if (g->sync == SYNC_DF) {
@@ -417,6 +443,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     // 139 -> 122 us a step (run 8)
     const char *lpenv = getenv("MQ_CUDA_LMPF");
     P.lmpf = lpenv && atoi(lpenv) >= 0 && *lpenv ? atoi(lpenv) : 4;
+    P.lmring = lmring;
+    P.lmns = lmns;
     // df: the O stage combines the attention chunks itself (MQ_CUDA_OCOMB=1; off by default: measured
     // slower, run 8) when its stage vector region holds the output plus every chunk's (m, l)
     // (q_dim + 2 * n_heads * max_chunks floats)
@@ -463,12 +491,12 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     free(lw);
     CKN(e);
     snprintf(g->desc, sizeof g->desc,
-             "%.200s: %s kernel%s, %d SMs; dataflow: grid %d, %d B smem/block (weights: 2 x %zu or ring %zu+%zu+%zu); "
-             "grid-barrier: grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights); %s KV "
-             "cache, %s MLP, arena %.3f GB",
+             "%.200s: %s kernel%s, %d SMs; dataflow: grid %d, %d B smem/block (weights: 2 x %zu or ring %zu+%zu+%zu; "
+             "lm_head ring %d x %d rows); grid-barrier: grid %d x %d threads (%d/SM), %d B smem/block (%zu staged "
+             "weights); %s KV cache, %s MLP, arena %.3f GB",
              prop.name, g->sync == SYNC_GRID ? "grid-barrier" : "dataflow",
              g->sync == SYNC_AUTO ? " (grid-barrier past MQ_CUDA_DF_MAX positions)" : "", g->sms, g->grid_df,
-             g->smem_df, wbuf, wreg[0], wreg[1], wreg[2], g->grid, NT, bps, g->smem, g->wsmem,
+             g->smem_df, wbuf, wreg[0], wreg[1], wreg[2], lmns, lmring, g->grid, NT, bps, g->smem, g->wsmem,
              g->kv_f32 ? "f32" : "bf16",
              g->fuse ? "fused" : "2-stage", g->bytes / 1e9);
     if (g->profile) fprintf(stderr, "megakernel: %s\n", g->desc);

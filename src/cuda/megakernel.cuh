@@ -6,7 +6,8 @@
 
 namespace mqk {
 
-constexpr int NT = 256;  // threads per block
+constexpr int NT = 256;       // threads per block
+constexpr int LM_MAXNS = 16;  // most lm_head ring slots (decode_df, MQ_CUDA_LMRING)
 
 // One layer's device weights (all in the arena). Matrices are bf16 row-major.
 struct LayerW {
@@ -71,6 +72,10 @@ struct Params {
     unsigned wreg[3];
     int minch;                       // fewest positions in an attention chunk (MQ_CUDA_MINCH, default 64)
     int lmpf;                        // lm_head: L2 prefetch distance in rows per warp (MQ_CUDA_LMPF, default 4)
+    // df lm_head ring (MQ_CUDA_LMRING): lmns slots of lmring rows each, copied by the bulk copy engine
+    // into shared memory from the DOWN weight buffer on; lmring = 0: the streamed matvec (lmpf)
+    int lmring;                      // lm_head rows per slot
+    int lmns;                        // slots (2 .. LM_MAXNS)
     int ocomb;                       // df: the O stage combines attention chunks (MQ_CUDA_OCOMB=1)
     int opt;                         // OPT_* bits above (MQ_CUDA_OPT, default OPT_DEFAULT)
     int prof_k;                      // stage instances the df profile records (2 stamps x grid each)
