@@ -257,12 +257,13 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
             g->smem_df = smem_base + (int)(2 * wbuf);
         }
         const void *fdf = mqk_kernel(g->kv_f32, g->dfk);
-        // lm_head ring (MQ_CUDA_LMRING=R: slots of R lm_head rows, 1 = 16 rows; off by default until
-        // measured): the bulk copy engine streams each block's lm_head slice through as many slots as
-        // fit from the DOWN buffer on (free during the lm_head) beside the normed x, growing the
-        // dynamic shared memory up to what the device allows; fewer than 2 slots: off
+        // lm_head ring (MQ_CUDA_LMRING=R: slots of R lm_head rows; default and 1 = 16 rows, 0 = off;
+        // measured 96 -> 83 us per token, run 11 in docs/perf-notes.md): the bulk copy engine
+        // streams each block's lm_head slice through as many slots as fit from the DOWN buffer on
+        // (free during the lm_head) beside the normed x, growing the dynamic shared memory up to
+        // what the device allows; fewer than 2 slots: off
         const char *lrenv = getenv("MQ_CUDA_LMRING");
-        const int lrows = lrenv && atoi(lrenv) == 1 ? 16 : lrenv && atoi(lrenv) > 0 ? atoi(lrenv) : 0;
+        const int lrows = !lrenv || !*lrenv || atoi(lrenv) == 1 ? 16 : atoi(lrenv) > 0 ? atoi(lrenv) : 0;
         const int smem_df0 = g->smem_df;
         if (lrows > 0 && prop.major >= 9 && (wbuf || wreg[0])) {
             cudaFuncAttributes fa;

@@ -235,6 +235,11 @@ __device__ __forceinline__ void stage_wait() {
 
 enum { MV_STORE = 0, MV_ADD = 1, MV_LOGITS = 2, MV_SMEM = 3 };
 
+// matvec's reg argument from the OPT bits: 0 (no register path), 1 or 2 rows in flight per warp
+__device__ __forceinline__ int mv_rows(const Params &P) {
+    return (P.opt & OPT_REGX) ? ((P.opt & OPT_ILP2) ? 2 : 1) : 0;
+}
+
 
 // 8 floats of x (a lane's piece) in registers
 __device__ __forceinline__ float dot8r(uint4 w, const float (&x)[8]) {
@@ -267,8 +272,10 @@ __device__ __forceinline__ void row_ld(const __nv_bfloat16 *W, int cols, int r0,
 // matvec's register path for rows of 256 * NX columns, one row per warp at a time (KS == 1): each
 // lane holds its NX pieces of x (columns 8 * (lane + 32k) ...) in registers, read from shared
 // memory once instead of once per row (the per-row x reads were 4x the weight bytes: f32 and 2-way
-// bank conflicts).
-template <int NX, typename Emit>
+// bank conflicts). R rows (u, u + NW, ...) are in flight per trip: their loads, dot products and
+// warp reductions are independent chains the scheduler interleaves (one row's chain is latency
+// bound: loads, 16 dependent FMAs, 5 dependent shuffles). Each row's sum is the same for any R.
+template <int NX, int R, typename Emit>
 __device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const float *xs, int r0, int nr,
                                        const uint4 *ws, int pfd, Emit &emit) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -280,22 +287,45 @@ __device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const f
         xr[k][0] = a.x, xr[k][1] = a.y, xr[k][2] = a.z, xr[k][3] = a.w;
         xr[k][4] = b.x, xr[k][5] = b.y, xr[k][6] = b.z, xr[k][7] = b.w;
     }
-    uint4 w[NX];
-    for (int u = warp; u < nr; u += NW) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        if (pfd > 0 && !ws && lane == 0 && u + pfd * NW < nr)
-            asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(W + (size_t)(r0 + u + pfd * NW) * cols),
-                         "r"((unsigned)cols * 2), "l"(s_wpol)
-                         : "memory");
-#endif
-        row_ld<NX>(W, cols, r0, u, ws, lane, w);
-        float a0 = 0.0f, a1 = 0.0f;
+    for (int u = warp; u < nr; u += R * NW) {
+        uint4 w[R][NX];
 #pragma unroll
-        for (int k = 0; k < NX; k += 2) {
-            a0 += dot8r(w[k], xr[k]);
-            if (k + 1 < NX) a1 += dot8r(w[k + 1], xr[k + 1]);
+        for (int r = 0; r < R; r++) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            const int up = u + r * NW + pfd * R * NW;  // the row this lane's warp reaches pfd trips on
+            if (pfd > 0 && !ws && lane == 0 && up < nr)
+                asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(
+                                 W + (size_t)(r0 + up) * cols),
+                             "r"((unsigned)cols * 2), "l"(s_wpol)
+                             : "memory");
+#endif
+            if (u + r * NW < nr) {
+                row_ld<NX>(W, cols, r0, u + r * NW, ws, lane, w[r]);
+            } else {
+#pragma unroll
+                for (int k = 0; k < NX; k++) w[r][k] = make_uint4(0, 0, 0, 0);
+            }
         }
-        emit(r0 + u, warp_sum(a0 + a1));
+        float a0[R], a1[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            a0[r] = 0.0f, a1[r] = 0.0f;
+#pragma unroll
+            for (int k = 0; k < NX; k += 2) {
+                a0[r] += dot8r(w[r][k], xr[k]);
+                if (k + 1 < NX) a1[r] += dot8r(w[r][k + 1], xr[k + 1]);
+            }
+        }
+        float t[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) t[r] = a0[r] + a1[r];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+            for (int r = 0; r < R; r++) t[r] += __shfl_xor_sync(0xffffffffu, t[r], o);
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (u + r * NW < nr) emit(r0 + u + r * NW, t[r]);
     }
 }
 
@@ -306,12 +336,13 @@ __device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const f
 // rr0 >= 0: use rows [rr0, rr1) instead of the balanced split. out2: MV_ADD also stores there.
 // MV_SMEM: out[row - rr0] = dot (a block-local result in shared memory).
 // xo (MV_ADD): the current values of the block's rows, xo[row - r0] in shared memory, instead of
-// reading them back from out. reg: use the register path (mv_reg) where it applies.
+// reading them back from out. reg: use the register path (mv_reg) where it applies, with reg rows
+// in flight per warp (1 or 2; 0: off).
 template <int MODE>
 __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
                        float *red, unsigned long long *best, const uint4 *ws = nullptr, int rr0 = -1,
                        int rr1 = -1, float *out2 = nullptr, int pfd = 0, const float *xo = nullptr,
-                       bool reg = false) {
+                       int reg = 0) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int r0 = rr0, r1 = rr1;
     if (rr0 < 0) block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
@@ -344,7 +375,8 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
     // the register path: rows of 1024 or 2048 columns, at least two rows per warp (x is then
     // reused; with one row per warp it would read x once either way)
     const bool rp = reg && KS == 1 && nr >= 2 * NW && n8 == 128;
-    if (rp) mv_reg<4>(W, cols, xs, r0, nr, ws, pfd, emit);
+    if (rp && reg == 2) mv_reg<4, 2>(W, cols, xs, r0, nr, ws, pfd, emit);
+    else if (rp) mv_reg<4, 1>(W, cols, xs, r0, nr, ws, pfd, emit);
     for (int u = rp ? nunits : warp; u < nunits; u += NW) {
         const int row = r0 + u / KS, sl = u % KS;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -1299,7 +1331,7 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
         if (threadIdx.x == 0) lm_shared().st = R;  // all threads read st before the chunks' __syncthreads
     } else {
         matvec<MV_LOGITS>(P.lm_head, P.vocab, H, sm, lo, red, &s_best, nullptr, -1, -1, nullptr, P.lmpf, nullptr,
-                          (P.opt & OPT_REGX) != 0);
+                          mv_rows(P));
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -1349,7 +1381,8 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
     unsigned target = 0;
     const int H = P.hidden, I = P.inter, QKVR = P.qdim + 2 * P.nkv * P.hd;
     const size_t PF = (size_t)1 << 20;  // prefetch cap per block and matrix
-    const bool regx = P.opt & OPT_REGX, normw = P.opt & OPT_NORMW;
+    const int regx = mv_rows(P);
+    const bool normw = P.opt & OPT_NORMW;
 
     // Shared memory: [ws: staged weight slice, P.wsmem bytes][sm: stage vectors / attention]
     uint4 *wsb = P.wsmem ? reinterpret_cast<uint4 *>(dsm) : nullptr;
@@ -1566,12 +1599,12 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
 // share one copy of its instructions, a smaller per-layer code footprint for the instruction cache.
 template <int MODE>
 __device__ __noinline__ void matvec_call(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
-                                         float *red, const uint4 *ws, const float *xo, bool reg) {
+                                         float *red, const uint4 *ws, const float *xo, int reg) {
     matvec<MODE>(W, rows, cols, xs, out, red, nullptr, ws, -1, -1, nullptr, 0, xo, reg);
 }
 template <bool CALL, int MODE>
 __device__ __forceinline__ void mv_stage(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
-                                         float *red, const uint4 *ws, const float *xo, bool reg) {
+                                         float *red, const uint4 *ws, const float *xo, int reg) {
     if (CALL) matvec_call<MODE>(W, rows, cols, xs, out, red, ws, xo, reg);
     else matvec<MODE>(W, rows, cols, xs, out, red, nullptr, ws, -1, -1, nullptr, 0, xo, reg);
 }
@@ -1603,9 +1636,11 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     //     DOWN copy with GU and the next GU copy with DOWN: gate|up (the largest slice) and q|k|v
     //     have three stages to land, o and down one.
     const bool ring = P.wreg[0] != 0;
-    const bool regx = P.opt & OPT_REGX, normw = P.opt & OPT_NORMW, ownx = P.opt & OPT_OWNX;
+    const int regx = mv_rows(P);
+    const bool normw = P.opt & OPT_NORMW, ownx = P.opt & OPT_OWNX;
     const bool kvst = (P.opt & OPT_KVSTAGE) && !ring && P.wbuf > 0;
     unsigned kvpar = 0;  // the next phase parity of the K/V staging mbarrier (S.mb[2])
+    const bool gue = (P.opt & OPT_GUEARLY) && !ring && !kvst;  // kv staging uses buffer 0 in attention
     WStage S;
     S.mb = s_mb;
     for (int k = 0; k < 3; k++) S.phase[k] = 0, S.pend[k] = 0;
@@ -1694,6 +1729,11 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             }
             kinst++;
             // ---- ATTN: (kv head, chunk) items
+            // OPT_GUEARLY: q|k|v's buffer is free once this block's QKV stage is done (df_arrive's
+            // __syncthreads; a block without q|k|v rows never read it), so gate|up's copy can start
+            // now instead of at the O stage: the attention blocks, the last to reach O, otherwise
+            // start it only a short O stage before gate|up needs it
+            if (gue) ws_next(S, bG, P, l, S_GU);
             if (blockIdx.x < items) {
                 // buffer 0 (q|k|v's weights, read above) is free until the O stage's copy
                 // (two-buffer mode leaves mbarrier 2 to this copy)
@@ -1710,7 +1750,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             kinst++;
             // ---- O: x += W_o att
             __syncthreads();  // the q|k|v buffer's readers (QKV, attention scratch in ring mode) are done
-            if (!ring) ws_next(S, bG, P, l, S_GU);
+            if (!ring && !gue) ws_next(S, bG, P, l, S_GU);
             else if (l + 1 < Lc) ws_next(S, bQ, P, l + 1, S_QKV);
             else if (more) ws_next(S, bQ, P, 0, S_QKV);  // the next step's first layer
             block_rows(H, blockIdx.x, G, r0, r1);

@@ -31,10 +31,12 @@ enum {
                      // waiting for q|k|v (they do not depend on this step)
     OPT_OCOMB4 = 16, // df: the O stage combines attention chunks when there are at most 4 per head
     OPT_EVICT = 32,  // weight reads (bulk copies, streamed loads, L2 prefetches) are L2 evict-first
-    OPT_ALL = 63,
-    // measured (run 9, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%; KVSTAGE (then with
-    // cp.async from every thread) -6%, OCOMB4 -8%
-    OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX
+    OPT_ILP2 = 64,   // matvec's register path reduces two rows at a time (independent chains)
+    OPT_GUEARLY = 128, // df: the gate|up weight copy starts when q|k|v's buffer frees, before attention
+    OPT_ALL = 255,
+    // measured (runs 9-11, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%;
+    // KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position), OCOMB4 -8%
+    OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT
 };
 
 struct Params {
