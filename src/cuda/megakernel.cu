@@ -1750,8 +1750,9 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             kinst++;
             // ---- O: x += W_o att
             __syncthreads();  // the q|k|v buffer's readers (QKV, attention scratch in ring mode) are done
-            if (!ring && !gue) ws_next(S, bG, P, l, S_GU);
-            else if (l + 1 < Lc) ws_next(S, bQ, P, l + 1, S_QKV);
+            if (!ring) {
+                if (!gue) ws_next(S, bG, P, l, S_GU);
+            } else if (l + 1 < Lc) ws_next(S, bQ, P, l + 1, S_QKV);
             else if (more) ws_next(S, bQ, P, 0, S_QKV);  // the next step's first layer
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
