@@ -35,8 +35,9 @@ enum {
     OPT_GUEARLY = 128, // df: the gate|up weight copy starts when q|k|v's buffer frees, before attention
     OPT_ALL = 255,
     // measured (runs 9-11, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%;
-    // KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position), OCOMB4 -8%
-    OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT
+    // KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position), OCOMB4 -8%; ILP2 +-0 (run 12),
+    // GUEARLY +1.5% (run 13)
+    OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT | OPT_GUEARLY
 };
 
 struct Params {
