@@ -48,7 +48,6 @@ struct mq_gpu {
     int profile;          // MQ_CUDA_PROFILE=1: print per-stage times of each launch to stderr
     int kv_f32;           // KV cache element: 1 = f32 (default: matches the fp32 reference), 0 = bf16
     int sync;             // SYNC_GRID, SYNC_DF or SYNC_AUTO (MQ_CUDA_SYNC): which decode kernel a launch runs
-    int dfk;              // mqk_kernel's df argument for the dataflow kernel: 1, or 2 (MQ_CUDA_MVCALL=1)
     int df_max;           // auto: the dataflow kernel for launches ending within this many positions
     int grid_df, smem_df; // dataflow kernel: grid (one block per SM; 0: unusable) and shared memory
     int prof_k;           // df profile: stage instances recorded per launch
@@ -175,10 +174,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     g->sync = syenv && !strcmp(syenv, "df") ? SYNC_DF : syenv && !strcmp(syenv, "grid") ? SYNC_GRID : SYNC_AUTO;
     const char *dmenv = getenv("MQ_CUDA_DF_MAX");
     g->df_max = dmenv && atoi(dmenv) > 0 ? atoi(dmenv) : 8192;
-    // MQ_CUDA_MVCALL=1: the dataflow kernel's stage matvecs are calls, not inlined code (a smaller
-    // per-layer instruction footprint; docs/perf-notes.md)
-    const char *mcall = getenv("MQ_CUDA_MVCALL");
-    g->dfk = mcall && atoi(mcall) == 1 ? 2 : 1;
     const int smem_base = g->smem;
     const void *fn = mqk_kernel(g->kv_f32, 0);
     CKN(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem));
@@ -256,7 +251,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
                 }
             g->smem_df = smem_base + (int)(2 * wbuf);
         }
-        const void *fdf = mqk_kernel(g->kv_f32, g->dfk);
+        const void *fdf = mqk_kernel(g->kv_f32, 1);
         // lm_head ring (MQ_CUDA_LMRING=R: slots of R lm_head rows; default and 1 = 16 rows, 0 = off;
         // measured 96 -> 83 us per token, run 11 in docs/perf-notes.md): the bulk copy engine
         // streams each block's lm_head slice through as many slots as fit from the DOWN buffer on
@@ -672,7 +667,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         if (g->profile) CK(cudaMemset(P.sprof, 0, 64 * 8));
     }
     void *args[] = {&P};
-    CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kv_f32, df ? g->dfk : 0), dim3(df ? g->grid_df : g->grid), dim3(NT), args,
+    CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kv_f32, df), dim3(df ? g->grid_df : g->grid), dim3(NT), args,
                                    (size_t)(df ? g->smem_df : g->smem), 0));
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());

@@ -1595,20 +1595,6 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
     if (!ws_issue(S, k, W, rows, cols)) prefetch_rows(W, rows, cols, (size_t)1 << 20);
 }
 
-// matvec as a call instead of inlined code (decode_df<KT, true>): the four per-layer matvec stages
-// share one copy of its instructions, a smaller per-layer code footprint for the instruction cache.
-template <int MODE>
-__device__ __noinline__ void matvec_call(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
-                                         float *red, const uint4 *ws, const float *xo, int reg) {
-    matvec<MODE>(W, rows, cols, xs, out, red, nullptr, ws, -1, -1, nullptr, 0, xo, reg);
-}
-template <bool CALL, int MODE>
-__device__ __forceinline__ void mv_stage(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
-                                         float *red, const uint4 *ws, const float *xo, int reg) {
-    if (CALL) matvec_call<MODE>(W, rows, cols, xs, out, red, ws, xo, reg);
-    else matvec<MODE>(W, rows, cols, xs, out, red, nullptr, ws, -1, -1, nullptr, 0, xo, reg);
-}
-
 // The block's rows [r0, r1) of the residual x into xo (shared memory) for MV_ADD; returns xo, or
 // NULL (MV_ADD reads them back from x) when xo is NULL or the block has more than NT rows.
 __device__ __forceinline__ const float *own_x(const Params &P, int r0, int r1, float *xo) {
@@ -1617,8 +1603,7 @@ __device__ __forceinline__ const float *own_x(const Params &P, int r0, int r1, f
     return xo;  // the caller's dependency wait (__syncthreads) orders these stores before the reads
 }
 
-// CALL: the stage matvecs are calls (matvec_call; MQ_CUDA_MVCALL=1), else inlined.
-template <typename KT, bool CALL>
+template <typename KT>
 __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     extern __shared__ __align__(128) unsigned char dsm[];
     __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
@@ -1716,7 +1701,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 sprof_mark(P, 0);
                 const uint4 *wq = ws_take(S, bQ);
                 sprof_mark(P, 1);
-                mv_stage<CALL, MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, wq, nullptr, regx);
+                matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr, wq, -1, -1, nullptr, 0, nullptr, regx);
                 sprof_mark(P, 2);
                 df_arrive(c + S_QKV, stamp(1));
                 sprof_mark(P, 20);
@@ -1775,7 +1760,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 sprof_mark(P, 8);
                 const uint4 *wo = ws_take(S, bO);
                 sprof_mark(P, 9);
-                mv_stage<CALL, MV_ADD>(L.o, H, P.qdim, sm, P.x, red, wo, xo_p, regx);
+                matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, wo, -1, -1, nullptr, 0, xo_p, regx);
                 sprof_mark(P, 10);
                 df_arrive(c + S_O, stamp(1));
                 sprof_mark(P, 11);
@@ -1794,7 +1779,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 sprof_mark(P, 12);
                 const uint4 *wg = ws_take(S, bG);
                 sprof_mark(P, 13);
-                mv_stage<CALL, MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, wg, nullptr, regx);
+                matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, wg, -1, -1, nullptr, 0, nullptr, regx);
                 sprof_mark(P, 14);
                 df_arrive(c + S_GU, stamp(1));
                 sprof_mark(P, 15);
@@ -1819,7 +1804,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 sprof_mark(P, 16);
                 const uint4 *wd = ws_take(S, bD);
                 sprof_mark(P, 17);
-                mv_stage<CALL, MV_ADD>(L.down, H, I, sm, P.x, red, wd, xo_p, regx);
+                matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr, wd, -1, -1, nullptr, 0, xo_p, regx);
                 sprof_mark(P, 18);
                 df_arrive(c + S_DOWN, stamp(1));
                 sprof_mark(P, 19);
@@ -1858,15 +1843,11 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
 
 }  // namespace mqk
 
-// The kernel for a KV cache of f32 (kv_f32 = 1) or bf16 elements; df = 1: the dataflow kernel,
-// df = 2: the dataflow kernel with its stage matvecs as calls.
+// The kernel for a KV cache of f32 (kv_f32 = 1) or bf16 elements; df = 1: the dataflow kernel.
 extern "C" const void *mqk_kernel(int kv_f32, int df) {
-    if (df == 2)
-        return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_df<float, true>)
-                      : reinterpret_cast<const void *>(&mqk::decode_df<__nv_bfloat16, true>);
     if (df)
-        return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_df<float, false>)
-                      : reinterpret_cast<const void *>(&mqk::decode_df<__nv_bfloat16, false>);
+        return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_df<float>)
+                      : reinterpret_cast<const void *>(&mqk::decode_df<__nv_bfloat16>);
     return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_kernel<float>)
                   : reinterpret_cast<const void *>(&mqk::decode_kernel<__nv_bfloat16>);
 }
