@@ -85,7 +85,7 @@ def model_bytes(doc):
     for r in doc["runs"]:
         c = r.get("config")
         if r["status"] == "ok" and c and c.get("weight_bytes"):
-            kvpos = 2 * c["n_layers"] * c["n_kv_heads"] * c["head_dim"] * 2  # K+V, bf16
+            kvpos = 2 * c["n_layers"] * c["n_kv_heads"] * c["head_dim"] * 2  # K+V, bf16 (achieved() rescales)
             bw = r.get("bandwidth", {})
             return c["weight_bytes"], kvpos, bw.get("gb_s", 3000.0), bw.get("source", "assumed")
     return None, None, 3000.0, "assumed"
@@ -96,6 +96,9 @@ def achieved(doc, r):
     wb, kvpos, _, _ = model_bytes(doc)
     if wb is None or r["status"] != "ok":
         return None
+    # the KV cache at its real element size: megaqwen's rows say it (f32 by default); the other
+    # frameworks keep a bf16 cache for a bf16 model
+    kvpos = kvpos * (r.get("config") or {}).get("kv_elt_bytes", 2) / 2
     n = r["decode_tokens"]
     tot_b = tot_t = 0.0
     for p in r["prompts"]:
