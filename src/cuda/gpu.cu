@@ -232,7 +232,11 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     if (g->sync != SYNC_GRID) {
         size_t slices[4];
         stage_slices(s, (size_t)g->sms, slices);
-        const size_t optin = prop.sharedMemPerBlockOptin, base = (size_t)smem_base + 256;
+        // the kernel's static shared memory (reduction scratch, own residual rows, mbarriers, the
+        // lm_head ring's state, the profile counters) comes on top of the dynamic size
+        cudaFuncAttributes fa0;
+        CKN(cudaFuncGetAttributes(&fa0, mqk_kernel(g->kv_f32, 1)));
+        const size_t optin = prop.sharedMemPerBlockOptin, base = (size_t)smem_base + fa0.sharedSizeBytes;
         // ring mode (MQ_CUDA_RING=1; off by default: measured 1.5% slower than two buffers, run 8 in
         // docs/perf-notes.md): regions for gate|up, q|k|v (>= attention's scratch) and o/down (>= the
         // sampling scratch) beside the stage vectors, when all of it fits
@@ -240,7 +244,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
         const size_t sv = zmax(zmax(s->hidden, s->inter), (size_t)Q) * 4 + 256;  // stage vectors
         const size_t rA = a128(slices[2]), rB = a128(zmax(slices[0], sm_att * 4));
         const size_t rC = a128(zmax(zmax(slices[1], slices[3]), (size_t)mqk::SAMPLE_SMEM_WORDS * 4));
-        if (prop.major >= 9 && renv && atoi(renv) == 1 && rA + rB + rC + sv + 256 <= optin) {  // + static smem
+        if (prop.major >= 9 && renv && atoi(renv) == 1 && rA + rB + rC + sv + fa0.sharedSizeBytes <= optin) {
             wreg[0] = rA, wreg[1] = rB, wreg[2] = rC;
             g->smem_df = (int)(rA + rB + rC + sv);
         } else {
@@ -661,6 +665,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     P.logits_all = logits_all;
     CK(cudaMemset(P.bar, 0, 3 * sizeof(unsigned)));  // bar, ctl[0], ctl[1]
     const int df = g->sync == SYNC_DF || (g->sync == SYNC_AUTO && (long long)pos + n <= g->df_max);
+    if (!df) P.sprof = NULL;  // the sub-stage counters belong to the dataflow kernel (sprof_begin/end)
     if (df) {
         CK(cudaMemset(P.flg, 0, ((size_t)g->s.n_layers * 5 + 1) * sizeof(unsigned)));
         if (g->profile) CK(cudaMemset(P.prof, 0, (size_t)2 * g->prof_k * g->grid_df * 8));

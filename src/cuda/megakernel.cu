@@ -372,8 +372,9 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
             if (key > mybest) mybest = key;
         }
     };
-    // the register path: rows of 1024 or 2048 columns, at least two rows per warp (x is then
-    // reused; with one row per warp it would read x once either way)
+    // the register path: rows of 1024 columns (q|k|v, gate|up, lm_head of hidden-1024 models), at
+    // least two rows per warp (x is then reused; with one row per warp it reads x once either way).
+    // Wider rows would need 64+ floats of x per lane: not done (register budget of decode_kernel).
     const bool rp = reg && KS == 1 && nr >= 2 * NW && n8 == 128;
     if (rp && reg == 2) mv_reg<4, 2>(W, cols, xs, r0, nr, ws, pfd, emit);
     else if (rp) mv_reg<4, 1>(W, cols, xs, r0, nr, ws, pfd, emit);
@@ -809,15 +810,23 @@ __device__ __forceinline__ void bulk_g2s(unsigned dst, const void *src, size_t b
 }
 
 // All threads: wait until the mbarrier mb completes the phase of the given parity.
+// mb_wait's watchdog (out of line: the wait loop keeps its registers)
+__device__ __noinline__ void mb_stuck(unsigned parity) {
+    printf("megakernel: block %d stuck waiting for a bulk copy (mbarrier parity %u)\n", blockIdx.x, parity);
+    __trap();
+}
+
 __device__ __forceinline__ void mb_wait(unsigned mb, unsigned parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     unsigned done = 0;
+    const long long t0 = clock64();
     do {
         asm volatile(
             "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
             : "=r"(done)
             : "r"(mb), "r"(parity)
             : "memory");
+        if (!done && clock64() - t0 > (1ll << 36)) mb_stuck(parity);  // ~30 s: a copy that never lands
     } while (!done);
 #else
     (void)mb, (void)parity;
@@ -852,6 +861,9 @@ __device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, si
         const unsigned m = smem_u32(mb);
         // the buffer was last read through the generic proxy; order that before the async writes
         if (threadIdx.x == 0) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        // the rows were written by other blocks' generic stores (ordered before this block by the
+        // counters' release/acquire); the bulk copies read them through the async proxy
+        asm volatile("fence.proxy.async.global;" ::: "memory");
         __syncwarp();
         for (int r = threadIdx.x; r < 2 * (pe - p0); r += 32) {
             const int kv = r >= pe - p0, q = kv ? r - (pe - p0) : r;
