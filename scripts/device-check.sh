@@ -5,6 +5,8 @@
 #
 #   scripts/device-check.sh [--only LIST] [--skip LIST] [--budget-s S] [--arch SM]
 #   steps: build bw test prefill greedy greedy2 logits sanitize profile bench bench16 sweep variants serve ctest hf
+#   diagnostic steps, run only when --only names them: ncu (Nsight Compute warp-state and scheduler
+#   statistics of the dataflow kernel), sass (its SASS and instruction counts per function)
 #   Logs and raw numbers go to $OUT (the device tool's folder) or out/device-check.
 # Needs: nvcc, cmake, python3 with torch + transformers (HF reference), and the Debian -dev libraries
 # (unpacked from .deps/debs, made by scripts/deps.sh --debs, when pkg-config can't find them).
@@ -252,6 +254,26 @@ if want serve && [ "$(left)" -gt 90 ]; then
       2>&1 >/dev/null | grep TTFT
   done >/tmp/sr.txt
   TABLE+=("serve (/v1/completions, stream, 64 tokens):" "$(grep -E '^\|' /tmp/sb.txt)" "megaqwen run, same prompt: $(tail -1 /tmp/sr.txt)")
+fi
+
+# ---- diagnostics (only when named in --only): where the dataflow kernel's warps stall
+if [ -n "$ONLY" ] && want ncu; then
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
+  say "ncu: warp states of decode_df (synthetic 0.6B, 64 greedy steps)"
+  MQ_CUDA_SYNC=df timeout 180 "$NCU" --section WarpStateStats --section SchedulerStats --section LaunchStats \
+    --section MemoryWorkloadAnalysis -k regex:decode_df -c 1 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 64 \
+    --ids --ignore-eos --backend cuda >"$O/ncu.txt" 2>&1
+  row "ncu decode_df | rc $? (ncu.txt)"
+  while read -r l; do row "  $l"; done < <(grep -E "Stall|Warp Cycles|Issued|Eligible|No Eligible|Active Warps" "$O/ncu.txt" | tr -s ' ' | head -24)
+fi
+if [ -n "$ONLY" ] && want sass; then
+  OBJ=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null)
+  "$OBJ" -sass "$BIN" >"$O/megaqwen.sass" 2>/dev/null
+  # instructions per function (kernels and out-of-line device functions)
+  awk '/Function :/{f=$3} /^ +\/\*[0-9a-f]+\*\//{n[f]++} END{for (k in n) print n[k], k}' "$O/megaqwen.sass" | sort -rn \
+    >"$O/sass-sizes.txt"
+  gzip -f "$O/megaqwen.sass"
+  row "sass | $(wc -l <"$O/sass-sizes.txt") functions; largest: $(head -3 "$O/sass-sizes.txt" | tr '\n' ';')"
 fi
 
 if want ctest && [ "$(left)" -gt 60 ]; then
