@@ -70,6 +70,9 @@ __device__ __forceinline__ void grid_sync(unsigned *bar, unsigned &target, unsig
 // Sub-stage profile (MQ_CUDA_PROFILE=1, dataflow kernel): block 0's thread 0 adds the SM cycles since
 // its previous mark to s_sp[k] and counts the marks in s_sp[24 + k] (k < 24); k < 0 only sets the
 // start. Shared memory, flushed to P.sprof at the end: a mark costs a few cycles, not a global load.
+// first sub-stage index of each stage: q|k|v, o, gate|up, down have 4 (input, weight wait, matvec,
+// publish; df_mv), attention 5 (head prep, softmax, partials, combine, publish); gpu.cu names them
+enum { SP_QKV = 0, SP_ATT = 4, SP_O = 9, SP_GU = 13, SP_DOWN = 17 };
 __shared__ unsigned long long s_sp[49];  // [k]: cycles, [24 + k]: marks, [48]: the previous mark
 __device__ __forceinline__ void sprof_mark(const Params &P, int k) {
     if (P.sprof && blockIdx.x == 0 && threadIdx.x == 0) {
@@ -932,7 +935,7 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
     }
     if (ks) mb_wait(smem_u32(kmb), kpar);  // the staged rows have landed
     __syncthreads();
-    sprof_mark(P, 3);  // q/k/v head prep
+    sprof_mark(P, SP_ATT);  // q/k/v head prep
     for (int g0 = 0; g0 < G; g0 += 4) {
         const int gs = G - g0 < 4 ? G - g0 : 4;
         const float *qg = qs + g0 * hd;
@@ -953,7 +956,7 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
         default: att_pass<4, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
         }
     }
-    sprof_mark(P, 4);  // online softmax over the chunk
+    sprof_mark(P, SP_ATT + 1);  // online softmax over the chunk
     float *part = P.part;  // (n_heads, max_chunks, hd+2)
     if (nch == 1) {
         for (int t = threadIdx.x; t < G * hd; t += NT) {
@@ -980,7 +983,7 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
         }
     }
     __syncthreads();
-    sprof_mark(P, 5);  // chunk partials out + counter
+    sprof_mark(P, SP_ATT + 2);  // chunk partials out + counter
     if (!s_last) return;
     for (int t = threadIdx.x; t < G * hd; t += NT) {
         const int g = t / hd, d = t % hd, h = kvh * G + g;
@@ -1607,6 +1610,22 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
     if (!ws_issue(S, k, W, rows, cols)) prefetch_rows(W, rows, cols, (size_t)1 << 20);
 }
 
+// The rest of a matvec stage once its input vector is in sm: wait for the staged weights of
+// buffer buf, out (=|+=) W sm, publish on counter c. Sub-stage marks k .. k+3 (input load, weight
+// wait, matvec, publish).
+template <int MODE>
+__device__ __forceinline__ void df_mv(const Params &P, WStage &S, int buf, const __nv_bfloat16 *W, int rows,
+                                      int cols, const float *sm, float *out, float *red, const float *xo, int regx,
+                                      unsigned *c, unsigned long long *st, int k) {
+    sprof_mark(P, k);
+    const uint4 *ws = ws_take(S, buf);
+    sprof_mark(P, k + 1);
+    matvec<MODE>(W, rows, cols, sm, out, red, nullptr, ws, -1, -1, nullptr, 0, xo, regx);
+    sprof_mark(P, k + 2);
+    df_arrive(c, st);
+    sprof_mark(P, k + 3);
+}
+
 // The block's rows [r0, r1) of the residual x into xo (shared memory) for MV_ADD; returns xo, or
 // NULL (MV_ADD reads them back from x) when xo is NULL or the block has more than NT rows.
 __device__ __forceinline__ const float *own_x(const Params &P, int r0, int r1, float *xo) {
@@ -1710,13 +1729,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 if (l == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // stop token
                 sprof_mark(P, -1);
                 load_norm(P.x, L.in_norm, H, P.eps, sm, red, normw);
-                sprof_mark(P, 0);
-                const uint4 *wq = ws_take(S, bQ);
-                sprof_mark(P, 1);
-                matvec<MV_STORE>(L.qkv, QKVR, H, sm, P.qkv, red, nullptr, wq, -1, -1, nullptr, 0, nullptr, regx);
-                sprof_mark(P, 2);
-                df_arrive(c + S_QKV, stamp(1));
-                sprof_mark(P, 20);
+                df_mv<MV_STORE>(P, S, bQ, L.qkv, QKVR, H, sm, P.qkv, red, nullptr, regx, c + S_QKV, stamp(1), SP_QKV);
             } else {
                 ws_take(S, bQ);
                 if (l == 0) {  // still honour a stop token
@@ -1740,9 +1753,9 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 sprof_mark(P, -1);
                 attention<KT>(P, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar);
                 if (ks) kvpar ^= 1u;
-                sprof_mark(P, 6);
+                sprof_mark(P, SP_ATT + 3);
                 df_arrive(c + S_ATT, stamp(1));
-                sprof_mark(P, 7);
+                sprof_mark(P, SP_ATT + 4);
             }
             kinst++;
             // ---- O: x += W_o att
@@ -1769,13 +1782,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 } else {
                     load_vec(P.att, sm, P.qdim);
                 }
-                sprof_mark(P, 8);
-                const uint4 *wo = ws_take(S, bO);
-                sprof_mark(P, 9);
-                matvec<MV_ADD>(L.o, H, P.qdim, sm, P.x, red, nullptr, wo, -1, -1, nullptr, 0, xo_p, regx);
-                sprof_mark(P, 10);
-                df_arrive(c + S_O, stamp(1));
-                sprof_mark(P, 11);
+                df_mv<MV_ADD>(P, S, bO, L.o, H, P.qdim, sm, P.x, red, xo_p, regx, c + S_O, stamp(1), SP_O);
             } else {
                 ws_take(S, bO);
             }
@@ -1788,13 +1795,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 df_wait(c + S_O, nO * ts, stamp(0));
                 sprof_mark(P, -1);
                 load_norm(P.x, L.post_norm, H, P.eps, sm, red, normw);
-                sprof_mark(P, 12);
-                const uint4 *wg = ws_take(S, bG);
-                sprof_mark(P, 13);
-                matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, wg, -1, -1, nullptr, 0, nullptr, regx);
-                sprof_mark(P, 14);
-                df_arrive(c + S_GU, stamp(1));
-                sprof_mark(P, 15);
+                df_mv<MV_STORE>(P, S, bG, L.gu, 2 * I, H, sm, P.gu, red, nullptr, regx, c + S_GU, stamp(1), SP_GU);
             } else {
                 ws_take(S, bG);
             }
@@ -1813,13 +1814,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 df_wait(c + S_GU, nGU * ts, stamp(0));
                 sprof_mark(P, -1);
                 load_silu(P.gu, sm, I);
-                sprof_mark(P, 16);
-                const uint4 *wd = ws_take(S, bD);
-                sprof_mark(P, 17);
-                matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr, wd, -1, -1, nullptr, 0, xo_p, regx);
-                sprof_mark(P, 18);
-                df_arrive(c + S_DOWN, stamp(1));
-                sprof_mark(P, 19);
+                df_mv<MV_ADD>(P, S, bD, L.down, H, I, sm, P.x, red, xo_p, regx, c + S_DOWN, stamp(1), SP_DOWN);
             } else {
                 ws_take(S, bD);
             }
