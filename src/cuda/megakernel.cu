@@ -238,11 +238,6 @@ __device__ __forceinline__ void stage_wait() {
 
 enum { MV_STORE = 0, MV_ADD = 1, MV_LOGITS = 2, MV_SMEM = 3 };
 
-// matvec's reg argument from the OPT bits: 0 (no register path), 1 or 2 rows in flight per warp
-__device__ __forceinline__ int mv_rows(const Params &P) {
-    return (P.opt & OPT_REGX) ? ((P.opt & OPT_ILP2) ? 2 : 1) : 0;
-}
-
 
 // 8 floats of x (a lane's piece) in registers
 __device__ __forceinline__ float dot8r(uint4 w, const float (&x)[8]) {
@@ -275,10 +270,8 @@ __device__ __forceinline__ void row_ld(const __nv_bfloat16 *W, int cols, int r0,
 // matvec's register path for rows of 256 * NX columns, one row per warp at a time (KS == 1): each
 // lane holds its NX pieces of x (columns 8 * (lane + 32k) ...) in registers, read from shared
 // memory once instead of once per row (the per-row x reads were 4x the weight bytes: f32 and 2-way
-// bank conflicts). R rows (u, u + NW, ...) are in flight per trip: their loads, dot products and
-// warp reductions are independent chains the scheduler interleaves (one row's chain is latency
-// bound: loads, 16 dependent FMAs, 5 dependent shuffles). Each row's sum is the same for any R.
-template <int NX, int R, typename Emit>
+// bank conflicts). (Two rows in flight per warp measured no faster, run 12.)
+template <int NX, typename Emit>
 __device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const float *xs, int r0, int nr,
                                        const uint4 *ws, int pfd, Emit &emit) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -290,45 +283,23 @@ __device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const f
         xr[k][0] = a.x, xr[k][1] = a.y, xr[k][2] = a.z, xr[k][3] = a.w;
         xr[k][4] = b.x, xr[k][5] = b.y, xr[k][6] = b.z, xr[k][7] = b.w;
     }
-    for (int u = warp; u < nr; u += R * NW) {
-        uint4 w[R][NX];
-#pragma unroll
-        for (int r = 0; r < R; r++) {
+    for (int u = warp; u < nr; u += NW) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-            const int up = u + r * NW + pfd * R * NW;  // the row this lane's warp reaches pfd trips on
-            if (pfd > 0 && !ws && lane == 0 && up < nr)
-                asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(
-                                 W + (size_t)(r0 + up) * cols),
-                             "r"((unsigned)cols * 2), "l"(s_wpol)
-                             : "memory");
+        if (pfd > 0 && !ws && lane == 0 && u + pfd * NW < nr)  // the row this warp reaches pfd trips on
+            asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(
+                             W + (size_t)(r0 + u + pfd * NW) * cols),
+                         "r"((unsigned)cols * 2), "l"(s_wpol)
+                         : "memory");
 #endif
-            if (u + r * NW < nr) {
-                row_ld<NX>(W, cols, r0, u + r * NW, ws, lane, w[r]);
-            } else {
+        uint4 w[NX];
+        row_ld<NX>(W, cols, r0, u, ws, lane, w);
+        float a0 = 0.0f, a1 = 0.0f;
 #pragma unroll
-                for (int k = 0; k < NX; k++) w[r][k] = make_uint4(0, 0, 0, 0);
-            }
+        for (int k = 0; k < NX; k += 2) {
+            a0 += dot8r(w[k], xr[k]);
+            if (k + 1 < NX) a1 += dot8r(w[k + 1], xr[k + 1]);
         }
-        float a0[R], a1[R];
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            a0[r] = 0.0f, a1[r] = 0.0f;
-#pragma unroll
-            for (int k = 0; k < NX; k += 2) {
-                a0[r] += dot8r(w[r][k], xr[k]);
-                if (k + 1 < NX) a1[r] += dot8r(w[r][k + 1], xr[k + 1]);
-            }
-        }
-        float t[R];
-#pragma unroll
-        for (int r = 0; r < R; r++) t[r] = a0[r] + a1[r];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-#pragma unroll
-            for (int r = 0; r < R; r++) t[r] += __shfl_xor_sync(0xffffffffu, t[r], o);
-#pragma unroll
-        for (int r = 0; r < R; r++)
-            if (u + r * NW < nr) emit(r0 + u + r * NW, t[r]);
+        emit(r0 + u, warp_sum(a0 + a1));
     }
 }
 
@@ -339,13 +310,12 @@ __device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const f
 // rr0 >= 0: use rows [rr0, rr1) instead of the balanced split. out2: MV_ADD also stores there.
 // MV_SMEM: out[row - rr0] = dot (a block-local result in shared memory).
 // xo (MV_ADD): the current values of the block's rows, xo[row - r0] in shared memory, instead of
-// reading them back from out. reg: use the register path (mv_reg) where it applies, with reg rows
-// in flight per warp (1 or 2; 0: off).
+// reading them back from out. reg: use the register path (mv_reg) where it applies.
 template <int MODE>
 __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
                        float *red, unsigned long long *best, const uint4 *ws = nullptr, int rr0 = -1,
                        int rr1 = -1, float *out2 = nullptr, int pfd = 0, const float *xo = nullptr,
-                       int reg = 0) {
+                       bool reg = false) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int r0 = rr0, r1 = rr1;
     if (rr0 < 0) block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
@@ -379,8 +349,7 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
     // least two rows per warp (x is then reused; with one row per warp it reads x once either way).
     // Wider rows would need 64+ floats of x per lane: not done (register budget of decode_kernel).
     const bool rp = reg && KS == 1 && nr >= 2 * NW && n8 == 128;
-    if (rp && reg == 2) mv_reg<4, 2>(W, cols, xs, r0, nr, ws, pfd, emit);
-    else if (rp) mv_reg<4, 1>(W, cols, xs, r0, nr, ws, pfd, emit);
+    if (rp) mv_reg<4>(W, cols, xs, r0, nr, ws, pfd, emit);
     for (int u = rp ? nunits : warp; u < nunits; u += NW) {
         const int row = r0 + u / KS, sl = u % KS;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -1031,47 +1000,6 @@ __device__ void combine_att(const Params &P, int nch, float *sm, float *ml) {
     __syncthreads();
 }
 
-// combine_att for NCH <= 4 chunks per head (short context): every (m, l, acc) value a thread needs
-// for up to CB outputs is loaded in one round (one memory latency per CB * NT outputs) before any
-// is used; the general version above loads the (m, l) first and then one output at a time.
-template <int NCH>
-__device__ __noinline__ void combine_att_n(const Params &P, float *sm) {
-    constexpr int CB = 8;
-    const int hd = P.hd, stride = hd + 2, maxch = P.max_chunks;
-    for (int t0 = 0; t0 < P.qdim; t0 += CB * NT) {
-        float m[CB][NCH], ls[CB][NCH], a[CB][NCH];
-#pragma unroll
-        for (int j = 0; j < CB; j++) {
-            const int t = t0 + j * NT + threadIdx.x;
-            const bool ok = t < P.qdim;
-            const int h = ok ? t / hd : 0, d = ok ? t % hd : 0;
-            const float *e = P.part + (size_t)h * maxch * stride;
-#pragma unroll
-            for (int k = 0; k < NCH; k++) {
-                m[j][k] = ok ? __ldcg(e + (size_t)k * stride) : 0.0f;
-                ls[j][k] = ok ? __ldcg(e + (size_t)k * stride + 1) : 1.0f;
-                a[j][k] = ok ? __ldcg(e + (size_t)k * stride + 2 + d) : 0.0f;
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < CB; j++) {
-            const int t = t0 + j * NT + threadIdx.x;
-            float M = m[j][0];
-#pragma unroll
-            for (int k = 1; k < NCH; k++) M = fmaxf(M, m[j][k]);
-            float Ls = 0.0f, A = 0.0f;
-#pragma unroll
-            for (int k = 0; k < NCH; k++) {
-                const float w = exp2f(m[j][k] - M);
-                Ls += ls[j][k] * w;
-                A += a[j][k] * w;
-            }
-            if (t < P.qdim) sm[t] = A / Ls;
-        }
-    }
-    __syncthreads();
-}
-
 // Fused MLP for this block's pairs [c0, c1) of the intermediate dim: gate|up rows (interleaved:
 // row 2j = gate_j, 2j+1 = up_j) -> h_j = silu(gate_j) * up_j in shared memory -> split-K slice of
 // down: x[r] += sum_j downT[j][r] h_j with atomics (x is the residual; other blocks add theirs).
@@ -1346,7 +1274,7 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
         if (threadIdx.x == 0) lm_shared().st = R;  // all threads read st before the chunks' __syncthreads
     } else {
         matvec<MV_LOGITS>(P.lm_head, P.vocab, H, sm, lo, red, &s_best, nullptr, -1, -1, nullptr, P.lmpf, nullptr,
-                          mv_rows(P));
+                          (P.opt & OPT_REGX) != 0);
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -1396,7 +1324,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
     unsigned target = 0;
     const int H = P.hidden, I = P.inter, QKVR = P.qdim + 2 * P.nkv * P.hd;
     const size_t PF = (size_t)1 << 20;  // prefetch cap per block and matrix
-    const int regx = mv_rows(P);
+    const bool regx = P.opt & OPT_REGX;
     const bool normw = P.opt & OPT_NORMW;
 
     // Shared memory: [ws: staged weight slice, P.wsmem bytes][sm: stage vectors / attention]
@@ -1615,7 +1543,7 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
 // wait, matvec, publish).
 template <int MODE>
 __device__ __forceinline__ void df_mv(const Params &P, WStage &S, int buf, const __nv_bfloat16 *W, int rows,
-                                      int cols, const float *sm, float *out, float *red, const float *xo, int regx,
+                                      int cols, const float *sm, float *out, float *red, const float *xo, bool regx,
                                       unsigned *c, unsigned long long *st, int k) {
     sprof_mark(P, k);
     const uint4 *ws = ws_take(S, buf);
@@ -1652,7 +1580,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     //     DOWN copy with GU and the next GU copy with DOWN: gate|up (the largest slice) and q|k|v
     //     have three stages to land, o and down one.
     const bool ring = P.wreg[0] != 0;
-    const int regx = mv_rows(P);
+    const bool regx = P.opt & OPT_REGX;
     const bool normw = P.opt & OPT_NORMW, ownx = P.opt & OPT_OWNX;
     const bool kvst = (P.opt & OPT_KVSTAGE) && !ring && P.wbuf > 0;
     unsigned kvpar = 0;  // the next phase parity of the K/V staging mbarrier (S.mb[2])
@@ -1715,7 +1643,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
         const unsigned items = (unsigned)P.nkv * (unsigned)att_chunks(P, len, csz);
         tATT += items;
         // the O stage combines the attention chunks (else the last chunk of each kv head does)
-        const bool ocomb = P.ocomb != 0 || ((P.opt & OPT_OCOMB4) && items <= 4u * (unsigned)P.nkv);
+        const bool ocomb = P.ocomb != 0;
         const unsigned ts = (unsigned)step + 1;  // steps whose producers must have arrived
         for (int l = 0; l < Lc; l++) {
             const LayerW &L = P.layers[l];
@@ -1773,12 +1701,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 sprof_mark(P, -1);
                 const int nch = (int)(items / (unsigned)P.nkv);
                 if (ocomb && nch > 1) {
-                    switch (P.ocomb ? 0 : nch) {
-                    case 2: combine_att_n<2>(P, sm); break;
-                    case 3: combine_att_n<3>(P, sm); break;
-                    case 4: combine_att_n<4>(P, sm); break;
-                    default: combine_att(P, nch, sm, sm + P.qdim); break;
-                    }
+                    combine_att(P, nch, sm, sm + P.qdim);
                 } else {
                     load_vec(P.att, sm, P.qdim);
                 }

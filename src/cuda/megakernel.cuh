@@ -23,20 +23,19 @@ struct LayerW {
 
 // Optimizations of decode v6 (Params.opt bits, MQ_CUDA_OPT; each can be switched off to measure it).
 enum {
-    OPT_REGX = 1,    // matvec keeps x in registers (rows of hidden / q_dim columns, >= 2 rows per warp)
+    OPT_REGX = 1,    // matvec keeps x in registers (rows of 1,024 columns, >= 2 rows per warp)
     OPT_NORMW = 2,   // load_norm loads the norm weights together with x, before the block sum
     OPT_OWNX = 4,    // df: O / DOWN read their own rows of the residual from shared memory, loaded
                      // before the dependency wait (a block's O and DOWN rows are the same rows)
     OPT_KVSTAGE = 8, // df: attention copies its chunk's earlier K/V rows into shared memory before
                      // waiting for q|k|v (they do not depend on this step)
-    OPT_OCOMB4 = 16, // df: the O stage combines attention chunks when there are at most 4 per head
+    // 16 and 64 were OCOMB4 (O stage combines <= 4 chunks: -8%) and ILP2 (two matvec rows in
+    // flight per warp: +-0), measured in runs 9 and 12 and removed
     OPT_EVICT = 32,  // weight reads (bulk copies, streamed loads, L2 prefetches) are L2 evict-first
-    OPT_ILP2 = 64,   // matvec's register path reduces two rows at a time (independent chains)
     OPT_GUEARLY = 128, // df: the gate|up weight copy starts when q|k|v's buffer frees, before attention
-    OPT_ALL = 255,
-    // measured (runs 9-11, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%;
-    // KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position), OCOMB4 -8%; ILP2 +-0 (run 12),
-    // GUEARLY +1.5% (run 13)
+    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY,
+    // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
+    // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
     OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT | OPT_GUEARLY
 };
 
