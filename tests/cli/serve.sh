@@ -12,6 +12,9 @@ ok() { passes=$((passes+1)); }
 bad() { fails=$((fails+1)); echo "FAIL: $*"; }
 check() { if eval "$2"; then ok; else bad "$1"; fi; }
 start() { # start ARGS...: server on a free loopback port, URL in $U
+  # empty the log first: the background job truncates it only once it runs, and until then the
+  # loop below could read the previous server's URL
+  : >"$T/log"
   "$BIN" serve -m "$M" --port 0 --backend cpu --threads 1 --max-ctx 256 "$@" >"$T/log" 2>&1 </dev/null &
   SPID=$!
   for _ in $(seq 100); do U=$(grep -o 'http://127.0.0.1:[0-9]*' "$T/log" | head -1); [ -n "$U" ] && return 0; sleep 0.1; done

@@ -11,6 +11,9 @@ fails=0
 M=${2:-}
 if [ -z "$M" ]; then M="$T/tiny"; "$BIN" synth --shape tiny --seed 1 -o "$M" >/dev/null 2>&1 || { echo "FAIL: synth"; exit 1; }; fi
 start() { # start ARGS...: server on a free loopback port, URL in $U
+  # empty the log first: the background job truncates it only once it runs, and until then the
+  # loop below could read the previous server's URL
+  : >"$T/log"
   ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0:thread_local_quarantine_size_kb=0" "$BIN" serve -m "$M" --port 0 --backend cpu --threads 1 --max-ctx 256 "$@" >"$T/log" 2>&1 </dev/null &
   SPID=$!
   for _ in $(seq 100); do U=$(grep -o 'http://127.0.0.1:[0-9]*' "$T/log" | head -1); [ -n "$U" ] && return 0; sleep 0.1; done
