@@ -336,6 +336,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     o += al((size_t)max_ctx * hd * 4);
     const size_t off_layers = o;
     o += al(sizeof(LayerW) * (s->n_layers > 0 ? s->n_layers : 1));
+    // K and V caches: (n_layers, n_kv, max_ctx, hd) each, head-major (megakernel.cuh Params.kc)
     const size_t kv_bytes = (size_t)s->n_layers * max_ctx * KV * (g->kv_f32 ? 4 : 2);
     const size_t off_kc = o;
     o += al(kv_bytes);

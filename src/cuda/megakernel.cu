@@ -7,7 +7,8 @@
 // matrix, so HBM keeps streaming weights while the grid synchronizes (weights do not depend on
 // activations). Per layer:
 //   QKV    rmsnorm(x) (every block, redundantly: cheaper than a barrier) -> fused q|k|v matvec
-//   ATTN   per (kv head, chunk): q/k RMSNorm + RoPE, K/V of this position into the cache (bf16),
+//   ATTN   per (kv head, chunk): q/k RMSNorm + RoPE, K/V of this position into the cache (f32 or
+//          bf16; head-major (layer, kv head, pos, hd), so a chunk's rows are contiguous),
 //          online-softmax over the chunk (flash-decoding); the last chunk to finish combines
 //   O      o_proj matvec, residual add into x
 //   GU     rmsnorm(x) -> fused gate|up matvec
@@ -641,17 +642,24 @@ __device__ void prep_head(const Params &P, const float *src, const float *nw, bo
     __syncwarp();
 }
 
+// Row 0 of kv head kvh of layer l in a K or V cache, head-major (n_layers, n_kv, max_ctx, hd): the
+// head's row p at + p * hd, so its rows for consecutive positions are contiguous.
+template <typename KT>
+__device__ __forceinline__ KT *kv_rows(void *cache, const Params &P, int l, int kvh) {
+    return static_cast<KT *>(cache) + ((size_t)l * P.nkv + (size_t)kvh) * (size_t)P.max_ctx * (size_t)P.hd;
+}
+
 // Online-softmax pass of one row-group layout over positions [p0, p1) for GS query heads
 // (qs: GS x hd, smem). Lanes work in row groups of LPR lanes (LPR = hd/8 rounded up to a power of
 // two): each lane holds 8 dims of a K/V row. GS is compile-time so the per-head accumulators stay
 // in registers. Leaves the chunk's combined (m, l, acc) per head in out (GS x (hd+2), smem), with
 // m in log2 units. SM: K/V rows come from shared memory (kv_stage): row p at Kl + (p - p0) * hd;
-// otherwise from the cache: row p at Kl + p * kvd.
+// otherwise from the cache (head-major: Kl is the kv head's row 0): row p at Kl + p * hd.
 template <int GS, bool SM, typename KT>
 __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, int p1,
                          const float *qs, float *pm, float *out) {
     const int hd = P.hd, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const size_t kvd = SM ? (size_t)hd : (size_t)P.nkv * hd;
+    const size_t rs = (size_t)hd;  // row stride, staged rows and cache rows alike
     const int pb = SM ? p0 : 0;
     const int LPR = P.lpr, RPW = 32 / LPR;
     const int rg = lane / LPR, sub = lane % LPR, nrg = NW * RPW, rgid = warp * RPW + rg;
@@ -674,18 +682,18 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
     for (int base = p0 + warp * RPW; base < p1; base += 2 * span) {
         const int pa = base + rg;
         const bool ga = pa < p1, gb = pa + span < p1, has2 = base + span < p1;
-        const KT *kp = Kl + (size_t)(pa - pb) * kvd + sub * 8, *vp = Vl + (size_t)(pa - pb) * kvd + sub * 8;
+        const KT *kp = Kl + (size_t)(pa - pb) * rs + sub * 8, *vp = Vl + (size_t)(pa - pb) * rs + sub * 8;
         float k0[8], v0[8], k1[8], v1[8];
         if (SM) {
             ld8s(kp, act && ga, k0);
             ld8s(vp, act && ga, v0);
-            ld8s(kp + (size_t)span * kvd, act && gb, k1);
-            ld8s(vp + (size_t)span * kvd, act && gb, v1);
+            ld8s(kp + (size_t)span * rs, act && gb, k1);
+            ld8s(vp + (size_t)span * rs, act && gb, v1);
         } else {
             ld8(kp, act && ga, k0);
             ld8(vp, act && ga, v0);
-            ld8(kp + (size_t)span * kvd, act && gb, k1);
-            ld8(vp + (size_t)span * kvd, act && gb, v1);
+            ld8(kp + (size_t)span * rs, act && gb, k1);
+            ld8(vp + (size_t)span * rs, act && gb, v1);
         }
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
@@ -808,9 +816,11 @@ __device__ __forceinline__ void mb_wait(unsigned mb, unsigned parity) {
 // Start copying the earlier K/V rows of the block's attention item (layer l, position pos) into
 // shared memory ks: K rows [p0, p1) at ks + (p - p0) * hd, then the V rows. Those rows were written
 // by earlier steps, so the copy may start before this step's q|k|v are ready; row pos (this step's)
-// is written there by attention's head prep. The bulk copy engine moves the rows (warp 0 issues one
-// copy per row; completion on mbarrier mb, whose phase parity the caller tracks), so no thread
-// stalls on a full load queue (cp.async from every thread measured a 2 us later wake, run 9).
+// is written there by attention's head prep. The bulk copy engine moves the rows: in the head-major
+// cache the rows [p0, pe) of one kv head are one contiguous range per matrix, so warp 0 issues 2
+// copies (in pieces of at most 32 KB; completion on mbarrier mb, whose phase parity the caller
+// tracks) and no thread stalls on a full load queue (cp.async from every thread measured a 2 us
+// later wake, run 9; one bulk copy per row, 2 us of issue, run 11).
 // Returns ks, or NULL (nothing issued) when the block has no item, the chunk does not fit in cap
 // bytes, or the device has no bulk copy engine.
 template <typename KT>
@@ -824,12 +834,15 @@ __device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, si
     const int kvh = item / nch, c = item % nch;
     const int p0 = c * csz, p1 = min(len, p0 + csz), pe = min(p1, pos);
     const unsigned rowb = (unsigned)hd * sizeof(KT);
-    const size_t kvd = (size_t)P.nkv * hd;
     if ((size_t)(p1 - p0) * rowb * 2 > cap || (rowb & 15)) return nullptr;
     if (threadIdx.x < 32) {
-        const KT *Kl = static_cast<const KT *>(P.kc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;
-        const KT *Vl = static_cast<const KT *>(P.vc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;
+        // rows [p0, pe) of this kv head: one contiguous range in each cache (16-byte aligned: the
+        // arena is, and every row is a 16-byte multiple), landing at ks (K) and vs (V)
+        const char *kg = reinterpret_cast<const char *>(kv_rows<const KT>(P.kc, P, l, kvh) + (size_t)p0 * hd);
+        const char *vg = reinterpret_cast<const char *>(kv_rows<const KT>(P.vc, P, l, kvh) + (size_t)p0 * hd);
         KT *vs = ks + (size_t)(p1 - p0) * hd;
+        const unsigned bytes = (unsigned)(pe - p0) * rowb;  // per matrix (<= cap / 2)
+        const unsigned piece = 32768, np = (bytes + piece - 1) / piece;  // copies per matrix
         const unsigned m = smem_u32(mb);
         // the buffer was last read through the generic proxy; order that before the async writes
         if (threadIdx.x == 0) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
@@ -837,20 +850,21 @@ __device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, si
         // counters' release/acquire); the bulk copies read them through the async proxy
         asm volatile("fence.proxy.async.global;" ::: "memory");
         __syncwarp();
-        for (int r = threadIdx.x; r < 2 * (pe - p0); r += 32) {
-            const int kv = r >= pe - p0, q = kv ? r - (pe - p0) : r;
-            const KT *src = (kv ? Vl : Kl) + (size_t)(p0 + q) * kvd;
-            const unsigned dst = smem_u32((kv ? vs : ks) + (size_t)q * hd);
+        for (unsigned r = threadIdx.x; r < 2 * np; r += 32) {
+            const bool kv = r >= np;
+            const unsigned off = (kv ? r - np : r) * piece, n = bytes - off < piece ? bytes - off : piece;
+            const char *src = (kv ? vg : kg) + off;
+            const unsigned dst = smem_u32(kv ? vs : ks) + off;
             asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
                              dst),
-                         "l"(src), "r"(rowb), "r"(m)
+                         "l"(src), "r"(n), "r"(m)
                          : "memory");
         }
         __syncwarp();
-        // the arrival that completes the phase once all bytes landed (tx-count may run ahead of it)
+        // the arrival that completes the phase once all bytes landed (tx-count may run ahead of it):
+        // exactly the bytes of the copies above, 2 matrices x (pe - p0) rows
         if (threadIdx.x == 0)
-            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(m),
-                         "r"((unsigned)(2 * (pe - p0)) * rowb)
+            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(m), "r"(2 * bytes)
                          : "memory");
     }
     return ks;
@@ -877,9 +891,9 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
     const int kvh = item / nch, c = item % nch;
     const int p0 = c * csz, p1 = min(len, p0 + csz);
     const LayerW &L = P.layers[l];
-    const size_t kvd = (size_t)P.nkv * hd;
-    KT *Kl = static_cast<KT *>(P.kc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;  // row p at + p*kvd
-    KT *Vl = static_cast<KT *>(P.vc) + (size_t)l * P.max_ctx * kvd + (size_t)kvh * hd;
+    const size_t kvd = (size_t)P.nkv * hd;  // k (and v) part of the q|k|v vector
+    KT *Kl = kv_rows<KT>(P.kc, P, l, kvh);   // the kv head's cache rows: row p at + p*hd
+    KT *Vl = kv_rows<KT>(P.vc, P, l, kvh);
     KT *vs = ks ? ks + (size_t)(p1 - p0) * hd : nullptr;  // staged V rows
     const int stride = hd + 2;
 
@@ -897,10 +911,10 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
                           nullptr);
         else if (t == G)
             prep_head(P, P.qkv + P.qdim + (size_t)kvh * hd, L.k_norm, true, pos, tmp + warp * hd, nullptr,
-                      Kl + (size_t)pos * kvd, ks ? ks + (size_t)(pos - p0) * hd : nullptr);
+                      Kl + (size_t)pos * hd, ks ? ks + (size_t)(pos - p0) * hd : nullptr);
         else
             prep_head(P, P.qkv + P.qdim + kvd + (size_t)kvh * hd, nullptr, false, pos, tmp + warp * hd, nullptr,
-                      Vl + (size_t)pos * kvd, vs ? vs + (size_t)(pos - p0) * hd : nullptr);
+                      Vl + (size_t)pos * hd, vs ? vs + (size_t)(pos - p0) * hd : nullptr);
     }
     if (ks) mb_wait(smem_u32(kmb), kpar);  // the staged rows have landed
     __syncthreads();

@@ -50,7 +50,8 @@ struct Params {
     const float *final_norm;         // (hidden)
     const float *rope;               // (max_ctx, hd/2, 2) cos, sin of float32(pos * inv_freq[i])
     unsigned wsmem;                  // bytes of dynamic smem for staged weight slices (0 = stream)
-    void *kc, *vc;                   // (n_layers, max_ctx, n_kv, hd) each, f32 or bf16 (kernel template)
+    void *kc, *vc;                   // (n_layers, n_kv, max_ctx, hd) each (head-major: a kv head's rows for
+                                     // consecutive positions are contiguous), f32 or bf16 (kernel template)
     float *x;                        // (hidden) residual stream
     float *x1;                       // (hidden) copy of x after o_proj (fuse: read while x takes atomics)
     int fuse;                        // 1: gate|up + down in one stage (split-K down with atomics)

@@ -105,7 +105,7 @@ struct mqp_state {
     int sms;               // multiprocessors (grid of the K/V conversion)
     unsigned fattr;        // flash2_k instantiations whose shared-memory limit is raised
     // f32 cache, attention v2: layer l's K/V rows [0, pos+T) as bf16, remade per layer (rows, kv_dim)
-    // each: K hi, V hi, then K lo, V lo when split
+    // each, position-major (unlike the head-major cache): K hi, V hi, then K lo, V lo when split
     __nv_bfloat16 *kvs;
     size_t kv_cap;         // rows of kvs
     float *hlast;          // (vocab) host row for last_tok when the caller passes no buffer
@@ -179,12 +179,13 @@ __device__ __forceinline__ void st_split(__nv_bfloat16 *h, __nv_bfloat16 *l, siz
 // qkv2 (split, else nullptr): the lo GEMM half, added to qkv. One warp per (token t, slot): slots [0, nh) are q heads, [nh, nh+nkv) k heads, then v heads
 // (the q|k|v row of token t is contiguous, so slot s starts at s*hd). q/k: RMSNorm (q_norm /
 // k_norm) then RoPE at position pos+t (the decode kernel's table); q -> qb (bf16), k/v -> cache
-// row pos+t of layer l (pos = *posp, device memory so a captured graph can replay it); kh/vh (and
-// kl/vl), when not nullptr, receive the same K/V rows as bf16 hi (lo), (rows, kv_dim). grid (T), block 32 * 8.
+// row pos+t of layer l (kc/vc: layer l's (n_kv, maxc, hd), head-major; pos = *posp, device memory so
+// a captured graph can replay it); kh/vh (and kl/vl), when not nullptr, receive the same K/V rows as
+// bf16 hi (lo), position-major (rows, kv_dim). grid (T), block 32 * 8.
 template <typename KT>
 __global__ void qk_prep_k(const float *qkv, const float *qkv2, const float *qn, const float *kn, const float *rope, __nv_bfloat16 *qb,
                           __nv_bfloat16 *ql, KT *kc, KT *vc, __nv_bfloat16 *kh, __nv_bfloat16 *kl, __nv_bfloat16 *vh,
-                          __nv_bfloat16 *vl, int nh, int nkv, int hd, const int *posp, float eps) {
+                          __nv_bfloat16 *vl, int nh, int nkv, int hd, int maxc, const int *posp, float eps) {
     extern __shared__ float pbuf[];  // (8, hd)
     const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = hd >> 1;
     const int nslot = nh + 2 * nkv, qd = nh * hd, kvd = nkv * hd;
@@ -225,20 +226,21 @@ __global__ void qk_prep_k(const float *qkv, const float *qkv2, const float *qn, 
                 }
             }
         } else if (isk) {
-            const size_t ko = (size_t)p * kvd + (size_t)(s - nh) * hd;
+            // cache row p of kv head s - nh (head-major); the bf16 scratch row p (position-major)
+            const size_t co = ((size_t)(s - nh) * maxc + p) * hd, ko = (size_t)p * kvd + (size_t)(s - nh) * hd;
             for (int i = lane; i < half; i += 32) {
                 const float2 cs = reinterpret_cast<const float2 *>(rope)[(size_t)p * half + i];
                 const float a = tmp[i], b = tmp[i + half];
                 const float o0 = a * cs.x - b * cs.y, o1 = b * cs.x + a * cs.y;
-                st1(kc + ko + i, o0);
-                st1(kc + ko + i + half, o1);
+                st1(kc + co + i, o0);
+                st1(kc + co + i + half, o1);
                 st_split(kh, kl, ko + i, o0);
                 st_split(kh, kl, ko + i + half, o1);
             }
         } else {
-            const size_t vo = (size_t)p * kvd + (size_t)(s - nh - nkv) * hd;
+            const size_t co = ((size_t)(s - nh - nkv) * maxc + p) * hd, vo = (size_t)p * kvd + (size_t)(s - nh - nkv) * hd;
             for (int d = lane; d < hd; d += 32) {
-                st1(vc + vo + d, tmp[d]);
+                st1(vc + co + d, tmp[d]);
                 st_split(vh, vl, vo + d, tmp[d]);
             }
         }
@@ -399,19 +401,19 @@ __device__ __forceinline__ void softmax_tile(float (&s)[NJ][4], float (&o)[NO][4
 // elements so the fragment loads hit 32 distinct banks); S = Q K^T and O += P V on mma.sync
 // m16n8k16 (bf16 in, fp32 accumulate); online softmax in fp32, log2 units. SPLIT: q, K, P and V
 // are each hi + lo bf16 and every product takes three terms (hi.hi + hi.lo + lo.hi), ~fp32 accuracy.
-// qb/ql: (T, q_dim) bf16 hi/lo queries; Kl/Vl: layer l's cache (max_ctx, n_kv, HD);
+// qb/ql: (T, q_dim) bf16 hi/lo queries; Kl/Vl: layer l's cache (n_kv, maxc, HD), head-major;
 // att/atl: (T, q_dim) bf16 hi/lo output.
 template <int HD, typename KT, bool SPLIT>
 __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const KT *Kl,
                                                const KT *Vl, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
-                                               const int *posp, int nh, int nkv) {
+                                               const int *posp, int nh, int nkv, int maxc) {
     constexpr int KS = HD + 8, VS = BK + 8, NB = SPLIT ? 2 : 1;
     __shared__ __align__(16) __nv_bfloat16 Ks[NB][BK * KS];  // (BK, HD) keys of the tile: hi, lo
     __shared__ __align__(16) __nv_bfloat16 Vt[NB][HD * VS];  // (HD, BK) values, transposed: hi, lo
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     // the last query tiles have the most keys: schedule them first (blockIdx.x 0 = last tile)
     const int h = blockIdx.y, kvh = h / (nh / nkv), q0 = (gridDim.x - 1 - blockIdx.x) * BQ;
-    const int qd = nh * HD, kvd = nkv * HD, pos = *posp;
+    const int qd = nh * HD, pos = *posp;
     const int kend = pos + min(q0 + BQ, T);  // keys [0, kend) are needed by this block
     const int wr = q0 + warp * 16;           // this warp's first row (relative)
     const int wlast = pos + wr + 15;         // largest absolute position among its rows
@@ -432,7 +434,7 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __
         for (int c = threadIdx.x; c < BK * HD / 8; c += 128) {
             const int key = c / (HD / 8), d0 = (c % (HD / 8)) * 8;
             const bool ok = k0 + key < kend;
-            const size_t off = (size_t)(k0 + key) * kvd + (size_t)kvh * HD + d0;
+            const size_t off = ok ? ((size_t)kvh * maxc + (size_t)(k0 + key)) * HD + d0 : 0;  // head-major row
             uint4 hi, lo;
             ld8split(Kl + off, ok, hi, lo);
             *reinterpret_cast<uint4 *>(&Ks[0][key * KS + d0]) = hi;
@@ -518,17 +520,23 @@ __device__ __forceinline__ void ldsm4t(uint32_t r[4], const __nv_bfloat16 *p) {
                  : "r"(a));
 }
 
-// f32 cache rows [0, *posp) of one layer -> bf16 hi (kh, vh) and lo (kl, vl; nullptr: not split),
-// all (rows, kv_dim). Grid-stride (the row count is read on the device, for graph replay).
+// f32 cache rows [0, *posp) of one layer (K, V: (n_kv, maxc, hd), head-major) -> bf16 hi (kh, vh)
+// and lo (kl, vl; nullptr: not split), all (rows, kv_dim), position-major. Grid-stride over the
+// scratch's 8-element groups (the row count is read on the device, for graph replay); hd is a
+// multiple of 8, so a group is 8 consecutive dims of one head's row.
 __global__ void kv_split_k(const float *K, const float *V, __nv_bfloat16 *kh, __nv_bfloat16 *kl, __nv_bfloat16 *vh,
-                           __nv_bfloat16 *vl, const int *posp, int kvd) {
-    const size_t n8 = (size_t)*posp * kvd / 8;
+                           __nv_bfloat16 *vl, const int *posp, int kvd, int hd, int maxc) {
+    const size_t n8 = (size_t)*posp * kvd / 8, row8 = (size_t)kvd / 8;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
+        // scratch group i = row p, element c of the row = kv head c / hd, dim c % hd
+        const size_t p = i / row8;
+        const int c = (int)(i - p * row8) * 8, h = c / hd, d = c - h * hd;
+        const size_t src = ((size_t)h * maxc + p) * hd + d;  // the same element in the head-major cache
         uint4 hi, lo;
-        ld8split(K + i * 8, true, hi, lo);
+        ld8split(K + src, true, hi, lo);
         reinterpret_cast<uint4 *>(kh)[i] = hi;
         if (kl) reinterpret_cast<uint4 *>(kl)[i] = lo;
-        ld8split(V + i * 8, true, hi, lo);
+        ld8split(V + src, true, hi, lo);
         reinterpret_cast<uint4 *>(vh)[i] = hi;
         if (vl) reinterpret_cast<uint4 *>(vl)[i] = lo;
     }
@@ -547,7 +555,9 @@ struct Flash2Cfg {
 };
 
 // Causal flash attention as flash_k (same block/warp split, masking and online softmax), reading
-// K/V of layer l as bf16 rows: Kh/Vh (rows, ldkv) hi, Kl/Vl lo (KVLO). Per key tile of BK rows,
+// K/V of layer l as bf16 rows: kv head h's row p at h * hs + p * ldkv of Kh/Vh (hi) and Kl/Vl (lo,
+// KVLO): the bf16 cache (n_kv, max_ctx, HD) is ldkv = HD, hs = max_ctx * HD; the f32 cache's bf16
+// scratch (rows, kv_dim) is ldkv = kv_dim, hs = HD. Per key tile of BK rows,
 // both stages of [K hi, K lo, V hi, V lo] (BK, HD+8) sit in dynamic shared memory; the next tile's
 // cp.async runs while this one computes. QLO: q and P carry lo halves (split bf16); products take
 // the lo terms first (q.lo K.hi, q.hi K.lo) then hi.hi.
@@ -555,8 +565,8 @@ template <int HD, bool QLO, bool KVLO>
 __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
                                                 const __nv_bfloat16 *Kh, const __nv_bfloat16 *Kl,
                                                 const __nv_bfloat16 *Vh, const __nv_bfloat16 *Vl, int ldkv,
-                                                __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, const int *posp,
-                                                int nh, int nkv) {
+                                                size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
+                                                const int *posp, int nh, int nkv) {
     using Cfg = Flash2Cfg<HD, QLO, KVLO>;
     constexpr int BKT = Cfg::BK, NA = Cfg::NA, KS = Cfg::KS, TILE = BKT * KS;
     extern __shared__ __align__(16) __nv_bfloat16 fsm[];  // [2 stages][NA][BKT][KS]
@@ -583,7 +593,7 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
         for (int c = threadIdx.x; c < BKT * HD / 8; c += 128) {
             const int key = c / (HD / 8), d0 = (c % (HD / 8)) * 8;
             const bool ok = k0 + key < kend;
-            const size_t off = ok ? (size_t)(k0 + key) * ldkv + (size_t)kvh * HD + d0 : 0;
+            const size_t off = ok ? (size_t)kvh * hs + (size_t)(k0 + key) * ldkv + d0 : 0;
             const int so = key * KS + d0;
             cp16(base + so, Kh + off, ok);
             if (KVLO) cp16(base + TILE + so, Kl + off, ok);
@@ -759,7 +769,7 @@ int gemmx(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_b
 
 template <int HD, bool QLO, bool KVLO>
 int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
-                  const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv,
+                  const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv, size_t hs,
                   __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv, cudaStream_t s) {
     using Cfg = Flash2Cfg<HD, QLO, KVLO>;
     const unsigned bit = 1u << ((HD == 128 ? 2 : HD == 64 ? 1 : 0) * 4 + QLO * 2 + KVLO);
@@ -767,30 +777,37 @@ int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_b
         PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Cfg::SMEM));
         S->fattr |= bit;
     }
-    flash2_k<HD, QLO, KVLO><<<grid, 128, Cfg::SMEM, s>>>(qb, ql, kh, kl, vh, vl, ldkv, att, atl, T, S->dbuf, nh, nkv);
+    flash2_k<HD, QLO, KVLO><<<grid, 128, Cfg::SMEM, s>>>(qb, ql, kh, kl, vh, vl, ldkv, hs, att, atl, T, S->dbuf, nh,
+                                                         nkv);
     return 0;
 }
 
-// kh..vl: layer l's K/V as bf16 for flash2_k (the scratch copy of an f32 cache, or the bf16 cache
-// itself with kl = vl = nullptr); unused by the first kernel (MQ_PREFILL_ATTN=1).
+// kh..vl: layer l's K/V as bf16 for flash2_k (the position-major scratch copy of an f32 cache, or
+// the head-major bf16 cache itself with kl = vl = nullptr); unused by the first kernel
+// (MQ_PREFILL_ATTN=1), which reads the cache.
 template <int HD, typename KT>
 int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
               const __nv_bfloat16 *kh, const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl,
               __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, cudaStream_t s) {
     const dim3 grid((T + BQ - 1) / BQ, P->nh);
     if (S->attn_v1) {
-        const size_t lo = (size_t)l * P->max_ctx * P->nkv * HD;
+        const size_t lo = (size_t)l * P->max_ctx * P->nkv * HD;  // layer l's (n_kv, max_ctx, HD)
         const KT *Kl = static_cast<const KT *>(P->kc) + lo, *Vl = static_cast<const KT *>(P->vc) + lo;
-        if (S->split) flash_k<HD, KT, true><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv);
-        else flash_k<HD, KT, false><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv);
+        if (S->split)
+            flash_k<HD, KT, true><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv, P->max_ctx);
+        else
+            flash_k<HD, KT, false><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv, P->max_ctx);
         return 0;
     }
-    const int ld = S->kvd;
+    // row / head strides: the f32 cache's scratch (rows, kv_dim), or the bf16 cache (n_kv, max_ctx, HD)
+    const bool scratch = sizeof(KT) == 4;
+    const int ld = scratch ? S->kvd : HD;
+    const size_t hs = scratch ? (size_t)HD : (size_t)P->max_ctx * HD;
     if (S->split && kl)
-        return launch_flash2<HD, true, true>(S, grid, qb, ql, kh, kl, vh, vl, ld, att, atl, T, P->nh, P->nkv, s);
+        return launch_flash2<HD, true, true>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T, P->nh, P->nkv, s);
     if (S->split)
-        return launch_flash2<HD, true, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, att, atl, T, P->nh, P->nkv, s);
-    return launch_flash2<HD, false, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, att, atl, T, P->nh, P->nkv, s);
+        return launch_flash2<HD, true, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T, P->nh, P->nkv, s);
+    return launch_flash2<HD, false, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T, P->nh, P->nkv, s);
 }
 
 // kvgrid: blocks of the conversion of the f32 cache rows before the chunk (0: none, pos = 0).
@@ -800,7 +817,7 @@ template <typename KT>
 int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t s) {
     const LayerW &W = S->hl[l];
     const int H = S->H, I = S->I, qd = S->qd, kvd = S->kvd, hd = S->hd;
-    const size_t lo = (size_t)l * P->max_ctx * kvd;
+    const size_t lo = (size_t)l * P->max_ctx * kvd;  // layer l's (n_kv, max_ctx, hd) in each cache
     const bool sp = S->split;
     // lo halves (nullptr / 0: not split): GEMM inputs right after their T hi rows
     __nv_bfloat16 *xl = sp ? S->xn + (size_t)T * H : nullptr, *ql = sp ? S->qb + (size_t)S->C * qd : nullptr;
@@ -819,11 +836,11 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         if (sp) kl = vh + a, vl = kl + a;
         if (kvgrid > 0)
             kv_split_k<<<kvgrid, 256, 0, s>>>(reinterpret_cast<const float *>(kc), reinterpret_cast<const float *>(vc),
-                                              kh, kl, vh, vl, S->dbuf, kvd);
+                                              kh, kl, vh, vl, S->dbuf, kvd, hd, S->max_ctx);
     }
     const float *qkv2 = sp ? S->qkv + (size_t)T * (qd + 2 * kvd) : nullptr;
     qk_prep_k<KT><<<T, 256, (size_t)8 * hd * 4, s>>>(S->qkv, qkv2, W.q_norm, W.k_norm, P->rope, S->qb, ql, kc, vc, kh,
-                                                     kl, vh, vl, S->nh, S->nkv, hd, S->dbuf, P->eps);
+                                                     kl, vh, vl, S->nh, S->nkv, hd, S->max_ctx, S->dbuf, P->eps);
     if (!conv) kh = reinterpret_cast<__nv_bfloat16 *>(kc), vh = reinterpret_cast<__nv_bfloat16 *>(vc);
     // the normed rows are consumed by the QKV GEMM; reuse as the attention output (T, q_dim) [+ lo]
     __nv_bfloat16 *att = S->xn, *atl = sp ? att + (size_t)T * qd : nullptr;
