@@ -820,7 +820,7 @@ __device__ __forceinline__ void mb_wait(unsigned mb, unsigned parity) {
 // cache the rows [p0, pe) of one kv head are one contiguous range per matrix, so warp 0 issues 2
 // copies (in pieces of at most 32 KB; completion on mbarrier mb, whose phase parity the caller
 // tracks) and no thread stalls on a full load queue (cp.async from every thread measured a 2 us
-// later wake, run 9; one bulk copy per row, 2 us of issue, run 11).
+// later wake, run 9; one bulk copy per row cost ~2 us of issue: docs/perf-notes.md, v6).
 // Returns ks, or NULL (nothing issued) when the block has no item, the chunk does not fit in cap
 // bytes, or the device has no bulk copy engine.
 template <typename KT>
