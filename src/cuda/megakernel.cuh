@@ -29,11 +29,16 @@ enum {
                      // before the dependency wait (a block's O and DOWN rows are the same rows)
     OPT_KVSTAGE = 8, // df: attention copies its chunk's earlier K/V rows into shared memory before
                      // waiting for q|k|v (they do not depend on this step)
-    // 16 and 64 were OCOMB4 (O stage combines <= 4 chunks: -8%) and ILP2 (two matvec rows in
-    // flight per warp: +-0), measured in runs 9 and 12 and removed
+    // (16 and 64 were OCOMB4 and ILP2, measured in runs 9 and 12 and removed; reused below)
+    OPT_KVPF = 16,   // df: attention asks L2 for its chunk's earlier K/V rows (bulk prefetch, one
+                     // contiguous range per matrix) before waiting for q|k|v
+    OPT_LTAB = 64,   // layer weight pointers computed from layer 0's and the arena's layer stride
+                     // (no dependent global load of the layer table in every stage)
+    OPT_POLLR = 256, // df: dependency waits poll with relaxed loads and acquire once (a gpu-scope
+                     // acquire load also invalidates L1: once per wait, not once per poll)
     OPT_EVICT = 32,  // weight reads (bulk copies, streamed loads, L2 prefetches) are L2 evict-first
     OPT_GUEARLY = 128, // df: the gate|up weight copy starts when q|k|v's buffer frees, before attention
-    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY,
+    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_KVPF | OPT_EVICT | OPT_LTAB | OPT_GUEARLY | OPT_POLLR,
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
     OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT | OPT_GUEARLY
@@ -45,6 +50,8 @@ struct Params {
     int max_chunks;  // attention chunks per kv head the part buffer holds
     float eps;
     const LayerW *layers;            // (n_layers), device memory
+    LayerW layer0;                   // layers[0], and the arena's bytes from one layer's weights to
+    unsigned long long lstride;      // the next's (uniform): layer l = layer0 + l * lstride (OPT_LTAB)
     const __nv_bfloat16 *embed;      // (vocab, hidden)
     const __nv_bfloat16 *lm_head;    // (vocab, hidden); == embed when tied
     const float *final_norm;         // (hidden)
