@@ -208,7 +208,7 @@ if want sweep; then
       --ids --ignore-eos --backend cuda 2>/tmp/prof.txt >/dev/null
     { echo "== $cfg"; cat /tmp/var.txt /tmp/prof.txt; } >>"$LOG"
     row "$cfg: $(grep -E '^\| [0-9]+ \|' /tmp/var.txt | cut -d'|' -f2-3 | tr -s ' ' | tr '\n' ' ')"
-    row "  $(grep profile /tmp/prof.txt | tail -1 | sed 's/.*interval \/ work \/ wake)://; s/.*us per step)://')"
+    row "  $(grep profile /tmp/prof.txt | tail -1 | sed 's/.*block.s work)://; s/.*interval \/ work \/ wake)://')"
   done
 fi
 

@@ -583,6 +583,7 @@ int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t b
 //   interval  time between the last publishes of consecutive stages (the step's critical path)
 //   work      mean over blocks of publish - ready (the stage's own work, weights included)
 //   wake      first consumer ready - last producer publish (dependency latency)
+//   slowest   the largest publish - ready of a block (the stage's critical-path work)
 static void df_profile(mq_gpu *g, const unsigned long long *dprof, int n, int pos) {
     const int L = g->s.n_layers, per = 5 * L + 1, G = g->grid_df;
     int K = n * per < g->prof_k ? n * per : g->prof_k;
@@ -595,12 +596,12 @@ static void df_profile(mq_gpu *g, const unsigned long long *dprof, int n, int po
         return;
     }
     static const char *nm[6] = {"qkv", "attn", "o", "gateup", "down", "lm_head"};
-    double iv[6] = {0}, wk[6] = {0}, wa[6] = {0}, ni[6] = {0}, nw[6] = {0}, nwa[6] = {0};
+    double iv[6] = {0}, wk[6] = {0}, wa[6] = {0}, ni[6] = {0}, nw[6] = {0}, nwa[6] = {0}, wx[6] = {0};
     unsigned long long prev_pub = 0;
     for (int k = 0; k < K; k++) {
         const int st = (k % per) < 5 * L ? (k % per) % 5 : 5;
         unsigned long long rmin = ~0ull, pmax = 0;
-        double w = 0;
+        double w = 0, wmax = 0;
         int nb = 0;
         for (int b = 0; b < G; b++) {
             const unsigned long long r = t[(size_t)(2 * k) * G + b], p = t[(size_t)(2 * k + 1) * G + b];
@@ -608,11 +609,13 @@ static void df_profile(mq_gpu *g, const unsigned long long *dprof, int n, int po
             if (p > pmax) pmax = p;
             if (r && p >= r) {
                 w += (double)(p - r);
+                if ((double)(p - r) > wmax) wmax = (double)(p - r);
                 nb++;
             }
         }
         if (nb) {
             wk[st] += w / nb;
+            wx[st] += wmax;
             nw[st] += 1;
         }
         if (prev_pub && rmin != ~0ull && rmin >= prev_pub) {
@@ -625,14 +628,15 @@ static void df_profile(mq_gpu *g, const unsigned long long *dprof, int n, int po
         }
         if (pmax) prev_pub = pmax;
     }
-    fprintf(stderr, "megakernel(df) profile (%d of %d steps at pos %d; us per stage: interval / work / wake):", K / per,
+    fprintf(stderr, "megakernel(df) profile (%d of %d steps at pos %d; us per stage: interval / work / wake / slowest block's work):",
+            K / per,
             n, pos);
     double tot = 0;
     for (int st = 0; st < 6; st++) {
         const double a = ni[st] ? iv[st] / ni[st] / 1e3 : 0, b = nw[st] ? wk[st] / nw[st] / 1e3 : 0,
-                     c = nwa[st] ? wa[st] / nwa[st] / 1e3 : 0;
+                     c = nwa[st] ? wa[st] / nwa[st] / 1e3 : 0, d = nw[st] ? wx[st] / nw[st] / 1e3 : 0;
         tot += a * (st < 5 ? L : 1);
-        fprintf(stderr, " %s %.1f/%.1f/%.1f", nm[st], a, b, c);
+        fprintf(stderr, " %s %.1f/%.1f/%.1f/%.1f", nm[st], a, b, c, d);
     }
     fprintf(stderr, " | step %.1f us\n", tot);
     free(t);

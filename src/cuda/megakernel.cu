@@ -1170,11 +1170,11 @@ __device__ __forceinline__ LmGeom lm_geom(const Params &P, float *sm) {
     return g;
 }
 
-// Chunk k of the slice into slot k % ns (all threads call; thread 0 issues).
+// Chunk k of the slice into slot k % ns (all threads call; thread 0, or 32 with OPT_ISSW, issues).
 __device__ __forceinline__ void lm_ring_issue(const Params &P, const LmGeom &g, LmRing &R, int k) {
     const int s = k % g.ns, c0 = g.r0 + k * g.rows, c1 = min(g.r1, c0 + g.rows);
     const size_t n8 = (size_t)P.hidden / 8;
-    if (threadIdx.x == 0)
+    if ((int)threadIdx.x == ((P.opt & OPT_ISSW) && NT > 32 ? 32 : 0))
         bulk_g2s(smem_u32(g.slot + (size_t)s * g.rows * n8), P.lm_head + (size_t)c0 * P.hidden,
                  (size_t)(c1 - c0) * P.hidden * 2, smem_u32(lm_shared().mb + s));
     R.pend |= 1u << s;
@@ -1558,6 +1558,7 @@ struct WStage {
     unsigned phase[3];       // parity each buffer's next completion flips to
     int pend[3];             // a copy into the buffer is in flight
     size_t cap[3];           // bytes per buffer
+    int iss;                 // the thread that issues the copies (OPT_ISSW: 32, else 0)
 };
 
 // Start copying this block's row slice of W (rows, cols) into buffer k; false (nothing issued)
@@ -1574,7 +1575,7 @@ __device__ __forceinline__ bool ws_issue(WStage &S, int k, const __nv_bfloat16 *
     block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
     const size_t bytes = (size_t)(r1 - r0) * cols * 2;
     if (bytes == 0 || bytes > S.cap[k]) return false;
-    if (threadIdx.x == 0) bulk_g2s(smem_u32(S.buf[k]), W + (size_t)r0 * cols, bytes, smem_u32(S.mb + k));
+    if ((int)threadIdx.x == S.iss) bulk_g2s(smem_u32(S.buf[k]), W + (size_t)r0 * cols, bytes, smem_u32(S.mb + k));
     S.pend[k] = 1;
     return true;
 #else
@@ -1662,6 +1663,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     const bool gue = (P.opt & OPT_GUEARLY) && !ring && !kvst;  // kv staging uses buffer 0 in attention
     WStage S;
     S.mb = s_mb;
+    S.iss = (P.opt & OPT_ISSW) && NT > 32 ? 32 : 0;
     for (int k = 0; k < 3; k++) S.phase[k] = 0, S.pend[k] = 0;
     float *sm;
     if (ring) {
