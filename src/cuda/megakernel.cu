@@ -1661,6 +1661,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     const bool kvpf = P.opt & OPT_KVPF;
     unsigned kvpar = 0;  // the next phase parity of the K/V staging mbarrier (S.mb[2])
     const bool gue = (P.opt & OPT_GUEARLY) && !ring && !kvst;  // kv staging uses buffer 0 in attention
+    // OPT_LATE (two-buffer mode): each weight copy is issued after the issuing stage's input loads
+    const bool late = (P.opt & OPT_LATE) && !ring;
     WStage S;
     S.mb = s_mb;
     S.iss = (P.opt & OPT_ISSW) && NT > 32 ? 32 : 0;
@@ -1727,15 +1729,17 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             unsigned *c = P.flg + (size_t)l * NSTAGE;
             int r0, r1;
             // ---- QKV: rmsnorm(x) -> q|k|v rows
-            ws_next(S, bO, P, l, S_O);
+            if (!late) ws_next(S, bO, P, l, S_O);
             block_rows(QKVR, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 df_wait(P, l == 0 ? cE : c - NSTAGE + S_DOWN, l == 0 ? ts : nDN * ts, stamp(0));
                 if (l == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // stop token
                 sprof_mark(P, -1);
                 load_norm(P.x, L.in_norm, H, P.eps, sm, red, normw);
+                if (late) ws_next(S, bO, P, l, S_O);
                 df_mv<MV_STORE>(P, S, bQ, L.qkv, QKVR, H, sm, P.qkv, red, nullptr, regx, c + S_QKV, stamp(1), SP_QKV);
             } else {
+                if (late) ws_next(S, bO, P, l, S_O);
                 ws_take(S, bQ);
                 if (l == 0) {  // still honour a stop token
                     df_wait(P, cE, ts, nullptr);
@@ -1748,7 +1752,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             // __syncthreads; a block without q|k|v rows never read it), so gate|up's copy can start
             // now instead of at the O stage: the attention blocks, the last to reach O, otherwise
             // start it only a short O stage before gate|up needs it
-            if (gue) ws_next(S, bG, P, l, S_GU);
+            // (OPT_LATE: a block with an attention item issues it after its attention work)
+            if (gue && (!late || blockIdx.x >= items)) ws_next(S, bG, P, l, S_GU);
             if (blockIdx.x < items) {
                 // buffer 0 (q|k|v's weights, read above) is free until the O stage's copy
                 // (two-buffer mode leaves mbarrier 2 to this copy)
@@ -1762,6 +1767,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 sprof_mark(P, SP_ATT + 3);
                 df_arrive(c + S_ATT, stamp(1));
                 sprof_mark(P, SP_ATT + 4);
+                if (gue && late) ws_next(S, bG, P, l, S_GU);
             }
             kinst++;
             // ---- O: x += W_o att
@@ -1790,33 +1796,38 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             kinst++;
             // ---- GU: rmsnorm(x) -> gate|up rows (interleaved)
             __syncthreads();
-            ws_next(S, bD, P, l, S_DOWN);
+            if (!late) ws_next(S, bD, P, l, S_DOWN);
             block_rows(2 * I, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 df_wait(P, c + S_O, nO * ts, stamp(0));
                 sprof_mark(P, -1);
                 load_norm(P.x, L.post_norm, H, P.eps, sm, red, normw);
+                if (late) ws_next(S, bD, P, l, S_DOWN);
                 df_mv<MV_STORE>(P, S, bG, L.gu, 2 * I, H, sm, P.gu, red, nullptr, regx, c + S_GU, stamp(1), SP_GU);
             } else {
+                if (late) ws_next(S, bD, P, l, S_DOWN);
                 ws_take(S, bG);
             }
             kinst++;
             // ---- DOWN: x += W_down (silu(gate) * up)
             __syncthreads();
-            {
+            auto down_next = [&]() {  // the next layer's first copy (or the next step's, or the lm_head's)
                 const int nst = ring ? S_GU : S_QKV, nb = ring ? bG : bQ;
                 if (l + 1 < Lc) ws_next(S, nb, P, l + 1, nst);
                 else if (more) ws_next(S, nb, P, 0, nst);  // next step's first layer, during the lm_head
                 else prefetch_rows(P.lm_head, P.vocab, H, (size_t)1 << 20);
-            }
+            };
+            if (!late) down_next();
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 const float *xo_p = own_x(P, r0, r1, ownx ? s_xo : nullptr);  // written by its O stage
                 df_wait(P, c + S_GU, nGU * ts, stamp(0));
                 sprof_mark(P, -1);
                 load_silu(P.gu, sm, I);
+                if (late) down_next();
                 df_mv<MV_ADD>(P, S, bD, L.down, H, I, sm, P.x, red, xo_p, regx, c + S_DOWN, stamp(1), SP_DOWN);
             } else {
+                if (late) down_next();
                 ws_take(S, bD);
             }
             kinst++;

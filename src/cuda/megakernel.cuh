@@ -38,9 +38,12 @@ enum {
                      // acquire load also invalidates L1: once per wait, not once per poll)
     OPT_ISSW = 512,  // df: bulk copies (staged weights, lm_head ring) are issued by warp 1, so
                      // thread 0's dependency poll never queues behind a copy issue
+    OPT_LATE = 1024, // df: a stage issues the next stage's weight copy after its own input loads,
+                     // not before its dependency wait (the copy's burst of HBM traffic then does
+                     // not queue ahead of the loads on the critical path)
     OPT_EVICT = 32,  // weight reads (bulk copies, streamed loads, L2 prefetches) are L2 evict-first
     OPT_GUEARLY = 128, // df: the gate|up weight copy starts when q|k|v's buffer frees, before attention
-    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_KVPF | OPT_EVICT | OPT_LTAB | OPT_GUEARLY | OPT_POLLR | OPT_ISSW,
+    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_KVPF | OPT_EVICT | OPT_LTAB | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_LATE,
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
     OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT | OPT_GUEARLY
