@@ -1550,6 +1550,17 @@ __device__ __forceinline__ void df_wait(const Params &P, const unsigned *c, unsi
 // Blocks with a non-empty balanced slice of `rows` rows (block_rows gives rows*b/nb ...).
 __device__ __forceinline__ unsigned producers(int rows) { return (unsigned)min(rows, (int)gridDim.x); }
 
+// This block's rows [r0, r1) of a rows-row matrix; pairs: whole row pairs (2j, 2j+1) (OPT_HPAIR's
+// gate|up split: rows / 2 pairs balanced over the blocks).
+__device__ __forceinline__ void pair_rows(int rows, bool pairs, int &r0, int &r1) {
+    if (!pairs) {
+        block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
+        return;
+    }
+    block_rows(rows / 2, blockIdx.x, gridDim.x, r0, r1);
+    r0 *= 2, r1 *= 2;
+}
+
 
 // Staged weight buffers: two shared-memory buffers, each with an mbarrier the bulk copy completes.
 struct WStage {
@@ -1569,17 +1580,18 @@ struct WStage {
 // issued again, so no thread can still be polling a phase that has completed twice. A block with
 // no rows in a stage issues nothing for it (the same block_rows split), so its bare ws_take in
 // that stage has nothing to wait for.
-__device__ __forceinline__ bool ws_issue(WStage &S, int k, const __nv_bfloat16 *W, int rows, int cols) {
+__device__ __forceinline__ bool ws_issue(WStage &S, int k, const __nv_bfloat16 *W, int rows, int cols,
+                                         bool pairs = false) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     int r0, r1;
-    block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
+    pair_rows(rows, pairs, r0, r1);
     const size_t bytes = (size_t)(r1 - r0) * cols * 2;
     if (bytes == 0 || bytes > S.cap[k]) return false;
     if ((int)threadIdx.x == S.iss) bulk_g2s(smem_u32(S.buf[k]), W + (size_t)r0 * cols, bytes, smem_u32(S.mb + k));
     S.pend[k] = 1;
     return true;
 #else
-    (void)S, (void)k, (void)W, (void)rows, (void)cols;
+    (void)S, (void)k, (void)W, (void)rows, (void)cols, (void)pairs;
     return false;
 #endif
 }
@@ -1591,6 +1603,13 @@ __device__ __forceinline__ const uint4 *ws_take(WStage &S, int k) {
     S.phase[k] ^= 1u;
     S.pend[k] = 0;
     return S.buf[k];
+}
+
+// OPT_HPAIR applies: the block's gate|up rows fit in sm after x (the host sizes sm for
+// max(hidden, inter, q_dim) floats)
+__device__ __forceinline__ bool hpair_on(const Params &P) {
+    const int G = (int)gridDim.x;
+    return (P.opt & OPT_HPAIR) && P.hidden + 2 * ((P.inter + G - 1) / G) <= max(P.hidden, P.inter);
 }
 
 // The weight matrix of stage st (QKV, O, GU or DOWN) of layer l.
@@ -1610,7 +1629,8 @@ __device__ __forceinline__ const __nv_bfloat16 *stage_w(const Params &P, int l, 
 __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l, int st) {
     int rows, cols;
     const __nv_bfloat16 *W = stage_w(P, l, st, rows, cols);
-    if (!ws_issue(S, k, W, rows, cols)) prefetch_rows(W, rows, cols, (size_t)1 << 20);
+    if (!ws_issue(S, k, W, rows, cols, st == S_GU && hpair_on(P)))
+        prefetch_rows(W, rows, cols, (size_t)1 << 20);
 }
 
 // The rest of a matvec stage once its input vector is in sm: wait for the staged weights of
@@ -1697,7 +1717,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     __syncthreads();
     unsigned *cE = P.flg + (size_t)Lc * NSTAGE;  // embeds done (one per step)
     // producers per stage per step (attention's varies with the context length)
-    const unsigned nQKV = producers(QKVR), nO = producers(H), nGU = producers(2 * I), nDN = producers(H);
+    const bool hpair = hpair_on(P);
+    const unsigned nQKV = producers(QKVR), nO = producers(H), nGU = producers(hpair ? I : 2 * I), nDN = producers(H);
     unsigned tATT = 0;  // attention items so far in this launch
     // profile: stage instance k of this block -> stamps (2k: inputs ready, 2k+1: output published)
     int kinst = 0;
@@ -1797,13 +1818,32 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             // ---- GU: rmsnorm(x) -> gate|up rows (interleaved)
             __syncthreads();
             if (!late) ws_next(S, bD, P, l, S_DOWN);
-            block_rows(2 * I, blockIdx.x, G, r0, r1);
+            pair_rows(2 * I, hpair, r0, r1);
             if (r1 > r0) {
                 df_wait(P, c + S_O, nO * ts, stamp(0));
                 sprof_mark(P, -1);
                 load_norm(P.x, L.post_norm, H, P.eps, sm, red, normw);
                 if (late) ws_next(S, bD, P, l, S_DOWN);
-                df_mv<MV_STORE>(P, S, bG, L.gu, 2 * I, H, sm, P.gu, red, nullptr, regx, c + S_GU, stamp(1), SP_GU);
+                if (!hpair) {
+                    df_mv<MV_STORE>(P, S, bG, L.gu, 2 * I, H, sm, P.gu, red, nullptr, regx, c + S_GU, stamp(1),
+                                    SP_GU);
+                } else {
+                    // the block's gate|up rows into shared memory (after x), then h for its pairs
+                    // into P.gu[j] (DOWN reads h, I floats); the same float ops as load_silu
+                    float *g2 = sm + H;
+                    sprof_mark(P, SP_GU);
+                    const uint4 *ws = ws_take(S, bG);
+                    sprof_mark(P, SP_GU + 1);
+                    matvec<MV_SMEM>(L.gu, 2 * I, H, sm, g2, red, nullptr, ws, r0, r1, nullptr, 0, nullptr, regx);
+                    __syncthreads();
+                    for (int j = threadIdx.x; j < (r1 - r0) / 2; j += NT) {
+                        const float gt = g2[2 * j], up = g2[2 * j + 1];
+                        P.gu[r0 / 2 + j] = gt / (1.0f + expf(-gt)) * up;
+                    }
+                    sprof_mark(P, SP_GU + 2);
+                    df_arrive(c + S_GU, stamp(1));
+                    sprof_mark(P, SP_GU + 3);
+                }
             } else {
                 if (late) ws_next(S, bD, P, l, S_DOWN);
                 ws_take(S, bG);
@@ -1823,7 +1863,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 const float *xo_p = own_x(P, r0, r1, ownx ? s_xo : nullptr);  // written by its O stage
                 df_wait(P, c + S_GU, nGU * ts, stamp(0));
                 sprof_mark(P, -1);
-                load_silu(P.gu, sm, I);
+                if (hpair) load_vec(P.gu, sm, I);  // h, published by the gate|up blocks
+                else load_silu(P.gu, sm, I);
                 if (late) down_next();
                 df_mv<MV_ADD>(P, S, bD, L.down, H, I, sm, P.x, red, xo_p, regx, c + S_DOWN, stamp(1), SP_DOWN);
             } else {

@@ -41,12 +41,16 @@ enum {
     OPT_LATE = 1024, // df: a stage issues the next stage's weight copy after its own input loads,
                      // not before its dependency wait (the copy's burst of HBM traffic then does
                      // not queue ahead of the loads on the critical path)
+    OPT_HPAIR = 2048, // df: gate|up blocks own whole (gate_j, up_j) row pairs and publish
+                      // h_j = silu(gate_j) * up_j, so DOWN loads I floats, not 2I, and no block
+                      // recomputes all I SiLUs
     OPT_EVICT = 32,  // weight reads (bulk copies, streamed loads, L2 prefetches) are L2 evict-first
     OPT_GUEARLY = 128, // df: the gate|up weight copy starts when q|k|v's buffer frees, before attention
-    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_KVPF | OPT_EVICT | OPT_LTAB | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_LATE,
+    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_KVPF | OPT_EVICT | OPT_LTAB | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_LATE | OPT_HPAIR,
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
-    OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT | OPT_GUEARLY
+    // + POLLR +0.5%, ISSW +2% (runs 16-17, session 3); KVPF -7% at 4K, LTAB -1%, LATE -4%: off
+    OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW
 };
 
 struct Params {
