@@ -49,8 +49,9 @@ enum {
     OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_KVPF | OPT_EVICT | OPT_LTAB | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_LATE | OPT_HPAIR,
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
-    // + POLLR +0.5%, ISSW +2% (runs 16-17, session 3); KVPF -7% at 4K, LTAB -1%, LATE -4%: off
-    OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW
+    // + POLLR +0.5%, ISSW +2%, HPAIR +2-4% (runs 16-19, session 3); KVPF -7% at 4K, LTAB -1%,
+    // LATE -4%: off
+    OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR
 };
 
 struct Params {
