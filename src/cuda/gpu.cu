@@ -653,11 +653,12 @@ static void sub_profile(const unsigned long long *dsp) {
         return;
     }
     // in megakernel.cu's SP_* order
-    static const char *nm[21] = {"qkv:norm", "wait-w", "mv", "publish", "att:prep", "softmax", "partials",
+    static const char *nm[22] = {"qkv:norm", "wait-w", "mv", "publish", "att:prep", "rowcomb", "partials",
                                  "combine", "publish", "o:load", "wait-w", "mv", "publish", "gu:norm",
-                                 "wait-w", "mv", "publish", "down:silu", "wait-w", "mv", "publish"};
+                                 "wait-w", "mv", "publish", "down:silu", "wait-w", "mv", "publish",
+                                 "att:loop"};
     fprintf(stderr, "megakernel(df) block 0 sub-stages (us, mean):");
-    for (int k = 0; k < 21; k++)
+    for (int k = 0; k < 22; k++)
         if (t[24 + k]) fprintf(stderr, " %s %.2f", nm[k], (double)t[k] / t[24 + k] / (khz * 1e-3));
     fprintf(stderr, "\n");
 }

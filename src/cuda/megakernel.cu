@@ -97,7 +97,8 @@ __device__ __forceinline__ void grid_sync(unsigned *bar, unsigned &target, unsig
 // start. Shared memory, flushed to P.sprof at the end: a mark costs a few cycles, not a global load.
 // first sub-stage index of each stage: q|k|v, o, gate|up, down have 4 (input, weight wait, matvec,
 // publish; df_mv), attention 5 (head prep, softmax, partials, combine, publish); gpu.cu names them
-enum { SP_QKV = 0, SP_ATT = 4, SP_O = 9, SP_GU = 13, SP_DOWN = 17 };
+// SP_ATTLOOP: the online-softmax loop inside att_pass (SP_ATT + 1 is then its row-group combine)
+enum { SP_QKV = 0, SP_ATT = 4, SP_O = 9, SP_GU = 13, SP_DOWN = 17, SP_ATTLOOP = 21 };
 __shared__ unsigned long long s_sp[49];  // [k]: cycles, [24 + k]: marks, [48]: the previous mark
 __device__ __forceinline__ void sprof_mark(const Params &P, int k) {
     if (P.sprof && blockIdx.x == 0 && threadIdx.x == 0) {
@@ -741,6 +742,7 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
             }
         }
     }
+    sprof_mark(P, SP_ATTLOOP);
     const int stride = hd + 2;
 #pragma unroll
     for (int g = 0; g < GS; g++) {
@@ -994,7 +996,7 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
         default: att_pass<4, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
         }
     }
-    sprof_mark(P, SP_ATT + 1);  // online softmax over the chunk
+    sprof_mark(P, SP_ATT + 1);  // the row-group combine after the online softmax (SP_ATTLOOP)
     float *part = P.part;  // (n_heads, max_chunks, hd+2)
     if (nch == 1) {
         for (int t = threadIdx.x; t < G * hd; t += NT) {
