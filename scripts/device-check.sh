@@ -6,7 +6,9 @@
 #   scripts/device-check.sh [--only LIST] [--skip LIST] [--budget-s S] [--arch SM]
 #   steps: build bw test prefill greedy greedy2 logits sanitize profile bench bench16 sweep variants serve ctest hf
 #   diagnostic steps, run only when --only names them: ncu (Nsight Compute warp-state and scheduler
-#   statistics of the dataflow kernel), sass (its SASS and instruction counts per function)
+#   statistics of the dataflow kernel), sass (its SASS and instruction counts per function), ab
+#   (DC_AB_TREE=DIR: another source tree, e.g. main's `git archive` in .deps/main, carried; built
+#   beside this one and benched against it ABBA in the same call: for compile-time changes)
 #   Logs and raw numbers go to $OUT (the device tool's folder) or out/device-check.
 # Needs: nvcc, cmake, python3 with torch + transformers (HF reference), and the Debian -dev libraries
 # (unpacked from .deps/debs, made by scripts/deps.sh --debs, when pkg-config can't find them).
@@ -50,6 +52,17 @@ say "GPU: ${GPU:-none}; arch ${ARCH:-default}"
 B=$ROOT/build-dc
 BIN=$B/megaqwen
 export MQ_TOKENIZER_DIR=$ROOT/.deps/qwen3-tokenizer
+
+# ---- ab: build the other tree in the background, beside this tree's build (its scripts find the
+# -dev libraries through the exported environment, so the sysroot is unpacked once)
+ABPID=""
+if [ -n "$ONLY" ] && want ab && [ -n "${DC_AB_TREE:-}" ] && [ -d "$DC_AB_TREE" ]; then
+  mkdir -p "$DC_AB_TREE/.deps"
+  ln -sfn "$ROOT/.deps/qwen3-tokenizer" "$DC_AB_TREE/.deps/qwen3-tokenizer"
+  export PKGCFG
+  (cd "$DC_AB_TREE" && OUT="$O/ab" bash scripts/device-check.sh --only build --arch "$ARCH" >"$O/ab-build.txt" 2>&1) &
+  ABPID=$!
+fi
 
 if want build; then
   say "build"
@@ -274,6 +287,27 @@ if [ -n "$ONLY" ] && want sass; then
     >"$O/sass-sizes.txt"
   gzip -f "$O/megaqwen.sass"
   row "sass | $(wc -l <"$O/sass-sizes.txt") functions; largest: $(head -3 "$O/sass-sizes.txt" | tr '\n' ';')"
+fi
+
+if [ -n "$ONLY" ] && want ab; then
+  if [ -z "$ABPID" ]; then
+    row "ab | DC_AB_TREE (a source tree directory) not set or missing"
+  else
+    wait "$ABPID"
+    ABIN=$DC_AB_TREE/build-dc/megaqwen
+    if [ ! -x "$ABIN" ]; then
+      row "ab | the other tree did not build (ab-build.txt)"
+    else
+      say "ab: $DC_AB_TREE against this tree, ABBA (MQ_CUDA_SYNC=${DC_AB_SYNC:-df})"
+      for b in "$ABIN" "$BIN" "$BIN" "$ABIN"; do
+        tag=this; [ "$b" = "$ABIN" ] && tag=$DC_AB_TREE
+        MQ_CUDA_SYNC=${DC_AB_SYNC:-df} timeout 60 "$b" bench -m $M06 --backend cuda --ctx ${DC_SWEEP_CTX:-16,1024,4096} \
+          -n 128 --bw "$BW" --power-s 0 --idle-s 0 >/tmp/ab.txt 2>&1
+        { echo "== ab $tag"; cat /tmp/ab.txt; } >>"$LOG"
+        row "ab $tag: $(grep -E '^\| [0-9]+ \|' /tmp/ab.txt | cut -d'|' -f2-3 | tr -s ' ' | tr '\n' ' ')"
+      done
+    fi
+  fi
 fi
 
 if want ctest && [ "$(left)" -gt 60 ]; then
