@@ -304,7 +304,8 @@ if [ -n "$ONLY" ] && want ab; then
         MQ_CUDA_SYNC=${DC_AB_SYNC:-df} timeout 60 "$b" bench -m $M06 --backend cuda --ctx ${DC_SWEEP_CTX:-16,1024,4096} \
           -n 128 --bw "$BW" --power-s 0 --idle-s 0 >/tmp/ab.txt 2>&1
         { echo "== ab $tag"; cat /tmp/ab.txt; } >>"$LOG"
-        row "ab $tag: $(grep -E '^\| [0-9]+ \|' /tmp/ab.txt | cut -d'|' -f2-3 | tr -s ' ' | tr '\n' ' ')"
+        r=$(grep -E '^\| [0-9]+ \|' /tmp/ab.txt | cut -d'|' -f2-3 | tr -s ' ' | tr '\n' ' ')
+        row "ab $tag: ${r:-$(head -1 /tmp/ab.txt)}"
       done
     fi
   fi
