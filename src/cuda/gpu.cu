@@ -488,9 +488,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
         lw[l].q_norm = (const float *)(b + g->off_layer[6]);
         lw[l].k_norm = (const float *)(b + g->off_layer[7]);
     }
-    // OPT_LTAB: layer l's pointers are layer 0's plus l layer strides (the loop above)
-    P.layer0 = lw[0];
-    P.lstride = (unsigned long long)g->layer_stride;
     e = cudaMemcpy(A + off_layers, lw, sizeof(LayerW) * s->n_layers, cudaMemcpyHostToDevice);
     free(lw);
     CKN(e);

@@ -42,24 +42,6 @@ __device__ __forceinline__ unsigned ld_relaxed(const unsigned *p) {
     return v;
 }
 
-// Layer l's weight pointers. OPT_LTAB: computed from layer 0's and the uniform layer stride of the
-// arena (P is in the constant bank: no global load, nothing an L1 invalidation can evict);
-// otherwise read from the device table.
-__device__ __forceinline__ LayerW layer_w(const Params &P, int l) {
-    if (!(P.opt & OPT_LTAB)) return P.layers[l];
-    const size_t d = (size_t)l * P.lstride;
-    LayerW L;
-    L.qkv = reinterpret_cast<const __nv_bfloat16 *>(reinterpret_cast<const char *>(P.layer0.qkv) + d);
-    L.o = reinterpret_cast<const __nv_bfloat16 *>(reinterpret_cast<const char *>(P.layer0.o) + d);
-    L.gu = reinterpret_cast<const __nv_bfloat16 *>(reinterpret_cast<const char *>(P.layer0.gu) + d);
-    L.down = reinterpret_cast<const __nv_bfloat16 *>(reinterpret_cast<const char *>(P.layer0.down) + d);
-    L.in_norm = reinterpret_cast<const float *>(reinterpret_cast<const char *>(P.layer0.in_norm) + d);
-    L.post_norm = reinterpret_cast<const float *>(reinterpret_cast<const char *>(P.layer0.post_norm) + d);
-    L.q_norm = reinterpret_cast<const float *>(reinterpret_cast<const char *>(P.layer0.q_norm) + d);
-    L.k_norm = reinterpret_cast<const float *>(reinterpret_cast<const char *>(P.layer0.k_norm) + d);
-    return L;
-}
-
 // Grid barrier: `bar` only grows within a launch (the host zeroes it before each launch); each
 // block adds 1 per barrier and waits until the count reaches (barriers so far) * gridDim.x.
 // The fences make every block's global writes before the barrier visible to all after it.
@@ -900,37 +882,6 @@ __device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, si
 #endif
 }
 
-// OPT_KVPF: ask L2 for the earlier K/V rows [p0, pe) of the block's attention item (layer l,
-// position pos) before the q|k|v wait: they were written by earlier steps, so their HBM reads can
-// overlap the wait instead of starting in the online softmax. Head-major cache: one contiguous
-// range per matrix, one bulk prefetch per 32 KB piece, spread over the block's threads (no
-// completion to wait for; the softmax's loads then find the rows in L2).
-template <typename KT>
-__device__ __forceinline__ void kv_prefetch(const Params &P, int l, int pos) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    const int len = pos + 1;
-    int csz;
-    const int nch = att_chunks(P, len, csz);
-    const int item = blockIdx.x;
-    if (item >= P.nkv * nch) return;
-    const int kvh = item / nch, c = item % nch;
-    const int p0 = c * csz, pe = min(min(len, p0 + csz), pos);
-    const size_t rowb = (size_t)P.hd * sizeof(KT);
-    if (pe <= p0 || (rowb & 15)) return;
-    const size_t bytes = (size_t)(pe - p0) * rowb, piece = 32768, np = (bytes + piece - 1) / piece;
-    const char *kg = reinterpret_cast<const char *>(kv_rows<const KT>(P.kc, P, l, kvh) + (size_t)p0 * P.hd);
-    const char *vg = reinterpret_cast<const char *>(kv_rows<const KT>(P.vc, P, l, kvh) + (size_t)p0 * P.hd);
-    for (size_t r = threadIdx.x; r < 2 * np; r += NT) {
-        const bool v = r >= np;
-        const size_t off = (v ? r - np : r) * piece, n = bytes - off < piece ? bytes - off : piece;
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((v ? vg : kg) + off), "r"((unsigned)n)
-                     : "memory");
-    }
-#else
-    (void)P, (void)l, (void)pos;
-#endif
-}
-
 // Attention of layer l at position pos for the block's (kv head, chunk) item: the G query heads
 // of a kv head are done in passes of at most 4 (register budget); K/V rows are re-read per pass.
 // ks: the item's K/V rows staged by kv_stage (or NULL: read them from the cache), complete at
@@ -947,7 +898,7 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
     if (item >= P.nkv * nch) return;
     const int kvh = item / nch, c = item % nch;
     const int p0 = c * csz, p1 = min(len, p0 + csz);
-    const LayerW L = layer_w(P, l);
+    const LayerW L = P.layers[l];
     const size_t kvd = (size_t)P.nkv * hd;  // k (and v) part of the q|k|v vector
     KT *Kl = kv_rows<KT>(P.kc, P, l, kvh);   // the kv head's cache rows: row p at + p*hd
     KT *Vl = kv_rows<KT>(P.vc, P, l, kvh);
@@ -1404,13 +1355,13 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
     const size_t WS = P.wsmem;
     wpol_init(P);  // published by the first grid_sync's __syncthreads
     if (blockIdx.x == 0) embed(P, P.ids ? P.ids[0] : P.first);
-    const uint4 *ws = P.n_layers > 0 ? stage_rows(layer_w(P, 0).qkv, QKVR, H, wsb, WS) : nullptr;
+    const uint4 *ws = P.n_layers > 0 ? stage_rows(P.layers[0].qkv, QKVR, H, wsb, WS) : nullptr;
     grid_sync(P.bar, target, P.prof);
 
     for (int step = 0; step < P.n; step++) {
         const int pos = P.pos + step;
         for (int l = 0; l < P.n_layers; l++) {
-            const LayerW L = layer_w(P, l);
+            const LayerW L = P.layers[l];
             // QKV (its weights were staged before the previous barrier)
             load_norm(P.x, L.in_norm, H, P.eps, sm, red, normw);
             stage_wait();
@@ -1447,8 +1398,8 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
                 mlp_fused(P, L, sm, sm + H, red, ws);
                 __syncthreads();
                 if (l + 1 < P.n_layers) {
-                    ws = stage_rows(layer_w(P, l + 1).qkv, QKVR, H, wsb, WS);
-                    if (!ws) prefetch_rows(layer_w(P, l + 1).qkv, QKVR, H, PF);
+                    ws = stage_rows(P.layers[l + 1].qkv, QKVR, H, wsb, WS);
+                    if (!ws) prefetch_rows(P.layers[l + 1].qkv, QKVR, H, PF);
                 } else {
                     prefetch_rows(P.lm_head, P.vocab, H, PF);
                 }
@@ -1464,7 +1415,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
             matvec<MV_STORE>(L.gu, 2 * I, H, sm, P.gu, red, nullptr, ws, -1, -1, nullptr, 0, nullptr, regx);
             __syncthreads();
             ws = stage_rows(L.down, H, I, wsb, WS);
-            if (l + 1 < P.n_layers) prefetch_rows(layer_w(P, l + 1).qkv, QKVR, H, PF);
+            if (l + 1 < P.n_layers) prefetch_rows(P.layers[l + 1].qkv, QKVR, H, PF);
             else prefetch_rows(P.lm_head, P.vocab, H, PF);
             grid_sync(P.bar, target, P.prof);
             // DOWN
@@ -1475,7 +1426,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
             stage_wait();
             matvec<MV_ADD>(L.down, H, I, sm, P.x, red, nullptr, ws);
             __syncthreads();
-            if (l + 1 < P.n_layers) ws = stage_rows(layer_w(P, l + 1).qkv, QKVR, H, wsb, WS);
+            if (l + 1 < P.n_layers) ws = stage_rows(P.layers[l + 1].qkv, QKVR, H, wsb, WS);
             grid_sync(P.bar, target, P.prof);
         }
         // LM head + argmax (skipped for teacher-forced steps whose logits nobody reads)
@@ -1490,8 +1441,8 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
         if (!more) break;
         if (P.n_layers > 0) {
             __syncthreads();
-            ws = stage_rows(layer_w(P, 0).qkv, QKVR, H, wsb, WS);
-            if (!ws) prefetch_rows(layer_w(P, 0).qkv, QKVR, H, PF);
+            ws = stage_rows(P.layers[0].qkv, QKVR, H, wsb, WS);
+            if (!ws) prefetch_rows(P.layers[0].qkv, QKVR, H, PF);
         }
         grid_sync(P.bar, target, P.prof);
         if (__ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // a stop token was chosen
@@ -1616,7 +1567,7 @@ __device__ __forceinline__ bool hpair_on(const Params &P) {
 
 // The weight matrix of stage st (QKV, O, GU or DOWN) of layer l.
 __device__ __forceinline__ const __nv_bfloat16 *stage_w(const Params &P, int l, int st, int &rows, int &cols) {
-    const LayerW L = layer_w(P, l);
+    const LayerW L = P.layers[l];
     const int H = P.hidden, I = P.inter;
     switch (st) {
     case S_QKV: rows = P.qdim + 2 * P.nkv * P.hd, cols = H; return L.qkv;
@@ -1637,7 +1588,8 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
 
 // The rest of a matvec stage once its input vector is in sm: wait for the staged weights of
 // buffer buf, out (=|+=) W sm, publish on counter c. Sub-stage marks k .. k+3 (input load, weight
-// wait, matvec, publish).
+// wait, matvec, publish). (OPT_HPAIR's gate|up stage spells the same steps out with its SiLU
+// between matvec and publish: folding it in here as a callback raised decode_df's spills.)
 template <int MODE>
 __device__ __forceinline__ void df_mv(const Params &P, WStage &S, int buf, const __nv_bfloat16 *W, int rows,
                                       int cols, const float *sm, float *out, float *red, const float *xo, bool regx,
@@ -1680,11 +1632,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
     const bool regx = P.opt & OPT_REGX;
     const bool normw = P.opt & OPT_NORMW, ownx = P.opt & OPT_OWNX;
     const bool kvst = (P.opt & OPT_KVSTAGE) && !ring && P.wbuf > 0;
-    const bool kvpf = P.opt & OPT_KVPF;
     unsigned kvpar = 0;  // the next phase parity of the K/V staging mbarrier (S.mb[2])
     const bool gue = (P.opt & OPT_GUEARLY) && !ring && !kvst;  // kv staging uses buffer 0 in attention
-    // OPT_LATE (two-buffer mode): each weight copy is issued after the issuing stage's input loads
-    const bool late = (P.opt & OPT_LATE) && !ring;
     WStage S;
     S.mb = s_mb;
     S.iss = (P.opt & OPT_ISSW) && NT > 32 ? 32 : 0;
@@ -1748,21 +1697,19 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
         const bool ocomb = P.ocomb != 0;
         const unsigned ts = (unsigned)step + 1;  // steps whose producers must have arrived
         for (int l = 0; l < Lc; l++) {
-            const LayerW L = layer_w(P, l);
+            const LayerW L = P.layers[l];
             unsigned *c = P.flg + (size_t)l * NSTAGE;
             int r0, r1;
             // ---- QKV: rmsnorm(x) -> q|k|v rows
-            if (!late) ws_next(S, bO, P, l, S_O);
+            ws_next(S, bO, P, l, S_O);
             block_rows(QKVR, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 df_wait(P, l == 0 ? cE : c - NSTAGE + S_DOWN, l == 0 ? ts : nDN * ts, stamp(0));
                 if (l == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // stop token
                 sprof_mark(P, -1);
                 load_norm(P.x, L.in_norm, H, P.eps, sm, red, normw);
-                if (late) ws_next(S, bO, P, l, S_O);
                 df_mv<MV_STORE>(P, S, bQ, L.qkv, QKVR, H, sm, P.qkv, red, nullptr, regx, c + S_QKV, stamp(1), SP_QKV);
             } else {
-                if (late) ws_next(S, bO, P, l, S_O);
                 ws_take(S, bQ);
                 if (l == 0) {  // still honour a stop token
                     df_wait(P, cE, ts, nullptr);
@@ -1775,14 +1722,12 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             // __syncthreads; a block without q|k|v rows never read it), so gate|up's copy can start
             // now instead of at the O stage: the attention blocks, the last to reach O, otherwise
             // start it only a short O stage before gate|up needs it
-            // (OPT_LATE: a block with an attention item issues it after its attention work)
-            if (gue && (!late || blockIdx.x >= items)) ws_next(S, bG, P, l, S_GU);
+            if (gue) ws_next(S, bG, P, l, S_GU);
             if (blockIdx.x < items) {
                 // buffer 0 (q|k|v's weights, read above) is free until the O stage's copy
                 // (two-buffer mode leaves mbarrier 2 to this copy)
                 KT *ks = kvst ? kv_stage<KT>(P, l, pos, reinterpret_cast<KT *>(S.buf[0]), S.cap[0], S.mb + 2)
                               : nullptr;
-                if (kvpf && !ks) kv_prefetch<KT>(P, l, pos);
                 df_wait(P, c + S_QKV, nQKV * ts, stamp(0));
                 sprof_mark(P, -1);
                 attention<KT>(P, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar);
@@ -1790,7 +1735,6 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 sprof_mark(P, SP_ATT + 3);
                 df_arrive(c + S_ATT, stamp(1));
                 sprof_mark(P, SP_ATT + 4);
-                if (gue && late) ws_next(S, bG, P, l, S_GU);
             }
             kinst++;
             // ---- O: x += W_o att
@@ -1819,13 +1763,12 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
             kinst++;
             // ---- GU: rmsnorm(x) -> gate|up rows (interleaved)
             __syncthreads();
-            if (!late) ws_next(S, bD, P, l, S_DOWN);
+            ws_next(S, bD, P, l, S_DOWN);
             pair_rows(2 * I, hpair, r0, r1);
             if (r1 > r0) {
                 df_wait(P, c + S_O, nO * ts, stamp(0));
                 sprof_mark(P, -1);
                 load_norm(P.x, L.post_norm, H, P.eps, sm, red, normw);
-                if (late) ws_next(S, bD, P, l, S_DOWN);
                 if (!hpair) {
                     df_mv<MV_STORE>(P, S, bG, L.gu, 2 * I, H, sm, P.gu, red, nullptr, regx, c + S_GU, stamp(1),
                                     SP_GU);
@@ -1847,19 +1790,17 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                     sprof_mark(P, SP_GU + 3);
                 }
             } else {
-                if (late) ws_next(S, bD, P, l, S_DOWN);
                 ws_take(S, bG);
             }
             kinst++;
             // ---- DOWN: x += W_down (silu(gate) * up)
             __syncthreads();
-            auto down_next = [&]() {  // the next layer's first copy (or the next step's, or the lm_head's)
+            {
                 const int nst = ring ? S_GU : S_QKV, nb = ring ? bG : bQ;
                 if (l + 1 < Lc) ws_next(S, nb, P, l + 1, nst);
                 else if (more) ws_next(S, nb, P, 0, nst);  // next step's first layer, during the lm_head
                 else prefetch_rows(P.lm_head, P.vocab, H, (size_t)1 << 20);
-            };
-            if (!late) down_next();
+            }
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 const float *xo_p = own_x(P, r0, r1, ownx ? s_xo : nullptr);  // written by its O stage
@@ -1867,10 +1808,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
                 sprof_mark(P, -1);
                 if (hpair) load_vec(P.gu, sm, I);  // h, published by the gate|up blocks
                 else load_silu(P.gu, sm, I);
-                if (late) down_next();
                 df_mv<MV_ADD>(P, S, bD, L.down, H, I, sm, P.x, red, xo_p, regx, c + S_DOWN, stamp(1), SP_DOWN);
             } else {
-                if (late) down_next();
                 ws_take(S, bD);
             }
             kinst++;

@@ -29,28 +29,22 @@ enum {
                      // before the dependency wait (a block's O and DOWN rows are the same rows)
     OPT_KVSTAGE = 8, // df: attention copies its chunk's earlier K/V rows into shared memory before
                      // waiting for q|k|v (they do not depend on this step)
-    // (16 and 64 were OCOMB4 and ILP2, measured in runs 9 and 12 and removed; reused below)
-    OPT_KVPF = 16,   // df: attention asks L2 for its chunk's earlier K/V rows (bulk prefetch, one
-                     // contiguous range per matrix) before waiting for q|k|v
-    OPT_LTAB = 64,   // layer weight pointers computed from layer 0's and the arena's layer stride
-                     // (no dependent global load of the layer table in every stage)
+    // Measured and removed (docs/perf-notes.md): 16 OCOMB4 (run 9, -8%) then KVPF (run 16, L2
+    // prefetch of attention's K/V: -7% at 4K), 64 ILP2 (run 12, +-0) then LTAB (run 16, computed
+    // layer pointers: -1%), 1024 LATE (run 18, weight copies issued after the input loads: -4%)
     OPT_POLLR = 256, // df: dependency waits poll with relaxed loads and acquire once (a gpu-scope
                      // acquire load also invalidates L1: once per wait, not once per poll)
     OPT_ISSW = 512,  // df: bulk copies (staged weights, lm_head ring) are issued by warp 1, so
                      // thread 0's dependency poll never queues behind a copy issue
-    OPT_LATE = 1024, // df: a stage issues the next stage's weight copy after its own input loads,
-                     // not before its dependency wait (the copy's burst of HBM traffic then does
-                     // not queue ahead of the loads on the critical path)
     OPT_HPAIR = 2048, // df: gate|up blocks own whole (gate_j, up_j) row pairs and publish
                       // h_j = silu(gate_j) * up_j, so DOWN loads I floats, not 2I, and no block
                       // recomputes all I SiLUs
     OPT_EVICT = 32,  // weight reads (bulk copies, streamed loads, L2 prefetches) are L2 evict-first
     OPT_GUEARLY = 128, // df: the gate|up weight copy starts when q|k|v's buffer frees, before attention
-    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_KVPF | OPT_EVICT | OPT_LTAB | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_LATE | OPT_HPAIR,
+    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR,
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
-    // + POLLR +0.5%, ISSW +2%, HPAIR +2-4% (runs 16-19, session 3); KVPF -7% at 4K, LTAB -1%,
-    // LATE -4%: off
+    // + POLLR +0.5%, ISSW +2%, HPAIR +2-4% (runs 16-19, session 3)
     OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR
 };
 
@@ -60,8 +54,6 @@ struct Params {
     int max_chunks;  // attention chunks per kv head the part buffer holds
     float eps;
     const LayerW *layers;            // (n_layers), device memory
-    LayerW layer0;                   // layers[0], and the arena's bytes from one layer's weights to
-    unsigned long long lstride;      // the next's (uniform): layer l = layer0 + l * lstride (OPT_LTAB)
     const __nv_bfloat16 *embed;      // (vocab, hidden)
     const __nv_bfloat16 *lm_head;    // (vocab, hidden); == embed when tied
     const float *final_norm;         // (hidden)
