@@ -1612,7 +1612,7 @@ __device__ __forceinline__ const float *own_x(const Params &P, int r0, int r1, f
 }
 
 template <typename KT>
-__global__ void __launch_bounds__(NT, 1) decode_df(Params P) {
+__global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Params P) {
     extern __shared__ __align__(128) unsigned char dsm[];
     __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
     __shared__ float s_xo[NT];  // the block's own rows of x (OPT_OWNX)
