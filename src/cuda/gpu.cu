@@ -74,7 +74,10 @@ static void stage_slices(const mq_gpu_shape *s, size_t grid, size_t out[4]) {
                  KV = (size_t)s->n_kv * s->head_dim;
     out[0] = (Q + 2 * KV + grid - 1) / grid * H * 2;
     out[1] = (H + grid - 1) / grid * Q * 2;
-    out[2] = (2 * I + grid - 1) / grid * H * 2;
+    // gate|up: whole (gate, up) row pairs per block (OPT_HPAIR's split), which is up to 2 rows more
+    // than ceil(2I / grid): sized for rows in pairs, a block with the larger share of pairs streamed
+    // its slice from global memory (found in run 20's profile: gate|up 8.8 us against o's 3.6)
+    out[2] = (I + grid - 1) / grid * 2 * H * 2;
     out[3] = (H + grid - 1) / grid * I * 2;
 }
 
@@ -146,7 +149,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     // shared memory: the largest stage input vector, or attention's queries + scratch + partials
     int lpr = 1;
     while (lpr * 8 < hd) lpr <<= 1;
-    const int nw = NT / 32, nrg = nw * (32 / lpr);
+    const int nw = NT / 32;
     size_t sm_mv = (size_t)(s->hidden > s->inter ? s->hidden : s->inter);
     if ((size_t)Q > sm_mv) sm_mv = Q;
     // fused MLP: normed x (hidden) + 3 floats per intermediate pair of the block (grid >= SMs)
@@ -154,7 +157,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     if (fz > sm_mv) sm_mv = fz;
     if ((size_t)mqk::SAMPLE_SMEM_WORDS > sm_mv) sm_mv = mqk::SAMPLE_SMEM_WORDS;  // device sampling
     const int gs = G < 4 ? G : 4;  // attention passes handle at most 4 query heads
-    size_t sm_att = (size_t)G * hd + (size_t)G * (hd + 2) + (size_t)nw * hd + (size_t)nrg * gs * (hd + 2);
+    // queries, the chunk's (m, l, acc) per head, per-warp head-prep scratch, per-warp partials
+    size_t sm_att = (size_t)G * hd + (size_t)G * (hd + 2) + (size_t)nw * hd + (size_t)nw * gs * (hd + 2);
     g->smem = (int)((sm_mv > sm_att ? sm_mv : sm_att) * 4);
     if (g->smem > (int)prop.sharedMemPerBlockOptin) {
         mq_err_set("cuda: shape needs %d bytes of shared memory per block, device %s allows %zu", g->smem,
@@ -226,7 +230,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     g->grid = g->sms * bps;
     // dataflow kernel: one block per SM; two weight buffers sized for the largest row slice that
     // fits twice beside the stage vectors (a stage whose slice is larger streams from global memory)
-    size_t wbuf = 0, wreg[3] = {0, 0, 0};
+    size_t wbuf = 0, wbuf1 = 0, kvbuf = 0, wreg[3] = {0, 0, 0};
     int lmring = 0, lmns = 0;  // df lm_head ring: rows per slot, slots (MQ_CUDA_LMRING)
     g->grid_df = 0;
     if (g->sync != SYNC_GRID) {
@@ -248,12 +252,23 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
             wreg[0] = rA, wreg[1] = rB, wreg[2] = rC;
             g->smem_df = (int)(rA + rB + rC + sv);
         } else {
-            if (prop.major >= 9)
+            // buffer 0 takes q|k|v and gate|up, buffer 1 o and down: each sized for its own larger
+            // slice, and what is left beside the stage vectors becomes attention's K/V staging
+            // region (OPT_KVSTAGE; at least 16 KB, else none). When both largest slices do not fit,
+            // two equal buffers of the largest slice that fits twice (a larger one streams).
+            const size_t b0 = a128(zmax(slices[0], slices[2])), b1 = a128(zmax(slices[1], slices[3]));
+            if (prop.major >= 9 && b0 + b1 + base <= optin) {
+                wbuf = b0, wbuf1 = b1;
+                kvbuf = (optin - base - b0 - b1) & ~(size_t)127;
+                if (kvbuf < 16384) kvbuf = 0;
+            } else if (prop.major >= 9) {
                 for (int i = 0; i < 4; i++) {
                     const size_t b = a128(slices[i]);
                     if (b > wbuf && 2 * b + base <= optin) wbuf = b;
                 }
-            g->smem_df = smem_base + (int)(2 * wbuf);
+                wbuf1 = wbuf;
+            }
+            g->smem_df = smem_base + (int)(wbuf + wbuf1 + kvbuf);
         }
         const void *fdf = mqk_kernel(g->kv_f32, 1);
         // lm_head ring (MQ_CUDA_LMRING=R: slots of R lm_head rows; default and 1 = 16 rows, 0 = off;
@@ -437,6 +452,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     P.ctl = (int *)(P.bar + 1);
     P.flg = (unsigned *)(A + off_flg);
     P.wbuf = (unsigned)wbuf;
+    P.wbuf1 = (unsigned)wbuf1;
+    P.kvbuf = (unsigned)kvbuf;
     for (int k = 0; k < 3; k++) P.wreg[k] = (unsigned)wreg[k];
     const char *mcenv = getenv("MQ_CUDA_MINCH");  // fewest positions per attention chunk
     P.minch = mcenv && atoi(mcenv) > 0 ? atoi(mcenv) : 64;
@@ -450,7 +467,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     // slower, run 8) when its stage vector region holds the output plus every chunk's (m, l)
     // (q_dim + 2 * n_heads * max_chunks floats)
     const char *ocenv = getenv("MQ_CUDA_OCOMB");
-    const size_t sv_df = g->grid_df ? (size_t)g->smem_df - (wreg[0] ? wreg[0] + wreg[1] + wreg[2] : 2 * wbuf) : 0;
+    const size_t sv_df = g->grid_df ? (size_t)g->smem_df - (wreg[0] ? wreg[0] + wreg[1] + wreg[2] : wbuf + wbuf1 + kvbuf) : 0;
     P.ocomb = ocenv && atoi(ocenv) == 1 && ((size_t)Q + 2 * (size_t)s->n_heads * max_chunks) * 4 <= sv_df;
     // decode v6 optimizations (OPT_* bits in megakernel.cuh; MQ_CUDA_OPT=0 switches all off, to
     // measure each one against the kernel without it; docs/perf-notes.md)
@@ -492,12 +509,12 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     free(lw);
     CKN(e);
     snprintf(g->desc, sizeof g->desc,
-             "%.200s: %s kernel%s, %d SMs; dataflow: grid %d, %d B smem/block (weights: 2 x %zu or ring %zu+%zu+%zu; "
+             "%.200s: %s kernel%s, %d SMs; dataflow: grid %d, %d B smem/block (weights: %zu + %zu, K/V staging %zu, or ring %zu+%zu+%zu; "
              "lm_head ring %d x %d rows); grid-barrier: grid %d x %d threads (%d/SM), %d B smem/block (%zu staged "
              "weights); %s KV cache, %s MLP, arena %.3f GB",
              prop.name, g->sync == SYNC_GRID ? "grid-barrier" : "dataflow",
              g->sync == SYNC_AUTO ? " (grid-barrier past MQ_CUDA_DF_MAX positions)" : "", g->sms, g->grid_df,
-             g->smem_df, wbuf, wreg[0], wreg[1], wreg[2], lmns, lmring, g->grid, NT, bps, g->smem, g->wsmem,
+             g->smem_df, wbuf, wbuf1, kvbuf, wreg[0], wreg[1], wreg[2], lmns, lmring, g->grid, NT, bps, g->smem, g->wsmem,
              g->kv_f32 ? "f32" : "bf16",
              g->fuse ? "fused" : "2-stage", g->bytes / 1e9);
     if (g->profile) fprintf(stderr, "megakernel: %s\n", g->desc);

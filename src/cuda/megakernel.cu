@@ -662,14 +662,17 @@ __device__ __forceinline__ KT *kv_rows(void *cache, const Params &P, int l, int 
 // in registers. Leaves the chunk's combined (m, l, acc) per head in out (GS x (hd+2), smem), with
 // m in log2 units. SM: K/V rows come from shared memory (kv_stage): row p at Kl + (p - p0) * hd;
 // otherwise from the cache (head-major: Kl is the kv head's row 0): row p at Kl + p * hd.
-template <int GS, bool SM, typename KT>
+// R: rows per row group per loop trip, all loaded before any is used, so a chunk of up to
+// R x (row groups) positions costs one memory latency (R = 2 took two trips for a 64-position
+// chunk: 3.6 us of loop at pos 130, run 20). pm: NW x GS x (hd+2) floats of scratch.
+template <int GS, int R, bool SM, typename KT>
 __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, int p1,
                          const float *qs, float *pm, float *out) {
     const int hd = P.hd, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const size_t rs = (size_t)hd;  // row stride, staged rows and cache rows alike
     const int pb = SM ? p0 : 0;
     const int LPR = P.lpr, RPW = 32 / LPR;
-    const int rg = lane / LPR, sub = lane % LPR, nrg = NW * RPW, rgid = warp * RPW + rg;
+    const int rg = lane / LPR, sub = lane % LPR, nrg = NW * RPW;
     const bool act = sub * 8 < hd;
     const float qscale = rsqrtf((float)hd) * 1.4426950408889634f;  // scores in log2 units
     float q[GS][8], m[GS], ls[GS], acc[GS][8];
@@ -685,33 +688,32 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
     }
     // Trip counts must be warp-uniform: the score reduction shuffles across the whole warp, so a
     // row group past the end still runs the loop and only skips the update.
-    const int span = nrg;  // positions one pass of the block covers
-    for (int base = p0 + warp * RPW; base < p1; base += 2 * span) {
+    const int span = nrg;  // positions one row of the block's row groups covers
+    for (int base = p0 + warp * RPW; base < p1; base += R * span) {
         const int pa = base + rg;
-        const bool ga = pa < p1, gb = pa + span < p1, has2 = base + span < p1;
-        const KT *kp = Kl + (size_t)(pa - pb) * rs + sub * 8, *vp = Vl + (size_t)(pa - pb) * rs + sub * 8;
-        float k0[8], v0[8], k1[8], v1[8];
-        if (SM) {
-            ld8s(kp, act && ga, k0);
-            ld8s(vp, act && ga, v0);
-            ld8s(kp + (size_t)span * rs, act && gb, k1);
-            ld8s(vp + (size_t)span * rs, act && gb, v1);
-        } else {
-            ld8(kp, act && ga, k0);
-            ld8(vp, act && ga, v0);
-            ld8(kp + (size_t)span * rs, act && gb, k1);
-            ld8(vp + (size_t)span * rs, act && gb, v1);
+        float kf[R][8], vf[R][8];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int p = pa + r * span;
+            const bool ok = act && p < p1;
+            const KT *kp = Kl + (size_t)(p - pb) * rs + sub * 8, *vp = Vl + (size_t)(p - pb) * rs + sub * 8;
+            if (SM) {
+                ld8s(kp, ok, kf[r]);
+                ld8s(vp, ok, vf[r]);
+            } else {
+                ld8(kp, ok, kf[r]);
+                ld8(vp, ok, vf[r]);
+            }
         }
 #pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-            if (rr == 1 && !has2) break;  // warp-uniform
-            const bool valid = rr ? gb : ga;
-            const float *kf = rr ? k1 : k0, *vf = rr ? v1 : v0;
+        for (int r = 0; r < R; r++) {
+            if (base + r * span >= p1) break;  // warp-uniform: the warp's first row is past the end
+            const bool valid = pa + r * span < p1;
 #pragma unroll
             for (int g = 0; g < GS; g++) {
                 float s = 0.0f;
 #pragma unroll
-                for (int j = 0; j < 8; j++) s = fmaf(q[g][j], kf[j], s);
+                for (int j = 0; j < 8; j++) s = fmaf(q[g][j], kf[r][j], s);
                 for (int o = LPR >> 1; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
                 if (valid) {
                     const float mn = fmaxf(m[g], s);
@@ -719,32 +721,51 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
                     m[g] = mn;
                     ls[g] = ls[g] * corr + pe;
 #pragma unroll
-                    for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pe, vf[j], acc[g][j] * corr);
+                    for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pe, vf[r][j], acc[g][j] * corr);
                 }
             }
         }
     }
     sprof_mark(P, SP_ATTLOOP);
-    const int stride = hd + 2;
+    // combine the warp's row groups by shuffles (lane sub of row groups rg and rg ^ k holds the same
+    // dims), so only NW entries per head go through shared memory (was NW x RPW: 1.9 us, run 20)
+    for (int o = LPR; o < 32; o <<= 1) {
 #pragma unroll
-    for (int g = 0; g < GS; g++) {
-        float *e = pm + ((size_t)rgid * GS + g) * stride;
-        if (sub == 0) {
-            e[0] = m[g];
-            e[1] = ls[g];
+        for (int g = 0; g < GS; g++) {
+            const float mo = __shfl_xor_sync(0xffffffffu, m[g], o), lo = __shfl_xor_sync(0xffffffffu, ls[g], o);
+            const float mn = fmaxf(m[g], mo);
+            const float a = mn == -INFINITY ? 0.0f : exp2f(m[g] - mn), b = mn == -INFINITY ? 0.0f : exp2f(mo - mn);
+            m[g] = mn;
+            ls[g] = ls[g] * a + lo * b;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const float ao = __shfl_xor_sync(0xffffffffu, acc[g][j], o);
+                acc[g][j] = acc[g][j] * a + ao * b;
+            }
         }
-        if (act)
+    }
+    const int stride = hd + 2;
+    if (rg == 0) {
 #pragma unroll
-            for (int j = 0; j < 8; j++) e[2 + sub * 8 + j] = acc[g][j];
+        for (int g = 0; g < GS; g++) {
+            float *e = pm + ((size_t)warp * GS + g) * stride;
+            if (sub == 0) {
+                e[0] = m[g];
+                e[1] = ls[g];
+            }
+            if (act)
+#pragma unroll
+                for (int j = 0; j < 8; j++) e[2 + sub * 8 + j] = acc[g][j];
+        }
     }
     __syncthreads();
-    // combine the row groups (empty ones have m = -inf)
+    // combine the warps (an empty one has m = -inf)
     for (int t = threadIdx.x; t < GS * hd; t += NT) {
         const int g = t / hd, d = t % hd;
         float M = -INFINITY;
-        for (int r = 0; r < nrg; r++) M = fmaxf(M, pm[((size_t)r * GS + g) * stride]);
+        for (int r = 0; r < NW; r++) M = fmaxf(M, pm[((size_t)r * GS + g) * stride]);
         float Ls = 0.0f, A = 0.0f;
-        for (int r = 0; r < nrg; r++) {
+        for (int r = 0; r < NW; r++) {
             const float *e = pm + ((size_t)r * GS + g) * stride;
             if (e[0] == -INFINITY) continue;
             const float w = exp2f(e[0] - M);
@@ -887,7 +908,9 @@ __device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, si
 // ks: the item's K/V rows staged by kv_stage (or NULL: read them from the cache), complete at
 // phase parity kpar of mbarrier kmb. defer: leave
 // the chunk partials for the O stage to combine (combine_att) instead of combining them here.
-template <typename KT>
+// RB: rows per row group per att_pass trip for passes of 1-2 heads (4: one trip covers a
+// 64-position chunk; the grid kernel's 128-register budget takes 2, which spilled at 4).
+template <typename KT, int RB>
 __device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm, bool defer = false,
                                        KT *ks = nullptr, unsigned long long *kmb = nullptr, unsigned kpar = 0) {
     const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
@@ -908,7 +931,7 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
     float *qs = sm;                      // (G, hd) normed, roped queries
     float *res = qs + G * hd;            // (G, hd+2) this chunk's (m, l, acc) per head
     float *tmp = res + G * stride;       // (NW, hd) per-warp scratch
-    float *pm = tmp + NW * hd;           // (nrg, 4, hd+2) per-row-group partials
+    float *pm = tmp + NW * hd;           // (NW, 4, hd+2) per-warp partials (att_pass)
     __shared__ int s_last;
 
     // q heads of this kv head; the chunk holding `pos` also writes this position's K and V
@@ -933,18 +956,18 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
         float *rg = res + (size_t)g0 * stride;
         if (ks) {
             switch (gs) {
-            case 1: att_pass<1, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
-            case 2: att_pass<2, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
-            case 3: att_pass<3, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
-            default: att_pass<4, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
+            case 1: att_pass<1, RB, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
+            case 2: att_pass<2, RB, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
+            case 3: att_pass<3, 2, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
+            default: att_pass<4, 2, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
             }
             continue;
         }
         switch (gs) {
-        case 1: att_pass<1, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        case 2: att_pass<2, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        case 3: att_pass<3, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        default: att_pass<4, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 1: att_pass<1, RB, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 2: att_pass<2, RB, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 3: att_pass<3, 2, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        default: att_pass<4, 2, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
         }
     }
     sprof_mark(P, SP_ATT + 1);  // the row-group combine after the online softmax (SP_ATTLOOP)
@@ -1110,14 +1133,15 @@ struct LmGeom {
 };
 
 // The ring from the DOWN weight buffer on (free during the lm_head; the next step's first copies
-// go to the buffers before it): two-buffer mode buffer 1, ring mode region C, over sm and past it
-// into the dynamic shared memory the host sized for it (gpu.cu). sm: decode_df's stage vectors,
-// which follow the DOWN buffer in both modes.
+// go to the buffers before it): two-buffer mode buffer 1 and the K/V staging region after it, ring
+// mode region C, over sm and past it into the dynamic shared memory the host sized for it
+// (gpu.cu). sm: decode_df's stage vectors, which follow those in both modes.
 __device__ __forceinline__ LmGeom lm_geom(const Params &P, float *sm) {
     LmGeom g;
     g.rows = P.lmring;
     g.ns = P.lmring > 0 && P.lmns >= 2 ? min(P.lmns, LM_MAXNS) : 0;
-    g.slot = reinterpret_cast<uint4 *>(reinterpret_cast<unsigned char *>(sm) - (P.wreg[0] ? P.wreg[2] : P.wbuf));
+    g.slot = reinterpret_cast<uint4 *>(reinterpret_cast<unsigned char *>(sm) -
+                                       (P.wreg[0] ? P.wreg[2] : (size_t)P.wbuf1 + P.kvbuf));
     g.xs = reinterpret_cast<float *>(g.slot + (size_t)g.ns * g.rows * (P.hidden / 8));
     block_rows(P.vocab, blockIdx.x, gridDim.x, g.r0, g.r1);
     return g;
@@ -1371,7 +1395,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
             if (!ws) prefetch_rows(L.o, H, P.qdim, PF);
             grid_sync(P.bar, target, P.prof);
             // ATTN (the o_proj slice streams into shared memory meanwhile)
-            attention<KT>(P, l, pos, sm);
+            attention<KT, 2>(P, l, pos, sm);
             if (!ws) prefetch_rows(L.gu, 2 * I, H, PF);
             grid_sync(P.bar, target, P.prof);
             // O
@@ -1633,7 +1657,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
     const bool normw = P.opt & OPT_NORMW, ownx = P.opt & OPT_OWNX;
     const bool kvst = (P.opt & OPT_KVSTAGE) && !ring && P.wbuf > 0;
     unsigned kvpar = 0;  // the next phase parity of the K/V staging mbarrier (S.mb[2])
-    const bool gue = (P.opt & OPT_GUEARLY) && !ring && !kvst;  // kv staging uses buffer 0 in attention
+    // without a region of its own, kv staging borrows buffer 0 in attention, where GUEARLY copies
+    const bool gue = (P.opt & OPT_GUEARLY) && !ring && !(kvst && !P.kvbuf);
     WStage S;
     S.mb = s_mb;
     S.iss = (P.opt & OPT_ISSW) && NT > 32 ? 32 : 0;
@@ -1646,12 +1671,16 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
         S.buf[2] = reinterpret_cast<uint4 *>(dsm + P.wreg[0] + P.wreg[1]);
         sm = reinterpret_cast<float *>(dsm + (size_t)P.wreg[0] + P.wreg[1] + P.wreg[2]);
     } else {
-        S.cap[0] = S.cap[1] = P.wbuf, S.cap[2] = 0;
+        // [buffer 0][buffer 1][K/V staging region (P.kvbuf, may be 0)][sm]
+        S.cap[0] = P.wbuf, S.cap[1] = P.wbuf1, S.cap[2] = 0;
         S.buf[0] = reinterpret_cast<uint4 *>(dsm);
         S.buf[1] = reinterpret_cast<uint4 *>(dsm + P.wbuf);
         S.buf[2] = nullptr;
-        sm = reinterpret_cast<float *>(dsm + 2 * (size_t)P.wbuf);
+        sm = reinterpret_cast<float *>(dsm + (size_t)P.wbuf + P.wbuf1 + P.kvbuf);
     }
+    // where attention stages its chunk's K/V rows (OPT_KVSTAGE)
+    unsigned char *kvs_p = P.kvbuf ? dsm + (size_t)P.wbuf + P.wbuf1 : dsm;
+    const size_t kvs_cap = P.kvbuf ? P.kvbuf : P.wbuf;
     const int bQ = ring ? 1 : 0, bO = ring ? 2 : 1, bG = 0, bD = ring ? 2 : 1;
     float *att_sm = ring ? reinterpret_cast<float *>(S.buf[1]) : sm;   // attention scratch
     float *samp_sm = ring ? reinterpret_cast<float *>(S.buf[2]) : sm;  // sampling scratch (lm stage)
@@ -1724,13 +1753,12 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             // start it only a short O stage before gate|up needs it
             if (gue) ws_next(S, bG, P, l, S_GU);
             if (blockIdx.x < items) {
-                // buffer 0 (q|k|v's weights, read above) is free until the O stage's copy
-                // (two-buffer mode leaves mbarrier 2 to this copy)
-                KT *ks = kvst ? kv_stage<KT>(P, l, pos, reinterpret_cast<KT *>(S.buf[0]), S.cap[0], S.mb + 2)
-                              : nullptr;
+                // the staging region, or buffer 0 (q|k|v's weights, read above; free until the
+                // O stage's copy without GUEARLY); two-buffer mode leaves mbarrier 2 to this copy
+                KT *ks = kvst ? kv_stage<KT>(P, l, pos, reinterpret_cast<KT *>(kvs_p), kvs_cap, S.mb + 2) : nullptr;
                 df_wait(P, c + S_QKV, nQKV * ts, stamp(0));
                 sprof_mark(P, -1);
-                attention<KT>(P, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar);
+                attention<KT, 4>(P, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar);
                 if (ks) kvpar ^= 1u;
                 sprof_mark(P, SP_ATT + 3);
                 df_arrive(c + S_ATT, stamp(1));

@@ -28,7 +28,8 @@ enum {
     OPT_OWNX = 4,    // df: O / DOWN read their own rows of the residual from shared memory, loaded
                      // before the dependency wait (a block's O and DOWN rows are the same rows)
     OPT_KVSTAGE = 8, // df: attention copies its chunk's earlier K/V rows into shared memory before
-                     // waiting for q|k|v (they do not depend on this step)
+                     // waiting for q|k|v (they do not depend on this step); into its own region
+                     // (Params.kvbuf) when the host found room for one, else into buffer 0
     // Measured and removed (docs/perf-notes.md): 16 OCOMB4 (run 9, -8%) then KVPF (run 16, L2
     // prefetch of attention's K/V: -7% at 4K), 64 ILP2 (run 12, +-0) then LTAB (run 16, computed
     // layer pointers: -1%), 1024 LATE (run 18, weight copies issued after the input loads: -4%)
@@ -77,7 +78,10 @@ struct Params {
     // dataflow kernel (decode_df): one counter per (layer, stage) + the embed counter, zeroed before
     // each launch; each only grows within a launch (a consumer waits for producers x steps so far)
     unsigned *flg;                   // (n_layers * 5 + 1)
-    unsigned wbuf;                   // bytes of each of the two staged-weight buffers (0: stream all)
+    unsigned wbuf;                   // bytes of staged-weight buffer 0 (q|k|v, gate|up; 0: stream all)
+    unsigned wbuf1;                  // bytes of buffer 1 (o, down), after buffer 0
+    unsigned kvbuf;                  // bytes of the K/V staging region after buffer 1 (OPT_KVSTAGE; 0:
+                                     // none, staging then borrows buffer 0 and GUEARLY is off)
     // df ring mode (wreg[0] > 0 replaces the two buffers): three regions, A for gate|up, B for
     // q|k|v (attention's scratch while no copy is in flight there), C for o / down (the sampling
     // scratch during the lm_head); bytes each
