@@ -1751,7 +1751,10 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             // __syncthreads; a block without q|k|v rows never read it), so gate|up's copy can start
             // now instead of at the O stage: the attention blocks, the last to reach O, otherwise
             // start it only a short O stage before gate|up needs it
-            if (gue) ws_next(S, bG, P, l, S_GU);
+            // OPT_GUATT: not in a block with an attention item, whose small latency-bound loads
+            // would queue behind the copy's 96 KB (run 21: head prep +1 us); it starts at O there
+            const bool gue_now = gue && !((P.opt & OPT_GUATT) && blockIdx.x < items);
+            if (gue_now) ws_next(S, bG, P, l, S_GU);
             if (blockIdx.x < items) {
                 // the staging region, or buffer 0 (q|k|v's weights, read above; free until the
                 // O stage's copy without GUEARLY); two-buffer mode leaves mbarrier 2 to this copy
@@ -1768,7 +1771,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             // ---- O: x += W_o att
             __syncthreads();  // the q|k|v buffer's readers (QKV, attention scratch in ring mode) are done
             if (!ring) {
-                if (!gue) ws_next(S, bG, P, l, S_GU);
+                if (!gue_now) ws_next(S, bG, P, l, S_GU);
             } else if (l + 1 < Lc) ws_next(S, bQ, P, l + 1, S_QKV);
             else if (more) ws_next(S, bQ, P, 0, S_QKV);  // the next step's first layer
             block_rows(H, blockIdx.x, G, r0, r1);
