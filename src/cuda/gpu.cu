@@ -50,9 +50,6 @@ struct mq_gpu {
     int sync;             // SYNC_GRID, SYNC_DF or SYNC_AUTO (MQ_CUDA_SYNC): which decode kernel a launch runs
     int df_max;           // auto: the dataflow kernel for launches ending within this many positions
     int grid_df, smem_df; // dataflow kernel: grid (one block per SM; 0: unusable) and shared memory
-    int ll_ok;            // the OPT_LL instantiation can run this shape (MQ_CUDA_OPT's 4096 bit asks for it)
-    unsigned long long ll_seq;  // OPT_LL: tags used so far (the next launch's Params.ll_base)
-    size_t ll_words;      // OPT_LL: words in Params.ll
     int prof_k;           // df profile: stage instances recorded per launch
     int fuse;             // gate|up + down fused (MQ_CUDA_FUSE=0: separate stages)
     size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)
@@ -305,23 +302,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
         }
         if (occd >= 1) {
             g->grid_df = g->sms;
-            // OPT_LL's instantiation: HPAIR's split (gate|up rows of a block fit beside x), two
-            // buffers, a vectorized head prep, float4 stage vectors, and its own static shared
-            // memory beside the same dynamic size
-            const size_t Gd = (size_t)g->grid_df;
-            const int hpair = (size_t)s->hidden + 2 * ((s->inter + Gd - 1) / Gd) <= zmax(s->hidden, s->inter);
-            if (hpair && !wreg[0] && (hd == 32 || hd == 64 || hd == 128 || hd == 256) && s->hidden % 4 == 0 &&
-                s->inter % 4 == 0) {
-                const void *fll = mqk_kernel(g->kv_f32, 2);
-                cudaFuncAttributes fl;
-                int occl = 0;
-                CKN(cudaFuncGetAttributes(&fl, fll));
-                if (fl.sharedSizeBytes + (size_t)g->smem_df <= optin) {
-                    CKN(cudaFuncSetAttribute(fll, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem_df));
-                    CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occl, fll, NT, g->smem_df));
-                }
-                g->ll_ok = occl >= 1;
-            }
         } else if (g->sync == SYNC_DF) {
             mq_err_set("cuda: the dataflow decode kernel does not fit on one SM of %s", prop.name);
             free(g);
@@ -394,9 +374,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const size_t off_flg = o;  // dataflow counters (n_layers * 5 + 1)
     const size_t n_flg = (size_t)s->n_layers * 5 + 1;
     o += al(n_flg * 4);
-    const size_t off_ll = o;  // OPT_LL words: q|k|v, attention output, x, h
-    g->ll_words = (size_t)Q + 2 * (size_t)s->n_kv * hd + Q + s->hidden + s->inter;
-    o += al(g->ll_words * 8);
     const size_t off_best = o;
     o += al((size_t)grid_max * 8);
     const size_t off_logits = o;
@@ -474,8 +451,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     P.bar = P.lm_cnt + 1;
     P.ctl = (int *)(P.bar + 1);
     P.flg = (unsigned *)(A + off_flg);
-    P.ll = (unsigned long long *)(A + off_ll);
-    CKN(cudaMemset(P.ll, 0, g->ll_words * 8));  // tag 0 is never awaited
     P.wbuf = (unsigned)wbuf;
     P.wbuf1 = (unsigned)wbuf1;
     P.kvbuf = (unsigned)kvbuf;
@@ -712,23 +687,8 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     P.pos = pos;
     P.n = n;
     P.logits_all = logits_all;
-    // att_cnt (n_kv; OPT_LL counts up through a launch), lm_cnt, bar, ctl[0], ctl[1]
-    CK(cudaMemset(P.att_cnt, 0, ((size_t)g->s.n_kv + 4) * sizeof(unsigned)));
-    int df = g->sync == SYNC_DF || (g->sync == SYNC_AUTO && (long long)pos + n <= g->df_max);
-    if (df && (P.opt & mqk::OPT_LL) && (P.opt & mqk::OPT_HPAIR) && g->ll_ok && !P.ocomb) {
-        // tags of this launch: ll_base + 1 .. ll_base + n * n_layers, x words twice that + 1; restart
-        // (all words zeroed) well before 32 bits run out
-        const unsigned long long need = (unsigned long long)n * g->s.n_layers + 1;
-        if (g->ll_seq + need >= (1ull << 30)) {
-            CK(cudaMemset(P.ll, 0, g->ll_words * 8));
-            g->ll_seq = 0;
-        }
-        P.ll_base = (unsigned)g->ll_seq;
-        g->ll_seq += need;
-        df = 2;
-    } else {
-        P.opt &= ~mqk::OPT_LL;
-    }
+    CK(cudaMemset(P.bar, 0, 3 * sizeof(unsigned)));  // bar, ctl[0], ctl[1]
+    const int df = g->sync == SYNC_DF || (g->sync == SYNC_AUTO && (long long)pos + n <= g->df_max);
     if (!df) P.sprof = NULL;  // the sub-stage counters belong to the dataflow kernel (sprof_begin/end)
     if (df) {
         CK(cudaMemset(P.flg, 0, ((size_t)g->s.n_layers * 5 + 1) * sizeof(unsigned)));

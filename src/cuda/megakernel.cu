@@ -246,42 +246,6 @@ __device__ __forceinline__ void stage_wait() {
 
 enum { MV_STORE = 0, MV_ADD = 1, MV_LOGITS = 2, MV_SMEM = 3 };
 
-// ---- LL words (OPT_LL): a stage vector element and its readiness in one 8-byte word, (tag << 32)
-// | float bits, stored and loaded whole (single-copy atomic), so a consumer that sees the tag it
-// expects has the value too: no counter, fence or block barrier between producer and consumer.
-// Tags grow across launches (Params.ll_base), so a word left from an earlier stage never matches.
-__device__ __forceinline__ void st_ll(unsigned long long *p, float v, unsigned tag) {
-    const unsigned long long w = ((unsigned long long)tag << 32) | __float_as_uint(v);
-    asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(p), "l"(w) : "memory");
-}
-__device__ __forceinline__ unsigned long long ld_ll(const unsigned long long *p) {
-    unsigned long long w;
-    asm volatile("ld.relaxed.gpu.global.b64 %0, [%1];" : "=l"(w) : "l"(p) : "memory");
-    return w;
-}
-__device__ __noinline__ void ll_stuck(const unsigned long long *p, unsigned tag) {
-    printf("megakernel(ll): block %d thread %d stuck waiting for tag %u at %p (has %u)\n", blockIdx.x, threadIdx.x,
-           tag, (const void *)p, (unsigned)(ld_ll(p) >> 32));
-    __trap();
-}
-// The E words at p (one thread's): all loads in flight at once, then re-polled until every tag is
-// `tag`; their values into v.
-template <int E>
-__device__ __forceinline__ void ll_get(const unsigned long long *p, unsigned tag, float (&v)[E]) {
-    unsigned long long w[E];
-#pragma unroll
-    for (int j = 0; j < E; j++) w[j] = ld_ll(p + j);
-    const long long t0 = clock64();
-#pragma unroll
-    for (int j = 0; j < E; j++) {
-        while ((unsigned)(w[j] >> 32) != tag) {
-            if (clock64() - t0 > (1ll << 36)) ll_stuck(p + j, tag);  // ~30 s: a bug, not a wait
-            w[j] = ld_ll(p + j);
-        }
-        v[j] = __uint_as_float((unsigned)w[j]);
-    }
-}
-
 
 // 8 floats of x (a lane's piece) in registers
 __device__ __forceinline__ float dot8r(uint4 w, const float (&x)[8]) {
@@ -355,12 +319,11 @@ __device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const f
 // MV_SMEM: out[row - rr0] = dot (a block-local result in shared memory).
 // xo (MV_ADD): the current values of the block's rows, xo[row - r0] in shared memory, instead of
 // reading them back from out. reg: use the register path (mv_reg) where it applies.
-// LLW (MV_STORE, MV_ADD; OPT_LL): also store each result as the LL word (lltag, value) at ll[row].
-template <int MODE, bool LLW = false>
+template <int MODE>
 __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
                        float *red, unsigned long long *best, const uint4 *ws = nullptr, int rr0 = -1,
                        int rr1 = -1, float *out2 = nullptr, int pfd = 0, const float *xo = nullptr,
-                       bool reg = false, unsigned long long *ll = nullptr, unsigned lltag = 0) {
+                       bool reg = false) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int r0 = rr0, r1 = rr1;
     if (rr0 < 0) block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
@@ -374,16 +337,12 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
     // a finished row (KS == 1): its value acc (the same in every lane) to out / the running argmax
     auto emit = [&](int row, float acc) {
         if (lane == 0) {
-            if (MODE == MV_STORE || MODE == MV_LOGITS) {
-                out[row] = acc;
-                if (MODE == MV_STORE && LLW) st_ll(ll + row, acc, lltag);
-            } else if (MODE == MV_SMEM) {
-                out[row - r0] = acc;
-            } else {
+            if (MODE == MV_STORE || MODE == MV_LOGITS) out[row] = acc;
+            else if (MODE == MV_SMEM) out[row - r0] = acc;
+            else {
                 const float v = (xo ? xo[row - r0] : __ldcg(out + row)) + acc;
                 out[row] = v;
                 if (out2) out2[row] = v;
-                if (LLW) st_ll(ll + row, v, lltag);
             }
         }
         if (MODE == MV_LOGITS) {
@@ -445,12 +404,10 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
                 const float v = (xo ? xo[row - r0] : __ldcg(out + row)) + s;
                 out[row] = v;
                 if (out2) out2[row] = v;
-                if (LLW) st_ll(ll + row, v, lltag);
             } else if (MODE == MV_SMEM) {
                 out[row - r0] = s;
             } else {
                 out[row] = s;
-                if (MODE == MV_STORE && LLW) st_ll(ll + row, s, lltag);
             }
             if (MODE == MV_LOGITS) {
                 unsigned k = __float_as_uint(s);
@@ -573,103 +530,6 @@ __device__ void load_vec(const float *src, float *dst, int n) {
     __syncthreads();
 }
 
-// OPT_LL: thread's float4 slots i = i0 + k * NT + threadIdx.x (k < LV) of the LL words src (4 words
-// each), every load in flight before any is re-polled; slots past n4 are zero.
-__device__ __forceinline__ void ll_slots(const unsigned long long *src, int n4, int i0, unsigned tag,
-                                         float4 (&v)[LV]) {
-    unsigned long long w[LV][4];
-#pragma unroll
-    for (int k = 0; k < LV; k++) {
-        const int i = i0 + k * NT + threadIdx.x;
-#pragma unroll
-        for (int j = 0; j < 4; j++) w[k][j] = i < n4 ? ld_ll(src + 4 * i + j) : (unsigned long long)tag << 32;
-    }
-    const long long t0 = clock64();
-#pragma unroll
-    for (int k = 0; k < LV; k++) {
-        const int i = i0 + k * NT + threadIdx.x;
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-            while ((unsigned)(w[k][j] >> 32) != tag) {
-                if (clock64() - t0 > (1ll << 36)) ll_stuck(src + 4 * i + j, tag);
-                w[k][j] = ld_ll(src + 4 * i + j);
-            }
-        v[k] = make_float4(__uint_as_float((unsigned)w[k][0]), __uint_as_float((unsigned)w[k][1]),
-                           __uint_as_float((unsigned)w[k][2]), __uint_as_float((unsigned)w[k][3]));
-    }
-}
-
-// OPT_LL's load_vec: dst[0, n) (n % 4 == 0) from the LL words src once they carry tag. stamp: the
-// time all of them had arrived (profile), or NULL.
-__device__ void ll_vec(const unsigned long long *src, int n, unsigned tag, float *dst, unsigned long long *stamp) {
-    float4 *d4 = reinterpret_cast<float4 *>(dst);
-    const int n4 = n >> 2;
-    for (int i0 = 0; i0 < n4; i0 += LV * NT) {
-        float4 v[LV];
-        ll_slots(src, n4, i0, tag, v);
-#pragma unroll
-        for (int k = 0; k < LV; k++) {
-            const int i = i0 + k * NT + threadIdx.x;
-            if (i < n4) d4[i] = v[k];
-        }
-    }
-    __syncthreads();
-    if (stamp && threadIdx.x == 0) *stamp = globaltimer();
-}
-
-// OPT_LL's load_norm: the same float operations in the same order (the results are bit-identical),
-// x from the LL words src once they carry tag. n % 4 == 0.
-__device__ void ll_norm(const unsigned long long *src, unsigned tag, const float *w, int n, float eps, float *xs,
-                        float *red, unsigned long long *stamp) {
-    const int n4 = n >> 2;
-    const float4 *w4 = reinterpret_cast<const float4 *>(w);
-    float4 *o4 = reinterpret_cast<float4 *>(xs);
-    float ss = 0.0f;
-    if (n4 <= LV * NT) {
-        float4 wv[LV], xv[LV];
-        const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-        for (int k = 0; k < LV; k++) {
-            const int i = k * NT + threadIdx.x;
-            wv[k] = i < n4 ? __ldg(w4 + i) : z;
-        }
-        ll_slots(src, n4, 0, tag, xv);
-#pragma unroll
-        for (int k = 0; k < LV; k++)
-            ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
-        ss = block_sum(ss, red);
-        if (stamp && threadIdx.x == 0) *stamp = globaltimer();
-        const float r = 1.0f / sqrtf(ss / (float)n + eps);
-#pragma unroll
-        for (int k = 0; k < LV; k++) {
-            const int i = k * NT + threadIdx.x;
-            if (i < n4)
-                o4[i] = make_float4(wv[k].x * (xv[k].x * r), wv[k].y * (xv[k].y * r), wv[k].z * (xv[k].z * r),
-                                    wv[k].w * (xv[k].w * r));
-        }
-        __syncthreads();
-        return;
-    }
-    for (int i0 = 0; i0 < n4; i0 += LV * NT) {  // load_norm's second path
-        float4 xv[LV];
-        ll_slots(src, n4, i0, tag, xv);
-#pragma unroll
-        for (int k = 0; k < LV; k++) {
-            const int i = i0 + k * NT + threadIdx.x;
-            ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
-            if (i < n4) o4[i] = xv[k];
-        }
-    }
-    ss = block_sum(ss, red);
-    if (stamp && threadIdx.x == 0) *stamp = globaltimer();
-    const float r = 1.0f / sqrtf(ss / (float)n + eps);
-    for (int i = threadIdx.x; i < n4; i += NT) {
-        const float4 v = o4[i], g = __ldg(w4 + i);
-        o4[i] = make_float4(g.x * (v.x * r), g.y * (v.y * r), g.z * (v.z * r), g.w * (v.w * r));
-    }
-    __syncthreads();
-}
-
 // h[j] = silu(gate_j) * up_j for j < I from the interleaved (gate, up) pairs gu (global).
 __device__ void load_silu(const float *gu, float *h, int I) {
     const float4 *g4 = reinterpret_cast<const float4 *>(gu);  // 2 pairs per float4 (I even: I % 8 == 0)
@@ -737,22 +597,20 @@ __device__ void head_prep(const Params &P, const float *src, const float *nw, bo
 // head_prep for head_dim = 32 * E: lane l owns dims [l*E, l*E + E), so the RoPE partner of a dim
 // (d +- hd/2) sits in lane l ^ 16; every load (the head's values, norm weights, cos/sin) is issued
 // before any is used: one memory latency instead of one per loop trip.
-// srcw (OPT_LL): the head's values come from these LL words once they carry tag, not from src.
 template <int E, typename KT>
 __device__ void head_prep_v(const Params &P, const float *src, const float *nw, bool rope, int pos, float *dst_f,
-                            KT *dst_b, KT *dst_s, const unsigned long long *srcw, unsigned tag) {
+                            KT *dst_b, KT *dst_s) {
     const int lane = threadIdx.x & 31, half = 16 * E, d0 = lane * E;
     float v[E], w[E], c[E], sn[E];
 #pragma unroll
     for (int j = 0; j < E; j++) {
-        if (!srcw) v[j] = __ldcg(src + d0 + j);
+        v[j] = __ldcg(src + d0 + j);
         w[j] = nw ? __ldg(nw + d0 + j) : 1.0f;
         if (rope) {
             const float2 cs = __ldg(reinterpret_cast<const float2 *>(P.rope) + (size_t)pos * half + (d0 + j) % half);
             c[j] = cs.x, sn[j] = cs.y;
         }
     }
-    if (srcw) ll_get<E>(srcw + d0, tag, v);
     float ss = 0.0f;
 #pragma unroll
     for (int j = 0; j < E; j++) ss += v[j] * v[j];
@@ -773,16 +631,14 @@ __device__ void head_prep_v(const Params &P, const float *src, const float *nw, 
 
 // head_prep through the vectorized version when head_dim is 32, 64, 128 or 256. dst_s: a second
 // copy of a K/V row (shared memory), or NULL.
-// srcw (OPT_LL, head_dim 32-256 only: the host checks): LL words in place of src.
 template <typename KT>
 __device__ void prep_head(const Params &P, const float *src, const float *nw, bool rope, int pos, float *tmp,
-                          float *dst_f, KT *dst_b, KT *dst_s = nullptr, const unsigned long long *srcw = nullptr,
-                          unsigned tag = 0) {
+                          float *dst_f, KT *dst_b, KT *dst_s = nullptr) {
     switch (P.hd) {
-    case 32: head_prep_v<1, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s, srcw, tag); break;
-    case 64: head_prep_v<2, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s, srcw, tag); break;
-    case 128: head_prep_v<4, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s, srcw, tag); break;
-    case 256: head_prep_v<8, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s, srcw, tag); break;
+    case 32: head_prep_v<1, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
+    case 64: head_prep_v<2, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
+    case 128: head_prep_v<4, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
+    case 256: head_prep_v<8, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
     default:
         head_prep<KT>(P, src, nw, rope, pos, tmp, dst_f, dst_b);
         if (dst_s) {  // copy the row just written (head_prep's closing __syncwarp ordered it)
@@ -1054,14 +910,9 @@ __device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, si
 // the chunk partials for the O stage to combine (combine_att) instead of combining them here.
 // RB: rows per row group per att_pass trip for passes of 1-2 heads (4: one trip covers a
 // 64-position chunk; the grid kernel's 128-register budget takes 2, which spilled at 4).
-// ll (OPT_LL): q|k|v come from P.ll's words with tag, the output also goes to its att words, and the
-// per-kv-head chunk counter counts up through the launch (cnt_base: its arrivals before this item's
-// round) instead of being reset by the last chunk: with no counter between a layer's O stage and
-// the next layer's attention, a reset could land after that attention's first arrival.
-template <typename KT, int RB, bool ll = false>
+template <typename KT, int RB>
 __device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm, bool defer = false,
-                                       KT *ks = nullptr, unsigned long long *kmb = nullptr, unsigned kpar = 0,
-                                       unsigned tag = 0, unsigned cnt_base = 0) {
+                                       KT *ks = nullptr, unsigned long long *kmb = nullptr, unsigned kpar = 0) {
     const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
     const int maxch = P.max_chunks;
     int csz;
@@ -1085,19 +936,16 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
 
     // q heads of this kv head; the chunk holding `pos` also writes this position's K and V
     const int ntask = G + (p1 == len ? 2 : 0);
-    const unsigned long long *qw = ll ? P.ll : nullptr;  // q|k|v words, the same offsets as P.qkv
     for (int t = warp; t < ntask; t += NW) {
-        const size_t o = t < G ? (size_t)(kvh * G + t) * hd
-                               : P.qdim + (t == G ? 0 : kvd) + (size_t)kvh * hd;
         if (t < G)
-            prep_head<KT>(P, P.qkv + o, L.q_norm, true, pos, tmp + warp * hd, qs + t * hd, nullptr, nullptr,
-                          qw ? qw + o : nullptr, tag);
+            prep_head<KT>(P, P.qkv + (size_t)(kvh * G + t) * hd, L.q_norm, true, pos, tmp + warp * hd, qs + t * hd,
+                          nullptr);
         else if (t == G)
-            prep_head(P, P.qkv + o, L.k_norm, true, pos, tmp + warp * hd, nullptr, Kl + (size_t)pos * hd,
-                      ks ? ks + (size_t)(pos - p0) * hd : nullptr, qw ? qw + o : nullptr, tag);
+            prep_head(P, P.qkv + P.qdim + (size_t)kvh * hd, L.k_norm, true, pos, tmp + warp * hd, nullptr,
+                      Kl + (size_t)pos * hd, ks ? ks + (size_t)(pos - p0) * hd : nullptr);
         else
-            prep_head(P, P.qkv + o, nullptr, false, pos, tmp + warp * hd, nullptr, Vl + (size_t)pos * hd,
-                      vs ? vs + (size_t)(pos - p0) * hd : nullptr, qw ? qw + o : nullptr, tag);
+            prep_head(P, P.qkv + P.qdim + kvd + (size_t)kvh * hd, nullptr, false, pos, tmp + warp * hd, nullptr,
+                      Vl + (size_t)pos * hd, vs ? vs + (size_t)(pos - p0) * hd : nullptr);
     }
     if (ks) mb_wait(smem_u32(kmb), kpar);  // the staged rows have landed
     __syncthreads();
@@ -1124,14 +972,11 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
     }
     sprof_mark(P, SP_ATT + 1);  // the row-group combine after the online softmax (SP_ATTLOOP)
     float *part = P.part;  // (n_heads, max_chunks, hd+2)
-    unsigned long long *aw = ll ? P.ll + P.qdim + 2 * kvd : nullptr;  // att words, after q|k|v's
     if (nch == 1) {
         for (int t = threadIdx.x; t < G * hd; t += NT) {
             const int g = t / hd, d = t % hd;
             const float *e = res + (size_t)g * stride;
-            const size_t i = (size_t)(kvh * G + g) * hd + d;
-            P.att[i] = e[2 + d] / e[1];
-            if (aw) st_ll(aw + i, e[2 + d] / e[1], tag);
+            P.att[(size_t)(kvh * G + g) * hd + d] = e[2 + d] / e[1];
         }
         return;
     }
@@ -1145,10 +990,10 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
     if (threadIdx.x == 0) {
         __threadfence();
         const unsigned old = atomicAdd(P.att_cnt + kvh, 1u);
-        s_last = old - cnt_base == (unsigned)nch - 1;  // cnt_base is 0 unless ll
-        if (s_last && !ll) {
+        s_last = old == (unsigned)nch - 1;
+        if (s_last) {
             __threadfence();
-            P.att_cnt[kvh] = 0;  // next use is after a grid barrier (or a counter's release/acquire)
+            P.att_cnt[kvh] = 0;  // next use is after a grid barrier
         }
     }
     __syncthreads();
@@ -1166,7 +1011,6 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
             A += __ldcg(base + (size_t)k * stride + 2 + d) * w;
         }
         P.att[(size_t)h * hd + d] = A / Ls;
-        if (aw) st_ll(aw + (size_t)h * hd + d, A / Ls, tag);
     }
 }
 
@@ -1770,24 +1614,16 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
 // buffer buf, out (=|+=) W sm, publish on counter c. Sub-stage marks k .. k+3 (input load, weight
 // wait, matvec, publish). (OPT_HPAIR's gate|up stage spells the same steps out with its SiLU
 // between matvec and publish: folding it in here as a callback raised decode_df's spills.)
-// LL (OPT_LL): the results also go out as LL words with tag; arrive = false: no counter arrival
-// (the consumers poll the words), only the profile stamp.
-template <int MODE, bool LL = false>
+template <int MODE>
 __device__ __forceinline__ void df_mv(const Params &P, WStage &S, int buf, const __nv_bfloat16 *W, int rows,
                                       int cols, const float *sm, float *out, float *red, const float *xo, bool regx,
-                                      unsigned *c, unsigned long long *st, int k, unsigned long long *ll = nullptr,
-                                      unsigned tag = 0, bool arrive = true) {
+                                      unsigned *c, unsigned long long *st, int k) {
     sprof_mark(P, k);
     const uint4 *ws = ws_take(S, buf);
     sprof_mark(P, k + 1);
-    matvec<MODE, LL>(W, rows, cols, sm, out, red, nullptr, ws, -1, -1, nullptr, 0, xo, regx, ll, tag);
+    matvec<MODE>(W, rows, cols, sm, out, red, nullptr, ws, -1, -1, nullptr, 0, xo, regx);
     sprof_mark(P, k + 2);
-    if (arrive) {
-        df_arrive(c, st);
-    } else {
-        __syncthreads();  // df_arrive's barrier: sm and the weight buffer are free for the next stage
-        if (st && threadIdx.x == 0) *st = globaltimer();
-    }
+    df_arrive(c, st);
     sprof_mark(P, k + 3);
 }
 
@@ -1799,12 +1635,7 @@ __device__ __forceinline__ const float *own_x(const Params &P, int r0, int r1, f
     return xo;  // the caller's dependency wait (__syncthreads) orders these stores before the reads
 }
 
-// LL (OPT_LL, its own instantiation so the default kernel is unchanged): stage vectors travel as
-// LL words (st_ll) that consumers poll, in place of the counters between QKV -> attention -> O ->
-// gate|up -> down -> next QKV. Counters stay where data is read that no word carries: the embedding
-// (cE, layer 0), the last layer's DOWN (lm_head), and attention's arrivals, made after the block's
-// O stage, which later steps acquire before reading K/V rows other blocks wrote.
-template <typename KT, bool LL>
+template <typename KT>
 __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Params P) {
     extern __shared__ __align__(128) unsigned char dsm[];
     __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
@@ -1824,7 +1655,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
     const bool ring = P.wreg[0] != 0;
     const bool regx = P.opt & OPT_REGX;
     const bool normw = P.opt & OPT_NORMW, ownx = P.opt & OPT_OWNX;
-    const bool kvst = !LL && (P.opt & OPT_KVSTAGE) && !ring && P.wbuf > 0;
+    const bool kvst = (P.opt & OPT_KVSTAGE) && !ring && P.wbuf > 0;
     unsigned kvpar = 0;  // the next phase parity of the K/V staging mbarrier (S.mb[2])
     // without a region of its own, kv staging borrows buffer 0 in attention, where GUEARLY copies
     const bool gue = (P.opt & OPT_GUEARLY) && !ring && !(kvst && !P.kvbuf);
@@ -1867,16 +1698,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
     unsigned *cE = P.flg + (size_t)Lc * NSTAGE;  // embeds done (one per step)
     // producers per stage per step (attention's varies with the context length)
     const bool hpair = hpair_on(P);
-    if (LL && (!hpair || ring || P.ocomb)) {  // the host runs LL only where it applies
-        if (blockIdx.x == 0 && threadIdx.x == 0) printf("megakernel(ll): launched for a shape it does not handle\n");
-        __trap();
-    }
     const unsigned nQKV = producers(QKVR), nO = producers(H), nGU = producers(hpair ? I : 2 * I), nDN = producers(H);
     unsigned tATT = 0;  // attention items so far in this launch
-    // OPT_LL words: q|k|v (QKVR, P.qkv's offsets), attention output (q_dim), x (hidden), h (inter)
-    unsigned long long *const wA = LL ? P.ll + QKVR : nullptr, *const wX = LL ? wA + P.qdim : nullptr,
-                              *const wH = LL ? wX + H : nullptr;
-    unsigned chunks_before = 0;  // LL: arrivals per kv head on att_cnt in this launch's earlier rounds
     // profile: stage instance k of this block -> stamps (2k: inputs ready, 2k+1: output published)
     int kinst = 0;
     auto stamp = [&](int e) -> unsigned long long * {
@@ -1906,24 +1729,15 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             const LayerW L = P.layers[l];
             unsigned *c = P.flg + (size_t)l * NSTAGE;
             int r0, r1;
-            // LL tag of this (step, layer): q|k|v, att and h words carry tg; x words 2 tg (after O)
-            // and 2 tg + 1 (after DOWN)
-            const unsigned tg = P.ll_base + (unsigned)(step * Lc + l) + 1u;
             // ---- QKV: rmsnorm(x) -> q|k|v rows
             ws_next(S, bO, P, l, S_O);
             block_rows(QKVR, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
-                if (LL && l > 0) {
-                    sprof_mark(P, -1);
-                    ll_norm(wX, 2 * tg - 1, L.in_norm, H, P.eps, sm, red, stamp(0));  // the previous DOWN's x
-                } else {
-                    df_wait(P, l == 0 ? cE : c - NSTAGE + S_DOWN, l == 0 ? ts : nDN * ts, stamp(0));
-                    if (l == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // stop token
-                    sprof_mark(P, -1);
-                    load_norm(P.x, L.in_norm, H, P.eps, sm, red, normw);
-                }
-                df_mv<MV_STORE, LL>(P, S, bQ, L.qkv, QKVR, H, sm, P.qkv, red, nullptr, regx, c + S_QKV, stamp(1),
-                                    SP_QKV, P.ll, tg, !LL);
+                df_wait(P, l == 0 ? cE : c - NSTAGE + S_DOWN, l == 0 ? ts : nDN * ts, stamp(0));
+                if (l == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // stop token
+                sprof_mark(P, -1);
+                load_norm(P.x, L.in_norm, H, P.eps, sm, red, normw);
+                df_mv<MV_STORE>(P, S, bQ, L.qkv, QKVR, H, sm, P.qkv, red, nullptr, regx, c + S_QKV, stamp(1), SP_QKV);
             } else {
                 ws_take(S, bQ);
                 if (l == 0) {  // still honour a stop token
@@ -1945,24 +1759,14 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 // the staging region, or buffer 0 (q|k|v's weights, read above; free until the
                 // O stage's copy without GUEARLY); two-buffer mode leaves mbarrier 2 to this copy
                 KT *ks = kvst ? kv_stage<KT>(P, l, pos, reinterpret_cast<KT *>(kvs_p), kvs_cap, S.mb + 2) : nullptr;
-                if (LL) {
-                    // the earlier steps' K/V rows, written by other blocks: their arrivals (release)
-                    if (tATT > items) df_wait(P, c + S_ATT, tATT - items, nullptr);
-                    if (threadIdx.x == 0 && stamp(0)) *stamp(0) = globaltimer();  // q|k|v polled inside
-                } else {
-                    df_wait(P, c + S_QKV, nQKV * ts, stamp(0));
-                }
+                df_wait(P, c + S_QKV, nQKV * ts, stamp(0));
                 sprof_mark(P, -1);
-                attention<KT, 4, LL>(P, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar, LL ? tg : 0u,
-                                     LL ? chunks_before : 0u);
+                attention<KT, 4>(P, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar);
                 if (ks) kvpar ^= 1u;
                 sprof_mark(P, SP_ATT + 3);
-                if (!LL) df_arrive(c + S_ATT, stamp(1));
-                else if (threadIdx.x == 0 && stamp(1)) *stamp(1) = globaltimer();
+                df_arrive(c + S_ATT, stamp(1));
                 sprof_mark(P, SP_ATT + 4);
             }
-            // (a kv head of one chunk writes its output directly: no arrival on att_cnt)
-            if (items > (unsigned)P.nkv) chunks_before += items / (unsigned)P.nkv;
             kinst++;
             // ---- O: x += W_o att
             __syncthreads();  // the q|k|v buffer's readers (QKV, attention scratch in ring mode) are done
@@ -1975,42 +1779,28 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 // before the wait: these rows were last written by this block (its DOWN stage, or the
                 // embedding that its QKV stage of layer 0 waited for)
                 const float *xo_p = own_x(P, r0, r1, ownx ? s_xo : nullptr);
-                if (LL) {
-                    sprof_mark(P, -1);
-                    ll_vec(wA, P.qdim, tg, sm, stamp(0));
+                df_wait(P, c + S_ATT, tATT, stamp(0));
+                sprof_mark(P, -1);
+                const int nch = (int)(items / (unsigned)P.nkv);
+                if (ocomb && nch > 1) {
+                    combine_att(P, nch, sm, sm + P.qdim);
                 } else {
-                    df_wait(P, c + S_ATT, tATT, stamp(0));
-                    sprof_mark(P, -1);
-                    const int nch = (int)(items / (unsigned)P.nkv);
-                    if (ocomb && nch > 1) {
-                        combine_att(P, nch, sm, sm + P.qdim);
-                    } else {
-                        load_vec(P.att, sm, P.qdim);
-                    }
+                    load_vec(P.att, sm, P.qdim);
                 }
-                df_mv<MV_ADD, LL>(P, S, bO, L.o, H, P.qdim, sm, P.x, red, xo_p, regx, c + S_O, stamp(1), SP_O, wX,
-                                  2 * tg, !LL);
+                df_mv<MV_ADD>(P, S, bO, L.o, H, P.qdim, sm, P.x, red, xo_p, regx, c + S_O, stamp(1), SP_O);
             } else {
                 ws_take(S, bO);
             }
-            // LL: attention's arrival, after the O stage's output is out (off the critical path);
-            // its release covers the K/V row this block wrote (read by later steps' attention)
-            if (LL && blockIdx.x < items) df_arrive(c + S_ATT, nullptr);
             kinst++;
             // ---- GU: rmsnorm(x) -> gate|up rows (interleaved)
             __syncthreads();
             ws_next(S, bD, P, l, S_DOWN);
             pair_rows(2 * I, hpair, r0, r1);
             if (r1 > r0) {
-                if (LL) {
-                    sprof_mark(P, -1);
-                    ll_norm(wX, 2 * tg, L.post_norm, H, P.eps, sm, red, stamp(0));
-                } else {
-                    df_wait(P, c + S_O, nO * ts, stamp(0));
-                    sprof_mark(P, -1);
-                    load_norm(P.x, L.post_norm, H, P.eps, sm, red, normw);
-                }
-                if (!LL && !hpair) {  // (the host runs LL only with hpair)
+                df_wait(P, c + S_O, nO * ts, stamp(0));
+                sprof_mark(P, -1);
+                load_norm(P.x, L.post_norm, H, P.eps, sm, red, normw);
+                if (!hpair) {
                     df_mv<MV_STORE>(P, S, bG, L.gu, 2 * I, H, sm, P.gu, red, nullptr, regx, c + S_GU, stamp(1),
                                     SP_GU);
                 } else {
@@ -2024,17 +1814,10 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                     __syncthreads();
                     for (int j = threadIdx.x; j < (r1 - r0) / 2; j += NT) {
                         const float gt = g2[2 * j], up = g2[2 * j + 1];
-                        const float h = gt / (1.0f + expf(-gt)) * up;
-                        P.gu[r0 / 2 + j] = h;
-                        if (LL) st_ll(wH + r0 / 2 + j, h, tg);
+                        P.gu[r0 / 2 + j] = gt / (1.0f + expf(-gt)) * up;
                     }
                     sprof_mark(P, SP_GU + 2);
-                    if (!LL) {
-                        df_arrive(c + S_GU, stamp(1));
-                    } else {
-                        __syncthreads();
-                        if (threadIdx.x == 0 && stamp(1)) *stamp(1) = globaltimer();
-                    }
+                    df_arrive(c + S_GU, stamp(1));
                     sprof_mark(P, SP_GU + 3);
                 }
             } else {
@@ -2052,18 +1835,11 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 const float *xo_p = own_x(P, r0, r1, ownx ? s_xo : nullptr);  // written by its O stage
-                if (LL) {
-                    sprof_mark(P, -1);
-                    ll_vec(wH, I, tg, sm, stamp(0));
-                } else {
-                    df_wait(P, c + S_GU, nGU * ts, stamp(0));
-                    sprof_mark(P, -1);
-                    if (hpair) load_vec(P.gu, sm, I);  // h, published by the gate|up blocks
-                    else load_silu(P.gu, sm, I);
-                }
-                // LL: the last layer's DOWN still arrives on its counter (the lm_head waits for it)
-                df_mv<MV_ADD, LL>(P, S, bD, L.down, H, I, sm, P.x, red, xo_p, regx, c + S_DOWN, stamp(1), SP_DOWN,
-                                  wX, 2 * tg + 1, !LL || l == Lc - 1);
+                df_wait(P, c + S_GU, nGU * ts, stamp(0));
+                sprof_mark(P, -1);
+                if (hpair) load_vec(P.gu, sm, I);  // h, published by the gate|up blocks
+                else load_silu(P.gu, sm, I);
+                df_mv<MV_ADD>(P, S, bD, L.down, H, I, sm, P.x, red, xo_p, regx, c + S_DOWN, stamp(1), SP_DOWN);
             } else {
                 ws_take(S, bD);
             }
@@ -2099,15 +1875,11 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
 
 }  // namespace mqk
 
-// The kernel for a KV cache of f32 (kv_f32 = 1) or bf16 elements; df = 1: the dataflow kernel,
-// df = 2: its OPT_LL instantiation.
+// The kernel for a KV cache of f32 (kv_f32 = 1) or bf16 elements; df = 1: the dataflow kernel.
 extern "C" const void *mqk_kernel(int kv_f32, int df) {
-    if (df == 2)
-        return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_df<float, true>)
-                      : reinterpret_cast<const void *>(&mqk::decode_df<__nv_bfloat16, true>);
     if (df)
-        return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_df<float, false>)
-                      : reinterpret_cast<const void *>(&mqk::decode_df<__nv_bfloat16, false>);
+        return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_df<float>)
+                      : reinterpret_cast<const void *>(&mqk::decode_df<__nv_bfloat16>);
     return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_kernel<float>)
                   : reinterpret_cast<const void *>(&mqk::decode_kernel<__nv_bfloat16>);
 }

@@ -43,10 +43,7 @@ enum {
     OPT_EVICT = 32,  // weight reads (bulk copies, streamed loads, L2 prefetches) are L2 evict-first
     OPT_GUEARLY = 128, // df: the gate|up weight copy starts when q|k|v's buffer frees, before attention
     OPT_GUATT = 8192,  // df, with GUEARLY: blocks with an attention item start it after attention
-    OPT_LL = 4096,     // df: stage vectors as LL words (value | tag) polled by their consumers, no
-                       // counters between stages (decode_df<KT, true>; needs HPAIR, two-buffer mode,
-                       // no OCOMB, head_dim 32-256: the host checks and otherwise runs without it)
-    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT | OPT_LL,
+    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT,
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
     // + POLLR +0.5%, ISSW +2%, HPAIR +2-4% (runs 16-19, session 3)
@@ -82,10 +79,6 @@ struct Params {
     // dataflow kernel (decode_df): one counter per (layer, stage) + the embed counter, zeroed before
     // each launch; each only grows within a launch (a consumer waits for producers x steps so far)
     unsigned *flg;                   // (n_layers * 5 + 1)
-    // OPT_LL: (q_dim + 2 kv_dim + q_dim + hidden + inter) 8-byte words (tag << 32 | float bits): q|k|v,
-    // attention output, x, h; tags from ll_base + 1 on grow through the launch and across launches
-    unsigned long long *ll;
-    unsigned ll_base;
     unsigned wbuf;                   // bytes of staged-weight buffer 0 (q|k|v, gate|up; 0: stream all)
     unsigned wbuf1;                  // bytes of buffer 1 (o, down), after buffer 0
     unsigned kvbuf;                  // bytes of the K/V staging region after buffer 1 (OPT_KVSTAGE; 0:
