@@ -1518,11 +1518,7 @@ __device__ __forceinline__ void df_wait(const Params &P, const unsigned *c, unsi
                 __trap();
             }
         }
-        // OPT_FACQ: a gpu-scope fence after the relaxed load that saw the target (the acquire
-        // pattern of the PTX memory model) instead of a second, acquiring load of the counter: no
-        // second L2 round trip on the wake path
-        if (rel && (P.opt & OPT_FACQ)) asm volatile("fence.acq_rel.gpu;" ::: "memory");
-        else if (rel) (void)ld_acquire(c);
+        if (rel) (void)ld_acquire(c);
         if (stamp) *stamp = globaltimer();
     }
     __syncthreads();  // thread 0's acquire orders the block's later reads
