@@ -43,7 +43,9 @@ enum {
     OPT_EVICT = 32,  // weight reads (bulk copies, streamed loads, L2 prefetches) are L2 evict-first
     OPT_GUEARLY = 128, // df: the gate|up weight copy starts when q|k|v's buffer frees, before attention
     OPT_GUATT = 8192,  // df, with GUEARLY: blocks with an attention item start it after attention
-    // retired: 4096 LL (run 22: stage vectors as polled value|tag words, -15%: the polling traffic)
+    // retired: 4096 LL (run 22: stage vectors as polled value|tag words, -15%: the polling traffic),
+    // 16384 FACQ (run 24: fence.acq_rel after the relaxed poll instead of an acquire load: every
+    // stage's wake +0.3-0.5 us)
     OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT,
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
