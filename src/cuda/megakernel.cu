@@ -1762,11 +1762,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             // start it only a short O stage before gate|up needs it
             // OPT_GUATT: not in a block with an attention item, whose small latency-bound loads
             // would queue behind the copy's 96 KB (run 21: head prep +1 us); it starts at O there
-            // OPT_GULATE: the blocks without an attention item start it only once attention is done
-            // and their O input has arrived, so ~10 MB of copies are not queued in front of
-            // attention's K/V reads from HBM
-            const bool gu_late = gue && (P.opt & OPT_GULATE) && blockIdx.x >= items;
-            const bool gue_now = gue && !((P.opt & OPT_GUATT) && blockIdx.x < items) && !gu_late;
+            const bool gue_now = gue && !((P.opt & OPT_GUATT) && blockIdx.x < items);
             if (gue_now) ws_next(S, bG, P, l, S_GU);
             if (blockIdx.x < items) {
                 // the staging region, or buffer 0 (q|k|v's weights, read above; free until the
@@ -1784,7 +1780,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             // ---- O: x += W_o att
             __syncthreads();  // the q|k|v buffer's readers (QKV, attention scratch in ring mode) are done
             if (!ring) {
-                if (!gue_now && !gu_late) ws_next(S, bG, P, l, S_GU);
+                if (!gue_now) ws_next(S, bG, P, l, S_GU);
             } else if (l + 1 < Lc) ws_next(S, bQ, P, l + 1, S_QKV);
             else if (more) ws_next(S, bQ, P, 0, S_QKV);  // the next step's first layer
             block_rows(H, blockIdx.x, G, r0, r1);
@@ -1800,10 +1796,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 } else {
                     load_vec(P.att, sm, P.qdim);
                 }
-                if (gu_late) ws_next(S, bG, P, l, S_GU);  // (load_vec's barrier: buffer 0 is free)
                 df_mv<MV_ADD>(P, S, bO, L.o, H, P.qdim, sm, P.x, red, xo_p, regx, c + S_O, stamp(1), SP_O);
             } else {
-                if (gu_late) ws_next(S, bG, P, l, S_GU);
                 ws_take(S, bO);
             }
             kinst++;
