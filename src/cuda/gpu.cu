@@ -228,8 +228,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     }
     if (bps < 1) bps = 1;
     g->grid = g->sms * bps;
-    // dataflow kernel: one block per SM; two weight buffers sized for the largest row slice that
-    // fits twice beside the stage vectors (a stage whose slice is larger streams from global memory)
+    // dataflow kernel: one block per SM; two weight buffers for the stages' row slices (below) beside
+    // the stage vectors (a stage whose slice does not fit streams from global memory)
     size_t wbuf = 0, wbuf1 = 0, kvbuf = 0, wreg[3] = {0, 0, 0};
     int lmring = 0, lmns = 0;  // df lm_head ring: rows per slot, slots (MQ_CUDA_LMRING)
     g->grid_df = 0;

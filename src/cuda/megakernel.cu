@@ -1639,8 +1639,8 @@ template <typename KT>
 __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Params P) {
     // The out-of-line stages (attention, kv_stage, the lm_head's) read Params through this shared
     // copy, the kernel body from the parameter itself. Passed by value, those functions read the
-    // fields from a 680-byte local copy that mostly lives in L2 (run 20: __grid_constant__ was
-    // +4.5-7.6%); through the parameter's generic address, compute-sanitizer's instrumented clones
+    // fields from a local copy (a 680-byte stack frame) that mostly lives in L2 (run 20: grid-constant
+    // was +4.5-7.6%); through the parameter's generic address, compute-sanitizer's instrumented clones
     // of them read wrong values (run 22).
     __shared__ Params sP;
     if (threadIdx.x == 0) sP = P;
