@@ -61,6 +61,17 @@ int mq_gpu_sample_supported(const mq_gpu *g, const mq_gpu_samp *s);
  * Returns the token or -1 (mq_err). */
 int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, const mq_gpu_samp *s, uint64_t *rng, const int32_t *hist,
                   int n_hist);
+/* The dataflow decode kernel's shared-memory plan (two-buffer mode) for `grid` blocks: bytes of
+ * weight buffer 0 (each block's q|k|v and gate|up row slices; gate|up in whole (gate, up) row
+ * pairs), buffer 1 (o and down) and attention's K/V staging region. optin: the bytes a block may
+ * use; base: what the kernel needs beside them (stage vectors, static shared memory); bulk: the
+ * device has the bulk copy engine (sm_90), without which nothing is staged (all zero). Where both
+ * buffers cannot hold their largest slices, both take the largest slice that fits twice and the
+ * larger stages stream their weights from global memory. Pure arithmetic (no device needed). */
+typedef struct {
+    size_t wbuf0, wbuf1, kvbuf;
+} mq_gpu_smem;
+mq_gpu_smem mq_gpu_plan_smem(const mq_gpu_shape *s, int grid, size_t optin, size_t base, int bulk);
 /* Bytes of device memory the arena holds. */
 size_t mq_gpu_bytes(const mq_gpu *g);
 /* Bytes per K or V element of the device cache: 4 (f32, default) or 2 (MQ_CUDA_KV=bf16). */

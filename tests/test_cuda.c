@@ -17,6 +17,9 @@
 #include "sampler.h"
 #include "synth.h"
 #include "testutil.h"
+#ifdef MQ_HAVE_CUDA
+#include "gpu.h"
+#endif
 
 
 static void load(mq_model *m, const char *dir) {
@@ -299,8 +302,78 @@ static void test_sample_tiny(void **st) {
     assert_int_equal(system(cmd), 0);
 }
 
+#ifdef MQ_HAVE_CUDA
+/* The largest row slice, in bytes, that a block of `grid` takes of a rows x cols bf16 matrix split
+ * as the kernel splits it (block_rows in megakernel.cu: rows * b / grid); pairs: whole row pairs
+ * (OPT_HPAIR's gate|up split: rows / 2 pairs balanced over the blocks). */
+static size_t max_slice(int rows, int cols, int grid, int pairs) {
+    const long long n = pairs ? rows / 2 : rows;
+    long long most = 0;
+    for (int b = 0; b < grid; b++) {
+        const long long r = n * (b + 1) / grid - n * b / grid;
+        if (r > most) most = r;
+    }
+    return (size_t)(pairs ? 2 * most : most) * (size_t)cols * 2;
+}
+#endif
+
+/* The dataflow kernel's shared-memory plan (mq_gpu_plan_smem): on the H100/H200's 227 KB per block
+ * and grids of 78-144 SMs, each block's slice of every weight matrix fits the buffer it is copied
+ * into (computed here the way the kernel splits the rows), or the plan falls back to two equal
+ * buffers. A gate|up buffer sized one row short of HPAIR's pair split made 36 of 132 blocks stream
+ * their slices from global memory (run 20 in docs/perf-notes.md). Pure arithmetic: runs without a
+ * GPU. */
+static void test_smem_plan(void **st) {
+    (void)st;
+#ifndef MQ_HAVE_CUDA
+    skip();
+#else
+    /* Qwen3 dense shapes: 0.6B, 1.7B, 4B, 8B, 14B */
+    static const mq_gpu_shape shapes[] = {
+        {151936, 1024, 3072, 28, 16, 8, 128, 1e-6f, 1e6f, 1},   {151936, 2048, 6144, 28, 16, 8, 128, 1e-6f, 1e6f, 1},
+        {151936, 2560, 9728, 36, 32, 8, 128, 1e-6f, 1e6f, 1},   {151936, 4096, 12288, 36, 32, 8, 128, 1e-6f, 1e6f, 0},
+        {151936, 5120, 17408, 40, 40, 8, 128, 1e-6f, 1e6f, 0},
+    };
+    static const int grids[] = {78, 108, 114, 132, 144};
+    const size_t optin = 232448; /* sharedMemPerBlockOptin of sm_90 */
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (size_t k = 0; k < sizeof grids / sizeof grids[0]; k++) {
+            const mq_gpu_shape *s = &shapes[i];
+            const int g = grids[k], H = s->hidden, I = s->inter, Q = s->n_heads * s->head_dim;
+            const int QKVR = Q + 2 * s->n_kv * s->head_dim;
+            int v = H > I ? H : I;
+            if (Q > v) v = Q;
+            const size_t base = (size_t)v * 4 + 2560; /* stage vectors + the kernel's static memory */
+            const mq_gpu_smem p = mq_gpu_plan_smem(s, g, optin, base, 1);
+            assert_true(p.wbuf0 + p.wbuf1 + p.kvbuf + base <= optin);
+            assert_int_equal(p.wbuf0 % 128, 0);
+            assert_int_equal(p.wbuf1 % 128, 0);
+            assert_int_equal(p.kvbuf % 128, 0);
+            const size_t qkv = max_slice(QKVR, H, g, 0), gu = max_slice(2 * I, H, g, 1);
+            const size_t o = max_slice(H, Q, g, 0), dn = max_slice(H, I, g, 0);
+            const size_t need0 = (qkv > gu ? qkv : gu), need1 = (o > dn ? o : dn);
+            if (((need0 + 127) & ~(size_t)127) + ((need1 + 127) & ~(size_t)127) + base <= optin) {
+                assert_true(qkv <= p.wbuf0);
+                assert_true(gu <= p.wbuf0);
+                assert_true(o <= p.wbuf1);
+                assert_true(dn <= p.wbuf1);
+            } else {
+                assert_int_equal(p.wbuf0, p.wbuf1);
+                assert_int_equal(p.kvbuf, 0);
+            }
+        }
+    /* 0.6B on 132 SMs (H100, H200): the staging region holds a 64-position chunk of f32 K and V */
+    const mq_gpu_smem p = mq_gpu_plan_smem(&shapes[0], 132, optin, 3072 * 4 + 2560, 1);
+    assert_true(p.kvbuf >= 64 * 128 * 4 * 2);
+    /* no bulk copy engine: nothing staged */
+    const mq_gpu_smem z = mq_gpu_plan_smem(&shapes[0], 132, optin, 3072 * 4 + 2560, 0);
+    assert_int_equal(z.wbuf0 + z.wbuf1 + z.kvbuf, 0);
+#endif
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_smem_plan),
         cmocka_unit_test(test_unavailable),
         cmocka_unit_test(test_hf_A),
         cmocka_unit_test(test_hf_B),

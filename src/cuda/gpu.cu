@@ -81,6 +81,29 @@ static void stage_slices(const mq_gpu_shape *s, size_t grid, size_t out[4]) {
     out[3] = (H + grid - 1) / grid * I * 2;
 }
 
+mq_gpu_smem mq_gpu_plan_smem(const mq_gpu_shape *s, int grid, size_t optin, size_t base, int bulk) {
+    mq_gpu_smem p = {0, 0, 0};
+    if (!bulk || grid < 1) return p;
+    size_t slices[4];
+    stage_slices(s, (size_t)grid, slices);
+    // buffer 0 takes q|k|v and gate|up, buffer 1 o and down: each sized for its own larger slice,
+    // and what is left beside the stage vectors becomes attention's K/V staging region (OPT_KVSTAGE;
+    // at least 16 KB, else none)
+    const size_t b0 = a128(zmax(slices[0], slices[2])), b1 = a128(zmax(slices[1], slices[3]));
+    if (b0 + b1 + base <= optin) {
+        p.wbuf0 = b0, p.wbuf1 = b1;
+        p.kvbuf = (optin - base - b0 - b1) & ~(size_t)127;
+        if (p.kvbuf < 16384) p.kvbuf = 0;
+        return p;
+    }
+    for (int i = 0; i < 4; i++) {
+        const size_t b = a128(slices[i]);
+        if (b > p.wbuf0 && 2 * b + base <= optin) p.wbuf0 = b;
+    }
+    p.wbuf1 = p.wbuf0;
+    return p;
+}
+
 int mq_gpu_available(void) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -252,22 +275,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
             wreg[0] = rA, wreg[1] = rB, wreg[2] = rC;
             g->smem_df = (int)(rA + rB + rC + sv);
         } else {
-            // buffer 0 takes q|k|v and gate|up, buffer 1 o and down: each sized for its own larger
-            // slice, and what is left beside the stage vectors becomes attention's K/V staging
-            // region (OPT_KVSTAGE; at least 16 KB, else none). When both largest slices do not fit,
-            // two equal buffers of the largest slice that fits twice (a larger one streams).
-            const size_t b0 = a128(zmax(slices[0], slices[2])), b1 = a128(zmax(slices[1], slices[3]));
-            if (prop.major >= 9 && b0 + b1 + base <= optin) {
-                wbuf = b0, wbuf1 = b1;
-                kvbuf = (optin - base - b0 - b1) & ~(size_t)127;
-                if (kvbuf < 16384) kvbuf = 0;
-            } else if (prop.major >= 9) {
-                for (int i = 0; i < 4; i++) {
-                    const size_t b = a128(slices[i]);
-                    if (b > wbuf && 2 * b + base <= optin) wbuf = b;
-                }
-                wbuf1 = wbuf;
-            }
+            const mq_gpu_smem pl = mq_gpu_plan_smem(s, g->sms, optin, base, prop.major >= 9);
+            wbuf = pl.wbuf0, wbuf1 = pl.wbuf1, kvbuf = pl.kvbuf;
             g->smem_df = smem_base + (int)(wbuf + wbuf1 + kvbuf);
         }
         const void *fdf = mqk_kernel(g->kv_f32, 1);
