@@ -1,0 +1,457 @@
+// megakernel_attention.cuh: decode attention: q/k RMSNorm + RoPE head prep, the flash-decoding pass over a chunk of
+// positions, K/V staging, the chunk combine.
+// Part of the decode megakernel's one translation unit (megakernel.cu includes it); namespace mqk.
+#ifndef MQ_MEGAKERNEL_ATTENTION_CUH
+#define MQ_MEGAKERNEL_ATTENTION_CUH
+#include "megakernel_core.cuh"
+
+namespace mqk {
+
+// One warp: RMSNorm (if nw) and RoPE (if rope) of one head vector src (hd floats, global) into
+// dst: shared-memory floats (dst_f) or the bf16 cache (dst_b). tmp: hd floats of this warp's smem.
+template <typename KT>
+__device__ void head_prep(const Params &P, const float *src, const float *nw, bool rope, int pos, float *tmp,
+                          float *dst_f, KT *dst_b) {
+    const int lane = threadIdx.x & 31, hd = P.hd, half = hd >> 1;
+    float ss = 0.0f;
+    for (int d = lane; d < hd; d += 32) {
+        float v = __ldcg(src + d);
+        tmp[d] = v;
+        ss += v * v;
+    }
+    ss = warp_sum(ss);
+    const float r = 1.0f / sqrtf(ss / (float)hd + P.eps);
+    if (nw)
+        for (int d = lane; d < hd; d += 32) tmp[d] = __ldg(nw + d) * (tmp[d] * r);
+    __syncwarp();
+    if (rope) {
+        for (int i = lane; i < half; i += 32) {
+            // table made on the host as HF does: cos/sin of float32(pos * inv_freq)
+            const float2 cs = __ldg(reinterpret_cast<const float2 *>(P.rope) + (size_t)pos * half + i);
+            const float c = cs.x, s = cs.y;
+            const float a = tmp[i], b = tmp[i + half];
+            const float o0 = a * c - b * s, o1 = b * c + a * s;
+            if (dst_f) {
+                dst_f[i] = o0;
+                dst_f[i + half] = o1;
+            } else {
+                st1(dst_b + i, o0);
+                st1(dst_b + i + half, o1);
+            }
+        }
+    } else {
+        for (int d = lane; d < hd; d += 32) {
+            if (dst_f) dst_f[d] = tmp[d];
+            else st1(dst_b + d, tmp[d]);
+        }
+    }
+    __syncwarp();
+}
+
+// head_prep for head_dim = 32 * E: lane l owns dims [l*E, l*E + E), so the RoPE partner of a dim
+// (d +- hd/2) sits in lane l ^ 16; every load (the head's values, norm weights, cos/sin) is issued
+// before any is used: one memory latency instead of one per loop trip.
+template <int E, typename KT>
+__device__ void head_prep_v(const Params &P, const float *src, const float *nw, bool rope, int pos, float *dst_f,
+                            KT *dst_b, KT *dst_s) {
+    const int lane = threadIdx.x & 31, half = 16 * E, d0 = lane * E;
+    float v[E], w[E], c[E], sn[E];
+#pragma unroll
+    for (int j = 0; j < E; j++) {
+        v[j] = __ldcg(src + d0 + j);
+        w[j] = nw ? __ldg(nw + d0 + j) : 1.0f;
+        if (rope) {
+            const float2 cs = __ldg(reinterpret_cast<const float2 *>(P.rope) + (size_t)pos * half + (d0 + j) % half);
+            c[j] = cs.x, sn[j] = cs.y;
+        }
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < E; j++) ss += v[j] * v[j];
+    ss = warp_sum(ss);
+    const float r = 1.0f / sqrtf(ss / (float)(32 * E) + P.eps);
+#pragma unroll
+    for (int j = 0; j < E; j++) {
+        float y = nw ? w[j] * (v[j] * r) : v[j];
+        if (rope) {
+            const float p = __shfl_xor_sync(0xffffffffu, y, 16);
+            y = lane < 16 ? y * c[j] - p * sn[j] : y * c[j] + p * sn[j];
+        }
+        if (dst_f) dst_f[d0 + j] = y;
+        else st1(dst_b + d0 + j, y);
+        if (dst_s) st1(dst_s + d0 + j, y);
+    }
+}
+
+// head_prep through the vectorized version when head_dim is 32, 64, 128 or 256. dst_s: a second
+// copy of a K/V row (shared memory), or NULL.
+template <typename KT>
+__device__ void prep_head(const Params &P, const float *src, const float *nw, bool rope, int pos, float *tmp,
+                          float *dst_f, KT *dst_b, KT *dst_s = nullptr) {
+    switch (P.hd) {
+    case 32: head_prep_v<1, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
+    case 64: head_prep_v<2, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
+    case 128: head_prep_v<4, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
+    case 256: head_prep_v<8, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
+    default:
+        head_prep<KT>(P, src, nw, rope, pos, tmp, dst_f, dst_b);
+        if (dst_s) {  // copy the row just written (head_prep's closing __syncwarp ordered it)
+            for (int d = threadIdx.x & 31; d < P.hd; d += 32) dst_s[d] = dst_b[d];
+        }
+        break;
+    }
+    __syncwarp();
+}
+
+// Row 0 of kv head kvh of layer l in a K or V cache, head-major (n_layers, n_kv, max_ctx, hd): the
+// head's row p at + p * hd, so its rows for consecutive positions are contiguous.
+template <typename KT>
+__device__ __forceinline__ KT *kv_rows(void *cache, const Params &P, int l, int kvh) {
+    return static_cast<KT *>(cache) + ((size_t)l * P.nkv + (size_t)kvh) * (size_t)P.max_ctx * (size_t)P.hd;
+}
+
+// Online-softmax pass of one row-group layout over positions [p0, p1) for GS query heads
+// (qs: GS x hd, smem). Lanes work in row groups of LPR lanes (LPR = hd/8 rounded up to a power of
+// two): each lane holds 8 dims of a K/V row. GS is compile-time so the per-head accumulators stay
+// in registers. Leaves the chunk's combined (m, l, acc) per head in out (GS x (hd+2), smem), with
+// m in log2 units. SM: K/V rows come from shared memory (kv_stage): row p at Kl + (p - p0) * hd;
+// otherwise from the cache (head-major: Kl is the kv head's row 0): row p at Kl + p * hd.
+// R: rows per row group per loop trip, all loaded before any is used, so a chunk of up to
+// R x (row groups) positions costs one memory latency (R = 2 took two trips for a 64-position
+// chunk: 3.6 us of loop at pos 130, run 20). pm: NW x GS x (hd+2) floats of scratch.
+template <int GS, int R, bool SM, typename KT>
+__device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, int p1,
+                         const float *qs, float *pm, float *out) {
+    const int hd = P.hd, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const size_t rs = (size_t)hd;  // row stride, staged rows and cache rows alike
+    const int pb = SM ? p0 : 0;
+    const int LPR = P.lpr, RPW = 32 / LPR;
+    const int rg = lane / LPR, sub = lane % LPR, nrg = NW * RPW;
+    const bool act = sub * 8 < hd;
+    const float qscale = rsqrtf((float)hd) * 1.4426950408889634f;  // scores in log2 units
+    float q[GS][8], m[GS], ls[GS], acc[GS][8];
+#pragma unroll
+    for (int g = 0; g < GS; g++) {
+        m[g] = -INFINITY;
+        ls[g] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            q[g][j] = act ? qs[g * hd + sub * 8 + j] * qscale : 0.0f;
+            acc[g][j] = 0.0f;
+        }
+    }
+    // Trip counts must be warp-uniform: the score reduction shuffles across the whole warp, so a
+    // row group past the end still runs the loop and only skips the update.
+    const int span = nrg;  // positions one row of the block's row groups covers
+    for (int base = p0 + warp * RPW; base < p1; base += R * span) {
+        const int pa = base + rg;
+        float kf[R][8], vf[R][8];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int p = pa + r * span;
+            const bool ok = act && p < p1;
+            const KT *kp = Kl + (size_t)(p - pb) * rs + sub * 8, *vp = Vl + (size_t)(p - pb) * rs + sub * 8;
+            if (SM) {
+                ld8s(kp, ok, kf[r]);
+                ld8s(vp, ok, vf[r]);
+            } else {
+                ld8(kp, ok, kf[r]);
+                ld8(vp, ok, vf[r]);
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            if (base + r * span >= p1) break;  // warp-uniform: the warp's first row is past the end
+            const bool valid = pa + r * span < p1;
+#pragma unroll
+            for (int g = 0; g < GS; g++) {
+                float s = 0.0f;
+#pragma unroll
+                for (int j = 0; j < 8; j++) s = fmaf(q[g][j], kf[r][j], s);
+                for (int o = LPR >> 1; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                if (valid) {
+                    const float mn = fmaxf(m[g], s);
+                    const float corr = exp2f(m[g] - mn), pe = exp2f(s - mn);
+                    m[g] = mn;
+                    ls[g] = ls[g] * corr + pe;
+#pragma unroll
+                    for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pe, vf[r][j], acc[g][j] * corr);
+                }
+            }
+        }
+    }
+    sprof_mark(P, SP_ATTLOOP);
+    // combine the warp's row groups by shuffles (lane sub of row groups rg and rg ^ k holds the same
+    // dims), so only NW entries per head go through shared memory (was NW x RPW: 1.9 us, run 20)
+    for (int o = LPR; o < 32; o <<= 1) {
+#pragma unroll
+        for (int g = 0; g < GS; g++) {
+            const float mo = __shfl_xor_sync(0xffffffffu, m[g], o), lo = __shfl_xor_sync(0xffffffffu, ls[g], o);
+            const float mn = fmaxf(m[g], mo);
+            const float a = mn == -INFINITY ? 0.0f : exp2f(m[g] - mn), b = mn == -INFINITY ? 0.0f : exp2f(mo - mn);
+            m[g] = mn;
+            ls[g] = ls[g] * a + lo * b;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const float ao = __shfl_xor_sync(0xffffffffu, acc[g][j], o);
+                acc[g][j] = acc[g][j] * a + ao * b;
+            }
+        }
+    }
+    const int stride = hd + 2;
+    if (rg == 0) {
+#pragma unroll
+        for (int g = 0; g < GS; g++) {
+            float *e = pm + ((size_t)warp * GS + g) * stride;
+            if (sub == 0) {
+                e[0] = m[g];
+                e[1] = ls[g];
+            }
+            if (act)
+#pragma unroll
+                for (int j = 0; j < 8; j++) e[2 + sub * 8 + j] = acc[g][j];
+        }
+    }
+    __syncthreads();
+    // combine the warps (an empty one has m = -inf)
+    for (int t = threadIdx.x; t < GS * hd; t += NT) {
+        const int g = t / hd, d = t % hd;
+        float M = -INFINITY;
+        for (int r = 0; r < NW; r++) M = fmaxf(M, pm[((size_t)r * GS + g) * stride]);
+        float Ls = 0.0f, A = 0.0f;
+        for (int r = 0; r < NW; r++) {
+            const float *e = pm + ((size_t)r * GS + g) * stride;
+            if (e[0] == -INFINITY) continue;
+            const float w = exp2f(e[0] - M);
+            Ls += e[1] * w;
+            A += e[2 + d] * w;
+        }
+        float *o = out + (size_t)g * stride;
+        if (d == 0) {
+            o[0] = M;
+            o[1] = Ls;
+        }
+        o[2 + d] = A;
+    }
+    __syncthreads();
+}
+
+// Chunks per kv head for a context of len positions (*csz positions each, the last may be short):
+// at least P.minch positions a chunk, at most grid / n_kv chunks (one item per block).
+__device__ __forceinline__ int att_chunks(const Params &P, int len, int &csz) {
+    const int minch = P.minch > 0 ? P.minch : 64;
+    int nch = (len + minch - 1) / minch;
+    int cap = (int)gridDim.x / P.nkv;
+    if (cap < 1) cap = 1;
+    if (cap > P.max_chunks) cap = P.max_chunks;
+    if (nch > cap) nch = cap;
+    csz = (len + nch - 1) / nch;
+    return (len + csz - 1) / csz;
+}
+
+// Start copying the earlier K/V rows of the block's attention item (layer l, position pos) into
+// shared memory ks: K rows [p0, p1) at ks + (p - p0) * hd, then the V rows. Those rows were written
+// by earlier steps, so the copy may start before this step's q|k|v are ready; row pos (this step's)
+// is written there by attention's head prep. The bulk copy engine moves the rows: in the head-major
+// cache the rows [p0, pe) of one kv head are one contiguous range per matrix, so warp 0 issues 2
+// copies (in pieces of at most 32 KB; completion on mbarrier mb, whose phase parity the caller
+// tracks) and no thread stalls on a full load queue (cp.async from every thread measured a 2 us
+// later wake, run 9; one bulk copy per row cost ~2 us of issue: docs/perf-notes.md, v6).
+// Returns ks, or NULL (nothing issued) when the block has no item, the chunk does not fit in cap
+// bytes, or the device has no bulk copy engine.
+template <typename KT>
+__device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, size_t cap, unsigned long long *mb) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const int hd = P.hd, len = pos + 1;
+    int csz;
+    const int nch = att_chunks(P, len, csz);
+    const int item = blockIdx.x;
+    if (!ks || item >= P.nkv * nch) return nullptr;
+    const int kvh = item / nch, c = item % nch;
+    const int p0 = c * csz, p1 = min(len, p0 + csz), pe = min(p1, pos);
+    const unsigned rowb = (unsigned)hd * sizeof(KT);
+    if ((size_t)(p1 - p0) * rowb * 2 > cap || (rowb & 15)) return nullptr;
+    if (threadIdx.x < 32) {
+        // rows [p0, pe) of this kv head: one contiguous range in each cache (16-byte aligned: the
+        // arena is, and every row is a 16-byte multiple), landing at ks (K) and vs (V)
+        const char *kg = reinterpret_cast<const char *>(kv_rows<const KT>(P.kc, P, l, kvh) + (size_t)p0 * hd);
+        const char *vg = reinterpret_cast<const char *>(kv_rows<const KT>(P.vc, P, l, kvh) + (size_t)p0 * hd);
+        KT *vs = ks + (size_t)(p1 - p0) * hd;
+        const unsigned bytes = (unsigned)(pe - p0) * rowb;  // per matrix (<= cap / 2)
+        const unsigned piece = 32768, np = (bytes + piece - 1) / piece;  // copies per matrix
+        const unsigned m = smem_u32(mb);
+        // the buffer was last read through the generic proxy; order that before the async writes
+        if (threadIdx.x == 0) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        // the rows were written by other blocks' generic stores (ordered before this block by the
+        // counters' release/acquire); the bulk copies read them through the async proxy
+        asm volatile("fence.proxy.async.global;" ::: "memory");
+        __syncwarp();
+        for (unsigned r = threadIdx.x; r < 2 * np; r += 32) {
+            const bool kv = r >= np;
+            const unsigned off = (kv ? r - np : r) * piece, n = bytes - off < piece ? bytes - off : piece;
+            const char *src = (kv ? vg : kg) + off;
+            const unsigned dst = smem_u32(kv ? vs : ks) + off;
+            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                             dst),
+                         "l"(src), "r"(n), "r"(m)
+                         : "memory");
+        }
+        __syncwarp();
+        // the arrival that completes the phase once all bytes landed (tx-count may run ahead of it):
+        // exactly the bytes of the copies above, 2 matrices x (pe - p0) rows
+        if (threadIdx.x == 0)
+            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(m), "r"(2 * bytes)
+                         : "memory");
+    }
+    return ks;
+#else
+    (void)P, (void)l, (void)pos, (void)ks, (void)cap, (void)mb;
+    return nullptr;
+#endif
+}
+
+// Attention of layer l at position pos for the block's (kv head, chunk) item: the G query heads
+// of a kv head are done in passes of at most 4 (register budget); K/V rows are re-read per pass.
+// ks: the item's K/V rows staged by kv_stage (or NULL: read them from the cache), complete at
+// phase parity kpar of mbarrier kmb. defer: leave
+// the chunk partials for the O stage to combine (combine_att) instead of combining them here.
+// RB: rows per row group per att_pass trip for passes of 1-2 heads (4: one trip covers a
+// 64-position chunk; the grid kernel's 128-register budget takes 2, which spilled at 4).
+template <typename KT, int RB>
+__device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm, bool defer = false,
+                                       KT *ks = nullptr, unsigned long long *kmb = nullptr, unsigned kpar = 0) {
+    const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
+    const int maxch = P.max_chunks;
+    int csz;
+    const int nch = att_chunks(P, len, csz);
+    const int item = blockIdx.x;
+    if (item >= P.nkv * nch) return;
+    const int kvh = item / nch, c = item % nch;
+    const int p0 = c * csz, p1 = min(len, p0 + csz);
+    const LayerW L = P.layers[l];
+    const size_t kvd = (size_t)P.nkv * hd;  // k (and v) part of the q|k|v vector
+    KT *Kl = kv_rows<KT>(P.kc, P, l, kvh);   // the kv head's cache rows: row p at + p*hd
+    KT *Vl = kv_rows<KT>(P.vc, P, l, kvh);
+    KT *vs = ks ? ks + (size_t)(p1 - p0) * hd : nullptr;  // staged V rows
+    const int stride = hd + 2;
+
+    float *qs = sm;                      // (G, hd) normed, roped queries
+    float *res = qs + G * hd;            // (G, hd+2) this chunk's (m, l, acc) per head
+    float *tmp = res + G * stride;       // (NW, hd) per-warp scratch
+    float *pm = tmp + NW * hd;           // (NW, 4, hd+2) per-warp partials (att_pass)
+    __shared__ int s_last;
+
+    // q heads of this kv head; the chunk holding `pos` also writes this position's K and V
+    const int ntask = G + (p1 == len ? 2 : 0);
+    for (int t = warp; t < ntask; t += NW) {
+        if (t < G)
+            prep_head<KT>(P, P.qkv + (size_t)(kvh * G + t) * hd, L.q_norm, true, pos, tmp + warp * hd, qs + t * hd,
+                          nullptr);
+        else if (t == G)
+            prep_head(P, P.qkv + P.qdim + (size_t)kvh * hd, L.k_norm, true, pos, tmp + warp * hd, nullptr,
+                      Kl + (size_t)pos * hd, ks ? ks + (size_t)(pos - p0) * hd : nullptr);
+        else
+            prep_head(P, P.qkv + P.qdim + kvd + (size_t)kvh * hd, nullptr, false, pos, tmp + warp * hd, nullptr,
+                      Vl + (size_t)pos * hd, vs ? vs + (size_t)(pos - p0) * hd : nullptr);
+    }
+    if (ks) mb_wait(smem_u32(kmb), kpar);  // the staged rows have landed
+    __syncthreads();
+    sprof_mark(P, SP_ATT);  // q/k/v head prep
+    for (int g0 = 0; g0 < G; g0 += 4) {
+        const int gs = G - g0 < 4 ? G - g0 : 4;
+        const float *qg = qs + g0 * hd;
+        float *rg = res + (size_t)g0 * stride;
+        if (ks) {
+            switch (gs) {
+            case 1: att_pass<1, RB, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
+            case 2: att_pass<2, RB, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
+            case 3: att_pass<3, 2, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
+            default: att_pass<4, 2, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
+            }
+            continue;
+        }
+        switch (gs) {
+        case 1: att_pass<1, RB, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 2: att_pass<2, RB, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 3: att_pass<3, 2, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        default: att_pass<4, 2, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        }
+    }
+    sprof_mark(P, SP_ATT + 1);  // the row-group combine after the online softmax (SP_ATTLOOP)
+    float *part = P.part;  // (n_heads, max_chunks, hd+2)
+    if (nch == 1) {
+        for (int t = threadIdx.x; t < G * hd; t += NT) {
+            const int g = t / hd, d = t % hd;
+            const float *e = res + (size_t)g * stride;
+            P.att[(size_t)(kvh * G + g) * hd + d] = e[2 + d] / e[1];
+        }
+        return;
+    }
+    for (int t = threadIdx.x; t < G * stride; t += NT) {
+        const int g = t / stride, d = t % stride;
+        part[((size_t)(kvh * G + g) * maxch + c) * stride + d] = res[t];
+    }
+    if (defer) return;  // the O stage combines the chunks (combine_att)
+    // the last chunk of this kv head to finish combines all chunks
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        const unsigned old = atomicAdd(P.att_cnt + kvh, 1u);
+        s_last = old == (unsigned)nch - 1;
+        if (s_last) {
+            __threadfence();
+            P.att_cnt[kvh] = 0;  // next use is after a grid barrier
+        }
+    }
+    __syncthreads();
+    sprof_mark(P, SP_ATT + 2);  // chunk partials out + counter
+    if (!s_last) return;
+    for (int t = threadIdx.x; t < G * hd; t += NT) {
+        const int g = t / hd, d = t % hd, h = kvh * G + g;
+        const float *base = part + (size_t)h * maxch * stride;
+        float M = -INFINITY;
+        for (int k = 0; k < nch; k++) M = fmaxf(M, __ldcg(base + (size_t)k * stride));
+        float Ls = 0.0f, A = 0.0f;
+        for (int k = 0; k < nch; k++) {
+            const float w = exp2f(__ldcg(base + (size_t)k * stride) - M);
+            Ls += __ldcg(base + (size_t)k * stride + 1) * w;
+            A += __ldcg(base + (size_t)k * stride + 2 + d) * w;
+        }
+        P.att[(size_t)h * hd + d] = A / Ls;
+    }
+}
+
+// The attention output (q_dim floats) into sm from the per-chunk partials of all heads (nch > 1
+// chunks each: (m, l, acc) with m in log2 units), for a consumer that needs all heads anyway: one
+// round of loads in the O stage instead of a counter and a combining block per kv head.
+// ml: 2 * n_heads * nch floats of shared memory for the per-chunk (m, l).
+__device__ void combine_att(const Params &P, int nch, float *sm, float *ml) {
+    const int hd = P.hd, stride = hd + 2, maxch = P.max_chunks;
+    for (int i = threadIdx.x; i < P.nh * nch; i += NT) {
+        const int h = i / nch, k = i % nch;
+        const float *e = P.part + ((size_t)h * maxch + k) * stride;
+        ml[2 * i] = __ldcg(e);
+        ml[2 * i + 1] = __ldcg(e + 1);
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < P.qdim; t += NT) {
+        const int h = t / hd, d = t % hd;
+        const float *mh = ml + 2 * h * nch;
+        float M = -INFINITY;
+        for (int k = 0; k < nch; k++) M = fmaxf(M, mh[2 * k]);
+        const float *base = P.part + (size_t)h * maxch * stride + 2 + d;
+        float Ls = 0.0f, A = 0.0f;
+#pragma unroll 4
+        for (int k = 0; k < nch; k++) {
+            const float w = exp2f(mh[2 * k] - M);
+            Ls += mh[2 * k + 1] * w;
+            A += __ldcg(base + (size_t)k * stride) * w;
+        }
+        sm[t] = A / Ls;
+    }
+    __syncthreads();
+}
+
+}  // namespace mqk
+
+#endif
