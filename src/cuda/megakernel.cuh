@@ -51,7 +51,8 @@ enum {
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
     // + POLLR +0.5%, ISSW +2%, HPAIR +2-4% (runs 16-19, session 3)
-    // + GUATT +2.9 / +0.3 / -0.8% at ctx 16 / 1K / 4K (run 22, session 4)
+    // + GUATT +2.9 / +0.3 / -0.8% at ctx 16 / 1K / 4K (run 22, session 4); with it GUEARLY measured
+    // neutral (run 25: off +0.4 / 0 / +1.5%, within noise)
     OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT
 };
 

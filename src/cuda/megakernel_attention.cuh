@@ -1,5 +1,6 @@
-// megakernel_attention.cuh: decode attention: q/k RMSNorm + RoPE head prep, the flash-decoding pass over a chunk of
-// positions, K/V staging, the chunk combine.
+// megakernel_attention.cuh: the decode megakernel's attention (flash-decoding items per kv head).
+// q/k RMSNorm + RoPE head prep, the online-softmax pass over a chunk of positions, K/V staging, the
+// chunk combine.
 // Part of the decode megakernel's one translation unit (megakernel.cu includes it); namespace mqk.
 #ifndef MQ_MEGAKERNEL_ATTENTION_CUH
 #define MQ_MEGAKERNEL_ATTENTION_CUH

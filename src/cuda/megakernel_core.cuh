@@ -1,5 +1,6 @@
-// megakernel_core.cuh: the decode megakernel's building blocks: memory-order loads, the grid barrier, profile marks,
-// reductions, weight loads and prefetches, the matvec, stage-vector loads, bulk copies, the embedding.
+// megakernel_core.cuh: the decode megakernel's building blocks (loads, barrier, matvec, bulk copies).
+// Memory-order loads, the grid barrier, profile marks, reductions, weight loads and prefetches, the
+// matvec, stage-vector loads, bulk copies into shared memory, the embedding.
 // Part of the decode megakernel's one translation unit (megakernel.cu includes it); namespace mqk.
 #ifndef MQ_MEGAKERNEL_CORE_CUH
 #define MQ_MEGAKERNEL_CORE_CUH

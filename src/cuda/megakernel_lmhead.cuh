@@ -1,5 +1,5 @@
-// megakernel_lmhead.cuh: the final norm + lm_head with the fused argmax (or device sampling), streamed or through a
-// shared-memory ring of bulk copies.
+// megakernel_lmhead.cuh: the decode megakernel's final norm + lm_head with the fused argmax.
+// Or device sampling; the rows stream through matvec or through a shared-memory ring of bulk copies.
 // Part of the decode megakernel's one translation unit (megakernel.cu includes it); namespace mqk.
 #ifndef MQ_MEGAKERNEL_LMHEAD_CUH
 #define MQ_MEGAKERNEL_LMHEAD_CUH
