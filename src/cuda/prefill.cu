@@ -22,7 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pdl.cuh"
 #include "prefill.cuh"
+#include "sgemm.cuh"
 
 extern "C" {
 #include "err.h"
@@ -102,7 +104,10 @@ struct mqp_state {
     Graph graph[NGRAPH];
     int next_graph;
     int attn_v1;           // MQ_PREFILL_ATTN=1: the first attention kernel (flash_k, K/V converted per block)
-    int sms;               // multiprocessors (grid of the K/V conversion)
+    int sms;               // multiprocessors (grid of the K/V conversion, sgemm's slabs)
+    int pdl;               // launch the chain's own kernels with programmatic dependent launch (sm_90+; MQ_PREFILL_PDL=0 off)
+    int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head (MQ_PREFILL_SGEMM, default 3)
+    int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
     unsigned fattr;        // flash2_k instantiations whose shared-memory limit is raised
     // f32 cache, attention v2: layer l's K/V rows [0, pos+T) as bf16, remade per layer (rows, kv_dim)
     // each, position-major (unlike the head-major cache): K hi, V hi, then K lo, V lo when split
@@ -122,12 +127,15 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 // Residual update fused with the next RMSNorm. Row r (x + r*H): x = embedding row ids[r] (ids not
-// nullptr), or x + d[r] (+ d[r + d2] when d2: the lo GEMM half) (d not nullptr), written back; then
+// nullptr), or x + the sum of nd slabs d[r + k*ds] (d not nullptr: the GEMM's partial products, hi and
+// lo halves or K slabs), written back; then
 // out[r] = bf16(w * x * rsqrt(mean(x^2) + eps)) and lo[r] its rounding remainder (lo nullptr: not
 // split), as the decode kernel's load_norm. grid (rows), block 256.
-__global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *E, int V, float *x, const float *d, size_t d2,
-                             const float *w, __nv_bfloat16 *out, __nv_bfloat16 *lo, int H, float eps) {
+__global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *E, int V, float *x, const float *d, int nd,
+                             size_t ds, const float *w, __nv_bfloat16 *out, __nv_bfloat16 *lo, int H, float eps) {
     __shared__ float red[8];
+    pdl_wait();
+    pdl_trigger();
     const size_t ro = (size_t)blockIdx.x * H;
     float *xr = x + ro;
     const __nv_bfloat16 *e = nullptr;
@@ -143,10 +151,8 @@ __global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *E, int V, 
             v = __bfloat162float(e[i]);
         } else {
             v = xr[i];
-            if (d) {
-                v += d[ro + i];
-                if (d2) v += d[ro + d2 + i];
-            }
+            if (d)
+                for (int k = 0; k < nd; k++) v += d[ro + k * ds + i];
         }
         if (e || d) xr[i] = v;  // read back below by this same thread
         ss += v * v;
@@ -176,14 +182,15 @@ __device__ __forceinline__ void st_split(__nv_bfloat16 *h, __nv_bfloat16 *l, siz
     if (l) l[i] = __float2bfloat16_rn(v - __bfloat162float(hv));
 }
 
-// qkv2 (split, else nullptr): the lo GEMM half, added to qkv. One warp per (token t, slot): slots [0, nh) are q heads, [nh, nh+nkv) k heads, then v heads
+// qkv: ns slabs of (T, q|k|v) partial products ss floats apart, summed (hi and lo GEMM halves, or
+// K slabs). One warp per (token t, slot): slots [0, nh) are q heads, [nh, nh+nkv) k heads, then v heads
 // (the q|k|v row of token t is contiguous, so slot s starts at s*hd). q/k: RMSNorm (q_norm /
 // k_norm) then RoPE at position pos+t (the decode kernel's table); q -> qb (bf16), k/v -> cache
 // row pos+t of layer l (kc/vc: layer l's (n_kv, maxc, hd), head-major; pos = *posp, device memory so
 // a captured graph can replay it); kh/vh (and kl/vl), when not nullptr, receive the same K/V rows as
-// bf16 hi (lo), position-major (rows, kv_dim). grid (T), block 32 * 8.
+// bf16 hi (lo), position-major (rows, kv_dim). grid (T, slot groups of 8), block 32 * 8.
 template <typename KT>
-__global__ void qk_prep_k(const float *qkv, const float *qkv2, const float *qn, const float *kn, const float *rope, __nv_bfloat16 *qb,
+__global__ void qk_prep_k(const float *qkv, int ns, size_t ss, const float *qn, const float *kn, const float *rope, __nv_bfloat16 *qb,
                           __nv_bfloat16 *ql, KT *kc, KT *vc, __nv_bfloat16 *kh, __nv_bfloat16 *kl, __nv_bfloat16 *vh,
                           __nv_bfloat16 *vl, int nh, int nkv, int hd, int maxc, const int *posp, float eps) {
     extern __shared__ float pbuf[];  // (8, hd)
@@ -191,20 +198,21 @@ __global__ void qk_prep_k(const float *qkv, const float *qkv2, const float *qn, 
     const int nslot = nh + 2 * nkv, qd = nh * hd, kvd = nkv * hd;
     float *tmp = pbuf + warp * hd;
     const float *row = qkv + (size_t)t * (qd + 2 * kvd);
-    const float *row2 = qkv2 ? qkv2 + (size_t)t * (qd + 2 * kvd) : nullptr;
+    pdl_wait();
+    pdl_trigger();
     const int p = *posp + t;
-    for (int s = warp; s < nslot; s += 8) {
-        const float *src = row + (size_t)s * hd, *src2 = row2 ? row2 + (size_t)s * hd : nullptr;
+    for (int s = blockIdx.y * 8 + warp; s < nslot; s += 8 * gridDim.y) {
+        const float *src = row + (size_t)s * hd;
         const bool isq = s < nh, isk = !isq && s < nh + nkv;
-        float ss = 0.0f;
+        float sq = 0.0f;
         for (int d = lane; d < hd; d += 32) {
             float v = src[d];
-            if (src2) v += src2[d];
+            for (int k = 1; k < ns; k++) v += src[k * ss + d];
             tmp[d] = v;
-            ss += v * v;
+            sq += v * v;
         }
-        ss = warp_sum(ss);
-        const float r = 1.0f / sqrtf(ss / (float)hd + eps);
+        sq = warp_sum(sq);
+        const float r = 1.0f / sqrtf(sq / (float)hd + eps);
         __syncwarp();
         if (isq || isk) {
             const float *nw = isq ? qn : kn;
@@ -407,6 +415,8 @@ template <int HD, typename KT, bool SPLIT>
 __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const KT *Kl,
                                                const KT *Vl, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
                                                const int *posp, int nh, int nkv, int maxc) {
+    pdl_wait();
+    pdl_trigger();
     constexpr int KS = HD + 8, VS = BK + 8, NB = SPLIT ? 2 : 1;
     __shared__ __align__(16) __nv_bfloat16 Ks[NB][BK * KS];  // (BK, HD) keys of the tile: hi, lo
     __shared__ __align__(16) __nv_bfloat16 Vt[NB][HD * VS];  // (HD, BK) values, transposed: hi, lo
@@ -526,6 +536,8 @@ __device__ __forceinline__ void ldsm4t(uint32_t r[4], const __nv_bfloat16 *p) {
 // multiple of 8, so a group is 8 consecutive dims of one head's row.
 __global__ void kv_split_k(const float *K, const float *V, __nv_bfloat16 *kh, __nv_bfloat16 *kl, __nv_bfloat16 *vh,
                            __nv_bfloat16 *vl, const int *posp, int kvd, int hd, int maxc) {
+    pdl_wait();
+    pdl_trigger();
     const size_t n8 = (size_t)*posp * kvd / 8, row8 = (size_t)kvd / 8;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
         // scratch group i = row p, element c of the row = kv head c / hd, dim c % hd
@@ -567,6 +579,8 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
                                                 const __nv_bfloat16 *Vh, const __nv_bfloat16 *Vl, int ldkv,
                                                 size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
                                                 const int *posp, int nh, int nkv) {
+    pdl_wait();
+    pdl_trigger();
     using Cfg = Flash2Cfg<HD, QLO, KVLO>;
     constexpr int BKT = Cfg::BK, NA = Cfg::NA, KS = Cfg::KS, TILE = BKT * KS;
     extern __shared__ __align__(16) __nv_bfloat16 fsm[];  // [2 stages][NA][BKT][KS]
@@ -676,12 +690,15 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
 }
 
 // h[t, j] = bf16(silu(gu[t, 2j]) * gu[t, 2j+1]) over T*I elements.
-// lo (optional): the bf16 rounding remainders; gu2 (optional): the lo GEMM half, added to gu.
-__global__ void silu_mul_k(const float *gu, const float *gu2, __nv_bfloat16 *h, __nv_bfloat16 *lo, size_t n) {
+// lo (optional): the bf16 rounding remainders; gu: ns slabs of partial products (hi and lo GEMM
+// halves, or K slabs) 2 * ss floats apart, summed.
+__global__ void silu_mul_k(const float *gu, int ns, size_t ss, __nv_bfloat16 *h, __nv_bfloat16 *lo, size_t n) {
+    pdl_wait();
+    pdl_trigger();
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float2 v = reinterpret_cast<const float2 *>(gu)[i];
-        if (gu2) {
-            const float2 u = reinterpret_cast<const float2 *>(gu2)[i];
+        for (int k = 1; k < ns; k++) {
+            const float2 u = reinterpret_cast<const float2 *>(gu)[k * ss + i];
             v.x += u.x;
             v.y += u.y;
         }
@@ -767,6 +784,25 @@ int gemmx(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_b
     return gemm(S, opA_t, A, lda, B, D, m, S->split ? 2 * T : T, k, 0.0f, s);
 }
 
+// D = X W^T for the T rows of X (its hi then lo rows when split), W (N, K), as *ns slabs of (T, N)
+// f32 each (T * N floats apart) that the kernel reading D sums: sgemm (T <= 64, S->sg & 1; the lo
+// rows folded into each slab, K split into slabs) or cuBLASLt (split: the hi and lo halves are two
+// slabs). cap_rows: rows D has room for.
+int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, float *D, int T, size_t cap_rows,
+       int *ns, cudaStream_t s) {
+    if ((S->sg & 1) && T <= SGEMM_MAXT) {
+        int kmin = 0, ks = sgemm_slabs(N, K, T, S->sms, &kmin);
+        if (ks > 0 && (size_t)ks * T > cap_rows) ks = (size_t)kmin * T <= cap_rows ? (int)(cap_rows / T) : 0;
+        if (ks > 0) {
+            PCK(sgemm_run(W, N, K, X, T, S->split, D, ks, S->pdl, s));
+            *ns = ks;
+            return 0;
+        }
+    }
+    *ns = S->split ? 2 : 1;
+    return gemmx(S, 1, W, K, X, D, N, T, K, s);
+}
+
 template <int HD, bool QLO, bool KVLO>
 int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
                   const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv, size_t hs,
@@ -777,8 +813,8 @@ int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_b
         PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Cfg::SMEM));
         S->fattr |= bit;
     }
-    flash2_k<HD, QLO, KVLO><<<grid, 128, Cfg::SMEM, s>>>(qb, ql, kh, kl, vh, vl, ldkv, hs, att, atl, T, S->dbuf, nh,
-                                                         nkv);
+    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl, ldkv, hs, att,
+                   atl, T, S->dbuf, nh, nkv));
     return 0;
 }
 
@@ -794,9 +830,11 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
         const size_t lo = (size_t)l * P->max_ctx * P->nkv * HD;  // layer l's (n_kv, max_ctx, HD)
         const KT *Kl = static_cast<const KT *>(P->kc) + lo, *Vl = static_cast<const KT *>(P->vc) + lo;
         if (S->split)
-            flash_k<HD, KT, true><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv, P->max_ctx);
+            PCK(pdl_launch(S->pdl, flash_k<HD, KT, true>, grid, dim3(128), 0, s, qb, ql, Kl, Vl, att, atl, T, S->dbuf,
+                           P->nh, P->nkv, P->max_ctx));
         else
-            flash_k<HD, KT, false><<<grid, 128, 0, s>>>(qb, ql, Kl, Vl, att, atl, T, S->dbuf, P->nh, P->nkv, P->max_ctx);
+            PCK(pdl_launch(S->pdl, flash_k<HD, KT, false>, grid, dim3(128), 0, s, qb, ql, Kl, Vl, att, atl, T, S->dbuf,
+                           P->nh, P->nkv, P->max_ctx));
         return 0;
     }
     // row / head strides: the f32 cache's scratch (rows, kv_dim), or the bf16 cache (n_kv, max_ctx, HD)
@@ -822,10 +860,11 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     // lo halves (nullptr / 0: not split): GEMM inputs right after their T hi rows
     __nv_bfloat16 *xl = sp ? S->xn + (size_t)T * H : nullptr, *ql = sp ? S->qb + (size_t)S->C * qd : nullptr;
     __nv_bfloat16 *hl = sp ? S->h + (size_t)T * I : nullptr;
-    const size_t d2 = sp ? (size_t)T * H : 0;
-    resid_norm_k<<<T, 256, 0, s>>>(l == 0 ? S->dbuf + 1 : nullptr, P->embed, S->V, S->x, l == 0 ? nullptr : S->dres, d2,
-                                   W.in_norm, S->xn, xl, H, P->eps);
-    if (gemmx(S, 1, W.qkv, H, S->xn, S->qkv, qd + 2 * kvd, T, H, s)) return -1;
+    const size_t cap = (size_t)(sp ? 2 : 1) * S->C;  // rows of the GEMM output buffers
+    PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, l == 0 ? S->dbuf + 1 : nullptr, P->embed, S->V, S->x,
+                   l == 0 ? nullptr : S->dres, S->dres_ns, (size_t)T * H, W.in_norm, S->xn, xl, H, P->eps));
+    int nq = 1, ng = 1;
+    if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s)) return -1;
     KT *kc = static_cast<KT *>(P->kc) + lo, *vc = static_cast<KT *>(P->vc) + lo;
     // K/V for attention v2: the bf16 cache as it is, or the f32 cache's bf16 hi (lo) scratch copy
     __nv_bfloat16 *kh = nullptr, *kl = nullptr, *vh = nullptr, *vl = nullptr;
@@ -835,12 +874,13 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         kh = S->kvs, vh = kh + a;
         if (sp) kl = vh + a, vl = kl + a;
         if (kvgrid > 0)
-            kv_split_k<<<kvgrid, 256, 0, s>>>(reinterpret_cast<const float *>(kc), reinterpret_cast<const float *>(vc),
-                                              kh, kl, vh, vl, S->dbuf, kvd, hd, S->max_ctx);
+            PCK(pdl_launch(S->pdl, kv_split_k, dim3(kvgrid), dim3(256), 0, s, reinterpret_cast<const float *>(kc),
+                           reinterpret_cast<const float *>(vc), kh, kl, vh, vl, S->dbuf, kvd, hd, S->max_ctx));
     }
-    const float *qkv2 = sp ? S->qkv + (size_t)T * (qd + 2 * kvd) : nullptr;
-    qk_prep_k<KT><<<T, 256, (size_t)8 * hd * 4, s>>>(S->qkv, qkv2, W.q_norm, W.k_norm, P->rope, S->qb, ql, kc, vc, kh,
-                                                     kl, vh, vl, S->nh, S->nkv, hd, S->max_ctx, S->dbuf, P->eps);
+    const unsigned nslot = (unsigned)(S->nh + 2 * S->nkv);
+    PCK(pdl_launch(S->pdl, qk_prep_k<KT>, dim3(T, (nslot + 7) / 8), dim3(256), (size_t)8 * hd * 4, s, S->qkv, nq,
+                   (size_t)T * (qd + 2 * kvd), W.q_norm, W.k_norm, P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh,
+                   S->nkv, hd, S->max_ctx, S->dbuf, P->eps));
     if (!conv) kh = reinterpret_cast<__nv_bfloat16 *>(kc), vh = reinterpret_cast<__nv_bfloat16 *>(vc);
     // the normed rows are consumed by the QKV GEMM; reuse as the attention output (T, q_dim) [+ lo]
     __nv_bfloat16 *att = S->xn, *atl = sp ? att + (size_t)T * qd : nullptr;
@@ -848,15 +888,22 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
           : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s)
                       : attention<32, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s);
     if (r) return -1;
-    if (gemmx(S, 1, W.o, qd, att, S->dres, H, T, qd, s)) return -1;  // att o^T, added by the next norm
-    resid_norm_k<<<T, 256, 0, s>>>(nullptr, P->embed, S->V, S->x, S->dres, d2, W.post_norm, S->xn, xl, H, P->eps);
-    if (gemmx(S, 1, W.gu, H, S->xn, S->gu, 2 * I, T, H, s)) return -1;
+    int no = 1;
+    if (mm(S, W.o, H, qd, att, S->dres, T, cap, &no, s)) return -1;  // att o^T, added by the next norm
+    PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, nullptr, P->embed, S->V, S->x, S->dres, no,
+                   (size_t)T * H, W.post_norm, S->xn, xl, H, P->eps));
+    if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s)) return -1;
     const size_t nh = (size_t)T * I;
-    silu_mul_k<<<(unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096), 256, 0, s>>>(
-        S->gu, sp ? S->gu + (size_t)T * 2 * I : nullptr, S->h, hl, nh);
+    PCK(pdl_launch(S->pdl, silu_mul_k, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)), dim3(256),
+                   0, s, S->gu, ng, nh, S->h, hl, nh));
     // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
     // the MLP (P->fuse): then it is A col-major (hidden x inter) with no transpose
-    if (gemmx(S, P->fuse ? 0 : 1, W.down, P->fuse ? H : I, S->h, S->dres, H, T, I, s)) return -1;
+    if (P->fuse) {
+        S->dres_ns = sp ? 2 : 1;
+        if (gemmx(S, 0, W.down, H, S->h, S->dres, H, T, I, s)) return -1;
+    } else if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s)) {
+        return -1;
+    }
     PCK(cudaGetLastError());
     return 0;
 }
@@ -923,6 +970,11 @@ int init(mqp_state **st, const Params *P) {
     PCK(cudaDeviceGetAttribute(&S->sms, cudaDevAttrMultiProcessorCount, dev));
     const char *ge = getenv("MQ_PREFILL_GRAPH");
     S->use_graph = !(ge && atoi(ge) == 0);
+    int major = 0;
+    PCK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    const char *pd = getenv("MQ_PREFILL_PDL"), *sg = getenv("MQ_PREFILL_SGEMM");
+    S->pdl = major >= 9 && !(pd && atoi(pd) == 0);
+    S->sg = sg ? atoi(sg) : 3;
     LCK(cublasLtCreate(&S->lt));
     return 0;
 }
@@ -934,17 +986,23 @@ int init(mqp_state **st, const Params *P) {
 // residual gets the last down projection, final RMSNorm, lm_head (two GEMMs when split) -> S->logits.
 int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
     const size_t H = S->H;
-    resid_norm_k<<<nr, 256, 0, s>>>(nullptr, P->embed, S->V, S->x + r0 * H, S->L > 0 ? S->dres + r0 * H : nullptr,
-                                    S->split ? T * H : 0, P->final_norm, S->xn, S->split ? S->xn + nr * H : nullptr,
-                                    S->H, P->eps);
+    PCK(pdl_launch(S->pdl, resid_norm_k, dim3(nr), dim3(256), 0, s, nullptr, P->embed, S->V, S->x + r0 * H,
+                   S->L > 0 ? S->dres + r0 * H : nullptr, S->dres_ns, T * H, P->final_norm, S->xn,
+                   S->split ? S->xn + nr * H : nullptr, S->H, P->eps));
+    // sgemm: one read of the lm_head for the hi and lo rows (cuBLASLt reads it twice when split)
+    int kmin = 0;
+    if ((S->sg & 2) && nr <= SGEMM_MAXT && sgemm_slabs(S->V, S->H, nr, S->sms, &kmin) > 0 && kmin == 1) {
+        PCK(sgemm_run(P->lm_head, S->V, S->H, S->xn, nr, S->split, S->logits, 1, S->pdl, s));
+        return 0;
+    }
     return gemm2(S, 1, P->lm_head, S->H, S->xn, nr * H, S->logits, S->V, nr, S->H, 0.0f, s);
 }
 
 template <typename KT>
 int chunk(mqp_state *S, const Params *P, int T, int r0, int nr, int kvgrid, cudaStream_t s) {
     if (S->L == 0)  // no layer embeds the rows
-        resid_norm_k<<<T, 256, 0, s>>>(S->dbuf + 1, P->embed, S->V, S->x, nullptr, 0, P->final_norm, S->xn, nullptr,
-                                       S->H, P->eps);
+        PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, S->dbuf + 1, P->embed, S->V, S->x, nullptr, 0,
+                       (size_t)0, P->final_norm, S->xn, nullptr, S->H, P->eps));
     for (int l = 0; l < S->L; l++)
         if (layer<KT>(S, P, l, T, kvgrid, s)) return -1;
     if (nr > 0 && head(S, P, T, r0, nr, s)) return -1;

@@ -1,0 +1,23 @@
+// sgemm.cuh: skinny bf16 GEMM for short prompts (at most 64 rows), weights loaded ahead of the PDL wait.
+#ifndef MQ_SGEMM_CUH
+#define MQ_SGEMM_CUH
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+constexpr int SGEMM_MAXT = 64;  // most rows (tokens) sgemm_run takes
+
+// K slabs for an (N, K) weight on a device of `sms` multiprocessors (each slab's partial product is
+// summed by the kernel that reads it): enough blocks to fill the device once, each warp at most two
+// 64-wide k chunks. min_ks: the fewest slabs that keep that bound. 0 when the shape is not supported
+// (N % 32, K % 64) or T is out of range.
+int sgemm_slabs(int N, int K, int T, int sms, int *min_ks);
+
+// out + s*T*N (T, N) f32, for each K slab s < ks: the rows of X (T, K) bf16 times W (N, K) bf16
+// row-major transposed, over slab s's k range. lo: X has 2T rows, its bf16 rounding remainders
+// ("split bf16") after the T hi rows; both go through the same weight fragments and are summed, so
+// the weights are read once. pdl: launched with programmatic dependent launch (pdl.cuh): the weight
+// slice is loaded while the previous kernel finishes. Returns the launch's error.
+cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
+                      int pdl, cudaStream_t s);
+
+#endif
