@@ -107,6 +107,7 @@ struct mqp_state {
     int sms;               // multiprocessors (grid of the K/V conversion, sgemm's slabs)
     int pdl;               // launch the chain's own kernels with programmatic dependent launch (sm_90+; MQ_PREFILL_PDL=0 off)
     int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head (MQ_PREFILL_SGEMM, default 3)
+    int sg_cpw;            // sgemm's k chunks per warp for the layer GEMMs (MQ_PREFILL_SGCPW: 1, or 2 = fewer slabs)
     int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
     unsigned fattr;        // flash2_k instantiations whose shared-memory limit is raised
     // f32 cache, attention v2: layer l's K/V rows [0, pos+T) as bf16, remade per layer (rows, kv_dim)
@@ -131,8 +132,9 @@ __device__ __forceinline__ float warp_sum(float v) {
 // lo halves or K slabs), written back; then
 // out[r] = bf16(w * x * rsqrt(mean(x^2) + eps)) and lo[r] its rounding remainder (lo nullptr: not
 // split), as the decode kernel's load_norm. grid (rows), block 256.
-__global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *E, int V, float *x, const float *d, int nd,
-                             size_t ds, const float *w, __nv_bfloat16 *out, __nv_bfloat16 *lo, int H, float eps) {
+__global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *__restrict__ E, int V, float *__restrict__ x,
+                             const float *__restrict__ d, int nd, size_t ds, const float *__restrict__ w,
+                             __nv_bfloat16 *__restrict__ out, __nv_bfloat16 *__restrict__ lo, int H, float eps) {
     __shared__ float red[8];
     pdl_wait();
     pdl_trigger();
@@ -152,6 +154,7 @@ __global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *E, int V, 
         } else {
             v = xr[i];
             if (d)
+#pragma unroll 4
                 for (int k = 0; k < nd; k++) v += d[ro + k * ds + i];
         }
         if (e || d) xr[i] = v;  // read back below by this same thread
@@ -791,7 +794,7 @@ int gemmx(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_b
 int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, float *D, int T, size_t cap_rows,
        int *ns, cudaStream_t s) {
     if ((S->sg & 1) && T <= SGEMM_MAXT) {
-        int kmin = 0, ks = sgemm_slabs(N, K, T, S->sms, &kmin);
+        int kmin = 0, ks = sgemm_slabs(N, K, T, S->sms, S->sg_cpw, &kmin);
         if (ks > 0 && (size_t)ks * T > cap_rows) ks = (size_t)kmin * T <= cap_rows ? (int)(cap_rows / T) : 0;
         if (ks > 0) {
             PCK(sgemm_run(W, N, K, X, T, S->split, D, ks, S->pdl, s));
@@ -975,6 +978,8 @@ int init(mqp_state **st, const Params *P) {
     const char *pd = getenv("MQ_PREFILL_PDL"), *sg = getenv("MQ_PREFILL_SGEMM");
     S->pdl = major >= 9 && !(pd && atoi(pd) == 0);
     S->sg = sg ? atoi(sg) : 3;
+    const char *sc = getenv("MQ_PREFILL_SGCPW");
+    S->sg_cpw = sc && atoi(sc) == 2 ? 2 : 1;
     LCK(cublasLtCreate(&S->lt));
     return 0;
 }
@@ -991,7 +996,7 @@ int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
                    S->split ? S->xn + nr * H : nullptr, S->H, P->eps));
     // sgemm: one read of the lm_head for the hi and lo rows (cuBLASLt reads it twice when split)
     int kmin = 0;
-    if ((S->sg & 2) && nr <= SGEMM_MAXT && sgemm_slabs(S->V, S->H, nr, S->sms, &kmin) > 0 && kmin == 1) {
+    if ((S->sg & 2) && nr <= SGEMM_MAXT && sgemm_slabs(S->V, S->H, nr, S->sms, 2, &kmin) > 0 && kmin == 1) {
         PCK(sgemm_run(P->lm_head, S->V, S->H, S->xn, nr, S->split, S->logits, 1, S->pdl, s));
         return 0;
     }

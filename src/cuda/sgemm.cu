@@ -23,7 +23,7 @@ namespace {
 
 constexpr int NT = 256, NW = NT / 32;
 constexpr int FB = 32, FT = FB / 8;  // output features per block, as mma tiles of 8
-constexpr int CPW = 2;               // most 64-wide k chunks per warp (held in registers)
+constexpr int CPW_MAX = 2;           // most 64-wide k chunks per warp (held in registers)
 
 __device__ __forceinline__ uint4 ld_stream(const void *p) {  // read once: no L1 allocation
     uint4 v;
@@ -45,9 +45,10 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
 }
 
 // grid (N / FB, slabs), block NT. cpb: k chunks per slab (<= NW * CPW). MT: 16-row tiles of X
-// (T <= 16 MT). LO: X's lo rows follow the hi rows. X is the previous kernel's output: read after
-// pdl_wait, through L2 (__ldcg: no L1 line from before the wait can be stale).
-template <int MT, bool LO>
+// (T <= 16 MT). LO: X's lo rows follow the hi rows. CPW: k chunks per warp (1: all of a warp's X
+// loads are one round after the wait; 2: half the slabs). X is the previous kernel's output: read
+// after pdl_wait, through L2 (__ldcg: no L1 line from before the wait can be stale).
+template <int MT, bool LO, int CPW>
 __global__ void __launch_bounds__(NT, MT <= 2 ? 2 : 1)
     sgemm_k(const __nv_bfloat16 *__restrict__ W, int N, int K, const __nv_bfloat16 *X, int T, float *out, int cpb) {
     __shared__ __align__(16) float red[4][MT * 16][FB + 4];  // (warp pair, row, feature); +4: fewer bank conflicts
@@ -144,19 +145,26 @@ template <int MT, bool LO>
 cudaError_t launch(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, float *out, int ks, int pdl,
                    cudaStream_t s) {
     const int nch = K / 64, cpb = (nch + ks - 1) / ks;
-    return pdl_launch(pdl, sgemm_k<MT, LO>, dim3(N / FB, ks), dim3(NT), 0, s, W, N, K, X, T, out, cpb);
+    if (cpb <= NW)
+        return pdl_launch(pdl, sgemm_k<MT, LO, 1>, dim3(N / FB, ks), dim3(NT), 0, s, W, N, K, X, T, out, cpb);
+    return pdl_launch(pdl, sgemm_k<MT, LO, 2>, dim3(N / FB, ks), dim3(NT), 0, s, W, N, K, X, T, out, cpb);
 }
 
 }  // namespace
 
-int sgemm_slabs(int N, int K, int T, int sms, int *min_ks) {
+int sgemm_slabs(int N, int K, int T, int sms, int cpw, int *min_ks) {
     if (N <= 0 || K <= 0 || N % FB || K % 64 || T < 1 || T > SGEMM_MAXT) return 0;
-    const int nch = K / 64, kmin = (nch + NW * CPW - 1) / (NW * CPW), nb = N / FB;
-    // about 2 blocks per multiprocessor (the kernels for T <= 32 fit two), at least one chunk per warp
-    int ks = (2 * sms + nb / 2) / nb;
+    const int nch = K / 64, kmin = (nch + NW * CPW_MAX - 1) / (NW * CPW_MAX), nb = N / FB;
     const int kmax = nch / NW > kmin ? nch / NW : kmin;
-    if (ks > kmax) ks = kmax;
-    if (ks < kmin) ks = kmin;
+    int ks;
+    if (cpw == 1) {
+        ks = kmax;  // one chunk per warp
+    } else {
+        // about 2 blocks per multiprocessor (the kernels for T <= 32 fit two), at least one chunk per warp
+        ks = (2 * sms + nb / 2) / nb;
+        if (ks > kmax) ks = kmax;
+        if (ks < kmin) ks = kmin;
+    }
     if (min_ks) *min_ks = kmin;
     return ks;
 }
@@ -164,7 +172,7 @@ int sgemm_slabs(int N, int K, int T, int sms, int *min_ks) {
 cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
                       int pdl, cudaStream_t s) {
     const int nch = K / 64;
-    if (N % FB || K % 64 || T < 1 || T > SGEMM_MAXT || ks < 1 || ks > nch || (nch + ks - 1) / ks > NW * CPW)
+    if (N % FB || K % 64 || T < 1 || T > SGEMM_MAXT || ks < 1 || ks > nch || (nch + ks - 1) / ks > NW * CPW_MAX)
         return cudaErrorInvalidValue;
     const int mt = (T + 15) / 16;
     if (lo) {
