@@ -59,6 +59,7 @@ constexpr int NPLAN = 48;             // cached GEMM plans (shape -> descriptors
 constexpr int BQ = 64, BK = 32;       // attention: query rows per block (16 per warp), keys per tile
 constexpr int GMAX = 64;              // chunks of at most this many tokens replay a captured CUDA graph
 constexpr int NGRAPH = 16;            // cached graphs, keyed by (chunk length, logit rows: all or the last)
+constexpr int NPEV = 1024;            // MQ_PREFILL_PROF: events per run (one after each launch)
 
 struct Plan {
     int used, opA_t, m, n, k, lda, ldc, beta1;
@@ -107,8 +108,13 @@ struct mqp_state {
     int sms;               // multiprocessors (grid of the K/V conversion, sgemm's slabs)
     int pdl;               // launch the chain's own kernels with programmatic dependent launch (sm_90+; MQ_PREFILL_PDL=0 off)
     int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head (MQ_PREFILL_SGEMM, default 3)
-    int sg_cpw;            // sgemm's k chunks per warp for the layer GEMMs (MQ_PREFILL_SGCPW: 1, or 2 = fewer slabs)
+    int sg_cpw;            // sgemm's k chunks per warp for the layer GEMMs (MQ_PREFILL_SGCPW: 2, or 1 = twice the slabs)
     int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
+    // MQ_PREFILL_PROF=1: an event after every launch (direct launches, no graphs, no overlap between
+    // kernels), per-kind sums printed to stderr after each run: where a prompt's time goes
+    int prof, npev;
+    cudaEvent_t pev[NPEV];
+    const char *pname[NPEV];
     unsigned fattr;        // flash2_k instantiations whose shared-memory limit is raised
     // f32 cache, attention v2: layer l's K/V rows [0, pos+T) as bf16, remade per layer (rows, kv_dim)
     // each, position-major (unlike the head-major cache): K hi, V hi, then K lo, V lo when split
@@ -787,6 +793,35 @@ int gemmx(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_b
     return gemm(S, opA_t, A, lda, B, D, m, S->split ? 2 * T : T, k, 0.0f, s);
 }
 
+// MQ_PREFILL_PROF: an event after the launch of kind `name` (the kernels since the previous mark).
+void mark(mqp_state *S, cudaStream_t s, const char *name) {
+    if (!S->prof || S->npev >= NPEV) return;
+    if (cudaEventRecord(S->pev[S->npev], s) != cudaSuccess) return;
+    S->pname[S->npev++] = name;
+}
+
+// The marks of one run as "kind: count x mean us" per kind, in first-seen order, on stderr.
+void prof_print(mqp_state *S, int n) {
+    const char *kind[32];
+    double tot[32], all = 0;
+    int cnt[32], nk = 0;
+    for (int i = 1; i < S->npev; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, S->pev[i - 1], S->pev[i]) != cudaSuccess) break;
+        int k = 0;
+        while (k < nk && strcmp(kind[k], S->pname[i])) k++;
+        if (k == nk) {
+            if (nk == 32) continue;
+            kind[nk] = S->pname[i], tot[nk] = 0, cnt[nk++] = 0;
+        }
+        tot[k] += ms * 1e3, cnt[k]++, all += ms * 1e3;
+    }
+    fprintf(stderr, "prefill profile, %d tokens (%s):", n, S->split ? "split bf16" : "bf16");
+    for (int k = 0; k < nk; k++) fprintf(stderr, " %s %dx %.1f us |", kind[k], cnt[k], tot[k] / cnt[k]);
+    fprintf(stderr, " total %.0f us\n", all);
+    S->npev = 0;
+}
+
 // D = X W^T for the T rows of X (its hi then lo rows when split), W (N, K), as *ns slabs of (T, N)
 // f32 each (T * N floats apart) that the kernel reading D sums: sgemm (T <= 64, S->sg & 1; the lo
 // rows folded into each slab, K split into slabs) or cuBLASLt (split: the hi and lo halves are two
@@ -866,8 +901,10 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     const size_t cap = (size_t)(sp ? 2 : 1) * S->C;  // rows of the GEMM output buffers
     PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, l == 0 ? S->dbuf + 1 : nullptr, P->embed, S->V, S->x,
                    l == 0 ? nullptr : S->dres, S->dres_ns, (size_t)T * H, W.in_norm, S->xn, xl, H, P->eps));
+    mark(S, s, "norm");
     int nq = 1, ng = 1;
     if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s)) return -1;
+    mark(S, s, "qkv");
     KT *kc = static_cast<KT *>(P->kc) + lo, *vc = static_cast<KT *>(P->vc) + lo;
     // K/V for attention v2: the bf16 cache as it is, or the f32 cache's bf16 hi (lo) scratch copy
     __nv_bfloat16 *kh = nullptr, *kl = nullptr, *vh = nullptr, *vl = nullptr;
@@ -879,11 +916,13 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         if (kvgrid > 0)
             PCK(pdl_launch(S->pdl, kv_split_k, dim3(kvgrid), dim3(256), 0, s, reinterpret_cast<const float *>(kc),
                            reinterpret_cast<const float *>(vc), kh, kl, vh, vl, S->dbuf, kvd, hd, S->max_ctx));
+        mark(S, s, "kv_split");
     }
     const unsigned nslot = (unsigned)(S->nh + 2 * S->nkv);
     PCK(pdl_launch(S->pdl, qk_prep_k<KT>, dim3(T, (nslot + 7) / 8), dim3(256), (size_t)8 * hd * 4, s, S->qkv, nq,
                    (size_t)T * (qd + 2 * kvd), W.q_norm, W.k_norm, P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh,
                    S->nkv, hd, S->max_ctx, S->dbuf, P->eps));
+    mark(S, s, "qk_prep");
     if (!conv) kh = reinterpret_cast<__nv_bfloat16 *>(kc), vh = reinterpret_cast<__nv_bfloat16 *>(vc);
     // the normed rows are consumed by the QKV GEMM; reuse as the attention output (T, q_dim) [+ lo]
     __nv_bfloat16 *att = S->xn, *atl = sp ? att + (size_t)T * qd : nullptr;
@@ -891,14 +930,19 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
           : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s)
                       : attention<32, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s);
     if (r) return -1;
+    mark(S, s, "attn");
     int no = 1;
     if (mm(S, W.o, H, qd, att, S->dres, T, cap, &no, s)) return -1;  // att o^T, added by the next norm
+    mark(S, s, "o");
     PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, nullptr, P->embed, S->V, S->x, S->dres, no,
                    (size_t)T * H, W.post_norm, S->xn, xl, H, P->eps));
+    mark(S, s, "norm");
     if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s)) return -1;
+    mark(S, s, "gate_up");
     const size_t nh = (size_t)T * I;
     PCK(pdl_launch(S->pdl, silu_mul_k, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)), dim3(256),
                    0, s, S->gu, ng, nh, S->h, hl, nh));
+    mark(S, s, "silu");
     // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
     // the MLP (P->fuse): then it is A col-major (hidden x inter) with no transpose
     if (P->fuse) {
@@ -907,6 +951,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     } else if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s)) {
         return -1;
     }
+    mark(S, s, "down");
     PCK(cudaGetLastError());
     return 0;
 }
@@ -978,8 +1023,14 @@ int init(mqp_state **st, const Params *P) {
     const char *pd = getenv("MQ_PREFILL_PDL"), *sg = getenv("MQ_PREFILL_SGEMM");
     S->pdl = major >= 9 && !(pd && atoi(pd) == 0);
     S->sg = sg ? atoi(sg) : 3;
-    const char *sc = getenv("MQ_PREFILL_SGCPW");
-    S->sg_cpw = sc && atoi(sc) == 2 ? 2 : 1;
+    const char *pp = getenv("MQ_PREFILL_PROF");
+    if (pp && atoi(pp) > 0) {
+        for (int i = 0; i < NPEV; i++) PCK(cudaEventCreate(&S->pev[i]));
+        S->prof = 1;
+        S->use_graph = 0;  // events between the kernels of a chunk: direct launches
+    }
+    const char *sc = getenv("MQ_PREFILL_SGCPW");  // run 28: two chunks per warp 2-3% faster at 8-32 tokens
+    S->sg_cpw = sc && atoi(sc) == 1 ? 1 : 2;
     LCK(cublasLtCreate(&S->lt));
     return 0;
 }
@@ -994,13 +1045,17 @@ int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
     PCK(pdl_launch(S->pdl, resid_norm_k, dim3(nr), dim3(256), 0, s, nullptr, P->embed, S->V, S->x + r0 * H,
                    S->L > 0 ? S->dres + r0 * H : nullptr, S->dres_ns, T * H, P->final_norm, S->xn,
                    S->split ? S->xn + nr * H : nullptr, S->H, P->eps));
+    mark(S, s, "final_norm");
     // sgemm: one read of the lm_head for the hi and lo rows (cuBLASLt reads it twice when split)
     int kmin = 0;
     if ((S->sg & 2) && nr <= SGEMM_MAXT && sgemm_slabs(S->V, S->H, nr, S->sms, 2, &kmin) > 0 && kmin == 1) {
         PCK(sgemm_run(P->lm_head, S->V, S->H, S->xn, nr, S->split, S->logits, 1, S->pdl, s));
+        mark(S, s, "lm_head");
         return 0;
     }
-    return gemm2(S, 1, P->lm_head, S->H, S->xn, nr * H, S->logits, S->V, nr, S->H, 0.0f, s);
+    const int r = gemm2(S, 1, P->lm_head, S->H, S->xn, nr * H, S->logits, S->V, nr, S->H, 0.0f, s);
+    mark(S, s, "lm_head");
+    return r;
 }
 
 template <typename KT>
@@ -1095,6 +1150,7 @@ int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float
         S->hbuf[0] = pos + c0;
         memcpy(S->hbuf + 1, ids + c0, (size_t)T * 4);
         PCK(cudaMemcpyAsync(S->dbuf, S->hbuf, (size_t)(T + 1) * 4, cudaMemcpyHostToDevice, s));
+        mark(S, s, "ids");
         // logits: every row of the chunk (sub-chunks of LSUB rows), or only the prompt's last row
         const int r_beg = logits_all ? 0 : final ? T - 1 : T;
         int r0 = r_beg;
@@ -1120,6 +1176,7 @@ int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float
     }
     PCK(cudaStreamSynchronize(s));
     PCK(cudaGetLastError());
+    if (S->prof) prof_print(S, n);
     if (last_tok) *last_tok = argmax_host(last ? last : S->hlast, V);
     return 0;
 }
@@ -1173,6 +1230,8 @@ void mqp_free(mqp_state *S) {
         if (S->graph[i].state == 2) cudaGraphExecDestroy(S->graph[i].ex);
     if (S->lt) cublasLtDestroy(S->lt);
     if (S->ev) cudaEventDestroy(S->ev);
+    for (int i = 0; S->prof && i < NPEV; i++)
+        if (S->pev[i]) cudaEventDestroy(S->pev[i]);
     if (S->st) cudaStreamDestroy(S->st);
     void *bufs[11] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf, S->kvs, S->dres};
     for (int i = 0; i < 11; i++)
