@@ -107,7 +107,8 @@ struct mqp_state {
     int attn_v1;           // MQ_PREFILL_ATTN=1: the first attention kernel (flash_k, K/V converted per block)
     int sms;               // multiprocessors (grid of the K/V conversion, sgemm's slabs)
     int pdl;               // launch the chain's own kernels with programmatic dependent launch (sm_90+; MQ_PREFILL_PDL=0 off)
-    int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head, 4: SiLU fused into down (MQ_PREFILL_SGEMM, default 3)
+    int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head (MQ_PREFILL_SGEMM, default 3)
+    int sg_nmax;           // layer GEMMs with more outputs than this stay on cuBLASLt (MQ_PREFILL_SGNMAX; 0: none)
     int sg_cpw;            // sgemm's k chunks per warp for the layer GEMMs (MQ_PREFILL_SGCPW: 2, or 1 = twice the slabs)
     int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
     // MQ_PREFILL_PROF=1: an event after every launch (direct launches, no graphs, no overlap between
@@ -834,21 +835,19 @@ void prof_print(mqp_state *S, int n) {
 // D = X W^T for the T rows of X (its hi then lo rows when split), W (N, K), as *ns slabs of (T, N)
 // f32 each (T * N floats apart) that the kernel reading D sums: sgemm (T <= 64, S->sg & 1; the lo
 // rows folded into each slab, K split into slabs) or cuBLASLt (split: the hi and lo halves are two
-// slabs). cap_rows: rows D has room for. gsilu (when sg_ks(...) > 0 only): sgemm makes X itself
-// from this gate|up product (silu(gate) * up, sgemm_run's silu).
+// slabs). cap_rows: rows D has room for.
 int sg_ks(mqp_state *S, int N, int K, int T, size_t cap_rows) {
-    if (!(S->sg & 1) || T > SGEMM_MAXT) return 0;
+    if (!(S->sg & 1) || T > SGEMM_MAXT || (S->sg_nmax > 0 && N > S->sg_nmax)) return 0;
     int kmin = 0, ks = sgemm_slabs(N, K, T, S->sms, S->sg_cpw, &kmin);
     if (ks > 0 && (size_t)ks * T > cap_rows) ks = (size_t)kmin * T <= cap_rows ? (int)(cap_rows / T) : 0;
     return ks;
 }
 
 int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, float *D, int T, size_t cap_rows,
-       int *ns, cudaStream_t s, const float *gsilu = nullptr) {
+       int *ns, cudaStream_t s) {
     const int ks = sg_ks(S, N, K, T, cap_rows);
     if (ks > 0) {
-        PCK(sgemm_run(W, N, K, gsilu ? static_cast<const void *>(gsilu) : X, T, S->split, gsilu != nullptr, D, ks,
-                      S->pdl, s));
+        PCK(sgemm_run(W, N, K, X, T, S->split, D, ks, S->pdl, s));
         *ns = ks;
         return 0;
     }
@@ -955,19 +954,15 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s)) return -1;
     mark(S, s, "gate_up");
     const size_t nh = (size_t)T * I;
-    // S->sg & 4: the down sgemm makes silu(gate) * up from gate|up itself (one kernel less)
-    const bool fsilu = (S->sg & 4) && ng == 1 && !P->fuse && sg_ks(S, H, I, T, cap) > 0;
-    if (!fsilu) {
-        PCK(pdl_launch(S->pdl, silu_mul_k, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)),
-                       dim3(256), 0, s, S->gu, ng, nh, S->h, hl, nh));
-        mark(S, s, "silu");
-    }
+    PCK(pdl_launch(S->pdl, silu_mul_k, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)), dim3(256),
+                   0, s, S->gu, ng, nh, S->h, hl, nh));
+    mark(S, s, "silu");
     // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
     // the MLP (P->fuse): then it is A col-major (hidden x inter) with no transpose
     if (P->fuse) {
         S->dres_ns = sp ? 2 : 1;
         if (gemmx(S, 0, W.down, H, S->h, S->dres, H, T, I, s)) return -1;
-    } else if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s, fsilu ? S->gu : nullptr)) {
+    } else if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s)) {
         return -1;
     }
     mark(S, s, "down");
@@ -1042,6 +1037,8 @@ int init(mqp_state **st, const Params *P) {
     const char *pd = getenv("MQ_PREFILL_PDL"), *sg = getenv("MQ_PREFILL_SGEMM");
     S->pdl = major >= 9 && !(pd && atoi(pd) == 0);
     S->sg = sg ? atoi(sg) : 3;
+    const char *sn = getenv("MQ_PREFILL_SGNMAX");
+    S->sg_nmax = sn ? atoi(sn) : 0;
     const char *pp = getenv("MQ_PREFILL_PROF");
     if (pp && atoi(pp) > 0) {
         for (int i = 0; i < NPEV; i++) PCK(cudaEventCreate(&S->pev[i]));
@@ -1068,7 +1065,7 @@ int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
     // sgemm: one read of the lm_head for the hi and lo rows (cuBLASLt reads it twice when split)
     int kmin = 0;
     if ((S->sg & 2) && nr <= SGEMM_MAXT && sgemm_slabs(S->V, S->H, nr, S->sms, 2, &kmin) > 0 && kmin == 1) {
-        PCK(sgemm_run(P->lm_head, S->V, S->H, S->xn, nr, S->split, 0, S->logits, 1, S->pdl, s));
+        PCK(sgemm_run(P->lm_head, S->V, S->H, S->xn, nr, S->split, S->logits, 1, S->pdl, s));
         mark(S, s, "lm_head");
         return 0;
     }

@@ -35,15 +35,6 @@ __device__ __forceinline__ uint4 ld_stream(const void *p) {  // read once: no L1
 
 __device__ __forceinline__ uint32_t word(const uint4 &v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 
-// (a, b) -> bf16 pair hi and the pair of rounding remainders lo (a in the low halves), as the
-// prefill's split2: hi + lo = (a, b) to ~16 mantissa bits
-__device__ __forceinline__ void split_pair(float a, float b, uint32_t &hi, uint32_t &lo) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-    const __nv_bfloat162 l = __floats2bfloat162_rn(a - __low2float(h), b - __high2float(h));
-    hi = *reinterpret_cast<const uint32_t *>(&h);
-    lo = *reinterpret_cast<const uint32_t *>(&l);
-}
-
 __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                          uint32_t b0, uint32_t b1) {
     asm volatile(
@@ -57,12 +48,9 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
 // (T <= 16 MT). LO: X's lo rows follow the hi rows. CPW: k chunks per warp (1: all of a warp's X
 // loads are one round after the wait; 2: half the slabs). X is the previous kernel's output: read
 // after pdl_wait, through L2 (__ldcg: no L1 line from before the wait can be stale).
-// SILU: X is made here from the gate|up product instead (f32 (T, 2K), gate_j at 2j, up_j at 2j+1,
-// one slab): bf16(silu(gate) * up) and, with LO, its rounding remainders, as silu_mul_k makes them.
-template <int MT, bool LO, int CPW, bool SILU>
-__global__ void __launch_bounds__(NT, MT <= 2 && !(SILU && CPW == 2) ? 2 : 1)
-    sgemm_k(const __nv_bfloat16 *__restrict__ W, int N, int K, const void *Xv, int T, float *out, int cpb) {
-    const __nv_bfloat16 *X = static_cast<const __nv_bfloat16 *>(Xv);
+template <int MT, bool LO, int CPW>
+__global__ void __launch_bounds__(NT, MT <= 2 ? 2 : 1)
+    sgemm_k(const __nv_bfloat16 *__restrict__ W, int N, int K, const __nv_bfloat16 *X, int T, float *out, int cpb) {
     __shared__ __align__(16) float red[4][MT * 16][FB + 4];  // (warp pair, row, feature); +4: fewer bank conflicts
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     const int n0 = blockIdx.x * FB, nch = K / 64;
@@ -98,29 +86,6 @@ __global__ void __launch_bounds__(NT, MT <= 2 && !(SILU && CPW == 2) ? 2 : 1)
         for (int mt = 0; mt < MT; mt++) {
             const int r0 = 16 * mt + g, r1 = r0 + 8;
             uint4 x[LO ? 2 : 1][4];  // [hi, lo][row r0 a, row r0 b, row r1 a, row r1 b]
-            if constexpr (SILU) {
-                // this thread's 16 k of a row are 32 consecutive floats: float4 m holds (gate, up)
-                // of k 2m and 2m + 1
-                const float *gp = static_cast<const float *>(Xv) + 2 * (64 * c + 16 * q);
-#pragma unroll
-                for (int rr = 0; rr < 2; rr++) {
-                    const int r = rr ? r1 : r0;
-                    uint32_t hw[8], lw[8];
-#pragma unroll
-                    for (int m = 0; m < 8; m++) {
-                        const float4 v = r < T ? __ldcg(reinterpret_cast<const float4 *>(gp + (size_t)r * 2 * K) + m)
-                                               : make_float4(0.f, 0.f, 0.f, 0.f);
-                        const float h0 = v.x / (1.0f + expf(-v.x)) * v.y, h1 = v.z / (1.0f + expf(-v.z)) * v.w;
-                        split_pair(h0, h1, hw[m], lw[m]);
-                    }
-                    x[0][2 * rr] = make_uint4(hw[0], hw[1], hw[2], hw[3]);
-                    x[0][2 * rr + 1] = make_uint4(hw[4], hw[5], hw[6], hw[7]);
-                    if (LO) {
-                        x[LO ? 1 : 0][2 * rr] = make_uint4(lw[0], lw[1], lw[2], lw[3]);
-                        x[LO ? 1 : 0][2 * rr + 1] = make_uint4(lw[4], lw[5], lw[6], lw[7]);
-                    }
-                }
-            } else {
 #pragma unroll
             for (int h = 0; h < (LO ? 2 : 1); h++) {
                 const __nv_bfloat16 *xh = X + (h ? (size_t)T * K : 0) + 64 * c + 16 * q;
@@ -130,7 +95,6 @@ __global__ void __launch_bounds__(NT, MT <= 2 && !(SILU && CPW == 2) ? 2 : 1)
                 x[h][1] = r0 < T ? __ldcg(p0 + 1) : z;
                 x[h][2] = r1 < T ? __ldcg(p1) : z;
                 x[h][3] = r1 < T ? __ldcg(p1 + 1) : z;
-            }
             }
 #pragma unroll
             for (int s = 0; s < 4; s++) {
@@ -178,15 +142,12 @@ __global__ void __launch_bounds__(NT, MT <= 2 && !(SILU && CPW == 2) ? 2 : 1)
 }
 
 template <int MT, bool LO>
-cudaError_t launch(const __nv_bfloat16 *W, int N, int K, const void *X, int T, int silu, float *out, int ks, int pdl,
+cudaError_t launch(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, float *out, int ks, int pdl,
                    cudaStream_t s) {
     const int nch = K / 64, cpb = (nch + ks - 1) / ks;
     const dim3 grid(N / FB, ks);
-    if (silu)
-        return cpb <= NW ? pdl_launch(pdl, sgemm_k<MT, LO, 1, true>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb)
-                         : pdl_launch(pdl, sgemm_k<MT, LO, 2, true>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb);
-    return cpb <= NW ? pdl_launch(pdl, sgemm_k<MT, LO, 1, false>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb)
-                     : pdl_launch(pdl, sgemm_k<MT, LO, 2, false>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb);
+    return cpb <= NW ? pdl_launch(pdl, sgemm_k<MT, LO, 1>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb)
+                     : pdl_launch(pdl, sgemm_k<MT, LO, 2>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb);
 }
 
 }  // namespace
@@ -208,7 +169,7 @@ int sgemm_slabs(int N, int K, int T, int sms, int cpw, int *min_ks) {
     return ks;
 }
 
-cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const void *X, int T, int lo, int silu, float *out, int ks,
+cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
                       int pdl, cudaStream_t s) {
     const int nch = K / 64;
     if (N % FB || K % 64 || T < 1 || T > SGEMM_MAXT || ks < 1 || ks > nch || (nch + ks - 1) / ks > NW * CPW_MAX)
@@ -216,16 +177,16 @@ cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const void *X, int T
     const int mt = (T + 15) / 16;
     if (lo) {
         switch (mt) {
-        case 1: return launch<1, true>(W, N, K, X, T, silu, out, ks, pdl, s);
-        case 2: return launch<2, true>(W, N, K, X, T, silu, out, ks, pdl, s);
-        case 3: return launch<3, true>(W, N, K, X, T, silu, out, ks, pdl, s);
-        default: return launch<4, true>(W, N, K, X, T, silu, out, ks, pdl, s);
+        case 1: return launch<1, true>(W, N, K, X, T, out, ks, pdl, s);
+        case 2: return launch<2, true>(W, N, K, X, T, out, ks, pdl, s);
+        case 3: return launch<3, true>(W, N, K, X, T, out, ks, pdl, s);
+        default: return launch<4, true>(W, N, K, X, T, out, ks, pdl, s);
         }
     }
     switch (mt) {
-    case 1: return launch<1, false>(W, N, K, X, T, silu, out, ks, pdl, s);
-    case 2: return launch<2, false>(W, N, K, X, T, silu, out, ks, pdl, s);
-    case 3: return launch<3, false>(W, N, K, X, T, silu, out, ks, pdl, s);
-    default: return launch<4, false>(W, N, K, X, T, silu, out, ks, pdl, s);
+    case 1: return launch<1, false>(W, N, K, X, T, out, ks, pdl, s);
+    case 2: return launch<2, false>(W, N, K, X, T, out, ks, pdl, s);
+    case 3: return launch<3, false>(W, N, K, X, T, out, ks, pdl, s);
+    default: return launch<4, false>(W, N, K, X, T, out, ks, pdl, s);
     }
 }

@@ -17,10 +17,8 @@ int sgemm_slabs(int N, int K, int T, int sms, int cpw, int *min_ks);
 // row-major transposed, over slab s's k range. lo: X has 2T rows, its bf16 rounding remainders
 // ("split bf16") after the T hi rows; both go through the same weight fragments and are summed, so
 // the weights are read once. pdl: launched with programmatic dependent launch (pdl.cuh): the weight
-// slice is loaded while the previous kernel finishes. silu: X is instead the f32 (T, 2K) gate|up
-// product (gate_j at 2j, up_j at 2j+1, one slab) and the kernel makes bf16(silu(gate) * up) (and
-// its lo remainders) itself. Returns the launch's error.
-cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const void *X, int T, int lo, int silu, float *out, int ks,
+// slice is loaded while the previous kernel finishes. Returns the launch's error.
+cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
                       int pdl, cudaStream_t s);
 
 #endif
