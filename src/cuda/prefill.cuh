@@ -9,7 +9,8 @@
 struct mqp_state;  // scratch buffers, cuBLASLt handle and plan cache; made on the first call
 
 // Run ids_host[0..n) at positions pos..pos+n-1 in chunks of at most 2048 tokens: every layer as
-// GEMMs (cuBLASLt, bf16 in, fp32 accumulate) plus flash attention (mma.sync bf16), writing K/V of
+// GEMMs (bf16 in, fp32 accumulate: cuBLASLt, or sgemm.cu for chunks of <= 64 tokens) plus flash
+// attention (mma.sync bf16), writing K/V of
 // every position into the decode kernel's cache (P->kc/vc, f32 when kv_f32 else bf16), so the
 // decode megakernel continues from pos+n. P: the host copy of the decode kernel's parameters
 // (device pointers; P->layers is read back once). logits_all (n, vocab) receives every row when
