@@ -283,9 +283,10 @@ static double now_s(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-/* The short-prompt GEMMs (sgemm: rows <= 64, 1-4 tiles of 16 rows, K split into slabs, hi + lo rows
- * folded) against cuBLASLt (MQ_PREFILL_SGEMM=0), both precisions, every logit row, on the tiny
- * model: the same products summed in another order, so the bars are tight for split bf16. */
+/* The short-prompt GEMMs (sgemm: rows <= 64, 1-4 tiles of 16 rows, hi + lo rows folded) against
+ * cuBLASLt (MQ_PREFILL_SGEMM=0), both precisions, every logit row, on the tiny model: the same
+ * products summed in another order, so the bars are tight for split bf16. (The tiny model's K is at
+ * most 384, one slab: the slab sums are covered by test_q06 and test_q17.) */
 static void test_gemm_variants(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
@@ -349,9 +350,9 @@ static void test_q06(void **st) {
     drop_model(&s);
 }
 
-/* Synthetic qwen3-1.7b (hidden 2048, inter 6144): other GEMM shapes for sgemm (two K slabs for
- * q|k|v and gate|up, four for o, six for down) at 20 and 64 tokens, both precisions, all rows
- * against the CPU. With a 128-position cache the output buffers hold 128 rows (256 split), so at
+/* Synthetic qwen3-1.7b (hidden 2048, inter 6144): other GEMM shapes for sgemm (on a 132-SM H200:
+ * two K slabs for q|k|v and gate|up, four for o, six for down), all rows against the CPU at 20 and
+ * 64 tokens (split bf16) and 20 (plain bf16). With a 128-position cache the output buffers hold 128 rows (256 split), so at
  * 64 tokens down's six slabs do not fit and it falls back to cuBLASLt: that mix is covered too. */
 static void test_q17(void **st) {
     (void)st;

@@ -1,4 +1,4 @@
-// prefill: batched prompt processing on the GPU — cuBLASLt GEMMs + mma.sync flash attention, KV cache for decode.
+// prefill: batched prompt processing on the GPU — GEMMs (cuBLASLt, sgemm) + mma.sync flash attention, KV cache for decode.
 //
 // A chunk of T prompt tokens (T <= CHUNK) goes through each layer together, so every weight is
 // read once per chunk instead of once per token:
@@ -10,6 +10,9 @@
 // then the final RMSNorm + lm_head for the rows whose logits are wanted (sub-chunks of LSUB rows).
 // Split bf16: each layer GEMM runs once over 2T columns (hi rows, then lo rows of its input); the
 // kernel reading the output adds the two fp32 halves. 8 launches per layer (+1 past position 0).
+// Chunks of <= 64 tokens use sgemm.cu instead of cuBLASLt (hi and lo rows folded into one product,
+// K split into slabs that the reading kernel sums the same way), and every kernel of the chain but
+// cuBLASLt's is launched with programmatic dependent launch (pdl.cuh).
 // Attention (flash2_k): K/V tiles as bf16 hi (+ lo) rows, cp.async double-buffered, ldmatrix
 // fragments; an f32 cache is split into bf16 scratch once per layer (rows before the chunk by
 // kv_split_k, the chunk's own rows by qk_prep_k). Chunks of <= GMAX tokens replay a CUDA graph.
@@ -90,11 +93,13 @@ struct mqp_state {
     // Split: a bf16 GEMM input of T rows has its lo rows right after its hi rows ((2T, K) as one B
     // operand), so one GEMM of 2T columns gives W.hi and W.lo; the outputs' two halves (rows [0, T)
     // and [T, 2T), fp32) are summed by the kernel that reads them. S2 = 2 when split, else 1.
+    // GEMM outputs hold S2 x C rows: the two halves of a cuBLASLt product, or sgemm's ks slabs of T
+    // rows each (ks x T <= S2 x C, checked by sg_ks).
     __nv_bfloat16 *xn;     // (2T, max(hidden, q_dim)) normed rows / attention output (GEMM input)
-    float *qkv;            // (S2 x C, q_dim + 2*kv_dim) raw projections
-    float *dres;           // (S2 x C, hidden) O / down projection, added to the residual by resid_norm_k
+    float *qkv;            // (S2 x C, q_dim + 2*kv_dim) raw projections (slabs)
+    float *dres;           // (S2 x C, hidden) O / down projection (slabs), added to the residual by resid_norm_k
     __nv_bfloat16 *qb;     // 2 x (C, q_dim) normed, roped queries
-    float *gu;             // (S2 x C, 2*inter) gate|up, interleaved as the weights (col 2j gate, 2j+1 up)
+    float *gu;             // (S2 x C, 2*inter) gate|up (slabs), interleaved as the weights (col 2j gate, 2j+1 up)
     __nv_bfloat16 *h;      // (2T, inter) silu(gate) * up
     float *logits;         // (LSUB, vocab)
     int32_t *dbuf;         // (1 + C) device: [0] the chunk's first position, then its token ids
@@ -160,9 +165,9 @@ __global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *__restrict
             v = __bfloat162float(e[i]);
         } else {
             v = xr[i];
-            if (d)
+            if (d)  // __ldcg: the previous grid's output (not the read-only path __restrict__ would allow)
 #pragma unroll 4
-                for (int k = 0; k < nd; k++) v += d[ro + k * ds + i];
+                for (int k = 0; k < nd; k++) v += __ldcg(d + ro + k * ds + i);
         }
         if (e || d) xr[i] = v;  // read back below by this same thread
         ss += v * v;
@@ -927,10 +932,11 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         const size_t a = S->kv_cap * kvd;
         kh = S->kvs, vh = kh + a;
         if (sp) kl = vh + a, vl = kl + a;
-        if (kvgrid > 0)
+        if (kvgrid > 0) {
             PCK(pdl_launch(S->pdl, kv_split_k, dim3(kvgrid), dim3(256), 0, s, reinterpret_cast<const float *>(kc),
                            reinterpret_cast<const float *>(vc), kh, kl, vh, vl, S->dbuf, kvd, hd, S->max_ctx));
-        mark(S, s, "kv_split");
+            mark(S, s, "kv_split");
+        }
     }
     const unsigned nslot = (unsigned)(S->nh + 2 * S->nkv);
     PCK(pdl_launch(S->pdl, qk_prep_k<KT>, dim3(T, (nslot + 7) / 8), dim3(256), (size_t)8 * hd * 4, s, S->qkv, nq,
@@ -1035,14 +1041,18 @@ int init(mqp_state **st, const Params *P) {
     int major = 0;
     PCK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     const char *pd = getenv("MQ_PREFILL_PDL"), *sg = getenv("MQ_PREFILL_SGEMM");
-    S->pdl = major >= 9 && !(pd && atoi(pd) == 0);
+    // PDL needs griddepcontrol in the kernels: sm_90 code (a build for other architectures only has
+    // no wait in them, so the attribute would let a kernel read its inputs too early)
+    cudaFuncAttributes fa;
+    PCK(cudaFuncGetAttributes(&fa, resid_norm_k));
+    S->pdl = major >= 9 && fa.binaryVersion >= 90 && !(pd && atoi(pd) == 0);
     S->sg = sg ? atoi(sg) : 3;
     const char *sn = getenv("MQ_PREFILL_SGNMAX");
     S->sg_nmax = sn ? atoi(sn) : 0;
     const char *pp = getenv("MQ_PREFILL_PROF");
     if (pp && atoi(pp) > 0) {
+        S->prof = 1;  // first: mqp_free destroys the events made before a failure
         for (int i = 0; i < NPEV; i++) PCK(cudaEventCreate(&S->pev[i]));
-        S->prof = 1;
         S->use_graph = 0;  // events between the kernels of a chunk: direct launches
     }
     const char *sc = getenv("MQ_PREFILL_SGCPW");  // run 28: two chunks per warp 2-3% faster at 8-32 tokens
@@ -1055,7 +1065,8 @@ int init(mqp_state **st, const Params *P) {
 // layer, then the final RMSNorm + lm_head of rows [r0, r0 + nr) into S->logits (nr = 0: none).
 // kvgrid: as layer's.
 // Logits of rows [r0, r0 + nr) (nr <= LSUB) of a chunk of T tokens after its last layer: the
-// residual gets the last down projection, final RMSNorm, lm_head (two GEMMs when split) -> S->logits.
+// residual gets the last down projection, final RMSNorm, lm_head -> S->logits (sgemm: one product
+// of the hi and lo rows; cuBLASLt: two GEMMs when split).
 int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
     const size_t H = S->H;
     PCK(pdl_launch(S->pdl, resid_norm_k, dim3(nr), dim3(256), 0, s, nullptr, P->embed, S->V, S->x + r0 * H,
@@ -1159,7 +1170,11 @@ int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float
     }
     PCK(cudaEventRecord(S->ev, caller));  // the caller's earlier work (decode steps) comes first
     PCK(cudaStreamWaitEvent(s, S->ev, 0));
-    if (S->prof) spin_k<<<1, 1, 0, s>>>(n > 512 ? 40000000ll : 20000000ll);  // ~10-20 ms at 2 GHz
+    if (S->prof) {
+        S->npev = 0;  // a failed run leaves its marks
+        spin_k<<<1, 1, 0, s>>>(n > 512 ? 40000000ll : 20000000ll);  // ~10-20 ms at 2 GHz
+        PCK(cudaGetLastError());
+    }
     for (int c0 = 0; c0 < n; c0 += S->C) {
         const int T = n - c0 < S->C ? n - c0 : S->C;
         const bool final = c0 + T == n;
