@@ -6,7 +6,9 @@
 #   scripts/device-check.sh [--only LIST] [--skip LIST] [--budget-s S] [--arch SM]
 #   steps: build bw test prefill greedy greedy2 logits sanitize profile bench bench16 sweep variants serve ctest hf
 #   diagnostic steps, run only when --only names them: ncu (Nsight Compute warp-state and scheduler
-#   statistics of the dataflow kernel), sass (its SASS and instruction counts per function), ab
+#   statistics of the dataflow kernel), ttft (DC_TTFT: prefill configurations side by side, with
+#   MQ_PREFILL_PROF's per-kernel times), ncu-prefill (kernel durations of a 32-token prefill),
+#   sass (the dataflow kernel's SASS and instruction counts per function), ab
 #   (DC_AB_TREE=DIR: another source tree, e.g. main's `git archive` in .deps/main, carried; built
 #   beside this one and benched against it ABBA in the same call: for compile-time changes)
 #   Logs and raw numbers go to $OUT (the device tool's folder) or out/device-check.
@@ -23,7 +25,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --only) ONLY=$2; shift 2;; --skip) SKIP=$2; shift 2;; --budget-s) BUDGET=$2; shift 2;;
     --arch) ARCH=$2; shift 2;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0;;
     *) echo "device-check: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -278,6 +280,30 @@ if [ -n "$ONLY" ] && want ncu; then
     --ids --ignore-eos --backend cuda >"$O/ncu.txt" 2>&1
   row "ncu decode_df | rc $? (ncu.txt)"
   while read -r l; do row "  $l"; done < <(grep -E "Stall|Warp Cycles|Issued|Eligible|No Eligible|Active Warps" "$O/ncu.txt" | tr -s ' ' | head -24)
+fi
+if [ -n "$ONLY" ] && want ttft; then
+  # prompt-processing configurations side by side: DC_TTFT="CFG ..." with CFG "VAR=VALUE[,VAR=VALUE...]"
+  # ("-" for the defaults); each runs test_prefill's TTFT bench (MQ_PREFILL_BENCH=2) and, once, its
+  # per-kernel profile (MQ_PREFILL_PROF=1, 32 tokens): ABBA by listing a configuration twice
+  for cfg in ${DC_TTFT:--}; do
+    ev=$(echo "$cfg" | tr ',' ' '); [ "$ev" = "-" ] && ev=""
+    env $ev MQ_PREFILL_BENCH=2 timeout 90 "$B/test_prefill" >/tmp/ttft.txt 2>&1
+    row "ttft $cfg | $(grep TTFT /tmp/ttft.txt | sed 's/.*(\(.*\)), \([0-9]*\)-token prompt: median \([0-9.]*\) ms.*/\1 \2: \3/' | tr '\n' ';')"
+    if ! grep -q "== $cfg" "$O/ttft-prof.txt" 2>/dev/null; then
+      env $ev MQ_PREFILL_BENCH=2 MQ_PREFILL_PROF=1 timeout 90 "$B/test_prefill" >/tmp/ttft.txt 2>&1
+      { echo "== $cfg"; grep "profile, " /tmp/ttft.txt | tail -8; } >>"$O/ttft-prof.txt"
+      row "  $(grep 'profile, 32 tokens (split' /tmp/ttft.txt | tail -1)"
+    fi
+  done
+fi
+if [ -n "$ONLY" ] && want ncu-prefill; then
+  # kernel durations of one 32-token prefill (ncu: base clocks, caches flushed per kernel: compare
+  # kinds, not totals; MQ_PREFILL_PROF is the real-clock view)
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
+  IDS=$(python3 -c "print(','.join(str((1000 + 7919 * i) % 100000) for i in range(32)))")
+  timeout 120 "$NCU" --metrics gpu__time_duration.sum --csv --page raw "$BIN" logits -m $M06 --backend cuda \
+    --ids "$IDS" -o /tmp/l_ncu.bin >"$O/ncu-prefill.csv" 2>"$O/ncu-prefill.err"
+  row "ncu prefill (32 tokens) | rc $? ($(grep -c '^"' "$O/ncu-prefill.csv") rows in ncu-prefill.csv)"
 fi
 if [ -n "$ONLY" ] && want sass; then
   OBJ=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null)
