@@ -286,28 +286,37 @@ static double now_s(void) {
 /* The short-prompt GEMMs (sgemm: rows <= 64, 1-4 tiles of 16 rows, hi + lo rows folded) against
  * cuBLASLt (MQ_PREFILL_SGEMM=0), both precisions, every logit row, on the tiny model: the same
  * products summed in another order, so the bars are tight for split bf16. (The tiny model's K is at
- * most 384, one slab: the slab sums are covered by test_q06 and test_q17.) */
+ * most 384, one slab: the slab sums are covered by test_q06 and test_q17.) And SiLU in gate|up's
+ * epilogue (MQ_PREFILL_SGEMM=7) must give the same bits as sgemm then silu_mul_k. */
 static void test_gemm_variants(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
     synth_model s;
     make_model(&s, "tiny", 7);
     const int V = 151936, lens[5] = {1, 5, 20, 47, 64};
-    float *a = malloc((size_t)64 * V * 4), *b = malloc((size_t)64 * V * 4);
+    float *a = malloc((size_t)64 * V * 4), *b = malloc((size_t)64 * V * 4), *c = malloc((size_t)64 * V * 4);
     assert_non_null(a);
     assert_non_null(b);
+    assert_non_null(c);
     const char *prec[2] = {"split", "bf16"};
     for (int i = 0; i < 10; i++) {
         const int T = lens[i >> 1], sp = i & 1;
         int32_t *ids = make_ids(T, V, 70 + i);
         setenv("MQ_PREFILL_PREC", prec[sp], 1);
-        for (int v = 0; v < 2; v++) {
-            setenv("MQ_PREFILL_SGEMM", v ? "0" : "3", 1);
+        /* 3: sgemm (a), 0: cuBLASLt (b), 7: sgemm with SiLU in gate|up's epilogue (c) */
+        const char *mode[3] = {"3", "0", "7"};
+        float *out[3] = {a, b, c};
+        for (int v = 0; v < 3; v++) {
+            setenv("MQ_PREFILL_SGEMM", mode[v], 1);
             mq_backend *gpu = mq_cuda_new(&s.m, 256);
             if (!gpu) fail_msg("backend: %s", mq_err_get());
-            if (gpu->forward(gpu, ids, T, 0, v ? b : a) != 0) fail_msg("cuda forward: %s", mq_err_get());
+            if (gpu->forward(gpu, ids, T, 0, out[v]) != 0) fail_msg("cuda forward: %s", mq_err_get());
             gpu->free(gpu);
         }
+        /* the same sums and the same SiLU arithmetic in another kernel: bit-identical */
+        printf("  tiny sgemm, SiLU in the gate|up epilogue vs silu_mul_k (%s), %d rows: %s\n", prec[sp], T,
+               memcmp(a, c, (size_t)T * V * 4) ? "DIFFERENT" : "identical");
+        assert_memory_equal(a, c, (size_t)T * V * 4);
         char what[96];
         snprintf(what, sizeof what, "tiny sgemm vs cuBLASLt (%s), %d rows", prec[sp], T);
         double kl;
@@ -323,6 +332,7 @@ static void test_gemm_variants(void **st) {
     unsetenv("MQ_PREFILL_SGEMM");
     free(a);
     free(b);
+    free(c);
     drop_model(&s);
 }
 

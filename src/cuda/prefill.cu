@@ -112,7 +112,8 @@ struct mqp_state {
     int attn_v1;           // MQ_PREFILL_ATTN=1: the first attention kernel (flash_k, K/V converted per block)
     int sms;               // multiprocessors (grid of the K/V conversion, sgemm's slabs)
     int pdl;               // launch the chain's own kernels with programmatic dependent launch (sm_90+; MQ_PREFILL_PDL=0 off)
-    int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head (MQ_PREFILL_SGEMM, default 3)
+    int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head, 4: SiLU in gate|up's epilogue
+                           // (MQ_PREFILL_SGEMM, default 3; 4 not measured yet)
     int sg_nmax;           // layer GEMMs with more outputs than this stay on cuBLASLt (MQ_PREFILL_SGNMAX; 0: none)
     int sg_cpw;            // sgemm's k chunks per warp for the layer GEMMs (MQ_PREFILL_SGCPW: 2, or 1 = twice the slabs)
     int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
@@ -957,12 +958,18 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, nullptr, P->embed, S->V, S->x, S->dres, no,
                    (size_t)T * H, W.post_norm, S->xn, xl, H, P->eps));
     mark(S, s, "norm");
-    if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s)) return -1;
-    mark(S, s, "gate_up");
-    const size_t nh = (size_t)T * I;
-    PCK(pdl_launch(S->pdl, silu_mul_k, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)), dim3(256),
-                   0, s, S->gu, ng, nh, S->h, hl, nh));
-    mark(S, s, "silu");
+    if ((S->sg & 4) && sg_ks(S, 2 * I, H, T, cap) == 1) {
+        // gate|up with SiLU in its epilogue (S->sg & 4): h straight from the GEMM, one kernel less
+        PCK(sgemm_silu(W.gu, 2 * I, H, S->xn, T, sp, S->h, S->pdl, s));
+        mark(S, s, "gate_up+silu");
+    } else {
+        if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s)) return -1;
+        mark(S, s, "gate_up");
+        const size_t nh = (size_t)T * I;
+        PCK(pdl_launch(S->pdl, silu_mul_k, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)),
+                       dim3(256), 0, s, S->gu, ng, nh, S->h, hl, nh));
+        mark(S, s, "silu");
+    }
     // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
     // the MLP (P->fuse): then it is A col-major (hidden x inter) with no transpose
     if (P->fuse) {

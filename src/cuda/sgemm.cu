@@ -48,9 +48,13 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
 // (T <= 16 MT). LO: X's lo rows follow the hi rows. CPW: k chunks per warp (1: all of a warp's X
 // loads are one round after the wait; 2: half the slabs). X is the previous kernel's output: read
 // after pdl_wait, through L2 (__ldcg: no L1 line from before the wait can be stale).
+// hb (one slab only): instead of out, the SiLU epilogue: output features (2j, 2j+1) are (gate, up)
+// of h_j, and hb (T, N/2) bf16 receives bf16(silu(gate) * up), its lo rows (LO) the remainders, with
+// silu_mul_k's arithmetic on the same sums (bit-identical).
 template <int MT, bool LO, int CPW>
 __global__ void __launch_bounds__(NT, MT <= 2 ? 2 : 1)
-    sgemm_k(const __nv_bfloat16 *__restrict__ W, int N, int K, const __nv_bfloat16 *X, int T, float *out, int cpb) {
+    sgemm_k(const __nv_bfloat16 *__restrict__ W, int N, int K, const __nv_bfloat16 *X, int T, float *out, int cpb,
+            __nv_bfloat16 *hb) {
     __shared__ __align__(16) float red[4][MT * 16][FB + 4];  // (warp pair, row, feature); +4: fewer bank conflicts
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     const int n0 = blockIdx.x * FB, nch = K / 64;
@@ -134,6 +138,20 @@ __global__ void __launch_bounds__(NT, MT <= 2 ? 2 : 1)
         }
         __syncthreads();
     }
+    if (hb) {
+        const int half = N / 2;
+        for (int i = threadIdx.x; i < T * (FB / 2); i += NT) {
+            const int r = i / (FB / 2), j = i % (FB / 2);
+            const float gt = (red[0][r][2 * j] + red[1][r][2 * j]) + (red[2][r][2 * j] + red[3][r][2 * j]);
+            const float up = (red[0][r][2 * j + 1] + red[1][r][2 * j + 1]) + (red[2][r][2 * j + 1] + red[3][r][2 * j + 1]);
+            const float v = gt / (1.0f + expf(-gt)) * up;
+            const __nv_bfloat16 hv = __float2bfloat16_rn(v);
+            const size_t o = (size_t)r * half + n0 / 2 + j;
+            hb[o] = hv;
+            if (LO) hb[(size_t)T * half + o] = __float2bfloat16_rn(v - __bfloat162float(hv));
+        }
+        return;
+    }
     float *o = out + (size_t)blockIdx.y * T * N + n0;
     for (int i = threadIdx.x; i < T * FB; i += NT) {
         const int r = i / FB, col = i % FB;
@@ -143,11 +161,11 @@ __global__ void __launch_bounds__(NT, MT <= 2 ? 2 : 1)
 
 template <int MT, bool LO>
 cudaError_t launch(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, float *out, int ks, int pdl,
-                   cudaStream_t s) {
+                   cudaStream_t s, __nv_bfloat16 *hb) {
     const int nch = K / 64, cpb = (nch + ks - 1) / ks;
     const dim3 grid(N / FB, ks);
-    return cpb <= NW ? pdl_launch(pdl, sgemm_k<MT, LO, 1>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb)
-                     : pdl_launch(pdl, sgemm_k<MT, LO, 2>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb);
+    return cpb <= NW ? pdl_launch(pdl, sgemm_k<MT, LO, 1>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb, hb)
+                     : pdl_launch(pdl, sgemm_k<MT, LO, 2>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb, hb);
 }
 
 }  // namespace
@@ -169,24 +187,40 @@ int sgemm_slabs(int N, int K, int T, int sms, int cpw, int *min_ks) {
     return ks;
 }
 
-cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
-                      int pdl, cudaStream_t s) {
+namespace {
+
+// sgemm_run and sgemm_silu: hb != nullptr selects the SiLU epilogue (one slab)
+cudaError_t run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks, int pdl,
+                cudaStream_t s, __nv_bfloat16 *hb) {
     const int nch = K / 64;
     if (N % FB || K % 64 || T < 1 || T > SGEMM_MAXT || ks < 1 || ks > nch || (nch + ks - 1) / ks > NW * CPW_MAX)
         return cudaErrorInvalidValue;
     const int mt = (T + 15) / 16;
     if (lo) {
         switch (mt) {
-        case 1: return launch<1, true>(W, N, K, X, T, out, ks, pdl, s);
-        case 2: return launch<2, true>(W, N, K, X, T, out, ks, pdl, s);
-        case 3: return launch<3, true>(W, N, K, X, T, out, ks, pdl, s);
-        default: return launch<4, true>(W, N, K, X, T, out, ks, pdl, s);
+        case 1: return launch<1, true>(W, N, K, X, T, out, ks, pdl, s, hb);
+        case 2: return launch<2, true>(W, N, K, X, T, out, ks, pdl, s, hb);
+        case 3: return launch<3, true>(W, N, K, X, T, out, ks, pdl, s, hb);
+        default: return launch<4, true>(W, N, K, X, T, out, ks, pdl, s, hb);
         }
     }
     switch (mt) {
-    case 1: return launch<1, false>(W, N, K, X, T, out, ks, pdl, s);
-    case 2: return launch<2, false>(W, N, K, X, T, out, ks, pdl, s);
-    case 3: return launch<3, false>(W, N, K, X, T, out, ks, pdl, s);
-    default: return launch<4, false>(W, N, K, X, T, out, ks, pdl, s);
+    case 1: return launch<1, false>(W, N, K, X, T, out, ks, pdl, s, hb);
+    case 2: return launch<2, false>(W, N, K, X, T, out, ks, pdl, s, hb);
+    case 3: return launch<3, false>(W, N, K, X, T, out, ks, pdl, s, hb);
+    default: return launch<4, false>(W, N, K, X, T, out, ks, pdl, s, hb);
     }
+}
+
+}  // namespace
+
+cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
+                      int pdl, cudaStream_t s) {
+    return run(W, N, K, X, T, lo, out, ks, pdl, s, nullptr);
+}
+
+cudaError_t sgemm_silu(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, __nv_bfloat16 *h,
+                       int pdl, cudaStream_t s) {
+    if (N % 2 || !h) return cudaErrorInvalidValue;
+    return run(W, N, K, X, T, lo, nullptr, 1, pdl, s, h);
 }

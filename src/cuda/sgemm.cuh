@@ -22,4 +22,11 @@ int sgemm_slabs(int N, int K, int T, int sms, int cpw, int *min_ks);
 cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
                       int pdl, cudaStream_t s);
 
+// The gate|up product with SiLU in the epilogue: W's rows (2j, 2j+1) are (gate_j, up_j), and
+// h (T, N/2) bf16 receives bf16(silu(gate) * up), followed by T rows of rounding remainders when lo
+// (the down GEMM's split input). One K slab (K <= 1024); bit-identical to sgemm_run then
+// silu_mul_k. Returns the launch's error (cudaErrorInvalidValue for a shape it does not take).
+cudaError_t sgemm_silu(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, __nv_bfloat16 *h,
+                       int pdl, cudaStream_t s);
+
 #endif
