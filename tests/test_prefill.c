@@ -287,7 +287,8 @@ static double now_s(void) {
  * cuBLASLt (MQ_PREFILL_SGEMM=0), both precisions, every logit row, on the tiny model: the same
  * products summed in another order, so the bars are tight for split bf16. (The tiny model's K is at
  * most 384, one slab: the slab sums are covered by test_q06 and test_q17.) And SiLU in gate|up's
- * epilogue (MQ_PREFILL_SGEMM=7) must give the same bits as sgemm then silu_mul_k. */
+ * epilogue (MQ_PREFILL_SGEMM=7; tiny's gate|up, K = 128, is always one slab, so that path runs)
+ * must give the same bits as sgemm then silu_mul_k. */
 static void test_gemm_variants(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
