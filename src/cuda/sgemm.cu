@@ -2,7 +2,9 @@
 //
 // A prompt of a few dozen tokens makes every layer GEMM a (T x K) . (K x N) product with T tiny:
 // it is a read of the weights (memory bound), like decode, and cuBLASLt's kernels for it reach
-// ~1-1.5 TB/s of the 4 TB/s (ncu, session 5). Here a block owns 32 output features (4 tiles of 8)
+// ~0.6-1.6 TB/s of the 4 TB/s (ncu at base clocks, session 5). Measured against them
+// (docs/perf-notes.md, runs 27-31), this kernel wins with PDL's overlap at 8 tokens, ties at 32, and
+// loses alone for the wide GEMMs (q|k|v, gate|up). Here a block owns 32 output features (4 tiles of 8)
 // and a range of 64-wide k chunks ("slab"); its 8 warps split the chunks, each holding the weight
 // fragments of at most two chunks in registers. Those loads are issued before pdl_wait(), so the
 // weight stream overlaps the previous kernel (norm, attention ...), as the decode megakernel's
