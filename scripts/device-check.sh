@@ -8,6 +8,7 @@
 #   diagnostic steps, run only when --only names them: ncu (Nsight Compute warp-state and scheduler
 #   statistics of the dataflow kernel), ttft (DC_TTFT: prefill configurations side by side, with
 #   MQ_PREFILL_PROF's per-kernel times), ncu-prefill (kernel durations of a 32-token prefill),
+#   mvbench (the decode matvec from shared memory alone and beside a bulk copy),
 #   sass (the dataflow kernel's SASS and instruction counts per function), ab
 #   (DC_AB_TREE=DIR: another source tree, e.g. main's `git archive` in .deps/main, carried; built
 #   beside this one and benched against it ABBA in the same call: for compile-time changes)
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --only) ONLY=$2; shift 2;; --skip) SKIP=$2; shift 2;; --budget-s) BUDGET=$2; shift 2;;
     --arch) ARCH=$2; shift 2;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0;;
     *) echo "device-check: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -304,6 +305,12 @@ if [ -n "$ONLY" ] && want ncu-prefill; then
   timeout 120 "$NCU" --metrics gpu__time_duration.sum --csv --page raw "$BIN" logits -m $M06 --backend cuda \
     --ids "$IDS" -o /tmp/l_ncu.bin >"$O/ncu-prefill.csv" 2>"$O/ncu-prefill.err"
   row "ncu prefill (32 tokens) | rc $? ($(grep -c '^"' "$O/ncu-prefill.csv") rows in ncu-prefill.csv)"
+fi
+if [ -n "$ONLY" ] && want mvbench; then
+  # the decode kernel's matvec from shared memory on its own, and beside a bulk copy (tools/mvbench.cu)
+  timeout 60 "$B/mvbench" 200 >"$O/mvbench.txt" 2>&1
+  row "mvbench | rc $? (mvbench.txt)"
+  while read -r l; do row "  $l"; done < <(grep -E '^\| (q|o|gate|down)' "$O/mvbench.txt")
 fi
 if [ -n "$ONLY" ] && want sass; then
   OBJ=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null)
