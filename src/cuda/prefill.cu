@@ -115,7 +115,6 @@ struct mqp_state {
     int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head, 4: SiLU in gate|up's epilogue
                            // (MQ_PREFILL_SGEMM, default 3; 4 not measured yet)
     int sg_nmax;           // layer GEMMs with more outputs than this stay on cuBLASLt (MQ_PREFILL_SGNMAX; 0: none)
-    int sg_cpw;            // sgemm's k chunks per warp for the layer GEMMs (MQ_PREFILL_SGCPW: 2, or 1 = twice the slabs)
     int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
     // MQ_PREFILL_PROF=1: an event after every launch (direct launches, no graphs, no overlap between
     // kernels), per-kind sums printed to stderr after each run: where a prompt's time goes
@@ -838,17 +837,18 @@ void prof_print(mqp_state *S, int n) {
     S->npev = 0;
 }
 
-// D = X W^T for the T rows of X (its hi then lo rows when split), W (N, K), as *ns slabs of (T, N)
-// f32 each (T * N floats apart) that the kernel reading D sums: sgemm (T <= 64, S->sg & 1; the lo
-// rows folded into each slab, K split into slabs) or cuBLASLt (split: the hi and lo halves are two
-// slabs). cap_rows: rows D has room for.
+// K slabs sgemm takes for an (N, K) layer GEMM of T rows whose output has room for cap_rows rows;
+// 0: cuBLASLt (not enabled, too many rows, a shape sgemm does not take, or no room for the slabs).
 int sg_ks(mqp_state *S, int N, int K, int T, size_t cap_rows) {
     if (!(S->sg & 1) || T > SGEMM_MAXT || (S->sg_nmax > 0 && N > S->sg_nmax)) return 0;
-    int kmin = 0, ks = sgemm_slabs(N, K, T, S->sms, S->sg_cpw, &kmin);
+    int kmin = 0, ks = sgemm_slabs(N, K, T, S->sms, &kmin);
     if (ks > 0 && (size_t)ks * T > cap_rows) ks = (size_t)kmin * T <= cap_rows ? (int)(cap_rows / T) : 0;
     return ks;
 }
 
+// D = X W^T for the T rows of X (its hi then lo rows when split), W (N, K), as *ns slabs of (T, N)
+// f32 each (T * N floats apart) that the kernel reading D sums: sgemm (the lo rows folded into each
+// slab, K split into slabs) or cuBLASLt (split: the hi and lo halves are two slabs).
 int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, float *D, int T, size_t cap_rows,
        int *ns, cudaStream_t s) {
     const int ks = sg_ks(S, N, K, T, cap_rows);
@@ -1062,8 +1062,6 @@ int init(mqp_state **st, const Params *P) {
         for (int i = 0; i < NPEV; i++) PCK(cudaEventCreate(&S->pev[i]));
         S->use_graph = 0;  // events between the kernels of a chunk: direct launches
     }
-    const char *sc = getenv("MQ_PREFILL_SGCPW");  // run 28: two chunks per warp 2-3% faster at 8-32 tokens
-    S->sg_cpw = sc && atoi(sc) == 1 ? 1 : 2;
     LCK(cublasLtCreate(&S->lt));
     return 0;
 }
@@ -1082,7 +1080,7 @@ int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
     mark(S, s, "final_norm");
     // sgemm: one read of the lm_head for the hi and lo rows (cuBLASLt reads it twice when split)
     int kmin = 0;
-    if ((S->sg & 2) && nr <= SGEMM_MAXT && sgemm_slabs(S->V, S->H, nr, S->sms, 2, &kmin) > 0 && kmin == 1) {
+    if ((S->sg & 2) && nr <= SGEMM_MAXT && sgemm_slabs(S->V, S->H, nr, S->sms, &kmin) > 0 && kmin == 1) {
         PCK(sgemm_run(P->lm_head, S->V, S->H, S->xn, nr, S->split, S->logits, 1, S->pdl, s));
         mark(S, s, "lm_head");
         return 0;

@@ -7,12 +7,10 @@
 constexpr int SGEMM_MAXT = 64;  // most rows (tokens) sgemm_run takes
 
 // K slabs for an (N, K) weight on a device of `sms` multiprocessors (each slab's partial product is
-// summed by the kernel that reads it). cpw 1: the most slabs (K / 64 / 8: one 64-wide k chunk per
-// warp when that divides evenly); else about two blocks per multiprocessor, at most two chunks per
-// warp.
-// min_ks: the fewest slabs (two chunks per warp). 0 when the shape is not supported (N % 32, K % 64)
-// or T is out of range.
-int sgemm_slabs(int N, int K, int T, int sms, int cpw, int *min_ks);
+// summed by the kernel that reads it): about two blocks per multiprocessor, at most two 64-wide k
+// chunks per warp. min_ks: the fewest slabs (two chunks per warp). 0 when the shape is not supported
+// (N % 32, K % 64) or T is out of range.
+int sgemm_slabs(int N, int K, int T, int sms, int *min_ks);
 
 // out + s*T*N (T, N) f32, for each K slab s < ks: the rows of X (T, K) bf16 times W (N, K) bf16
 // row-major transposed, over slab s's k range. lo: X has 2T rows, its bf16 rounding remainders
