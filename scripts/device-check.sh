@@ -9,6 +9,7 @@
 #   statistics of the dataflow kernel), ttft (DC_TTFT: prefill configurations side by side, with
 #   MQ_PREFILL_PROF's per-kernel times), ncu-prefill (kernel durations of a 32-token prefill),
 #   mvbench (the decode matvec from shared memory alone and beside a bulk copy),
+#   ncu-src (per-instruction stall samples of decode_df, source page as CSV),
 #   sass (the dataflow kernel's SASS and instruction counts per function), ab
 #   (DC_AB_TREE=DIR: another source tree, e.g. main's `git archive` in .deps/main, carried; built
 #   beside this one and benched against it ABBA in the same call: for compile-time changes)
@@ -282,6 +283,19 @@ if [ -n "$ONLY" ] && want ncu; then
   row "ncu decode_df | rc $? (ncu.txt)"
   while read -r l; do row "  $l"; done < <(grep -E "Stall|Warp Cycles|Issued|Eligible|No Eligible|Active Warps" "$O/ncu.txt" | tr -s ' ' | head -24)
 fi
+if [ -n "$ONLY" ] && want ncu-src; then
+  # per-instruction warp stall samples of decode_df (source page: SASS lines with their CUDA lines)
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
+  say "ncu-src: source-level stall sampling of decode_df"
+  MQ_CUDA_SYNC=df timeout 240 "$NCU" --clock-control none --set full --import-source yes -k regex:decode_df -c 1 \
+    -f -o /tmp/df-src "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 64 --ids --ignore-eos --backend cuda \
+    >"$O/ncu-src.txt" 2>&1
+  rc=$?
+  "$NCU" -i /tmp/df-src.ncu-rep --page source --csv --print-source sass,cuda >"$O/ncu-src.csv" 2>>"$O/ncu-src.txt"
+  "$NCU" -i /tmp/df-src.ncu-rep --page details >"$O/ncu-src-details.txt" 2>>"$O/ncu-src.txt"
+  gzip -f "$O/ncu-src.csv"
+  row "ncu-src decode_df | rc $rc ($(stat -c %s "$O/ncu-src.csv.gz" 2>/dev/null) bytes of ncu-src.csv.gz)"
+fi
 if [ -n "$ONLY" ] && want ttft; then
   # prompt-processing configurations side by side: DC_TTFT="CFG ..." with CFG "VAR=VALUE[,VAR=VALUE...]"
   # ("-" for the defaults); each runs test_prefill's TTFT bench (MQ_PREFILL_BENCH=2) and, once, its
@@ -310,7 +324,7 @@ if [ -n "$ONLY" ] && want mvbench; then
   # the decode kernel's matvec from shared memory on its own, and beside a bulk copy (tools/mvbench.cu)
   timeout 60 "$B/mvbench" 200 >"$O/mvbench.txt" 2>&1
   row "mvbench | rc $? (mvbench.txt)"
-  while read -r l; do row "  $l"; done < <(grep -E '^\| (q|o|gate|down)' "$O/mvbench.txt")
+  while read -r l; do row "  $l"; done < <(grep -E '^\| (q|o|gate|down|ping|grid)' "$O/mvbench.txt")
 fi
 if [ -n "$ONLY" ] && want sass; then
   OBJ=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null)

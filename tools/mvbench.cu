@@ -92,6 +92,115 @@ __global__ void __launch_bounds__(NT, 1) mvb_k(const __grid_constant__ Params P,
     }
 }
 
+
+// Dependency hops between SMs, the dataflow kernel's publish / wait pattern: the producer block
+// writes a 4 KB stage vector, __syncthreads, thread 0 red.release.gpu on a counter; the consumer's
+// thread 0 polls (acq 0: relaxed polls then one acquire load, as OPT_POLLR; 1: acquire polls; 2:
+// relaxed polls only), __syncthreads, the block loads the vector (__ldcg) and checks it.
+//   mode 0: blocks 0 and 1 ping-pong, the other blocks idle;
+//   mode 1: the same while every other block streams 96 KB bulk copies from HBM into its shared
+//           memory back to back (the weight traffic of the decode kernel, at full bandwidth);
+//   mode 2: all blocks write their 8 floats of the vector, arrive on one counter, wait for all and
+//           read the whole vector (a grid-wide stage), no copies;
+//   mode 3: mode 2 with each block keeping one 48 KB bulk copy in flight per round.
+// cyc[0]: cycles per hop (ping-pong round trip / 2) or per round (modes 2-3), block 0's clock;
+// cyc[1]: bad vector values seen (must be 0).
+__global__ void __launch_bounds__(NT, 1) hop_k(const __grid_constant__ Params P, unsigned *cnt, float *vec,
+                                                const __nv_bfloat16 *src, size_t src_bytes, int reps, int mode,
+                                                int acq, unsigned long long *cyc) {
+    extern __shared__ __align__(128) unsigned char dsm[];
+    __shared__ __align__(8) unsigned long long mb;
+    __shared__ int s_bad;
+    wpol_init(P);
+    if (threadIdx.x == 0) {
+        s_bad = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(&mb)) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+    }
+    __syncthreads();
+    const unsigned G = gridDim.x, b = blockIdx.x;
+    auto wait_ge = [&](const unsigned *c, unsigned target) {
+        if (threadIdx.x == 0) {
+            if (acq == 1) {
+                while (ld_acquire(c) < target) {
+                }
+            } else {
+                while (ld_relaxed(c) < target) {
+                }
+                if (acq == 0) (void)ld_acquire(c);
+            }
+        }
+        __syncthreads();
+    };
+    auto check = [&](const float *v, float want) {
+        const float4 x = __ldcg(reinterpret_cast<const float4 *>(v) + threadIdx.x);
+        if (x.x != want || x.w != want) s_bad = 1;
+    };
+    auto publish = [&](float *v, float val, unsigned *c) {
+        reinterpret_cast<float4 *>(v)[threadIdx.x] = make_float4(val, val, val, val);
+        __syncthreads();
+        if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(c), "r"(1u) : "memory");
+    };
+    const size_t chunk = (mode == 3 ? 48 : 96) << 10;
+    const size_t nchunks = src_bytes / chunk;
+    unsigned par = 0;
+    long long t0 = 0;
+    if (mode <= 1) {
+        if (b >= 2) {
+            if (mode == 0 || threadIdx.x != 0) return;
+            // background: back-to-back 96 KB copies until block 0 sets cnt[2]
+            size_t k = b;
+            while (ld_relaxed(cnt + 2) == 0) {
+                bulk_g2s(smem_u32(dsm), src + (k % nchunks) * (chunk / 2), chunk, smem_u32(&mb));
+                mb_wait(smem_u32(&mb), par);
+                par ^= 1u;
+                k += G;
+            }
+            return;
+        }
+        t0 = clock64();
+        for (int i = 0; i < reps; i++) {
+            if (b == 0) {
+                publish(vec, (float)i, cnt);
+                wait_ge(cnt + 1, (unsigned)i + 1);
+                check(vec + 1024, (float)i);
+            } else {
+                wait_ge(cnt, (unsigned)i + 1);
+                check(vec, (float)i);
+                publish(vec + 1024, (float)i, cnt + 1);
+            }
+        }
+        if (b == 0 && threadIdx.x == 0) {
+            cyc[0] = (unsigned long long)(clock64() - t0) / (2ull * reps);
+            asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(cnt + 2), "r"(1u) : "memory");
+        }
+    } else {
+        t0 = clock64();
+        for (int i = 0; i < reps; i++) {
+            if (mode == 3 && threadIdx.x == 32) {
+                if (i) mb_wait(smem_u32(&mb), par), par ^= 1u;
+                bulk_g2s(smem_u32(dsm), src + ((size_t)(b + (size_t)i * G) % nchunks) * (chunk / 2), chunk, smem_u32(&mb));
+            }
+            // each round publishes into its own slot so a fast block cannot overwrite a slow reader's
+            // block b owns floats [8b, 8b + 8) of the vector (a stage's rows), everyone reads it all
+            float *v = vec + (size_t)(i & 1) * 1024;
+            if (threadIdx.x < 2 && 8 * b + 4 * threadIdx.x < 1024)
+                reinterpret_cast<float4 *>(v + 8 * b)[threadIdx.x] = make_float4((float)i, (float)i, (float)i, (float)i);
+            __syncthreads();
+            if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(cnt), "r"(1u) : "memory");
+            wait_ge(cnt, (unsigned)(i + 1) * G);
+            const float4 x = __ldcg(reinterpret_cast<const float4 *>(v) + threadIdx.x);
+            if (4 * threadIdx.x < 8 * G && (x.x != (float)i || x.w != (float)i)) s_bad = 1;
+        }
+        if (mode == 3 && threadIdx.x == 32) mb_wait(smem_u32(&mb), par);
+        if (b == 0 && threadIdx.x == 0) cyc[0] = (unsigned long long)(clock64() - t0) / reps;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0 && s_bad) atomicAdd(cyc + 1, 1ull);
+}
+
 __global__ void fill_k(__nv_bfloat16 *w, size_t n, unsigned seed) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         unsigned x = (unsigned)i * 2654435761u ^ seed;
@@ -160,6 +269,38 @@ int main(int argc, char **argv) {
                 printf("| %s | %.1f | %d | %u KB | %llu / %.0f / %.0f | %.2f | %.0f cyc | %.0f cyc |\n", sh[s].name,
                        (double)sh[s].rows / sms, regx, copies[c] >> 10, h[0], mean, mx, mean / (khz * 1e-3), w, w2);
             }
+
+    // dependency hops (hop_k): ping-pong and grid-wide rounds, quiet and beside full-bandwidth copies
+    {
+        const size_t sbytes = (size_t)1 << 30;  // 1 GB source for the background copies (beyond L2)
+        __nv_bfloat16 *src;
+        unsigned *cnt;
+        float *vec;
+        CK(cudaMalloc(&src, sbytes));
+        CK(cudaMalloc(&cnt, 16));
+        CK(cudaMalloc(&vec, 2048 * 4));
+        CK(cudaMemset(src, 0, sbytes));
+        CK(cudaFuncSetAttribute(hop_k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(96 << 10)));
+        static const char *mn[4] = {"ping-pong, quiet", "ping-pong, 130 SMs copying", "grid round, quiet",
+                                    "grid round, 48 KB copy per block"};
+        static const char *an[3] = {"relaxed polls + acquire", "acquire polls", "relaxed polls only"};
+        printf("\n| hop | poll | cycles | us | bad |\n|---|---|---|---|---|\n");
+        for (int mode = 0; mode < 4; mode++)
+            for (int acq = 0; acq < 3; acq++) {
+                unsigned long long hc[2] = {0, 0};
+                CK(cudaMemset(cnt, 0, 16));
+                CK(cudaMemset(vec, 0xff, 2048 * 4));
+                CK(cudaMemset(cyc, 0, 16));
+                hop_k<<<sms, NT, 96 << 10>>>(P, cnt, vec, src, sbytes, reps * 5, mode, acq, cyc);
+                CK(cudaGetLastError());
+                CK(cudaDeviceSynchronize());
+                CK(cudaMemcpy(hc, cyc, 16, cudaMemcpyDeviceToHost));
+                printf("| %s | %s | %llu | %.2f | %llu |\n", mn[mode], an[acq], hc[0], hc[0] / (khz * 1e-3), hc[1]);
+            }
+        cudaFree(src);
+        cudaFree(cnt);
+        cudaFree(vec);
+    }
     free(h);
     cudaFree(W);
     cudaFree(Wc);
