@@ -12,6 +12,7 @@
 //   mvbench [reps]     (device-check: --only build,mvbench)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -72,7 +73,7 @@ __global__ void __launch_bounds__(NT, 1) mvb_k(const __grid_constant__ Params P,
         __syncthreads();
         const long long t0 = clock64();
         matvec<MV_STORE>(W, rows, cols, xs, out, red, nullptr, bytes ? wa : nullptr, -1, -1, nullptr, 0, nullptr,
-                         regx != 0);
+                         regx == 1, regx == 2);
         __syncthreads();
         const long long t1 = clock64();
         if (cbytes) {
@@ -246,19 +247,33 @@ int main(int argc, char **argv) {
     Params P = {};
     P.opt = OPT_EVICT;
     unsigned long long *h = (unsigned long long *)malloc((size_t)sms * 3 * 8);
-    if (!h) return 1;
+    float *ho = (float *)malloc(6144 * 4), *ref = (float *)malloc(6144 * 4);
+    int bad = 0;
+    if (!h || !ho || !ref) return 1;
     printf("mvbench: %d SMs at %.0f MHz, %d reps; cycles per matvec (block 0 / mean / max over blocks), us at that clock\n",
            sms, khz / 1e3, reps);
-    printf("| stage | rows/block | regx | copy beside | matvec cyc (b0 / mean / max) | us (mean) | wait for copy | wait on landed phase |\n");
+    printf("| stage | rows/block | path (2 col, 1 regx, 0 plain) | copy beside | matvec cyc (b0 / mean / max) | us (mean) | wait for copy | wait on landed phase |\n");
     printf("|---|---|---|---|---|---|---|---|\n");
     for (int s = 0; s < 4; s++)
-        for (int regx = 1; regx >= 0; regx--)
+        for (int regx = 2; regx >= 0; regx--)
             for (int c = 0; c < 3; c++) {
-                if (!regx && c) continue;  // the register path question needs the quiet case only
+                if (!regx && c) continue;  // the row-per-warp path without registers: the quiet case only
                 mvb_k<<<sms, NT, smem>>>(P, W, sh[s].rows, sh[s].cols, Wc, copies[c], out, cyc, reps, regx);
                 CK(cudaGetLastError());
                 CK(cudaDeviceSynchronize());
                 CK(cudaMemcpy(h, cyc, (size_t)sms * 3 * 8, cudaMemcpyDeviceToHost));
+                // the paths must agree (summation order differs: a relative tolerance)
+                CK(cudaMemcpy(ho, out, (size_t)sh[s].rows * 4, cudaMemcpyDeviceToHost));
+                double md = 0;
+                for (int r = 0; r < sh[s].rows; r++) {
+                    if (regx == 2 && c == 0) ref[r] = ho[r];
+                    const double d = fabs((double)ho[r] - ref[r]) / (fabs(ref[r]) + 1e-3);
+                    if (d > md) md = d;
+                }
+                if (md > 1e-4) {
+                    printf("mvbench: %s path %d differs from the column path by %.3g (relative)\n", sh[s].name, regx, md);
+                    bad = 1;
+                }
                 double mean = 0, mx = 0, w = 0, w2 = 0;
                 for (int b = 0; b < sms; b++) {
                     mean += h[3 * b] / (double)sms;
@@ -302,9 +317,11 @@ int main(int argc, char **argv) {
         cudaFree(vec);
     }
     free(h);
+    free(ho);
+    free(ref);
     cudaFree(W);
     cudaFree(Wc);
     cudaFree(out);
     cudaFree(cyc);
-    return 0;
+    return bad;
 }
