@@ -331,11 +331,11 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
 template <int MODE>
 __device__ __forceinline__ void df_mv(const Params &P, WStage &S, int buf, const __nv_bfloat16 *W, int rows,
                                       int cols, const float *sm, float *out, float *red, const float *xo, bool regx,
-                                      bool mvcol, unsigned *c, unsigned long long *st, int k) {
+                                      unsigned *c, unsigned long long *st, int k) {
     sprof_mark(P, k);
     const uint4 *ws = ws_take(S, buf);
     sprof_mark(P, k + 1);
-    matvec<MODE>(W, rows, cols, sm, out, red, nullptr, ws, -1, -1, nullptr, 0, xo, regx, mvcol);
+    matvec<MODE>(W, rows, cols, sm, out, red, nullptr, ws, -1, -1, nullptr, 0, xo, regx);
     sprof_mark(P, k + 2);
     df_arrive(c, st);
     sprof_mark(P, k + 3);
@@ -376,7 +376,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
     //     DOWN copy with GU and the next GU copy with DOWN: gate|up (the largest slice) and q|k|v
     //     have three stages to land, o and down one.
     const bool ring = P.wreg[0] != 0;
-    const bool regx = P.opt & OPT_REGX, mvcol = P.opt & OPT_MVCOL;
+    const bool regx = P.opt & OPT_REGX;
     const bool normw = P.opt & OPT_NORMW, ownx = P.opt & OPT_OWNX;
     const bool kvst = (P.opt & OPT_KVSTAGE) && !ring && P.wbuf > 0;
     unsigned kvpar = 0;  // the next phase parity of the K/V staging mbarrier (S.mb[2])
@@ -460,7 +460,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 if (l == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // stop token
                 sprof_mark(P, -1);
                 load_norm(P.x, L.in_norm, H, P.eps, sm, red, normw);
-                df_mv<MV_STORE>(P, S, bQ, L.qkv, QKVR, H, sm, P.qkv, red, nullptr, regx, mvcol, c + S_QKV, stamp(1), SP_QKV);
+                df_mv<MV_STORE>(P, S, bQ, L.qkv, QKVR, H, sm, P.qkv, red, nullptr, regx, c + S_QKV, stamp(1), SP_QKV);
             } else {
                 ws_take(S, bQ);
                 if (l == 0) {  // still honour a stop token
@@ -510,7 +510,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 } else {
                     load_vec(P.att, sm, P.qdim);
                 }
-                df_mv<MV_ADD>(P, S, bO, L.o, H, P.qdim, sm, P.x, red, xo_p, regx, mvcol, c + S_O, stamp(1), SP_O);
+                df_mv<MV_ADD>(P, S, bO, L.o, H, P.qdim, sm, P.x, red, xo_p, regx, c + S_O, stamp(1), SP_O);
             } else {
                 ws_take(S, bO);
             }
@@ -524,7 +524,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 sprof_mark(P, -1);
                 load_norm(P.x, L.post_norm, H, P.eps, sm, red, normw);
                 if (!hpair) {
-                    df_mv<MV_STORE>(P, S, bG, L.gu, 2 * I, H, sm, P.gu, red, nullptr, regx, mvcol, c + S_GU, stamp(1),
+                    df_mv<MV_STORE>(P, S, bG, L.gu, 2 * I, H, sm, P.gu, red, nullptr, regx, c + S_GU, stamp(1),
                                     SP_GU);
                 } else {
                     // the block's gate|up rows into shared memory (after x), then h for its pairs
@@ -533,7 +533,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                     sprof_mark(P, SP_GU);
                     const uint4 *ws = ws_take(S, bG);
                     sprof_mark(P, SP_GU + 1);
-                    matvec<MV_SMEM>(L.gu, 2 * I, H, sm, g2, red, nullptr, ws, r0, r1, nullptr, 0, nullptr, regx, mvcol);
+                    matvec<MV_SMEM>(L.gu, 2 * I, H, sm, g2, red, nullptr, ws, r0, r1, nullptr, 0, nullptr, regx);
                     __syncthreads();
                     for (int j = threadIdx.x; j < (r1 - r0) / 2; j += NT) {
                         const float gt = g2[2 * j], up = g2[2 * j + 1];
@@ -562,7 +562,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 sprof_mark(P, -1);
                 if (hpair) load_vec(P.gu, sm, I);  // h, published by the gate|up blocks
                 else load_silu(P.gu, sm, I);
-                df_mv<MV_ADD>(P, S, bD, L.down, H, I, sm, P.x, red, xo_p, regx, mvcol, c + S_DOWN, stamp(1), SP_DOWN);
+                df_mv<MV_ADD>(P, S, bD, L.down, H, I, sm, P.x, red, xo_p, regx, c + S_DOWN, stamp(1), SP_DOWN);
             } else {
                 ws_take(S, bD);
             }

@@ -43,13 +43,13 @@ enum {
     OPT_EVICT = 32,  // weight reads (bulk copies, streamed loads, L2 prefetches) are L2 evict-first
     OPT_GUEARLY = 128, // df: the gate|up weight copy starts when q|k|v's buffer frees, before attention
     OPT_GUATT = 8192,  // df, with GUEARLY: blocks with an attention item start it after attention
-    OPT_MVCOL = 65536, // df: stage matvecs from staged weights split the columns over the threads
-                       // (mv_col in megakernel_core.cuh) instead of one row per warp
     // retired: 4096 LL (run 22: stage vectors as polled value|tag words, -15%: the polling traffic),
     // 16384 FACQ (run 24: fence.acq_rel after the relaxed poll instead of an acquire load: every
     // stage's wake +0.3-0.5 us), 32768 GULATE (run 25: blocks without an attention item start the
-    // gate|up copy after the O stage's input load: -0.5%, the time moved from attention to O)
-    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT | OPT_MVCOL,
+    // gate|up copy after the O stage's input load: -0.5%, the time moved from attention to O),
+    // 65536 MVCOL (run 34: the stage matvecs through mv_col, column-parallel: 0.2-0.35 us faster
+    // alone in mvbench, but -4.4% in the kernel, q|k|v's matvec 1.5 -> 2.8 us: register pressure)
+    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT,
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
     // + POLLR +0.5%, ISSW +2%, HPAIR +2-4% (runs 16-19, session 3)
