@@ -181,8 +181,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     if ((size_t)mqk::SAMPLE_SMEM_WORDS > sm_mv) sm_mv = mqk::SAMPLE_SMEM_WORDS;  // device sampling
     const int gs = G < 4 ? G : 4;  // attention passes handle at most 4 query heads
     // queries, the chunk's (m, l, acc) per head, per-warp head-prep scratch, per-warp partials
-    // (+ 2 hd: the fused attention + o_proj stage's own K and V rows, atto_attention)
-    size_t sm_att = (size_t)G * hd + (size_t)G * (hd + 2) + (size_t)nw * hd + (size_t)nw * gs * (hd + 2) + 2 * (size_t)hd;
+    size_t sm_att = (size_t)G * hd + (size_t)G * (hd + 2) + (size_t)nw * hd + (size_t)nw * gs * (hd + 2);
     g->smem = (int)((sm_mv > sm_att ? sm_mv : sm_att) * 4);
     if (g->smem > (int)prop.sharedMemPerBlockOptin) {
         mq_err_set("cuda: shape needs %d bytes of shared memory per block, device %s allows %zu", g->smem,
@@ -379,8 +378,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     o += al((size_t)2 * s->inter * 4);
     const size_t off_part = o;
     o += al((size_t)s->n_heads * max_chunks * (hd + 2) * 4);
-    const size_t off_opart = o;  // the fused attention + o_proj stage's parts (n_kv, hidden)
-    o += al((size_t)s->n_kv * s->hidden * 4);
     const size_t off_cnt = o;  // att_cnt (n_kv), lm_cnt, bar, ctl[2]
     o += al(((size_t)s->n_kv + 4) * 4);
     const size_t off_flg = o;  // dataflow counters (n_layers * 5 + 1)
@@ -481,21 +478,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const char *ocenv = getenv("MQ_CUDA_OCOMB");
     const size_t sv_df = g->grid_df ? (size_t)g->smem_df - (wreg[0] ? wreg[0] + wreg[1] + wreg[2] : wbuf + wbuf1 + kvbuf) : 0;
     P.ocomb = ocenv && atoi(ocenv) == 1 && ((size_t)Q + 2 * (size_t)s->n_heads * max_chunks) * 4 <= sv_df;
-    // df: attention and o_proj as one stage for steps with at most MQ_CUDA_ATTO positions (0 = off):
-    // each block computes its kv head group's attention and a split-K part of o_proj (atto_rows in
-    // megakernel.cu). Needs the bulk copy engine, the two-buffer layout, every block's part within
-    // buffer 1, and at most NT rows of x per block (the DOWN stage adds the parts to its own rows)
-    P.opart = (float *)(A + off_opart);
-    {
-        const char *aenv = getenv("MQ_CUDA_ATTO");
-        const int want = aenv && *aenv ? atoi(aenv) : 0;
-        const size_t Gd = (size_t)g->grid_df, nbmin = Gd / (size_t)s->n_kv;
-        const size_t cg = (size_t)(s->n_heads / s->n_kv) * hd;
-        const int ok = want > 0 && Gd && prop.major >= 9 && !wreg[0] && wbuf1 && !g->fuse && nbmin >= 1 &&
-                       ((size_t)s->hidden + nbmin - 1) / nbmin * cg * 2 <= wbuf1 &&
-                       ((size_t)s->hidden + Gd - 1) / Gd <= (size_t)NT && (cg * 2) % 16 == 0;
-        P.atto = ok ? want : 0;
-    }
     // decode v6 optimizations (OPT_* bits in megakernel.cuh; MQ_CUDA_OPT=0 switches all off, to
     // measure each one against the kernel without it; docs/perf-notes.md)
     const char *openv = getenv("MQ_CUDA_OPT");
@@ -538,12 +520,12 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     snprintf(g->desc, sizeof g->desc,
              "%.200s: %s kernel%s, %d SMs; dataflow: grid %d, %d B smem/block (weights: %zu + %zu, K/V staging %zu, or ring %zu+%zu+%zu; "
              "lm_head ring %d x %d rows); grid-barrier: grid %d x %d threads (%d/SM), %d B smem/block (%zu staged "
-             "weights); %s KV cache, %s MLP, fused attention + o_proj up to %d positions, arena %.3f GB",
+             "weights); %s KV cache, %s MLP, arena %.3f GB",
              prop.name, g->sync == SYNC_GRID ? "grid-barrier" : "dataflow",
              g->sync == SYNC_AUTO ? " (grid-barrier past MQ_CUDA_DF_MAX positions)" : "", g->sms, g->grid_df,
              g->smem_df, wbuf, wbuf1, kvbuf, wreg[0], wreg[1], wreg[2], lmns, lmring, g->grid, NT, bps, g->smem, g->wsmem,
              g->kv_f32 ? "f32" : "bf16",
-             g->fuse ? "fused" : "2-stage", P.atto, g->bytes / 1e9);
+             g->fuse ? "fused" : "2-stage", g->bytes / 1e9);
     if (g->profile) fprintf(stderr, "megakernel: %s\n", g->desc);
     return g;
 }

@@ -324,58 +324,6 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
         prefetch_rows(W, rows, cols, (size_t)1 << 20);
 }
 
-// The fused attention + o_proj stage (Params.atto): block b is in kv head group g = b % n_kv (j = b /
-// n_kv of nb blocks); its o_proj part is rows [r0, r1) of W_o's columns for group g's query heads.
-__device__ __forceinline__ void atto_rows(const Params &P, int &g, int &r0, int &r1) {
-    const int nkv = P.nkv, b = (int)blockIdx.x, G = (int)gridDim.x;
-    g = b % nkv;
-    const int nb = (G - 1 - g) / nkv + 1;
-    block_rows(P.hidden, b / nkv, nb, r0, r1);
-}
-
-// Start copying this block's o_proj part of layer l into buffer k: (r1 - r0) row pieces of cg bf16
-// (cg = the group's query columns; a piece per row, 32 lanes of the issuing warp issue them). The
-// host enables the fused stage only where the part fits the buffer and the device has the bulk copy
-// engine; returns false (nothing issued) otherwise.
-__device__ __forceinline__ bool ws_issue_atto(WStage &S, int k, const Params &P, int l) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    int g, r0, r1;
-    atto_rows(P, g, r0, r1);
-    const int cg = P.nh / P.nkv * P.hd;
-    const unsigned rowb = (unsigned)cg * 2, bytes = (unsigned)(r1 - r0) * rowb;
-    if (bytes == 0 || bytes > S.cap[k] || (rowb & 15)) return false;
-    const int t = (int)threadIdx.x - S.iss;
-    if (t >= 0 && t < 32) {
-        const __nv_bfloat16 *W = P.layers[l].o + (size_t)g * cg;
-        const unsigned m = smem_u32(S.mb + k), dst = smem_u32(S.buf[k]);
-        if (t == 0) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-        __syncwarp();
-        for (int r = t; r < r1 - r0; r += 32)
-            asm volatile(
-                "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
-                    dst + (unsigned)r * rowb),
-                "l"(W + (size_t)(r0 + r) * P.qdim), "r"(rowb), "r"(m), "l"(s_wpol)
-                : "memory");
-        __syncwarp();
-        // the arrival that completes the phase once all the pieces' bytes have landed
-        if (t == 0) asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(m), "r"(bytes) : "memory");
-    }
-    S.pend[k] = 1;
-    return true;
-#else
-    (void)S, (void)k, (void)P, (void)l;
-    return false;
-#endif
-}
-
-// The fused stage's o_proj part: out[r] = W[r, 0:cg) . xs for rows [r0, r1) staged in ws (row stride
-// cg), through the column-parallel matvec where it applies (rows of 32 uint4s for Qwen3: the
-// row-per-warp path reduces each row alone). Out of line, so its registers stay out of decode_df's.
-__device__ __noinline__ void atto_oproj(const __nv_bfloat16 *W, int cg, const float *xs, float *out, float *red,
-                                        const uint4 *ws, int r0, int r1, bool regx) {
-    matvec<MV_STORE>(W, r1, cg, xs, out, red, nullptr, ws, r0, r1, nullptr, 0, nullptr, regx, true);
-}
-
 // The rest of a matvec stage once its input vector is in sm: wait for the staged weights of
 // buffer buf, out (=|+=) W sm, publish on counter c. Sub-stage marks k .. k+3 (input load, weight
 // wait, matvec, publish). (OPT_HPAIR's gate|up stage spells the same steps out with its SiLU
@@ -475,9 +423,6 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
     const bool hpair = hpair_on(P);
     const unsigned nQKV = producers(QKVR), nO = producers(H), nGU = producers(hpair ? I : 2 * I), nDN = producers(H);
     unsigned tATT = 0;  // attention items so far in this launch
-    unsigned tO = 0;    // O (or fused attention + o_proj) producers so far in this launch
-    unsigned nOA = 0;   // producers of the fused stage: blocks with a non-empty o_proj part
-    for (int g = 0; g < P.nkv && P.atto > 0; g++) nOA += (unsigned)min((int)(G - 1 - g) / P.nkv + 1, H);
     // profile: stage instance k of this block -> stamps (2k: inputs ready, 2k+1: output published)
     int kinst = 0;
     auto stamp = [&](int e) -> unsigned long long * {
@@ -498,11 +443,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
         const int pos = P.pos + step, len = pos + 1;
         const bool more = step + 1 < P.n;
         int csz;
-        // the fused attention + o_proj stage for this step (all blocks agree: len is the same)
-        const bool atto = !ring && len <= P.atto;
-        const unsigned items = atto ? 0u : (unsigned)P.nkv * (unsigned)att_chunks(P, len, csz);
+        const unsigned items = (unsigned)P.nkv * (unsigned)att_chunks(P, len, csz);
         tATT += items;
-        tO += atto ? nOA : nO;
         // the O stage combines the attention chunks (else the last chunk of each kv head does)
         const bool ocomb = P.ocomb != 0;
         const unsigned ts = (unsigned)step + 1;  // steps whose producers must have arrived
@@ -511,15 +453,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             unsigned *c = P.flg + (size_t)l * NSTAGE;
             int r0, r1;
             // ---- QKV: rmsnorm(x) -> q|k|v rows
-            if (!atto) ws_next(S, bO, P, l, S_O);
-            else if (!ws_issue_atto(S, bO, P, l)) {
-                int g, a0, a1;
-                atto_rows(P, g, a0, a1);
-                if (a1 > a0) {  // the host checks that every part fits: a bug if not
-                    if (threadIdx.x == 0) printf("megakernel(df): block %d's o_proj part does not fit\n", blockIdx.x);
-                    __trap();
-                }
-            }
+            ws_next(S, bO, P, l, S_O);
             block_rows(QKVR, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 df_wait(P, l == 0 ? cE : c - NSTAGE + S_DOWN, l == 0 ? ts : nDN * ts, stamp(0));
@@ -542,7 +476,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             // start it only a short O stage before gate|up needs it
             // OPT_GUATT: not in a block with an attention item, whose small latency-bound loads
             // would queue behind the copy's 96 KB (run 21: head prep +1 us); it starts at O there
-            const bool gue_now = !atto && gue && !((P.opt & OPT_GUATT) && blockIdx.x < items);
+            const bool gue_now = gue && !((P.opt & OPT_GUATT) && blockIdx.x < items);
             if (gue_now) ws_next(S, bG, P, l, S_GU);
             if (blockIdx.x < items) {
                 // the staging region, or buffer 0 (q|k|v's weights, read above; free until the
@@ -557,32 +491,6 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 sprof_mark(P, SP_ATT + 4);
             }
             kinst++;
-            // ---- fused attention + o_proj (short contexts): opart[g] rows = W_o[rows, group g] att_g
-            if (atto) {
-                __syncthreads();  // the q|k|v buffer's readers (the QKV stage) are done
-                int g, a0, a1;
-                atto_rows(P, g, a0, a1);
-                if (a1 > a0) {
-                    df_wait(P, c + S_QKV, nQKV * ts, stamp(0));
-                    sprof_mark(P, -1);
-                    atto_attention<KT, 4>(Ps, l, pos, g, blockIdx.x < (unsigned)P.nkv, att_sm);
-                    // gate|up's copy starts once this block's attention loads are done (the copy's
-                    // traffic slows them: run 21) and lands during the matvec, the publish and GU's wake
-                    if (!ring) ws_next(S, bG, P, l, S_GU);
-                    sprof_mark(P, SP_O);
-                    const uint4 *ws = ws_take(S, bO);
-                    sprof_mark(P, SP_O + 1);
-                    const int cg = P.nh / P.nkv * P.hd;
-                    atto_oproj(L.o + (size_t)g * cg, cg, att_sm, P.opart + (size_t)g * H, red, ws, a0, a1, regx);
-                    sprof_mark(P, SP_O + 2);
-                    df_arrive(c + S_O, stamp(1));
-                    sprof_mark(P, SP_O + 3);
-                } else {
-                    if (!ring) ws_next(S, bG, P, l, S_GU);
-                    ws_take(S, bO);
-                }
-                kinst++;
-            } else {
             // ---- O: x += W_o att
             __syncthreads();  // the q|k|v buffer's readers (QKV, attention scratch in ring mode) are done
             if (!ring) {
@@ -607,17 +515,14 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 ws_take(S, bO);
             }
             kinst++;
-            }
             // ---- GU: rmsnorm(x) -> gate|up rows (interleaved)
             __syncthreads();
             ws_next(S, bD, P, l, S_DOWN);
             pair_rows(2 * I, hpair, r0, r1);
             if (r1 > r0) {
-                df_wait(P, c + S_O, tO, stamp(0));
+                df_wait(P, c + S_O, nO * ts, stamp(0));
                 sprof_mark(P, -1);
-                // after the fused stage x is still the residual before attention: add the parts
-                if (atto) load_norm_parts(P.x, P.opart, P.nkv, L.post_norm, H, P.eps, sm, red);
-                else load_norm(P.x, L.post_norm, H, P.eps, sm, red, normw);
+                load_norm(P.x, L.post_norm, H, P.eps, sm, red, normw);
                 if (!hpair) {
                     df_mv<MV_STORE>(P, S, bG, L.gu, 2 * I, H, sm, P.gu, red, nullptr, regx, c + S_GU, stamp(1),
                                     SP_GU);
@@ -652,32 +557,11 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             }
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
-                // written by its O stage; after the fused stage: by its previous DOWN stage (or the
-                // embedding), and the o_proj parts are added once the wait has made them visible
-                const float *xo_p = own_x(P, r0, r1, ownx || atto ? s_xo : nullptr);
+                const float *xo_p = own_x(P, r0, r1, ownx ? s_xo : nullptr);  // written by its O stage
                 df_wait(P, c + S_GU, nGU * ts, stamp(0));
                 sprof_mark(P, -1);
-                // the parts' loads go out before h's, and are summed after them (one latency)
-                const int t = (int)threadIdx.x, np8 = min(P.nkv, 8);
-                float pv[8];
-                if (atto && t < r1 - r0) {
-#pragma unroll
-                    for (int k = 0; k < 8; k++)
-                        if (k < np8) pv[k] = __ldcg(P.opart + (size_t)k * H + r0 + t);
-                }
                 if (hpair) load_vec(P.gu, sm, I);  // h, published by the gate|up blocks
                 else load_silu(P.gu, sm, I);
-                if (atto) {
-                    if (t < r1 - r0) {  // x0 + part 0 + ... + part n_kv-1, load_norm_parts' order
-                        float v = s_xo[t];
-#pragma unroll
-                        for (int k = 0; k < 8; k++)
-                            if (k < np8) v += pv[k];
-                        for (int g = 8; g < P.nkv; g++) v += __ldcg(P.opart + (size_t)g * H + r0 + t);
-                        s_xo[t] = v;
-                    }
-                    __syncthreads();  // the matvec's emit reads other threads' rows
-                }
                 df_mv<MV_ADD>(P, S, bD, L.down, H, I, sm, P.x, red, xo_p, regx, c + S_DOWN, stamp(1), SP_DOWN);
             } else {
                 ws_take(S, bD);

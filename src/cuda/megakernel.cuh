@@ -102,11 +102,6 @@ struct Params {
     int lmring;                      // lm_head rows per slot
     int lmns;                        // slots (2 .. LM_MAXNS)
     int ocomb;                       // df: the O stage combines attention chunks (MQ_CUDA_OCOMB=1)
-    // df fused attention + o_proj (MQ_CUDA_ATTO): steps whose context has at most atto positions run
-    // attention and o_proj as one stage: block b is in kv head b % n_kv's group, computes that head's
-    // attention itself and its rows of a split-K part of o_proj into opart; 0 = off
-    int atto;
-    float *opart;                    // (n_kv, hidden) o_proj parts, one per kv head group
     int opt;                         // OPT_* bits above (MQ_CUDA_OPT, default OPT_DEFAULT)
     int prof_k;                      // stage instances the df profile records (2 stamps x grid each)
     unsigned long long *prof;        // (65536) barrier-open times of block 0, or NULL (MQ_CUDA_PROFILE)

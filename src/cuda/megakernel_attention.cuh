@@ -12,7 +12,7 @@ namespace mqk {
 // dst: shared-memory floats (dst_f) or the bf16 cache (dst_b). tmp: hd floats of this warp's smem.
 template <typename KT>
 __device__ void head_prep(const Params &P, const float *src, const float *nw, bool rope, int pos, float *tmp,
-                          float *dst_f, KT *dst_b, KT *dst_s) {
+                          float *dst_f, KT *dst_b) {
     const int lane = threadIdx.x & 31, hd = P.hd, half = hd >> 1;
     float ss = 0.0f;
     for (int d = lane; d < hd; d += 32) {
@@ -36,18 +36,14 @@ __device__ void head_prep(const Params &P, const float *src, const float *nw, bo
                 dst_f[i] = o0;
                 dst_f[i + half] = o1;
             } else {
-                if (dst_b) st1(dst_b + i, o0), st1(dst_b + i + half, o1);
-                if (dst_s) st1(dst_s + i, o0), st1(dst_s + i + half, o1);
+                st1(dst_b + i, o0);
+                st1(dst_b + i + half, o1);
             }
         }
     } else {
         for (int d = lane; d < hd; d += 32) {
-            if (dst_f) {
-                dst_f[d] = tmp[d];
-            } else {
-                if (dst_b) st1(dst_b + d, tmp[d]);
-                if (dst_s) st1(dst_s + d, tmp[d]);
-            }
+            if (dst_f) dst_f[d] = tmp[d];
+            else st1(dst_b + d, tmp[d]);
         }
     }
     __syncwarp();
@@ -83,13 +79,13 @@ __device__ void head_prep_v(const Params &P, const float *src, const float *nw, 
             y = lane < 16 ? y * c[j] - p * sn[j] : y * c[j] + p * sn[j];
         }
         if (dst_f) dst_f[d0 + j] = y;
-        else if (dst_b) st1(dst_b + d0 + j, y);
+        else st1(dst_b + d0 + j, y);
         if (dst_s) st1(dst_s + d0 + j, y);
     }
 }
 
 // head_prep through the vectorized version when head_dim is 32, 64, 128 or 256. dst_s: a second
-// copy of a K/V row (shared memory), or NULL; dst_b (the cache row) may be NULL when dst_s is not.
+// copy of a K/V row (shared memory), or NULL.
 template <typename KT>
 __device__ void prep_head(const Params &P, const float *src, const float *nw, bool rope, int pos, float *tmp,
                           float *dst_f, KT *dst_b, KT *dst_s = nullptr) {
@@ -98,7 +94,12 @@ __device__ void prep_head(const Params &P, const float *src, const float *nw, bo
     case 64: head_prep_v<2, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
     case 128: head_prep_v<4, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
     case 256: head_prep_v<8, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
-    default: head_prep<KT>(P, src, nw, rope, pos, tmp, dst_f, dst_b, dst_s); break;
+    default:
+        head_prep<KT>(P, src, nw, rope, pos, tmp, dst_f, dst_b);
+        if (dst_s) {  // copy the row just written (head_prep's closing __syncwarp ordered it)
+            for (int d = threadIdx.x & 31; d < P.hd; d += 32) dst_s[d] = dst_b[d];
+        }
+        break;
     }
     __syncwarp();
 }
@@ -119,13 +120,9 @@ __device__ __forceinline__ KT *kv_rows(void *cache, const Params &P, int l, int 
 // R: rows per row group per loop trip, all loaded before any is used, so a chunk of up to
 // R x (row groups) positions costs one memory latency (R = 2 took two trips for a 64-position
 // chunk: 3.6 us of loop at pos 130, run 20). pm: NW x GS x (hd+2) floats of scratch.
-// SELF (the fused attention + o_proj stage): row p1 - 1, this step's, comes from kself / vself in
-// shared memory (the block computed it; the group's leader block writes it to the cache, which
-// the other blocks of the group must not read in this step).
-template <int GS, int R, bool SM, typename KT, bool SELF = false>
+template <int GS, int R, bool SM, typename KT>
 __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, int p1,
-                         const float *qs, float *pm, float *out, const KT *kself = nullptr,
-                         const KT *vself = nullptr) {
+                         const float *qs, float *pm, float *out) {
     const int hd = P.hd, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const size_t rs = (size_t)hd;  // row stride, staged rows and cache rows alike
     const int pb = SM ? p0 : 0;
@@ -158,9 +155,6 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
             if (SM) {
                 ld8s(kp, ok, kf[r]);
                 ld8s(vp, ok, vf[r]);
-            } else if (SELF && p == p1 - 1) {
-                ld8s(kself + sub * 8, ok, kf[r]);
-                ld8s(vself + sub * 8, ok, vf[r]);
             } else {
                 ld8(kp, ok, kf[r]);
                 ld8(vp, ok, vf[r]);
@@ -426,62 +420,6 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
         }
         P.att[(size_t)h * hd + d] = A / Ls;
     }
-}
-
-// The attention half of the fused attention + o_proj stage (Params.atto, short contexts): every
-// block of kv head kvh's group computes that head's whole attention (all len positions, one chunk)
-// for its G query heads, redundantly, so the o_proj that follows needs no other block's output:
-// the block multiplies its rows of W_o's columns for these heads (a split-K part of o_proj) and
-// the consumers of x sum the n_kv parts. Leaves the G x hd attention output in sm[0, G * hd).
-// leader: this block writes this position's K/V rows to the cache (one block per group); every
-// block reads that row from its own shared-memory copy (kself, vself), the earlier rows from the
-// cache (written in earlier steps, ordered before this one by the counters' release/acquire).
-// Shared memory: the attention() layout, then kself, vself (hd KT each).
-template <typename KT, int RB>
-__device__ __noinline__ void atto_attention(const Params &P, int l, int pos, int kvh, bool leader, float *sm) {
-    const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
-    const LayerW L = P.layers[l];
-    const size_t kvd = (size_t)P.nkv * hd;
-    KT *Kl = kv_rows<KT>(P.kc, P, l, kvh), *Vl = kv_rows<KT>(P.vc, P, l, kvh);
-    const int stride = hd + 2;
-    float *qs = sm;                      // (G, hd) normed, roped queries; then the output
-    float *res = qs + G * hd;            // (G, hd+2) (m, l, acc) per head
-    float *tmp = res + G * stride;       // (NW, hd) per-warp scratch
-    float *pm = tmp + NW * hd;           // (NW, 4, hd+2) per-warp partials (att_pass)
-    KT *kself = reinterpret_cast<KT *>(pm + NW * 4 * stride), *vself = kself + hd;
-    for (int t = warp; t < G + 2; t += NW) {
-        if (t < G)
-            prep_head<KT>(P, P.qkv + (size_t)(kvh * G + t) * hd, L.q_norm, true, pos, tmp + warp * hd, qs + t * hd,
-                          nullptr);
-        else if (t == G)
-            prep_head(P, P.qkv + P.qdim + (size_t)kvh * hd, L.k_norm, true, pos, tmp + warp * hd, nullptr,
-                      leader ? Kl + (size_t)pos * hd : nullptr, kself);
-        else
-            prep_head(P, P.qkv + P.qdim + kvd + (size_t)kvh * hd, nullptr, false, pos, tmp + warp * hd, nullptr,
-                      leader ? Vl + (size_t)pos * hd : nullptr, vself);
-    }
-    __syncthreads();
-    sprof_mark(P, SP_ATT);  // q/k/v head prep
-    for (int g0 = 0; g0 < G; g0 += 4) {
-        const int gs = G - g0 < 4 ? G - g0 : 4;
-        const float *qg = qs + g0 * hd;
-        float *rg = res + (size_t)g0 * stride;
-        switch (gs) {
-        case 1: att_pass<1, RB, false, KT, true>(P, Kl, Vl, 0, len, qg, pm, rg, kself, vself); break;
-        case 2: att_pass<2, RB, false, KT, true>(P, Kl, Vl, 0, len, qg, pm, rg, kself, vself); break;
-        case 3: att_pass<3, 2, false, KT, true>(P, Kl, Vl, 0, len, qg, pm, rg, kself, vself); break;
-        default: att_pass<4, 2, false, KT, true>(P, Kl, Vl, 0, len, qg, pm, rg, kself, vself); break;
-        }
-    }
-    sprof_mark(P, SP_ATT + 1);
-    // the output over the queries (att_pass ended with a __syncthreads: qs is free); the same
-    // arithmetic as attention()'s one-chunk case
-    for (int t = threadIdx.x; t < G * hd; t += NT) {
-        const int g = t / hd, d = t % hd;
-        const float *e = res + (size_t)g * stride;
-        qs[t] = e[2 + d] / e[1];
-    }
-    __syncthreads();
 }
 
 // The attention output (q_dim floats) into sm from the per-chunk partials of all heads (nch > 1

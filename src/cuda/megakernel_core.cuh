@@ -299,9 +299,7 @@ __device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const f
     }
 }
 
-// The column-parallel matvec for a block's rows staged in shared memory (matvec's col flag: the
-// fused attention + o_proj stage's rows of 32 uint4s; as the stages' matvec it measured slower in
-// the kernel, run 34, docs/perf-notes.md, though faster alone): the threads
+// The column-parallel matvec (OPT_MVCOL) for a block's rows staged in shared memory: the threads
 // split the COLUMNS, not the rows. A row group of TPR threads (TPR = 32 .. NT, the largest power of
 // two <= the row's uint4 count n8) covers one row's n8 uint4s, thread g holding uint4s g, g + TPR,
 // ... (NK of them) and their 8 x floats each in registers, read from shared memory once per block
@@ -598,40 +596,6 @@ __device__ void load_norm(const float *x, const float *w, int n, float eps, floa
     ss = block_sum(ss, red);
     const float r = 1.0f / sqrtf(ss / (float)n + eps);
     for (int i = threadIdx.x; i < n; i += NT) xs[i] = __ldg(w + i) * (xs[i] * r);
-    __syncthreads();
-}
-
-// load_norm of x + parts[0] + ... + parts[np - 1] (each n floats, n % 4 == 0, parts[g] at parts +
-// g * n, summed in that order): the residual after the fused attention + o_proj stage, whose n_kv
-// block groups each wrote a split-K part of o_proj. Each thread's loads (x, the parts, the norm
-// weights) go out together.
-__device__ void load_norm_parts(const float *x, const float *parts, int np, const float *w, int n, float eps,
-                                float *xs, float *red) {
-    const int n4 = n >> 2;
-    float4 *o4 = reinterpret_cast<float4 *>(xs);
-    float ss = 0.0f;
-    float4 g = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int i = threadIdx.x; i < n4; i += NT) {
-        float4 v = __ldcg(reinterpret_cast<const float4 *>(x) + i);
-        if (i == (int)threadIdx.x) g = __ldg(reinterpret_cast<const float4 *>(w) + i);
-        float4 pv[8];
-        for (int g0 = 0; g0 < np; g0 += 8) {
-#pragma unroll
-            for (int k = 0; k < 8; k++)
-                if (g0 + k < np) pv[k] = __ldcg(reinterpret_cast<const float4 *>(parts + (size_t)(g0 + k) * n) + i);
-#pragma unroll
-            for (int k = 0; k < 8; k++)
-                if (g0 + k < np) v.x += pv[k].x, v.y += pv[k].y, v.z += pv[k].z, v.w += pv[k].w;
-        }
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-        o4[i] = v;
-    }
-    ss = block_sum(ss, red);
-    const float r = 1.0f / sqrtf(ss / (float)n + eps);
-    for (int i = threadIdx.x; i < n4; i += NT) {  // each thread rescales the float4s it stored
-        const float4 v = o4[i], gw = i == (int)threadIdx.x ? g : __ldg(reinterpret_cast<const float4 *>(w) + i);
-        o4[i] = make_float4(gw.x * (v.x * r), gw.y * (v.y * r), gw.z * (v.z * r), gw.w * (v.w * r));
-    }
     __syncthreads();
 }
 
