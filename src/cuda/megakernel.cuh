@@ -47,8 +47,10 @@ enum {
     // 16384 FACQ (run 24: fence.acq_rel after the relaxed poll instead of an acquire load: every
     // stage's wake +0.3-0.5 us), 32768 GULATE (run 25: blocks without an attention item start the
     // gate|up copy after the O stage's input load: -0.5%, the time moved from attention to O),
-    // 65536 MVCOL (run 34: the stage matvecs through mv_col, column-parallel: 0.2-0.35 us faster
-    // alone in mvbench, but -4.4% in the kernel, q|k|v's matvec 1.5 -> 2.8 us: register pressure)
+    // 65536 MVCOL (run 34: the stage matvecs column-parallel, each thread a slice of the columns
+    // of a batch of rows, a transposing butterfly for the sums: 0.2-0.35 us faster alone in mvbench
+    // but -4.4% in the kernel, q|k|v's matvec 1.5 -> 2.8 us with more spills; code removed after
+    // run 35, described in docs/perf-notes.md)
     OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT,
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)

@@ -299,110 +299,6 @@ __device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const f
     }
 }
 
-// The column-parallel matvec (OPT_MVCOL) for a block's rows staged in shared memory: the threads
-// split the COLUMNS, not the rows. A row group of TPR threads (TPR = 32 .. NT, the largest power of
-// two <= the row's uint4 count n8) covers one row's n8 uint4s, thread g holding uint4s g, g + TPR,
-// ... (NK of them) and their 8 x floats each in registers, read from shared memory once per block
-// instead of once per warp; NT / TPR row groups take batches of RB rows in turn. Each batch loads
-// all its RB x NK weight uint4s before using any (one shared-memory latency per batch, not one per
-// row), then a transposing butterfly sums RB values over the warp in RB - 1 + 5 - log2(RB)
-// shuffles (a warp_sum per row took 5 RB, one row after another), and the TPR / 32 warps of a
-// row group meet in s_mvc. Why: mvbench (run 33) timed the row-per-warp matvec at 1.1-1.9 us from
-// shared memory with nothing else on the SM: o and down read x once per row per warp (64-96 KB of
-// shared-memory reads for 16-24 KB of weights, 2-way bank conflicts), q|k|v and gate|up wait one
-// latency per row and reduce each row with 5 dependent shuffles.
-constexpr int MVC_RED = 1024;                 // floats of s_mvc: rows x warps per row group
-__shared__ float s_mvc[MVC_RED];               // (rows of the block, TPR / 32) warp partial sums
-
-template <int NK, int RB, int MODE>
-__device__ __forceinline__ void mv_col(int n8, int tpr, const float *xs, const uint4 *ws, int r0, int nr,
-                                       float *out, float *out2, const float *xo) {
-    constexpr int LRB = RB == 16 ? 4 : RB == 8 ? 3 : RB == 4 ? 2 : RB == 2 ? 1 : 0;
-    static_assert((1 << LRB) == RB, "RB: a power of two <= 16");
-    const int t = threadIdx.x, grp = t / tpr, tg = t % tpr, ng = NT / tpr;
-    const int lane = t & 31, wig = tg >> 5, wpg = tpr >> 5;
-    float xr[NK][8];
-#pragma unroll
-    for (int k = 0; k < NK; k++) {
-        const int j = tg + tpr * k;
-        if (j < n8) {
-            const float4 a = *reinterpret_cast<const float4 *>(xs + 8 * j);
-            const float4 b = *reinterpret_cast<const float4 *>(xs + 8 * j + 4);
-            xr[k][0] = a.x, xr[k][1] = a.y, xr[k][2] = a.z, xr[k][3] = a.w;
-            xr[k][4] = b.x, xr[k][5] = b.y, xr[k][6] = b.z, xr[k][7] = b.w;
-        } else {
-#pragma unroll
-            for (int e = 0; e < 8; e++) xr[k][e] = 0.0f;
-        }
-    }
-    for (int rb = grp * RB; rb < nr; rb += ng * RB) {
-        uint4 w[RB][NK];
-#pragma unroll
-        for (int i = 0; i < RB; i++)
-#pragma unroll
-            for (int k = 0; k < NK; k++) {
-                const int j = tg + tpr * k;
-                w[i][k] = rb + i < nr && j < n8 ? ws[(size_t)(rb + i) * n8 + j] : make_uint4(0, 0, 0, 0);
-            }
-        float v[RB];
-#pragma unroll
-        for (int i = 0; i < RB; i++) {
-            float a = dot8r(w[i][0], xr[0]);
-#pragma unroll
-            for (int k = 1; k < NK; k++) a += dot8r(w[i][k], xr[k]);
-            v[i] = a;
-        }
-        // butterfly with transposition: at offset 16 >> s a lane keeps one half of its values (the
-        // upper when its bit is set) and adds the partner's copy of that half
-#pragma unroll
-        for (int s = 0; s < LRB; s++) {
-            const int o = 16 >> s, half = RB >> (s + 1);
-            const bool up = lane & o;
-#pragma unroll
-            for (int i = 0; i < half; i++) {
-                const float keep = up ? v[i + half] : v[i], send = up ? v[i] : v[i + half];
-                v[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
-            }
-        }
-#pragma unroll
-        for (int o = 16 >> LRB; o > 0; o >>= 1) v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
-        // lane holds row rb + ((lane >> (5 - LRB)) & (RB - 1)); one lane of each set writes it
-        const int ri = (lane >> (5 - LRB)) & (RB - 1);
-        if ((lane & ((32 >> LRB) - 1)) == 0 && rb + ri < nr) s_mvc[(rb + ri) * wpg + wig] = v[0];
-    }
-    __syncthreads();
-    for (int r = t; r < nr; r += NT) {
-        float a = s_mvc[r * wpg];
-        for (int k = 1; k < wpg; k++) a += s_mvc[r * wpg + k];
-        const int row = r0 + r;
-        if (MODE == MV_STORE) {
-            out[row] = a;
-        } else if (MODE == MV_SMEM) {
-            out[r] = a;
-        } else {
-            const float v = (xo ? xo[r] : __ldcg(out + row)) + a;
-            out[row] = v;
-            if (out2) out2[row] = v;
-        }
-    }
-}
-
-// mv_col for this shape if it applies (staged rows, MODE not MV_LOGITS, n8 >= 32, NK <= 3, the
-// partials fit s_mvc); false: the caller runs the row-per-warp matvec
-template <int MODE>
-__device__ __forceinline__ bool mv_col_try(int n8, const float *xs, const uint4 *ws, int r0, int nr, float *out,
-                                           float *out2, const float *xo) {
-    if (MODE == MV_LOGITS || !ws || n8 < 32 || nr <= 0) return false;
-    int tpr = NT;
-    while (tpr > n8) tpr >>= 1;
-    const int nk = (n8 + tpr - 1) / tpr;
-    if (nk > 3 || nr * (tpr >> 5) > MVC_RED) return false;
-    if (nk == 1) mv_col<1, 8, (MODE == MV_LOGITS ? MV_STORE : MODE)>(n8, tpr, xs, ws, r0, nr, out, out2, xo);
-    else if (nk == 2) mv_col<2, 4, (MODE == MV_LOGITS ? MV_STORE : MODE)>(n8, tpr, xs, ws, r0, nr, out, out2, xo);
-    else mv_col<3, 4, (MODE == MV_LOGITS ? MV_STORE : MODE)>(n8, tpr, xs, ws, r0, nr, out, out2, xo);
-    return true;
-}
-
 // out[r] (=|+=) W[r,:] . xs for this block's rows of W (rows, cols), cols % 8 == 0, xs in smem.
 // A block's rows are split into units (row, k-slice) over its warps; when a block has fewer rows
 // than warps each row is cut into KS slices whose partial sums meet in shared memory (fixed order:
@@ -410,19 +306,17 @@ __device__ __forceinline__ bool mv_col_try(int n8, const float *xs, const uint4 
 // rr0 >= 0: use rows [rr0, rr1) instead of the balanced split. out2: MV_ADD also stores there.
 // MV_SMEM: out[row - rr0] = dot (a block-local result in shared memory).
 // xo (MV_ADD): the current values of the block's rows, xo[row - r0] in shared memory, instead of
-// reading them back from out. reg: use the register path (mv_reg) where it applies; col: the
-// column-parallel path (mv_col) where it applies, before either.
+// reading them back from out. reg: use the register path (mv_reg) where it applies.
 template <int MODE>
 __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
                        float *red, unsigned long long *best, const uint4 *ws = nullptr, int rr0 = -1,
                        int rr1 = -1, float *out2 = nullptr, int pfd = 0, const float *xo = nullptr,
-                       bool reg = false, bool col = false) {
+                       bool reg = false) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int r0 = rr0, r1 = rr1;
     if (rr0 < 0) block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
     const int nr = r1 - r0;
     const int n8 = cols >> 3;
-    if (col && mv_col_try<MODE>(n8, xs, ws, r0, nr, out, out2, xo)) return;
     int KS = nr >= NW ? 1 : NW / (nr > 0 ? nr : 1);
     int maxks = n8 / 32 > 0 ? n8 / 32 : 1;
     if (KS > maxks) KS = maxks;
