@@ -122,6 +122,8 @@ struct mqp_state {
     cudaEvent_t pev[NPEV];
     const char *pname[NPEV];
     unsigned fattr;        // flash2_k instantiations whose shared-memory limit is raised
+    unsigned sattr;        // attn_small_k instantiations whose shared-memory limit is raised
+    int small;             // attn_small_k for chunks of <= SMALL_T tokens at position 0 (MQ_PREFILL_SMALL=0 off)
     // f32 cache, attention v2: layer l's K/V rows [0, pos+T) as bf16, remade per layer (rows, kv_dim)
     // each, position-major (unlike the head-major cache): K hi, V hi, then K lo, V lo when split
     __nv_bfloat16 *kvs;
@@ -290,6 +292,142 @@ __device__ __forceinline__ void split2(float a, float b, uint32_t &hi, uint32_t 
     const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
     hi = *reinterpret_cast<const uint32_t *>(&h);
     lo = pack_bf2(a - __low2float(h), b - __high2float(h));
+}
+
+// Attention for a short first chunk (T <= SMALL_T tokens at position 0, hd = HD): qk_prep_k and the
+// flash kernel in one launch. Block (h, rg) owns query rows [16 rg, 16 rg + 16) of head h. It sums
+// the q|k|v slabs, normalises and rotates its q rows and the K rows [0, q1) of h's kv head (each
+// block of the group redoes those: at most SMALL_T rows), keeps K, V and q in shared memory as f32
+// (K and V rounded to the cache's element type first, as decode reads them), and the first head
+// of each kv group writes its own rows' K/V to the cache. Scores, softmax and P V in f32 (more exact
+// than the tensor-core path; no bf16 rounding of q or P). Output as flash2_k writes it: bf16 hi
+// (+ lo) rows of (T, q_dim). One launch instead of two, no K/V scratch copy. 8 warps, 2 query rows
+// each; a lane holds keys lane and lane + 32 of its rows' scores, dims [4 lane', ...) of the output.
+constexpr int SMALL_T = 64;
+template <int HD, typename KT>
+__global__ void __launch_bounds__(256) attn_small_k(const float *qkv, int ns, size_t ss, const float *qn, const float *kn,
+                                                    const float *rope, KT *kc, KT *vc, __nv_bfloat16 *att,
+                                                    __nv_bfloat16 *atl, int T, int nh, int nkv, int maxc,
+                                                    const int *posp, float eps) {
+    constexpr int E = HD / 32, KS = HD + 4;  // dims per lane in the prep; K row stride (conflict-free float4)
+    extern __shared__ __align__(16) float ssm[];
+    float *Ks = ssm;                          // (q1, KS)
+    float *Vs = Ks + (size_t)SMALL_T * KS;    // (q1, HD)
+    float *Qs = Vs + (size_t)SMALL_T * HD;    // (16, HD)
+    float *Ps = Qs + 16 * HD;                 // (8 warps, 2 rows, SMALL_T)
+    const int h = blockIdx.x, q0 = blockIdx.y * 16, q1 = min(T, q0 + 16), G = nh / nkv, kvh = h / G;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = HD / 2, qd = nh * HD, kvd = nkv * HD;
+    const size_t rs = (size_t)qd + 2 * kvd;  // a token's q|k|v row
+    pdl_wait();
+    pdl_trigger();
+    if (*posp != 0) __trap();  // the host takes this path only for a chunk at position 0
+    const bool own = h % G == 0;  // writes this block's rows of the kv head to the cache
+    // prep tasks: K rows [0, q1), V rows [0, q1), q rows [q0, q1)
+    const int nt = 2 * q1 + (q1 - q0);
+    for (int task = warp; task < nt; task += 8) {
+        const int kind = task < q1 ? 0 : task < 2 * q1 ? 1 : 2;  // 0 K, 1 V, 2 q
+        const int t = kind == 0 ? task : kind == 1 ? task - q1 : q0 + task - 2 * q1;
+        const int slot = kind == 2 ? h : kind == 0 ? nh + kvh : nh + nkv + kvh;
+        const float *src = qkv + (size_t)t * rs + (size_t)slot * HD + lane * E;
+        float v[E];
+        float sq = 0.0f;
+#pragma unroll
+        for (int j = 0; j < E; j++) {
+            float a = src[j];
+            for (int k = 1; k < ns; k++) a += src[k * ss + j];
+            v[j] = a;
+            sq += a * a;
+        }
+        if (kind != 1) {  // RMSNorm (q_norm / k_norm), then RoPE at position t (pos = 0)
+            sq = warp_sum(sq);
+            const float r = 1.0f / sqrtf(sq / (float)HD + eps);
+            const float *nw = kind == 2 ? qn : kn;
+#pragma unroll
+            for (int j = 0; j < E; j++) {
+                const int d = lane * E + j, i = d % half;
+                const float y = nw[d] * (v[j] * r);
+                const float pr = __shfl_xor_sync(0xffffffffu, y, 16);
+                const float2 cs = reinterpret_cast<const float2 *>(rope)[(size_t)t * half + i];
+                v[j] = lane < 16 ? y * cs.x - pr * cs.y : y * cs.x + pr * cs.y;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < E; j++) {
+            const int d = lane * E + j;
+            if (kind == 2) {
+                Qs[(t - q0) * HD + d] = v[j];
+            } else {
+                KT *cache = kind == 0 ? kc : vc;
+                const size_t co = ((size_t)kvh * maxc + t) * HD + d;
+                if (own && t >= q0) st1(cache + co, v[j]);
+                // the value decode will read from the cache
+                KT rv;
+                st1(&rv, v[j]);
+                const float f = sizeof(KT) == 4 ? v[j] : __bfloat162float(*reinterpret_cast<__nv_bfloat16 *>(&rv));
+                if (kind == 0) Ks[t * KS + d] = f;
+                else Vs[t * HD + d] = f;
+            }
+        }
+    }
+    __syncthreads();
+    // scores: warp rows ta = q0 + 2 warp, tb = ta + 1; lane keys pa = lane, pb = lane + 32
+    const int ta = q0 + 2 * warp, tb = ta + 1, pa = lane, pb = lane + 32;
+    const float sc = rsqrtf((float)HD);
+    float s[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+    if (ta < q1) {
+        const float4 *qa = reinterpret_cast<const float4 *>(Qs + (ta - q0) * HD);
+        const float4 *qb = reinterpret_cast<const float4 *>(Qs + (tb - q0) * HD);  // (row 16 of Qs exists: unused if tb >= q1)
+        const float4 *ka = reinterpret_cast<const float4 *>(Ks + (size_t)min(pa, SMALL_T - 1) * KS);
+        const float4 *kb = reinterpret_cast<const float4 *>(Ks + (size_t)min(pb, SMALL_T - 1) * KS);
+#pragma unroll 8
+        for (int d4 = 0; d4 < HD / 4; d4++) {
+            const float4 x = qa[d4], y = tb < q1 ? qb[d4] : make_float4(0.f, 0.f, 0.f, 0.f), u = ka[d4], w = kb[d4];
+            s[0][0] += x.x * u.x + x.y * u.y + x.z * u.z + x.w * u.w;
+            s[0][1] += x.x * w.x + x.y * w.y + x.z * w.z + x.w * w.w;
+            s[1][0] += y.x * u.x + y.y * u.y + y.z * u.z + y.w * u.w;
+            s[1][1] += y.x * w.x + y.y * w.y + y.z * w.z + y.w * w.w;
+        }
+    }
+    // causal softmax per row (key p <= t); P to shared memory for P V
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int t = ta + r;
+        const float a = pa <= t ? s[r][0] * sc : -INFINITY, b = pb <= t ? s[r][1] * sc : -INFINITY;
+        float m = fmaxf(a, b);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        const float ea = pa <= t ? expf(a - m) : 0.0f, eb = pb <= t ? expf(b - m) : 0.0f;
+        inv[r] = 1.0f / warp_sum(ea + eb);
+        Ps[(warp * 2 + r) * SMALL_T + pa] = ea;
+        Ps[(warp * 2 + r) * SMALL_T + pb] = eb;
+    }
+    __syncwarp();
+    if (ta >= q1) return;
+    // O = P V over keys [0, tb]: lane's dims 4 lane' (HD / 4 float4s of a row over the warp)
+    const float *pra = Ps + (warp * 2) * SMALL_T, *prb = pra + SMALL_T;
+    const int pend = min(tb, q1 - 1);
+    for (int d4 = lane; d4 < HD / 4; d4 += 32) {
+        float4 oa = make_float4(0.f, 0.f, 0.f, 0.f), ob = oa;
+        for (int p = 0; p <= pend; p++) {
+            const float4 vv = reinterpret_cast<const float4 *>(Vs + (size_t)p * HD)[d4];
+            const float wa = pra[p], wb = prb[p];
+            oa.x += wa * vv.x, oa.y += wa * vv.y, oa.z += wa * vv.z, oa.w += wa * vv.w;
+            ob.x += wb * vv.x, ob.y += wb * vv.y, ob.z += wb * vv.z, ob.w += wb * vv.w;
+        }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int t = ta + r;
+            if (t >= q1) break;
+            const float4 o = r ? ob : oa;
+            const size_t c = (size_t)t * qd + (size_t)h * HD + 4 * d4;
+            uint32_t hi0, lo0, hi1, lo1;
+            split2(o.x * inv[r], o.y * inv[r], hi0, lo0);
+            split2(o.z * inv[r], o.w * inv[r], hi1, lo1);
+            *reinterpret_cast<uint2 *>(att + c) = make_uint2(hi0, hi1);
+            if (atl) *reinterpret_cast<uint2 *>(atl + c) = make_uint2(lo0, lo1);
+        }
+    }
 }
 
 // 8 cache elements (f32 or bf16) -> hi and lo bf16 (uint4 each); zeros when !ok.
@@ -876,6 +1014,24 @@ int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_b
     return 0;
 }
 
+// qk_prep_k + attention for a chunk of T <= SMALL_T tokens at position 0 in one kernel (attn_small_k).
+template <int HD, typename KT>
+int launch_small(mqp_state *S, const Params *P, int l, int nq, const float *qn, const float *kn, __nv_bfloat16 *att,
+                 __nv_bfloat16 *atl, int T, cudaStream_t s) {
+    const size_t smem = ((size_t)SMALL_T * (HD + 4) + (size_t)SMALL_T * HD + 16 * HD + 16 * SMALL_T) * 4;
+    const unsigned bit = 1u << ((HD == 128 ? 2 : HD == 64 ? 1 : 0) * 2 + (sizeof(KT) == 4));
+    if (!(S->sattr & bit)) {  // once per instantiation (the first call of a graph key is never captured)
+        PCK(cudaFuncSetAttribute(attn_small_k<HD, KT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        S->sattr |= bit;
+    }
+    const size_t lo = (size_t)l * P->max_ctx * P->nkv * HD;  // layer l's (n_kv, max_ctx, HD)
+    KT *kc = static_cast<KT *>(P->kc) + lo, *vc = static_cast<KT *>(P->vc) + lo;
+    PCK(pdl_launch(S->pdl, attn_small_k<HD, KT>, dim3(P->nh, (T + 15) / 16), dim3(256), smem, s, S->qkv, nq,
+                   (size_t)T * (S->qd + 2 * S->kvd), qn, kn, P->rope, kc, vc, att, atl, T, P->nh, P->nkv, P->max_ctx,
+                   S->dbuf, P->eps));
+    return 0;
+}
+
 // kh..vl: layer l's K/V as bf16 for flash2_k (the position-major scratch copy of an f32 cache, or
 // the head-major bf16 cache itself with kl = vl = nullptr); unused by the first kernel
 // (MQ_PREFILL_ATTN=1), which reads the cache.
@@ -925,33 +1081,42 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     int nq = 1, ng = 1;
     if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s)) return -1;
     mark(S, s, "qkv");
-    KT *kc = static_cast<KT *>(P->kc) + lo, *vc = static_cast<KT *>(P->vc) + lo;
-    // K/V for attention v2: the bf16 cache as it is, or the f32 cache's bf16 hi (lo) scratch copy
-    __nv_bfloat16 *kh = nullptr, *kl = nullptr, *vh = nullptr, *vl = nullptr;
-    const bool conv = sizeof(KT) == 4 && !S->attn_v1;
-    if (conv) {
-        const size_t a = S->kv_cap * kvd;
-        kh = S->kvs, vh = kh + a;
-        if (sp) kl = vh + a, vl = kl + a;
-        if (kvgrid > 0) {
-            PCK(pdl_launch(S->pdl, kv_split_k, dim3(kvgrid), dim3(256), 0, s, reinterpret_cast<const float *>(kc),
-                           reinterpret_cast<const float *>(vc), kh, kl, vh, vl, S->dbuf, kvd, hd, S->max_ctx));
-            mark(S, s, "kv_split");
-        }
-    }
-    const unsigned nslot = (unsigned)(S->nh + 2 * S->nkv);
-    PCK(pdl_launch(S->pdl, qk_prep_k<KT>, dim3(T, (nslot + 7) / 8), dim3(256), (size_t)8 * hd * 4, s, S->qkv, nq,
-                   (size_t)T * (qd + 2 * kvd), W.q_norm, W.k_norm, P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh,
-                   S->nkv, hd, S->max_ctx, S->dbuf, P->eps));
-    mark(S, s, "qk_prep");
-    if (!conv) kh = reinterpret_cast<__nv_bfloat16 *>(kc), vh = reinterpret_cast<__nv_bfloat16 *>(vc);
     // the normed rows are consumed by the QKV GEMM; reuse as the attention output (T, q_dim) [+ lo]
     __nv_bfloat16 *att = S->xn, *atl = sp ? att + (size_t)T * qd : nullptr;
-    int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s)
-          : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s)
-                      : attention<32, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s);
-    if (r) return -1;
-    mark(S, s, "attn");
+    if (S->small && !S->attn_v1 && kvgrid == 0 && T <= SMALL_T) {
+        // a short first chunk: q/k prep and attention in one kernel, no K/V scratch
+        const int r = hd == 128 ? launch_small<128, KT>(S, P, l, nq, W.q_norm, W.k_norm, att, atl, T, s)
+                    : hd == 64  ? launch_small<64, KT>(S, P, l, nq, W.q_norm, W.k_norm, att, atl, T, s)
+                                : launch_small<32, KT>(S, P, l, nq, W.q_norm, W.k_norm, att, atl, T, s);
+        if (r) return -1;
+        mark(S, s, "attn_small");
+    } else {
+        KT *kc = static_cast<KT *>(P->kc) + lo, *vc = static_cast<KT *>(P->vc) + lo;
+        // K/V for attention v2: the bf16 cache as it is, or the f32 cache's bf16 hi (lo) scratch copy
+        __nv_bfloat16 *kh = nullptr, *kl = nullptr, *vh = nullptr, *vl = nullptr;
+        const bool conv = sizeof(KT) == 4 && !S->attn_v1;
+        if (conv) {
+            const size_t a = S->kv_cap * kvd;
+            kh = S->kvs, vh = kh + a;
+            if (sp) kl = vh + a, vl = kl + a;
+            if (kvgrid > 0) {
+                PCK(pdl_launch(S->pdl, kv_split_k, dim3(kvgrid), dim3(256), 0, s, reinterpret_cast<const float *>(kc),
+                               reinterpret_cast<const float *>(vc), kh, kl, vh, vl, S->dbuf, kvd, hd, S->max_ctx));
+                mark(S, s, "kv_split");
+            }
+        }
+        const unsigned nslot = (unsigned)(S->nh + 2 * S->nkv);
+        PCK(pdl_launch(S->pdl, qk_prep_k<KT>, dim3(T, (nslot + 7) / 8), dim3(256), (size_t)8 * hd * 4, s, S->qkv, nq,
+                       (size_t)T * (qd + 2 * kvd), W.q_norm, W.k_norm, P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh,
+                       S->nkv, hd, S->max_ctx, S->dbuf, P->eps));
+        mark(S, s, "qk_prep");
+        if (!conv) kh = reinterpret_cast<__nv_bfloat16 *>(kc), vh = reinterpret_cast<__nv_bfloat16 *>(vc);
+        int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s)
+              : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s)
+                          : attention<32, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s);
+        if (r) return -1;
+        mark(S, s, "attn");
+    }
     int no = 1;
     if (mm(S, W.o, H, qd, att, S->dres, T, cap, &no, s)) return -1;  // att o^T, added by the next norm
     mark(S, s, "o");
@@ -1040,6 +1205,8 @@ int init(mqp_state **st, const Params *P) {
     PCK(cudaEventCreateWithFlags(&S->ev, cudaEventDisableTiming));
     const char *ae = getenv("MQ_PREFILL_ATTN");
     S->attn_v1 = ae && atoi(ae) == 1;
+    const char *se = getenv("MQ_PREFILL_SMALL");
+    S->small = !(se && atoi(se) == 0);
     int dev = 0;
     PCK(cudaGetDevice(&dev));
     PCK(cudaDeviceGetAttribute(&S->sms, cudaDevAttrMultiProcessorCount, dev));
