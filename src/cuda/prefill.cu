@@ -122,7 +122,6 @@ struct mqp_state {
     cudaEvent_t pev[NPEV];
     const char *pname[NPEV];
     unsigned fattr;        // flash2_k instantiations whose shared-memory limit is raised
-    int pvlo;              // split bf16: P V with its lo terms (MQ_PREFILL_PVLO=0: plain bf16 P V)
     unsigned sattr;        // attn_small_k instantiations whose shared-memory limit is raised
     int small;             // attn_small_k for chunks of <= small tokens at position 0 (MQ_PREFILL_SMALL=N, at most
                            // SMALL_T; default 16: run 37 measured it faster at 8 tokens, slower at 32; 0 off)
@@ -730,15 +729,11 @@ __global__ void kv_split_k(const float *K, const float *V, __nv_bfloat16 *kh, __
 // Key rows per tile: 64, or 32 at HD = 128 with lo terms (registers: q hi + lo, O and S fragments;
 // shared memory: four K/V arrays). MINB: blocks per SM the registers are capped for (3 where that
 // costs no spills, checked with -Xptxas -v).
-// PVLO: P V takes the lo terms too (P.lo V.hi, P.hi V.lo); without them the P V product is plain
-// bf16 (its error is linear in P and V, unlike the scores', which the softmax exponentiates).
-template <int HD, bool QLO, bool KVLO, bool PVLO = true>
+template <int HD, bool QLO, bool KVLO>
 struct Flash2Cfg {
     static constexpr int BK = HD == 128 && (QLO || KVLO) ? 32 : 64;
     static constexpr int MINB = HD == 128 || (HD == 64 && KVLO) ? 2 : 3;
-    static constexpr bool VLO = KVLO && PVLO;                // V lo rows loaded and used
-    static constexpr int NA = 2 + KVLO + VLO;  // smem arrays per stage: K hi, (K lo), V hi, (V lo)
-    static constexpr int VOFF = 1 + KVLO;       // V hi's array (V lo follows it)
+    static constexpr int NA = KVLO ? 4 : 2;  // smem arrays per stage: K hi, (K lo), V hi, (V lo)
     static constexpr int KS = HD + 8;        // padded row (16 bytes): ldmatrix rows hit distinct banks
     static constexpr size_t SMEM = (size_t)2 * NA * BK * KS * sizeof(__nv_bfloat16);
 };
@@ -750,17 +745,16 @@ struct Flash2Cfg {
 // both stages of [K hi, K lo, V hi, V lo] (BK, HD+8) sit in dynamic shared memory; the next tile's
 // cp.async runs while this one computes. QLO: q and P carry lo halves (split bf16); products take
 // the lo terms first (q.lo K.hi, q.hi K.lo) then hi.hi.
-template <int HD, bool QLO, bool KVLO, bool PVLO>
-__global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO, PVLO>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
+template <int HD, bool QLO, bool KVLO>
+__global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
                                                 const __nv_bfloat16 *Kh, const __nv_bfloat16 *Kl,
                                                 const __nv_bfloat16 *Vh, const __nv_bfloat16 *Vl, int ldkv,
                                                 size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
                                                 const int *posp, int nh, int nkv) {
     pdl_wait();
     pdl_trigger();
-    using Cfg = Flash2Cfg<HD, QLO, KVLO, PVLO>;
-    constexpr int BKT = Cfg::BK, NA = Cfg::NA, KS = Cfg::KS, TILE = BKT * KS, VOFF = Cfg::VOFF;
-    constexpr bool VLO = Cfg::VLO;
+    using Cfg = Flash2Cfg<HD, QLO, KVLO>;
+    constexpr int BKT = Cfg::BK, NA = Cfg::NA, KS = Cfg::KS, TILE = BKT * KS;
     extern __shared__ __align__(16) __nv_bfloat16 fsm[];  // [2 stages][NA][BKT][KS]
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, lm = lane >> 3;
     const int h = blockIdx.y, kvh = h / (nh / nkv), q0 = (gridDim.x - 1 - blockIdx.x) * BQ;
@@ -789,8 +783,8 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO, PVLO>::MINB)) f
             const int so = key * KS + d0;
             cp16(base + so, Kh + off, ok);
             if (KVLO) cp16(base + TILE + so, Kl + off, ok);
-            cp16(base + VOFF * TILE + so, Vh + off, ok);
-            if (VLO) cp16(base + (VOFF + 1) * TILE + so, Vl + off, ok);
+            cp16(base + (NA / 2) * TILE + so, Vh + off, ok);
+            if (KVLO) cp16(base + (NA / 2 + 1) * TILE + so, Vl + off, ok);
         }
     };
 
@@ -805,7 +799,7 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO, PVLO>::MINB)) f
         const int k0 = kt * BKT;
         if (k0 <= wlast) {  // else every key of this tile is after this warp's rows
             const __nv_bfloat16 *Ksh = fsm + (kt & 1) * NA * TILE, *Ksl = Ksh + TILE;
-            const __nv_bfloat16 *Vsh = Ksh + VOFF * TILE, *Vsl = Vsh + TILE;
+            const __nv_bfloat16 *Vsh = Ksh + (NA / 2) * TILE, *Vsl = Vsh + TILE;
             float s[BKT / 8][4];
 #pragma unroll
             for (int j = 0; j < BKT / 8; j++) {
@@ -842,11 +836,11 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO, PVLO>::MINB)) f
                     const int vo = (kk * 16 + (lm & 1) * 8 + (lane & 7)) * KS + (dn + (lm >> 1)) * 8;
                     uint32_t b[4];
                     ldsm4t(b, Vsh + vo);
-                    if (QLO && PVLO) {
+                    if (QLO) {
                         mma16816(o[dn], pl, b[0], b[1]);
                         mma16816(o[dn + 1], pl, b[2], b[3]);
                     }
-                    if (VLO) {
+                    if (KVLO) {
                         uint32_t bl[4];
                         ldsm4t(bl, Vsl + vo);
                         mma16816(o[dn], pa, bl[0], bl[1]);
@@ -1024,18 +1018,17 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
     return gemmx(S, 1, W, K, X, D, N, T, K, s);
 }
 
-template <int HD, bool QLO, bool KVLO, bool PVLO = true>
+template <int HD, bool QLO, bool KVLO>
 int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
                   const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv, size_t hs,
                   __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv, cudaStream_t s) {
-    using Cfg = Flash2Cfg<HD, QLO, KVLO, PVLO>;
-    const unsigned bit = 1u << ((HD == 128 ? 2 : HD == 64 ? 1 : 0) * 8 + PVLO * 4 + QLO * 2 + KVLO);
+    using Cfg = Flash2Cfg<HD, QLO, KVLO>;
+    const unsigned bit = 1u << ((HD == 128 ? 2 : HD == 64 ? 1 : 0) * 4 + QLO * 2 + KVLO);
     if (!(S->fattr & bit)) {  // once per instantiation (the first call of a graph key is never captured)
-        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, PVLO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)Cfg::SMEM));
+        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Cfg::SMEM));
         S->fattr |= bit;
     }
-    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, PVLO>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl, ldkv, hs, att,
+    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl, ldkv, hs, att,
                    atl, T, S->dbuf, nh, nkv));
     return 0;
 }
@@ -1081,12 +1074,8 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
     const bool scratch = sizeof(KT) == 4;
     const int ld = scratch ? S->kvd : HD;
     const size_t hs = scratch ? (size_t)HD : (size_t)P->max_ctx * HD;
-    if (S->split && kl && !S->pvlo)
-        return launch_flash2<HD, true, true, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T, P->nh, P->nkv, s);
     if (S->split && kl)
         return launch_flash2<HD, true, true>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T, P->nh, P->nkv, s);
-    if (S->split && !S->pvlo)
-        return launch_flash2<HD, true, false, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T, P->nh, P->nkv, s);
     if (S->split)
         return launch_flash2<HD, true, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T, P->nh, P->nkv, s);
     return launch_flash2<HD, false, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T, P->nh, P->nkv, s);
@@ -1235,8 +1224,6 @@ int init(mqp_state **st, const Params *P) {
     PCK(cudaEventCreateWithFlags(&S->ev, cudaEventDisableTiming));
     const char *ae = getenv("MQ_PREFILL_ATTN");
     S->attn_v1 = ae && atoi(ae) == 1;
-    const char *pve = getenv("MQ_PREFILL_PVLO");
-    S->pvlo = !(pve && atoi(pve) == 0);
     const char *se = getenv("MQ_PREFILL_SMALL");
     S->small = se && *se ? atoi(se) : 16;
     if (S->small < 0) S->small = 0;
