@@ -103,7 +103,11 @@ __global__ void __launch_bounds__(NT, 1) mvb_k(const __grid_constant__ Params P,
 //           memory back to back (the weight traffic of the decode kernel, at full bandwidth);
 //   mode 2: all blocks write their 8 floats of the vector, arrive on one counter, wait for all and
 //           read the whole vector (a grid-wide stage), no copies;
-//   mode 3: mode 2 with each block keeping one 48 KB bulk copy in flight per round.
+//   mode 3: mode 2 with each block keeping one 48 KB bulk copy in flight per round;
+//   mode 4: mode 2 with one flag word per block instead of the counter (st.release of the round
+//           number; warp 0 of every block polls the G flags, ~5 per lane): no same-address atomics;
+//   mode 5: mode 4 with the 48 KB copies of mode 3;
+//   mode 6: mode 2 without the vector (the counter alone: the synchronisation's own cost).
 // cyc[0]: cycles per hop (ping-pong round trip / 2) or per round (modes 2-3), block 0's clock;
 // cyc[1]: bad vector values seen (must be 0).
 __global__ void __launch_bounds__(NT, 1) hop_k(const __grid_constant__ Params P, unsigned *cnt, float *vec,
@@ -144,7 +148,26 @@ __global__ void __launch_bounds__(NT, 1) hop_k(const __grid_constant__ Params P,
         __syncthreads();
         if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(c), "r"(1u) : "memory");
     };
-    const size_t chunk = (mode == 3 ? 48 : 96) << 10;
+    const bool copies = mode == 3 || mode == 5, flags = mode == 4 || mode == 5;
+    unsigned *flg = cnt + 64;  // (G) per-block round numbers (modes 4-5)
+    // every flag of the G blocks at least target (warp 0; lane j covers blocks j, j + 32, ...)
+    auto wait_flags = [&](unsigned target) {
+        if (threadIdx.x < 32) {
+            for (unsigned j = threadIdx.x; j < G; j += 32) {
+                if (acq == 1) {
+                    while (ld_acquire(flg + j) < target) {
+                    }
+                } else {
+                    while (ld_relaxed(flg + j) < target) {
+                    }
+                    if (acq == 0) (void)ld_acquire(flg + j);
+                }
+            }
+            __syncwarp();
+        }
+        __syncthreads();
+    };
+    const size_t chunk = (copies ? 48 : 96) << 10;
     const size_t nchunks = src_bytes / chunk;
     unsigned par = 0;
     long long t0 = 0;
@@ -180,22 +203,30 @@ __global__ void __launch_bounds__(NT, 1) hop_k(const __grid_constant__ Params P,
     } else {
         t0 = clock64();
         for (int i = 0; i < reps; i++) {
-            if (mode == 3 && threadIdx.x == 32) {
+            if (copies && threadIdx.x == 32) {
                 if (i) mb_wait(smem_u32(&mb), par), par ^= 1u;
                 bulk_g2s(smem_u32(dsm), src + ((size_t)(b + (size_t)i * G) % nchunks) * (chunk / 2), chunk, smem_u32(&mb));
             }
             // each round publishes into its own slot so a fast block cannot overwrite a slow reader's
             // block b owns floats [8b, 8b + 8) of the vector (a stage's rows), everyone reads it all
             float *v = vec + (size_t)(i & 1) * 1024;
-            if (threadIdx.x < 2 && 8 * b + 4 * threadIdx.x < 1024)
+            if (mode != 6 && threadIdx.x < 2 && 8 * b + 4 * threadIdx.x < 1024)
                 reinterpret_cast<float4 *>(v + 8 * b)[threadIdx.x] = make_float4((float)i, (float)i, (float)i, (float)i);
             __syncthreads();
-            if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(cnt), "r"(1u) : "memory");
-            wait_ge(cnt, (unsigned)(i + 1) * G);
-            const float4 x = __ldcg(reinterpret_cast<const float4 *>(v) + threadIdx.x);
-            if (4 * threadIdx.x < 8 * G && (x.x != (float)i || x.w != (float)i)) s_bad = 1;
+            if (flags) {
+                if (threadIdx.x == 0)
+                    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(flg + b), "r"((unsigned)i + 1) : "memory");
+                wait_flags((unsigned)i + 1);
+            } else {
+                if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(cnt), "r"(1u) : "memory");
+                wait_ge(cnt, (unsigned)(i + 1) * G);
+            }
+            if (mode != 6) {
+                const float4 x = __ldcg(reinterpret_cast<const float4 *>(v) + threadIdx.x);
+                if (4 * threadIdx.x < 8 * G && (x.x != (float)i || x.w != (float)i)) s_bad = 1;
+            }
         }
-        if (mode == 3 && threadIdx.x == 32) mb_wait(smem_u32(&mb), par);
+        if (copies && threadIdx.x == 32) mb_wait(smem_u32(&mb), par);
         if (b == 0 && threadIdx.x == 0) cyc[0] = (unsigned long long)(clock64() - t0) / reps;
     }
     __syncthreads();
@@ -292,18 +323,20 @@ int main(int argc, char **argv) {
         unsigned *cnt;
         float *vec;
         CK(cudaMalloc(&src, sbytes));
-        CK(cudaMalloc(&cnt, 16));
+        CK(cudaMalloc(&cnt, (64 + (size_t)sms) * 4));  // counters, then one flag per block
         CK(cudaMalloc(&vec, 2048 * 4));
         CK(cudaMemset(src, 0, sbytes));
         CK(cudaFuncSetAttribute(hop_k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(96 << 10)));
-        static const char *mn[4] = {"ping-pong, quiet", "ping-pong, 130 SMs copying", "grid round, quiet",
-                                    "grid round, 48 KB copy per block"};
+        static const char *mn[7] = {"ping-pong, quiet", "ping-pong, 130 SMs copying", "grid round, quiet",
+                                    "grid round, 48 KB copy per block", "grid round, per-block flags, quiet",
+                                    "grid round, per-block flags, 48 KB copy per block",
+                                    "grid round, counter only (no vector), quiet"};
         static const char *an[3] = {"relaxed polls + acquire", "acquire polls", "relaxed polls only"};
         printf("\n| hop | poll | cycles | us | bad |\n|---|---|---|---|---|\n");
-        for (int mode = 0; mode < 4; mode++)
+        for (int mode = 0; mode < 7; mode++)
             for (int acq = 0; acq < 3; acq++) {
                 unsigned long long hc[2] = {0, 0};
-                CK(cudaMemset(cnt, 0, 16));
+                CK(cudaMemset(cnt, 0, (64 + (size_t)sms) * 4));
                 CK(cudaMemset(vec, 0xff, 2048 * 4));
                 CK(cudaMemset(cyc, 0, 16));
                 hop_k<<<sms, NT, 96 << 10>>>(P, cnt, vec, src, sbytes, reps * 5, mode, acq, cyc);
