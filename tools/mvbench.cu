@@ -108,7 +108,8 @@ __global__ void __launch_bounds__(NT, 1) mvb_k(const __grid_constant__ Params P,
 //           number; warp 0 of every block polls the G flags, ~5 per lane): no same-address atomics;
 //   mode 5: mode 4 with the 48 KB copies of mode 3;
 //   mode 6: mode 2 without the vector (the counter alone: the synchronisation's own cost).
-// cyc[0]: cycles per hop (ping-pong round trip / 2) or per round (modes 2-3), block 0's clock;
+// cyc[0]: cycles per hop (ping-pong round trip / 2) or per round (modes 2-6), block 0's clock. A round
+// of modes 3 and 5 also waits for the block's previous 48 KB copy: at least the copies' own time.
 // cyc[1]: bad vector values seen (must be 0).
 __global__ void __launch_bounds__(NT, 1) hop_k(const __grid_constant__ Params P, unsigned *cnt, float *vec,
                                                 const __nv_bfloat16 *src, size_t src_bytes, int reps, int mode,

@@ -9,7 +9,8 @@
 //   SiLU * up (bf16) -> down GEMM (added to the residual by the next layer's input norm)
 // then the final RMSNorm + lm_head for the rows whose logits are wanted (sub-chunks of LSUB rows).
 // Split bf16: each layer GEMM runs once over 2T columns (hi rows, then lo rows of its input); the
-// kernel reading the output adds the two fp32 halves. 8 launches per layer (+1 past position 0).
+// kernel reading the output adds the two fp32 halves. 8 launches per layer (+1 past position 0; -1
+// for a first chunk of <= 16 tokens, whose q/k prep and attention are one kernel, attn_small_k).
 // Chunks of <= 64 tokens use sgemm.cu instead of cuBLASLt (hi and lo rows folded into one product,
 // K split into slabs that the reading kernel sums the same way), and every kernel of the chain but
 // cuBLASLt's is launched with programmatic dependent launch (pdl.cuh).
@@ -395,7 +396,7 @@ __global__ void __launch_bounds__(NT_SMALL) attn_small_k(const float *qkv, int n
     float s[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
     if (ta < q1) {
         const float4 *qa = reinterpret_cast<const float4 *>(Qs + (ta - q0) * HD);
-        const float4 *qb = reinterpret_cast<const float4 *>(Qs + (tb - q0) * HD);  // (row 16 of Qs exists: unused if tb >= q1)
+        const float4 *qb = reinterpret_cast<const float4 *>(Qs + (tb - q0) * HD);  // (read only while tb < q1)
         const float4 *ka = reinterpret_cast<const float4 *>(Ks + (size_t)min(pa, SMALL_T - 1) * KS);
         const float4 *kb = reinterpret_cast<const float4 *>(Ks + (size_t)min(pb, SMALL_T - 1) * KS);
 #pragma unroll 8
