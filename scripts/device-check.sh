@@ -287,6 +287,7 @@ if [ -n "$ONLY" ] && want ncu-src; then
   # per-instruction warp stall samples of decode_df (source page: SASS lines with their CUDA lines)
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
   say "ncu-src: source-level stall sampling of decode_df"
+  rm -f /tmp/df-src.ncu-rep  # a failed profile must not export an older report
   MQ_CUDA_SYNC=df timeout 240 "$NCU" --clock-control none --set full --import-source yes -k regex:decode_df -c 1 \
     -f -o /tmp/df-src "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 64 --ids --ignore-eos --backend cuda \
     >"$O/ncu-src.txt" 2>&1
