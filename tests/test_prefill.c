@@ -277,6 +277,66 @@ static void test_attn_variants(void **st) {
     drop_model(&s);
 }
 
+/* attn_small_k (q/k prep + attention in one kernel for a first chunk of <= MQ_PREFILL_SMALL tokens,
+ * default 16) over its whole range, MQ_PREFILL_SMALL=64: all rows against the CPU at 17 and 40
+ * tokens (past the default cap) and decode continuing as on the CPU; then against the flash path
+ * (MQ_PREFILL_SMALL=0) on the same device for both precisions and KV cache types at 1, 16 and 64
+ * tokens (its scores and P V are f32, the flash path's bf16 terms: tight bars for split bf16,
+ * loose ones for plain bf16, as in test_attn_variants). */
+static void test_small_attn(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    synth_model s;
+    make_model(&s, "tiny", 8);
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_CUDA_KV");
+    setenv("MQ_PREFILL_SMALL", "64", 1);
+    mq_backend *cpu = mq_cpu_new(&s.m, 256, 0);
+    mq_backend *gpu = mq_cuda_new(&s.m, 256);
+    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
+    check_rows(gpu, cpu, "tiny (attn_small_k)", 17, 80);
+    check_rows(gpu, cpu, "tiny (attn_small_k)", 40, 81);
+    check_continue(gpu, cpu, "tiny (attn_small_k)", 40, 0, 16);
+    gpu->free(gpu);
+    cpu->free(cpu);
+    const int V = 151936, lens[3] = {1, 16, 64};
+    float *a = malloc((size_t)64 * V * 4), *b = malloc((size_t)64 * V * 4);
+    assert_non_null(a);
+    assert_non_null(b);
+    const char *prec[2] = {"split", "bf16"}, *kv[2] = {"f32", "bf16"};
+    for (int i = 0; i < 12; i++) {
+        const int T = lens[i % 3], sp = (i / 3) & 1, kb = i / 6;
+        int32_t *ids = make_ids(T, V, 90 + i);
+        setenv("MQ_PREFILL_PREC", prec[sp], 1);
+        setenv("MQ_CUDA_KV", kv[kb], 1);
+        for (int v = 0; v < 2; v++) {
+            setenv("MQ_PREFILL_SMALL", v ? "0" : "64", 1);
+            mq_backend *g = mq_cuda_new(&s.m, 256);
+            if (!g) fail_msg("backend: %s", mq_err_get());
+            if (g->forward(g, ids, T, 0, v ? b : a) != 0) fail_msg("cuda forward: %s", mq_err_get());
+            g->free(g);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "tiny attn_small_k vs flash (%s, KV %s), %d rows", prec[sp], kv[kb], T);
+        double kl;
+        int hard;
+        compare(what, a, b, T, V, &kl, &hard);
+        if (sp) {
+            assert_true(kl <= 1e-2); /* plain bf16: the flash path rounds q and P to bf16 */
+        } else {
+            assert_true(kl <= 1e-4);
+            assert_int_equal(hard, 0);
+        }
+        free(ids);
+    }
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_CUDA_KV");
+    unsetenv("MQ_PREFILL_SMALL");
+    free(a);
+    free(b);
+    drop_model(&s);
+}
+
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -463,6 +523,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny),
         cmocka_unit_test(test_attn_variants),
+        cmocka_unit_test(test_small_attn),
         cmocka_unit_test(test_gemm_variants),
         cmocka_unit_test(test_q06),
         cmocka_unit_test(test_q17),
