@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(NT, 1) mvb_k(const __grid_constant__ Params P,
         __syncthreads();
         const long long t0 = clock64();
         matvec<MV_STORE>(W, rows, cols, xs, out, red, nullptr, bytes ? wa : nullptr, -1, -1, nullptr, 0, nullptr,
-                         regx != 0);
+                         regx);
         __syncthreads();
         const long long t1 = clock64();
         if (cbytes) {
@@ -284,12 +284,15 @@ int main(int argc, char **argv) {
     if (!h || !ho || !ref) return 1;
     printf("mvbench: %d SMs at %.0f MHz, %d reps; cycles per matvec (block 0 / mean / max over blocks), us at that clock\n",
            sms, khz / 1e3, reps);
-    printf("| stage | rows/block | regx | copy beside | matvec cyc (b0 / mean / max) | us (mean) | wait for copy | wait on landed phase |\n");
+    printf("| stage | rows/block | path (0 row, 1 regx, 2 tc) | copy beside | matvec cyc (b0 / mean / max) | us (mean) | wait for copy | wait on landed phase |\n");
     printf("|---|---|---|---|---|---|---|---|\n");
+    // paths: 1 the register path (the reference), 2 tensor cores (OPT_TC), 0 rows without registers
+    static const int paths[3] = {MVP_REG, MVP_TC, MVP_ROW};
     for (int s = 0; s < 4; s++)
-        for (int regx = 1; regx >= 0; regx--)
+        for (int pi = 0; pi < 3; pi++)
             for (int c = 0; c < 3; c++) {
-                if (!regx && c) continue;  // the row-per-warp path without registers: the quiet case only
+                const int regx = paths[pi];
+                if (regx == MVP_ROW && c) continue;  // the row-per-warp path without registers: the quiet case only
                 mvb_k<<<sms, NT, smem>>>(P, W, sh[s].rows, sh[s].cols, Wc, copies[c], out, cyc, reps, regx);
                 CK(cudaGetLastError());
                 CK(cudaDeviceSynchronize());
@@ -303,7 +306,7 @@ int main(int argc, char **argv) {
                     if (d > md) md = d;
                 }
                 if (md > 1e-4) {
-                    printf("mvbench: %s without regx differs from the register path by %.3g (relative)\n", sh[s].name, md);
+                    printf("mvbench: %s path %d differs from the register path by %.3g (relative)\n", sh[s].name, regx, md);
                     bad = 1;
                 }
                 double mean = 0, mx = 0, w = 0, w2 = 0;
