@@ -278,6 +278,24 @@ __device__ __forceinline__ uint32_t bf2pack(float a, float b) {
 // same k mapping. With cols % 64 == 0 the row stride is a multiple of 128 B and all rows alias the
 // same banks, so even rows load chunk t first and odd rows chunk t + 4 first: the 8 lanes of a
 // quarter-warp (rows 2q, 2q + 1) then cover all 32 banks; a select puts the chunks back in order.
+// MQ_TC_STAMPS (mvbench only): block 0's thread 0 adds the cycles of mv_tc's pieces to tc_stamp[k]
+#ifdef MQ_TC_STAMPS
+__device__ unsigned long long tc_stamp[8];
+__shared__ long long s_tct;
+#define TC_STAMP(k)                                                                 \
+    do {                                                                            \
+        if (blockIdx.x == 0 && threadIdx.x == 0) {                                  \
+            const long long t_ = clock64();                                         \
+            if ((k) > 0) tc_stamp[(k)-1] += (unsigned long long)(t_ - s_tct);       \
+            s_tct = t_;                                                             \
+        }                                                                           \
+    } while (0)
+#else
+#define TC_STAMP(k) \
+    do {            \
+    } while (0)
+#endif
+
 template <int NMT>
 __device__ __forceinline__ void mv_tc(const uint4 *ws, int cols, const float *xs, int nr) {
     constexpr int NA = NMT == 1 ? 4 : 2;  // accumulator sets per m-tile (shorter mma chains)
@@ -290,7 +308,9 @@ __device__ __forceinline__ void mv_tc(const uint4 *ws, int cols, const float *xs
         s_xh[i] = h;
         s_xh[TC_MAXK / 2 + i] = bf2pack(v.x - __uint_as_float(h << 16), v.y - __uint_as_float(h & 0xffff0000u));
     }
+    TC_STAMP(1);
     __syncthreads();
+    TC_STAMP(2);
     const int kw = cols / NW, nseg = kw >> 6, ru4 = cols >> 3;  // columns per warp, 64-col segments, uint4 per row
     const uint4 *wa[NMT], *wb[NMT];
 #pragma unroll
@@ -321,6 +341,7 @@ __device__ __forceinline__ void mv_tc(const uint4 *ws, int cols, const float *xs
             mma16816(acc[m][3 % NA], cb.z, db.z, cb.w, db.w, b1.z, b1.w);
         }
     }
+    TC_STAMP(3);
     // D: lane (g, 0) holds rows g, g + 8 at columns 0 (hi) and 1 (lo)
     if (t == 0) {
 #pragma unroll
@@ -433,6 +454,7 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
     if (rr0 < 0) block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
     const int nr = r1 - r0;
     const int n8 = cols >> 3;
+    TC_STAMP(0);
     int KS = nr >= NW ? 1 : NW / (nr > 0 ? nr : 1);
     int maxks = n8 / 32 > 0 ? n8 / 32 : 1;
     if (KS > maxks) KS = maxks;
@@ -440,6 +462,7 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
     const bool tc = MODE != MV_LOGITS && path == MVP_TC && tc_ok(ws, nr, cols);
     if (tc) {
         mv_tc_any(ws, cols, xs, nr);
+        TC_STAMP(4);
         KS = NW;
     }
     const int nunits = tc ? 0 : nr * KS;
@@ -468,7 +491,10 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
     // least two rows per warp (x is then reused; with one row per warp it reads x once either way).
     // Wider rows would need 64+ floats of x per lane: not done (register budget of decode_kernel).
     const bool rp = (path == MVP_REG || (path == MVP_TC && !tc)) && KS == 1 && nr >= 2 * NW && n8 == 128;
-    if (rp) mv_reg<4>(W, cols, xs, r0, nr, ws, pfd, emit);
+    if (rp) {
+        mv_reg<4>(W, cols, xs, r0, nr, ws, pfd, emit);
+        TC_STAMP(7);
+    }
     for (int u = rp ? nunits : warp; u < nunits; u += NW) {
         const int row = r0 + u / KS, sl = u % KS;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -528,8 +554,11 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
                 if (key > mybest) mybest = key;
             }
         }
+        if (tc) TC_STAMP(5);
         __syncthreads();
+        if (tc) TC_STAMP(6);
     }
+    if (rp) TC_STAMP(8);
     if (MODE == MV_LOGITS) {
         // block max of mybest into *best (shared): warp max then one atomicMax per warp
 #pragma unroll
