@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define MQ_TC_STAMPS 1  // mv_tc's pieces timed (tc_stamp)
 #include "cuda/megakernel_core.cuh"
 
 using namespace mqk;
@@ -73,9 +72,8 @@ __global__ void __launch_bounds__(NT, 1) mvb_k(const __grid_constant__ Params P,
             bulk_g2s(smem_u32(wb), Wc + (size_t)blockIdx.x * (cbytes / 2), cbytes, smem_u32(mb + 1));
         __syncthreads();
         const long long t0 = clock64();
-        if (regx != 3)  // 3: nothing between the stamps (the measurement's own floor)
-            matvec<MV_STORE>(W, rows, cols, xs, out, red, nullptr, bytes ? wa : nullptr, -1, -1, nullptr, 0, nullptr,
-                             regx);
+        matvec<MV_STORE>(W, rows, cols, xs, out, red, nullptr, bytes ? wa : nullptr, -1, -1, nullptr, 0, nullptr,
+                         regx != 0);
         __syncthreads();
         const long long t1 = clock64();
         if (cbytes) {
@@ -286,19 +284,12 @@ int main(int argc, char **argv) {
     if (!h || !ho || !ref) return 1;
     printf("mvbench: %d SMs at %.0f MHz, %d reps; cycles per matvec (block 0 / mean / max over blocks), us at that clock\n",
            sms, khz / 1e3, reps);
-    printf("| stage | rows/block | path (0 row, 1 regx, 2 tc) | copy beside | matvec cyc (b0 / mean / max) | us (mean) | wait for copy | wait on landed phase |\n");
+    printf("| stage | rows/block | regx | copy beside | matvec cyc (b0 / mean / max) | us (mean) | wait for copy | wait on landed phase |\n");
     printf("|---|---|---|---|---|---|---|---|\n");
-    // paths: 1 the register path (the reference), 2 tensor cores (OPT_TC), 0 rows without registers
-    // 3: no matvec (the timing's floor); the tc rows also print mv_tc's pieces (tc_stamp, block 0)
-    static const int paths[4] = {MVP_REG, MVP_TC, MVP_ROW, 3};
     for (int s = 0; s < 4; s++)
-        for (int pi = 0; pi < 4; pi++)
+        for (int regx = 1; regx >= 0; regx--)
             for (int c = 0; c < 3; c++) {
-                const int regx = paths[pi];
-                if (regx == 3 && (s || c)) continue;
-                if (regx == MVP_ROW && c) continue;  // the row-per-warp path without registers: the quiet case only
-                unsigned long long z8[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-                CK(cudaMemcpyToSymbol(tc_stamp, z8, sizeof z8));
+                if (!regx && c) continue;  // the row-per-warp path without registers: the quiet case only
                 mvb_k<<<sms, NT, smem>>>(P, W, sh[s].rows, sh[s].cols, Wc, copies[c], out, cyc, reps, regx);
                 CK(cudaGetLastError());
                 CK(cudaDeviceSynchronize());
@@ -306,36 +297,14 @@ int main(int argc, char **argv) {
                 // the paths must agree (summation order differs: a relative tolerance)
                 CK(cudaMemcpy(ho, out, (size_t)sh[s].rows * 4, cudaMemcpyDeviceToHost));
                 double md = 0;
-                if (regx == MVP_REG && c == 0) {
-                    CK(cudaMemcpyFromSymbol(z8, tc_stamp, sizeof z8));
-                    printf("mv_reg %s pieces (block 0, cycles per call): entry + mv_reg %.0f, to the end %.0f\n",
-                           sh[s].name, z8[6] / (double)reps, z8[7] / (double)reps);
-                }
-                if (regx == MVP_TC && c == 0) {
-                    CK(cudaMemcpyFromSymbol(z8, tc_stamp, sizeof z8));
-                    printf("mv_tc %s pieces (block 0, cycles per call): entry + split x %.0f, sync %.0f, mma loop %.0f, "
-                           "parts %.0f, sum %.0f, final sync %.0f\n",
-                           sh[s].name, z8[0] / (double)reps, z8[1] / (double)reps, z8[2] / (double)reps,
-                           z8[3] / (double)reps, z8[4] / (double)reps, z8[5] / (double)reps);
-                }
-                // md: the largest difference relative to the row's own size; ma: relative to the largest row
-                double ma = 0, mref = 0;
-                for (int r = 0; r < sh[s].rows && regx != 3; r++) {
+                for (int r = 0; r < sh[s].rows; r++) {
                     if (regx == 1 && c == 0) ref[r] = ho[r];
-                    const double d = fabs((double)ho[r] - ref[r]);
-                    if (d / (fabs(ref[r]) + 1e-3) > md) md = d / (fabs(ref[r]) + 1e-3);
-                    if (d > ma) ma = d;
-                    if (fabs(ref[r]) > mref) mref = fabs(ref[r]);
+                    const double d = fabs((double)ho[r] - ref[r]) / (fabs(ref[r]) + 1e-3);
+                    if (d > md) md = d;
                 }
-                ma /= mref > 0 ? mref : 1;
-                // tc: x is split to ~2^-17, so rows near 0 differ more relative to their own size
-                if (regx == MVP_TC ? ma > 1e-4 : md > 1e-4) {
-                    printf("mvbench: %s path %d differs from the register path by %.3g (relative to the row), %.3g (to the largest row)\n",
-                           sh[s].name, regx, md, ma);
+                if (md > 1e-4) {
+                    printf("mvbench: %s without regx differs from the register path by %.3g (relative)\n", sh[s].name, md);
                     bad = 1;
-                } else if (regx == MVP_TC && c == 0) {
-                    printf("mvbench: %s tc vs register path: %.3g relative to the row, %.3g to the largest row\n",
-                           sh[s].name, md, ma);
                 }
                 double mean = 0, mx = 0, w = 0, w2 = 0;
                 for (int b = 0; b < sms; b++) {

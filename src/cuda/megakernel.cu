@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
     unsigned target = 0;
     const int H = P.hidden, I = P.inter, QKVR = P.qdim + 2 * P.nkv * P.hd;
     const size_t PF = (size_t)1 << 20;  // prefetch cap per block and matrix
-    const int regx = (P.opt & OPT_REGX) ? MVP_REG : MVP_ROW;
+    const bool regx = P.opt & OPT_REGX;
     const bool normw = P.opt & OPT_NORMW;
 
     // Shared memory: [ws: staged weight slice, P.wsmem bytes][sm: stage vectors / attention]
@@ -330,7 +330,7 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
 // between matvec and publish: folding it in here as a callback raised decode_df's spills.)
 template <int MODE>
 __device__ __forceinline__ void df_mv(const Params &P, WStage &S, int buf, const __nv_bfloat16 *W, int rows,
-                                      int cols, const float *sm, float *out, float *red, const float *xo, int regx,
+                                      int cols, const float *sm, float *out, float *red, const float *xo, bool regx,
                                       unsigned *c, unsigned long long *st, int k) {
     sprof_mark(P, k);
     const uint4 *ws = ws_take(S, buf);
@@ -376,8 +376,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
     //     DOWN copy with GU and the next GU copy with DOWN: gate|up (the largest slice) and q|k|v
     //     have three stages to land, o and down one.
     const bool ring = P.wreg[0] != 0;
-    // the stage matvecs' path: tensor cores (OPT_TC; the register path where it does not apply)
-    const int regx = (P.opt & OPT_TC) ? MVP_TC : (P.opt & OPT_REGX) ? MVP_REG : MVP_ROW;
+    const bool regx = P.opt & OPT_REGX;
     const bool normw = P.opt & OPT_NORMW, ownx = P.opt & OPT_OWNX;
     const bool kvst = (P.opt & OPT_KVSTAGE) && !ring && P.wbuf > 0;
     unsigned kvpar = 0;  // the next phase parity of the K/V staging mbarrier (S.mb[2])

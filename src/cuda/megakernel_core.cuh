@@ -233,143 +233,6 @@ __device__ __forceinline__ void stage_wait() {
 }
 
 enum { MV_STORE = 0, MV_ADD = 1, MV_LOGITS = 2, MV_SMEM = 3 };
-// matvec's inner path (the `path` argument): rows per warp with x re-read from shared memory, the
-// register path (mv_reg, OPT_REGX), or tensor cores (mv_tc, OPT_TC)
-enum { MVP_ROW = 0, MVP_REG = 1, MVP_TC = 2 };
-
-// ---- the tensor-core matvec (OPT_TC)
-// mv_tc's limits: rows per block (4 m-tiles of 16) and columns (its x split buffer)
-constexpr int TC_MAXR = 64, TC_MAXK = 3072;
-// x split into bf16 pairs, hi then lo (x ~ hi + lo to ~2^-17 relative): s_xh[i] = (hi(x[2i]),
-// hi(x[2i+1])), s_xh[TC_MAXK / 2 + i] the lo pairs. Partial row sums per warp: s_tcp[row * NW + warp].
-__shared__ __align__(16) uint32_t s_xh[TC_MAXK];
-__shared__ float s_tcp[TC_MAXR * NW];
-
-// d += a b, one m16n8k16 bf16 tensor-core product with f32 accumulation (a: 4 regs, b: 2 regs)
-__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#else
-    (void)d, (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
-#endif
-}
-
-// bf16 pair (lo half: a) rounded to nearest, as a 32-bit register
-__device__ __forceinline__ uint32_t bf2pack(float a, float b) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<const uint32_t *>(&h);
-}
-
-// Partial dots of this block's rows [0, nr) of a weight slice staged in shared memory (ws: nr rows
-// of `cols` bf16, row-major, as the bulk copy left it) with xs (cols floats, shared memory), on
-// tensor cores: s_tcp[r * NW + w] = warp w's part over columns [w cols/NW, (w+1) cols/NW); the
-// caller sums the NW parts after a __syncthreads. Needs cols % (64 NW) == 0, cols <= TC_MAXK,
-// nr <= 16 NMT.
-// A matvec is a 16 x 8 mma with one useful column, so the column trick: x is split into bf16
-// hi + lo (s_xh) and B's columns 0 and 1 hold hi and lo, columns 2-7 zero; D's columns 0 + 1 are
-// then the f32 dot of the bf16 row with x to ~2^-17 relative (the f32 path: ~2^-20). A (16 rows x
-// 16 k) comes straight from the row-major slice: the mma only needs A and B to agree on which k
-// each fragment slot holds, so lane (g, t) loads whole 16-byte chunks t and t + 4 of a 64-column
-// segment of its rows g and g + 8 (uint4 loads, no per-element shuffling), and B is loaded with the
-// same k mapping. With cols % 64 == 0 the row stride is a multiple of 128 B and all rows alias the
-// same banks, so even rows load chunk t first and odd rows chunk t + 4 first: the 8 lanes of a
-// quarter-warp (rows 2q, 2q + 1) then cover all 32 banks; a select puts the chunks back in order.
-// MQ_TC_STAMPS (mvbench only): block 0's thread 0 adds the cycles of mv_tc's pieces to tc_stamp[k]
-#ifdef MQ_TC_STAMPS
-__device__ unsigned long long tc_stamp[8];
-__shared__ long long s_tct;
-#define TC_STAMP(k)                                                                 \
-    do {                                                                            \
-        if (blockIdx.x == 0 && threadIdx.x == 0) {                                  \
-            const long long t_ = clock64();                                         \
-            if ((k) > 0) tc_stamp[(k)-1] += (unsigned long long)(t_ - s_tct);       \
-            s_tct = t_;                                                             \
-        }                                                                           \
-    } while (0)
-#else
-#define TC_STAMP(k) \
-    do {            \
-    } while (0)
-#endif
-
-template <int NMT>
-__device__ __forceinline__ void mv_tc(const uint4 *ws, int cols, const float *xs, int nr) {
-    constexpr int NA = NMT == 1 ? 4 : 2;  // accumulator sets per m-tile (shorter mma chains)
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, p = g & 1;
-    // x -> (hi, lo) bf16 pairs: every thread a few pairs
-    const float2 *x2 = reinterpret_cast<const float2 *>(xs);
-    for (int i = threadIdx.x; i < cols / 2; i += NT) {
-        const float2 v = x2[i];
-        const uint32_t h = bf2pack(v.x, v.y);
-        s_xh[i] = h;
-        s_xh[TC_MAXK / 2 + i] = bf2pack(v.x - __uint_as_float(h << 16), v.y - __uint_as_float(h & 0xffff0000u));
-    }
-    TC_STAMP(1);
-    __syncthreads();
-    TC_STAMP(2);
-    const int kw = cols / NW, nseg = kw >> 6, ru4 = cols >> 3;  // columns per warp, 64-col segments, uint4 per row
-    const uint4 *wa[NMT], *wb[NMT];
-#pragma unroll
-    for (int m = 0; m < NMT; m++) {
-        wa[m] = ws + (size_t)min(16 * m + g, nr - 1) * ru4 + (warp * kw >> 3);
-        wb[m] = ws + (size_t)min(16 * m + g + 8, nr - 1) * ru4 + (warp * kw >> 3);
-    }
-    // B: lane (g, t) of columns g = 0 (hi) and 1 (lo) reads pairs 4t .. 4t + 3 and 16 + 4t .. of a segment
-    const uint4 *xb = reinterpret_cast<const uint4 *>(s_xh + (g == 1 ? TC_MAXK / 2 : 0) + (warp * kw >> 1)) + t;
-    float acc[NMT][NA][4];
-#pragma unroll
-    for (int m = 0; m < NMT; m++)
-#pragma unroll
-        for (int a = 0; a < NA; a++) acc[m][a][0] = acc[m][a][1] = acc[m][a][2] = acc[m][a][3] = 0.0f;
-    const uint4 z4 = make_uint4(0, 0, 0, 0);
-    for (int s = 0; s < nseg; s++) {
-        const uint4 b0 = g < 2 ? xb[8 * s] : z4, b1 = g < 2 ? xb[8 * s + 4] : z4;  // chunks t, t + 4
-#pragma unroll
-        for (int m = 0; m < NMT; m++) {
-            const uint4 la0 = wa[m][8 * s + t + 4 * p], la1 = wa[m][8 * s + t + 4 - 4 * p];
-            const uint4 lb0 = wb[m][8 * s + t + 4 * p], lb1 = wb[m][8 * s + t + 4 - 4 * p];
-            const uint4 ca = p ? la1 : la0, cb = p ? la0 : la1;  // row g: chunks t, t + 4
-            const uint4 da = p ? lb1 : lb0, db = p ? lb0 : lb1;  // row g + 8
-            // k slots: chunk t's words x, y | z, w and chunk t + 4's, against the same words of b
-            mma16816(acc[m][0], ca.x, da.x, ca.y, da.y, b0.x, b0.y);
-            mma16816(acc[m][1 % NA], ca.z, da.z, ca.w, da.w, b0.z, b0.w);
-            mma16816(acc[m][2 % NA], cb.x, db.x, cb.y, db.y, b1.x, b1.y);
-            mma16816(acc[m][3 % NA], cb.z, db.z, cb.w, db.w, b1.z, b1.w);
-        }
-    }
-    TC_STAMP(3);
-    // D: lane (g, 0) holds rows g, g + 8 at columns 0 (hi) and 1 (lo)
-    if (t == 0) {
-#pragma unroll
-        for (int m = 0; m < NMT; m++) {
-            float r0 = 0.0f, r1 = 0.0f;
-#pragma unroll
-            for (int a = 0; a < NA; a++) r0 += acc[m][a][0] + acc[m][a][1], r1 += acc[m][a][2] + acc[m][a][3];
-            if (16 * m + g < nr) s_tcp[(16 * m + g) * NW + warp] = r0;
-            if (16 * m + g + 8 < nr) s_tcp[(16 * m + g + 8) * NW + warp] = r1;
-        }
-    }
-}
-
-// mv_tc for nr rows. Out of line: inlined into decode_df's four matvec call sites, its registers
-// raised the kernel's spills 32/84 -> 144/520 bytes (st/ld).
-__device__ __noinline__ void mv_tc_any(const uint4 *ws, int cols, const float *xs, int nr) {
-    switch ((nr + 15) >> 4) {
-    case 1: mv_tc<1>(ws, cols, xs, nr); break;
-    case 2: mv_tc<2>(ws, cols, xs, nr); break;
-    case 3: mv_tc<3>(ws, cols, xs, nr); break;
-    default: mv_tc<4>(ws, cols, xs, nr); break;
-    }
-}
-
-// mv_tc applies: a staged slice of 1..TC_MAXR rows, columns a multiple of 64 NW up to TC_MAXK
-__device__ __forceinline__ bool tc_ok(const uint4 *ws, int nr, int cols) {
-    return ws && nr > 0 && nr <= TC_MAXR && cols % (64 * NW) == 0 && cols <= TC_MAXK;
-}
 
 
 // 8 floats of x (a lane's piece) in registers
@@ -448,25 +311,16 @@ template <int MODE>
 __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *xs, float *out,
                        float *red, unsigned long long *best, const uint4 *ws = nullptr, int rr0 = -1,
                        int rr1 = -1, float *out2 = nullptr, int pfd = 0, const float *xo = nullptr,
-                       int path = MVP_ROW) {
+                       bool reg = false) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int r0 = rr0, r1 = rr1;
     if (rr0 < 0) block_rows(rows, blockIdx.x, gridDim.x, r0, r1);
     const int nr = r1 - r0;
     const int n8 = cols >> 3;
-    TC_STAMP(0);
     int KS = nr >= NW ? 1 : NW / (nr > 0 ? nr : 1);
     int maxks = n8 / 32 > 0 ? n8 / 32 : 1;
     if (KS > maxks) KS = maxks;
-    // the tensor-core path: per-warp partial sums of every row in s_tcp, summed below like KS slices
-    const bool tc = MODE != MV_LOGITS && path == MVP_TC && tc_ok(ws, nr, cols);
-    if (tc) {
-        mv_tc_any(ws, cols, xs, nr);
-        TC_STAMP(4);
-        KS = NW;
-    }
-    const int nunits = tc ? 0 : nr * KS;
-    const float *part = tc ? s_tcp : red;  // (nr, KS) partial sums when KS > 1
+    const int nunits = nr * KS;
     unsigned long long mybest = 0;
     // a finished row (KS == 1): its value acc (the same in every lane) to out / the running argmax
     auto emit = [&](int row, float acc) {
@@ -490,11 +344,8 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
     // the register path: rows of 1024 columns (q|k|v, gate|up, lm_head of hidden-1024 models), at
     // least two rows per warp (x is then reused; with one row per warp it reads x once either way).
     // Wider rows would need 64+ floats of x per lane: not done (register budget of decode_kernel).
-    const bool rp = (path == MVP_REG || (path == MVP_TC && !tc)) && KS == 1 && nr >= 2 * NW && n8 == 128;
-    if (rp) {
-        mv_reg<4>(W, cols, xs, r0, nr, ws, pfd, emit);
-        TC_STAMP(7);
-    }
+    const bool rp = reg && KS == 1 && nr >= 2 * NW && n8 == 128;
+    if (rp) mv_reg<4>(W, cols, xs, r0, nr, ws, pfd, emit);
     for (int u = rp ? nunits : warp; u < nunits; u += NW) {
         const int row = r0 + u / KS, sl = u % KS;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -535,7 +386,7 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
         __syncthreads();
         if ((int)threadIdx.x < nr) {
             float s = 0.0f;
-            for (int k = 0; k < KS; k++) s += part[threadIdx.x * KS + k];
+            for (int k = 0; k < KS; k++) s += red[threadIdx.x * KS + k];
             const int row = r0 + threadIdx.x;
             if (MODE == MV_ADD) {
                 const float v = (xo ? xo[row - r0] : __ldcg(out + row)) + s;
@@ -554,11 +405,8 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
                 if (key > mybest) mybest = key;
             }
         }
-        if (tc) TC_STAMP(5);
         __syncthreads();
-        if (tc) TC_STAMP(6);
     }
-    if (rp) TC_STAMP(8);
     if (MODE == MV_LOGITS) {
         // block max of mybest into *best (shared): warp max then one atomicMax per warp
 #pragma unroll
