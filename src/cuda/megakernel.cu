@@ -261,10 +261,6 @@ struct WStage {
     int pend[3];             // a copy into the buffer is in flight
     size_t cap[3];           // bytes per buffer
     int iss;                 // the thread that issues the copies (OPT_ISSW: 32, else 0)
-    // OPT_GUSPLIT: the second half of a copy whose arrival was made for all of it (ws_rest)
-    const char *rsrc;        // NULL: none pending
-    size_t rb0, rbytes;      // its start and the copy's whole size
-    int rk;                  // its buffer
 };
 
 // Start copying this block's row slice of W (rows, cols) into buffer k; false (nothing issued)
@@ -275,35 +271,20 @@ struct WStage {
 // issued again, so no thread can still be polling a phase that has completed twice. A block with
 // no rows in a stage issues nothing for it (the same block_rows split), so its bare ws_take in
 // that stage has nothing to wait for.
-// half: copy only the first half now (16-byte aligned); ws_rest issues the rest later.
 __device__ __forceinline__ bool ws_issue(WStage &S, int k, const __nv_bfloat16 *W, int rows, int cols,
-                                         bool pairs = false, bool half = false) {
+                                         bool pairs = false) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     int r0, r1;
     pair_rows(rows, pairs, r0, r1);
     const size_t bytes = (size_t)(r1 - r0) * cols * 2;
     if (bytes == 0 || bytes > S.cap[k]) return false;
-    const size_t first = half ? (bytes / 2) & ~(size_t)15 : bytes;
-    if ((int)threadIdx.x == S.iss)
-        bulk_g2s(smem_u32(S.buf[k]), W + (size_t)r0 * cols, bytes, smem_u32(S.mb + k), 0, first);
-    if (first < bytes) {
-        S.rsrc = reinterpret_cast<const char *>(W + (size_t)r0 * cols);
-        S.rb0 = first, S.rbytes = bytes, S.rk = k;
-    }
+    if ((int)threadIdx.x == S.iss) bulk_g2s(smem_u32(S.buf[k]), W + (size_t)r0 * cols, bytes, smem_u32(S.mb + k));
     S.pend[k] = 1;
     return true;
 #else
-    (void)S, (void)k, (void)W, (void)rows, (void)cols, (void)pairs, (void)half;
+    (void)S, (void)k, (void)W, (void)rows, (void)cols, (void)pairs;
     return false;
 #endif
-}
-
-// Issue the rest of a copy that ws_issue(half) started (nothing if none is pending).
-__device__ __forceinline__ void ws_rest(WStage &S) {
-    if (!S.rsrc) return;
-    if ((int)threadIdx.x == S.iss)
-        bulk_g2s(smem_u32(S.buf[S.rk]), S.rsrc, S.rbytes, smem_u32(S.mb + S.rk), S.rb0, S.rbytes, false);
-    S.rsrc = nullptr;
 }
 
 // Wait until buffer k's copy has landed (all threads); returns the buffer, or nullptr if none.
@@ -336,10 +317,10 @@ __device__ __forceinline__ const __nv_bfloat16 *stage_w(const Params &P, int l, 
 
 // Start the weights of stage st of layer l into buffer k, or into L2 when they do not fit. (Also
 // prefetching the stage after into L2 measured slower: 708 vs 767 tok/s, docs/perf-notes.md.)
-__device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l, int st, bool half = false) {
+__device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l, int st) {
     int rows, cols;
     const __nv_bfloat16 *W = stage_w(P, l, st, rows, cols);
-    if (!ws_issue(S, k, W, rows, cols, st == S_GU && hpair_on(P), half))
+    if (!ws_issue(S, k, W, rows, cols, st == S_GU && hpair_on(P)))
         prefetch_rows(W, rows, cols, (size_t)1 << 20);
 }
 
@@ -405,8 +386,6 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
     S.mb = s_mb;
     S.iss = (P.opt & OPT_ISSW) && NT > 32 ? 32 : 0;
     for (int k = 0; k < 3; k++) S.phase[k] = 0, S.pend[k] = 0;
-    S.rsrc = nullptr, S.rb0 = S.rbytes = 0, S.rk = 0;
-    const bool gusplit = P.opt & OPT_GUSPLIT;
     float *sm;
     if (ring) {
         S.cap[0] = P.wreg[0], S.cap[1] = P.wreg[1], S.cap[2] = P.wreg[2];
@@ -498,8 +477,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             // OPT_GUATT: not in a block with an attention item, whose small latency-bound loads
             // would queue behind the copy's 96 KB (run 21: head prep +1 us); it starts at O there
             const bool gue_now = gue && !((P.opt & OPT_GUATT) && blockIdx.x < items);
-            // OPT_GUSPLIT: only its first half now, beside the q|k|v -> attention hop; the rest at O
-            if (gue_now) ws_next(S, bG, P, l, S_GU, gusplit);
+            if (gue_now) ws_next(S, bG, P, l, S_GU);
             if (blockIdx.x < items) {
                 // the staging region, or buffer 0 (q|k|v's weights, read above; free until the
                 // O stage's copy without GUEARLY); two-buffer mode leaves mbarrier 2 to this copy
@@ -517,7 +495,6 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             __syncthreads();  // the q|k|v buffer's readers (QKV, attention scratch in ring mode) are done
             if (!ring) {
                 if (!gue_now) ws_next(S, bG, P, l, S_GU);
-                else ws_rest(S);
             } else if (l + 1 < Lc) ws_next(S, bQ, P, l + 1, S_QKV);
             else if (more) ws_next(S, bQ, P, 0, S_QKV);  // the next step's first layer
             block_rows(H, blockIdx.x, G, r0, r1);
@@ -612,7 +589,6 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
         if (!more) break;
     }
     // no bulk copy may still be writing this block's shared memory when it exits
-    ws_rest(S);  // (none is pending here: every layer's O stage issued its rest)
     ws_take(S, 0);
     ws_take(S, 1);
     ws_take(S, 2);

@@ -547,18 +547,14 @@ __device__ void load_silu(const float *gu, float *h, int I) {
 // the mbarrier mb's current phase (one arrival with its byte count, then the copies' bytes). The
 // destination was last accessed through the generic proxy: the fence orders that before the async
 // writes; the caller has passed a __syncthreads since those accesses. For weights: L2 policy s_wpol.
-// bulk_part: only bytes [b0, b1) of the copy, with no arrival (the rest of a copy whose arrival
-// bulk_g2s(..., b1 = first part's end) made for all `bytes`).
-__device__ __forceinline__ void bulk_g2s(unsigned dst, const void *src, size_t bytes, unsigned mb, size_t b0 = 0,
-                                         size_t b1 = ~(size_t)0, bool arrive = true) {
+__device__ __forceinline__ void bulk_g2s(unsigned dst, const void *src, size_t bytes, unsigned mb) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     const char *c = static_cast<const char *>(src);
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    if (arrive)
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(mb), "r"((unsigned)bytes) : "memory");
-    const size_t piece = 32768, end = b1 < bytes ? b1 : bytes;
-    for (size_t off = b0; off < end; off += piece) {
-        const unsigned len = (unsigned)(end - off < piece ? end - off : piece);
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(mb), "r"((unsigned)bytes) : "memory");
+    const size_t piece = 32768;
+    for (size_t off = 0; off < bytes; off += piece) {
+        const unsigned len = (unsigned)(bytes - off < piece ? bytes - off : piece);
         asm volatile(
             "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
                 dst + (unsigned)off),
@@ -566,7 +562,7 @@ __device__ __forceinline__ void bulk_g2s(unsigned dst, const void *src, size_t b
             : "memory");
     }
 #else
-    (void)dst, (void)src, (void)bytes, (void)mb, (void)b0, (void)b1, (void)arrive;
+    (void)dst, (void)src, (void)bytes, (void)mb;
 #endif
 }
 
