@@ -8,6 +8,8 @@
 // with a bulk copy of the next stage's size writing another shared-memory buffer meanwhile (what
 // the kernel's one-stage-ahead copies do), and times a wait on an mbarrier phase that has already
 // completed. Block 0's thread 0 reads clock64 around each piece; the table gives SM cycles and us.
+// Then dependency hops: through L2 and a counter (what the kernel does), and inside thread-block
+// clusters through distributed shared memory (cl_k: what a cluster-based kernel would do).
 //
 //   mvbench [reps]     (device-check: --only build,mvbench)
 #include <cuda_bf16.h>
@@ -234,6 +236,148 @@ __global__ void __launch_bounds__(NT, 1) hop_k(const __grid_constant__ Params P,
     if (threadIdx.x == 0 && s_bad) atomicAdd(cyc + 1, 1ull);
 }
 
+// ---- thread-block clusters (sm_90): the dependency hop through distributed shared memory
+
+__device__ __forceinline__ unsigned cl_rank() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ unsigned cl_size() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(r));
+    return r;
+}
+// all threads of all blocks of the cluster (the aligned forms: every thread executes them)
+__device__ __forceinline__ void cl_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+// the shared::cluster address of shared-memory address a in block `rank` of the cluster
+__device__ __forceinline__ unsigned cl_map(unsigned a, unsigned rank) {
+    unsigned d;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(rank));
+    return d;
+}
+// 16 bytes into a peer's shared memory, completing 16 bytes of the peer's mbarrier mb (both cluster addresses)
+__device__ __forceinline__ void cl_put(unsigned a, float4 v, unsigned mb) {
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(a),
+                 "r"(__float_as_uint(v.x)), "r"(__float_as_uint(v.y)), "r"(__float_as_uint(v.z)),
+                 "r"(__float_as_uint(v.w)), "r"(mb)
+                 : "memory");
+}
+// wait for phase `parity` of the local mbarrier mb, acquiring at cluster scope (peers' st.async data)
+__device__ __forceinline__ void cl_wait(unsigned mb, unsigned parity) {
+    unsigned done = 0;
+    do {
+        asm volatile(
+            "{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+            : "=r"(done)
+            : "r"(mb), "r"(parity)
+            : "memory");
+    } while (!done);
+}
+
+// Dependency hops inside a thread-block cluster, where blocks write each other's shared memory
+// (st.async, completing the receiver's mbarrier) instead of going through L2 and a counter:
+//   mode 0: cluster barrier rounds (barrier.cluster arrive.release + wait.acquire), all blocks;
+//   mode 1: ping-pong of a 4 KB vector between ranks 0 and 1 of cluster 0, the others idle;
+//   mode 2: mode 1 while every other cluster streams 96 KB bulk copies from HBM;
+//   mode 3: all-gather rounds in every cluster: each block pushes its 64 B slice into all its peers
+//           and waits on its mbarrier for theirs (a stage boundary inside a cluster);
+//   mode 4: mode 3 with one 48 KB bulk copy per block in flight per round.
+// Receive buffers and mbarriers alternate by message (the sender of message j + 2 has already seen
+// the receiver's reply to message j, so a buffer is never overwritten while it is read).
+// cyc[0]: cycles per hop (modes 1-2) or round (0, 3, 4), block 0's clock; cyc[1]: bad values seen.
+__global__ void __launch_bounds__(NT, 1) cl_k(const __grid_constant__ Params P, const __nv_bfloat16 *src,
+                                               size_t src_bytes, unsigned *stop, int reps, int mode,
+                                               unsigned long long *cyc) {
+    extern __shared__ __align__(128) unsigned char dsm[];  // [2 x 4 KB receive buffers][bulk copy target]
+    __shared__ __align__(8) unsigned long long mb[3];     // 0, 1: receive; 2: bulk copies
+    __shared__ int s_bad;
+    wpol_init(P);
+    const unsigned rank = cl_rank(), cs = cl_size(), cid = blockIdx.x / cs;
+    if (threadIdx.x == 0) {
+        s_bad = 0;
+        for (int k = 0; k < 3; k++) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(mb + k)) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    cl_sync();  // the peers' mbarriers are initialised before anyone pushes
+    float *rb = reinterpret_cast<float *>(dsm);
+    unsigned char *cb = dsm + 8192;
+    unsigned cpar = 0;
+    long long t0 = 0;
+    auto arm = [&](int k, unsigned bytes) {
+        if (threadIdx.x == 0)
+            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(mb + k)), "r"(bytes) : "memory");
+    };
+    if (mode == 0) {
+        t0 = clock64();
+        for (int i = 0; i < reps; i++) cl_sync();
+        if (blockIdx.x == 0 && threadIdx.x == 0) cyc[0] = (unsigned long long)(clock64() - t0) / reps;
+    } else if (mode <= 2) {
+        if (cid != 0 || rank >= 2) {
+            if (mode == 1 || threadIdx.x != 0) return;
+            const size_t chunk = 96 << 10, nchunks = src_bytes / chunk;
+            for (size_t k = blockIdx.x; ld_relaxed(stop) == 0; k += gridDim.x) {
+                bulk_g2s(smem_u32(cb), src + (k % nchunks) * (chunk / 2), chunk, smem_u32(mb + 2));
+                mb_wait(smem_u32(mb + 2), cpar);
+                cpar ^= 1u;
+            }
+            return;
+        }
+        const unsigned peer = rank ^ 1u;
+        t0 = clock64();
+        for (int i = 0; i < 2 * reps; i++) {
+            const int j = i >> 1, k = j & 1;  // the j-th message each way; its buffer and mbarrier
+            if ((unsigned)(i & 1) == rank) {  // send message i: 4 KB, one float4 per thread
+                const unsigned a = cl_map(smem_u32(rb + k * 1024 + 4 * threadIdx.x), peer);
+                cl_put(a, make_float4((float)i, (float)i, (float)i, (float)i), cl_map(smem_u32(mb + k), peer));
+            } else {
+                arm(k, 4096);
+                cl_wait(smem_u32(mb + k), (unsigned)(j >> 1) & 1u);
+                const float4 x = reinterpret_cast<const float4 *>(rb + k * 1024)[threadIdx.x];
+                if (x.x != (float)i || x.w != (float)i) s_bad = 1;
+                __syncthreads();
+            }
+        }
+        if (blockIdx.x == 0 && threadIdx.x == 0) {
+            cyc[0] = (unsigned long long)(clock64() - t0) / (2ull * reps);
+            asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(stop), "r"(1u) : "memory");
+        }
+    } else {
+        const size_t chunk = 48 << 10, nchunks = src_bytes / chunk;
+        t0 = clock64();
+        for (int i = 0; i < reps; i++) {
+            const int k = i & 1;
+            if (mode == 4 && threadIdx.x == 32) {
+                if (i) mb_wait(smem_u32(mb + 2), cpar), cpar ^= 1u;
+                bulk_g2s(smem_u32(cb), src + ((size_t)(blockIdx.x + (size_t)i * gridDim.x) % nchunks) * (chunk / 2), chunk,
+                         smem_u32(mb + 2));
+            }
+            // this block's slice: floats [16 rank, 16 rank + 16) of every peer's buffer k
+            if (threadIdx.x < 4 * (cs - 1)) {
+                const unsigned p = (rank + 1 + threadIdx.x / 4) % cs;
+                const unsigned a = cl_map(smem_u32(rb + k * 1024 + 16 * rank + 4 * (threadIdx.x % 4)), p);
+                cl_put(a, make_float4((float)i, (float)i, (float)i, (float)i), cl_map(smem_u32(mb + k), p));
+            }
+            arm(k, 64 * (cs - 1));
+            cl_wait(smem_u32(mb + k), (unsigned)(i >> 1) & 1u);
+            if (threadIdx.x < 4 * cs && threadIdx.x / 4 != rank) {
+                const float4 x = reinterpret_cast<const float4 *>(rb + k * 1024)[threadIdx.x];
+                if (x.x != (float)i || x.w != (float)i) s_bad = 1;
+            }
+            __syncthreads();
+        }
+        if (mode == 4 && threadIdx.x == 32) mb_wait(smem_u32(mb + 2), cpar);
+        if (blockIdx.x == 0 && threadIdx.x == 0) cyc[0] = (unsigned long long)(clock64() - t0) / reps;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0 && s_bad) atomicAdd(cyc + 1, 1ull);
+    cl_sync();  // no block leaves while a peer may still write its shared memory
+}
+
 __global__ void fill_k(__nv_bfloat16 *w, size_t n, unsigned seed) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         unsigned x = (unsigned)i * 2654435761u ^ seed;
@@ -349,6 +493,56 @@ int main(int argc, char **argv) {
         cudaFree(src);
         cudaFree(cnt);
         cudaFree(vec);
+    }
+    // cluster hops (cl_k): how many clusters fit, then the hops through distributed shared memory
+    {
+        const size_t sbytes = (size_t)1 << 30, dyn = 8192 + (112 << 10);  // 120 KB: one block per SM
+        __nv_bfloat16 *src;
+        unsigned *stop;
+        CK(cudaMalloc(&src, sbytes));
+        CK(cudaMalloc(&stop, 4));
+        CK(cudaMemset(src, 0, sbytes));
+        CK(cudaFuncSetAttribute(cl_k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn));
+        CK(cudaFuncSetAttribute(cl_k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+        static const char *cn[5] = {"cluster barrier round", "st.async ping-pong, 4 KB, quiet",
+                                    "st.async ping-pong, 4 KB, other clusters copying",
+                                    "all-gather round (64 B per block), quiet", "all-gather round, 48 KB copy per block"};
+        printf("\n| cluster size | blocks | hop | cycles | us | bad |\n|---|---|---|---|---|---|\n");
+        const int sizes[3] = {2, 8, 16};
+        for (int si = 0; si < 3; si++) {
+            const int csz = sizes[si];
+            cudaLaunchConfig_t cfg = {};
+            cudaLaunchAttribute at[1];
+            at[0].id = cudaLaunchAttributeClusterDimension;
+            at[0].val.clusterDim.x = (unsigned)csz, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+            cfg.blockDim = dim3(NT);
+            cfg.dynamicSmemBytes = dyn;
+            cfg.attrs = at;
+            cfg.numAttrs = 1;
+            cfg.gridDim = dim3((unsigned)(sms / csz * csz));
+            int ncl = 0;
+            if (cudaOccupancyMaxActiveClusters(&ncl, cl_k, &cfg) != cudaSuccess || ncl < 1) {
+                printf("| %d | - | clusters of %d do not fit (%s) | | | |\n", csz, csz, cudaGetErrorString(cudaGetLastError()));
+                continue;
+            }
+            printf("| %d | %d | (at most %d clusters of %d co-resident at 120 KB per block: %d SMs) | | | |\n", csz,
+                   ncl * csz, ncl, csz, ncl * csz);
+            for (int mode = 0; mode < 5; mode++) {
+                if ((csz == 2) != (mode == 1 || mode == 2)) continue;  // ping-pong in pairs, rounds in 8 / 16
+                cfg.gridDim = dim3((unsigned)(ncl * csz));
+                unsigned long long hc[2] = {0, 0};
+                CK(cudaMemset(cyc, 0, 16));
+                CK(cudaMemset(stop, 0, 4));
+                CK(cudaLaunchKernelEx(&cfg, cl_k, P, (const __nv_bfloat16 *)src, sbytes, stop, reps * 5, mode, cyc));
+                CK(cudaGetLastError());
+                CK(cudaDeviceSynchronize());
+                CK(cudaMemcpy(hc, cyc, 16, cudaMemcpyDeviceToHost));
+                if (hc[1]) bad = 1;
+                printf("| %d | %d | %s | %llu | %.2f | %llu |\n", csz, ncl * csz, cn[mode], hc[0], hc[0] / (khz * 1e-3), hc[1]);
+            }
+        }
+        cudaFree(src);
+        cudaFree(stop);
     }
     free(h);
     free(ho);
