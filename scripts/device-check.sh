@@ -8,7 +8,8 @@
 #   diagnostic steps, run only when --only names them: ncu (Nsight Compute warp-state and scheduler
 #   statistics of the dataflow kernel), ttft (DC_TTFT: prefill configurations side by side, with
 #   MQ_PREFILL_PROF's per-kernel times), ncu-prefill (kernel durations of a 32-token prefill),
-#   mvbench (the decode matvec from shared memory alone and beside a bulk copy),
+#   mvbench (the decode matvec from shared memory alone and beside a bulk copy; dependency hops
+#   through L2 counters and inside thread-block clusters),
 #   ncu-src (per-instruction stall samples of decode_df, source page as CSV),
 #   sass (the dataflow kernel's SASS and instruction counts per function), ab
 #   (DC_AB_TREE=DIR: another source tree, e.g. main's `git archive` in .deps/main, carried; built
@@ -325,7 +326,7 @@ if [ -n "$ONLY" ] && want mvbench; then
   # the decode kernel's matvec from shared memory on its own, and beside a bulk copy (tools/mvbench.cu)
   timeout 60 "$B/mvbench" 200 >"$O/mvbench.txt" 2>&1
   row "mvbench | rc $? (mvbench.txt)"
-  while read -r l; do row "  $l"; done < <(grep -E '^\| (q|o|gate|down|ping|grid)' "$O/mvbench.txt")
+  while read -r l; do row "  $l"; done < <(grep -E '^\| (q|o|gate|down|ping|grid|[0-9]+ \|)' "$O/mvbench.txt")
 fi
 if [ -n "$ONLY" ] && want sass; then
   OBJ=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null)
