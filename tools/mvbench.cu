@@ -237,6 +237,11 @@ __global__ void __launch_bounds__(NT, 1) hop_k(const __grid_constant__ Params P,
 }
 
 // ---- thread-block clusters (sm_90): the dependency hop through distributed shared memory
+// (the cluster instructions exist from sm_90 on; older targets compile cl_k as an empty kernel)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define MVB_NO_CLUSTERS 1
+#endif
+#ifndef MVB_NO_CLUSTERS
 
 __device__ __forceinline__ unsigned cl_rank() {
     unsigned r;
@@ -278,6 +283,8 @@ __device__ __forceinline__ void cl_wait(unsigned mb, unsigned parity) {
     } while (!done);
 }
 
+#endif
+
 // Dependency hops inside a thread-block cluster, where blocks write each other's shared memory
 // (st.async, completing the receiver's mbarrier) instead of going through L2 and a counter:
 //   mode 0: cluster barrier rounds (barrier.cluster arrive.release + wait.acquire), all blocks;
@@ -292,6 +299,9 @@ __device__ __forceinline__ void cl_wait(unsigned mb, unsigned parity) {
 __global__ void __launch_bounds__(NT, 1) cl_k(const __grid_constant__ Params P, const __nv_bfloat16 *src,
                                                size_t src_bytes, unsigned *stop, int reps, int mode,
                                                unsigned long long *cyc) {
+#ifdef MVB_NO_CLUSTERS
+    (void)P, (void)src, (void)src_bytes, (void)stop, (void)reps, (void)mode, (void)cyc;
+#else
     extern __shared__ __align__(128) unsigned char dsm[];  // [2 x 4 KB receive buffers][bulk copy target]
     __shared__ __align__(8) unsigned long long mb[3];     // 0, 1: receive; 2: bulk copies
     __shared__ int s_bad;
@@ -376,6 +386,7 @@ __global__ void __launch_bounds__(NT, 1) cl_k(const __grid_constant__ Params P, 
     __syncthreads();
     if (threadIdx.x == 0 && s_bad) atomicAdd(cyc + 1, 1ull);
     cl_sync();  // no block leaves while a peer may still write its shared memory
+#endif
 }
 
 __global__ void fill_k(__nv_bfloat16 *w, size_t n, unsigned seed) {
