@@ -257,9 +257,14 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     size_t wbuf = 0, wbuf1 = 0, kvbuf = 0, wreg[3] = {0, 0, 0};
     int lmring = 0, lmns = 0;  // df lm_head ring: rows per slot, slots (MQ_CUDA_LMRING)
     g->grid_df = 0;
+    // the dataflow kernel's blocks: one per SM, or MQ_CUDA_DF_GRID=N of them (a measurement knob: what
+    // fewer SMs cost, as a kernel in clusters of 8 or 16 would have, docs/perf-notes.md run 47)
+    int gdf = g->sms;
+    const char *dgenv = getenv("MQ_CUDA_DF_GRID");
+    if (dgenv && atoi(dgenv) > 0 && atoi(dgenv) < gdf) gdf = atoi(dgenv);
     if (g->sync != SYNC_GRID) {
         size_t slices[4];
-        stage_slices(s, (size_t)g->sms, slices);
+        stage_slices(s, (size_t)gdf, slices);
         // the kernel's static shared memory (reduction scratch, own residual rows, mbarriers, the
         // lm_head ring's state, the profile counters) comes on top of the dynamic size
         cudaFuncAttributes fa0;
@@ -276,7 +281,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
             wreg[0] = rA, wreg[1] = rB, wreg[2] = rC;
             g->smem_df = (int)(rA + rB + rC + sv);
         } else {
-            const mq_gpu_smem pl = mq_gpu_plan_smem(s, g->sms, optin, base, prop.major >= 9);
+            const mq_gpu_smem pl = mq_gpu_plan_smem(s, gdf, optin, base, prop.major >= 9);
             wbuf = pl.wbuf0, wbuf1 = pl.wbuf1, kvbuf = pl.kvbuf;
             g->smem_df = smem_base + (int)(wbuf + wbuf1 + kvbuf);
         }
@@ -311,7 +316,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
             CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occd, fdf, NT, g->smem_df));
         }
         if (occd >= 1) {
-            g->grid_df = g->sms;
+            g->grid_df = gdf;
         } else if (g->sync == SYNC_DF) {
             mq_err_set("cuda: the dataflow decode kernel does not fit on one SM of %s", prop.name);
             free(g);
