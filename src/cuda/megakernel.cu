@@ -109,9 +109,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
             if (!ws) prefetch_rows(L.o, H, P.qdim, PF);
             grid_sync(P.bar, target, P.prof);
             // ATTN (the o_proj slice streams into shared memory meanwhile)
-            // OPT_GRID4: four K/V rows per row group in flight per loop trip instead of two
-            if (P.opt & OPT_GRID4) attention<KT, 4>(P, l, pos, sm);
-            else attention<KT, 2>(P, l, pos, sm);
+            attention<KT, 2>(P, l, pos, sm);
             if (!ws) prefetch_rows(L.gu, 2 * I, H, PF);
             grid_sync(P.bar, target, P.prof);
             // O

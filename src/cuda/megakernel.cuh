@@ -51,9 +51,7 @@ enum {
     // of a batch of rows, a transposing butterfly for the sums: 0.2-0.35 us faster alone in mvbench
     // but -4.4% in the kernel, q|k|v's matvec 1.5 -> 2.8 us with more spills; code removed after
     // run 35, described in docs/perf-notes.md)
-    OPT_GRID4 = 1048576, // grid kernel: attention's loop keeps 4 K/V rows per row group in flight per
-                         // trip (as decode_df does) instead of 2 (more bytes in flight at long context)
-    OPT_ALL = OPT_GRID4 | OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT,
+    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT,
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
     // + POLLR +0.5%, ISSW +2%, HPAIR +2-4% (runs 16-19, session 3)
