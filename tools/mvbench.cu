@@ -271,18 +271,6 @@ __device__ __forceinline__ void cl_put(unsigned a, float4 v, unsigned mb) {
                  "r"(__float_as_uint(v.w)), "r"(mb)
                  : "memory");
 }
-// wait for phase `parity` of the local mbarrier mb, acquiring at cluster scope (peers' st.async data)
-__device__ __forceinline__ void cl_wait(unsigned mb, unsigned parity) {
-    unsigned done = 0;
-    do {
-        asm volatile(
-            "{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-            : "=r"(done)
-            : "r"(mb), "r"(parity)
-            : "memory");
-    } while (!done);
-}
-
 #endif
 
 // Dependency hops inside a thread-block cluster, where blocks write each other's shared memory
@@ -346,7 +334,7 @@ __global__ void __launch_bounds__(NT, 1) cl_k(const __grid_constant__ Params P, 
                 cl_put(a, make_float4((float)i, (float)i, (float)i, (float)i), cl_map(smem_u32(mb + k), peer));
             } else {
                 arm(k, 4096);
-                cl_wait(smem_u32(mb + k), (unsigned)(j >> 1) & 1u);
+                mb_wait<true>(smem_u32(mb + k), (unsigned)(j >> 1) & 1u);
                 const float4 x = reinterpret_cast<const float4 *>(rb + k * 1024)[threadIdx.x];
                 if (x.x != (float)i || x.w != (float)i) s_bad = 1;
                 __syncthreads();
@@ -373,7 +361,7 @@ __global__ void __launch_bounds__(NT, 1) cl_k(const __grid_constant__ Params P, 
                 cl_put(a, make_float4((float)i, (float)i, (float)i, (float)i), cl_map(smem_u32(mb + k), p));
             }
             arm(k, 64 * (cs - 1));
-            cl_wait(smem_u32(mb + k), (unsigned)(i >> 1) & 1u);
+            mb_wait<true>(smem_u32(mb + k), (unsigned)(i >> 1) & 1u);
             if (threadIdx.x < 4 * cs && threadIdx.x / 4 != rank) {
                 const float4 x = reinterpret_cast<const float4 *>(rb + k * 1024)[threadIdx.x];
                 if (x.x != (float)i || x.w != (float)i) s_bad = 1;

@@ -573,16 +573,26 @@ __device__ __noinline__ void mb_stuck(unsigned parity) {
     __trap();
 }
 
+// CLUSTER: acquire at cluster scope, for data that other blocks of the cluster wrote with st.async
+// (tools/mvbench.cu's cluster hops); the kernels wait for their own bulk copies (CTA scope).
+template <bool CLUSTER = false>
 __device__ __forceinline__ void mb_wait(unsigned mb, unsigned parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     unsigned done = 0;
     const long long t0 = clock64();
     do {
-        asm volatile(
-            "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-            : "=r"(done)
-            : "r"(mb), "r"(parity)
-            : "memory");
+        if (CLUSTER)
+            asm volatile(
+                "{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                : "=r"(done)
+                : "r"(mb), "r"(parity)
+                : "memory");
+        else
+            asm volatile(
+                "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                : "=r"(done)
+                : "r"(mb), "r"(parity)
+                : "memory");
         if (!done && clock64() - t0 > (1ll << 36)) mb_stuck(parity);  // ~30 s: a copy that never lands
     } while (!done);
 #else
