@@ -308,6 +308,33 @@ __device__ __forceinline__ void softmax_tile(float (&s)[NJ][4], float (&o)[NO][4
     }
 }
 
+// A flash block's rows (both flash kernels): q head h = blockIdx.y; query tile q0 (the last tiles
+// have the most keys and are scheduled first: blockIdx.x 0 = last tile); keys [0, kend) needed;
+// warp's first row wr (relative) and the largest absolute position among its rows wlast; this
+// thread's two rows ar0, ar1 (absolute); sc: the score scale in log2 units. Also loads the warp's
+// Q fragments and zeroes the running output, maxima and sums.
+template <int HD, bool LO, int NL>
+struct FlashRows {
+    int h, kvh, q0, qd, pos, kend, wr, wlast, ar0, ar1;
+    float sc;
+    __device__ __forceinline__ FlashRows(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, int T, const int *posp,
+                                         int nh, int nkv, int warp, int g, int tq, uint32_t (&qa)[HD / 16][4],
+                                         uint32_t (&qal)[NL][4], float (&o)[HD / 8][4], float &m0, float &m1,
+                                         float &l0, float &l1) {
+        h = blockIdx.y, kvh = h / (nh / nkv), q0 = (gridDim.x - 1 - blockIdx.x) * BQ;
+        qd = nh * HD, pos = *posp;
+        kend = pos + min(q0 + BQ, T);
+        wr = q0 + warp * 16;
+        wlast = pos + wr + 15;
+        sc = rsqrtf((float)HD) * 1.4426950408889634f;
+        load_q<LO>(qb, ql, T, qd, h, wr, g, tq, qa, qal);
+#pragma unroll
+        for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+        m0 = m1 = -INFINITY, l0 = l1 = 0.0f;
+        ar0 = pos + wr + g, ar1 = ar0 + 8;
+    }
+};
+
 // Causal flash attention for one q head (blockIdx.y) and BQ query rows of the chunk; 4 warps, 16
 // rows each. Query row i (absolute position pos+i) attends cache rows [0, pos+i]. Per key tile of
 // BK rows: K (BK, HD) and V transposed (HD, BK) in shared memory as bf16 (rows padded by 8
@@ -326,21 +353,12 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __
     __shared__ __align__(16) __nv_bfloat16 Ks[NB][BK * KS];  // (BK, HD) keys of the tile: hi, lo
     __shared__ __align__(16) __nv_bfloat16 Vt[NB][HD * VS];  // (HD, BK) values, transposed: hi, lo
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-    // the last query tiles have the most keys: schedule them first (blockIdx.x 0 = last tile)
-    const int h = blockIdx.y, kvh = h / (nh / nkv), q0 = (gridDim.x - 1 - blockIdx.x) * BQ;
-    const int qd = nh * HD, pos = *posp;
-    const int kend = pos + min(q0 + BQ, T);  // keys [0, kend) are needed by this block
-    const int wr = q0 + warp * 16;           // this warp's first row (relative)
-    const int wlast = pos + wr + 15;         // largest absolute position among its rows
-    const float sc = rsqrtf((float)HD) * 1.4426950408889634f;
-
     uint32_t qa[HD / 16][4], qal[SPLIT ? HD / 16 : 1][4];
-    load_q<SPLIT>(qb, ql, T, qd, h, wr, g, tq, qa, qal);
-    float o[HD / 8][4];
-#pragma unroll
-    for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-    const int ar0 = pos + wr + g, ar1 = ar0 + 8;  // absolute positions of this thread's two rows
+    float o[HD / 8][4], m0, m1, l0, l1;
+    const FlashRows<HD, SPLIT, SPLIT ? HD / 16 : 1> R(qb, ql, T, posp, nh, nkv, warp, g, tq, qa, qal, o, m0, m1, l0, l1);
+    const int h = R.h, kvh = R.kvh, qd = R.qd, pos = R.pos, kend = R.kend, wr = R.wr, wlast = R.wlast;
+    const int ar0 = R.ar0, ar1 = R.ar1;
+    const float sc = R.sc;
 
     const int ntile = (kend + BK - 1) / BK;
     for (int kt = 0; kt < ntile; kt++) {
@@ -490,20 +508,12 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
     constexpr int BKT = Cfg::BK, NA = Cfg::NA, KS = Cfg::KS, TILE = BKT * KS;
     extern __shared__ __align__(16) __nv_bfloat16 fsm[];  // [2 stages][NA][BKT][KS]
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, lm = lane >> 3;
-    const int h = blockIdx.y, kvh = h / (nh / nkv), q0 = (gridDim.x - 1 - blockIdx.x) * BQ;
-    const int qd = nh * HD, pos = *posp;
-    const int kend = pos + min(q0 + BQ, T);
-    const int wr = q0 + warp * 16;
-    const int wlast = pos + wr + 15;
-    const float sc = rsqrtf((float)HD) * 1.4426950408889634f;
-
     uint32_t qa[HD / 16][4], qal[QLO ? HD / 16 : 1][4];
-    load_q<QLO>(qb, ql, T, qd, h, wr, g, tq, qa, qal);
-    float o[HD / 8][4];
-#pragma unroll
-    for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-    const int ar0 = pos + wr + g, ar1 = ar0 + 8;
+    float o[HD / 8][4], m0, m1, l0, l1;
+    const FlashRows<HD, QLO, QLO ? HD / 16 : 1> R(qb, ql, T, posp, nh, nkv, warp, g, tq, qa, qal, o, m0, m1, l0, l1);
+    const int h = R.h, kvh = R.kvh, qd = R.qd, pos = R.pos, kend = R.kend, wr = R.wr, wlast = R.wlast;
+    const int ar0 = R.ar0, ar1 = R.ar1;
+    const float sc = R.sc;
 
     // tile kt -> stage st: 16-byte chunks, keys past kend zero-filled (stale cache rows may hold NaN)
     auto load = [&](int kt, int st) {
