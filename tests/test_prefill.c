@@ -337,6 +337,79 @@ static void test_small_attn(void **st) {
     drop_model(&s);
 }
 
+/* The prefill megakernel (MQ_PREFILL_MK=1: a first chunk of <= 64 tokens in one persistent launch):
+ * all rows against the CPU on tiny (head_dim 32) at 1, 17 and 64 tokens and on qwen3-0.6b (head_dim
+ * 128, K slabs in q|k|v, o and down) at 7 and 64, decode continuing as on the CPU after it; then against
+ * the kernel chain on the same device for both precisions and KV cache types (the same GEMM tiles and
+ * attn_small_k's f32 attention; the chain's flash path rounds q and P to bf16 past 16 tokens: tight
+ * bars for split bf16, loose ones for plain bf16). */
+static void test_mk(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_CUDA_KV");
+    unsetenv("MQ_PREFILL_ATTN");
+    setenv("MQ_PREFILL_MK", "1", 1);
+    synth_model s;
+    make_model(&s, "tiny", 9);
+    mq_backend *cpu = mq_cpu_new(&s.m, 256, 0);
+    mq_backend *gpu = mq_cuda_new(&s.m, 256);
+    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
+    check_rows(gpu, cpu, "tiny (prefill_mk)", 1, 60);
+    check_rows(gpu, cpu, "tiny (prefill_mk)", 17, 61);
+    check_rows(gpu, cpu, "tiny (prefill_mk)", 64, 62);
+    check_continue(gpu, cpu, "tiny (prefill_mk)", 40, 0, 16);
+    gpu->free(gpu);
+    cpu->free(cpu);
+    const int V = 151936, lens[3] = {1, 16, 64};
+    float *a = malloc((size_t)64 * V * 4), *b = malloc((size_t)64 * V * 4);
+    assert_non_null(a);
+    assert_non_null(b);
+    const char *prec[2] = {"split", "bf16"}, *kv[2] = {"f32", "bf16"};
+    for (int i = 0; i < 12; i++) {
+        const int T = lens[i % 3], sp = (i / 3) & 1, kb = i / 6;
+        int32_t *ids = make_ids(T, V, 120 + i);
+        setenv("MQ_PREFILL_PREC", prec[sp], 1);
+        setenv("MQ_CUDA_KV", kv[kb], 1);
+        for (int v = 0; v < 2; v++) {
+            setenv("MQ_PREFILL_MK", v ? "0" : "1", 1);
+            mq_backend *g = mq_cuda_new(&s.m, 256);
+            if (!g) fail_msg("backend: %s", mq_err_get());
+            if (g->forward(g, ids, T, 0, v ? b : a) != 0) fail_msg("cuda forward: %s", mq_err_get());
+            g->free(g);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "tiny prefill_mk vs the kernel chain (%s, KV %s), %d rows", prec[sp], kv[kb], T);
+        double kl;
+        int hard;
+        compare(what, a, b, T, V, &kl, &hard);
+        if (sp) {
+            assert_true(kl <= 1e-2);
+        } else {
+            assert_true(kl <= 1e-4);
+            assert_int_equal(hard, 0);
+        }
+        free(ids);
+    }
+    free(a);
+    free(b);
+    drop_model(&s);
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_CUDA_KV");
+    setenv("MQ_PREFILL_MK", "1", 1);
+    make_model(&s, "qwen3-0.6b", 3);
+    cpu = mq_cpu_new(&s.m, 512, 0);
+    gpu = mq_cuda_new(&s.m, 512);
+    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
+    check_rows(gpu, cpu, "qwen3-0.6b (prefill_mk)", 7, 63);
+    check_rows(gpu, cpu, "qwen3-0.6b (prefill_mk)", 64, 64);
+    check_continue(gpu, cpu, "qwen3-0.6b (prefill_mk)", 32, 0, 16);
+    gpu->free(gpu);
+    cpu->free(cpu);
+    drop_model(&s);
+    unsetenv("MQ_PREFILL_MK");
+}
+
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -525,6 +598,7 @@ int main(void) {
         cmocka_unit_test(test_attn_variants),
         cmocka_unit_test(test_small_attn),
         cmocka_unit_test(test_gemm_variants),
+        cmocka_unit_test(test_mk),
         cmocka_unit_test(test_q06),
         cmocka_unit_test(test_q17),
         cmocka_unit_test(test_ttft),

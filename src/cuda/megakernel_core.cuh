@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "sync.cuh"
 #include "megakernel.cuh"
 
 namespace mqk {
@@ -18,48 +19,11 @@ constexpr int NW = NT / 32;  // warps per block
 // the shared-memory address of a generic pointer into shared memory
 __device__ __forceinline__ unsigned smem_u32(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
 
-__device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
-    unsigned v;
-    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
 // a relaxed gpu-scope load: sees other SMs' writes (no stale L1 line) without invalidating L1
 __device__ __forceinline__ unsigned ld_relaxed(const unsigned *p) {
     unsigned v;
     asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
     return v;
-}
-
-// Grid barrier: `bar` only grows within a launch (the host zeroes it before each launch); each
-// block adds 1 per barrier and waits until the count reaches (barriers so far) * gridDim.x.
-// The fences make every block's global writes before the barrier visible to all after it.
-__device__ __forceinline__ unsigned long long globaltimer() {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
-    return t;
-}
-
-// prof (optional): block 0 stamps the time each barrier opens, prof[i] for barrier i.
-__device__ __forceinline__ void grid_sync(unsigned *bar, unsigned &target, unsigned long long *prof) {
-    __syncthreads();  // the block's writes happen-before thread 0's release below
-    target += gridDim.x;
-    if (threadIdx.x == 0) {
-        // arrive with release semantics (no round trip), then poll with acquire
-        asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(bar), "r"(1u) : "memory");
-        // watchdog: a barrier that never opens is a bug; report it and trap instead of hanging
-        const long long t0 = clock64();
-        while (ld_acquire(bar) < target) {
-            if (clock64() - t0 > (1ll << 36)) {  // ~30 s at 2 GHz
-                printf("megakernel: block %d stuck at barrier %u (count %u)\n", blockIdx.x, target, ld_acquire(bar));
-                __trap();
-            }
-        }
-        if (prof && blockIdx.x == 0) {
-            const unsigned i = target / gridDim.x - 1;
-            if (i < (1u << 16)) prof[i] = globaltimer();
-        }
-    }
-    __syncthreads();  // the acquire by thread 0 orders the block's later reads
 }
 
 // Sub-stage profile (MQ_CUDA_PROFILE=1, dataflow kernel): block 0's thread 0 adds the SM cycles since
@@ -563,40 +527,6 @@ __device__ __forceinline__ void bulk_g2s(unsigned dst, const void *src, size_t b
     }
 #else
     (void)dst, (void)src, (void)bytes, (void)mb;
-#endif
-}
-
-// All threads: wait until the mbarrier mb completes the phase of the given parity.
-// mb_wait's watchdog (out of line: the wait loop keeps its registers)
-__device__ __noinline__ void mb_stuck(unsigned parity) {
-    printf("megakernel: block %d stuck waiting for a bulk copy (mbarrier parity %u)\n", blockIdx.x, parity);
-    __trap();
-}
-
-// CLUSTER: acquire at cluster scope, for data that other blocks of the cluster wrote with st.async
-// (tools/mvbench.cu's cluster hops); the kernels wait for their own bulk copies (CTA scope).
-template <bool CLUSTER = false>
-__device__ __forceinline__ void mb_wait(unsigned mb, unsigned parity) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    unsigned done = 0;
-    const long long t0 = clock64();
-    do {
-        if (CLUSTER)
-            asm volatile(
-                "{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-                : "=r"(done)
-                : "r"(mb), "r"(parity)
-                : "memory");
-        else
-            asm volatile(
-                "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-                : "=r"(done)
-                : "r"(mb), "r"(parity)
-                : "memory");
-        if (!done && clock64() - t0 > (1ll << 36)) mb_stuck(parity);  // ~30 s: a copy that never lands
-    } while (!done);
-#else
-    (void)mb, (void)parity;
 #endif
 }
 

@@ -28,7 +28,9 @@
 
 #include "pdl.cuh"
 #include "prefill.cuh"
+#include "sync.cuh"
 #include "sgemm.cuh"
+#include "sgemm_tile.cuh"
 
 extern "C" {
 #include "err.h"
@@ -131,6 +133,12 @@ struct mqp_state {
     __nv_bfloat16 *kvs;
     size_t kv_cap;         // rows of kvs
     float *hlast;          // (vocab) host row for last_tok when the caller passes no buffer
+    // the prefill megakernel (prefill_mk.cuh) for a first chunk of <= SMALL_T tokens (MQ_PREFILL_MK=1)
+    int mk;                // 1: enabled (and the device runs sm_90 code: bulk copies)
+    unsigned mkattr;       // bit i: instantiation i (of 4) set up; bit 16 + i: it cannot be co-resident on every SM
+    unsigned *mkbar;       // (1) its grid barrier counter
+    unsigned long long *mkprof;  // (MK_PHASES x n_layers) MQ_PREFILL_PROF: barrier times (device)
+    int mkprof_T;          // tokens of the last profiled megakernel run (0: none)
     Plan plan[NPLAN];
     int next_plan;
 };
@@ -147,18 +155,18 @@ __device__ __forceinline__ float warp_sum(float v) {
 // nullptr), or x + the sum of nd slabs d[r + k*ds] (d not nullptr: the GEMM's partial products, hi and
 // lo halves or K slabs), written back; then
 // out[r] = bf16(w * x * rsqrt(mean(x^2) + eps)) and lo[r] its rounding remainder (lo nullptr: not
-// split), as the decode kernel's load_norm. grid (rows), block 256.
-__global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *__restrict__ E, int V, float *__restrict__ x,
-                             const float *__restrict__ d, int nd, size_t ds, const float *__restrict__ w,
-                             __nv_bfloat16 *__restrict__ out, __nv_bfloat16 *__restrict__ lo, int H, float eps) {
+// split), as the decode kernel's load_norm. Row `row` by the whole block (256 threads); a block may
+// run several rows one after another (the closing __syncthreads guards red).
+__device__ __forceinline__ void resid_norm_row(int row, const int32_t *ids, const __nv_bfloat16 *__restrict__ E, int V,
+                                               float *__restrict__ x, const float *__restrict__ d, int nd, size_t ds,
+                                               const float *__restrict__ w, __nv_bfloat16 *__restrict__ out,
+                                               __nv_bfloat16 *__restrict__ lo, int H, float eps) {
     __shared__ float red[8];
-    pdl_wait();
-    pdl_trigger();
-    const size_t ro = (size_t)blockIdx.x * H;
+    const size_t ro = (size_t)row * H;
     float *xr = x + ro;
     const __nv_bfloat16 *e = nullptr;
     if (ids) {
-        int id = ids[blockIdx.x];
+        int id = ids[row];
         if (id < 0 || id >= V) id = 0;  // checked on the host; never read out of bounds
         e = E + (size_t)id * H;
     }
@@ -189,6 +197,16 @@ __global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *__restrict
         o[i] = hv;
         if (ol) ol[i] = __float2bfloat16_rn(v - __bfloat162float(hv));
     }
+    __syncthreads();
+}
+
+// resid_norm_row for row blockIdx.x. grid (rows), block 256.
+__global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *__restrict__ E, int V, float *__restrict__ x,
+                             const float *__restrict__ d, int nd, size_t ds, const float *__restrict__ w,
+                             __nv_bfloat16 *__restrict__ out, __nv_bfloat16 *__restrict__ lo, int H, float eps) {
+    pdl_wait();
+    pdl_trigger();
+    resid_norm_row(blockIdx.x, ids, E, V, x, d, nd, ds, w, out, lo, H, eps);
 }
 
 __device__ __forceinline__ void st1(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
@@ -199,6 +217,74 @@ __device__ __forceinline__ void st_split(__nv_bfloat16 *h, __nv_bfloat16 *l, siz
     const __nv_bfloat16 hv = __float2bfloat16_rn(v);
     h[i] = hv;
     if (l) l[i] = __float2bfloat16_rn(v - __bfloat162float(hv));
+}
+
+// One slot of qk_prep_k by one warp: slot s of token t (q|k|v row `row`, slabs ss apart) at position
+// p; tmp: the warp's hd floats of shared memory. qf (not nullptr): q as f32 rows (T, q_dim) there
+// instead of qb / ql.
+template <typename KT>
+__device__ __forceinline__ void prep_slot(const float *row, int ns, size_t ss, int s, int t, int p, const float *qn,
+                                          const float *kn, const float *rope, float *tmp, __nv_bfloat16 *qb,
+                                          __nv_bfloat16 *ql, float *qf, KT *kc, KT *vc, __nv_bfloat16 *kh,
+                                          __nv_bfloat16 *kl, __nv_bfloat16 *vh, __nv_bfloat16 *vl, int nh, int nkv,
+                                          int hd, int maxc, float eps) {
+    const int lane = threadIdx.x & 31, half = hd >> 1, qd = nh * hd, kvd = nkv * hd;
+    const float *src = row + (size_t)s * hd;
+    const bool isq = s < nh, isk = !isq && s < nh + nkv;
+    float sq = 0.0f;
+    for (int d = lane; d < hd; d += 32) {  // __ldcg: the prefill megakernel rewrites qkv every layer
+        float v = __ldcg(src + d);
+        for (int k = 1; k < ns; k++) v += __ldcg(src + k * ss + d);
+        tmp[d] = v;
+        sq += v * v;
+    }
+    sq = warp_sum(sq);
+    const float r = 1.0f / sqrtf(sq / (float)hd + eps);
+    __syncwarp();
+    if (isq || isk) {
+        const float *nw = isq ? qn : kn;
+        for (int d = lane; d < hd; d += 32) tmp[d] = nw[d] * (tmp[d] * r);
+    }
+    __syncwarp();
+    if (isq) {
+        const size_t qo = (size_t)t * qd + (size_t)s * hd;
+        for (int i = lane; i < half; i += 32) {
+            const float2 cs = reinterpret_cast<const float2 *>(rope)[(size_t)p * half + i];
+            const float a = tmp[i], b = tmp[i + half];
+            const float o0 = a * cs.x - b * cs.y, o1 = b * cs.x + a * cs.y;
+            if (qf) {
+                qf[qo + i] = o0;
+                qf[qo + i + half] = o1;
+                continue;
+            }
+            const __nv_bfloat16 h0 = __float2bfloat16_rn(o0), h1 = __float2bfloat16_rn(o1);
+            qb[qo + i] = h0;
+            qb[qo + i + half] = h1;
+            if (ql) {
+                ql[qo + i] = __float2bfloat16_rn(o0 - __bfloat162float(h0));
+                ql[qo + i + half] = __float2bfloat16_rn(o1 - __bfloat162float(h1));
+            }
+        }
+    } else if (isk) {
+        // cache row p of kv head s - nh (head-major); the bf16 scratch row p (position-major)
+        const size_t co = ((size_t)(s - nh) * maxc + p) * hd, ko = (size_t)p * kvd + (size_t)(s - nh) * hd;
+        for (int i = lane; i < half; i += 32) {
+            const float2 cs = reinterpret_cast<const float2 *>(rope)[(size_t)p * half + i];
+            const float a = tmp[i], b = tmp[i + half];
+            const float o0 = a * cs.x - b * cs.y, o1 = b * cs.x + a * cs.y;
+            st1(kc + co + i, o0);
+            st1(kc + co + i + half, o1);
+            st_split(kh, kl, ko + i, o0);
+            st_split(kh, kl, ko + i + half, o1);
+        }
+    } else {
+        const size_t co = ((size_t)(s - nh - nkv) * maxc + p) * hd, vo = (size_t)p * kvd + (size_t)(s - nh - nkv) * hd;
+        for (int d = lane; d < hd; d += 32) {
+            st1(vc + co + d, tmp[d]);
+            st_split(vh, vl, vo + d, tmp[d]);
+        }
+    }
+    __syncwarp();
 }
 
 // qkv: ns slabs of (T, q|k|v) partial products ss floats apart, summed (hi and lo GEMM halves, or
@@ -213,69 +299,19 @@ __global__ void qk_prep_k(const float *qkv, int ns, size_t ss, const float *qn, 
                           __nv_bfloat16 *ql, KT *kc, KT *vc, __nv_bfloat16 *kh, __nv_bfloat16 *kl, __nv_bfloat16 *vh,
                           __nv_bfloat16 *vl, int nh, int nkv, int hd, int maxc, const int *posp, float eps) {
     extern __shared__ float pbuf[];  // (8, hd)
-    const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = hd >> 1;
+    const int t = blockIdx.x, warp = threadIdx.x >> 5;
     const int nslot = nh + 2 * nkv, qd = nh * hd, kvd = nkv * hd;
-    float *tmp = pbuf + warp * hd;
     const float *row = qkv + (size_t)t * (qd + 2 * kvd);
     pdl_wait();
     pdl_trigger();
     const int p = *posp + t;
-    for (int s = blockIdx.y * 8 + warp; s < nslot; s += 8 * gridDim.y) {
-        const float *src = row + (size_t)s * hd;
-        const bool isq = s < nh, isk = !isq && s < nh + nkv;
-        float sq = 0.0f;
-        for (int d = lane; d < hd; d += 32) {
-            float v = src[d];
-            for (int k = 1; k < ns; k++) v += src[k * ss + d];
-            tmp[d] = v;
-            sq += v * v;
-        }
-        sq = warp_sum(sq);
-        const float r = 1.0f / sqrtf(sq / (float)hd + eps);
-        __syncwarp();
-        if (isq || isk) {
-            const float *nw = isq ? qn : kn;
-            for (int d = lane; d < hd; d += 32) tmp[d] = nw[d] * (tmp[d] * r);
-        }
-        __syncwarp();
-        if (isq) {
-            const size_t qo = (size_t)t * qd + (size_t)s * hd;
-            for (int i = lane; i < half; i += 32) {
-                const float2 cs = reinterpret_cast<const float2 *>(rope)[(size_t)p * half + i];
-                const float a = tmp[i], b = tmp[i + half];
-                const float o0 = a * cs.x - b * cs.y, o1 = b * cs.x + a * cs.y;
-                const __nv_bfloat16 h0 = __float2bfloat16_rn(o0), h1 = __float2bfloat16_rn(o1);
-                qb[qo + i] = h0;
-                qb[qo + i + half] = h1;
-                if (ql) {
-                    ql[qo + i] = __float2bfloat16_rn(o0 - __bfloat162float(h0));
-                    ql[qo + i + half] = __float2bfloat16_rn(o1 - __bfloat162float(h1));
-                }
-            }
-        } else if (isk) {
-            // cache row p of kv head s - nh (head-major); the bf16 scratch row p (position-major)
-            const size_t co = ((size_t)(s - nh) * maxc + p) * hd, ko = (size_t)p * kvd + (size_t)(s - nh) * hd;
-            for (int i = lane; i < half; i += 32) {
-                const float2 cs = reinterpret_cast<const float2 *>(rope)[(size_t)p * half + i];
-                const float a = tmp[i], b = tmp[i + half];
-                const float o0 = a * cs.x - b * cs.y, o1 = b * cs.x + a * cs.y;
-                st1(kc + co + i, o0);
-                st1(kc + co + i + half, o1);
-                st_split(kh, kl, ko + i, o0);
-                st_split(kh, kl, ko + i + half, o1);
-            }
-        } else {
-            const size_t co = ((size_t)(s - nh - nkv) * maxc + p) * hd, vo = (size_t)p * kvd + (size_t)(s - nh - nkv) * hd;
-            for (int d = lane; d < hd; d += 32) {
-                st1(vc + co + d, tmp[d]);
-                st_split(vh, vl, vo + d, tmp[d]);
-            }
-        }
-        __syncwarp();
-    }
+    for (int s = blockIdx.y * 8 + warp; s < nslot; s += 8 * gridDim.y)
+        prep_slot<KT>(row, ns, ss, s, t, p, qn, kn, rope, pbuf + warp * hd, qb, ql, nullptr, kc, vc, kh, kl, vh, vl, nh,
+                      nkv, hd, maxc, eps);
 }
 
 #include "prefill_attention.cuh"  // the attention kernels (inside this anonymous namespace)
+#include "prefill_mk.cuh"         // the prefill megakernel (likewise)
 
 // h[t, j] = bf16(silu(gu[t, 2j]) * gu[t, 2j+1]) over T*I elements.
 // lo (optional): the bf16 rounding remainders; gu: ns slabs of partial products (hi and lo GEMM
@@ -408,6 +444,27 @@ void prof_print(mqp_state *S, int n) {
     for (int k = 0; k < nk; k++) fprintf(stderr, " %s %dx %.1f us |", kind[k], cnt[k], tot[k] / cnt[k]);
     fprintf(stderr, " total %.0f us\n", all);
     S->npev = 0;
+    if (S->mkprof_T > 0) {  // the megakernel's phases: mean time from one barrier's opening to the next's
+        const int np = MK_PHASES * S->L - 1;  // barriers (the last layer has no closing one)
+        unsigned long long *t = (unsigned long long *)malloc(sizeof(unsigned long long) * MK_PHASES * S->L);
+        if (t && cudaMemcpy(t, S->mkprof, sizeof(unsigned long long) * MK_PHASES * S->L, cudaMemcpyDeviceToHost) ==
+                     cudaSuccess) {
+            // barrier b opens phase b % 8 + 1 of its layer (8: the next layer's input norm + its q|k|v wait)
+            static const char *ph[MK_PHASES] = {"q|k|v", "prep", "attn", "o", "post_norm", "gate|up", "down", "input_norm"};
+            double sum[MK_PHASES] = {0};
+            int cnt[MK_PHASES] = {0};
+            for (int b = 1; b < np; b++) {
+                sum[(b - 1) % MK_PHASES] += (double)(t[b] - t[b - 1]) * 1e-3;
+                cnt[(b - 1) % MK_PHASES]++;
+            }
+            fprintf(stderr, "prefill_mk phases, %d tokens (us per layer, barrier to barrier):", S->mkprof_T);
+            for (int k = 0; k < MK_PHASES; k++) fprintf(stderr, " %s %.1f |", ph[k], cnt[k] ? sum[k] / cnt[k] : 0.0);
+            fprintf(stderr, " layers 1..%d %.0f us, block 0 waited %.0f us for weight copies\n", S->L - 1,
+                    (double)(t[np - 1] - t[0]) * 1e-3, (double)t[np] * 1e-3);
+        }
+        free(t);
+        S->mkprof_T = 0;
+    }
 }
 
 // K slabs sgemm takes for an (N, K) layer GEMM of T rows whose output has room for cap_rows rows;
@@ -658,6 +715,9 @@ int init(mqp_state **st, const Params *P) {
     PCK(cudaFuncGetAttributes(&fa, resid_norm_k));
     S->pdl = major >= 9 && fa.binaryVersion >= 90 && !(pd && atoi(pd) == 0);
     S->sg = sg ? atoi(sg) : 3;
+    const char *mk = getenv("MQ_PREFILL_MK");
+    S->mk = mk && atoi(mk) == 1 && major >= 9 && fa.binaryVersion >= 90;
+    PCK(cudaMalloc((void **)&S->mkbar, sizeof(unsigned)));
     const char *sn = getenv("MQ_PREFILL_SGNMAX");
     S->sg_nmax = sn ? atoi(sn) : 0;
     const char *pp = getenv("MQ_PREFILL_PROF");
@@ -704,6 +764,57 @@ int chunk(mqp_state *S, const Params *P, int T, int r0, int nr, int kvgrid, cuda
     if (nr > 0 && head(S, P, T, r0, nr, s)) return -1;
     PCK(cudaGetLastError());
     return 0;
+}
+
+// K slabs of an (N, K) GEMM in the prefill megakernel: about one (feature tile, slab) unit per block,
+// at most two 64-wide k chunks per warp, at least one.
+int mk_slabs(int N, int K, int grid) {
+    const int nt = N / sgt::FB, nch = K / 64, kmin = (nch + 15) / 16, kmax = nch / 8 > kmin ? nch / 8 : kmin;
+    const int ks = (grid + nt / 2) / nt;
+    return ks < kmin ? kmin : ks > kmax ? kmax : ks;
+}
+
+// A first chunk (position 0, T <= SMALL_T tokens) through the prefill megakernel, then the final norm
+// and lm_head of rows [r0, r0 + nr) (head). Returns 0 when it ran, 1 when it cannot run this shape
+// or device (the caller runs the kernel chain), -1 on error.
+template <typename KT>
+int mk_chunk(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
+    const int qd = S->qd, nq = qd + 2 * S->kvd, grid = S->sms;
+    if (!S->mk || S->L < 1 || S->L > MK_LMAX || P->fuse || T > SMALL_T || (S->hd != 32 && S->hd != 64 && S->hd != 128) ||
+        S->H % 64 || qd % 64 || S->I % 64 || nq % sgt::FB || S->H > 16 * 64)  // gate|up in one slab
+        return 1;
+    const int ks_qkv = mk_slabs(nq, S->H, grid), ks_o = mk_slabs(S->H, qd, grid), ks_down = mk_slabs(S->H, S->I, grid);
+    const size_t cap = (size_t)(S->split ? 2 : 1) * S->C;  // rows of the slab buffers
+    if ((size_t)ks_qkv * T > cap || (size_t)ks_o * T > cap || (size_t)ks_down * T > cap ||
+        (size_t)T * qd > cap * 2 * S->I)  // q (f32) in S->gu
+        return 1;
+    void (*kern)(MkArgs) = S->split ? prefill_mk<true, KT> : prefill_mk<false, KT>;
+    const size_t smem = mk_smem(S->hd);
+    const unsigned bit = (S->split ? 2u : 0u) + (sizeof(KT) == 4 ? 1u : 0u);
+    if (!(S->mkattr & (1u << bit))) {
+        PCK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        int nb = 0;
+        PCK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, kern, MK_NT, smem));
+        S->mkattr |= (1u << bit) | (nb < 1 ? 65536u << bit : 0u);
+    }
+    if (S->mkattr & (65536u << bit)) return 1;
+    MkArgs A;
+    A.layers = P->layers, A.embed = P->embed, A.rope = P->rope, A.kc = P->kc, A.vc = P->vc, A.ids = S->dbuf + 1;
+    A.x = S->x, A.xn = S->xn, A.qkv = S->qkv, A.qf = S->gu, A.dres = S->dres, A.h = S->h, A.bar = S->mkbar;
+    A.V = S->V, A.H = S->H, A.I = S->I, A.L = S->L, A.nh = S->nh, A.nkv = S->nkv, A.hd = S->hd, A.maxc = S->max_ctx;
+    A.T = T, A.ks_qkv = ks_qkv, A.ks_o = ks_o, A.ks_down = ks_down, A.eps = P->eps;
+    A.prof = nullptr;
+    if (S->prof) {
+        if (!S->mkprof) PCK(cudaMalloc((void **)&S->mkprof, sizeof(unsigned long long) * MK_PHASES * S->L));
+        PCK(cudaMemsetAsync(S->mkprof, 0, sizeof(unsigned long long) * MK_PHASES * S->L, s));
+        A.prof = S->mkprof, S->mkprof_T = T;
+    }
+    PCK(cudaMemsetAsync(S->mkbar, 0, sizeof(unsigned), s));
+    void *args[1] = {&A};
+    PCK(cudaLaunchCooperativeKernel((const void *)kern, dim3(grid), dim3(MK_NT), args, smem, s));
+    mark(S, s, "prefill_mk");
+    S->dres_ns = ks_down;  // head adds the last down's slabs to the residual
+    return head(S, P, T, r0, nr, s) ? -1 : 0;
 }
 
 // A short chunk (T <= GMAX, its logit rows in one sub-chunk) as a CUDA graph: the first call for
@@ -794,8 +905,14 @@ int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float
         mark(S, s, "ids");
         // logits: every row of the chunk (sub-chunks of LSUB rows), or only the prompt's last row
         const int r_beg = logits_all ? 0 : final ? T - 1 : T;
-        int r0 = r_beg;
-        if (S->use_graph && T <= GMAX && T - r_beg <= LSUB) {
+        int r0 = r_beg, mk = 1;
+        if (S->mk && pos + c0 == 0 && T == n) {
+            mk = mk_chunk<KT>(S, P, T, r_beg, T - r_beg < LSUB ? T - r_beg : LSUB, s);
+            if (mk < 0) return -1;
+        }
+        if (mk == 0) {
+            // the first sub-chunk's logits are in S->logits
+        } else if (S->use_graph && T <= GMAX && T - r_beg <= LSUB) {
             if (chunk_graph<KT>(S, P, T, r_beg, T - r_beg, pos + c0)) return -1;
         } else {
             const long long n8 = (long long)(pos + c0) * S->kvd / 8;
@@ -874,8 +991,9 @@ void mqp_free(mqp_state *S) {
     for (int i = 0; S->prof && i < NPEV; i++)
         if (S->pev[i]) cudaEventDestroy(S->pev[i]);
     if (S->st) cudaStreamDestroy(S->st);
-    void *bufs[11] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf, S->kvs, S->dres};
-    for (int i = 0; i < 11; i++)
+    void *bufs[13] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf, S->kvs, S->dres, S->mkbar,
+                      S->mkprof};
+    for (int i = 0; i < 13; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     free(S->hl);
     free(S->hlast);

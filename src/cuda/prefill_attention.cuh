@@ -28,6 +28,77 @@ __device__ __forceinline__ void split2(float a, float b, uint32_t &hi, uint32_t 
     lo = pack_bf2(a - __low2float(h), b - __high2float(h));
 }
 
+constexpr int SMALL_T = 64, NT_SMALL = 1024;
+// attn_small_k's attention (and the prefill megakernel's) by warps 0-7 of the block, for query rows
+// [q0, q1) (q1 - q0 <= 16) of head h: Qs (16, HD) those q rows, Ks (q1, HD + 4) / Vs (q1, HD) the kv
+// head's K and V rows [0, q1), Ps (8 warps, 2 rows, SMALL_T) scratch, all f32 in shared memory;
+// output rows of att (+ atl lo) (T, qd) bf16. Warp w: query rows q0 + 2w, q0 + 2w + 1.
+template <int HD>
+__device__ __forceinline__ void small_attend(const float *Qs, const float *Ks, const float *Vs, float *Ps, int h, int q0,
+                                             int q1, int qd, __nv_bfloat16 *att, __nv_bfloat16 *atl) {
+    constexpr int KS = HD + 4;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    // scores: warp rows ta = q0 + 2 warp, tb = ta + 1; lane keys pa = lane, pb = lane + 32
+    const int ta = q0 + 2 * warp, tb = ta + 1, pa = lane, pb = lane + 32;
+    const float sc = rsqrtf((float)HD);
+    float s[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+    if (ta < q1) {
+        const float4 *qa = reinterpret_cast<const float4 *>(Qs + (ta - q0) * HD);
+        const float4 *qb = reinterpret_cast<const float4 *>(Qs + (tb - q0) * HD);  // (read only while tb < q1)
+        const float4 *ka = reinterpret_cast<const float4 *>(Ks + (size_t)min(pa, SMALL_T - 1) * KS);
+        const float4 *kb = reinterpret_cast<const float4 *>(Ks + (size_t)min(pb, SMALL_T - 1) * KS);
+#pragma unroll 8
+        for (int d4 = 0; d4 < HD / 4; d4++) {
+            const float4 x = qa[d4], y = tb < q1 ? qb[d4] : make_float4(0.f, 0.f, 0.f, 0.f), u = ka[d4], w = kb[d4];
+            s[0][0] += x.x * u.x + x.y * u.y + x.z * u.z + x.w * u.w;
+            s[0][1] += x.x * w.x + x.y * w.y + x.z * w.z + x.w * w.w;
+            s[1][0] += y.x * u.x + y.y * u.y + y.z * u.z + y.w * u.w;
+            s[1][1] += y.x * w.x + y.y * w.y + y.z * w.z + y.w * w.w;
+        }
+    }
+    // causal softmax per row (key p <= t); P to shared memory for P V
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int t = ta + r;
+        const float a = pa <= t ? s[r][0] * sc : -INFINITY, b = pb <= t ? s[r][1] * sc : -INFINITY;
+        float m = fmaxf(a, b);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        const float ea = pa <= t ? expf(a - m) : 0.0f, eb = pb <= t ? expf(b - m) : 0.0f;
+        inv[r] = 1.0f / warp_sum(ea + eb);
+        Ps[(warp * 2 + r) * SMALL_T + pa] = ea;
+        Ps[(warp * 2 + r) * SMALL_T + pb] = eb;
+    }
+    __syncwarp();
+    if (ta >= q1) return;
+    // O = P V over keys [0, tb]: lane's dims 4 lane' (HD / 4 float4s of a row over the warp)
+    const float *pra = Ps + (warp * 2) * SMALL_T, *prb = pra + SMALL_T;
+    const int pend = min(tb, q1 - 1);
+    for (int d4 = lane; d4 < HD / 4; d4 += 32) {
+        float4 oa = make_float4(0.f, 0.f, 0.f, 0.f), ob = oa;
+        for (int p = 0; p <= pend; p++) {
+            const float4 vv = reinterpret_cast<const float4 *>(Vs + (size_t)p * HD)[d4];
+            const float wa = pra[p], wb = prb[p];
+            oa.x += wa * vv.x, oa.y += wa * vv.y, oa.z += wa * vv.z, oa.w += wa * vv.w;
+            ob.x += wb * vv.x, ob.y += wb * vv.y, ob.z += wb * vv.z, ob.w += wb * vv.w;
+        }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int t = ta + r;
+            if (t >= q1) break;
+            const float4 o = r ? ob : oa;
+            const size_t c = (size_t)t * qd + (size_t)h * HD + 4 * d4;
+            uint32_t hi0, lo0, hi1, lo1;
+            split2(o.x * inv[r], o.y * inv[r], hi0, lo0);
+            split2(o.z * inv[r], o.w * inv[r], hi1, lo1);
+            *reinterpret_cast<uint2 *>(att + c) = make_uint2(hi0, hi1);
+            if (atl) *reinterpret_cast<uint2 *>(atl + c) = make_uint2(lo0, lo1);
+        }
+    }
+}
+
+
 // Attention for a short first chunk (T <= SMALL_T tokens at position 0, hd = HD): qk_prep_k and the
 // flash kernel in one launch. Block (h, rg) owns query rows [16 rg, 16 rg + 16) of head h. It sums
 // the q|k|v slabs, normalises and rotates its q rows and the K rows [0, q1) of h's kv head (each
@@ -38,7 +109,6 @@ __device__ __forceinline__ void split2(float a, float b, uint32_t &hi, uint32_t 
 // (+ lo) rows of (T, q_dim). One launch instead of two, no K/V scratch copy. 32 warps prepare the
 // rows, 8 of them then attend, 2 query rows each; a lane holds keys lane and lane + 32 of its rows'
 // scores, dims [4 lane', ...) of the output.
-constexpr int SMALL_T = 64, NT_SMALL = 1024;
 template <int HD, typename KT>
 __global__ void __launch_bounds__(NT_SMALL) attn_small_k(const float *qkv, int ns, size_t ss, const float *qn, const float *kn,
                                                     const float *rope, KT *kc, KT *vc, __nv_bfloat16 *att,
@@ -122,64 +192,7 @@ __global__ void __launch_bounds__(NT_SMALL) attn_small_k(const float *qkv, int n
     }
     __syncthreads();
     if (warp >= 8) return;  // the attention: 8 warps, 2 query rows each
-    // scores: warp rows ta = q0 + 2 warp, tb = ta + 1; lane keys pa = lane, pb = lane + 32
-    const int ta = q0 + 2 * warp, tb = ta + 1, pa = lane, pb = lane + 32;
-    const float sc = rsqrtf((float)HD);
-    float s[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-    if (ta < q1) {
-        const float4 *qa = reinterpret_cast<const float4 *>(Qs + (ta - q0) * HD);
-        const float4 *qb = reinterpret_cast<const float4 *>(Qs + (tb - q0) * HD);  // (read only while tb < q1)
-        const float4 *ka = reinterpret_cast<const float4 *>(Ks + (size_t)min(pa, SMALL_T - 1) * KS);
-        const float4 *kb = reinterpret_cast<const float4 *>(Ks + (size_t)min(pb, SMALL_T - 1) * KS);
-#pragma unroll 8
-        for (int d4 = 0; d4 < HD / 4; d4++) {
-            const float4 x = qa[d4], y = tb < q1 ? qb[d4] : make_float4(0.f, 0.f, 0.f, 0.f), u = ka[d4], w = kb[d4];
-            s[0][0] += x.x * u.x + x.y * u.y + x.z * u.z + x.w * u.w;
-            s[0][1] += x.x * w.x + x.y * w.y + x.z * w.z + x.w * w.w;
-            s[1][0] += y.x * u.x + y.y * u.y + y.z * u.z + y.w * u.w;
-            s[1][1] += y.x * w.x + y.y * w.y + y.z * w.z + y.w * w.w;
-        }
-    }
-    // causal softmax per row (key p <= t); P to shared memory for P V
-    float inv[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int t = ta + r;
-        const float a = pa <= t ? s[r][0] * sc : -INFINITY, b = pb <= t ? s[r][1] * sc : -INFINITY;
-        float m = fmaxf(a, b);
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-        const float ea = pa <= t ? expf(a - m) : 0.0f, eb = pb <= t ? expf(b - m) : 0.0f;
-        inv[r] = 1.0f / warp_sum(ea + eb);
-        Ps[(warp * 2 + r) * SMALL_T + pa] = ea;
-        Ps[(warp * 2 + r) * SMALL_T + pb] = eb;
-    }
-    __syncwarp();
-    if (ta >= q1) return;
-    // O = P V over keys [0, tb]: lane's dims 4 lane' (HD / 4 float4s of a row over the warp)
-    const float *pra = Ps + (warp * 2) * SMALL_T, *prb = pra + SMALL_T;
-    const int pend = min(tb, q1 - 1);
-    for (int d4 = lane; d4 < HD / 4; d4 += 32) {
-        float4 oa = make_float4(0.f, 0.f, 0.f, 0.f), ob = oa;
-        for (int p = 0; p <= pend; p++) {
-            const float4 vv = reinterpret_cast<const float4 *>(Vs + (size_t)p * HD)[d4];
-            const float wa = pra[p], wb = prb[p];
-            oa.x += wa * vv.x, oa.y += wa * vv.y, oa.z += wa * vv.z, oa.w += wa * vv.w;
-            ob.x += wb * vv.x, ob.y += wb * vv.y, ob.z += wb * vv.z, ob.w += wb * vv.w;
-        }
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int t = ta + r;
-            if (t >= q1) break;
-            const float4 o = r ? ob : oa;
-            const size_t c = (size_t)t * qd + (size_t)h * HD + 4 * d4;
-            uint32_t hi0, lo0, hi1, lo1;
-            split2(o.x * inv[r], o.y * inv[r], hi0, lo0);
-            split2(o.z * inv[r], o.w * inv[r], hi1, lo1);
-            *reinterpret_cast<uint2 *>(att + c) = make_uint2(hi0, hi1);
-            if (atl) *reinterpret_cast<uint2 *>(atl + c) = make_uint2(lo0, lo1);
-        }
-    }
+    small_attend<HD>(Qs, Ks, Vs, Ps, h, q0, q1, qd, att, atl);
 }
 
 // 8 cache elements (f32 or bf16) -> hi and lo bf16 (uint4 each); zeros when !ok.
