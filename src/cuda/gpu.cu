@@ -50,6 +50,7 @@ struct mq_gpu {
     int sync;             // SYNC_GRID, SYNC_DF or SYNC_AUTO (MQ_CUDA_SYNC): which decode kernel a launch runs
     int df_max;           // auto: the dataflow kernel for launches ending within this many positions
     int grid_df, smem_df; // dataflow kernel: grid (one block per SM; 0: unusable) and shared memory
+    int cluster;          // > 1: the dataflow kernel is launched in clusters of this many blocks (MQ_CUDA_CLUSTER)
     int prof_k;           // df profile: stage instances recorded per launch
     int fuse;             // gate|up + down fused (MQ_CUDA_FUSE=0: separate stages)
     size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)
@@ -317,6 +318,29 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
         }
         if (occd >= 1) {
             g->grid_df = gdf;
+            // MQ_CUDA_CLUSTER=C (measurement knob, sm_90): the dataflow kernel launched in thread-block
+            // clusters of C blocks (the kernel does not use them yet: what the launch alone costs, and
+            // whether every cluster is co-resident at this grid; docs/perf-notes.md, session 8)
+            const char *cenv = getenv("MQ_CUDA_CLUSTER");
+            const int cl = cenv ? atoi(cenv) : 1;
+            if (cl > 1 && prop.major >= 9 && gdf % cl == 0) {
+                if (cl > 8) CKN(cudaFuncSetAttribute(fdf, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+                cudaLaunchConfig_t cfg = {};
+                cudaLaunchAttribute at[1];
+                cfg.gridDim = dim3(gdf), cfg.blockDim = dim3(NT), cfg.dynamicSmemBytes = g->smem_df;
+                at[0].id = cudaLaunchAttributeClusterDimension;
+                at[0].val.clusterDim.x = cl, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+                cfg.attrs = at, cfg.numAttrs = 1;
+                int ncl = 0;
+                if (cudaOccupancyMaxActiveClusters(&ncl, fdf, &cfg) == cudaSuccess && ncl * cl >= gdf)
+                    g->cluster = cl;
+                else
+                    fprintf(stderr, "megaqwen: MQ_CUDA_CLUSTER=%d: %d clusters co-resident, %d needed; not used\n", cl,
+                            ncl, gdf / cl);
+                (void)cudaGetLastError();
+            } else if (cl > 1) {
+                fprintf(stderr, "megaqwen: MQ_CUDA_CLUSTER=%d needs sm_90 and a grid (%d) it divides; not used\n", cl, gdf);
+            }
         } else if (g->sync == SYNC_DF) {
             mq_err_set("cuda: the dataflow decode kernel does not fit on one SM of %s", prop.name);
             free(g);
@@ -711,8 +735,20 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         if (g->profile) CK(cudaMemset(P.sprof, 0, 64 * 8));
     }
     void *args[] = {&P};
-    CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kv_f32, df), dim3(df ? g->grid_df : g->grid), dim3(NT), args,
-                                   (size_t)(df ? g->smem_df : g->smem), 0));
+    if (df && g->cluster > 1) {  // cooperative (grid-wide co-residency, as below) and in clusters
+        cudaLaunchConfig_t cfg = {};
+        cudaLaunchAttribute at[2];
+        cfg.gridDim = dim3(g->grid_df), cfg.blockDim = dim3(NT), cfg.dynamicSmemBytes = (size_t)g->smem_df;
+        at[0].id = cudaLaunchAttributeCooperative;
+        at[0].val.cooperative = 1;
+        at[1].id = cudaLaunchAttributeClusterDimension;
+        at[1].val.clusterDim.x = g->cluster, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
+        cfg.attrs = at, cfg.numAttrs = 2;
+        CK(cudaLaunchKernelExC(&cfg, (const void *)mqk_kernel(g->kv_f32, df), args));
+    } else {
+        CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kv_f32, df), dim3(df ? g->grid_df : g->grid), dim3(NT), args,
+                                       (size_t)(df ? g->smem_df : g->smem), 0));
+    }
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
     if (g->profile && df) {
