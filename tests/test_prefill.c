@@ -277,6 +277,49 @@ static void test_attn_variants(void **st) {
     drop_model(&s);
 }
 
+/* All rows of the same prompts on new backends of model s with the environment variable var at `on`
+ * (a) and at `off` (b), for both precisions and KV cache types at 1, 16 and 64 tokens: KL <= 1e-4
+ * and no hard argmax flip for split bf16, KL <= 1e-2 for plain bf16 (one side's flash path rounds q
+ * and P to bf16). Leaves MQ_PREFILL_PREC, MQ_CUDA_KV and var unset. */
+static void compare_setting(synth_model *s, const char *var, const char *on, const char *off, const char *label,
+                            uint32_t seed) {
+    const int V = 151936, lens[3] = {1, 16, 64};
+    float *a = malloc((size_t)64 * V * 4), *b = malloc((size_t)64 * V * 4);
+    assert_non_null(a);
+    assert_non_null(b);
+    const char *prec[2] = {"split", "bf16"}, *kv[2] = {"f32", "bf16"};
+    for (int i = 0; i < 12; i++) {
+        const int T = lens[i % 3], sp = (i / 3) & 1, kb = i / 6;
+        int32_t *ids = make_ids(T, V, seed + i);
+        setenv("MQ_PREFILL_PREC", prec[sp], 1);
+        setenv("MQ_CUDA_KV", kv[kb], 1);
+        for (int v = 0; v < 2; v++) {
+            setenv(var, v ? off : on, 1);
+            mq_backend *g = mq_cuda_new(&s->m, 256);
+            if (!g) fail_msg("backend: %s", mq_err_get());
+            if (g->forward(g, ids, T, 0, v ? b : a) != 0) fail_msg("cuda forward: %s", mq_err_get());
+            g->free(g);
+        }
+        char what[128];
+        snprintf(what, sizeof what, "%s (%s, KV %s), %d rows", label, prec[sp], kv[kb], T);
+        double kl;
+        int hard;
+        compare(what, a, b, T, V, &kl, &hard);
+        if (sp) {
+            assert_true(kl <= 1e-2);
+        } else {
+            assert_true(kl <= 1e-4);
+            assert_int_equal(hard, 0);
+        }
+        free(ids);
+    }
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_CUDA_KV");
+    unsetenv(var);
+    free(a);
+    free(b);
+}
+
 /* attn_small_k (q/k prep + attention in one kernel for a first chunk of <= MQ_PREFILL_SMALL tokens,
  * default 16) over its whole range, MQ_PREFILL_SMALL=64: all rows against the CPU at 17 and 40
  * tokens (past the default cap) and decode continuing as on the CPU; then against the flash path
@@ -299,41 +342,7 @@ static void test_small_attn(void **st) {
     check_continue(gpu, cpu, "tiny (attn_small_k)", 40, 0, 16);
     gpu->free(gpu);
     cpu->free(cpu);
-    const int V = 151936, lens[3] = {1, 16, 64};
-    float *a = malloc((size_t)64 * V * 4), *b = malloc((size_t)64 * V * 4);
-    assert_non_null(a);
-    assert_non_null(b);
-    const char *prec[2] = {"split", "bf16"}, *kv[2] = {"f32", "bf16"};
-    for (int i = 0; i < 12; i++) {
-        const int T = lens[i % 3], sp = (i / 3) & 1, kb = i / 6;
-        int32_t *ids = make_ids(T, V, 90 + i);
-        setenv("MQ_PREFILL_PREC", prec[sp], 1);
-        setenv("MQ_CUDA_KV", kv[kb], 1);
-        for (int v = 0; v < 2; v++) {
-            setenv("MQ_PREFILL_SMALL", v ? "0" : "64", 1);
-            mq_backend *g = mq_cuda_new(&s.m, 256);
-            if (!g) fail_msg("backend: %s", mq_err_get());
-            if (g->forward(g, ids, T, 0, v ? b : a) != 0) fail_msg("cuda forward: %s", mq_err_get());
-            g->free(g);
-        }
-        char what[96];
-        snprintf(what, sizeof what, "tiny attn_small_k vs flash (%s, KV %s), %d rows", prec[sp], kv[kb], T);
-        double kl;
-        int hard;
-        compare(what, a, b, T, V, &kl, &hard);
-        if (sp) {
-            assert_true(kl <= 1e-2); /* plain bf16: the flash path rounds q and P to bf16 */
-        } else {
-            assert_true(kl <= 1e-4);
-            assert_int_equal(hard, 0);
-        }
-        free(ids);
-    }
-    unsetenv("MQ_PREFILL_PREC");
-    unsetenv("MQ_CUDA_KV");
-    unsetenv("MQ_PREFILL_SMALL");
-    free(a);
-    free(b);
+    compare_setting(&s, "MQ_PREFILL_SMALL", "64", "0", "tiny attn_small_k vs flash", 90);
     drop_model(&s);
 }
 
@@ -361,41 +370,8 @@ static void test_mk(void **st) {
     check_continue(gpu, cpu, "tiny (prefill_mk)", 40, 0, 16);
     gpu->free(gpu);
     cpu->free(cpu);
-    const int V = 151936, lens[3] = {1, 16, 64};
-    float *a = malloc((size_t)64 * V * 4), *b = malloc((size_t)64 * V * 4);
-    assert_non_null(a);
-    assert_non_null(b);
-    const char *prec[2] = {"split", "bf16"}, *kv[2] = {"f32", "bf16"};
-    for (int i = 0; i < 12; i++) {
-        const int T = lens[i % 3], sp = (i / 3) & 1, kb = i / 6;
-        int32_t *ids = make_ids(T, V, 120 + i);
-        setenv("MQ_PREFILL_PREC", prec[sp], 1);
-        setenv("MQ_CUDA_KV", kv[kb], 1);
-        for (int v = 0; v < 2; v++) {
-            setenv("MQ_PREFILL_MK", v ? "0" : "1", 1);
-            mq_backend *g = mq_cuda_new(&s.m, 256);
-            if (!g) fail_msg("backend: %s", mq_err_get());
-            if (g->forward(g, ids, T, 0, v ? b : a) != 0) fail_msg("cuda forward: %s", mq_err_get());
-            g->free(g);
-        }
-        char what[96];
-        snprintf(what, sizeof what, "tiny prefill_mk vs the kernel chain (%s, KV %s), %d rows", prec[sp], kv[kb], T);
-        double kl;
-        int hard;
-        compare(what, a, b, T, V, &kl, &hard);
-        if (sp) {
-            assert_true(kl <= 1e-2);
-        } else {
-            assert_true(kl <= 1e-4);
-            assert_int_equal(hard, 0);
-        }
-        free(ids);
-    }
-    free(a);
-    free(b);
+    compare_setting(&s, "MQ_PREFILL_MK", "1", "0", "tiny prefill_mk vs the kernel chain", 120);
     drop_model(&s);
-    unsetenv("MQ_PREFILL_PREC");
-    unsetenv("MQ_CUDA_KV");
     setenv("MQ_PREFILL_MK", "1", 1);
     make_model(&s, "qwen3-0.6b", 3);
     cpu = mq_cpu_new(&s.m, 512, 0);
