@@ -135,7 +135,7 @@ struct mqp_state {
     float *hlast;          // (vocab) host row for last_tok when the caller passes no buffer
     // the prefill megakernel (prefill_mk.cuh) for a first chunk of <= SMALL_T tokens (MQ_PREFILL_MK=1)
     int mk;                // 1: enabled (and the device runs sm_90 code: bulk copies)
-    unsigned mkattr;       // bit i: instantiation i (of 4) set up; bit 16 + i: it cannot be co-resident on every SM
+    unsigned mkattr;       // bit i: instantiation i (of 4) set up; bit 4 + i: it cannot be co-resident on every SM
     unsigned *mkbar;       // (1) its grid barrier counter
     unsigned long long *mkprof;  // (MK_PHASES x n_layers) MQ_PREFILL_PROF: barrier times (device)
     int mkprof_T;          // tokens of the last profiled megakernel run (0: none)
@@ -795,9 +795,9 @@ int mk_chunk(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t 
         PCK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         int nb = 0;
         PCK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, kern, MK_NT, smem));
-        S->mkattr |= (1u << bit) | (nb < 1 ? 65536u << bit : 0u);
+        S->mkattr |= (1u << bit) | (nb < 1 ? 16u << bit : 0u);
     }
-    if (S->mkattr & (65536u << bit)) return 1;
+    if (S->mkattr & (16u << bit)) return 1;
     MkArgs A;
     A.layers = P->layers, A.embed = P->embed, A.rope = P->rope, A.kc = P->kc, A.vc = P->vc, A.ids = S->dbuf + 1;
     A.x = S->x, A.xn = S->xn, A.qkv = S->qkv, A.qf = S->gu, A.dres = S->dres, A.h = S->h, A.bar = S->mkbar;
