@@ -121,19 +121,20 @@ if want prefill; then
   say "test_prefill (GPU prefill vs CPU, graphs, TTFT)"
   MQ_PREFILL_BENCH=1 timeout 240 "$B/test_prefill" >"$O/prefill.log" 2>&1
   row "test_prefill | rc $? $(grep -cE '^\[ +OK' "$O/prefill.log") ok, $(grep -cE '^\[ +(FAILED|SKIPPED)' "$O/prefill.log") failed/skipped"
-  while read -r l; do row "  $l"; done < <(grep -E "TTFT|FAIL|rror|differ" "$O/prefill.log" | head -16)
+  while read -r l; do row "  $l"; done < <(grep -E "TTFT|FAIL|rror|differ" "$O/prefill.log" | head -24)
 fi
 
 if want greedy; then
-  say "greedy 256 tokens cuda (f32 and bf16 KV) vs cpu on synthetic 0.6B"
+  say "greedy 256 tokens cuda (f32, bf16 and f16 KV) vs cpu on synthetic 0.6B"
   P=785,3840,315,279,18484,3493,12033,304,279,11128,45387,9294,11,979
   G="run -m $M06 --prompt-ids $P -n 256 --ids --ignore-eos"
   timeout 60 "$BIN" $G --backend cuda >/tmp/g_cuda.txt 2>>"$LOG"
   MQ_CUDA_SYNC=df timeout 60 "$BIN" $G --backend cuda >/tmp/g_cudadf.txt 2>>"$LOG"
   MQ_CUDA_KV=bf16 timeout 60 "$BIN" $G --backend cuda >/tmp/g_cuda16.txt 2>>"$LOG"
+  MQ_CUDA_KV=f16 timeout 60 "$BIN" $G --backend cuda >/tmp/g_cudaf16.txt 2>>"$LOG"
   timeout 200 "$BIN" $G --backend cpu >/tmp/g_cpu.txt 2>>"$LOG"
-  for f in cuda cudadf cuda16 cpu; do echo "== $f"; cat /tmp/g_$f.txt; done >"$O/greedy.txt"
-  for f in cuda cudadf cuda16; do
+  for f in cuda cudadf cuda16 cudaf16 cpu; do echo "== $f"; cat /tmp/g_$f.txt; done >"$O/greedy.txt"
+  for f in cuda cudadf cuda16 cudaf16; do
     n=$(python3 - /tmp/g_$f.txt /tmp/g_cpu.txt <<'EOF'
 import re, sys
 a, b = [re.findall(r"-?\d+", open(p).read()) for p in sys.argv[1:3]]
@@ -152,11 +153,14 @@ if want logits; then
   "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cuda.bin --backend cuda 2>>"$LOG"
   MQ_CUDA_PREFILL=0 MQ_CUDA_SYNC=df "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cudadf.bin --backend cuda 2>>"$LOG"
   MQ_CUDA_KV=bf16 "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cuda16.bin --backend cuda 2>>"$LOG"
+  MQ_CUDA_KV=f16 "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cudaf16.bin --backend cuda 2>>"$LOG"
+  MQ_CUDA_KV=f16 MQ_CUDA_PREFILL=0 MQ_CUDA_SYNC=df "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cudaf16df.bin --backend cuda 2>>"$LOG"
   "$BIN" logits -m $M06 --ids "$IDS" -o /tmp/l_cpu.bin --backend cpu 2>>"$LOG"
   python3 scripts/ref/hf_logits.py -m $M06 --ids "$IDS" --dtype fp32 -o /tmp/l_hf32.bin >>"$LOG" 2>&1
   python3 scripts/ref/hf_logits.py -m $M06 --ids "$IDS" --dtype bf16 -o /tmp/l_hf16.bin >>"$LOG" 2>&1
   python3 scripts/ref/compare_logits.py --vocab 151936 --hf32 /tmp/l_hf32.bin --hfbf16 /tmp/l_hf16.bin \
-    cuda=/tmp/l_cuda.bin cuda-df-stepwise=/tmp/l_cudadf.bin cuda-kvbf16=/tmp/l_cuda16.bin cpu=/tmp/l_cpu.bin hf-bf16=/tmp/l_hf16.bin >"$O/logits.txt" 2>&1
+    cuda=/tmp/l_cuda.bin cuda-df-stepwise=/tmp/l_cudadf.bin cuda-kvbf16=/tmp/l_cuda16.bin cuda-kvf16=/tmp/l_cudaf16.bin \
+    cuda-kvf16-df-stepwise=/tmp/l_cudaf16df.bin cpu=/tmp/l_cpu.bin hf-bf16=/tmp/l_hf16.bin >"$O/logits.txt" 2>&1
   cat "$O/logits.txt" >>"$LOG"
   while read -r l; do row "logits $l"; done < <(python3 -c "
 import json,sys
@@ -207,11 +211,14 @@ if want bench; then
   done
 fi
 
-if want bench16 && [ "$(left)" -gt 100 ]; then
-  MQ_CUDA_KV=bf16 timeout $(( $(left) > 150 ? 150 : $(left) )) "$BIN" bench -m $M06 --backend cuda --ctx 16,1024,4096,32768 \
-    -n 128 --bw "$BW" --power-s 0 --idle-s 0 >/tmp/b16.txt 2>&1
-  { echo "== bench bf16 KV"; cat /tmp/b16.txt; } >>"$O/bench.txt"
-  TABLE+=("bf16 KV:" "$(grep -A12 -i "context" /tmp/b16.txt | grep -E '^\|' | head -6)")
+if want bench16; then
+  for kv in ${DC_BENCHKV:-f16 bf16}; do  # the 16-bit KV caches
+    [ "$(left)" -gt 100 ] || break
+    MQ_CUDA_KV=$kv timeout $(( $(left) > 150 ? 150 : $(left) )) "$BIN" bench -m $M06 --backend cuda --ctx 16,1024,4096,32768 \
+      -n 128 --bw "$BW" --power-s 0 --idle-s 0 --json "$O/bench-kv$kv.json" >/tmp/b16.txt 2>&1
+    { echo "== bench $kv KV"; cat /tmp/b16.txt; } >>"$O/bench.txt"
+    TABLE+=("$kv KV:" "$(grep -A12 -i "context" /tmp/b16.txt | grep -E '^\|' | head -6)")
+  done
 fi
 
 if want sweep; then

@@ -470,6 +470,43 @@ static void test_q06(void **st) {
     drop_model(&s);
 }
 
+/* The f16 KV cache (MQ_CUDA_KV=f16): the prefill's attention reads it as it is, with q and P in
+ * f16 (flash2_k's one-product path; attn_small_k's f32 path up to 16 tokens), and decode reads the
+ * same rows. Against the CPU (f32 cache): all rows on tiny at 1, 7, 64 and 300 tokens, a second
+ * prefill at pos 37, decode continuing as on the CPU; qwen3-0.6b all rows at 7 and 64 tokens, last
+ * row and decode after 300. The bars are the issue's (mean KL <= 1e-3, argmax equal off near-ties):
+ * f16 keeps 11 significant bits of K, V, q and P, where bf16 (which fails them) keeps 8. */
+static void test_kv_f16(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_PREFILL_ATTN");
+    setenv("MQ_CUDA_KV", "f16", 1);
+    synth_model s;
+    make_model(&s, "tiny", 5);
+    mq_backend *cpu = mq_cpu_new(&s.m, 512, 0);
+    mq_backend *gpu = mq_cuda_new(&s.m, 512);
+    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
+    assert_int_equal(gpu->kv_elt, 2);
+    const int lens[4] = {1, 7, 64, 300};
+    for (int i = 0; i < 4; i++) check_rows(gpu, cpu, "tiny, f16 KV", lens[i], 30 + i);
+    check_continue(gpu, cpu, "tiny, f16 KV", 37, 90, 24);
+    gpu->free(gpu);
+    cpu->free(cpu);
+    drop_model(&s);
+    make_model(&s, "qwen3-0.6b", 1);
+    cpu = mq_cpu_new(&s.m, 512, 0);
+    gpu = mq_cuda_new(&s.m, 512);
+    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
+    check_rows(gpu, cpu, "qwen3-0.6b, f16 KV", 7, 31);
+    check_rows(gpu, cpu, "qwen3-0.6b, f16 KV", 64, 32);
+    check_continue(gpu, cpu, "qwen3-0.6b, f16 KV", 300, 0, 16);
+    gpu->free(gpu);
+    cpu->free(cpu);
+    drop_model(&s);
+    unsetenv("MQ_CUDA_KV");
+}
+
 /* Synthetic qwen3-1.7b (hidden 2048, inter 6144): other GEMM shapes for sgemm (on a 132-SM H200:
  * two K slabs for q|k|v and gate|up, four for o, six for down), all rows against the CPU at 20 and
  * 64 tokens (split bf16) and 20 (plain bf16). With a 128-position cache the output buffers hold 128 rows (256 split), so at
@@ -526,15 +563,17 @@ static void test_ttft(void **st) {
         printf("  SKIP: no usable CUDA device (or built without CUDA): TTFT not measured\n");
         skip();
     }
-    unsetenv("MQ_CUDA_KV");
     unsetenv("MQ_PREFILL_ATTN");
     synth_model s;
     make_model(&s, "qwen3-0.6b", 1);
     const int max_ctx = 4200;
     mq_backend *gpu;
-    /* both precisions: split bf16 (default, hi + lo terms) and plain bf16 (MQ_PREFILL_PREC=bf16) */
-    for (int mode = 0; mode < 2; mode++) {
+    /* both precisions: split bf16 (default, hi + lo terms) and plain bf16 (MQ_PREFILL_PREC=bf16),
+     * with the f32 KV cache (default) and the f16 one (MQ_CUDA_KV=f16: f16 attention) */
+    for (int m = 0; m < 4; m++) {
+        const int mode = m & 1;
         setenv("MQ_PREFILL_PREC", mode ? "bf16" : "split", 1);
+        setenv("MQ_CUDA_KV", m < 2 ? "f32" : "f16", 1);
         gpu = mq_cuda_new(&s.m, max_ctx);
         if (!gpu) fail_msg("backend: %s", mq_err_get());
         const int lens[4] = {8, 32, 512, 4096};
@@ -555,13 +594,14 @@ static void test_ttft(void **st) {
                         t[a] = t[b];
                         t[b] = x;
                     }
-            printf("  TTFT qwen3-0.6b synthetic (%s), %d-token prompt: median %.3f ms (min %.3f, max %.3f)\n",
-                   mode ? "bf16" : "split bf16", lens[i], t[2] * 1e3, t[0] * 1e3, t[4] * 1e3);
+            printf("  TTFT qwen3-0.6b synthetic (%s, %s KV), %d-token prompt: median %.3f ms (min %.3f, max %.3f)\n",
+                   mode ? "bf16" : "split bf16", m < 2 ? "f32" : "f16", lens[i], t[2] * 1e3, t[0] * 1e3, t[4] * 1e3);
             free(ids);
         }
         gpu->free(gpu);
     }
     unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_CUDA_KV");
     drop_model(&s);
 }
 
@@ -576,6 +616,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_variants),
         cmocka_unit_test(test_mk),
         cmocka_unit_test(test_q06),
+        cmocka_unit_test(test_kv_f16),
         cmocka_unit_test(test_q17),
         cmocka_unit_test(test_ttft),
     };

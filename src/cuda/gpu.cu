@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvtype.cuh"
 #include "megakernel.cuh"
 #include "prefill.cuh"
 #include "sample.cuh"
@@ -14,7 +15,7 @@ extern "C" {
 #include "gpu.h"
 }
 
-extern "C" const void *mqk_kernel(int kv_f32, int df);
+extern "C" const void *mqk_kernel(int kvt, int df);
 
 using mqk::LayerW;
 using mqk::NT;
@@ -46,7 +47,7 @@ struct mq_gpu {
     mq_gpu_shape s;
     int max_ctx, grid, smem, sms;
     int profile;          // MQ_CUDA_PROFILE=1: print per-stage times of each launch to stderr
-    int kv_f32;           // KV cache element: 1 = f32 (default: matches the fp32 reference), 0 = bf16
+    int kvt;              // KV cache element (kvtype.cuh): KV_F32 (default: matches the fp32 reference), KV_BF16, KV_F16
     int sync;             // SYNC_GRID, SYNC_DF or SYNC_AUTO (MQ_CUDA_SYNC): which decode kernel a launch runs
     int df_max;           // auto: the dataflow kernel for launches ending within this many positions
     int grid_df, smem_df; // dataflow kernel: grid (one block per SM; 0: unusable) and shared memory
@@ -190,9 +191,17 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
         free(g);
         return NULL;
     }
-    // KV cache precision: f32 unless MQ_CUDA_KV=bf16 (half the KV bytes; see docs/perf-notes.md)
+    // KV cache precision: f32 unless MQ_CUDA_KV=bf16 or f16 (half the KV bytes; see docs/perf-notes.md)
     const char *kvenv = getenv("MQ_CUDA_KV");
-    g->kv_f32 = !(kvenv && !strcmp(kvenv, "bf16"));
+    g->kvt = !kvenv || !*kvenv || !strcmp(kvenv, "f32") ? mqk::KV_F32
+           : !strcmp(kvenv, "bf16")                     ? mqk::KV_BF16
+           : !strcmp(kvenv, "f16")                      ? mqk::KV_F16
+                                                        : -1;
+    if (g->kvt < 0) {
+        mq_err_set("cuda: MQ_CUDA_KV=%.20s: expected f32, bf16 or f16", kvenv);
+        free(g);
+        return NULL;
+    }
     // Decode kernels: grid barriers (v4: 2 blocks/SM) and dataflow counters with staged weights
     // (v5: 1 block/SM; bulk copies need sm_90, elsewhere it streams weights like v4).
     // MQ_CUDA_SYNC=grid|df|auto; auto (default) runs df for launches that end within
@@ -204,7 +213,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const char *dmenv = getenv("MQ_CUDA_DF_MAX");
     g->df_max = dmenv && atoi(dmenv) > 0 ? atoi(dmenv) : 12288;
     const int smem_base = g->smem;
-    const void *fn = mqk_kernel(g->kv_f32, 0);
+    const void *fn = mqk_kernel(g->kvt, 0);
     CKN(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem));
     int occ = 0;
     CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, NT, g->smem));
@@ -269,7 +278,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
         // the kernel's static shared memory (reduction scratch, own residual rows, mbarriers, the
         // lm_head ring's state, the profile counters) comes on top of the dynamic size
         cudaFuncAttributes fa0;
-        CKN(cudaFuncGetAttributes(&fa0, mqk_kernel(g->kv_f32, 1)));
+        CKN(cudaFuncGetAttributes(&fa0, mqk_kernel(g->kvt, 1)));
         const size_t optin = prop.sharedMemPerBlockOptin, base = (size_t)smem_base + fa0.sharedSizeBytes;
         // ring mode (MQ_CUDA_RING=1; off by default: measured 1.5% slower than two buffers, run 8 in
         // docs/perf-notes.md): regions for gate|up, q|k|v (>= attention's scratch) and o/down (>= the
@@ -286,7 +295,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
             wbuf = pl.wbuf0, wbuf1 = pl.wbuf1, kvbuf = pl.kvbuf;
             g->smem_df = smem_base + (int)(wbuf + wbuf1 + kvbuf);
         }
-        const void *fdf = mqk_kernel(g->kv_f32, 1);
+        const void *fdf = mqk_kernel(g->kvt, 1);
         // lm_head ring (MQ_CUDA_LMRING=R: slots of R lm_head rows; default and 1 = 16 rows, 0 = off;
         // measured 96 -> 83 us per token, run 11 in docs/perf-notes.md): the bulk copy engine
         // streams each block's lm_head slice through as many slots as fit from the DOWN buffer on
@@ -391,7 +400,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
     const size_t off_layers = o;
     o += al(sizeof(LayerW) * (s->n_layers > 0 ? s->n_layers : 1));
     // K and V caches: (n_layers, n_kv, max_ctx, hd) each, head-major (megakernel.cuh Params.kc)
-    const size_t kv_bytes = (size_t)s->n_layers * max_ctx * KV * (g->kv_f32 ? 4 : 2);
+    const size_t kv_bytes = (size_t)s->n_layers * max_ctx * KV * (g->kvt == mqk::KV_F32 ? 4 : 2);
     const size_t off_kc = o;
     o += al(kv_bytes);
     const size_t off_vc = o;
@@ -554,7 +563,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
              prop.name, g->sync == SYNC_GRID ? "grid-barrier" : "dataflow",
              g->sync == SYNC_AUTO ? " (grid-barrier past MQ_CUDA_DF_MAX positions)" : "", g->sms, g->grid_df,
              g->smem_df, wbuf, wbuf1, kvbuf, wreg[0], wreg[1], wreg[2], lmns, lmring, g->grid, NT, bps, g->smem, g->wsmem,
-             g->kv_f32 ? "f32" : "bf16",
+             g->kvt == mqk::KV_F32 ? "f32" : g->kvt == mqk::KV_BF16 ? "bf16" : "f16",
              g->fuse ? "fused" : "2-stage", g->bytes / 1e9);
     if (g->profile) fprintf(stderr, "megakernel: %s\n", g->desc);
     return g;
@@ -744,9 +753,9 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         at[1].id = cudaLaunchAttributeClusterDimension;
         at[1].val.clusterDim.x = g->cluster, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
         cfg.attrs = at, cfg.numAttrs = 2;
-        CK(cudaLaunchKernelExC(&cfg, (const void *)mqk_kernel(g->kv_f32, df), args));
+        CK(cudaLaunchKernelExC(&cfg, (const void *)mqk_kernel(g->kvt, df), args));
     } else {
-        CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kv_f32, df), dim3(df ? g->grid_df : g->grid), dim3(NT), args,
+        CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kvt, df), dim3(df ? g->grid_df : g->grid), dim3(NT), args,
                                        (size_t)(df ? g->smem_df : g->smem), 0));
     }
     CK(cudaGetLastError());
@@ -802,7 +811,7 @@ int mq_gpu_run(mq_gpu *g, const int32_t *ids, int32_t first, int pos, int n, flo
             }
         if (n > 1 && mqp_enabled()) {  // a prompt: all tokens through each layer together (prefill.cu)
             int32_t lt = 0;
-            const int r = mqp_prefill(&g->pf, &g->P, g->kv_f32, ids, n, pos, logits_all, last, out_tok ? &lt : NULL, 0);
+            const int r = mqp_prefill(&g->pf, &g->P, g->kvt, ids, n, pos, logits_all, last, out_tok ? &lt : NULL, 0);
             if (r < 0) return -1;
             if (r == 0) {
                 if (out_tok) *out_tok = lt;
@@ -891,7 +900,7 @@ int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, const mq_gpu_samp *s, uint64_t
 
 size_t mq_gpu_bytes(const mq_gpu *g) { return g ? g->bytes : 0; }
 
-int mq_gpu_kv_elt(const mq_gpu *g) { return g && !g->kv_f32 ? 2 : 4; }
+int mq_gpu_kv_elt(const mq_gpu *g) { return g && g->kvt != mqk::KV_F32 ? 2 : 4; }
 
 const char *mq_gpu_describe(const mq_gpu *g) { return g ? g->desc : ""; }
 

@@ -8,7 +8,7 @@
 // activations). Per layer:
 //   QKV    rmsnorm(x) (every block, redundantly: cheaper than a barrier) -> fused q|k|v matvec
 //   ATTN   per (kv head, chunk): q/k RMSNorm + RoPE, K/V of this position into the cache (f32 or
-//          bf16; head-major (layer, kv head, pos, hd), so a chunk's rows are contiguous),
+//          bf16 or f16 (kvtype.cuh); head-major (layer, kv head, pos, hd), so a chunk's rows are contiguous),
 //          online-softmax over the chunk (flash-decoding); the last chunk to finish combines
 //   O      o_proj matvec, residual add into x
 //   GU     rmsnorm(x) -> fused gate|up matvec
@@ -598,11 +598,14 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
 
 }  // namespace mqk
 
-// The kernel for a KV cache of f32 (kv_f32 = 1) or bf16 elements; df = 1: the dataflow kernel.
-extern "C" const void *mqk_kernel(int kv_f32, int df) {
+// The kernel for a KV cache of element type kvt (mqk::KV_F32, KV_BF16, KV_F16); df = 1: the dataflow kernel.
+extern "C" const void *mqk_kernel(int kvt, int df) {
+    using namespace mqk;
     if (df)
-        return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_df<float>)
-                      : reinterpret_cast<const void *>(&mqk::decode_df<__nv_bfloat16>);
-    return kv_f32 ? reinterpret_cast<const void *>(&mqk::decode_kernel<float>)
-                  : reinterpret_cast<const void *>(&mqk::decode_kernel<__nv_bfloat16>);
+        return kvt == KV_F32    ? reinterpret_cast<const void *>(&decode_df<float>)
+             : kvt == KV_BF16 ? reinterpret_cast<const void *>(&decode_df<__nv_bfloat16>)
+                              : reinterpret_cast<const void *>(&decode_df<__half>);
+    return kvt == KV_F32    ? reinterpret_cast<const void *>(&decode_kernel<float>)
+         : kvt == KV_BF16 ? reinterpret_cast<const void *>(&decode_kernel<__nv_bfloat16>)
+                          : reinterpret_cast<const void *>(&decode_kernel<__half>);
 }

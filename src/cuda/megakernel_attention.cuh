@@ -9,7 +9,7 @@
 namespace mqk {
 
 // One warp: RMSNorm (if nw) and RoPE (if rope) of one head vector src (hd floats, global) into
-// dst: shared-memory floats (dst_f) or the bf16 cache (dst_b). tmp: hd floats of this warp's smem.
+// dst: shared-memory floats (dst_f) or the cache (dst_b, KT). tmp: hd floats of this warp's smem.
 template <typename KT>
 __device__ void head_prep(const Params &P, const float *src, const float *nw, bool rope, int pos, float *tmp,
                           float *dst_f, KT *dst_b) {
@@ -144,40 +144,74 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
     // Trip counts must be warp-uniform: the score reduction shuffles across the whole warp, so a
     // row group past the end still runs the loop and only skips the update.
     const int span = nrg;  // positions one row of the block's row groups covers
-    for (int base = p0 + warp * RPW; base < p1; base += R * span) {
-        const int pa = base + rg;
-        float kf[R][8], vf[R][8];
+    // one row's update of the online softmax for every head (kf, vf: the row's 8 dims of K and V)
+    auto row = [&](const float *kf, const float *vf, bool valid) {
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            const int p = pa + r * span;
-            const bool ok = act && p < p1;
-            const KT *kp = Kl + (size_t)(p - pb) * rs + sub * 8, *vp = Vl + (size_t)(p - pb) * rs + sub * 8;
-            if (SM) {
-                ld8s(kp, ok, kf[r]);
-                ld8s(vp, ok, vf[r]);
-            } else {
-                ld8(kp, ok, kf[r]);
-                ld8(vp, ok, vf[r]);
+        for (int g = 0; g < GS; g++) {
+            float s = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; j++) s = fmaf(q[g][j], kf[j], s);
+            for (int o = LPR >> 1; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            if (valid) {
+                const float mn = fmaxf(m[g], s);
+                const float corr = exp2f(m[g] - mn), pe = exp2f(s - mn);
+                m[g] = mn;
+                ls[g] = ls[g] * corr + pe;
+#pragma unroll
+                for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pe, vf[j], acc[g][j] * corr);
             }
         }
+    };
+    if constexpr (sizeof(KT) == 2 && !SM && R == 2 && GS <= 2) {
+        // 16-bit cache, rows from the cache, 2 rows per trip (the grid kernel's passes): a trip
+        // keeps its rows as loaded (4 registers per 8 elements, half of the floats') and converts
+        // one row at a time, so it carries 2R rows in the registers f32 uses for R: the same bytes
+        // in flight per trip (R rows of a 16-bit cache in flight: 1.6 TB/s at 32K, run 58). Only
+        // there: in the dataflow kernel the extra registers of its attention call raise decode_df's spills.
+        constexpr int R2 = 2 * R;
+        for (int base = p0 + warp * RPW; base < p1; base += R2 * span) {
+            const int pa = base + rg;
+            uint4 kr[R2], vr[R2];
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            if (base + r * span >= p1) break;  // warp-uniform: the warp's first row is past the end
-            const bool valid = pa + r * span < p1;
+            for (int r = 0; r < R2; r++) {
+                const int p = pa + r * span;
+                const bool ok = act && p < p1;
+                const uint4 *kp = reinterpret_cast<const uint4 *>(Kl + (size_t)(p - pb) * rs + sub * 8);
+                const uint4 *vp = reinterpret_cast<const uint4 *>(Vl + (size_t)(p - pb) * rs + sub * 8);
+                const uint4 z = make_uint4(0, 0, 0, 0);
+                kr[r] = ok ? (SM ? *kp : __ldcg(kp)) : z;
+                vr[r] = ok ? (SM ? *vp : __ldcg(vp)) : z;
+            }
 #pragma unroll
-            for (int g = 0; g < GS; g++) {
-                float s = 0.0f;
+            for (int r = 0; r < R2; r++) {
+                if (base + r * span >= p1) break;  // warp-uniform: the warp's first row is past the end
+                float kf[8], vf[8];
+                unpack8(kr[r], kf, Kl);
+                unpack8(vr[r], vf, Kl);
+                row(kf, vf, pa + r * span < p1);
+            }
+        }
+    } else {
+        for (int base = p0 + warp * RPW; base < p1; base += R * span) {
+            const int pa = base + rg;
+            float kf[R][8], vf[R][8];
 #pragma unroll
-                for (int j = 0; j < 8; j++) s = fmaf(q[g][j], kf[r][j], s);
-                for (int o = LPR >> 1; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-                if (valid) {
-                    const float mn = fmaxf(m[g], s);
-                    const float corr = exp2f(m[g] - mn), pe = exp2f(s - mn);
-                    m[g] = mn;
-                    ls[g] = ls[g] * corr + pe;
-#pragma unroll
-                    for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pe, vf[r][j], acc[g][j] * corr);
+            for (int r = 0; r < R; r++) {
+                const int p = pa + r * span;
+                const bool ok = act && p < p1;
+                const KT *kp = Kl + (size_t)(p - pb) * rs + sub * 8, *vp = Vl + (size_t)(p - pb) * rs + sub * 8;
+                if (SM) {
+                    ld8s(kp, ok, kf[r]);
+                    ld8s(vp, ok, vf[r]);
+                } else {
+                    ld8(kp, ok, kf[r]);
+                    ld8(vp, ok, vf[r]);
                 }
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                if (base + r * span >= p1) break;  // warp-uniform: the warp's first row is past the end
+                row(kf[r], vf[r], pa + r * span < p1);
             }
         }
     }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "kvtype.cuh"
 #include "sync.cuh"
 #include "megakernel.cuh"
 
@@ -111,7 +112,7 @@ __device__ __forceinline__ uint4 ldw(const uint4 *p) {  // weights: read-only fo
     return v;
 }
 
-// 8 consecutive K/V cache elements as floats (zeros when !ok); the cache is bf16 or f32.
+// 8 consecutive K/V cache elements as floats (zeros when !ok); the cache is f32, bf16 or f16.
 __device__ __forceinline__ void ld8(const __nv_bfloat16 *p, bool ok, float f[8]) {
     uint4 u = ok ? __ldcg(reinterpret_cast<const uint4 *>(p)) : make_uint4(0, 0, 0, 0);
     f[0] = bf2f(u.x & 0xffff), f[1] = bf2f(u.x >> 16), f[2] = bf2f(u.y & 0xffff), f[3] = bf2f(u.y >> 16);
@@ -135,8 +136,12 @@ __device__ __forceinline__ void ld8s(const float *p, bool ok, float f[8]) {
     float4 b = ok ? *(reinterpret_cast<const float4 *>(p) + 1) : z;
     f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
 }
-__device__ __forceinline__ void st1(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
-__device__ __forceinline__ void st1(float *p, float v) { *p = v; }
+__device__ __forceinline__ void ld8(const __half *p, bool ok, float f[8]) {
+    unpack8(ok ? __ldcg(reinterpret_cast<const uint4 *>(p)) : make_uint4(0, 0, 0, 0), f, p);
+}
+__device__ __forceinline__ void ld8s(const __half *p, bool ok, float f[8]) {
+    unpack8(ok ? *reinterpret_cast<const uint4 *>(p) : make_uint4(0, 0, 0, 0), f, p);
+}
 
 // Rows [r0, r1) of a matrix of `rows` rows that block b handles (contiguous, balanced).
 __device__ __forceinline__ void block_rows(int rows, int b, int nb, int &r0, int &r1) {

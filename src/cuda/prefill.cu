@@ -21,6 +21,7 @@
 // q, K/V tiles, softmax probabilities) rounded to bf16 for the tensor cores (see docs/perf-notes.md).
 #include <cublasLt.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 
 #include "pdl.cuh"
 #include "prefill.cuh"
+#include "kvtype.cuh"
 #include "sync.cuh"
 #include "sgemm.cuh"
 #include "sgemm_tile.cuh"
@@ -36,8 +38,12 @@ extern "C" {
 #include "err.h"
 }
 
+using mqk::kv_kind;
+using mqk::kv_round;
 using mqk::LayerW;
+using mqk::ld_f32;
 using mqk::Params;
+using mqk::st1;
 
 #define PCK(call)                                                                                          \
     do {                                                                                                   \
@@ -209,8 +215,6 @@ __global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *__restrict
     resid_norm_row(blockIdx.x, ids, E, V, x, d, nd, ds, w, out, lo, H, eps);
 }
 
-__device__ __forceinline__ void st1(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
-__device__ __forceinline__ void st1(float *p, float v) { *p = v; }
 // h[i] = bf16(v), l[i] = bf16(v - h[i]) (l nullptr: hi only; h nullptr: nothing)
 __device__ __forceinline__ void st_split(__nv_bfloat16 *h, __nv_bfloat16 *l, size_t i, float v) {
     if (!h) return;
@@ -221,7 +225,7 @@ __device__ __forceinline__ void st_split(__nv_bfloat16 *h, __nv_bfloat16 *l, siz
 
 // One slot of qk_prep_k by one warp: slot s of token t (q|k|v row `row`, slabs ss apart) at position
 // p; tmp: the warp's hd floats of shared memory. qf (not nullptr): q as f32 rows (T, q_dim) there
-// instead of qb / ql.
+// instead of qb / ql. With an f16 cache (KT = __half) q goes to qb as f16 (ql unused).
 template <typename KT>
 __device__ __forceinline__ void prep_slot(const float *row, int ns, size_t ss, int s, int t, int p, const float *qn,
                                           const float *kn, const float *rope, float *tmp, __nv_bfloat16 *qb,
@@ -255,6 +259,12 @@ __device__ __forceinline__ void prep_slot(const float *row, int ns, size_t ss, i
             if (qf) {
                 qf[qo + i] = o0;
                 qf[qo + i + half] = o1;
+                continue;
+            }
+            if (std::is_same<KT, __half>::value) {  // an f16 cache: q as f16 for flash2_k's f16 products
+                __half *qh = reinterpret_cast<__half *>(qb);
+                qh[qo + i] = __float2half_rn(o0);
+                qh[qo + i + half] = __float2half_rn(o1);
                 continue;
             }
             const __nv_bfloat16 h0 = __float2bfloat16_rn(o0), h1 = __float2bfloat16_rn(o1);
@@ -491,17 +501,19 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
     return gemmx(S, 1, W, K, X, D, N, T, K, s);
 }
 
-template <int HD, bool QLO, bool KVLO>
+template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16>
 int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
                   const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv, size_t hs,
                   __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv, cudaStream_t s) {
     using Cfg = Flash2Cfg<HD, QLO, KVLO>;
-    const unsigned bit = 1u << ((HD == 128 ? 2 : HD == 64 ? 1 : 0) * 4 + QLO * 2 + KVLO);
+    const int hdi = HD == 128 ? 2 : HD == 64 ? 1 : 0;
+    const unsigned bit = std::is_same<MT, __half>::value ? 1u << (12 + hdi) : 1u << (hdi * 4 + QLO * 2 + KVLO);
     if (!(S->fattr & bit)) {  // once per instantiation (the first call of a graph key is never captured)
-        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Cfg::SMEM));
+        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)Cfg::SMEM));
         S->fattr |= bit;
     }
-    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl, ldkv, hs, att,
+    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl, ldkv, hs, att,
                    atl, T, S->dbuf, nh, nkv));
     return 0;
 }
@@ -511,7 +523,7 @@ template <int HD, typename KT>
 int launch_small(mqp_state *S, const Params *P, int l, int nq, const float *qn, const float *kn, __nv_bfloat16 *att,
                  __nv_bfloat16 *atl, int T, cudaStream_t s) {
     const size_t smem = ((size_t)SMALL_T * (HD + 4) + (size_t)SMALL_T * HD + 16 * HD + 16 * SMALL_T) * 4;
-    const unsigned bit = 1u << ((HD == 128 ? 2 : HD == 64 ? 1 : 0) * 2 + (sizeof(KT) == 4));
+    const unsigned bit = 1u << ((HD == 128 ? 2 : HD == 64 ? 1 : 0) * 3 + kv_kind<KT>());
     if (!(S->sattr & bit)) {  // once per instantiation (the first call of a graph key is never captured)
         PCK(cudaFuncSetAttribute(attn_small_k<HD, KT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         S->sattr |= bit;
@@ -532,7 +544,11 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
               const __nv_bfloat16 *kh, const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl,
               __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, cudaStream_t s) {
     const dim3 grid((T + BQ - 1) / BQ, P->nh);
-    if (S->attn_v1) {
+    if constexpr (std::is_same<KT, __half>::value) {  // the f16 cache itself, f16 q and P: one product per term
+        (void)l, (void)ql, (void)kl, (void)vl;
+        return launch_flash2<HD, false, false, __half>(S, grid, qb, nullptr, kh, nullptr, vh, nullptr, HD,
+                                                        (size_t)P->max_ctx * HD, att, atl, T, P->nh, P->nkv, s);
+    } else if (S->attn_v1) {  // (not for an f16 cache: flash_k converts K/V to bf16)
         const size_t lo = (size_t)l * P->max_ctx * P->nkv * HD;  // layer l's (n_kv, max_ctx, HD)
         const KT *Kl = static_cast<const KT *>(P->kc) + lo, *Vl = static_cast<const KT *>(P->vc) + lo;
         if (S->split)
@@ -598,6 +614,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
             }
         }
         const unsigned nslot = (unsigned)(S->nh + 2 * S->nkv);
+        if (std::is_same<KT, __half>::value) ql = nullptr;  // f16 q, no lo half
         PCK(pdl_launch(S->pdl, qk_prep_k<KT>, dim3(T, (nslot + 7) / 8), dim3(256), (size_t)8 * hd * 4, s, S->qkv, nq,
                        (size_t)T * (qd + 2 * kvd), W.q_norm, W.k_norm, P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh,
                        S->nkv, hd, S->max_ctx, S->dbuf, P->eps));
@@ -790,14 +807,14 @@ int mk_chunk(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t 
         return 1;
     void (*kern)(MkArgs) = S->split ? prefill_mk<true, KT> : prefill_mk<false, KT>;
     const size_t smem = mk_smem(S->hd);
-    const unsigned bit = (S->split ? 2u : 0u) + (sizeof(KT) == 4 ? 1u : 0u);
+    const unsigned bit = (S->split ? 3u : 0u) + (unsigned)kv_kind<KT>();
     if (!(S->mkattr & (1u << bit))) {
         PCK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         int nb = 0;
         PCK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, kern, MK_NT, smem));
-        S->mkattr |= (1u << bit) | (nb < 1 ? 16u << bit : 0u);
+        S->mkattr |= (1u << bit) | (nb < 1 ? 256u << bit : 0u);
     }
-    if (S->mkattr & (16u << bit)) return 1;
+    if (S->mkattr & (256u << bit)) return 1;
     MkArgs A;
     A.layers = P->layers, A.embed = P->embed, A.rope = P->rope, A.kc = P->kc, A.vc = P->vc, A.ids = S->dbuf + 1;
     A.x = S->x, A.xn = S->xn, A.qkv = S->qkv, A.qf = S->gu, A.dres = S->dres, A.h = S->h, A.bar = S->mkbar;
@@ -946,7 +963,7 @@ int mqp_enabled(void) {
     return !(e && atoi(e) == 0);
 }
 
-int mqp_prefill(mqp_state **st, const Params *P, int kv_f32, const int32_t *ids_host, int n, int pos,
+int mqp_prefill(mqp_state **st, const Params *P, int kvt, const int32_t *ids_host, int n, int pos,
                 float *logits_all, float *last, int32_t *last_tok, cudaStream_t s) {
     if (P->hd != 32 && P->hd != 64 && P->hd != 128) return 1;
     if (P->nkv < 1 || P->nh % P->nkv) return 1;
@@ -971,8 +988,9 @@ int mqp_prefill(mqp_state **st, const Params *P, int kv_f32, const int32_t *ids_
             return r == -2 ? 1 : -1;
         }
     }
-    return kv_f32 ? run<float>(*st, P, ids_host, n, pos, logits_all, last, last_tok, s)
-                  : run<__nv_bfloat16>(*st, P, ids_host, n, pos, logits_all, last, last_tok, s);
+    if (kvt == mqk::KV_F32) return run<float>(*st, P, ids_host, n, pos, logits_all, last, last_tok, s);
+    if (kvt == mqk::KV_BF16) return run<__nv_bfloat16>(*st, P, ids_host, n, pos, logits_all, last, last_tok, s);
+    return run<__half>(*st, P, ids_host, n, pos, logits_all, last, last_tok, s);
 }
 
 void mqp_free(mqp_state *S) {

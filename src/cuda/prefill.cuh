@@ -11,7 +11,7 @@ struct mqp_state;  // scratch buffers, cuBLASLt handle and plan cache; made on t
 // Run ids_host[0..n) at positions pos..pos+n-1 in chunks of at most 2048 tokens: every layer as
 // GEMMs (bf16 in, fp32 accumulate: cuBLASLt, or sgemm.cu for chunks of <= 64 tokens) plus flash
 // attention (mma.sync bf16), writing K/V of
-// every position into the decode kernel's cache (P->kc/vc, f32 when kv_f32 else bf16), so the
+// every position into the decode kernel's cache (P->kc/vc; element type kvt: mqk::KV_F32, KV_BF16 or KV_F16), so the
 // decode megakernel continues from pos+n. P: the host copy of the decode kernel's parameters
 // (device pointers; P->layers is read back once). logits_all (n, vocab) receives every row when
 // non-NULL; last (vocab) the last row when non-NULL; *last_tok its argmax when non-NULL.
@@ -24,7 +24,8 @@ struct mqp_state;  // scratch buffers, cuBLASLt handle and plan cache; made on t
 // logit rows); MQ_PREFILL_GRAPH=0 launches every kernel directly instead.
 // Attention reads K/V as bf16 rows (an f32 cache is split into bf16 hi/lo scratch once per layer,
 // grown to pos+n rows on demand); MQ_PREFILL_ATTN=1 selects the first kernel (converts per block).
-int mqp_prefill(mqp_state **st, const mqk::Params *P, int kv_f32, const int32_t *ids_host, int n, int pos,
+// An f16 cache is read as it is, with q and P in f16 (one tensor-core product per term).
+int mqp_prefill(mqp_state **st, const mqk::Params *P, int kvt, const int32_t *ids_host, int n, int pos,
                 float *logits_all, float *last, int32_t *last_tok, cudaStream_t s);
 // 1 unless MQ_CUDA_PREFILL=0 (then teacher-forced runs use the decode kernel step by step).
 int mqp_enabled(void);

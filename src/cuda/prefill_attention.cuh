@@ -12,12 +12,21 @@ __device__ __forceinline__ uint32_t pack_bf2(float a, float b) {  // a in the lo
     return *reinterpret_cast<uint32_t *>(&v);
 }
 
+// c += a b, m16n8k16, fp32 accumulate; MT: the inputs' type (bf16, or f16 for an f16 KV cache)
+template <typename MT = __nv_bfloat16>
 __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    if constexpr (std::is_same<MT, __half>::value)
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // v -> (hi, lo) bf16 with hi + lo = v to ~16 mantissa bits ("split bf16": two tensor-core terms
@@ -181,10 +190,7 @@ __global__ void __launch_bounds__(NT_SMALL) attn_small_k(const float *qkv, int n
                 KT *cache = kind == 0 ? kc : vc;
                 const size_t co = ((size_t)kvh * maxc + t) * HD + d;
                 if (own && t >= q0) st1(cache + co, v[j]);
-                // the value decode will read from the cache
-                KT rv;
-                st1(&rv, v[j]);
-                const float f = sizeof(KT) == 4 ? v[j] : __bfloat162float(*reinterpret_cast<__nv_bfloat16 *>(&rv));
+                const float f = kv_round<KT>(v[j]);  // the value decode will read from the cache
                 if (kind == 0) Ks[t * KS + d] = f;
                 else Vs[t * HD + d] = f;
             }
@@ -237,7 +243,9 @@ __device__ __forceinline__ void load_q(const __nv_bfloat16 *qb, const __nv_bfloa
 }
 
 // The warp's output rows wr + g and wr + g + 8 (those < T) of head h: o / l as bf16 into att (and
-// the rounding remainders into atl when LO). l0/l1: the rows' full softmax sums.
+// the rounding remainders into atl when LO and atl is not nullptr: the o GEMM's input is split
+// whenever the GEMMs are, whatever precision the attention products had). l0/l1: the rows' full
+// softmax sums.
 template <bool LO, int NO>
 __device__ __forceinline__ void store_o(const float (&o)[NO][4], float l0, float l1, int T, int qd, int h, int wr,
                                         int g, int tq, __nv_bfloat16 *att, __nv_bfloat16 *atl) {
@@ -251,12 +259,12 @@ __device__ __forceinline__ void store_o(const float (&o)[NO][4], float l0, float
         if (r0 < T) {
             split2(o[dn][0] * i0, o[dn][1] * i0, hi, lo);
             *reinterpret_cast<uint32_t *>(att + (size_t)r0 * qd + c) = hi;
-            if (LO) *reinterpret_cast<uint32_t *>(atl + (size_t)r0 * qd + c) = lo;
+            if (LO && atl) *reinterpret_cast<uint32_t *>(atl + (size_t)r0 * qd + c) = lo;
         }
         if (r1 < T) {
             split2(o[dn][2] * i1, o[dn][3] * i1, hi, lo);
             *reinterpret_cast<uint32_t *>(att + (size_t)r1 * qd + c) = hi;
-            if (LO) *reinterpret_cast<uint32_t *>(atl + (size_t)r1 * qd + c) = lo;
+            if (LO && atl) *reinterpret_cast<uint32_t *>(atl + (size_t)r1 * qd + c) = lo;
         }
     }
 }
@@ -269,6 +277,16 @@ __device__ __forceinline__ void p_frags(const float (&s)[NJ][4], int kk, uint32_
     split2(s[2 * kk][2], s[2 * kk][3], pa[1], pl[1]);
     split2(s[2 * kk + 1][0], s[2 * kk + 1][1], pa[2], pl[2]);
     split2(s[2 * kk + 1][2], s[2 * kk + 1][3], pa[3], pl[3]);
+}
+
+// P as f16 (an f16 KV cache's attention: P in [0, 1] keeps 11 significant bits, no lo half).
+template <int NJ>
+__device__ __forceinline__ void p_frags_h(const float (&s)[NJ][4], int kk, uint32_t (&pa)[4]) {
+    const __half2 a = __floats2half2_rn(s[2 * kk][0], s[2 * kk][1]), b = __floats2half2_rn(s[2 * kk][2], s[2 * kk][3]);
+    const __half2 c = __floats2half2_rn(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    const __half2 d = __floats2half2_rn(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    pa[0] = *reinterpret_cast<const uint32_t *>(&a), pa[1] = *reinterpret_cast<const uint32_t *>(&b);
+    pa[2] = *reinterpret_cast<const uint32_t *>(&c), pa[3] = *reinterpret_cast<const uint32_t *>(&d);
 }
 
 // Online-softmax update for one key tile of flash attention (both kernels below). s: the tile's
@@ -508,8 +526,9 @@ struct Flash2Cfg {
 // scratch (rows, kv_dim) is ldkv = kv_dim, hs = HD. Per key tile of BK rows,
 // both stages of [K hi, K lo, V hi, V lo] (BK, HD+8) sit in dynamic shared memory; the next tile's
 // cp.async runs while this one computes. QLO: q and P carry lo halves (split bf16); products take
-// the lo terms first (q.lo K.hi, q.hi K.lo) then hi.hi.
-template <int HD, bool QLO, bool KVLO>
+// the lo terms first (q.lo K.hi, q.hi K.lo) then hi.hi. MT = __half: q, K/V (an f16 cache) and P are
+// f16, one product per term (QLO and KVLO false).
+template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16>
 __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
                                                 const __nv_bfloat16 *Kh, const __nv_bfloat16 *Kl,
                                                 const __nv_bfloat16 *Vh, const __nv_bfloat16 *Vl, int ldkv,
@@ -567,17 +586,17 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
                     uint32_t b[4];
                     ldsm4(b, Ksh + ko);
                     if (QLO) {
-                        mma16816(s[j], qal[kk], b[0], b[1]);
-                        mma16816(s[j], qal[kk + 1], b[2], b[3]);
+                        mma16816<MT>(s[j], qal[kk], b[0], b[1]);
+                        mma16816<MT>(s[j], qal[kk + 1], b[2], b[3]);
                     }
                     if (KVLO) {
                         uint32_t bl[4];
                         ldsm4(bl, Ksl + ko);
-                        mma16816(s[j], qa[kk], bl[0], bl[1]);
-                        mma16816(s[j], qa[kk + 1], bl[2], bl[3]);
+                        mma16816<MT>(s[j], qa[kk], bl[0], bl[1]);
+                        mma16816<MT>(s[j], qa[kk + 1], bl[2], bl[3]);
                     }
-                    mma16816(s[j], qa[kk], b[0], b[1]);
-                    mma16816(s[j], qa[kk + 1], b[2], b[3]);
+                    mma16816<MT>(s[j], qa[kk], b[0], b[1]);
+                    mma16816<MT>(s[j], qa[kk + 1], b[2], b[3]);
                 }
             }
             softmax_tile(s, o, k0, tq, ar0, ar1, kend, sc, m0, m1, l0, l1);
@@ -585,7 +604,8 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
 #pragma unroll
             for (int kk = 0; kk < BKT / 16; kk++) {
                 uint32_t pa[4], pl[4];
-                p_frags(s, kk, pa, pl);
+                if constexpr (std::is_same<MT, __half>::value) p_frags_h(s, kk, pa);
+                else p_frags(s, kk, pa, pl);
 #pragma unroll
                 for (int dn = 0; dn < HD / 8; dn += 2) {
                     // matrices: (keys kk*16 + 0|8, d dn*8..), (keys kk*16 + 0|8, d (dn+1)*8..)
@@ -593,17 +613,17 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
                     uint32_t b[4];
                     ldsm4t(b, Vsh + vo);
                     if (QLO) {
-                        mma16816(o[dn], pl, b[0], b[1]);
-                        mma16816(o[dn + 1], pl, b[2], b[3]);
+                        mma16816<MT>(o[dn], pl, b[0], b[1]);
+                        mma16816<MT>(o[dn + 1], pl, b[2], b[3]);
                     }
                     if (KVLO) {
                         uint32_t bl[4];
                         ldsm4t(bl, Vsl + vo);
-                        mma16816(o[dn], pa, bl[0], bl[1]);
-                        mma16816(o[dn + 1], pa, bl[2], bl[3]);
+                        mma16816<MT>(o[dn], pa, bl[0], bl[1]);
+                        mma16816<MT>(o[dn + 1], pa, bl[2], bl[3]);
                     }
-                    mma16816(o[dn], pa, b[0], b[1]);
-                    mma16816(o[dn + 1], pa, b[2], b[3]);
+                    mma16816<MT>(o[dn], pa, b[0], b[1]);
+                    mma16816<MT>(o[dn + 1], pa, b[2], b[3]);
                 }
             }
         }
@@ -614,7 +634,7 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    store_o<QLO>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);
+    store_o<QLO || std::is_same<MT, __half>::value>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);
 }
 
 #endif

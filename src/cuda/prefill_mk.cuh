@@ -64,9 +64,6 @@ __host__ __device__ constexpr size_t mk_area(int hd) {
 }
 __host__ __device__ constexpr size_t mk_smem(int hd) { return mk_area(hd) + 2 * MK_SLOT; }
 
-__device__ __forceinline__ float ld_f32(const float *p) { return __ldcg(p); }
-__device__ __forceinline__ float ld_f32(const __nv_bfloat16 *p) { return __bfloat162float(__ldcg(p)); }
-
 // GEMM g of a layer (0 q|k|v, 1 o, 2 gate|up, 3 down): weights, outputs N, inputs K, slabs
 struct MkGemm {
     const __nv_bfloat16 *W;
