@@ -33,8 +33,10 @@ struct mq_backend {
 
 /* CPU reference (src/cpu.c). n_threads 0 = all cores. Returns NULL on error (mq_err). */
 mq_backend *mq_cpu_new(const mq_model *m, int max_ctx, int n_threads);
-/* CUDA megakernel (src/cuda_backend.c). NULL on error: no GPU, OOM, unsupported shape. */
+/* CUDA megakernel (src/cuda_backend.c). NULL on error: no GPU, OOM, unsupported shape. The KV
+ * cache element is $MQ_CUDA_KV (f32 when unset); mq_cuda_new_kv names it: "f32", "bf16" or "f16". */
 mq_backend *mq_cuda_new(const mq_model *m, int max_ctx);
+mq_backend *mq_cuda_new_kv(const mq_model *m, int max_ctx, const char *kv);
 /* 1 if the binary was built with CUDA and a usable device is present. */
 int mq_cuda_available(void);
 

@@ -10,9 +10,10 @@
 
 int mq_cuda_available(void) { return 0; }
 
-mq_backend *mq_cuda_new(const mq_model *m, int max_ctx) {
+mq_backend *mq_cuda_new_kv(const mq_model *m, int max_ctx, const char *kv) {
     (void)m;
     (void)max_ctx;
+    (void)kv;
     mq_err_set("megaqwen was built without CUDA");
     return NULL;
 }
@@ -118,7 +119,7 @@ static int put_f32(mq_gpu *g, mq_gpu_slot slot, int layer, mq_tref t, size_t n, 
     return mq_gpu_put(g, slot, layer, buf, n * 4);
 }
 
-mq_backend *mq_cuda_new(const mq_model *m, int max_ctx) {
+mq_backend *mq_cuda_new_kv(const mq_model *m, int max_ctx, const char *kv) {
     const mq_config *c = &m->cfg;
     mq_gpu_shape s = {.vocab = c->vocab_size,
                       .hidden = c->hidden_size,
@@ -149,7 +150,7 @@ mq_backend *mq_cuda_new(const mq_model *m, int max_ctx) {
         mq_err_set("cuda: out of host memory");
         goto fail;
     }
-    if (!(b->g = mq_gpu_new(&s, max_ctx))) goto fail;
+    if (!(b->g = mq_gpu_new(&s, max_ctx, kv))) goto fail;
     for (int l = 0; l < c->n_layers; l++) {
         const mq_layer_w *L = &m->layers[l];
         mq_tref qkv[3] = {L->q, L->k, L->v};
@@ -197,3 +198,5 @@ const char *mq_cuda_describe(const mq_backend *be) {
 }
 
 #endif
+
+mq_backend *mq_cuda_new(const mq_model *m, int max_ctx) { return mq_cuda_new_kv(m, max_ctx, NULL); }

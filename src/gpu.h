@@ -35,9 +35,10 @@ typedef struct mq_gpu mq_gpu;
 
 /* 1 if a CUDA device is usable, else 0 (never fails loudly). */
 int mq_gpu_available(void);
-/* Allocate one device arena for weights, KV cache (f32; bf16 with MQ_CUDA_KV=bf16) and scratch; check the shape is one the
- * kernel supports. NULL on error (mq_err: no device, OOM with sizes, unsupported shape). */
-mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx);
+/* Allocate one device arena for weights, KV cache and scratch; check the shape is one the kernel
+ * supports. kv: the KV cache element, "f32", "bf16" or "f16" (NULL: $MQ_CUDA_KV, else f32). NULL on
+ * error (mq_err: no device, OOM with sizes, unsupported shape, unknown kv). */
+mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv);
 /* Copy `bytes` of host data into a slot (bytes must equal the slot's size). 0 or -1. */
 int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t bytes);
 /* Run n decode steps in ONE kernel launch, at positions pos..pos+n-1.
@@ -74,7 +75,7 @@ typedef struct {
 mq_gpu_smem mq_gpu_plan_smem(const mq_gpu_shape *s, int grid, size_t optin, size_t base, int bulk);
 /* Bytes of device memory the arena holds. */
 size_t mq_gpu_bytes(const mq_gpu *g);
-/* Bytes per K or V element of the device cache: 4 (f32, default) or 2 (MQ_CUDA_KV=bf16). */
+/* Bytes per K or V element of the device cache: 4 (f32, default) or 2 (bf16, f16). */
 int mq_gpu_kv_elt(const mq_gpu *g);
 /* One line describing the device and launch shape (for logs). */
 const char *mq_gpu_describe(const mq_gpu *g);

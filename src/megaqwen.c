@@ -58,11 +58,19 @@ mq_ctx *mq_open(const char *dir, const mq_params *pin) {
         mq_err_set("--max-ctx %d exceeds the model's max_position_embeddings %d", max_ctx, cfg->max_pos);
         goto fail;
     }
+    if (p.kv_type && strcmp(p.kv_type, "f32") && strcmp(p.kv_type, "bf16") && strcmp(p.kv_type, "f16")) {
+        mq_err_set("unknown KV cache type '%s' (want f32, bf16 or f16)", p.kv_type);
+        goto fail;
+    }
     if (p.load_tokenizer && !(c->tok = mq_tok_load(dir))) goto fail;
-    if (!strcmp(want, "cuda") || (!strcmp(want, "auto") && mq_cuda_available()))
-        c->be = mq_cuda_new(&c->m, max_ctx);
-    else
+    if (!strcmp(want, "cuda") || (!strcmp(want, "auto") && mq_cuda_available())) {
+        c->be = mq_cuda_new_kv(&c->m, max_ctx, p.kv_type);
+    } else if (p.kv_type && strcmp(p.kv_type, "f32")) {
+        mq_err_set("--kv-type %s needs the cuda backend (the cpu backend keeps an f32 KV cache)", p.kv_type);
+        goto fail;
+    } else {
         c->be = mq_cpu_new(&c->m, max_ctx, p.n_threads);
+    }
     if (!c->be) goto fail;
     if (!(c->hist = malloc((size_t)max_ctx * sizeof *c->hist))) { mq_err_set("out of memory"); goto fail; }
 

@@ -22,6 +22,7 @@ static const int32_t P2[] = {750, 75698, 1445, 982, 262, 4210, 5598, 279, 308, 7
 static const char *bench_help =
     "usage: megaqwen bench -m DIR [options]\n"
     "  --backend B      auto|cpu|cuda (default auto)\n"
+    "  --kv-type T      KV cache: f32 (default) | bf16 | f16 (cuda)\n"
     "  -n N             decode tokens per prompt and per sweep point (default 100)\n"
     "  --prompts P      'default' (the 3 built-in prompts) or a JSON file {\"prompts\":[{\"ids\":[...]}]}\n"
     "  --warmup N       untimed runs of the first prompt before timing (default 1)\n"
@@ -150,7 +151,7 @@ int cmd_bench(int argc, char **argv) {
         {"model", 1, 0, 'm'}, {"backend", 1, 0, 'b'}, {"ctx", 1, 0, 'c'}, {"prompts", 1, 0, 'p'},
         {"json", 1, 0, 'j'}, {"warmup", 1, 0, 'w'}, {"bw", 1, 0, 'B'}, {"power-s", 1, 0, 'P'},
         {"idle-s", 1, 0, 'I'}, {"bw-source", 1, 0, 'S'}, {"hz", 1, 0, 'H'}, {"threads", 1, 0, 't'}, {"print-prompts", 0, 0, 'R'},
-        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"help", 0, 0, 'h'}, MQ_CLI_KV_LONGOPT, {0, 0, 0, 0}};
     const char *model = NULL, *ctxs = "16,1024,4096,32768", *pspec = "default", *jpath = NULL;
     const char *bw_src = NULL;
     mq_params prm;
@@ -165,6 +166,7 @@ int cmd_bench(int argc, char **argv) {
         switch (o) {
         case 'm': model = optarg; break;
         case 'b': prm.backend = optarg; break;
+        case MQ_CLI_KV: prm.kv_type = optarg; break;
         case 'c': ctxs = optarg; break;
         case 'p': pspec = optarg; break;
         case 'j': jpath = optarg; break;
@@ -438,6 +440,8 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(cfg, "n_kv_heads", in->n_kv_heads);
         cJSON_AddNumberToObject(cfg, "head_dim", in->head_dim);
         cJSON_AddNumberToObject(cfg, "kv_elt_bytes", in->kv_elt_bytes);
+        const char *kvt = prm.kv_type ? prm.kv_type : !strcmp(in->backend, "cuda") ? getenv("MQ_CUDA_KV") : NULL;
+        cJSON_AddStringToObject(cfg, "kv_type", kvt && *kvt ? kvt : "f32");
         cJSON_AddNumberToObject(cfg, "vocab_size", in->vocab_size);
         cJSON_AddNumberToObject(cfg, "weight_bytes", Wb);
         cJSON_AddNumberToObject(cfg, "max_ctx", in->max_ctx);

@@ -15,6 +15,7 @@ static const char *chat_help =
     "      --no-think        chat template with enable_thinking=false (no <think> reasoning)\n"
     "  -n N                  most tokens per reply (default 2048)\n"
     "      --backend B       auto | cpu | cuda (default auto)\n"
+    MQ_CLI_KV_HELP
     "      --max-ctx N       KV cache positions (default min(model max, 4096))\n"
     "      --threads N       CPU threads (default: all cores)\n"
     "      --no-reuse        recompute the whole conversation each turn (to check the reuse)\n"
@@ -143,7 +144,7 @@ done:
 int cmd_chat(int argc, char **argv) {
     static const struct option lo[] = {
         {"model", 1, 0, 'm'}, {"system", 1, 0, 's'}, {"no-think", 0, 0, 'T'}, {"backend", 1, 0, 'b'},
-        {"max-ctx", 1, 0, 'x'}, {"threads", 1, 0, 't'}, {"no-reuse", 0, 0, 'R'}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, MQ_CLI_SAMPLING_LONGOPTS,
+        {"max-ctx", 1, 0, 'x'}, {"threads", 1, 0, 't'}, {"no-reuse", 0, 0, 'R'}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, MQ_CLI_SAMPLING_LONGOPTS, MQ_CLI_KV_LONGOPT,
         {0, 0, 0, 0}};
     const char *model = NULL, *system = NULL;
     mq_params prm;
@@ -166,6 +167,7 @@ int cmd_chat(int argc, char **argv) {
         case 'v': verbose = 1; break;
         case 'n': if (mq_cli_int("chat", "-n", optarg, 1, 1 << 24, &max_new)) return MQ_EXIT_USAGE; break;
         case 'b': prm.backend = optarg; break;
+        case MQ_CLI_KV: prm.kv_type = optarg; break;
         case 'x': if (mq_cli_int("chat", "--max-ctx", optarg, 1, 1 << 24, &v)) return MQ_EXIT_USAGE;
                   prm.max_ctx = (int)v; break;
         case 't': if (mq_cli_int("chat", "--threads", optarg, 0, 1024, &v)) return MQ_EXIT_USAGE;

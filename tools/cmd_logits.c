@@ -6,13 +6,13 @@
 #include "cmd.h"
 
 static const char *logits_help =
-    "usage: megaqwen logits -m DIR --ids 1,2,3 -o FILE [--backend auto|cpu|cuda] [--max-ctx N]\n"
+    "usage: megaqwen logits -m DIR --ids 1,2,3 -o FILE [--backend auto|cpu|cuda] [--max-ctx N] [--kv-type f32|bf16|f16]\n"
     "  writes little-endian float32 logits, shape [T, vocab], row-major (row t predicts token t+1)\n";
 
 int cmd_logits(int argc, char **argv) {
     static const struct option lo[] = {{"model", 1, 0, 'm'}, {"ids", 1, 0, 'i'}, {"output", 1, 0, 'o'},
                                        {"backend", 1, 0, 'b'}, {"max-ctx", 1, 0, 'x'},
-                                       {"threads", 1, 0, 't'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+                                       {"threads", 1, 0, 't'}, {"help", 0, 0, 'h'}, MQ_CLI_KV_LONGOPT, {0, 0, 0, 0}};
     const char *model = NULL, *idstr = NULL, *outp = NULL;
     mq_params prm;
     mq_params_default(&prm);
@@ -28,6 +28,7 @@ int cmd_logits(int argc, char **argv) {
         case 'o': outp = optarg; break;
         case 'b': if (mq_cli_backend("logits", optarg)) return MQ_EXIT_USAGE;
                   prm.backend = optarg; break;
+        case MQ_CLI_KV: prm.kv_type = optarg; break;
         case 'x': if (mq_cli_int("logits", "--max-ctx", optarg, 1, 1 << 24, &v)) return MQ_EXIT_USAGE;
                   prm.max_ctx = (int)v; break;
         case 't': if (mq_cli_int("logits", "--threads", optarg, 0, 1024, &v)) return MQ_EXIT_USAGE;

@@ -4,7 +4,7 @@
 #include "cmd.h"
 
 static const char *ppl_help =
-    "usage: megaqwen perplexity -m DIR -f FILE [--ctx N] [--stride S] [--backend auto|cpu|cuda]\n"
+    "usage: megaqwen perplexity -m DIR -f FILE [--ctx N] [--stride S] [--backend auto|cpu|cuda] [--kv-type f32|bf16|f16]\n"
     "  sliding windows of N tokens (default min(1024, context)) advancing by S (default N/2);\n"
     "  each token is scored once, with up to N-1 tokens of context, as in HF's documented method.\n"
     "  prints perplexity, its standard error, and the number of scored tokens\n";
@@ -12,7 +12,7 @@ static const char *ppl_help =
 int cmd_perplexity(int argc, char **argv) {
     static const struct option lo[] = {{"model", 1, 0, 'm'}, {"file", 1, 0, 'f'}, {"ctx", 1, 0, 'c'},
                                        {"stride", 1, 0, 's'}, {"backend", 1, 0, 'b'},
-                                       {"threads", 1, 0, 't'}, {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'},
+                                       {"threads", 1, 0, 't'}, {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'}, MQ_CLI_KV_LONGOPT,
                                        {0, 0, 0, 0}};
     const char *model = NULL, *file = NULL;
     mq_params prm;
@@ -29,6 +29,7 @@ int cmd_perplexity(int argc, char **argv) {
         case 's': if (mq_cli_int("perplexity", "--stride", optarg, 1, 1 << 24, &stride)) return MQ_EXIT_USAGE; break;
         case 'b': if (mq_cli_backend("perplexity", optarg)) return MQ_EXIT_USAGE;
                   prm.backend = optarg; break;
+        case MQ_CLI_KV: prm.kv_type = optarg; break;
         case 't': if (mq_cli_int("perplexity", "--threads", optarg, 0, 1024, &v)) return MQ_EXIT_USAGE;
                   prm.n_threads = (int)v; break;
         case 'j': json = 1; break;

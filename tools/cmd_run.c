@@ -18,6 +18,7 @@ static const char *run_help =
     "      --no-think        chat template with enable_thinking=false\n"
     "      --ignore-eos      keep generating past end-of-sequence tokens\n"
     "      --backend B       auto | cpu | cuda (default auto)\n"
+    MQ_CLI_KV_HELP
     "      --max-ctx N       KV cache positions (default min(model max, 4096))\n"
     "      --threads N       CPU threads (default: all cores)\n" MQ_CLI_SAMPLING_HELP;
 
@@ -53,7 +54,7 @@ int cmd_run(int argc, char **argv) {
         {"model", 1, 0, 'm'}, {"prompt", 1, 0, 'p'}, {"file", 1, 0, 'f'}, {"prompt-ids", 1, 0, 'I'},
         {"ids", 0, 0, 'i'}, {"chat", 0, 0, 'c'}, {"system", 1, 0, 's'}, {"no-think", 0, 0, 'T'},
         {"ignore-eos", 0, 0, 'E'}, {"backend", 1, 0, 'b'}, {"max-ctx", 1, 0, 'x'},
-        {"threads", 1, 0, 't'}, {"help", 0, 0, 'h'}, MQ_CLI_SAMPLING_LONGOPTS, {0, 0, 0, 0}};
+        {"threads", 1, 0, 't'}, {"help", 0, 0, 'h'}, MQ_CLI_SAMPLING_LONGOPTS, MQ_CLI_KV_LONGOPT, {0, 0, 0, 0}};
     const char *model = NULL, *prompt = NULL, *file = NULL, *pids = NULL, *system = NULL;
     mq_params prm;
     mq_params_default(&prm);
@@ -80,6 +81,7 @@ int cmd_run(int argc, char **argv) {
         case 'E': ignore_eos = 1; break;
         case 'b': if (mq_cli_backend("run", optarg)) return MQ_EXIT_USAGE;
                   prm.backend = optarg; break;
+        case MQ_CLI_KV: prm.kv_type = optarg; break;
         case 'x': if (mq_cli_int("run", "--max-ctx", optarg, 1, 1 << 24, &v)) return MQ_EXIT_USAGE;
                   prm.max_ctx = (int)v; break;
         case 't': if (mq_cli_int("run", "--threads", optarg, 0, 1024, &v)) return MQ_EXIT_USAGE;

@@ -13,6 +13,7 @@ static const char *serve_help =
     "      --host ADDR       address to bind (default 127.0.0.1: this machine only)\n"
     "      --port N          TCP port (default 8080; 0 = any free port, printed on stderr)\n"
     "      --backend B       auto | cpu | cuda (default auto)\n"
+    MQ_CLI_KV_HELP
     "      --max-ctx N       KV cache positions (default min(model max, 4096))\n"
     "      --threads N       CPU threads (default: all cores)\n"
     "      --api-key KEY     require 'Authorization: Bearer KEY' on /v1/ endpoints\n"
@@ -33,7 +34,7 @@ int cmd_serve(int argc, char **argv) {
         {"model", 1, 0, 'm'}, {"host", 1, 0, 'H'}, {"port", 1, 0, 'p'}, {"backend", 1, 0, 'b'},
         {"max-ctx", 1, 0, 'x'}, {"threads", 1, 0, 't'}, {"api-key", 1, 0, 'k'}, {"api-key-file", 1, 0, 'K'},
         {"queue", 1, 0, 'Q'}, {"max-body", 1, 0, 'B'}, {"timeout", 1, 0, 'T'}, {"max-conn", 1, 0, 'C'},
-        {"name", 1, 0, 'N'}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"name", 1, 0, 'N'}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, MQ_CLI_KV_LONGOPT, {0, 0, 0, 0}};
     const char *model = NULL, *key = NULL, *key_file = NULL;
     mq_params prm;
     mq_params_default(&prm);
@@ -50,6 +51,7 @@ int cmd_serve(int argc, char **argv) {
         case 'p': if (mq_cli_int("serve", "--port", optarg, 0, 65535, &v)) return MQ_EXIT_USAGE;
                   so.port = (int)v; break;
         case 'b': prm.backend = optarg; break;
+        case MQ_CLI_KV: prm.kv_type = optarg; break;
         case 'x': if (mq_cli_int("serve", "--max-ctx", optarg, 1, 1 << 24, &v)) return MQ_EXIT_USAGE;
                   prm.max_ctx = (int)v; break;
         case 't': if (mq_cli_int("serve", "--threads", optarg, 0, 1024, &v)) return MQ_EXIT_USAGE;

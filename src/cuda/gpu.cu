@@ -136,7 +136,7 @@ static size_t slot_bytes(const mq_gpu *g, mq_gpu_slot slot) {
     return 0;
 }
 
-mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
+mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     mq_gpu *g = (mq_gpu *)calloc(1, sizeof *g);
     if (!g) {
         mq_err_set("cuda: out of host memory");
@@ -191,14 +191,14 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx) {
         free(g);
         return NULL;
     }
-    // KV cache precision: f32 unless MQ_CUDA_KV=bf16 or f16 (half the KV bytes; see docs/perf-notes.md)
-    const char *kvenv = getenv("MQ_CUDA_KV");
+    // KV cache precision: f32 unless kv (or MQ_CUDA_KV) is bf16 or f16 (half the KV bytes; see docs/perf-notes.md)
+    const char *kvenv = kv ? kv : getenv("MQ_CUDA_KV");
     g->kvt = !kvenv || !*kvenv || !strcmp(kvenv, "f32") ? mqk::KV_F32
            : !strcmp(kvenv, "bf16")                     ? mqk::KV_BF16
            : !strcmp(kvenv, "f16")                      ? mqk::KV_F16
                                                         : -1;
     if (g->kvt < 0) {
-        mq_err_set("cuda: MQ_CUDA_KV=%.20s: expected f32, bf16 or f16", kvenv);
+        mq_err_set("cuda: KV cache type '%.20s': expected f32, bf16 or f16", kvenv);
         free(g);
         return NULL;
     }
