@@ -504,8 +504,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     P.kvbuf = (unsigned)kvbuf;
     for (int k = 0; k < 3; k++) P.wreg[k] = (unsigned)wreg[k];
     const char *mcenv = getenv("MQ_CUDA_MINCH");  // fewest positions per attention chunk
-    const char *kpenv = getenv("MQ_CUDA_KVPF");   // K/V L2 prefetch distance (trips) of the grid kernel's attention
-    P.kvpf = kpenv && atoi(kpenv) > 0 ? atoi(kpenv) : 0;
     P.minch = mcenv && atoi(mcenv) > 0 ? atoi(mcenv) : 64;
     // lm_head L2 prefetch distance in rows per warp (MQ_CUDA_LMPF; 0 = off): 4 measured the lm_head
     // 139 -> 122 us a step (run 8)

@@ -120,7 +120,6 @@ struct Params {
     const int32_t *hist;             // (max_ctx) ids for the repetition penalty
     int n_hist;
     unsigned *seen;                  // (vocab) penalty marks, all zero between launches
-    int kvpf;                        // grid kernel's attention: K/V rows prefetched to L2 this many trips ahead (MQ_CUDA_KVPF, 0 = off)
     float *probs;                    // (vocab) sampling scratch
     unsigned long long *rng;         // (1) xorshift64* state
 };

@@ -111,17 +111,6 @@ __device__ __forceinline__ KT *kv_rows(void *cache, const Params &P, int l, int 
     return static_cast<KT *>(cache) + ((size_t)l * P.nkv + (size_t)kvh) * (size_t)P.max_ctx * (size_t)P.hd;
 }
 
-// L2 prefetch of row p's 8-element segment of K and V (the lanes whose segment starts a 128-byte
-// line issue it): rows a later trip of att_pass will load (P.kvpf).
-template <typename KT>
-__device__ __forceinline__ void kv_prefetch(const KT *k, const KT *v, int sub) {
-    constexpr int LANES_PER_LINE = 128 / (8 * (int)sizeof(KT));
-    if (sub % LANES_PER_LINE == 0) {
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(k));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(v));
-    }
-}
-
 // Online-softmax pass of one row-group layout over positions [p0, p1) for GS query heads
 // (qs: GS x hd, smem). Lanes work in row groups of LPR lanes (LPR = hd/8 rounded up to a power of
 // two): each lane holds 8 dims of a K/V row. GS is compile-time so the per-head accumulators stay
@@ -180,15 +169,8 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
         // in flight per trip (R rows of a 16-bit cache in flight: 1.6 TB/s at 32K, run 58). Only
         // there: in the dataflow kernel the extra registers of its attention call raise decode_df's spills.
         constexpr int R2 = 2 * R;
-        const int pfd = P.kvpf * R2 * span;  // prefetch distance in positions
         for (int base = p0 + warp * RPW; base < p1; base += R2 * span) {
             const int pa = base + rg;
-            if (pfd > 0)
-#pragma unroll
-                for (int r = 0; r < R2; r++) {
-                    const int p = pa + pfd + r * span;
-                    if (act && p < p1) kv_prefetch(Kl + (size_t)p * rs + sub * 8, Vl + (size_t)p * rs + sub * 8, sub);
-                }
             uint4 kr[R2], vr[R2];
 #pragma unroll
             for (int r = 0; r < R2; r++) {
@@ -210,18 +192,8 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
             }
         }
     } else {
-        // (the grid kernel's f32 passes prefetch too; not the dataflow kernel's, whose staged rows
-        // need none and whose spills grow with every register its attention call takes)
-        constexpr bool PF = !SM && R == 2 && GS <= 2;
-        const int pfd = PF ? P.kvpf * R * span : 0;
         for (int base = p0 + warp * RPW; base < p1; base += R * span) {
             const int pa = base + rg;
-            if (PF && pfd > 0)
-#pragma unroll
-                for (int r = 0; r < R; r++) {
-                    const int p = pa + pfd + r * span;
-                    if (act && p < p1) kv_prefetch(Kl + (size_t)p * rs + sub * 8, Vl + (size_t)p * rs + sub * 8, sub);
-                }
             float kf[R][8], vf[R][8];
 #pragma unroll
             for (int r = 0; r < R; r++) {
