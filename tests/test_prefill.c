@@ -554,7 +554,8 @@ static void test_q17(void **st) {
 
 /* MQ_PREFILL_BENCH=1: the time to first token (forward of the prompt until its last logits are on
  * the host, median of 5) for 8, 32, 512 and 4096 tokens, both precisions: printed, never asserted.
- * MQ_PREFILL_BENCH=2: only this (the other tests skip). */
+ * MQ_PREFILL_BENCH=2: only this (the other tests skip). MQ_TTFT_MODE=m (0-3): only mode m of the
+ * four (split / plain bf16 x f32 / f16 KV). */
 static void test_ttft(void **st) {
     (void)st;
     const char *bench = getenv("MQ_PREFILL_BENCH");
@@ -570,7 +571,9 @@ static void test_ttft(void **st) {
     mq_backend *gpu;
     /* both precisions: split bf16 (default, hi + lo terms) and plain bf16 (MQ_PREFILL_PREC=bf16),
      * with the f32 KV cache (default) and the f16 one (MQ_CUDA_KV=f16: f16 attention) */
+    const char *only = getenv("MQ_TTFT_MODE");
     for (int m = 0; m < 4; m++) {
+        if (only && *only && atoi(only) != m) continue;
         const int mode = m & 1;
         setenv("MQ_PREFILL_PREC", mode ? "bf16" : "split", 1);
         setenv("MQ_CUDA_KV", m < 2 ? "f32" : "f16", 1);

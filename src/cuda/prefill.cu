@@ -124,6 +124,8 @@ struct mqp_state {
     int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head, 4: SiLU in gate|up's epilogue
                            // (MQ_PREFILL_SGEMM, default 3; 4 not measured yet)
     int sg_nmax;           // layer GEMMs with more outputs than this stay on cuBLASLt (MQ_PREFILL_SGNMAX; 0: none)
+    int nolo;              // split, cuBLASLt GEMMs: bit g (0 q|k|v, 1 o, 2 gate|up, 3 down) drops GEMM g's lo
+                           // rows (MQ_PREFILL_NOLO: a precision measurement, default 0)
     int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
     // MQ_PREFILL_PROF=1: an event after every launch (direct launches, no graphs, no overlap between
     // kernels), per-kind sums printed to stderr after each run: where a prompt's time goes
@@ -488,14 +490,19 @@ int sg_ks(mqp_state *S, int N, int K, int T, size_t cap_rows) {
 
 // D = X W^T for the T rows of X (its hi then lo rows when split), W (N, K), as *ns slabs of (T, N)
 // f32 each (T * N floats apart) that the kernel reading D sums: sgemm (the lo rows folded into each
-// slab, K split into slabs) or cuBLASLt (split: the hi and lo halves are two slabs).
+// slab, K split into slabs) or cuBLASLt (split: the hi and lo halves are two slabs). g: which layer
+// GEMM (0 q|k|v, 1 o, 2 gate|up, 3 down) for MQ_PREFILL_NOLO.
 int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, float *D, int T, size_t cap_rows,
-       int *ns, cudaStream_t s) {
+       int *ns, cudaStream_t s, int g) {
     const int ks = sg_ks(S, N, K, T, cap_rows);
     if (ks > 0) {
         PCK(sgemm_run(W, N, K, X, T, S->split, D, ks, S->pdl, s));
         *ns = ks;
         return 0;
+    }
+    if (S->split && (S->nolo >> g & 1)) {  // the hi rows only
+        *ns = 1;
+        return gemm(S, 1, W, K, X, D, N, T, K, 0.0f, s);
     }
     *ns = S->split ? 2 : 1;
     return gemmx(S, 1, W, K, X, D, N, T, K, s);
@@ -587,7 +594,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
                    l == 0 ? nullptr : S->dres, S->dres_ns, (size_t)T * H, W.in_norm, S->xn, xl, H, P->eps));
     mark(S, s, "norm");
     int nq = 1, ng = 1;
-    if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s)) return -1;
+    if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s, 0)) return -1;
     mark(S, s, "qkv");
     // the normed rows are consumed by the QKV GEMM; reuse as the attention output (T, q_dim) [+ lo]
     __nv_bfloat16 *att = S->xn, *atl = sp ? att + (size_t)T * qd : nullptr;
@@ -627,7 +634,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         mark(S, s, "attn");
     }
     int no = 1;
-    if (mm(S, W.o, H, qd, att, S->dres, T, cap, &no, s)) return -1;  // att o^T, added by the next norm
+    if (mm(S, W.o, H, qd, att, S->dres, T, cap, &no, s, 1)) return -1;  // att o^T, added by the next norm
     mark(S, s, "o");
     PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, nullptr, P->embed, S->V, S->x, S->dres, no,
                    (size_t)T * H, W.post_norm, S->xn, xl, H, P->eps));
@@ -637,7 +644,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         PCK(sgemm_silu(W.gu, 2 * I, H, S->xn, T, sp, S->h, S->pdl, s));
         mark(S, s, "gate_up+silu");
     } else {
-        if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s)) return -1;
+        if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s, 2)) return -1;
         mark(S, s, "gate_up");
         const size_t nh = (size_t)T * I;
         PCK(pdl_launch(S->pdl, silu_mul_k, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)),
@@ -649,7 +656,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     if (P->fuse) {
         S->dres_ns = sp ? 2 : 1;
         if (gemmx(S, 0, W.down, H, S->h, S->dres, H, T, I, s)) return -1;
-    } else if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s)) {
+    } else if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s, 3)) {
         return -1;
     }
     mark(S, s, "down");
@@ -737,6 +744,8 @@ int init(mqp_state **st, const Params *P) {
     PCK(cudaMalloc((void **)&S->mkbar, sizeof(unsigned)));
     const char *sn = getenv("MQ_PREFILL_SGNMAX");
     S->sg_nmax = sn ? atoi(sn) : 0;
+    const char *nl = getenv("MQ_PREFILL_NOLO");
+    S->nolo = nl ? atoi(nl) : 0;
     const char *pp = getenv("MQ_PREFILL_PROF");
     if (pp && atoi(pp) > 0) {
         S->prof = 1;  // first: mqp_free destroys the events made before a failure
