@@ -124,6 +124,8 @@ struct mqp_state {
     int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head, 4: SiLU in gate|up's epilogue
                            // (MQ_PREFILL_SGEMM, default 3; 4 not measured yet)
     int sg_nmax;           // layer GEMMs with more outputs than this stay on cuBLASLt (MQ_PREFILL_SGNMAX; 0: none)
+    int gq;                // f16 attention with 2 q heads per block when n_heads = 2 n_kv (MQ_PREFILL_GQ=1; default 0)
+    int prep_v;            // q/k prep by qk_prep_v_k (MQ_PREFILL_PREPV, default 1; 0: qk_prep_k)
     int nolo;              // split, cuBLASLt GEMMs: bit g (0 q|k|v, 1 o, 2 gate|up, 3 down) drops GEMM g's lo
                            // rows (MQ_PREFILL_NOLO: a precision measurement, default 0)
     int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
@@ -322,6 +324,86 @@ __global__ void qk_prep_k(const float *qkv, int ns, size_t ss, const float *qn, 
                       nkv, hd, maxc, eps);
 }
 
+// qk_prep_k for head_dim HD = 32 E (32, 64, 128): lane l owns dims [l E, l E + E) of the warp's
+// slot, so a RoPE partner (d +- HD/2) sits in lane l ^ 16, and every load of a slot (its first four
+// slabs, the norm weights, the cos/sin entries) is issued before any is used: one memory latency per
+// slot instead of one per loop trip and slab (qk_prep_k: 56.6 us per layer for a 2,048-token chunk,
+// run 61). Same arguments, outputs and grid as qk_prep_k, no shared memory.
+template <int HD, typename KT>
+__global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const float *qn, const float *kn, const float *rope,
+                            __nv_bfloat16 *qb, __nv_bfloat16 *ql, KT *kc, KT *vc, __nv_bfloat16 *kh,
+                            __nv_bfloat16 *kl, __nv_bfloat16 *vh, __nv_bfloat16 *vl, int nh, int nkv, int maxc,
+                            const int *posp, float eps) {
+    constexpr int E = HD / 32, half = HD / 2;
+    const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int nslot = nh + 2 * nkv, qd = nh * HD, kvd = nkv * HD;
+    pdl_wait();
+    pdl_trigger();
+    const int p = *posp + t, d0 = lane * E;
+    for (int s = blockIdx.y * 8 + warp; s < nslot; s += 8 * gridDim.y) {
+        const bool isq = s < nh, isk = !isq && s < nh + nkv;
+        const float *src = qkv + (size_t)t * (qd + 2 * kvd) + (size_t)s * HD + d0;
+        const float *nw = isq ? qn : kn;
+        float v[E], sl[E][3], w[E], c[E], sn[E];
+#pragma unroll
+        for (int j = 0; j < E; j++) {
+            v[j] = __ldcg(src + j);
+#pragma unroll
+            for (int k = 1; k < 4; k++)
+                if (k < ns) sl[j][k - 1] = __ldcg(src + k * ss + j);
+            w[j] = isq || isk ? nw[d0 + j] : 1.0f;
+            const float2 cs = isq || isk ? reinterpret_cast<const float2 *>(rope)[(size_t)p * half + (d0 + j) % half]
+                                         : make_float2(1.0f, 0.0f);
+            c[j] = cs.x, sn[j] = cs.y;
+        }
+        float sq = 0.0f;
+#pragma unroll
+        for (int j = 0; j < E; j++) {
+            float a = v[j];
+#pragma unroll
+            for (int k = 1; k < 4; k++)
+                if (k < ns) a += sl[j][k - 1];
+            for (int k = 4; k < ns; k++) a += __ldcg(src + k * ss + j);
+            v[j] = a;
+            sq += a * a;
+        }
+        if (isq || isk) {  // RMSNorm (q_norm / k_norm), then RoPE at position p
+            sq = warp_sum(sq);
+            const float r = 1.0f / sqrtf(sq / (float)HD + eps);
+#pragma unroll
+            for (int j = 0; j < E; j++) {
+                const float y = w[j] * (v[j] * r);
+                const float pr = __shfl_xor_sync(0xffffffffu, y, 16);
+                v[j] = lane < 16 ? y * c[j] - pr * sn[j] : y * c[j] + pr * sn[j];
+            }
+        }
+        if (isq) {
+            const size_t qo = (size_t)t * qd + (size_t)s * HD + d0;
+#pragma unroll
+            for (int j = 0; j < E; j++) {
+                if (std::is_same<KT, __half>::value) {  // an f16 cache: q as f16 for flash2_k's f16 products
+                    reinterpret_cast<__half *>(qb)[qo + j] = __float2half_rn(v[j]);
+                } else {
+                    const __nv_bfloat16 h = __float2bfloat16_rn(v[j]);
+                    qb[qo + j] = h;
+                    if (ql) ql[qo + j] = __float2bfloat16_rn(v[j] - __bfloat162float(h));
+                }
+            }
+        } else {
+            // cache row p of kv head s' (head-major); the bf16 scratch row p (position-major)
+            const int sh = isk ? s - nh : s - nh - nkv;
+            const size_t co = ((size_t)sh * maxc + p) * HD + d0, ko = (size_t)p * kvd + (size_t)sh * HD + d0;
+            KT *cache = isk ? kc : vc;
+            __nv_bfloat16 *xh = isk ? kh : vh, *xl = isk ? kl : vl;
+#pragma unroll
+            for (int j = 0; j < E; j++) {
+                st1(cache + co + j, v[j]);
+                st_split(xh, xl, ko + j, v[j]);
+            }
+        }
+    }
+}
+
 #include "prefill_attention.cuh"  // the attention kernels (inside this anonymous namespace)
 #include "prefill_mk.cuh"         // the prefill megakernel (likewise)
 
@@ -508,20 +590,22 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
     return gemmx(S, 1, W, K, X, D, N, T, K, s);
 }
 
-template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16>
+template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, int GQ = 1>
 int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
                   const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv, size_t hs,
                   __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv, cudaStream_t s) {
     using Cfg = Flash2Cfg<HD, QLO, KVLO>;
     const int hdi = HD == 128 ? 2 : HD == 64 ? 1 : 0;
-    const unsigned bit = std::is_same<MT, __half>::value ? 1u << (12 + hdi) : 1u << (hdi * 4 + QLO * 2 + KVLO);
+    const unsigned bit =
+        std::is_same<MT, __half>::value ? 1u << (12 + hdi + 3 * (GQ - 1)) : 1u << (hdi * 4 + QLO * 2 + KVLO);
     if (!(S->fattr & bit)) {  // once per instantiation (the first call of a graph key is never captured)
-        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT, GQ>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)Cfg::SMEM));
         S->fattr |= bit;
     }
-    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl, ldkv, hs, att,
-                   atl, T, S->dbuf, nh, nkv));
+    grid.y /= GQ;
+    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT, GQ>, grid, dim3(128 * GQ), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl,
+                   ldkv, hs, att, atl, T, S->dbuf, nh, nkv));
     return 0;
 }
 
@@ -553,6 +637,9 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
     const dim3 grid((T + BQ - 1) / BQ, P->nh);
     if constexpr (std::is_same<KT, __half>::value) {  // the f16 cache itself, f16 q and P: one product per term
         (void)l, (void)ql, (void)kl, (void)vl;
+        if (S->gq && P->nh == 2 * P->nkv)  // both q heads of a kv head in one block (MQ_PREFILL_GQ)
+            return launch_flash2<HD, false, false, __half, 2>(S, grid, qb, nullptr, kh, nullptr, vh, nullptr, HD,
+                                                               (size_t)P->max_ctx * HD, att, atl, T, P->nh, P->nkv, s);
         return launch_flash2<HD, false, false, __half>(S, grid, qb, nullptr, kh, nullptr, vh, nullptr, HD,
                                                         (size_t)P->max_ctx * HD, att, atl, T, P->nh, P->nkv, s);
     } else if (S->attn_v1) {  // (not for an f16 cache: flash_k converts K/V to bf16)
@@ -622,9 +709,21 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         }
         const unsigned nslot = (unsigned)(S->nh + 2 * S->nkv);
         if (std::is_same<KT, __half>::value) ql = nullptr;  // f16 q, no lo half
-        PCK(pdl_launch(S->pdl, qk_prep_k<KT>, dim3(T, (nslot + 7) / 8), dim3(256), (size_t)8 * hd * 4, s, S->qkv, nq,
-                       (size_t)T * (qd + 2 * kvd), W.q_norm, W.k_norm, P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh,
-                       S->nkv, hd, S->max_ctx, S->dbuf, P->eps));
+        const dim3 pg(T, (nslot + 7) / 8);
+        const size_t ps = (size_t)T * (qd + 2 * kvd);
+        if (S->prep_v && hd == 128)
+            PCK(pdl_launch(S->pdl, qk_prep_v_k<128, KT>, pg, dim3(256), 0, s, S->qkv, nq, ps, W.q_norm, W.k_norm,
+                           P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, S->max_ctx, S->dbuf, P->eps));
+        else if (S->prep_v && hd == 64)
+            PCK(pdl_launch(S->pdl, qk_prep_v_k<64, KT>, pg, dim3(256), 0, s, S->qkv, nq, ps, W.q_norm, W.k_norm,
+                           P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, S->max_ctx, S->dbuf, P->eps));
+        else if (S->prep_v && hd == 32)
+            PCK(pdl_launch(S->pdl, qk_prep_v_k<32, KT>, pg, dim3(256), 0, s, S->qkv, nq, ps, W.q_norm, W.k_norm,
+                           P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, S->max_ctx, S->dbuf, P->eps));
+        else
+            PCK(pdl_launch(S->pdl, qk_prep_k<KT>, pg, dim3(256), (size_t)8 * hd * 4, s, S->qkv, nq, ps, W.q_norm,
+                           W.k_norm, P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, hd, S->max_ctx, S->dbuf,
+                           P->eps));
         mark(S, s, "qk_prep");
         if (!conv) kh = reinterpret_cast<__nv_bfloat16 *>(kc), vh = reinterpret_cast<__nv_bfloat16 *>(vc);
         int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s)
@@ -744,6 +843,10 @@ int init(mqp_state **st, const Params *P) {
     PCK(cudaMalloc((void **)&S->mkbar, sizeof(unsigned)));
     const char *sn = getenv("MQ_PREFILL_SGNMAX");
     S->sg_nmax = sn ? atoi(sn) : 0;
+    const char *gqe = getenv("MQ_PREFILL_GQ");
+    S->gq = gqe && atoi(gqe) == 1;
+    const char *pv = getenv("MQ_PREFILL_PREPV");
+    S->prep_v = !(pv && atoi(pv) == 0);
     const char *nl = getenv("MQ_PREFILL_NOLO");
     S->nolo = nl ? atoi(nl) : 0;
     const char *pp = getenv("MQ_PREFILL_PROF");
