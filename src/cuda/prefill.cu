@@ -124,7 +124,6 @@ struct mqp_state {
     int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head, 4: SiLU in gate|up's epilogue
                            // (MQ_PREFILL_SGEMM, default 3; 4 not measured yet)
     int sg_nmax;           // layer GEMMs with more outputs than this stay on cuBLASLt (MQ_PREFILL_SGNMAX; 0: none)
-    int focc;              // one-product flash2_k at head_dim 128 capped for 3 blocks per SM (MQ_PREFILL_FOCC=3; else 2)
     int prep_v;            // q/k prep by qk_prep_v_k (MQ_PREFILL_PREPV, default 1; 0: qk_prep_k)
     int nolo;              // split, cuBLASLt GEMMs: bit g (0 q|k|v, 1 o, 2 gate|up, 3 down) drops GEMM g's lo
                            // rows (MQ_PREFILL_NOLO: a precision measurement, default 0)
@@ -590,23 +589,20 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
     return gemmx(S, 1, W, K, X, D, N, T, K, s);
 }
 
-template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, int MB = 0>
+template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16>
 int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
                   const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv, size_t hs,
                   __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv, cudaStream_t s) {
     using Cfg = Flash2Cfg<HD, QLO, KVLO>;
     const int hdi = HD == 128 ? 2 : HD == 64 ? 1 : 0;
     const unsigned bit =
-        std::is_same<MT, __half>::value ? 1u << (12 + hdi + 3 * (MB == 3)) : 1u << (hdi * 4 + QLO * 2 + KVLO + 18 * (MB == 3));
+        std::is_same<MT, __half>::value ? 1u << (12 + hdi) : 1u << (hdi * 4 + QLO * 2 + KVLO);
     if (!(S->fattr & bit)) {  // once per instantiation (the first call of a graph key is never captured)
-        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT, MB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)Cfg::SMEM));
-        if (MB == 3)  // three blocks' tiles (3 x 68 KB) need the largest shared-memory carveout
-            PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT, MB>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                     (int)cudaSharedmemCarveoutMaxShared));
         S->fattr |= bit;
     }
-    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT, MB>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl,
+    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl,
                    ldkv, hs, att, atl, T, S->dbuf, nh, nkv));
     return 0;
 }
@@ -639,9 +635,6 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
     const dim3 grid((T + BQ - 1) / BQ, P->nh);
     if constexpr (std::is_same<KT, __half>::value) {  // the f16 cache itself, f16 q and P: one product per term
         (void)l, (void)ql, (void)kl, (void)vl;
-        if (HD == 128 && S->focc == 3)
-            return launch_flash2<HD, false, false, __half, 3>(S, grid, qb, nullptr, kh, nullptr, vh, nullptr, HD,
-                                                               (size_t)P->max_ctx * HD, att, atl, T, P->nh, P->nkv, s);
         return launch_flash2<HD, false, false, __half>(S, grid, qb, nullptr, kh, nullptr, vh, nullptr, HD,
                                                         (size_t)P->max_ctx * HD, att, atl, T, P->nh, P->nkv, s);
     } else if (S->attn_v1) {  // (not for an f16 cache: flash_k converts K/V to bf16)
@@ -663,9 +656,6 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
         return launch_flash2<HD, true, true>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T, P->nh, P->nkv, s);
     if (S->split)
         return launch_flash2<HD, true, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T, P->nh, P->nkv, s);
-    if (HD == 128 && S->focc == 3)
-        return launch_flash2<HD, false, false, __nv_bfloat16, 3>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T,
-                                                                  P->nh, P->nkv, s);
     return launch_flash2<HD, false, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T, P->nh, P->nkv, s);
 }
 
@@ -848,8 +838,6 @@ int init(mqp_state **st, const Params *P) {
     PCK(cudaMalloc((void **)&S->mkbar, sizeof(unsigned)));
     const char *sn = getenv("MQ_PREFILL_SGNMAX");
     S->sg_nmax = sn ? atoi(sn) : 0;
-    const char *fo = getenv("MQ_PREFILL_FOCC");
-    S->focc = fo ? atoi(fo) : 2;
     const char *pv = getenv("MQ_PREFILL_PREPV");
     S->prep_v = !(pv && atoi(pv) == 0);
     const char *nl = getenv("MQ_PREFILL_NOLO");

@@ -529,9 +529,8 @@ struct Flash2Cfg {
 // the lo terms first (q.lo K.hi, q.hi K.lo) then hi.hi. MT = __half: q, K/V (an f16 cache) and P are
 // f16, one product per term (QLO and KVLO false). (Both q heads of a kv head in one 8-warp block,
 // sharing the K/V tiles, measured slower: +6% at 4,096 tokens, +34% at 512, run 62.)
-// MB: blocks per SM the registers are capped for (0: Flash2Cfg's MINB).
-template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, int MB = 0>
-__global__ void __launch_bounds__(128, (MB ? MB : Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
+template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16>
+__global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
                                                 const __nv_bfloat16 *Kh, const __nv_bfloat16 *Kl,
                                                 const __nv_bfloat16 *Vh, const __nv_bfloat16 *Vl, int ldkv,
                                                 size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
