@@ -16,9 +16,10 @@ typedef struct {
     int max_ctx;          /* KV cache positions; 0 = min(max_position_embeddings, 4096) */
     int n_threads;        /* CPU threads; 0 = all cores */
     int load_tokenizer;   /* 1: tokenizer.json must load; 0: skip (ids-only use) */
-    const char *kv_type;  /* KV cache element: NULL (f32, or $MQ_CUDA_KV on cuda), "f32", or on cuda
-                             "bf16" / "f16" (half the KV bytes: faster at long context, slightly
-                             less exact; docs/perf-notes.md "KV cache precision") */
+    const char *kv_type;  /* KV cache element: NULL (f32, or $MQ_CUDA_KV on cuda), "f32", "bf16" or
+                             "f16" (cuda: half the KV bytes, faster at long context, slightly less
+                             exact, docs/perf-notes.md "KV cache precision"; cpu: the same rounded
+                             values in f32 storage, to compare the backends like for like) */
 } mq_params;
 
 /* Sampling settings. temperature 0 = greedy. top_k 0 / top_p 1 / min_p 0 / rep_penalty 1 = off. */

@@ -133,9 +133,12 @@ if want greedy; then
   MQ_CUDA_KV=bf16 timeout 60 "$BIN" $G --backend cuda >/tmp/g_cuda16.txt 2>>"$LOG"
   MQ_CUDA_KV=f16 timeout 60 "$BIN" $G --backend cuda >/tmp/g_cudaf16.txt 2>>"$LOG"
   timeout 200 "$BIN" $G --backend cpu >/tmp/g_cpu.txt 2>>"$LOG"
-  for f in cuda cudadf cuda16 cudaf16 cpu; do echo "== $f"; cat /tmp/g_$f.txt; done >"$O/greedy.txt"
-  for f in cuda cudadf cuda16 cudaf16; do
-    n=$(python3 - /tmp/g_$f.txt /tmp/g_cpu.txt <<'EOF'
+  # the cpu reference with the f16 cache's rounding (--kv-type f16): the like-for-like check of cudaf16
+  timeout 200 "$BIN" $G --backend cpu --kv-type f16 >/tmp/g_cpuf16.txt 2>>"$LOG"
+  for f in cuda cudadf cuda16 cudaf16 cpu cpuf16; do echo "== $f"; cat /tmp/g_$f.txt; done >"$O/greedy.txt"
+  for f in cuda cudadf cuda16 cudaf16 cudaf16:cpuf16; do
+    ref=cpu; [[ $f == *:* ]] && { ref=${f#*:}; f=${f%%:*}; }
+    n=$(python3 - /tmp/g_$f.txt /tmp/g_$ref.txt <<'EOF'
 import re, sys
 a, b = [re.findall(r"-?\d+", open(p).read()) for p in sys.argv[1:3]]
 same = 0
@@ -143,7 +146,7 @@ while same < min(len(a), len(b)) and a[same] == b[same]: same += 1
 print(f"{same}/{len(b)} identical (cuda {len(a)} ids)")
 EOF
 )
-    row "greedy 256, synth 0.6B, $f vs cpu | $n"
+    row "greedy 256, synth 0.6B, $f vs $ref | $n"
   done
 fi
 

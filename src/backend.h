@@ -31,8 +31,11 @@ struct mq_backend {
     void (*free)(mq_backend *b);
 };
 
-/* CPU reference (src/cpu.c). n_threads 0 = all cores. Returns NULL on error (mq_err). */
+/* CPU reference (src/cpu.c). n_threads 0 = all cores. Returns NULL on error (mq_err). mq_cpu_new_kv
+ * with kv "bf16" or "f16" rounds each cached K/V value to that type (kept in f32 storage), so it
+ * computes what the cuda backend's 16-bit cache does; NULL or "f32": as computed. */
 mq_backend *mq_cpu_new(const mq_model *m, int max_ctx, int n_threads);
+mq_backend *mq_cpu_new_kv(const mq_model *m, int max_ctx, int n_threads, const char *kv);
 /* CUDA megakernel (src/cuda_backend.c). NULL on error: no GPU, OOM, unsupported shape. The KV
  * cache element is $MQ_CUDA_KV (f32 when unset); mq_cuda_new_kv names it: "f32", "bf16" or "f16". */
 mq_backend *mq_cuda_new(const mq_model *m, int max_ctx);

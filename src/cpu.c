@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "err.h"
+#include "half.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Vector dot products. Weights stay in the mmap in their stored dtype; BF16 is converted on the
@@ -269,6 +270,8 @@ typedef struct {
     float *rope_cos;   /* (max_ctx, hd/2): HF's float32 cos(pos * inv_freq[i]) */
     float *rope_sin;   /* (max_ctx, hd/2) */
     float *kc, *vc;    /* (n_layers, max_ctx, kv_dim) fp32 K and V cache */
+    int kv_round;      /* 0: K/V cached as computed; 1 / 2: rounded to bf16 / f16 first (--kv-type), the
+                          values the cuda backend's 16-bit cache holds, kept in f32 storage */
     float *x;          /* (CHUNK, hidden) residual stream */
     float *xb;         /* (CHUNK, hidden) normed input of a sub-layer */
     float *q;          /* (CHUNK, q_dim) queries; reused for attention output */
@@ -410,6 +413,16 @@ static void rope(float *v, const float *cs, const float *sn, int hd) {
     }
 }
 
+/* One position's K or V row (kv_dim floats) into the cache, rounded as --kv-type says. */
+static void store_kv(const cpu_be *b, float *dst, const float *src) {
+    if (b->kv_round == 2)
+        for (int i = 0; i < b->kv_dim; i++) dst[i] = mq_half_f16_f32(mq_half_f16(src[i]));
+    else if (b->kv_round == 1)
+        for (int i = 0; i < b->kv_dim; i++) dst[i] = mq_half_bf16_f32(mq_half_bf16(src[i]));
+    else
+        memcpy(dst, src, (size_t)b->kv_dim * sizeof(float));
+}
+
 static void layer_forward(cpu_be *b, int l, int n_tok, int pos0) {
     const mq_layer_w *L = &b->m->layers[l];
     const float eps = b->m->cfg.rms_eps;
@@ -437,8 +450,8 @@ static void layer_forward(cpu_be *b, int l, int n_tok, int pos0) {
             rope(k + h * hd, cs, sn, hd);
         }
         size_t off = ((size_t)l * b->base.max_ctx + pos) * b->kv_dim;
-        memcpy(b->kc + off, k, (size_t)b->kv_dim * sizeof(float));
-        memcpy(b->vc + off, b->v + (size_t)t * b->kv_dim, (size_t)b->kv_dim * sizeof(float));
+        store_kv(b, b->kc + off, k);
+        store_kv(b, b->vc + off, b->v + (size_t)t * b->kv_dim);
     }
 
     att_job aj = {b, l, n_tok, pos0};
@@ -515,8 +528,15 @@ static void tref_f32(mq_tref t, int n, float *out) {
     rows_f32(t, 0, 1, n, out);
 }
 
-mq_backend *mq_cpu_new(const mq_model *m, int max_ctx, int n_threads) {
+mq_backend *mq_cpu_new(const mq_model *m, int max_ctx, int n_threads) { return mq_cpu_new_kv(m, max_ctx, n_threads, NULL); }
+
+mq_backend *mq_cpu_new_kv(const mq_model *m, int max_ctx, int n_threads, const char *kvt) {
     const mq_config *c = &m->cfg;
+    const int kvr = !kvt || !strcmp(kvt, "f32") ? 0 : !strcmp(kvt, "bf16") ? 1 : !strcmp(kvt, "f16") ? 2 : -1;
+    if (kvr < 0) {
+        mq_err_set("cpu: KV cache type '%.20s': expected f32, bf16 or f16", kvt);
+        return NULL;
+    }
     if (c->n_heads <= 0 || c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads || c->head_dim <= 0 ||
         c->head_dim % 2 || c->hidden_size <= 0 || c->intermediate_size <= 0 || c->vocab_size <= 0 ||
         c->n_layers <= 0) {
@@ -540,7 +560,8 @@ mq_backend *mq_cpu_new(const mq_model *m, int max_ctx, int n_threads) {
     }
     b->base.name = "cpu";
     b->base.max_ctx = max_ctx;
-    b->base.kv_elt = 4; /* fp32 cache */
+    b->base.kv_elt = 4; /* fp32 cache (16-bit types: rounded values in f32 storage) */
+    b->kv_round = kvr;
     b->base.forward = cpu_forward;
     b->base.last_logits = cpu_last_logits;
     b->base.free = cpu_free;

@@ -21,6 +21,7 @@ mq_backend *mq_cuda_new_kv(const mq_model *m, int max_ctx, const char *kv) {
 #else
 
 #include "gpu.h"
+#include "half.h"
 #include "sampler.h"
 
 int mq_cuda_available(void) { return mq_gpu_available(); }
@@ -35,15 +36,6 @@ typedef struct {
     int has_smp;
 } cuda_be;
 
-/* f32 -> bf16 bits, round to nearest even (NaN kept quiet). */
-static uint16_t f2bf(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
-
 /* n elements of t as bf16 into dst. Device weights are always bf16: f32/f16 checkpoints are
  * rounded at upload (documented in docs/perf-notes.md). */
 static void to_bf16(mq_tref t, size_t n, uint16_t *dst) {
@@ -51,7 +43,7 @@ static void to_bf16(mq_tref t, size_t n, uint16_t *dst) {
         memcpy(dst, t.p, n * 2);
         return;
     }
-    for (size_t i = 0; i < n; i++) dst[i] = f2bf(mq_model_at(t, i));
+    for (size_t i = 0; i < n; i++) dst[i] = mq_half_bf16(mq_model_at(t, i));
 }
 
 static void to_f32(mq_tref t, size_t n, float *dst) {

@@ -65,11 +65,8 @@ mq_ctx *mq_open(const char *dir, const mq_params *pin) {
     if (p.load_tokenizer && !(c->tok = mq_tok_load(dir))) goto fail;
     if (!strcmp(want, "cuda") || (!strcmp(want, "auto") && mq_cuda_available())) {
         c->be = mq_cuda_new_kv(&c->m, max_ctx, p.kv_type);
-    } else if (p.kv_type && strcmp(p.kv_type, "f32")) {
-        mq_err_set("--kv-type %s needs the cuda backend (the cpu backend keeps an f32 KV cache)", p.kv_type);
-        goto fail;
     } else {
-        c->be = mq_cpu_new(&c->m, max_ctx, p.n_threads);
+        c->be = mq_cpu_new_kv(&c->m, max_ctx, p.n_threads, p.kv_type);
     }
     if (!c->be) goto fail;
     if (!(c->hist = malloc((size_t)max_ctx * sizeof *c->hist))) { mq_err_set("out of memory"); goto fail; }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "err.h"
+#include "half.h"
 
 /* What error messages call the weights when a tensor is missing (no shard to name yet). */
 static const char *weights_label(const char *dir) {
@@ -131,25 +132,6 @@ void mq_model_free(mq_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-static float f16_to_f32(uint16_t h) {
-    uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, f = h & 0x3ff, u;
-    if (e == 0) {
-        if (f == 0) u = s;
-        else { /* subnormal: renormalize */
-            e = 127 - 15 + 1;
-            while (!(f & 0x400)) { f <<= 1; e--; }
-            u = s | e << 23 | (f & 0x3ff) << 13;
-        }
-    } else if (e == 31) {
-        u = s | 0x7f800000u | f << 13;
-    } else {
-        u = s | (e + 127 - 15) << 23 | f << 13;
-    }
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
 float mq_model_at(mq_tref t, size_t i) {
     /* memcpy: safetensors data need not be aligned for the element type. */
     if (t.dt == MQ_F32) {
@@ -159,7 +141,7 @@ float mq_model_at(mq_tref t, size_t i) {
     }
     uint16_t h;
     memcpy(&h, (const char *)t.p + 2 * i, 2);
-    if (t.dt == MQ_F16) return f16_to_f32(h);
+    if (t.dt == MQ_F16) return mq_half_f16_f32(h);
     uint32_t u = (uint32_t)h << 16;
     float x;
     memcpy(&x, &u, 4);

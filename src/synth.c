@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include "err.h"
+#include "half.h"
 #include "safetensors.h"
 
 #ifndef MQ_TOKENIZER_DIR
@@ -117,13 +118,6 @@ static inline uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-static uint16_t f32_to_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even; our values are finite */
-    return (uint16_t)(u >> 16);
-}
-
 /* mq_st_fill_fn: bytes [off, off + nbytes) of tensor i, from a stream that depends only on (seed, i). */
 static int fill(void *dst, size_t off, size_t nbytes, int i, void *user) {
     const syn_state *s = user;
@@ -147,8 +141,8 @@ static int fill(void *dst, size_t off, size_t nbytes, int i, void *user) {
             of[j] = v0;
             if (j + 1 < n) of[j + 1] = v1;
         } else {
-            ob[j] = f32_to_bf16(v0);
-            if (j + 1 < n) ob[j + 1] = f32_to_bf16(v1);
+            ob[j] = mq_half_bf16(v0);
+            if (j + 1 < n) ob[j + 1] = mq_half_bf16(v1);
         }
     }
     return 0;

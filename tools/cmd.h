@@ -43,7 +43,7 @@ typedef struct {
 /* --kv-type T (every command that opens a model): the cuda backend's KV cache element */
 #define MQ_CLI_KV 1100
 #define MQ_CLI_KV_LONGOPT {"kv-type", 1, 0, MQ_CLI_KV}
-#define MQ_CLI_KV_HELP "      --kv-type T       KV cache: f32 (default) | bf16 | f16 (cuda; half the bytes, faster at long context)\n"
+#define MQ_CLI_KV_HELP "      --kv-type T       KV cache: f32 (default) | bf16 | f16 (cuda: half the bytes, faster at long context; cpu: same rounding)\n"
 #define MQ_CLI_SAMPLING_HELP                                                                       \
     "  --temp T            temperature (0 = greedy; default from generation_config.json)\n"       \
     "  --top-k K           keep the K most likely tokens (0 = off)\n"                             \

@@ -22,7 +22,7 @@ static const int32_t P2[] = {750, 75698, 1445, 982, 262, 4210, 5598, 279, 308, 7
 static const char *bench_help =
     "usage: megaqwen bench -m DIR [options]\n"
     "  --backend B      auto|cpu|cuda (default auto)\n"
-    "  --kv-type T      KV cache: f32 (default) | bf16 | f16 (cuda)\n"
+    "  --kv-type T      KV cache: f32 (default) | bf16 | f16\n"
     "  -n N             decode tokens per prompt and per sweep point (default 100)\n"
     "  --prompts P      'default' (the 3 built-in prompts) or a JSON file {\"prompts\":[{\"ids\":[...]}]}\n"
     "  --warmup N       untimed runs of the first prompt before timing (default 1)\n"

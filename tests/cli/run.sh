@@ -41,7 +41,10 @@ if "$BIN" synth --shape tiny --seed 3 -o "$M" >/dev/null 2>&1; then
   expect 1 "id out of vocab" -- "$BIN" run -m "$M" --prompt-ids 99999999 -n 2 --ids --backend cpu; one_line "id out of vocab"
   expect 2 "unknown backend" -- "$BIN" run -m "$M" --prompt-ids 1 -n 2 --backend tpu
   expect 1 "unknown KV type" -- "$BIN" run -m "$M" --prompt-ids 1 -n 2 --kv-type f8 --backend cpu; one_line "unknown KV type"
-  expect 1 "f16 KV on cpu" -- "$BIN" logits -m "$M" --ids 1,2 -o "$T/l.f32" --kv-type f16 --backend cpu; one_line "f16 KV on cpu"
+  expect 0 "f16 KV on cpu" -- "$BIN" logits -m "$M" --ids 1,2,3,4,5,6,7,8 -o "$T/l16.f32" --kv-type f16 --backend cpu
+  expect 0 "f32 KV logits" -- "$BIN" logits -m "$M" --ids 1,2,3,4,5,6,7,8 -o "$T/l32.f32" --kv-type f32 --backend cpu
+  # the f16 rounding of K/V changes the logits a little (not at all would mean it was not applied)
+  ! cmp -s "$T/l16.f32" "$T/l32.f32" && passes=$((passes+1)) || { fails=$((fails+1)); echo "FAIL: --kv-type f16 did not change the cpu logits"; }
   expect 0 "f32 KV on cpu" -- "$BIN" run -m "$M" --prompt-ids 1,2,3 -n 12 --temp 0 --ids --backend cpu --ignore-eos --kv-type f32
   if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
     expect 1 "cuda without GPU" -- "$BIN" run -m "$M" --prompt-ids 1 -n 2 --backend cuda; one_line "cuda without GPU"
