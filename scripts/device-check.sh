@@ -10,7 +10,8 @@
 #   MQ_PREFILL_PROF's per-kernel times), ncu-prefill (kernel durations of a 32-token prefill),
 #   mvbench (the decode matvec from shared memory alone and beside a bulk copy; dependency hops
 #   through L2 counters and inside thread-block clusters),
-#   ncu-src (per-instruction stall samples of decode_df, source page as CSV),
+#   ncu-src (per-instruction stall samples of decode_df, source page as CSV), ncu-attn (warp states
+#   and pipes of the prefill's f16 flash attention at 4,096 tokens),
 #   sass (the dataflow kernel's SASS and instruction counts per function), ab
 #   (DC_AB_TREE=DIR: another source tree, e.g. main's `git archive` in .deps/main, carried; built
 #   beside this one and benched against it ABBA in the same call: for compile-time changes)
@@ -285,6 +286,20 @@ if want serve && [ "$(left)" -gt 90 ]; then
 fi
 
 # ---- diagnostics (only when named in --only): where the dataflow kernel's warps stall
+if [ -n "$ONLY" ] && want ncu-attn; then
+  # the prefill's f16 attention at 4,096 tokens (the second chunk's kernel: 2,048 queries over 4,096
+  # keys): warp states, issue slots, shared-memory traffic and the tensor pipe's use (the session 9
+  # plan: profile before the next attention change)
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
+  say "ncu: flash2_k (f16 KV, 4,096-token prompt)"
+  IDS=$(python3 -c "print(','.join(str((1000 + 7919 * i) % 100000) for i in range(4096)))")
+  timeout 240 "$NCU" --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+    --section MemoryWorkloadAnalysis --section LaunchStats --section Occupancy -k regex:flash2_k -s 28 -c 1 \
+    "$BIN" run -m $M06 --backend cuda --kv-type f16 --max-ctx 4200 --prompt-ids "$IDS" -n 1 --ids --ignore-eos \
+    >"$O/ncu-attn.txt" 2>&1
+  row "ncu flash2_k f16 | rc $? (ncu-attn.txt)"
+  while read -r l; do row "  $l"; done < <(grep -E "Duration|Stall|Warp Cycles|Issue Slots|Eligible|Active Warps|Pipe|Bank|Achieved Occ|Registers" "$O/ncu-attn.txt" | tr -s ' ' | head -30)
+fi
 if [ -n "$ONLY" ] && want ncu; then
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
   say "ncu: warp states of decode_df (synthetic 0.6B, 64 greedy steps)"
