@@ -54,7 +54,19 @@ static int cuda_forward(mq_backend *be, const int32_t *ids, int n, int pos, floa
     cuda_be *b = (cuda_be *)be;
     if (n < 1) return 0;
     int r = mq_gpu_run(b->g, ids, 0, pos, n, logits, b->last, NULL, 0, NULL);
-    return r < 0 ? -1 : 0;
+    if (r < 0) return -1;
+    /* A 16-bit cache saturates: f16 holds at most 65504, so a larger K or V value becomes inf and the
+     * logits NaN. Checked on the rows that reach the host (prompts, teacher-forced logits), not inside
+     * device-side generation. */
+    if (b->base.kv_elt == 2) {
+        for (int i = 0; i < b->vocab; i++)
+            if (!isfinite(b->last[i])) {
+                mq_err_set("cuda: non-finite logits at position %d: a K/V value may be past the 16-bit KV "
+                           "cache's range (f16: 65504); --kv-type f32 avoids it", pos + n - 1);
+                return -1;
+            }
+    }
+    return 0;
 }
 
 static const float *cuda_last_logits(mq_backend *be) { return ((cuda_be *)be)->last; }

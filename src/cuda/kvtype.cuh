@@ -4,7 +4,8 @@
 // written once: st1 stores a float as KT, ld_f32 loads one element as a float (through L2: the
 // cache is written by other blocks of the same launch), kv_round gives the value the cache keeps.
 // f16 (MQ_CUDA_KV=f16) has 11 significant bits against bf16's 8 at the same size; its range ends at
-// 65504: a value past it is stored as +-inf (the decode kernel's non-finite check reports it).
+// 65504: a value past it is stored as +-inf (cuda_backend.c reports non-finite logits of the rows
+// that reach the host; device-side generation does not check).
 #ifndef MQ_KVTYPE_CUH
 #define MQ_KVTYPE_CUH
 #include <cuda_bf16.h>
