@@ -386,9 +386,13 @@ int cmd_bench(int argc, char **argv) {
     double p_tok_s = power_ran ? p_tokens / pst.seconds : 0;
     double kv_alloc = kv_bytes(in, in->max_ctx);
 
+    /* the KV cache element type the run used (--kv-type, else $MQ_CUDA_KV on cuda, else f32) */
+    const char *kvt = prm.kv_type ? prm.kv_type : !strcmp(in->backend, "cuda") ? getenv("MQ_CUDA_KV") : NULL;
+    if (!kvt || !*kvt) kvt = "f32";
+
     /* ---- Markdown ---- */
     char a[32], b[32], d[32], e[32], f[32], g[32];
-    printf("## megaqwen bench — backend %s, %s\n\n", in->backend, model);
+    printf("## megaqwen bench — backend %s (%s KV cache), %s\n\n", in->backend, kvt, model);
     printf("GPU: %s, driver %s. Bandwidth floor at %.0f GB/s (%s). %ld decode tokens per prompt, greedy, "
            "%ld warm-up run(s) excluded.\n\n", gpu, drv, bw, bw_src, n, warm);
     printf("| prompt | tokens | TTFT (ms) | decode tok/s | ms/token | GB/s | %% of floor | fnv1a |\n");
@@ -440,8 +444,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(cfg, "n_kv_heads", in->n_kv_heads);
         cJSON_AddNumberToObject(cfg, "head_dim", in->head_dim);
         cJSON_AddNumberToObject(cfg, "kv_elt_bytes", in->kv_elt_bytes);
-        const char *kvt = prm.kv_type ? prm.kv_type : !strcmp(in->backend, "cuda") ? getenv("MQ_CUDA_KV") : NULL;
-        cJSON_AddStringToObject(cfg, "kv_type", kvt && *kvt ? kvt : "f32");
+        cJSON_AddStringToObject(cfg, "kv_type", kvt);
         cJSON_AddNumberToObject(cfg, "vocab_size", in->vocab_size);
         cJSON_AddNumberToObject(cfg, "weight_bytes", Wb);
         cJSON_AddNumberToObject(cfg, "max_ctx", in->max_ctx);
