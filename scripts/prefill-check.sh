@@ -50,9 +50,11 @@ for N in ${PC_NS:-1000 5000}; do
   IDS=$(python3 -c "print(','.join(str((1000 + 7919 * i) % 100000) for i in range($N)))")
   echo "[${IDS}]" >/tmp/ids.json
   "$BIN" logits -m $M06 --ids "$IDS" --max-ctx $((N + 8)) -o /tmp/l_cuda.bin --backend cuda 2>>"$LOG"
+  # the f16 KV cache (--kv-type f16: one-product f16 attention in the prefill)
+  "$BIN" logits -m $M06 --ids "$IDS" --max-ctx $((N + 8)) -o /tmp/l_cudaf16.bin --backend cuda --kv-type f16 2>>"$LOG"
   python3 scripts/ref/hf_logits.py -m $M06 --ids @/tmp/ids.json --dtype fp32 -o /tmp/l_hf32.bin >>"$LOG" 2>&1
   python3 scripts/ref/hf_logits.py -m $M06 --ids @/tmp/ids.json --dtype bf16 -o /tmp/l_hf16.bin >>"$LOG" 2>&1
-  C="cuda=/tmp/l_cuda.bin"
+  C="cuda=/tmp/l_cuda.bin cuda-kvf16=/tmp/l_cudaf16.bin"
   if [ "$N" = 1000 ] && [ "$(left)" -gt 300 ]; then
     timeout 90 "$BIN" logits -m $M06 --ids "$IDS" --max-ctx $((N + 8)) -o /tmp/l_cpu.bin --backend cpu 2>>"$LOG" &&
       C="$C cpu=/tmp/l_cpu.bin"
