@@ -53,6 +53,14 @@ static void drop_model(synth_model *s) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* A CPU reference and a cuda backend on model s with max_ctx positions each (the test fails if
+ * either cannot be made). */
+static void open_pair(synth_model *s, int max_ctx, mq_backend **cpu, mq_backend **gpu) {
+    *cpu = mq_cpu_new(&s->m, max_ctx, 0);
+    *gpu = mq_cuda_new(&s->m, max_ctx);
+    if (!*cpu || !*gpu) fail_msg("backend: %s", mq_err_get());
+}
+
 /* n pseudo-random ids in [0, V) (deterministic). */
 static int32_t *make_ids(int n, int V, uint32_t seed) {
     int32_t *ids = malloc((size_t)n * 4);
@@ -200,6 +208,21 @@ static void check_rows_repeat(mq_backend *gpu, mq_backend *cpu, const char *shap
     for (int i = 0; i < 3; i++) check_rows(gpu, cpu, shape, n, 50);
 }
 
+/* A synthetic qwen3-0.6b (model seed mseed) under the current environment: all rows at 7 and 64
+ * tokens (row seeds rs, rs + 1), then the last row and 16 decode tokens after a prompt of n tokens. */
+static void check_q06_rows(const char *label, uint64_t mseed, uint32_t rs, int n) {
+    synth_model s;
+    make_model(&s, "qwen3-0.6b", mseed);
+    mq_backend *cpu, *gpu;
+    open_pair(&s, 512, &cpu, &gpu);
+    check_rows(gpu, cpu, label, 7, rs);
+    check_rows(gpu, cpu, label, 64, rs + 1);
+    check_continue(gpu, cpu, label, n, 0, 16);
+    gpu->free(gpu);
+    cpu->free(cpu);
+    drop_model(&s);
+}
+
 /* tiny (head_dim 32): prompt lengths 1, 7, 64, 300 (several query tiles, GQA), prefill at pos > 0,
  * a prompt crossing the 2048-token chunk boundary, decode continuing after it, and a prompt past
  * the KV cache refused. */
@@ -209,9 +232,8 @@ static void test_tiny(void **st) {
     synth_model s;
     make_model(&s, "tiny", 5);
     const int max_ctx = 2200;
-    mq_backend *cpu = mq_cpu_new(&s.m, max_ctx, 0);
-    mq_backend *gpu = mq_cuda_new(&s.m, max_ctx);
-    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
+    mq_backend *cpu, *gpu;
+    open_pair(&s, max_ctx, &cpu, &gpu);
     const int lens[4] = {1, 7, 64, 300};
     for (int i = 0; i < 4; i++) check_rows(gpu, cpu, "tiny", lens[i], 10 + i);
     check_continue(gpu, cpu, "tiny", 37, 90, 24);
@@ -334,9 +356,8 @@ static void test_small_attn(void **st) {
     unsetenv("MQ_PREFILL_PREC");
     unsetenv("MQ_CUDA_KV");
     setenv("MQ_PREFILL_SMALL", "64", 1);
-    mq_backend *cpu = mq_cpu_new(&s.m, 256, 0);
-    mq_backend *gpu = mq_cuda_new(&s.m, 256);
-    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
+    mq_backend *cpu, *gpu;
+    open_pair(&s, 256, &cpu, &gpu);
     check_rows(gpu, cpu, "tiny (attn_small_k)", 17, 80);
     check_rows(gpu, cpu, "tiny (attn_small_k)", 40, 81);
     check_continue(gpu, cpu, "tiny (attn_small_k)", 40, 0, 16);
@@ -361,9 +382,8 @@ static void test_mk(void **st) {
     setenv("MQ_PREFILL_MK", "1", 1);
     synth_model s;
     make_model(&s, "tiny", 9);
-    mq_backend *cpu = mq_cpu_new(&s.m, 256, 0);
-    mq_backend *gpu = mq_cuda_new(&s.m, 256);
-    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
+    mq_backend *cpu, *gpu;
+    open_pair(&s, 256, &cpu, &gpu);
     check_rows(gpu, cpu, "tiny (prefill_mk)", 1, 60);
     check_rows(gpu, cpu, "tiny (prefill_mk)", 17, 61);
     check_rows(gpu, cpu, "tiny (prefill_mk)", 64, 62);
@@ -373,16 +393,7 @@ static void test_mk(void **st) {
     compare_setting(&s, "MQ_PREFILL_MK", "1", "0", "tiny prefill_mk vs the kernel chain", 120);
     drop_model(&s);
     setenv("MQ_PREFILL_MK", "1", 1);
-    make_model(&s, "qwen3-0.6b", 3);
-    cpu = mq_cpu_new(&s.m, 512, 0);
-    gpu = mq_cuda_new(&s.m, 512);
-    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
-    check_rows(gpu, cpu, "qwen3-0.6b (prefill_mk)", 7, 63);
-    check_rows(gpu, cpu, "qwen3-0.6b (prefill_mk)", 64, 64);
-    check_continue(gpu, cpu, "qwen3-0.6b (prefill_mk)", 32, 0, 16);
-    gpu->free(gpu);
-    cpu->free(cpu);
-    drop_model(&s);
+    check_q06_rows("qwen3-0.6b (prefill_mk)", 3, 63, 32);
     unsetenv("MQ_PREFILL_MK");
 }
 
@@ -458,9 +469,8 @@ static void test_q06(void **st) {
     synth_model s;
     make_model(&s, "qwen3-0.6b", 1);
     const int max_ctx = 4200;
-    mq_backend *cpu = mq_cpu_new(&s.m, max_ctx, 0);
-    mq_backend *gpu = mq_cuda_new(&s.m, max_ctx);
-    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
+    mq_backend *cpu, *gpu;
+    open_pair(&s, max_ctx, &cpu, &gpu);
     check_rows(gpu, cpu, "qwen3-0.6b", 7, 21);
     check_rows(gpu, cpu, "qwen3-0.6b", 64, 22);
     check_continue(gpu, cpu, "qwen3-0.6b", 300, 0, 16);
@@ -484,9 +494,8 @@ static void test_kv_f16(void **st) {
     setenv("MQ_CUDA_KV", "f16", 1);
     synth_model s;
     make_model(&s, "tiny", 5);
-    mq_backend *cpu = mq_cpu_new(&s.m, 512, 0);
-    mq_backend *gpu = mq_cuda_new(&s.m, 512);
-    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
+    mq_backend *cpu, *gpu;
+    open_pair(&s, 512, &cpu, &gpu);
     assert_int_equal(gpu->kv_elt, 2);
     const int lens[4] = {1, 7, 64, 300};
     for (int i = 0; i < 4; i++) check_rows(gpu, cpu, "tiny, f16 KV", lens[i], 30 + i);
@@ -494,16 +503,7 @@ static void test_kv_f16(void **st) {
     gpu->free(gpu);
     cpu->free(cpu);
     drop_model(&s);
-    make_model(&s, "qwen3-0.6b", 1);
-    cpu = mq_cpu_new(&s.m, 512, 0);
-    gpu = mq_cuda_new(&s.m, 512);
-    if (!cpu || !gpu) fail_msg("backend: %s", mq_err_get());
-    check_rows(gpu, cpu, "qwen3-0.6b, f16 KV", 7, 31);
-    check_rows(gpu, cpu, "qwen3-0.6b, f16 KV", 64, 32);
-    check_continue(gpu, cpu, "qwen3-0.6b, f16 KV", 300, 0, 16);
-    gpu->free(gpu);
-    cpu->free(cpu);
-    drop_model(&s);
+    check_q06_rows("qwen3-0.6b, f16 KV", 1, 31, 300);
     unsetenv("MQ_CUDA_KV");
 }
 
