@@ -294,7 +294,8 @@ if [ -n "$ONLY" ] && want ncu-attn; then
   say "ncu: flash2_k (f16 KV, 4,096-token prompt)"
   IDS=$(python3 -c "print(','.join(str((1000 + 7919 * i) % 100000) for i in range(4096)))")
   timeout 240 "$NCU" --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
-    --section MemoryWorkloadAnalysis --section LaunchStats --section Occupancy -k regex:flash2_k -s 28 -c 1 \
+    --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables --section InstructionStats \
+    --section LaunchStats --section Occupancy -k regex:flash2_k -s 28 -c 1 \
     "$BIN" run -m $M06 --backend cuda --kv-type f16 --max-ctx 4200 --prompt-ids "$IDS" -n 1 --ids --ignore-eos \
     >"$O/ncu-attn.txt" 2>&1
   row "ncu flash2_k f16 | rc $? (ncu-attn.txt)"
