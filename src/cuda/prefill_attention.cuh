@@ -339,6 +339,70 @@ __device__ __forceinline__ void softmax_tile(float (&s)[NJ][4], float (&o)[NO][4
     }
 }
 
+// 2^x on the SFU, denormal results flushed to zero (exp2f without fast math adds a range fix-up
+// of 3-4 instructions per element; softmax terms below 2^-126 are nothing next to a row's sum of >= 1)
+__device__ __forceinline__ float ex2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// flash2_k's online-softmax update, as softmax_tile but with fewer instructions per score (the
+// kernel is issue bound: ncu at 4,096 tokens, f16, saw 12% of its instructions as mma): the maxima
+// are kept in raw score units and the scale folds into the exponent's FFMA (exp2(s sc - m sc)); the
+// causal / kend mask is applied only on tiles that reach past the warp's first row or kend (MASK,
+// warp-uniform); the output is rescaled only when some row's maximum grew (otherwise the factor is
+// exactly 1). Leaves exp2(s sc - max sc) in s for P V.
+template <bool MASK, int NJ, int NO>
+__device__ __forceinline__ void softmax_tile2(float (&s)[NJ][4], float (&o)[NO][4], int k0, int tq, int ar0, int ar1,
+                                              int kend, float sc, float &m0, float &m1, float &l0, float &l1) {
+    float mx0 = m0, mx1 = m1;
+#pragma unroll
+    for (int j = 0; j < NJ; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            if (MASK) {
+                const int key = k0 + j * 8 + 2 * tq + e;
+                if (!(key <= ar0 && key < kend)) s[j][e] = -INFINITY;
+                if (!(key <= ar1 && key < kend)) s[j][2 + e] = -INFINITY;
+            }
+            mx0 = fmaxf(mx0, s[j][e]);
+            mx1 = fmaxf(mx1, s[j][2 + e]);
+        }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    // rows with no valid key yet (past T, or all masked) keep a finite subtrahend
+    const float b0 = mx0 == -INFINITY ? 0.0f : mx0 * sc, b1 = mx1 == -INFINITY ? 0.0f : mx1 * sc;
+    if (__any_sync(0xffffffffu, mx0 > m0 || mx1 > m1)) {
+        const float al0 = ex2_ftz(m0 * sc - b0), al1 = ex2_ftz(m1 * sc - b1);
+        l0 *= al0;
+        l1 *= al1;
+#pragma unroll
+        for (int i = 0; i < NO; i++) {
+            o[i][0] *= al0;
+            o[i][1] *= al0;
+            o[i][2] *= al1;
+            o[i][3] *= al1;
+        }
+    }
+    m0 = mx0;
+    m1 = mx1;
+    float rs0 = 0.0f, rs1 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        s[j][0] = ex2_ftz(fmaf(s[j][0], sc, -b0));
+        s[j][1] = ex2_ftz(fmaf(s[j][1], sc, -b0));
+        s[j][2] = ex2_ftz(fmaf(s[j][2], sc, -b1));
+        s[j][3] = ex2_ftz(fmaf(s[j][3], sc, -b1));
+        rs0 += s[j][0] + s[j][1];
+        rs1 += s[j][2] + s[j][3];
+    }
+    l0 += rs0;
+    l1 += rs1;
+}
+
 // A flash block's rows (both flash kernels): q head h = blockIdx.y; query tile q0 (the last tiles
 // have the most keys and are scheduled first: blockIdx.x 0 = last tile); keys [0, kend) needed;
 // warp's first row wr (relative) and the largest absolute position among its rows wlast; this
@@ -600,7 +664,11 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
                     mma16816<MT>(s[j], qa[kk + 1], b[2], b[3]);
                 }
             }
-            softmax_tile(s, o, k0, tq, ar0, ar1, kend, sc, m0, m1, l0, l1);
+            // keys past the warp's first row or past kend only on the warp's last tiles
+            if (k0 + BKT - 1 > pos + wr || k0 + BKT > kend)
+                softmax_tile2<true>(s, o, k0, tq, ar0, ar1, kend, sc, m0, m1, l0, l1);
+            else
+                softmax_tile2<false>(s, o, k0, tq, ar0, ar1, kend, sc, m0, m1, l0, l1);
             // O += P V; V (keys, HD) row-major in smem, B fragments by ldmatrix.trans
 #pragma unroll
             for (int kk = 0; kk < BKT / 16; kk++) {
