@@ -209,14 +209,16 @@ static void check_rows_repeat(mq_backend *gpu, mq_backend *cpu, const char *shap
 }
 
 /* A synthetic qwen3-0.6b (model seed mseed) under the current environment: all rows at 7 and 64
- * tokens (row seeds rs, rs + 1), then the last row and 16 decode tokens after a prompt of n tokens. */
-static void check_q06_rows(const char *label, uint64_t mseed, uint32_t rs, int n) {
+ * tokens (row seeds rs, rs + 1) and at nall tokens (nall > 0), then the last row and 16 decode
+ * tokens after a prompt of n tokens. */
+static void check_q06_rows(const char *label, uint64_t mseed, uint32_t rs, int nall, int n) {
     synth_model s;
     make_model(&s, "qwen3-0.6b", mseed);
     mq_backend *cpu, *gpu;
     open_pair(&s, 512, &cpu, &gpu);
     check_rows(gpu, cpu, label, 7, rs);
     check_rows(gpu, cpu, label, 64, rs + 1);
+    if (nall > 0) check_rows(gpu, cpu, label, nall, rs + 2);
     check_continue(gpu, cpu, label, n, 0, 16);
     gpu->free(gpu);
     cpu->free(cpu);
@@ -393,7 +395,7 @@ static void test_mk(void **st) {
     compare_setting(&s, "MQ_PREFILL_MK", "1", "0", "tiny prefill_mk vs the kernel chain", 120);
     drop_model(&s);
     setenv("MQ_PREFILL_MK", "1", 1);
-    check_q06_rows("qwen3-0.6b (prefill_mk)", 3, 63, 32);
+    check_q06_rows("qwen3-0.6b (prefill_mk)", 3, 63, 0, 32);
     unsetenv("MQ_PREFILL_MK");
 }
 
@@ -483,8 +485,8 @@ static void test_q06(void **st) {
 /* The f16 KV cache (MQ_CUDA_KV=f16): the prefill's attention reads it as it is, with q and P in
  * f16 (flash2_k's one-product path; attn_small_k's f32 path up to 16 tokens), and decode reads the
  * same rows. Against the CPU (f32 cache): all rows on tiny at 1, 7, 64 and 300 tokens, a second
- * prefill at pos 37, decode continuing as on the CPU; qwen3-0.6b all rows at 7 and 64 tokens, last
- * row and decode after 300. The bars are the issue's (mean KL <= 1e-3, argmax equal off near-ties):
+ * prefill at pos 37, decode continuing as on the CPU; qwen3-0.6b all rows at 7, 64 and 200 tokens
+ * (200: f16 GEMM inputs, MQ_PREFILL_F16G), last row and decode after 300. The bars are the issue's (mean KL <= 1e-3, argmax equal off near-ties):
  * f16 keeps 11 significant bits of K, V, q and P, where bf16 (which fails them) keeps 8. */
 static void test_kv_f16(void **st) {
     (void)st;
@@ -503,7 +505,9 @@ static void test_kv_f16(void **st) {
     gpu->free(gpu);
     cpu->free(cpu);
     drop_model(&s);
-    check_q06_rows("qwen3-0.6b, f16 KV", 1, 31, 300);
+    /* chunks past 64 tokens take f16 GEMM inputs for q|k|v, o and gate|up (MQ_PREFILL_F16G's default):
+     * all rows at 200 tokens, and the last row and decode after 300 */
+    check_q06_rows("qwen3-0.6b, f16 KV", 1, 31, 200, 300);
     unsetenv("MQ_CUDA_KV");
 }
 

@@ -74,7 +74,7 @@ constexpr int NGRAPH = 16;            // cached graphs, keyed by (chunk length, 
 constexpr int NPEV = 1024;            // MQ_PREFILL_PROF: events per run (one after each launch)
 
 struct Plan {
-    int used, opA_t, m, n, k, lda, ldc, beta1;
+    int used, opA_t, m, n, k, lda, ldc, beta1, f16;  // f16: A and B are f16 (else bf16)
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
@@ -128,6 +128,13 @@ struct mqp_state {
     int nolo;              // split, cuBLASLt GEMMs: bit g (0 q|k|v, 1 o, 2 gate|up, 3 down) drops GEMM g's lo
                            // rows (MQ_PREFILL_NOLO: a precision measurement, default 0)
     int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
+    // f16 GEMM inputs (an f16 KV cache, split, chunks cuBLASLt multiplies): bit g (0 q|k|v, 1 o,
+    // 2 gate|up, 3 down) makes GEMM g one f16 product (f16 X, f16 copy of W) instead of split's two
+    // bf16 ones (MQ_PREFILL_F16G, default 7: down stays split, its input silu(g) * u has no bound
+    // that fits f16 in real checkpoints)
+    int f16g;
+    __half *wf;            // (q|k|v + o + gate|up + down elements of one layer) f16 copies of the layer's weights
+    size_t wf_n;           // elements of wf
     // MQ_PREFILL_PROF=1: an event after every launch (direct launches, no graphs, no overlap between
     // kernels), per-kind sums printed to stderr after each run: where a prompt's time goes
     int prof, npev;
@@ -164,12 +171,12 @@ __device__ __forceinline__ float warp_sum(float v) {
 // nullptr), or x + the sum of nd slabs d[r + k*ds] (d not nullptr: the GEMM's partial products, hi and
 // lo halves or K slabs), written back; then
 // out[r] = bf16(w * x * rsqrt(mean(x^2) + eps)) and lo[r] its rounding remainder (lo nullptr: not
-// split), as the decode kernel's load_norm. Row `row` by the whole block (256 threads); a block may
+// split), as the decode kernel's load_norm; f16: out[r] as f16 (out's hi rows), no lo. Row `row` by the whole block (256 threads); a block may
 // run several rows one after another (the closing __syncthreads guards red).
 __device__ __forceinline__ void resid_norm_row(int row, const int32_t *ids, const __nv_bfloat16 *__restrict__ E, int V,
                                                float *__restrict__ x, const float *__restrict__ d, int nd, size_t ds,
                                                const float *__restrict__ w, __nv_bfloat16 *__restrict__ out,
-                                               __nv_bfloat16 *__restrict__ lo, int H, float eps) {
+                                               __nv_bfloat16 *__restrict__ lo, int H, float eps, bool f16 = false) {
     __shared__ float red[8];
     const size_t ro = (size_t)row * H;
     float *xr = x + ro;
@@ -200,6 +207,11 @@ __device__ __forceinline__ void resid_norm_row(int row, const int32_t *ids, cons
     for (int i = 0; i < (int)(blockDim.x >> 5); i++) sum += red[i];
     const float r = 1.0f / sqrtf(sum / (float)H + eps);
     __nv_bfloat16 *o = out + ro, *ol = lo ? lo + ro : nullptr;
+    if (f16) {  // one f16 row for an f16 GEMM (normed: |v| <= |w| sqrt(H), far inside f16's range)
+        for (int i = threadIdx.x; i < H; i += blockDim.x) reinterpret_cast<__half *>(o)[i] = __float2half_rn(w[i] * (xr[i] * r));
+        __syncthreads();
+        return;
+    }
     for (int i = threadIdx.x; i < H; i += blockDim.x) {
         const float v = w[i] * (xr[i] * r);
         const __nv_bfloat16 hv = __float2bfloat16_rn(v);
@@ -212,10 +224,11 @@ __device__ __forceinline__ void resid_norm_row(int row, const int32_t *ids, cons
 // resid_norm_row for row blockIdx.x. grid (rows), block 256.
 __global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *__restrict__ E, int V, float *__restrict__ x,
                              const float *__restrict__ d, int nd, size_t ds, const float *__restrict__ w,
-                             __nv_bfloat16 *__restrict__ out, __nv_bfloat16 *__restrict__ lo, int H, float eps) {
+                             __nv_bfloat16 *__restrict__ out, __nv_bfloat16 *__restrict__ lo, int H, float eps,
+                             int f16) {
     pdl_wait();
     pdl_trigger();
-    resid_norm_row(blockIdx.x, ids, E, V, x, d, nd, ds, w, out, lo, H, eps);
+    resid_norm_row(blockIdx.x, ids, E, V, x, d, nd, ds, w, out, lo, H, eps, f16 != 0);
 }
 
 // h[i] = bf16(v), l[i] = bf16(v - h[i]) (l nullptr: hi only; h nullptr: nothing)
@@ -406,10 +419,10 @@ __global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const float *qn
 #include "prefill_attention.cuh"  // the attention kernels (inside this anonymous namespace)
 #include "prefill_mk.cuh"         // the prefill megakernel (likewise)
 
-// h[t, j] = bf16(silu(gu[t, 2j]) * gu[t, 2j+1]) over T*I elements.
+// h[t, j] = bf16(silu(gu[t, 2j]) * gu[t, 2j+1]) over T*I elements (f16: as f16, no lo).
 // lo (optional): the bf16 rounding remainders; gu: ns slabs of partial products (hi and lo GEMM
 // halves, or K slabs) 2 * ss floats apart, summed.
-__global__ void silu_mul_k(const float *gu, int ns, size_t ss, __nv_bfloat16 *h, __nv_bfloat16 *lo, size_t n) {
+__global__ void silu_mul_k(const float *gu, int ns, size_t ss, __nv_bfloat16 *h, __nv_bfloat16 *lo, size_t n, int f16) {
     pdl_wait();
     pdl_trigger();
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
@@ -420,20 +433,52 @@ __global__ void silu_mul_k(const float *gu, int ns, size_t ss, __nv_bfloat16 *h,
             v.y += u.y;
         }
         const float r = v.x / (1.0f + expf(-v.x)) * v.y;
+        if (f16) {  // (MQ_PREFILL_F16G bit 3 only: f16 overflows past 65504)
+            reinterpret_cast<__half *>(h)[i] = __float2half_rn(r);
+            continue;
+        }
         const __nv_bfloat16 hv = __float2bfloat16_rn(r);
         h[i] = hv;
         if (lo) lo[i] = __float2bfloat16_rn(r - __bfloat162float(hv));
     }
 }
 
+// f16 copies of up to four bf16 weight matrices (segment k: n[k] elements of a[k] into b[k]); bf16 ->
+// f16 is exact for |w| in [6.1e-5, 65504] (f16 keeps 3 more significand bits), smaller weights
+// become f16 subnormals (absolute error <= 3e-8)
+struct W2H {
+    const __nv_bfloat16 *a[4];
+    __half *b[4];
+    size_t n[4];
+};
+__global__ void w2h_k(W2H w) {
+    pdl_wait();
+    pdl_trigger();
+    for (int k = 0; k < 4; k++) {
+        const size_t n8 = w.n[k] / 8;  // (every matrix has a multiple of 8 elements: rows of hidden / inter)
+        const uint4 *src = reinterpret_cast<const uint4 *>(w.a[k]);
+        uint4 *dst = reinterpret_cast<uint4 *>(w.b[k]);
+        for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
+            uint4 v = __ldg(src + i);
+            uint32_t *u = reinterpret_cast<uint32_t *>(&v);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const __half2 h = __float22half2_rn(__bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u[j])));
+                u[j] = *reinterpret_cast<const uint32_t *>(&h);
+            }
+            dst[i] = v;
+        }
+    }
+}
+
 // ---- cuBLASLt: D (m x n, col-major, fp32) = op(A) (m x k, bf16) * B (k x n, bf16) + beta * D.
 // Row-major views: weights W (N, K) row-major are A col-major (K x N) with op T; activations
 // X (T, K) row-major are B col-major (K x T); the output Y (T, N) row-major is D col-major (N x T).
-int get_plan(mqp_state *S, int opA_t, int m, int n, int k, int lda, int ldc, int beta1, Plan **out) {
+int get_plan(mqp_state *S, int opA_t, int m, int n, int k, int lda, int ldc, int beta1, int f16, Plan **out) {
     for (int i = 0; i < NPLAN; i++) {
         Plan *p = &S->plan[i];
         if (p->used && p->opA_t == opA_t && p->m == m && p->n == n && p->k == k && p->lda == lda && p->ldc == ldc &&
-            p->beta1 == beta1) {
+            p->beta1 == beta1 && p->f16 == f16) {
             *out = p;
             return 0;
         }
@@ -451,8 +496,9 @@ int get_plan(mqp_state *S, int opA_t, int m, int n, int k, int lda, int ldc, int
     const cublasOperation_t ta = opA_t ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
     LCK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     LCK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    LCK(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, opA_t ? k : m, opA_t ? m : k, lda));
-    LCK(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, k, n, k));
+    const cudaDataType_t it = f16 ? CUDA_R_16F : CUDA_R_16BF;
+    LCK(cublasLtMatrixLayoutCreate(&p->la, it, opA_t ? k : m, opA_t ? m : k, lda));
+    LCK(cublasLtMatrixLayoutCreate(&p->lb, it, k, n, k));
     LCK(cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_32F, m, n, ldc));
     cublasLtMatmulPreference_t pref;
     LCK(cublasLtMatmulPreferenceCreate(&pref));
@@ -464,7 +510,8 @@ int get_plan(mqp_state *S, int opA_t, int m, int n, int k, int lda, int ldc, int
         cublasLtMatmulAlgoGetHeuristic(S->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &nres);
     cublasLtMatmulPreferenceDestroy(pref);
     if (e != CUBLAS_STATUS_SUCCESS || nres < 1) {
-        mq_err_set("cuda prefill: cuBLASLt has no algorithm for a %d x %d x %d bf16 GEMM (status %d)", m, n, k, (int)e);
+        mq_err_set("cuda prefill: cuBLASLt has no algorithm for a %d x %d x %d %s GEMM (status %d)", m, n, k,
+                   f16 ? "f16" : "bf16", (int)e);
         cublasLtMatmulDescDestroy(p->op);
         cublasLtMatrixLayoutDestroy(p->la);
         cublasLtMatrixLayoutDestroy(p->lb);
@@ -472,16 +519,17 @@ int get_plan(mqp_state *S, int opA_t, int m, int n, int k, int lda, int ldc, int
         return -1;
     }
     p->algo = res.algo;
-    p->opA_t = opA_t, p->m = m, p->n = n, p->k = k, p->lda = lda, p->ldc = ldc, p->beta1 = beta1;
+    p->opA_t = opA_t, p->m = m, p->n = n, p->k = k, p->lda = lda, p->ldc = ldc, p->beta1 = beta1, p->f16 = f16;
     p->used = 1;
     *out = p;
     return 0;
 }
 
-int gemm(mqp_state *S, int opA_t, const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, float *D, int m, int n,
-         int k, float beta, cudaStream_t s) {
+// (A and B: bf16, or f16 when f16; passed as untyped device pointers to cuBLASLt either way)
+int gemm(mqp_state *S, int opA_t, const void *A, int lda, const void *B, float *D, int m, int n, int k, float beta,
+         cudaStream_t s, int f16 = 0) {
     Plan *p;
-    if (get_plan(S, opA_t, m, n, k, lda, m, beta != 0.0f, &p)) return -1;
+    if (get_plan(S, opA_t, m, n, k, lda, m, beta != 0.0f, f16, &p)) return -1;
     const float alpha = 1.0f;
     LCK(cublasLtMatmul(S->lt, p->op, &alpha, A, p->la, B, p->lb, &beta, D, p->lc, D, p->lc, &p->algo, S->ws, WS_BYTES,
                        s));
@@ -573,8 +621,13 @@ int sg_ks(mqp_state *S, int N, int K, int T, size_t cap_rows) {
 // f32 each (T * N floats apart) that the kernel reading D sums: sgemm (the lo rows folded into each
 // slab, K split into slabs) or cuBLASLt (split: the hi and lo halves are two slabs). g: which layer
 // GEMM (0 q|k|v, 1 o, 2 gate|up, 3 down) for MQ_PREFILL_NOLO.
+// Wh (not nullptr): W's f16 copy, X's T rows are f16 (f16 GEMM inputs, one product; see f16g).
 int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, float *D, int T, size_t cap_rows,
-       int *ns, cudaStream_t s, int g) {
+       int *ns, cudaStream_t s, int g, const __half *Wh = nullptr) {
+    if (Wh) {
+        *ns = 1;
+        return gemm(S, 1, Wh, K, X, D, N, T, K, 0.0f, s, 1);
+    }
     const int ks = sg_ks(S, N, K, T, cap_rows);
     if (ks > 0) {
         PCK(sgemm_run(W, N, K, X, T, S->split, D, ks, S->pdl, s));
@@ -592,7 +645,7 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
 template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16>
 int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
                   const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv, size_t hs,
-                  __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv, cudaStream_t s) {
+                  __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv, cudaStream_t s, int of16 = 0) {
     using Cfg = Flash2Cfg<HD, QLO, KVLO>;
     const int hdi = HD == 128 ? 2 : HD == 64 ? 1 : 0;
     const unsigned bit =
@@ -603,7 +656,7 @@ int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_b
         S->fattr |= bit;
     }
     PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl,
-                   ldkv, hs, att, atl, T, S->dbuf, nh, nkv));
+                   ldkv, hs, att, atl, T, S->dbuf, nh, nkv, of16));
     return 0;
 }
 
@@ -631,12 +684,12 @@ int launch_small(mqp_state *S, const Params *P, int l, int nq, const float *qn, 
 template <int HD, typename KT>
 int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
               const __nv_bfloat16 *kh, const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl,
-              __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, cudaStream_t s) {
+              __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, cudaStream_t s, int of16) {
     const dim3 grid((T + BQ - 1) / BQ, P->nh);
     if constexpr (std::is_same<KT, __half>::value) {  // the f16 cache itself, f16 q and P: one product per term
         (void)l, (void)ql, (void)kl, (void)vl;
         return launch_flash2<HD, false, false, __half>(S, grid, qb, nullptr, kh, nullptr, vh, nullptr, HD,
-                                                        (size_t)P->max_ctx * HD, att, atl, T, P->nh, P->nkv, s);
+                                                        (size_t)P->max_ctx * HD, att, atl, T, P->nh, P->nkv, s, of16);
     } else if (S->attn_v1) {  // (not for an f16 cache: flash_k converts K/V to bf16)
         const size_t lo = (size_t)l * P->max_ctx * P->nkv * HD;  // layer l's (n_kv, max_ctx, HD)
         const KT *Kl = static_cast<const KT *>(P->kc) + lo, *Vl = static_cast<const KT *>(P->vc) + lo;
@@ -672,14 +725,47 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     __nv_bfloat16 *xl = sp ? S->xn + (size_t)T * H : nullptr, *ql = sp ? S->qb + (size_t)S->C * qd : nullptr;
     __nv_bfloat16 *hl = sp ? S->h + (size_t)T * I : nullptr;
     const size_t cap = (size_t)(sp ? 2 : 1) * S->C;  // rows of the GEMM output buffers
+    // f16 GEMM inputs (f16g; an f16 cache, split, GEMMs cuBLASLt runs): this layer's weights into
+    // f16 first, then the producers of those GEMMs' inputs write one f16 row each instead of hi + lo
+    const __half *wq = nullptr, *wo = nullptr, *wg = nullptr, *wd = nullptr;
+    if (std::is_same<KT, __half>::value && sp && S->f16g) {
+        const size_t nq_ = (size_t)(qd + 2 * kvd) * H, no_ = (size_t)H * qd, ng_ = (size_t)2 * I * H,
+                     nd_ = (size_t)H * I;
+        const int ng4[4] = {qd + 2 * kvd, H, 2 * I, H}, nk4[4] = {H, qd, H, I};
+        bool f[4];
+        for (int g = 0; g < 4; g++) f[g] = (S->f16g >> g & 1) && sg_ks(S, ng4[g], nk4[g], T, cap) == 0;
+        if (P->fuse) f[3] = false;  // (down transposed for the fused decode MLP: the split path below)
+        if (f[0] || f[1] || f[2] || f[3]) {
+            if (!S->wf) {  // first use (chunks past the graphs' GMAX: never inside a capture)
+                S->wf_n = nq_ + no_ + ng_ + nd_;
+                if (cudaMalloc((void **)&S->wf, S->wf_n * sizeof(__half)) != cudaSuccess) {
+                    (void)cudaGetLastError();
+                    S->wf = nullptr;
+                    mq_err_set("cuda prefill: out of GPU memory for the f16 weight copies (%.1f MB)",
+                               S->wf_n * 2 / 1e6);
+                    return -1;
+                }
+            }
+            W2H c = {};
+            __half *dst = S->wf;
+            const __nv_bfloat16 *src[4] = {W.qkv, W.o, W.gu, W.down};
+            const size_t n4[4] = {nq_, no_, ng_, nd_};
+            const __half **outp[4] = {&wq, &wo, &wg, &wd};
+            for (int g = 0, k = 0; g < 4; dst += n4[g], g++)
+                if (f[g]) c.a[k] = src[g], c.b[k] = dst, c.n[k++] = n4[g], *outp[g] = dst;
+            PCK(pdl_launch(S->pdl, w2h_k, dim3(2 * S->sms), dim3(256), 0, s, c));
+            mark(S, s, "w2h");
+        }
+    }
     PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, l == 0 ? S->dbuf + 1 : nullptr, P->embed, S->V, S->x,
-                   l == 0 ? nullptr : S->dres, S->dres_ns, (size_t)T * H, W.in_norm, S->xn, xl, H, P->eps));
+                   l == 0 ? nullptr : S->dres, S->dres_ns, (size_t)T * H, W.in_norm, S->xn, xl, H, P->eps, wq ? 1 : 0));
     mark(S, s, "norm");
     int nq = 1, ng = 1;
-    if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s, 0)) return -1;
+    if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s, 0, wq)) return -1;
     mark(S, s, "qkv");
     // the normed rows are consumed by the QKV GEMM; reuse as the attention output (T, q_dim) [+ lo]
     __nv_bfloat16 *att = S->xn, *atl = sp ? att + (size_t)T * qd : nullptr;
+    const int of16 = wo ? 1 : 0;  // the attention output as f16 rows (the o GEMM's f16 input)
     if (!S->attn_v1 && kvgrid == 0 && T <= S->small) {
         // a short first chunk: q/k prep and attention in one kernel, no K/V scratch
         const int r = hd == 128 ? launch_small<128, KT>(S, P, l, nq, W.q_norm, W.k_norm, att, atl, T, s)
@@ -721,28 +807,28 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
                            P->eps));
         mark(S, s, "qk_prep");
         if (!conv) kh = reinterpret_cast<__nv_bfloat16 *>(kc), vh = reinterpret_cast<__nv_bfloat16 *>(vc);
-        int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s)
-              : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s)
-                          : attention<32, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s);
+        int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s, of16)
+              : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s, of16)
+                          : attention<32, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s, of16);
         if (r) return -1;
         mark(S, s, "attn");
     }
     int no = 1;
-    if (mm(S, W.o, H, qd, att, S->dres, T, cap, &no, s, 1)) return -1;  // att o^T, added by the next norm
+    if (mm(S, W.o, H, qd, att, S->dres, T, cap, &no, s, 1, wo)) return -1;  // att o^T, added by the next norm
     mark(S, s, "o");
     PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, nullptr, P->embed, S->V, S->x, S->dres, no,
-                   (size_t)T * H, W.post_norm, S->xn, xl, H, P->eps));
+                   (size_t)T * H, W.post_norm, S->xn, xl, H, P->eps, wg ? 1 : 0));
     mark(S, s, "norm");
     if ((S->sg & 4) && sg_ks(S, 2 * I, H, T, cap) == 1) {
         // gate|up with SiLU in its epilogue (S->sg & 4): h straight from the GEMM, one kernel less
         PCK(sgemm_silu(W.gu, 2 * I, H, S->xn, T, sp, S->h, S->pdl, s));
         mark(S, s, "gate_up+silu");
     } else {
-        if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s, 2)) return -1;
+        if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s, 2, wg)) return -1;
         mark(S, s, "gate_up");
         const size_t nh = (size_t)T * I;
         PCK(pdl_launch(S->pdl, silu_mul_k, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)),
-                       dim3(256), 0, s, S->gu, ng, nh, S->h, hl, nh));
+                       dim3(256), 0, s, S->gu, ng, nh, S->h, hl, nh, wd ? 1 : 0));
         mark(S, s, "silu");
     }
     // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
@@ -750,7 +836,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     if (P->fuse) {
         S->dres_ns = sp ? 2 : 1;
         if (gemmx(S, 0, W.down, H, S->h, S->dres, H, T, I, s)) return -1;
-    } else if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s, 3)) {
+    } else if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s, 3, wd)) {
         return -1;
     }
     mark(S, s, "down");
@@ -840,6 +926,8 @@ int init(mqp_state **st, const Params *P) {
     S->sg_nmax = sn ? atoi(sn) : 0;
     const char *pv = getenv("MQ_PREFILL_PREPV");
     S->prep_v = !(pv && atoi(pv) == 0);
+    const char *fg = getenv("MQ_PREFILL_F16G");
+    S->f16g = fg && *fg ? atoi(fg) & 15 : 7;
     const char *nl = getenv("MQ_PREFILL_NOLO");
     S->nolo = nl ? atoi(nl) : 0;
     const char *pp = getenv("MQ_PREFILL_PROF");
@@ -862,7 +950,7 @@ int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
     const size_t H = S->H;
     PCK(pdl_launch(S->pdl, resid_norm_k, dim3(nr), dim3(256), 0, s, nullptr, P->embed, S->V, S->x + r0 * H,
                    S->L > 0 ? S->dres + r0 * H : nullptr, S->dres_ns, T * H, P->final_norm, S->xn,
-                   S->split ? S->xn + nr * H : nullptr, S->H, P->eps));
+                   S->split ? S->xn + nr * H : nullptr, S->H, P->eps, 0));
     mark(S, s, "final_norm");
     // sgemm: one read of the lm_head for the hi and lo rows (cuBLASLt reads it twice when split)
     int kmin = 0;
@@ -880,7 +968,7 @@ template <typename KT>
 int chunk(mqp_state *S, const Params *P, int T, int r0, int nr, int kvgrid, cudaStream_t s) {
     if (S->L == 0)  // no layer embeds the rows
         PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, S->dbuf + 1, P->embed, S->V, S->x, nullptr, 0,
-                       (size_t)0, P->final_norm, S->xn, nullptr, S->H, P->eps));
+                       (size_t)0, P->final_norm, S->xn, nullptr, S->H, P->eps, 0));
     for (int l = 0; l < S->L; l++)
         if (layer<KT>(S, P, l, T, kvgrid, s)) return -1;
     if (nr > 0 && head(S, P, T, r0, nr, s)) return -1;
@@ -1114,9 +1202,9 @@ void mqp_free(mqp_state *S) {
     for (int i = 0; S->prof && i < NPEV; i++)
         if (S->pev[i]) cudaEventDestroy(S->pev[i]);
     if (S->st) cudaStreamDestroy(S->st);
-    void *bufs[13] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf, S->kvs, S->dres, S->mkbar,
-                      S->mkprof};
-    for (int i = 0; i < 13; i++)
+    void *bufs[14] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf, S->kvs, S->dres, S->mkbar,
+                      S->mkprof, S->wf};
+    for (int i = 0; i < 14; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     free(S->hl);
     free(S->hlast);

@@ -269,6 +269,23 @@ __device__ __forceinline__ void store_o(const float (&o)[NO][4], float l0, float
     }
 }
 
+// store_o's rows as f16 (the o GEMM's f16 input, MQ_PREFILL_F16G: o / l is a convex combination of
+// f16 V rows, so it stays inside f16's range)
+template <int NO>
+__device__ __forceinline__ void store_o_h(const float (&o)[NO][4], float l0, float l1, int T, int qd, int h, int wr,
+                                          int g, int tq, __nv_bfloat16 *att) {
+    constexpr int HD = NO * 8;
+    const int r0 = wr + g, r1 = r0 + 8;
+    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+    __half *a = reinterpret_cast<__half *>(att);
+#pragma unroll
+    for (int dn = 0; dn < NO; dn++) {
+        const size_t c = (size_t)h * HD + dn * 8 + 2 * tq;
+        if (r0 < T) *reinterpret_cast<__half2 *>(a + (size_t)r0 * qd + c) = __floats2half2_rn(o[dn][0] * i0, o[dn][1] * i0);
+        if (r1 < T) *reinterpret_cast<__half2 *>(a + (size_t)r1 * qd + c) = __floats2half2_rn(o[dn][2] * i1, o[dn][3] * i1);
+    }
+}
+
 // P for keys kk*16 .. kk*16+15 as the A operand of P V (from the C layout the scores are in), as
 // bf16 hi (pa) and the rounding remainders (pl).
 template <int NJ>
@@ -598,7 +615,7 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
                                                 const __nv_bfloat16 *Kh, const __nv_bfloat16 *Kl,
                                                 const __nv_bfloat16 *Vh, const __nv_bfloat16 *Vl, int ldkv,
                                                 size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
-                                                const int *posp, int nh, int nkv) {
+                                                const int *posp, int nh, int nkv, int of16) {
     pdl_wait();
     pdl_trigger();
     using Cfg = Flash2Cfg<HD, QLO, KVLO>;
@@ -703,7 +720,10 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    store_o<QLO || std::is_same<MT, __half>::value>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);
+    if (std::is_same<MT, __half>::value && of16)
+        store_o_h(o, l0, l1, T, qd, h, wr, g, tq, att);
+    else
+        store_o<QLO || std::is_same<MT, __half>::value>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);
 }
 
 #endif
