@@ -336,6 +336,51 @@ __global__ void qk_prep_k(const float *qkv, int ns, size_t ss, const float *qn, 
                       nkv, hd, maxc, eps);
 }
 
+// One (token, slot) row of the q|k|v projection for the q/k prep, by one warp, lane l owning dims
+// [lE, lE + E): src is the row's first slab at the lane's dims, ns slabs ss floats apart, summed;
+// then, for a q or k slot (norm), RMSNorm with weights nw and RoPE with the position's cos/sin
+// pairs cs (HD/2 of them; the partner dim sits in lane l ^ 16). Every load (slabs 0-3, weights,
+// cos/sin) is issued before any is used: one memory latency per row (run 62).
+template <int HD>
+__device__ __forceinline__ void prep_row(const float *src, int ns, size_t ss, bool norm, const float *nw,
+                                         const float2 *cs, float eps, float (&v)[HD / 32]) {
+    constexpr int E = HD / 32, half = HD / 2;
+    const int d0 = (threadIdx.x & 31) * E;
+    float sl[E][3], w[E], c[E], sn[E];
+#pragma unroll
+    for (int j = 0; j < E; j++) {  // __ldcg: the previous kernel's output (and the megakernel rewrites it)
+        v[j] = __ldcg(src + j);
+#pragma unroll
+        for (int k = 1; k < 4; k++)
+            if (k < ns) sl[j][k - 1] = __ldcg(src + k * ss + j);
+        w[j] = norm ? nw[d0 + j] : 1.0f;
+        const float2 x = norm ? cs[(d0 + j) % half] : make_float2(1.0f, 0.0f);
+        c[j] = x.x, sn[j] = x.y;
+    }
+    float sq = 0.0f;
+#pragma unroll
+    for (int j = 0; j < E; j++) {
+        float a = v[j];
+#pragma unroll
+        for (int k = 1; k < 4; k++)
+            if (k < ns) a += sl[j][k - 1];
+        for (int k = 4; k < ns; k++) a += __ldcg(src + k * ss + j);
+        v[j] = a;
+        sq += a * a;
+    }
+    if (norm) {  // RMSNorm (q_norm / k_norm), then RoPE
+        sq = warp_sum(sq);
+        const float r = 1.0f / sqrtf(sq / (float)HD + eps);
+        const bool lo = (threadIdx.x & 31) < 16;
+#pragma unroll
+        for (int j = 0; j < E; j++) {
+            const float y = w[j] * (v[j] * r);
+            const float pr = __shfl_xor_sync(0xffffffffu, y, 16);
+            v[j] = lo ? y * c[j] - pr * sn[j] : y * c[j] + pr * sn[j];
+        }
+    }
+}
+
 // qk_prep_k for head_dim HD = 32 E (32, 64, 128): lane l owns dims [l E, l E + E) of the warp's
 // slot, so a RoPE partner (d +- HD/2) sits in lane l ^ 16, and every load of a slot (its first four
 // slabs, the norm weights, the cos/sin entries) is issued before any is used: one memory latency per
@@ -354,41 +399,9 @@ __global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const float *qn
     const int p = *posp + t, d0 = lane * E;
     for (int s = blockIdx.y * 8 + warp; s < nslot; s += 8 * gridDim.y) {
         const bool isq = s < nh, isk = !isq && s < nh + nkv;
-        const float *src = qkv + (size_t)t * (qd + 2 * kvd) + (size_t)s * HD + d0;
-        const float *nw = isq ? qn : kn;
-        float v[E], sl[E][3], w[E], c[E], sn[E];
-#pragma unroll
-        for (int j = 0; j < E; j++) {
-            v[j] = __ldcg(src + j);
-#pragma unroll
-            for (int k = 1; k < 4; k++)
-                if (k < ns) sl[j][k - 1] = __ldcg(src + k * ss + j);
-            w[j] = isq || isk ? nw[d0 + j] : 1.0f;
-            const float2 cs = isq || isk ? reinterpret_cast<const float2 *>(rope)[(size_t)p * half + (d0 + j) % half]
-                                         : make_float2(1.0f, 0.0f);
-            c[j] = cs.x, sn[j] = cs.y;
-        }
-        float sq = 0.0f;
-#pragma unroll
-        for (int j = 0; j < E; j++) {
-            float a = v[j];
-#pragma unroll
-            for (int k = 1; k < 4; k++)
-                if (k < ns) a += sl[j][k - 1];
-            for (int k = 4; k < ns; k++) a += __ldcg(src + k * ss + j);
-            v[j] = a;
-            sq += a * a;
-        }
-        if (isq || isk) {  // RMSNorm (q_norm / k_norm), then RoPE at position p
-            sq = warp_sum(sq);
-            const float r = 1.0f / sqrtf(sq / (float)HD + eps);
-#pragma unroll
-            for (int j = 0; j < E; j++) {
-                const float y = w[j] * (v[j] * r);
-                const float pr = __shfl_xor_sync(0xffffffffu, y, 16);
-                v[j] = lane < 16 ? y * c[j] - pr * sn[j] : y * c[j] + pr * sn[j];
-            }
-        }
+        float v[E];
+        prep_row<HD>(qkv + (size_t)t * (qd + 2 * kvd) + (size_t)s * HD + d0, ns, ss, isq || isk, isq ? qn : kn,
+                     reinterpret_cast<const float2 *>(rope) + (size_t)p * half, eps, v);  // (RoPE at position p)
         if (isq) {
             const size_t qo = (size_t)t * qd + (size_t)s * HD + d0;
 #pragma unroll

@@ -145,42 +145,9 @@ __global__ void __launch_bounds__(NT_SMALL) attn_small_k(const float *qkv, int n
         const int kind = task < q1 ? 0 : task < 2 * q1 ? 1 : 2;  // 0 K, 1 V, 2 q
         const int t = kind == 0 ? task : kind == 1 ? task - q1 : q0 + task - 2 * q1;
         const int slot = kind == 2 ? h : kind == 0 ? nh + kvh : nh + nkv + kvh;
-        const float *src = qkv + (size_t)t * rs + (size_t)slot * HD + lane * E;
-        const float *nw = kind == 2 ? qn : kn;
-        float v[E], w[E], cx[E], sy[E], sl[E][3];  // slabs 1-3 in flight (1 at T <= 64 with sgemm)
-#pragma unroll
-        for (int j = 0; j < E; j++) {
-            const int d = lane * E + j;
-            v[j] = src[j];
-#pragma unroll
-            for (int k = 1; k < 4; k++)
-                if (k < ns) sl[j][k - 1] = src[k * ss + j];
-            w[j] = kind != 1 ? nw[d] : 1.0f;
-            const float2 cs = kind != 1 ? reinterpret_cast<const float2 *>(rope)[(size_t)t * half + d % half]
-                                        : make_float2(1.0f, 0.0f);
-            cx[j] = cs.x, sy[j] = cs.y;
-        }
-        float sq = 0.0f;
-#pragma unroll
-        for (int j = 0; j < E; j++) {
-            float a = v[j];
-#pragma unroll
-            for (int k = 1; k < 4; k++)
-                if (k < ns) a += sl[j][k - 1];
-            for (int k = 4; k < ns; k++) a += src[k * ss + j];
-            v[j] = a;
-            sq += a * a;
-        }
-        if (kind != 1) {  // RMSNorm (q_norm / k_norm), then RoPE at position t (pos = 0)
-            sq = warp_sum(sq);
-            const float r = 1.0f / sqrtf(sq / (float)HD + eps);
-#pragma unroll
-            for (int j = 0; j < E; j++) {
-                const float y = w[j] * (v[j] * r);
-                const float pr = __shfl_xor_sync(0xffffffffu, y, 16);
-                v[j] = lane < 16 ? y * cx[j] - pr * sy[j] : y * cx[j] + pr * sy[j];
-            }
-        }
+        float v[E];  // (RoPE at position t: the chunk starts at 0)
+        prep_row<HD>(qkv + (size_t)t * rs + (size_t)slot * HD + lane * E, ns, ss, kind != 1, kind == 2 ? qn : kn,
+                     reinterpret_cast<const float2 *>(rope) + (size_t)t * half, eps, v);
 #pragma unroll
         for (int j = 0; j < E; j++) {
             const int d = lane * E + j;
