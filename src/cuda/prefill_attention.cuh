@@ -273,6 +273,26 @@ __device__ __forceinline__ void p_frags_h(const float (&s)[NJ][4], int kk, uint3
     pa[2] = *reinterpret_cast<const uint32_t *>(&c), pa[3] = *reinterpret_cast<const uint32_t *>(&d);
 }
 
+// The maxima of a row over the 4 lanes of a quad (mma C layout: rows g and g + 8), for both rows.
+__device__ __forceinline__ void quad_max2(float &a, float &b) {
+    a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
+    a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 2));
+    b = fmaxf(b, __shfl_xor_sync(0xffffffffu, b, 1));
+    b = fmaxf(b, __shfl_xor_sync(0xffffffffu, b, 2));
+}
+
+// The output accumulators' rows g (al0) and g + 8 (al1) rescaled.
+template <int NO>
+__device__ __forceinline__ void scale_o(float (&o)[NO][4], float al0, float al1) {
+#pragma unroll
+    for (int i = 0; i < NO; i++) {
+        o[i][0] *= al0;
+        o[i][1] *= al0;
+        o[i][2] *= al1;
+        o[i][3] *= al1;
+    }
+}
+
 // Online-softmax update for one key tile of flash attention (both kernels below). s: the tile's
 // scores in the mma C layout (rows g and g+8 of the warp's 16 query rows; key k0 + j*8 + 2*tq + e),
 // scaled by sc here; keys past a row's causal limit (ar0 / ar1, absolute positions) or past kend
@@ -292,10 +312,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[NJ][4], float (&o)[NO][4
             mx0 = fmaxf(mx0, s[j][e]);
             mx1 = fmaxf(mx1, s[j][2 + e]);
         }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    quad_max2(mx0, mx1);
     const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
     // rows past T may have no valid key at all: keep the subtracted maxima finite
     const float b0 = mn0 == -INFINITY ? 0.0f : mn0, b1 = mn1 == -INFINITY ? 0.0f : mn1;
@@ -314,13 +331,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[NJ][4], float (&o)[NO][4
     }
     l0 = l0 * al0 + rs0;
     l1 = l1 * al1 + rs1;
-#pragma unroll
-    for (int i = 0; i < NO; i++) {
-        o[i][0] *= al0;
-        o[i][1] *= al0;
-        o[i][2] *= al1;
-        o[i][3] *= al1;
-    }
+    scale_o(o, al0, al1);
 }
 
 // 2^x on the SFU, denormal results flushed to zero (exp2f without fast math adds a range fix-up
@@ -353,23 +364,14 @@ __device__ __forceinline__ void softmax_tile2(float (&s)[NJ][4], float (&o)[NO][
             mx0 = fmaxf(mx0, s[j][e]);
             mx1 = fmaxf(mx1, s[j][2 + e]);
         }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    quad_max2(mx0, mx1);
     // rows with no valid key yet (past T, or all masked) keep a finite subtrahend
     const float b0 = mx0 == -INFINITY ? 0.0f : mx0 * sc, b1 = mx1 == -INFINITY ? 0.0f : mx1 * sc;
     if (__any_sync(0xffffffffu, mx0 > m0 || mx1 > m1)) {
         const float al0 = ex2_ftz(m0 * sc - b0), al1 = ex2_ftz(m1 * sc - b1);
         l0 *= al0;
         l1 *= al1;
-#pragma unroll
-        for (int i = 0; i < NO; i++) {
-            o[i][0] *= al0;
-            o[i][1] *= al0;
-            o[i][2] *= al1;
-            o[i][3] *= al1;
-        }
+        scale_o(o, al0, al1);
     }
     m0 = mx0;
     m1 = mx1;
