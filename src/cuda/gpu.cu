@@ -15,7 +15,7 @@ extern "C" {
 #include "gpu.h"
 }
 
-extern "C" const void *mqk_kernel(int kvt, int df);
+extern "C" const void *mqk_kernel(int kvt, int df);  // df: 0 grid barriers, 1 dataflow, 2 dataflow + fused MLP
 
 using mqk::LayerW;
 using mqk::NT;
@@ -272,13 +272,21 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     int gdf = g->sms;
     const char *dgenv = getenv("MQ_CUDA_DF_GRID");
     if (dgenv && atoi(dgenv) > 0 && atoi(dgenv) < gdf) gdf = atoi(dgenv);
+    // the fused MLP's stage vectors (normed x, the block's gate|up pairs and h) were sized for one
+    // block per SM (fz above); fewer blocks hold more pairs each
+    if (g->fuse && (size_t)s->hidden + 3 * (((size_t)s->inter + gdf - 1) / gdf) > (size_t)smem_base / 4) {
+        mq_err_set("cuda: MQ_CUDA_FUSE=1 with MQ_CUDA_DF_GRID=%d: the fused MLP's vectors do not fit in shared memory",
+                   gdf);
+        free(g);
+        return NULL;
+    }
     if (g->sync != SYNC_GRID) {
         size_t slices[4];
         stage_slices(s, (size_t)gdf, slices);
         // the kernel's static shared memory (reduction scratch, own residual rows, mbarriers, the
         // lm_head ring's state, the profile counters) comes on top of the dynamic size
         cudaFuncAttributes fa0;
-        CKN(cudaFuncGetAttributes(&fa0, mqk_kernel(g->kvt, 1)));
+        CKN(cudaFuncGetAttributes(&fa0, mqk_kernel(g->kvt, g->fuse ? 2 : 1)));
         const size_t optin = prop.sharedMemPerBlockOptin, base = (size_t)smem_base + fa0.sharedSizeBytes;
         // ring mode (MQ_CUDA_RING=1; off by default: measured 1.5% slower than two buffers, run 8 in
         // docs/perf-notes.md): regions for gate|up, q|k|v (>= attention's scratch) and o/down (>= the
@@ -287,7 +295,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
         const size_t sv = zmax(zmax(s->hidden, s->inter), (size_t)Q) * 4 + 256;  // stage vectors
         const size_t rA = a128(slices[2]), rB = a128(zmax(slices[0], sm_att * 4));
         const size_t rC = a128(zmax(zmax(slices[1], slices[3]), (size_t)mqk::SAMPLE_SMEM_WORDS * 4));
-        if (prop.major >= 9 && renv && atoi(renv) == 1 && rA + rB + rC + sv + fa0.sharedSizeBytes <= optin) {
+        if (prop.major >= 9 && renv && atoi(renv) == 1 && !g->fuse && rA + rB + rC + sv + fa0.sharedSizeBytes <= optin) {
             wreg[0] = rA, wreg[1] = rB, wreg[2] = rC;
             g->smem_df = (int)(rA + rB + rC + sv);
         } else {
@@ -295,7 +303,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
             wbuf = pl.wbuf0, wbuf1 = pl.wbuf1, kvbuf = pl.kvbuf;
             g->smem_df = smem_base + (int)(wbuf + wbuf1 + kvbuf);
         }
-        const void *fdf = mqk_kernel(g->kvt, 1);
+        const void *fdf = mqk_kernel(g->kvt, g->fuse ? 2 : 1);
         // lm_head ring (MQ_CUDA_LMRING=R: slots of R lm_head rows; default and 1 = 16 rows, 0 = off;
         // measured 96 -> 83 us per token, run 11 in docs/perf-notes.md): the bulk copy engine
         // streams each block's lm_head slice through as many slots as fit from the DOWN buffer on
@@ -753,9 +761,9 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         at[1].id = cudaLaunchAttributeClusterDimension;
         at[1].val.clusterDim.x = g->cluster, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
         cfg.attrs = at, cfg.numAttrs = 2;
-        CK(cudaLaunchKernelExC(&cfg, (const void *)mqk_kernel(g->kvt, df), args));
+        CK(cudaLaunchKernelExC(&cfg, (const void *)mqk_kernel(g->kvt, df ? (g->fuse ? 2 : 1) : 0), args));
     } else {
-        CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kvt, df), dim3(df ? g->grid_df : g->grid), dim3(NT), args,
+        CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kvt, df ? (g->fuse ? 2 : 1) : 0), dim3(df ? g->grid_df : g->grid), dim3(NT), args,
                                        (size_t)(df ? g->smem_df : g->smem), 0));
     }
     CK(cudaGetLastError());

@@ -30,10 +30,51 @@
 
 namespace mqk {
 
+// Split-K part of down for this block's pairs [c0, c0 + nc) of the intermediate dim:
+// x[r] += sum_j downT[c0 + j][r] h[j], with float4 atomics (every block adds its part; the sum's
+// rounding depends on the order the atomics land, ~1e-7 relative). downT is (inter, hidden):
+// its rows c0.. are staged at dt (shared memory), or read from global memory when dt is null.
+// Each thread owns 4 consecutive outputs, so a warp reads 256 contiguous bytes of a row per j.
+template <bool SMEM>
+__device__ __forceinline__ void down_part(const Params &P, const uint2 *d2, int nc, const float *h) {
+    const int H4 = P.hidden >> 2;
+    for (int r4 = threadIdx.x; r4 < H4; r4 += NT) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+#pragma unroll 4
+        for (int j = 0; j < nc; j++) {
+            const uint2 w = SMEM ? d2[(size_t)j * H4 + r4] : __ldg(d2 + (size_t)j * H4 + r4);
+            const float hj = h[j];
+            a0 = fmaf(__uint_as_float(w.x << 16), hj, a0);
+            a1 = fmaf(__uint_as_float(w.x & 0xffff0000u), hj, a1);
+            a2 = fmaf(__uint_as_float(w.y << 16), hj, a2);
+            a3 = fmaf(__uint_as_float(w.y & 0xffff0000u), hj, a3);
+        }
+        float *x = P.x + (size_t)r4 * 4;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        atomicAdd(reinterpret_cast<float4 *>(x), make_float4(a0, a1, a2, a3));
+#else
+        atomicAdd(x, a0), atomicAdd(x + 1, a1), atomicAdd(x + 2, a2), atomicAdd(x + 3, a3);
+#endif
+    }
+}
+__device__ __noinline__ void down_splitk(const Params &P, const __nv_bfloat16 *downT, int c0, int nc, const float *h,
+                                         const uint4 *dt) {
+    if (dt) down_part<true>(P, reinterpret_cast<const uint2 *>(dt), nc, h);
+    else down_part<false>(P, reinterpret_cast<const uint2 *>(downT + (size_t)c0 * P.hidden), nc, h);
+}
+
+// h[j] = silu(g[2j]) * g[2j + 1] for j < nc (the block's interleaved (gate, up) pairs, shared memory)
+__device__ __forceinline__ void silu_pairs(const float *g, float *h, int nc) {
+    for (int j = threadIdx.x; j < nc; j += NT) {
+        const float gt = g[2 * j], up = g[2 * j + 1];
+        h[j] = gt / (1.0f + expf(-gt)) * up;
+    }
+}
+
 // Fused MLP for this block's pairs [c0, c1) of the intermediate dim: gate|up rows (interleaved:
 // row 2j = gate_j, 2j+1 = up_j) -> h_j = silu(gate_j) * up_j in shared memory -> split-K slice of
-// down: x[r] += sum_j downT[j][r] h_j with atomics (x is the residual; other blocks add theirs).
-// Saves the grid barrier between gate|up and down. xs: normed input (hidden), hs: 3*(c1-c0) floats.
+// down (down_splitk). Saves the grid barrier between gate|up and down. xs: normed input (hidden),
+// hs: 3*(c1-c0) floats; ws: the staged gate|up pairs followed by the downT rows, or null.
 __device__ __noinline__ void mlp_fused(const Params &P, const LayerW &L, const float *xs, float *hs, float *red,
                           const uint4 *ws) {
     const int H = P.hidden, I = P.inter;
@@ -44,37 +85,9 @@ __device__ __noinline__ void mlp_fused(const Params &P, const LayerW &L, const f
     matvec<MV_SMEM>(L.gu, 2 * I, H, xs, hs, red, nullptr, ws, 2 * c0, 2 * c1);
     __syncthreads();
     float *h = hs + 2 * nc;
-    for (int j = threadIdx.x; j < nc; j += NT) {
-        const float g = hs[2 * j], u = hs[2 * j + 1];
-        h[j] = g / (1.0f + expf(-g)) * u;
-    }
+    silu_pairs(hs, h, nc);
     __syncthreads();
-    // downT rows c0..c1 (each `hidden` long): staged after the gate|up slice, or from global
-    const uint4 *dt = ws ? ws + (size_t)2 * nc * H / 8
-                         : reinterpret_cast<const uint4 *>(L.down + (size_t)c0 * H);
-    const int H8 = H / 8;
-    for (int r8 = threadIdx.x; r8 < H8; r8 += NT) {
-        float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (int j = 0; j < nc; j++) {
-            const uint4 w = ws ? dt[(size_t)j * H8 + r8] : ldw(dt + (size_t)j * H8 + r8);
-            const float hj = h[j];
-            a[0] = fmaf(__uint_as_float(w.x << 16), hj, a[0]);
-            a[1] = fmaf(__uint_as_float(w.x & 0xffff0000u), hj, a[1]);
-            a[2] = fmaf(__uint_as_float(w.y << 16), hj, a[2]);
-            a[3] = fmaf(__uint_as_float(w.y & 0xffff0000u), hj, a[3]);
-            a[4] = fmaf(__uint_as_float(w.z << 16), hj, a[4]);
-            a[5] = fmaf(__uint_as_float(w.z & 0xffff0000u), hj, a[5]);
-            a[6] = fmaf(__uint_as_float(w.w << 16), hj, a[6]);
-            a[7] = fmaf(__uint_as_float(w.w & 0xffff0000u), hj, a[7]);
-        }
-        float *x = P.x + (size_t)r8 * 8;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        atomicAdd(reinterpret_cast<float4 *>(x), make_float4(a[0], a[1], a[2], a[3]));
-        atomicAdd(reinterpret_cast<float4 *>(x) + 1, make_float4(a[4], a[5], a[6], a[7]));
-#else
-        for (int k = 0; k < 8; k++) atomicAdd(x + k, a[k]);
-#endif
-    }
+    down_splitk(P, L.down, c0, nc, h, ws ? ws + (size_t)2 * nc * H / 8 : nullptr);
 }
 
 template <typename KT>
@@ -311,7 +324,10 @@ __device__ __forceinline__ const __nv_bfloat16 *stage_w(const Params &P, int l, 
     case S_QKV: rows = P.qdim + 2 * P.nkv * P.hd, cols = H; return L.qkv;
     case S_O: rows = H, cols = P.qdim; return L.o;
     case S_GU: rows = 2 * I, cols = H; return L.gu;
-    default: rows = H, cols = I; return L.down;
+    default:  // (hidden, inter), or its transpose (inter, hidden) for the fused MLP
+        if (P.fuse) rows = I, cols = H;
+        else rows = H, cols = I;
+        return L.down;
     }
 }
 
@@ -320,7 +336,7 @@ __device__ __forceinline__ const __nv_bfloat16 *stage_w(const Params &P, int l, 
 __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l, int st) {
     int rows, cols;
     const __nv_bfloat16 *W = stage_w(P, l, st, rows, cols);
-    if (!ws_issue(S, k, W, rows, cols, st == S_GU && hpair_on(P)))
+    if (!ws_issue(S, k, W, rows, cols, st == S_GU && (hpair_on(P) || P.fuse)))
         prefetch_rows(W, rows, cols, (size_t)1 << 20);
 }
 
@@ -331,11 +347,11 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
 template <int MODE>
 __device__ __forceinline__ void df_mv(const Params &P, WStage &S, int buf, const __nv_bfloat16 *W, int rows,
                                       int cols, const float *sm, float *out, float *red, const float *xo, bool regx,
-                                      unsigned *c, unsigned long long *st, int k) {
+                                      unsigned *c, unsigned long long *st, int k, float *out2 = nullptr) {
     sprof_mark(P, k);
     const uint4 *ws = ws_take(S, buf);
     sprof_mark(P, k + 1);
-    matvec<MODE>(W, rows, cols, sm, out, red, nullptr, ws, -1, -1, nullptr, 0, xo, regx);
+    matvec<MODE>(W, rows, cols, sm, out, red, nullptr, ws, -1, -1, out2, 0, xo, regx);
     sprof_mark(P, k + 2);
     df_arrive(c, st);
     sprof_mark(P, k + 3);
@@ -349,7 +365,10 @@ __device__ __forceinline__ const float *own_x(const Params &P, int r0, int r1, f
     return xo;  // the caller's dependency wait (__syncthreads) orders these stores before the reads
 }
 
-template <typename KT>
+// FUSE (MQ_CUDA_FUSE=1, P.fuse): gate|up and down as one stage (the fused MLP below); a template
+// parameter so that each kernel holds only its own MLP's code (both in one body raised the spills
+// and cost the unfused kernel 4%, run 67).
+template <typename KT, bool FUSE>
 __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Params P) {
     // The out-of-line stages (attention, kv_stage, the lm_head's) read Params through this shared
     // copy, the kernel body from the parameter itself. Passed by value, those functions read the
@@ -395,10 +414,13 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
         sm = reinterpret_cast<float *>(dsm + (size_t)P.wreg[0] + P.wreg[1] + P.wreg[2]);
     } else {
         // [buffer 0][buffer 1][K/V staging region (P.kvbuf, may be 0)][sm]
-        S.cap[0] = P.wbuf, S.cap[1] = P.wbuf1, S.cap[2] = 0;
+        // the fused MLP's downT rows go to the K/V staging region when attention does not use it
+        // (buffer 2), so their copy starts a whole layer ahead instead of when O frees buffer 1
+        const bool b2 = FUSE && !kvst && P.kvbuf > 0;
+        S.cap[0] = P.wbuf, S.cap[1] = P.wbuf1, S.cap[2] = b2 ? P.kvbuf : 0;
         S.buf[0] = reinterpret_cast<uint4 *>(dsm);
         S.buf[1] = reinterpret_cast<uint4 *>(dsm + P.wbuf);
-        S.buf[2] = nullptr;
+        S.buf[2] = b2 ? reinterpret_cast<uint4 *>(dsm + (size_t)P.wbuf + P.wbuf1) : nullptr;
         sm = reinterpret_cast<float *>(dsm + (size_t)P.wbuf + P.wbuf1 + P.kvbuf);
     }
     // where attention stages its chunk's K/V rows (OPT_KVSTAGE)
@@ -421,7 +443,11 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
     unsigned *cE = P.flg + (size_t)Lc * NSTAGE;  // embeds done (one per step)
     // producers per stage per step (attention's varies with the context length)
     const bool hpair = hpair_on(P);
-    const unsigned nQKV = producers(QKVR), nO = producers(H), nGU = producers(hpair ? I : 2 * I), nDN = producers(H);
+    // MQ_CUDA_FUSE=1 (P.fuse): gate|up and down are one stage (fused MLP below, arriving on the DOWN
+    // counter); not with the ring layout (the host does not combine them)
+    const bool fuse = FUSE && !ring;
+    const unsigned nQKV = producers(QKVR), nO = producers(H), nGU = producers(hpair ? I : 2 * I);
+    const unsigned nDN = fuse ? producers(I) : producers(H);  // arrivals on a layer's last counter
     unsigned tATT = 0;  // attention items so far in this launch
     // profile: stage instance k of this block -> stamps (2k: inputs ready, 2k+1: output published)
     int kinst = 0;
@@ -454,7 +480,11 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             int r0, r1;
             // ---- QKV: rmsnorm(x) -> q|k|v rows
             ws_next(S, bO, P, l, S_O);
+            // fused MLP with buffer 2: its downT rows (buffer 2's last readers, the previous layer's
+            // MLP, are done: df_arrive's __syncthreads)
+            if (fuse && S.buf[2]) ws_next(S, 2, P, l, S_DOWN);
             block_rows(QKVR, blockIdx.x, G, r0, r1);
+            const bool qkv_waited = r1 > r0;  // (fuse: this block has seen the previous MLP's atomics on x)
             if (r1 > r0) {
                 df_wait(P, l == 0 ? cE : c - NSTAGE + S_DOWN, l == 0 ? ts : nDN * ts, stamp(0));
                 if (l == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // stop token
@@ -500,8 +530,9 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 // before the wait: these rows were last written by this block (its DOWN stage, or the
-                // embedding that its QKV stage of layer 0 waited for)
-                const float *xo_p = own_x(P, r0, r1, ownx ? s_xo : nullptr);
+                // embedding that its QKV stage of layer 0 waited for); with the fused MLP by every
+                // block's atomics, which this block acquired only if its QKV stage waited for them
+                const float *xo_p = own_x(P, r0, r1, ownx && (!fuse || qkv_waited) ? s_xo : nullptr);
                 df_wait(P, c + S_ATT, tATT, stamp(0));
                 sprof_mark(P, -1);
                 const int nch = (int)(items / (unsigned)P.nkv);
@@ -510,11 +541,56 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 } else {
                     load_vec(P.att, sm, P.qdim);
                 }
-                df_mv<MV_ADD>(P, S, bO, L.o, H, P.qdim, sm, P.x, red, xo_p, regx, c + S_O, stamp(1), SP_O);
+                df_mv<MV_ADD>(P, S, bO, L.o, H, P.qdim, sm, P.x, red, xo_p, regx, c + S_O, stamp(1), SP_O,
+                              fuse ? P.x1 : nullptr);
             } else {
                 ws_take(S, bO);
             }
             kinst++;
+            if (fuse) {
+                // ---- MLP, fused: rmsnorm(x1) -> this block's (gate, up) pairs [c0, c1) -> h in shared
+                // memory -> x += (downT rows c0..c1)^T h with float4 atomics (down_splitk). One stage
+                // and one dependency hop instead of GU + DOWN. The norm reads x1, the O stage's copy of
+                // x, because x takes other blocks' atomics meanwhile (x1 is next written by the next
+                // layer's O stage, which transitively waits for every block's arrival here).
+                __syncthreads();  // buffer 1's readers (the O stage) are done
+                const int bT = S.buf[2] ? 2 : bD;  // downT's buffer (2 was issued at QKV)
+                if (bT == bD) ws_next(S, bD, P, l, S_DOWN);
+                int c0, c1;
+                block_rows(I, blockIdx.x, G, c0, c1);
+                // the next q|k|v slice, loaded before the wait: on the critical path (between the
+                // gate|up matvec and the down part) its L2 round trip cost ~1 us (run 67)
+                const __nv_bfloat16 *wq = l + 1 < Lc ? P.layers[l + 1].qkv : more ? P.layers[0].qkv : nullptr;
+                if (c1 > c0) {
+                    df_wait(P, c + S_O, nO * ts, stamp(0));
+                    sprof_mark(P, -1);
+                    load_norm(P.x1, L.post_norm, H, P.eps, sm, red, normw);
+                    float *g2 = sm + H;  // the pairs' (gate, up), then h: the host sizes sm for this (fz)
+                    sprof_mark(P, SP_GU);
+                    const uint4 *wg = ws_take(S, bG);
+                    sprof_mark(P, SP_GU + 1);
+                    matvec<MV_SMEM>(L.gu, 2 * I, H, sm, g2, red, nullptr, wg, 2 * c0, 2 * c1, nullptr, 0, nullptr, regx);
+                    __syncthreads();  // buffer 0's readers are done: the next q|k|v copy may start
+                } else {
+                    ws_take(S, bG);  // (nothing in flight: no pairs, no copy)
+                }
+                if (!wq) prefetch_rows(P.lm_head, P.vocab, H, (size_t)1 << 20);
+                else if (!ws_issue(S, bQ, wq, QKVR, H)) prefetch_rows(wq, QKVR, H, (size_t)1 << 20);
+                if (c1 > c0) {
+                    float *g2 = sm + H, *h = g2 + 2 * (c1 - c0);
+                    silu_pairs(g2, h, c1 - c0);
+                    __syncthreads();
+                    sprof_mark(P, SP_GU + 2);
+                    down_splitk(P, L.down, c0, c1 - c0, h, ws_take(S, bT));
+                    sprof_mark(P, SP_DOWN + 2);
+                    df_arrive(c + S_DOWN, stamp(1));
+                    sprof_mark(P, SP_GU + 3);
+                } else {
+                    ws_take(S, bT);
+                }
+                kinst += 2;
+                continue;
+            }
             // ---- GU: rmsnorm(x) -> gate|up rows (interleaved)
             __syncthreads();
             ws_next(S, bD, P, l, S_DOWN);
@@ -598,13 +674,18 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
 
 }  // namespace mqk
 
-// The kernel for a KV cache of element type kvt (mqk::KV_F32, KV_BF16, KV_F16); df = 1: the dataflow kernel.
+// The kernel for a KV cache of element type kvt (mqk::KV_F32, KV_BF16, KV_F16); df = 1: the dataflow kernel,
+// 2: the dataflow kernel with the fused MLP (MQ_CUDA_FUSE=1), 0: the grid-barrier kernel.
 extern "C" const void *mqk_kernel(int kvt, int df) {
     using namespace mqk;
+    if (df == 2)
+        return kvt == KV_F32    ? reinterpret_cast<const void *>(&decode_df<float, true>)
+             : kvt == KV_BF16 ? reinterpret_cast<const void *>(&decode_df<__nv_bfloat16, true>)
+                              : reinterpret_cast<const void *>(&decode_df<__half, true>);
     if (df)
-        return kvt == KV_F32    ? reinterpret_cast<const void *>(&decode_df<float>)
-             : kvt == KV_BF16 ? reinterpret_cast<const void *>(&decode_df<__nv_bfloat16>)
-                              : reinterpret_cast<const void *>(&decode_df<__half>);
+        return kvt == KV_F32    ? reinterpret_cast<const void *>(&decode_df<float, false>)
+             : kvt == KV_BF16 ? reinterpret_cast<const void *>(&decode_df<__nv_bfloat16, false>)
+                              : reinterpret_cast<const void *>(&decode_df<__half, false>);
     return kvt == KV_F32    ? reinterpret_cast<const void *>(&decode_kernel<float>)
          : kvt == KV_BF16 ? reinterpret_cast<const void *>(&decode_kernel<__nv_bfloat16>)
                           : reinterpret_cast<const void *>(&decode_kernel<__half>);
