@@ -51,7 +51,9 @@ __device__ __forceinline__ void down_part(const Params &P, const uint2 *d2, int 
         }
         float *x = P.x + (size_t)r4 * 4;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        atomicAdd(reinterpret_cast<float4 *>(x), make_float4(a0, a1, a2, a3));
+        // red (no value returned): atomicAdd(float4 *) compiles to atom.add.v4.f32 with a result
+        asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(x), "f"(a0), "f"(a1), "f"(a2), "f"(a3)
+                     : "memory");
 #else
         atomicAdd(x, a0), atomicAdd(x + 1, a1), atomicAdd(x + 2, a2), atomicAdd(x + 3, a3);
 #endif
@@ -414,13 +416,10 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
         sm = reinterpret_cast<float *>(dsm + (size_t)P.wreg[0] + P.wreg[1] + P.wreg[2]);
     } else {
         // [buffer 0][buffer 1][K/V staging region (P.kvbuf, may be 0)][sm]
-        // the fused MLP's downT rows go to the K/V staging region when attention does not use it
-        // (buffer 2), so their copy starts a whole layer ahead instead of when O frees buffer 1
-        const bool b2 = FUSE && !kvst && P.kvbuf > 0;
-        S.cap[0] = P.wbuf, S.cap[1] = P.wbuf1, S.cap[2] = b2 ? P.kvbuf : 0;
+        S.cap[0] = P.wbuf, S.cap[1] = P.wbuf1, S.cap[2] = 0;
         S.buf[0] = reinterpret_cast<uint4 *>(dsm);
         S.buf[1] = reinterpret_cast<uint4 *>(dsm + P.wbuf);
-        S.buf[2] = b2 ? reinterpret_cast<uint4 *>(dsm + (size_t)P.wbuf + P.wbuf1) : nullptr;
+        S.buf[2] = nullptr;
         sm = reinterpret_cast<float *>(dsm + (size_t)P.wbuf + P.wbuf1 + P.kvbuf);
     }
     // where attention stages its chunk's K/V rows (OPT_KVSTAGE)
@@ -480,9 +479,6 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             int r0, r1;
             // ---- QKV: rmsnorm(x) -> q|k|v rows
             ws_next(S, bO, P, l, S_O);
-            // fused MLP with buffer 2: its downT rows (buffer 2's last readers, the previous layer's
-            // MLP, are done: df_arrive's __syncthreads)
-            if (fuse && S.buf[2]) ws_next(S, 2, P, l, S_DOWN);
             block_rows(QKVR, blockIdx.x, G, r0, r1);
             const bool qkv_waited = r1 > r0;  // (fuse: this block has seen the previous MLP's atomics on x)
             if (r1 > r0) {
@@ -554,40 +550,44 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 // x, because x takes other blocks' atomics meanwhile (x1 is next written by the next
                 // layer's O stage, which transitively waits for every block's arrival here).
                 __syncthreads();  // buffer 1's readers (the O stage) are done
-                const int bT = S.buf[2] ? 2 : bD;  // downT's buffer (2 was issued at QKV)
-                if (bT == bD) ws_next(S, bD, P, l, S_DOWN);
+                ws_next(S, bD, P, l, S_DOWN);
                 int c0, c1;
                 block_rows(I, blockIdx.x, G, c0, c1);
-                // the next q|k|v slice, loaded before the wait: on the critical path (between the
-                // gate|up matvec and the down part) its L2 round trip cost ~1 us (run 67)
+                // the next q|k|v slice's pointer, loaded before the wait (its copy is issued after
+                // this block's arrival, off the critical path: issued between the gate|up matvec and
+                // the down part it cost ~2 us there, runs 67-68)
                 const __nv_bfloat16 *wq = l + 1 < Lc ? P.layers[l + 1].qkv : more ? P.layers[0].qkv : nullptr;
                 if (c1 > c0) {
+                    const int nc = c1 - c0;
                     df_wait(P, c + S_O, nO * ts, stamp(0));
                     sprof_mark(P, -1);
                     load_norm(P.x1, L.post_norm, H, P.eps, sm, red, normw);
-                    float *g2 = sm + H;  // the pairs' (gate, up), then h: the host sizes sm for this (fz)
+                    float *g2 = sm + H, *h = g2 + 2 * nc;  // the host sizes sm for these (fz)
                     sprof_mark(P, SP_GU);
                     const uint4 *wg = ws_take(S, bG);
                     sprof_mark(P, SP_GU + 1);
                     matvec<MV_SMEM>(L.gu, 2 * I, H, sm, g2, red, nullptr, wg, 2 * c0, 2 * c1, nullptr, 0, nullptr, regx);
-                    __syncthreads();  // buffer 0's readers are done: the next q|k|v copy may start
-                } else {
-                    ws_take(S, bG);  // (nothing in flight: no pairs, no copy)
-                }
-                if (!wq) prefetch_rows(P.lm_head, P.vocab, H, (size_t)1 << 20);
-                else if (!ws_issue(S, bQ, wq, QKVR, H)) prefetch_rows(wq, QKVR, H, (size_t)1 << 20);
-                if (c1 > c0) {
-                    float *g2 = sm + H, *h = g2 + 2 * (c1 - c0);
-                    silu_pairs(g2, h, c1 - c0);
                     __syncthreads();
                     sprof_mark(P, SP_GU + 2);
-                    down_splitk(P, L.down, c0, c1 - c0, h, ws_take(S, bT));
+                    silu_pairs(g2, h, nc);
+                    __syncthreads();
+                    sprof_mark(P, SP_DOWN);
+                    const uint4 *wd = ws_take(S, bD);
+                    sprof_mark(P, SP_DOWN + 1);
+                    if (wd) down_part<true>(P, reinterpret_cast<const uint2 *>(wd), nc, h);
+                    else down_part<false>(P, reinterpret_cast<const uint2 *>(L.down + (size_t)c0 * H), nc, h);
                     sprof_mark(P, SP_DOWN + 2);
                     df_arrive(c + S_DOWN, stamp(1));
                     sprof_mark(P, SP_GU + 3);
                 } else {
-                    ws_take(S, bT);
+                    ws_take(S, bG);  // (nothing in flight: no pairs, no copy)
+                    ws_take(S, bD);
+                    __syncthreads();
                 }
+                // buffer 0's readers (the gate|up matvec) are done: the next q|k|v copy
+                if (!wq) prefetch_rows(P.lm_head, P.vocab, H, (size_t)1 << 20);
+                else if (!ws_issue(S, bQ, wq, QKVR, H)) prefetch_rows(wq, QKVR, H, (size_t)1 << 20);
+                sprof_mark(P, SP_DOWN + 3);
                 kinst += 2;
                 continue;
             }
