@@ -23,8 +23,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 T0=$(date +%s)
 ONLY="" SKIP="" BUDGET=570 ARCH=""
-# decode kernels to check side by side (MQ_CUDA_SYNC): grid barriers (v4) and dataflow (v5)
-SYNCS=${DC_SYNCS:-grid df}
+# decode kernels to check side by side (MQ_CUDA_SYNC): grid barriers (v4) and dataflow (v5), both
+# with the fused MLP (the default), and the dataflow kernel with two MLP stages (MQ_CUDA_FUSE=0)
+SYNCS=${DC_SYNCS:-grid df df,MQ_CUDA_FUSE=0}
 while [ $# -gt 0 ]; do
   case $1 in
     --only) ONLY=$2; shift 2;; --skip) SKIP=$2; shift 2;; --budget-s) BUDGET=$2; shift 2;;
@@ -257,7 +258,7 @@ fi
 
 if want variants; then
   # the same kernel with one design choice switched off: what each buys (ctx 16 and 4096)
-  for v in MQ_CUDA_FUSE=1 MQ_CUDA_STAGE=1 MQ_CUDA_BPS=1; do
+  for v in MQ_CUDA_FUSE=0 MQ_CUDA_STAGE=1 MQ_CUDA_BPS=1; do
     [ "$(left)" -gt 50 ] || break
     env $v timeout 45 "$BIN" bench -m $M06 --backend cuda --ctx 16,4096 -n 128 --bw "$BW" --power-s 0 \
       --idle-s 0 >/tmp/var.txt 2>&1

@@ -229,8 +229,12 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     // Weight staging (MQ_CUDA_STAGE=1): each block copies its slice of the next matrix into shared
     // memory (cp.async) while the grid synchronizes. The slice is ceil(rows / grid) rows; staging
     // is used when the largest slice fits next to the stage buffers for bps blocks per SM.
-    const char *fenv = getenv("MQ_CUDA_FUSE");  // 1: gate|up + down in one stage
-    g->fuse = fenv && atoi(fenv) == 1;  // off by default: same speed, atomics are nondeterministic
+    // Fused MLP (MQ_CUDA_FUSE, default 1): gate|up and a split-K down in one stage, one dependency
+    // hop less per layer (session 11: +6-13% in the dataflow kernel, docs/perf-notes.md). Its float4
+    // atomics into the residual make the last bits of x depend on the order they land (~1e-7
+    // relative), so MQ_CUDA_FUSE=0 (two stages, no atomics) is the bitwise-reproducible setting.
+    const char *fenv = getenv("MQ_CUDA_FUSE");
+    g->fuse = !(fenv && atoi(fenv) == 0);
     const char *senv = getenv("MQ_CUDA_STAGE");
     const int stage_on = senv && atoi(senv) == 1;  // off by default: measured slower than L2 prefetch
     for (; bps >= 1; bps--) {
@@ -275,10 +279,13 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     // the fused MLP's stage vectors (normed x, the block's gate|up pairs and h) were sized for one
     // block per SM (fz above); fewer blocks hold more pairs each
     if (g->fuse && (size_t)s->hidden + 3 * (((size_t)s->inter + gdf - 1) / gdf) > (size_t)smem_base / 4) {
-        mq_err_set("cuda: MQ_CUDA_FUSE=1 with MQ_CUDA_DF_GRID=%d: the fused MLP's vectors do not fit in shared memory",
-                   gdf);
-        free(g);
-        return NULL;
+        if (fenv && atoi(fenv) == 1) {
+            mq_err_set("cuda: MQ_CUDA_FUSE=1 with MQ_CUDA_DF_GRID=%d: the fused MLP's vectors do not fit in shared "
+                       "memory", gdf);
+            free(g);
+            return NULL;
+        }
+        g->fuse = 0;  // (the default: two MLP stages instead)
     }
     if (g->sync != SYNC_GRID) {
         size_t slices[4];
