@@ -221,7 +221,9 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
 // memory with an L2 prefetch instead (MQ_CUDA_LMRING: the lm_head through a ring of bulk copies
 // from the DOWN buffer on, see lm_ring_prime). Stage order and buffers per layer:
 //   QKV (buf 0) -> ATTN (no weights) -> O (buf 1) -> GU (buf 0) -> DOWN (buf 1) -> next QKV (buf 0)
-// (MQ_CUDA_RING=1: three regions instead, see the kernel; measured no faster.)
+// or, with the fused MLP (FUSE, the default): ... -> O (buf 1) -> MLP (gate|up pairs buf 0, downT
+// rows buf 1; the next q|k|v copy into buf 0 after the block's arrival) -> next QKV.
+// (MQ_CUDA_RING=1: three regions instead, see the kernel; measured no faster; not with FUSE.)
 // ---------------------------------------------------------------------------------------------
 enum { S_QKV = 0, S_ATT = 1, S_O = 2, S_GU = 3, S_DOWN = 4, NSTAGE = 5 };
 
