@@ -17,6 +17,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cuda/megakernel_core.cuh"
 
@@ -109,7 +110,12 @@ __global__ void __launch_bounds__(NT, 1) mvb_k(const __grid_constant__ Params P,
 //   mode 4: mode 2 with one flag word per block instead of the counter (st.release of the round
 //           number; warp 0 of every block polls the G flags, ~5 per lane): no same-address atomics;
 //   mode 5: mode 4 with the 48 KB copies of mode 3;
-//   mode 6: mode 2 without the vector (the counter alone: the synchronisation's own cost).
+//   mode 6: mode 2 without the vector (the counter alone: the synchronisation's own cost);
+//   mode 7: mode 1 with the copies from a 16 MB range that stays in L2 (L2 -> SM traffic only);
+//   mode 8: mode 0 while every other block asks L2 to prefetch 96 KB from HBM each 6,000 cycles
+//           (~4 TB/s over 130 SMs: HBM -> L2 traffic only, nothing crosses to the SMs);
+//   mode 9: mode 8's pace with bulk copies into shared memory instead (the same bytes, to the SMs).
+// (7-9: would weights staged in L2 ahead of time, then copied from there, make the hops cheaper?)
 // cyc[0]: cycles per hop (ping-pong round trip / 2) or per round (modes 2-6), block 0's clock. A round
 // of modes 3 and 5 also waits for the block's previous 48 KB copy: at least the copies' own time.
 // cyc[1]: bad vector values seen (must be 0).
@@ -174,15 +180,33 @@ __global__ void __launch_bounds__(NT, 1) hop_k(const __grid_constant__ Params P,
     const size_t nchunks = src_bytes / chunk;
     unsigned par = 0;
     long long t0 = 0;
-    if (mode <= 1) {
+    if (mode <= 1 || mode >= 7) {
         if (b >= 2) {
             if (mode == 0 || threadIdx.x != 0) return;
-            // background: back-to-back 96 KB copies until block 0 sets cnt[2]
+            // background until block 0 sets cnt[2]: back-to-back 96 KB copies (1: from HBM, 7: from
+            // the first 16 MB), or one 96 KB L2 prefetch (8) / copy (9) per 6,000 cycles
+            const size_t nk = mode == 7 ? ((size_t)16 << 20) / chunk : nchunks;
             size_t k = b;
+            long long next = clock64();
             while (ld_relaxed(cnt + 2) == 0) {
-                bulk_g2s(smem_u32(dsm), src + (k % nchunks) * (chunk / 2), chunk, smem_u32(&mb));
-                mb_wait(smem_u32(&mb), par);
-                par ^= 1u;
+                if (mode >= 8) {
+                    while (clock64() < next) {
+                    }
+                    next += 6000;
+                }
+                const __nv_bfloat16 *p = src + (k % nk) * (chunk / 2);
+                if (mode == 8) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+                    for (int j = 0; j < 3; j++)
+                        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + (size_t)j * 16384),
+                                     "r"(32768u)
+                                     : "memory");
+#endif
+                } else {
+                    bulk_g2s(smem_u32(dsm), p, chunk, smem_u32(&mb));
+                    mb_wait(smem_u32(&mb), par);
+                    par ^= 1u;
+                }
                 k += G;
             }
             return;
@@ -389,6 +413,7 @@ __global__ void fill_k(__nv_bfloat16 *w, size_t n, unsigned seed) {
 
 int main(int argc, char **argv) {
     const int reps = argc > 1 ? atoi(argv[1]) : 200;
+    const bool hops_only = argc > 2 && !strcmp(argv[2], "hops");  // mvbench REPS hops: the hop_k table alone
     int dev = 0, sms = 0, khz = 0, major = 0;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) ||
         cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev) ||
@@ -429,7 +454,7 @@ int main(int argc, char **argv) {
            sms, khz / 1e3, reps);
     printf("| stage | rows/block | regx | copy beside | matvec cyc (b0 / mean / max) | us (mean) | wait for copy | wait on landed phase |\n");
     printf("|---|---|---|---|---|---|---|---|\n");
-    for (int s = 0; s < 4; s++)
+    for (int s = 0; s < (hops_only ? 0 : 4); s++)
         for (int regx = 1; regx >= 0; regx--)
             for (int c = 0; c < 3; c++) {
                 if (!regx && c) continue;  // the row-per-warp path without registers: the quiet case only
@@ -471,14 +496,17 @@ int main(int argc, char **argv) {
         CK(cudaMalloc(&vec, 2048 * 4));
         CK(cudaMemset(src, 0, sbytes));
         CK(cudaFuncSetAttribute(hop_k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(96 << 10)));
-        static const char *mn[7] = {"ping-pong, quiet", "ping-pong, 130 SMs copying", "grid round, quiet",
-                                    "grid round, 48 KB copy per block", "grid round, per-block flags, quiet",
-                                    "grid round, per-block flags, 48 KB copy per block",
-                                    "grid round, counter only (no vector), quiet"};
+        static const char *mn[10] = {"ping-pong, quiet", "ping-pong, 130 SMs copying", "grid round, quiet",
+                                     "grid round, 48 KB copy per block", "grid round, per-block flags, quiet",
+                                     "grid round, per-block flags, 48 KB copy per block",
+                                     "grid round, counter only (no vector), quiet",
+                                     "ping-pong, 130 SMs copying from L2 (16 MB range)",
+                                     "ping-pong, 130 SMs prefetching HBM -> L2 (96 KB / 6,000 cyc each)",
+                                     "ping-pong, 130 SMs copying HBM -> smem (96 KB / 6,000 cyc each)"};
         static const char *an[3] = {"relaxed polls + acquire", "acquire polls", "relaxed polls only"};
         printf("\n| hop | poll | cycles | us | bad |\n|---|---|---|---|---|\n");
-        for (int mode = 0; mode < 7; mode++)
-            for (int acq = 0; acq < 3; acq++) {
+        for (int mode = 0; mode < 10; mode++)
+            for (int acq = 0; acq < (mode >= 7 ? 1 : 3); acq++) {
                 unsigned long long hc[2] = {0, 0};
                 CK(cudaMemset(cnt, 0, (64 + (size_t)sms) * 4));
                 CK(cudaMemset(vec, 0xff, 2048 * 4));
@@ -494,7 +522,7 @@ int main(int argc, char **argv) {
         cudaFree(vec);
     }
     // cluster hops (cl_k): how many clusters fit, then the hops through distributed shared memory
-    {
+    if (!hops_only) {
         const size_t sbytes = (size_t)1 << 30, dyn = 8192 + (112 << 10);  // 120 KB: one block per SM
         __nv_bfloat16 *src;
         unsigned *stop;

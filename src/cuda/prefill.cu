@@ -636,17 +636,22 @@ int sg_ks(mqp_state *S, int N, int K, int T, size_t cap_rows) {
 // slab, K split into slabs) or cuBLASLt (split: the hi and lo halves are two slabs). g: which layer
 // GEMM (0 q|k|v, 1 o, 2 gate|up, 3 down) for MQ_PREFILL_NOLO.
 // Wh (not nullptr): W's f16 copy, X's T rows are f16 (f16 GEMM inputs, one product; see f16g).
+// wt: W is stored (K, N) row-major instead (the fused decode MLP's transposed down; no Wh, no NOLO).
 int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, float *D, int T, size_t cap_rows,
-       int *ns, cudaStream_t s, int g, const __half *Wh = nullptr) {
+       int *ns, cudaStream_t s, int g, const __half *Wh = nullptr, int wt = 0) {
     if (Wh) {
         *ns = 1;
         return gemm(S, 1, Wh, K, X, D, N, T, K, 0.0f, s, 1);
     }
     const int ks = sg_ks(S, N, K, T, cap_rows);
     if (ks > 0) {
-        PCK(sgemm_run(W, N, K, X, T, S->split, D, ks, S->pdl, s));
+        PCK(sgemm_run(W, N, K, X, T, S->split, D, ks, S->pdl, s, wt));
         *ns = ks;
         return 0;
+    }
+    if (wt) {  // cuBLASLt: W (K, N) row-major is A (N x K) col-major, no transpose
+        *ns = S->split ? 2 : 1;
+        return gemmx(S, 0, W, N, X, D, N, T, K, s);
     }
     if (S->split && (S->nolo >> g & 1)) {  // the hi rows only
         *ns = 1;
@@ -848,13 +853,8 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         mark(S, s, "silu");
     }
     // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
-    // the MLP (P->fuse): then it is A col-major (hidden x inter) with no transpose
-    if (P->fuse) {
-        S->dres_ns = sp ? 2 : 1;
-        if (gemmx(S, 0, W.down, H, S->h, S->dres, H, T, I, s)) return -1;
-    } else if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s, 3, wd)) {
-        return -1;
-    }
+    // the MLP (P->fuse; then no f16 copy, wd is nullptr)
+    if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s, 3, wd, P->fuse ? 1 : 0)) return -1;
     mark(S, s, "down");
     PCK(cudaGetLastError());
     return 0;
@@ -971,7 +971,7 @@ int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
     // sgemm: one read of the lm_head for the hi and lo rows (cuBLASLt reads it twice when split)
     int kmin = 0;
     if ((S->sg & 2) && nr <= SGEMM_MAXT && sgemm_slabs(S->V, S->H, nr, S->sms, &kmin) > 0 && kmin == 1) {
-        PCK(sgemm_run(P->lm_head, S->V, S->H, S->xn, nr, S->split, S->logits, 1, S->pdl, s));
+        PCK(sgemm_run(P->lm_head, S->V, S->H, S->xn, nr, S->split, S->logits, 1, S->pdl, s, 0));
         mark(S, s, "lm_head");
         return 0;
     }

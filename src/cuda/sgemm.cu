@@ -33,7 +33,7 @@ using namespace sgt;
 // hb (one slab only): instead of out, the SiLU epilogue: output features (2j, 2j+1) are (gate, up)
 // of h_j, and hb (T, N/2) bf16 receives bf16(silu(gate) * up), its lo rows (LO) the remainders, with
 // silu_mul_k's arithmetic on the same sums (bit-identical).
-template <int MT, bool LO, int CPW>
+template <int MT, bool LO, int CPW, bool TR>
 __global__ void __launch_bounds__(NT, MT <= 2 ? 2 : 1)
     sgemm_k(const __nv_bfloat16 *__restrict__ W, int N, int K, const __nv_bfloat16 *X, int T, float *out, int cpb,
             __nv_bfloat16 *hb) {
@@ -41,23 +41,43 @@ __global__ void __launch_bounds__(NT, MT <= 2 ? 2 : 1)
     const int n0 = blockIdx.x * FB, nch = K / 64;
     const int c0 = blockIdx.y * cpb, c1 = min(c0 + cpb, nch);
     Frag<CPW> w;
-    load_w(w, W, K, n0, c0, c1);
+    load_w<CPW, TR>(w, W, K, n0, c0, c1, N);
     pdl_wait();
     pdl_trigger();
-    mma_sum<MT, LO>(w, X, T, K, c0, c1, red);
+    mma_sum<MT, LO, CPW, TR>(w, X, T, K, c0, c1, red);
     if (hb)
         store_silu<MT, LO>(red, T, N, n0, hb);
     else
         store_f32<MT>(red, T, N, n0, out + (size_t)blockIdx.y * T * N);
 }
 
-template <int MT, bool LO>
+template <int MT, bool LO, bool TR>
 cudaError_t launch(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, float *out, int ks, int pdl,
                    cudaStream_t s, __nv_bfloat16 *hb) {
     const int nch = K / 64, cpb = (nch + ks - 1) / ks;
     const dim3 grid(N / FB, ks);
-    return cpb <= NW ? pdl_launch(pdl, sgemm_k<MT, LO, 1>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb, hb)
-                     : pdl_launch(pdl, sgemm_k<MT, LO, 2>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb, hb);
+    return cpb <= NW ? pdl_launch(pdl, sgemm_k<MT, LO, 1, TR>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb, hb)
+                     : pdl_launch(pdl, sgemm_k<MT, LO, 2, TR>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb, hb);
+}
+
+template <bool TR>
+cudaError_t launch_t(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
+                     int pdl, cudaStream_t s, __nv_bfloat16 *hb) {
+    const int mt = (T + 15) / 16;
+    if (lo) {
+        switch (mt) {
+        case 1: return launch<1, true, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
+        case 2: return launch<2, true, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
+        case 3: return launch<3, true, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
+        default: return launch<4, true, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
+        }
+    }
+    switch (mt) {
+    case 1: return launch<1, false, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
+    case 2: return launch<2, false, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
+    case 3: return launch<3, false, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
+    default: return launch<4, false, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
+    }
 }
 
 }  // namespace
@@ -77,38 +97,25 @@ int sgemm_slabs(int N, int K, int T, int sms, int *min_ks) {
 
 namespace {
 
-// sgemm_run and sgemm_silu: hb != nullptr selects the SiLU epilogue (one slab)
+// sgemm_run and sgemm_silu: hb != nullptr selects the SiLU epilogue (one slab); wt: W is (K, N)
 cudaError_t run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks, int pdl,
-                cudaStream_t s, __nv_bfloat16 *hb) {
+                cudaStream_t s, __nv_bfloat16 *hb, int wt) {
     const int nch = K / 64;
     if (N % FB || K % 64 || T < 1 || T > SGEMM_MAXT || ks < 1 || ks > nch || (nch + ks - 1) / ks > NW * CPW_MAX)
         return cudaErrorInvalidValue;
-    const int mt = (T + 15) / 16;
-    if (lo) {
-        switch (mt) {
-        case 1: return launch<1, true>(W, N, K, X, T, out, ks, pdl, s, hb);
-        case 2: return launch<2, true>(W, N, K, X, T, out, ks, pdl, s, hb);
-        case 3: return launch<3, true>(W, N, K, X, T, out, ks, pdl, s, hb);
-        default: return launch<4, true>(W, N, K, X, T, out, ks, pdl, s, hb);
-        }
-    }
-    switch (mt) {
-    case 1: return launch<1, false>(W, N, K, X, T, out, ks, pdl, s, hb);
-    case 2: return launch<2, false>(W, N, K, X, T, out, ks, pdl, s, hb);
-    case 3: return launch<3, false>(W, N, K, X, T, out, ks, pdl, s, hb);
-    default: return launch<4, false>(W, N, K, X, T, out, ks, pdl, s, hb);
-    }
+    return wt ? launch_t<true>(W, N, K, X, T, lo, out, ks, pdl, s, hb)
+              : launch_t<false>(W, N, K, X, T, lo, out, ks, pdl, s, hb);
 }
 
 }  // namespace
 
 cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
-                      int pdl, cudaStream_t s) {
-    return run(W, N, K, X, T, lo, out, ks, pdl, s, nullptr);
+                      int pdl, cudaStream_t s, int wt) {
+    return run(W, N, K, X, T, lo, out, ks, pdl, s, nullptr, wt);
 }
 
 cudaError_t sgemm_silu(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, __nv_bfloat16 *h,
                        int pdl, cudaStream_t s) {
     if (N % 2 || !h) return cudaErrorInvalidValue;
-    return run(W, N, K, X, T, lo, nullptr, 1, pdl, s, h);
+    return run(W, N, K, X, T, lo, nullptr, 1, pdl, s, h, 0);
 }

@@ -45,9 +45,14 @@ struct Frag {
 template <int MT>
 using Red = float (*)[MT * 16][FB + 4];
 
-template <int CPW>
+// A warp's weight loads. W (N, K) row-major (TR false): the fragments above. W (K, N) row-major
+// (TR true, e.g. the fused decode MLP's transposed down): a[j][s] / b[j][s] hold the uint4 of
+// features n0 + 8q .. +7 at physical k row 64c + 16(g/2) + 4s + 2h + g%2 (h = 0 / 1), whose word f is
+// row g, column pair q of tile f's 8 x 8 block (rows: those 8 k, columns: features 8q' + 2f, +1 of
+// the four q'); mma_sum transposes each block with movmatrix into the B fragments (see there).
+template <int CPW, bool TR = false>
 __device__ __forceinline__ void load_w(Frag<CPW> &w, const __nv_bfloat16 *__restrict__ W, int K, int n0, int c0,
-                                       int c1) {
+                                       int c1, int N = 0) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
 #pragma unroll
     for (int j = 0; j < CPW; j++) {
@@ -55,9 +60,15 @@ __device__ __forceinline__ void load_w(Frag<CPW> &w, const __nv_bfloat16 *__rest
 #pragma unroll
         for (int f = 0; f < FT; f++) {
             if (c < c1) {
-                const __nv_bfloat16 *p = W + (size_t)(n0 + 8 * f + g) * K + 64 * c + 16 * q;
-                w.a[j][f] = ld_stream(p);
-                w.b[j][f] = ld_stream(p + 8);
+                if constexpr (TR) {  // f: the mma step s
+                    const __nv_bfloat16 *p = W + (size_t)(64 * c + 16 * (g >> 1) + 4 * f + (g & 1)) * N + n0 + 8 * q;
+                    w.a[j][f] = ld_stream(p);
+                    w.b[j][f] = ld_stream(p + (size_t)2 * N);
+                } else {
+                    const __nv_bfloat16 *p = W + (size_t)(n0 + 8 * f + g) * K + 64 * c + 16 * q;
+                    w.a[j][f] = ld_stream(p);
+                    w.b[j][f] = ld_stream(p + 8);
+                }
             } else {
                 w.a[j][f] = w.b[j][f] = make_uint4(0, 0, 0, 0);
             }
@@ -65,11 +76,23 @@ __device__ __forceinline__ void load_w(Frag<CPW> &w, const __nv_bfloat16 *__rest
     }
 }
 
+// The transpose of an 8 x 8 bf16 block held one 32-bit word per lane (row lane / 4, columns
+// 2 (lane % 4), +1): lane (g, q) receives rows 2q, 2q + 1 of column g
+__device__ __forceinline__ uint32_t movt(uint32_t v) {
+    uint32_t d;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(d) : "r"(v));
+    return d;
+}
+
 // X (T, K) bf16 (LO: then its T lo rows) times the fragments' weights over chunks [c0, c1), the 8
 // warps' sums left in red[0..3] (a fixed order: warp w + 4 stores, warp w adds its own; the caller
 // adds the four, red[0] + red[1] + red[2] + red[3] per element). X is another block's output: read
 // through L2 (__ldcg: no stale L1 line). Ends with __syncthreads.
-template <int MT, bool LO, int CPW>
+// TR (W (K, N), load_w's TR layout): tile f's B fragment of step s is movt of word f of a[j][s]
+// (k rows 64c + 16q + 4s + 0, 1: the physical k of A's a0 / a2 words, as above) and of b[j][s] (+ 2, 3);
+// its column g is feature n0 + 8 (g / 2) + 2f + g % 2, so the sums of C columns (2q, 2q + 1) of tile f
+// are features 8q + 2f, + 1 of the block's 32.
+template <int MT, bool LO, int CPW, bool TR = false>
 __device__ __forceinline__ void mma_sum(const Frag<CPW> &w, const __nv_bfloat16 *X, int T, int K, int c0, int c1,
                                         Red<MT> red) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
@@ -106,8 +129,12 @@ __device__ __forceinline__ void mma_sum(const Frag<CPW> &w, const __nv_bfloat16 
                     const uint32_t a1 = word(x[h][2 + u], e), a3 = word(x[h][2 + u], e + 1);
 #pragma unroll
                     for (int f = 0; f < FT; f++) {
-                        const uint4 &wv = u ? w.b[j][f] : w.a[j][f];
-                        mma16816(acc[mt][f], a0, a1, a2, a3, word(wv, e), word(wv, e + 1));
+                        if constexpr (TR) {
+                            mma16816(acc[mt][f], a0, a1, a2, a3, movt(word(w.a[j][s], f)), movt(word(w.b[j][s], f)));
+                        } else {
+                            const uint4 &wv = u ? w.b[j][f] : w.a[j][f];
+                            mma16816(acc[mt][f], a0, a1, a2, a3, word(wv, e), word(wv, e + 1));
+                        }
                     }
                 }
             }
@@ -121,8 +148,9 @@ __device__ __forceinline__ void mma_sum(const Frag<CPW> &w, const __nv_bfloat16 
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
                 for (int f = 0; f < FT; f++) {
-                    float2 *p0 = reinterpret_cast<float2 *>(&rw[16 * mt + g][8 * f + 2 * q]);
-                    float2 *p1 = reinterpret_cast<float2 *>(&rw[16 * mt + g + 8][8 * f + 2 * q]);
+                    const int col = TR ? 8 * q + 2 * f : 8 * f + 2 * q;
+                    float2 *p0 = reinterpret_cast<float2 *>(&rw[16 * mt + g][col]);
+                    float2 *p1 = reinterpret_cast<float2 *>(&rw[16 * mt + g + 8][col]);
                     float2 v0 = make_float2(acc[mt][f][0], acc[mt][f][1]), v1 = make_float2(acc[mt][f][2], acc[mt][f][3]);
                     if (ph) {
                         const float2 o0 = *p0, o1 = *p1;
