@@ -436,10 +436,12 @@ static void test_gemm_variants(void **st) {
             if (gpu->forward(gpu, ids, T, 0, out[v]) != 0) fail_msg("cuda forward: %s", mq_err_get());
             gpu->free(gpu);
         }
-        /* the same sums and the same SiLU arithmetic in another kernel: bit-identical */
+        /* the same sums and the same SiLU arithmetic in another kernel: bit-identical. (A 1-token
+         * prompt runs the decode kernel instead, whose fused MLP adds into x with float atomics in
+         * no fixed order: not bit-reproducible from run to run, so T = 1 gets the KL bar below.) */
         printf("  tiny sgemm, SiLU in the gate|up epilogue vs silu_mul_k (%s), %d rows: %s\n", prec[sp], T,
                memcmp(a, c, (size_t)T * V * 4) ? "DIFFERENT" : "identical");
-        assert_memory_equal(a, c, (size_t)T * V * 4);
+        if (T > 1) assert_memory_equal(a, c, (size_t)T * V * 4);
         char what[96];
         snprintf(what, sizeof what, "tiny sgemm vs cuBLASLt (%s), %d rows", prec[sp], T);
         double kl;

@@ -434,8 +434,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     o += al((size_t)s->n_heads * max_chunks * (hd + 2) * 4);
     const size_t off_cnt = o;  // att_cnt (n_kv), lm_cnt, bar, ctl[2]
     o += al(((size_t)s->n_kv + 4) * 4);
-    const size_t off_flg = o;  // dataflow counters (n_layers * 5 + 1), then the per-kv-head ones (n_layers * n_kv)
-    const size_t n_flg = (size_t)s->n_layers * (5 + s->n_kv) + 1;
+    const size_t off_flg = o;  // dataflow counters (n_layers * 5 + 1)
+    const size_t n_flg = (size_t)s->n_layers * 5 + 1;
     o += al(n_flg * 4);
     const size_t off_best = o;
     o += al((size_t)grid_max * 8);
@@ -514,7 +514,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     P.bar = P.lm_cnt + 1;
     P.ctl = (int *)(P.bar + 1);
     P.flg = (unsigned *)(A + off_flg);
-    P.hflg = P.flg + (size_t)s->n_layers * 5 + 1;
     P.wbuf = (unsigned)wbuf;
     P.wbuf1 = (unsigned)wbuf1;
     P.kvbuf = (unsigned)kvbuf;
@@ -537,7 +536,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     // measure each one against the kernel without it; docs/perf-notes.md)
     const char *openv = getenv("MQ_CUDA_OPT");
     P.opt = openv && *openv ? (int)strtol(openv, NULL, 0) & mqk::OPT_ALL : mqk::OPT_DEFAULT;
-    if (s->n_kv > 32) P.opt &= ~mqk::OPT_HEADQ;  // its arrival mask has 32 bits
     P.prof_k = g->prof_k;
     P.best = (unsigned long long *)(A + off_best);
     P.logits = (float *)(A + off_logits);
@@ -756,7 +754,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     const int df = g->sync == SYNC_DF || (g->sync == SYNC_AUTO && (long long)pos + n <= g->df_max);
     if (!df) P.sprof = NULL;  // the sub-stage counters belong to the dataflow kernel (sprof_begin/end)
     if (df) {
-        CK(cudaMemset(P.flg, 0, ((size_t)g->s.n_layers * (5 + g->s.n_kv) + 1) * sizeof(unsigned)));
+        CK(cudaMemset(P.flg, 0, ((size_t)g->s.n_layers * 5 + 1) * sizeof(unsigned)));
         if (g->profile) CK(cudaMemset(P.prof, 0, (size_t)2 * g->prof_k * g->grid_df * 8));
         if (g->profile) CK(cudaMemset(P.sprof, 0, 64 * 8));
     }

@@ -227,44 +227,12 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
 // ---------------------------------------------------------------------------------------------
 enum { S_QKV = 0, S_ATT = 1, S_O = 2, S_GU = 3, S_DOWN = 4, NSTAGE = 5 };
 
-// Arrive on counter c, or on counters c[h] for the set bits h of cm (OPT_HEADQ's kv heads).
-__device__ __forceinline__ void df_arrive(unsigned *c, unsigned long long *stamp, unsigned cm = 1u) {
-    __syncthreads();  // the block's writes happen-before thread 0's release(s)
+__device__ __forceinline__ void df_arrive(unsigned *c, unsigned long long *stamp) {
+    __syncthreads();  // the block's writes happen-before thread 0's release
     if (threadIdx.x == 0) {
         if (stamp) *stamp = globaltimer();
-        for (unsigned m = cm; m; m &= m - 1)
-            asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(c + __ffs(m) - 1), "r"(1u) : "memory");
+        asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(c), "r"(1u) : "memory");
     }
-}
-
-// OPT_HEADQ: does the row range [r0, r1) of q|k|v meet kv head h's rows (its G query heads' rows,
-// its k row block, its v row block)?
-__device__ __forceinline__ bool rows_meet_head(const Params &P, int r0, int r1, int h) {
-    const int hd = P.hd, gq = P.nh / P.nkv, kq = P.qdim + h * hd, vq = P.qdim + (P.nkv + h) * hd;
-    return (r0 < (h + 1) * gq * hd && h * gq * hd < r1) || (r0 < kq + hd && kq < r1) || (r0 < vq + hd && vq < r1);
-}
-
-// OPT_HEADQ's per-launch tables (before the layers; ends with __syncthreads): hc[h] = the q|k|v
-// blocks whose rows meet kv head h, hc[32] = the kv heads this block's rows meet (a mask)
-__device__ __noinline__ void headq_init(const Params &P, unsigned *hc) {
-    const int QKVR = P.qdim + 2 * P.nkv * P.hd, G = (int)gridDim.x;
-    for (int h = threadIdx.x; h < P.nkv; h += NT) {
-        unsigned n = 0;
-        for (int b = 0; b < G; b++) {
-            int b0, b1;
-            block_rows(QKVR, b, G, b0, b1);
-            n += b1 > b0 && rows_meet_head(P, b0, b1, h);
-        }
-        hc[h] = n;
-    }
-    if (threadIdx.x == 0) {
-        int b0, b1;
-        block_rows(QKVR, blockIdx.x, G, b0, b1);
-        unsigned m = 0;
-        for (int h = 0; h < P.nkv; h++) m |= (b1 > b0 && rows_meet_head(P, b0, b1, h)) ? 1u << h : 0u;
-        hc[32] = m;
-    }
-    __syncthreads();
 }
 
 // OPT_POLLR: poll with relaxed loads, then one acquire load of the counter (it reads a value at
@@ -383,14 +351,13 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
 template <int MODE>
 __device__ __forceinline__ void df_mv(const Params &P, WStage &S, int buf, const __nv_bfloat16 *W, int rows,
                                       int cols, const float *sm, float *out, float *red, const float *xo, bool regx,
-                                      unsigned *c, unsigned long long *st, int k, float *out2 = nullptr,
-                                      unsigned cm = 1u) {
+                                      unsigned *c, unsigned long long *st, int k, float *out2 = nullptr) {
     sprof_mark(P, k);
     const uint4 *ws = ws_take(S, buf);
     sprof_mark(P, k + 1);
     matvec<MODE>(W, rows, cols, sm, out, red, nullptr, ws, -1, -1, out2, 0, xo, regx);
     sprof_mark(P, k + 2);
-    df_arrive(c, st, cm);
+    df_arrive(c, st);
     sprof_mark(P, k + 3);
 }
 
@@ -482,10 +449,6 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
     const bool fuse = FUSE && !ring;
     const unsigned nQKV = producers(QKVR), nO = producers(H), nGU = producers(hpair ? I : 2 * I);
     const unsigned nDN = fuse ? producers(I) : producers(H);  // arrivals on a layer's last counter
-    // OPT_HEADQ (n_kv <= 32; read from P where used, not held in registers across the layers)
-    __shared__ unsigned s_hcnt[33];  // [h]: the q|k|v blocks whose rows meet kv head h; [32]: the
-                                     // heads this block's q|k|v rows meet (its arrivals)
-    if (P.opt & OPT_HEADQ) headq_init(P, s_hcnt);
     unsigned tATT = 0;  // attention items so far in this launch
     // profile: stage instance k of this block -> stamps (2k: inputs ready, 2k+1: output published)
     int kinst = 0;
@@ -525,9 +488,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 if (l == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // stop token
                 sprof_mark(P, -1);
                 load_norm(P.x, L.in_norm, H, P.eps, sm, red, normw);
-                df_mv<MV_STORE>(P, S, bQ, L.qkv, QKVR, H, sm, P.qkv, red, nullptr, regx,
-                                (P.opt & OPT_HEADQ) ? P.hflg + (size_t)l * P.nkv : c + S_QKV, stamp(1), SP_QKV,
-                                nullptr, (P.opt & OPT_HEADQ) ? s_hcnt[32] : 1u);
+                df_mv<MV_STORE>(P, S, bQ, L.qkv, QKVR, H, sm, P.qkv, red, nullptr, regx, c + S_QKV, stamp(1), SP_QKV);
             } else {
                 ws_take(S, bQ);
                 if (l == 0) {  // still honour a stop token
@@ -549,12 +510,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 // the staging region, or buffer 0 (q|k|v's weights, read above; free until the
                 // O stage's copy without GUEARLY); two-buffer mode leaves mbarrier 2 to this copy
                 KT *ks = kvst ? kv_stage<KT>(Ps, l, pos, reinterpret_cast<KT *>(kvs_p), kvs_cap, S.mb + 2) : nullptr;
-                if (P.opt & OPT_HEADQ) {  // the item's kv head (attention's item -> (kv head, chunk) split)
-                    const unsigned kvh = blockIdx.x / (items / (unsigned)P.nkv);
-                    df_wait(P, P.hflg + (size_t)l * P.nkv + kvh, s_hcnt[kvh] * ts, stamp(0));
-                } else {
-                    df_wait(P, c + S_QKV, nQKV * ts, stamp(0));
-                }
+                df_wait(P, c + S_QKV, nQKV * ts, stamp(0));
                 sprof_mark(P, -1);
                 attention<KT, 4>(Ps, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar);
                 if (ks) kvpar ^= 1u;

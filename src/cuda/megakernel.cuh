@@ -43,8 +43,6 @@ enum {
     OPT_EVICT = 32,  // weight reads (bulk copies, streamed loads, L2 prefetches) are L2 evict-first
     OPT_GUEARLY = 128, // df: the gate|up weight copy starts when q|k|v's buffer frees, before attention
     OPT_GUATT = 8192,  // df, with GUEARLY: blocks with an attention item start it after attention
-    OPT_HEADQ = 131072, // df: q|k|v blocks arrive on a counter per kv head their rows touch, and an
-                        // attention item waits only for its head's producers (~18 of 132 for 0.6B)
     // retired: 4096 LL (run 22: stage vectors as polled value|tag words, -15%: the polling traffic),
     // 16384 FACQ (run 24: fence.acq_rel after the relaxed poll instead of an acquire load: every
     // stage's wake +0.3-0.5 us), 32768 GULATE (run 25: blocks without an attention item start the
@@ -53,8 +51,7 @@ enum {
     // of a batch of rows, a transposing butterfly for the sums: 0.2-0.35 us faster alone in mvbench
     // but -4.4% in the kernel, q|k|v's matvec 1.5 -> 2.8 us with more spills; code removed after
     // run 35, described in docs/perf-notes.md)
-    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT |
-              OPT_HEADQ,
+    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT,
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
     // + POLLR +0.5%, ISSW +2%, HPAIR +2-4% (runs 16-19, session 3)
@@ -92,7 +89,6 @@ struct Params {
     // dataflow kernel (decode_df): one counter per (layer, stage) + the embed counter, zeroed before
     // each launch; each only grows within a launch (a consumer waits for producers x steps so far)
     unsigned *flg;                   // (n_layers * 5 + 1)
-    unsigned *hflg;                  // (n_layers, n_kv) q|k|v arrivals per kv head (OPT_HEADQ), after flg
     unsigned wbuf;                   // bytes of staged-weight buffer 0 (q|k|v, gate|up; 0: stream all)
     unsigned wbuf1;                  // bytes of buffer 1 (o, down), after buffer 0
     unsigned kvbuf;                  // bytes of the K/V staging region after buffer 1 (OPT_KVSTAGE; 0:

@@ -838,10 +838,8 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, nullptr, P->embed, S->V, S->x, S->dres, no,
                    (size_t)T * H, W.post_norm, S->xn, xl, H, P->eps, wg ? 1 : 0));
     mark(S, s, "norm");
-    if ((S->sg & 4) && !P->fuse && sg_ks(S, 2 * I, H, T, cap) == 1) {
-        // gate|up with SiLU in its epilogue (S->sg & 4): h straight from the GEMM, one kernel less.
-        // Not with the fused decode MLP's transposed down (cuBLASLt reads h there; with this h the
-        // logits differed from silu_mul_k's, test_gemm_variants, run 69)
+    if ((S->sg & 4) && sg_ks(S, 2 * I, H, T, cap) == 1) {
+        // gate|up with SiLU in its epilogue (S->sg & 4): h straight from the GEMM, one kernel less
         PCK(sgemm_silu(W.gu, 2 * I, H, S->xn, T, sp, S->h, S->pdl, s));
         mark(S, s, "gate_up+silu");
     } else {
