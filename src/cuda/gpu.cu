@@ -42,7 +42,6 @@ using mqk::Params;
 
 enum { LOGITS_CHUNK = 16, MAX_STOP = 16, PROF_N = 1 << 16 };
 enum { SYNC_GRID = 0, SYNC_DF = 1, SYNC_AUTO = 2 };
-enum { XC_MAX = 8, XC_DEF = 1 };  // copies of x (Params.xc): the most, the default (MQ_CUDA_XC)
 
 struct mq_gpu {
     mq_gpu_shape s;
@@ -421,9 +420,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     o += al(kv_bytes);
     const size_t off_vc = o;
     o += al(kv_bytes);
-    const size_t off_x = o;  // XC_MAX copies (Params.xc) xs floats apart
-    const size_t xs = ((size_t)s->hidden + 31) / 32 * 32 + 32;  // (+128 B: copies start on other L2 lines' sets)
-    o += al(XC_MAX * xs * 4);
+    const size_t off_x = o;
+    o += al((size_t)s->hidden * 4);
     const size_t off_x1 = o;
     o += al((size_t)s->hidden * 4);
     const size_t off_qkv = o;
@@ -506,8 +504,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     P.vc = A + off_vc;
     P.x = (float *)(A + off_x);
     P.x1 = (float *)(A + off_x1);
-    P.xs = (int)xs;
-    P.xc = 1;
     P.fuse = g->fuse;
     P.qkv = (float *)(A + off_qkv);
     P.att = (float *)(A + off_att);
@@ -540,12 +536,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     // measure each one against the kernel without it; docs/perf-notes.md)
     const char *openv = getenv("MQ_CUDA_OPT");
     P.opt = openv && *openv ? (int)strtol(openv, NULL, 0) & mqk::OPT_ALL : mqk::OPT_DEFAULT;
-    // copies of x for the fused dataflow kernel's atomics (MQ_CUDA_XC=1..XC_MAX, default XC_DEF; see
-    // Params.xc): needs the O stage's rows in shared memory (OPT_OWNX, at most NT rows per block)
-    const char *xcenv = getenv("MQ_CUDA_XC");
-    P.xc_df = xcenv && atoi(xcenv) >= 1 && atoi(xcenv) <= XC_MAX ? atoi(xcenv) : XC_DEF;
-    if (!g->fuse || !(P.opt & mqk::OPT_OWNX) || !g->grid_df || (s->hidden + g->grid_df - 1) / g->grid_df > NT)
-        P.xc_df = 1;
     P.prof_k = g->prof_k;
     P.best = (unsigned long long *)(A + off_best);
     P.logits = (float *)(A + off_logits);
@@ -763,7 +753,6 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     CK(cudaMemset(P.bar, 0, 3 * sizeof(unsigned)));  // bar, ctl[0], ctl[1]
     const int df = g->sync == SYNC_DF || (g->sync == SYNC_AUTO && (long long)pos + n <= g->df_max);
     if (!df) P.sprof = NULL;  // the sub-stage counters belong to the dataflow kernel (sprof_begin/end)
-    P.xc = df ? P.xc_df : 1;  // (each launch embeds its first token: x starts over)
     if (df) {
         CK(cudaMemset(P.flg, 0, ((size_t)g->s.n_layers * 5 + 1) * sizeof(unsigned)));
         if (g->profile) CK(cudaMemset(P.prof, 0, (size_t)2 * g->prof_k * g->grid_df * 8));

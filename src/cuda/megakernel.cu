@@ -49,7 +49,7 @@ __device__ __forceinline__ void down_part(const Params &P, const uint2 *d2, int 
             a2 = fmaf(__uint_as_float(w.y << 16), hj, a2);
             a3 = fmaf(__uint_as_float(w.y & 0xffff0000u), hj, a3);
         }
-        float *x = P.x + (size_t)(blockIdx.x % (unsigned)P.xc) * P.xs + (size_t)r4 * 4;  // its copy (Params.xc)
+        float *x = P.x + (size_t)r4 * 4;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
         // red (no value returned): atomicAdd(float4 *) compiles to atom.add.v4.f32 with a result
         asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(x), "f"(a0), "f"(a1), "f"(a2), "f"(a3)
@@ -361,16 +361,11 @@ __device__ __forceinline__ void df_mv(const Params &P, WStage &S, int buf, const
     sprof_mark(P, k + 3);
 }
 
-// The block's rows [r0, r1) of the residual x (the sum of its Params.xc copies) into xo (shared
-// memory) for MV_ADD; returns xo, or NULL (MV_ADD reads them back from x) when xo is NULL or the
-// block has more than NT rows.
+// The block's rows [r0, r1) of the residual x into xo (shared memory) for MV_ADD; returns xo, or
+// NULL (MV_ADD reads them back from x) when xo is NULL or the block has more than NT rows.
 __device__ __forceinline__ const float *own_x(const Params &P, int r0, int r1, float *xo) {
     if (!xo || r1 - r0 > NT) return nullptr;
-    if ((int)threadIdx.x < r1 - r0) {
-        float v = __ldcg(P.x + r0 + threadIdx.x);
-        for (int c = 1; c < P.xc; c++) v += __ldcg(P.x + (size_t)c * P.xs + r0 + threadIdx.x);
-        xo[threadIdx.x] = v;
-    }
+    if ((int)threadIdx.x < r1 - r0) xo[threadIdx.x] = __ldcg(P.x + r0 + threadIdx.x);
     return xo;  // the caller's dependency wait (__syncthreads) orders these stores before the reads
 }
 
@@ -492,7 +487,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 df_wait(P, l == 0 ? cE : c - NSTAGE + S_DOWN, l == 0 ? ts : nDN * ts, stamp(0));
                 if (l == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;  // stop token
                 sprof_mark(P, -1);
-                load_norm(P.x, L.in_norm, H, P.eps, sm, red, normw, P.xc, P.xs);
+                load_norm(P.x, L.in_norm, H, P.eps, sm, red, normw);
                 df_mv<MV_STORE>(P, S, bQ, L.qkv, QKVR, H, sm, P.qkv, red, nullptr, regx, c + S_QKV, stamp(1), SP_QKV);
             } else {
                 ws_take(S, bQ);
@@ -537,17 +532,6 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 // block's atomics, which this block acquired only if its QKV stage waited for them
                 const float *xo_p = own_x(P, r0, r1, ownx && (!fuse || qkv_waited) ? s_xo : nullptr);
                 df_wait(P, c + S_ATT, tATT, stamp(0));
-                if (P.xc > 1) {
-                    // fold x's copies into copy 0 for these rows: MV_ADD writes copy 0 from xo, the
-                    // other copies start again from zero for this layer's MLP atomics (every QKV
-                    // block has read them: attention waited for all of them, this block for attention)
-                    if (!xo_p) {
-                        xo_p = own_x(P, r0, r1, s_xo);  // (the host keeps xc = 1 unless this fits)
-                        __syncthreads();
-                    }
-                    if ((int)threadIdx.x < r1 - r0)
-                        for (int cc = 1; cc < P.xc; cc++) P.x[(size_t)cc * P.xs + r0 + threadIdx.x] = 0.0f;
-                }
                 sprof_mark(P, -1);
                 const int nch = (int)(items / (unsigned)P.nkv);
                 if (ocomb && nch > 1) {

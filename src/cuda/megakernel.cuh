@@ -75,11 +75,6 @@ struct Params {
                                      // consecutive positions are contiguous), f32 or bf16 (kernel template)
     float *x;                        // (hidden) residual stream
     float *x1;                       // (hidden) copy of x after o_proj (fuse: read while x takes atomics)
-    // x is held as xc partial copies xs floats apart (x + c * xs), its value their sum: the dataflow
-    // kernel's fused MLP spreads its float atomics over them (block b adds into copy b % xc), so
-    // fewer blocks contend for each address; the O stage folds them back into copy 0 for its rows.
-    // xc = 1 (a plain vector) everywhere else.
-    int xc, xs;
     int fuse;                        // 1: gate|up + down in one stage (split-K down with atomics)
     float *qkv;                      // (q_dim + 2*kv_dim) raw projections
     float *att;                      // (q_dim) attention output
@@ -110,7 +105,6 @@ struct Params {
     int lmns;                        // slots (2 .. LM_MAXNS)
     int ocomb;                       // df: the O stage combines attention chunks (MQ_CUDA_OCOMB=1)
     int opt;                         // OPT_* bits above (MQ_CUDA_OPT, default OPT_DEFAULT)
-    int xc_df;                       // copies of x for the fused dataflow kernel (MQ_CUDA_XC; see xc)
     int prof_k;                      // stage instances the df profile records (2 stamps x grid each)
     unsigned long long *prof;        // (65536) barrier-open times of block 0, or NULL (MQ_CUDA_PROFILE)
     unsigned long long *sprof;       // (64) df sub-stage cycles of block 0 (sprof_mark), or NULL

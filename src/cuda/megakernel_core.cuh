@@ -394,9 +394,8 @@ constexpr int LV = 4;
 // xs = w * (x * rsqrt(mean(x^2) + eps)) over n floats of global x (another block's writes).
 // early (n <= 4 * LV * NT): the norm weights are loaded together with x, so the block sum is the
 // only thing between the loads and the result (not a second round of loads after it).
-// xc, xstr: x is the sum of xc copies xstr floats apart (Params.xc).
 __device__ void load_norm(const float *x, const float *w, int n, float eps, float *xs, float *red,
-                          bool early = false, int xc = 1, int xstr = 0) {
+                          bool early = false) {
     float ss = 0.0f;
     if (early && (n & 3) == 0 && (n >> 2) <= LV * NT) {
         const float4 *x4 = reinterpret_cast<const float4 *>(x), *w4 = reinterpret_cast<const float4 *>(w);
@@ -409,14 +408,6 @@ __device__ void load_norm(const float *x, const float *w, int n, float eps, floa
             const int i = k * NT + threadIdx.x;
             xv[k] = i < n4 ? __ldcg(x4 + i) : z;
             wv[k] = i < n4 ? __ldg(w4 + i) : z;
-        }
-        for (int c = 1; c < xc; c++) {  // (all loads above and here are in flight together)
-#pragma unroll
-            for (int k = 0; k < LV; k++) {
-                const int i = k * NT + threadIdx.x;
-                const float4 v = i < n4 ? __ldcg(x4 + i + (size_t)c * (xstr >> 2)) : z;
-                xv[k].x += v.x, xv[k].y += v.y, xv[k].z += v.z, xv[k].w += v.w;
-            }
         }
 #pragma unroll
         for (int k = 0; k < LV; k++)
@@ -444,15 +435,6 @@ __device__ void load_norm(const float *x, const float *w, int n, float eps, floa
                 const int i = i0 + k * NT + threadIdx.x;
                 xv[k] = i < n4 ? __ldcg(x4 + i) : make_float4(0.f, 0.f, 0.f, 0.f);
             }
-            for (int c = 1; c < xc; c++)
-#pragma unroll
-                for (int k = 0; k < LV; k++) {
-                    const int i = i0 + k * NT + threadIdx.x;
-                    if (i < n4) {
-                        const float4 v = __ldcg(x4 + i + (size_t)c * (xstr >> 2));
-                        xv[k].x += v.x, xv[k].y += v.y, xv[k].z += v.z, xv[k].w += v.w;
-                    }
-                }
 #pragma unroll
             for (int k = 0; k < LV; k++) {
                 const int i = i0 + k * NT + threadIdx.x;
@@ -471,7 +453,6 @@ __device__ void load_norm(const float *x, const float *w, int n, float eps, floa
     }
     for (int i = threadIdx.x; i < n; i += NT) {
         float v = __ldcg(x + i);
-        for (int c = 1; c < xc; c++) v += __ldcg(x + i + (size_t)c * xstr);
         xs[i] = v;
         ss += v * v;
     }
@@ -554,13 +535,10 @@ __device__ __forceinline__ void bulk_g2s(unsigned dst, const void *src, size_t b
 #endif
 }
 
-// x = embedding row of token id (one block): copy 0, the other copies (Params.xc) zero
+// x = embedding row of token id (one block)
 __device__ void embed(const Params &P, int id) {
     const __nv_bfloat16 *e = P.embed + (size_t)id * P.hidden;
-    for (int i = threadIdx.x; i < P.hidden; i += NT) {
-        P.x[i] = __bfloat162float(e[i]);
-        for (int c = 1; c < P.xc; c++) P.x[(size_t)c * P.xs + i] = 0.0f;
-    }
+    for (int i = threadIdx.x; i < P.hidden; i += NT) P.x[i] = __bfloat162float(e[i]);
 }
 
 }  // namespace mqk

@@ -215,7 +215,7 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
     LmGeom g;
     if (R.nch > 0) g = lm_geom(P, sm);
     float *xs = R.nch > 0 ? g.xs : sm;  // the ring's slots may cover sm
-    load_norm(P.x, P.final_norm, H, P.eps, xs, red, (P.opt & OPT_NORMW) != 0, P.xc, P.xs);
+    load_norm(P.x, P.final_norm, H, P.eps, xs, red, (P.opt & OPT_NORMW) != 0);
     if (threadIdx.x == 0) s_best = 0;
     __syncthreads();
     float *lo = P.logits + (P.logits_all ? (size_t)step * P.vocab : 0);
