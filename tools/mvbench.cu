@@ -116,6 +116,11 @@ __global__ void __launch_bounds__(NT, 1) mvb_k(const __grid_constant__ Params P,
 //           (~4 TB/s over 130 SMs: HBM -> L2 traffic only, nothing crosses to the SMs);
 //   mode 9: mode 8's pace with bulk copies into shared memory instead (the same bytes, to the SMs).
 // (7-9: would weights staged in L2 ahead of time, then copied from there, make the hops cheaper?)
+//   mode 10: mode 3's rounds with 3,000 cycles (~1.5 us) of stage work after each hop, the block's
+//            48 KB copy issued right after the hop and landed before the next publish: copies and
+//            hops alternate (no copy in flight at a hop);
+//   mode 11: the same work and bytes with the copy issued before the publish, as the decode kernel
+//            issues a stage's copy one stage ahead: copies overlap the hops.
 // cyc[0]: cycles per hop (ping-pong round trip / 2) or per round (modes 2-6), block 0's clock. A round
 // of modes 3 and 5 also waits for the block's previous 48 KB copy: at least the copies' own time.
 // cyc[1]: bad vector values seen (must be 0).
@@ -157,7 +162,7 @@ __global__ void __launch_bounds__(NT, 1) hop_k(const __grid_constant__ Params P,
         __syncthreads();
         if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(c), "r"(1u) : "memory");
     };
-    const bool copies = mode == 3 || mode == 5, flags = mode == 4 || mode == 5;
+    const bool copies = mode == 3 || mode == 5 || mode == 11, flags = mode == 4 || mode == 5;
     unsigned *flg = cnt + 64;  // (G) per-block round numbers (modes 4-5)
     // every flag of the G blocks at least target (warp 0; lane j covers blocks j, j + 32, ...)
     auto wait_flags = [&](unsigned target) {
@@ -176,11 +181,11 @@ __global__ void __launch_bounds__(NT, 1) hop_k(const __grid_constant__ Params P,
         }
         __syncthreads();
     };
-    const size_t chunk = (copies ? 48 : 96) << 10;
+    const size_t chunk = (copies || mode == 10 ? 48 : 96) << 10;
     const size_t nchunks = src_bytes / chunk;
     unsigned par = 0;
     long long t0 = 0;
-    if (mode <= 1 || mode >= 7) {
+    if (mode <= 1 || (mode >= 7 && mode <= 9)) {
         if (b >= 2) {
             if (mode == 0 || threadIdx.x != 0) return;
             // background until block 0 sets cnt[2]: back-to-back 96 KB copies (1: from HBM, 7: from
@@ -251,6 +256,16 @@ __global__ void __launch_bounds__(NT, 1) hop_k(const __grid_constant__ Params P,
             if (mode != 6) {
                 const float4 x = __ldcg(reinterpret_cast<const float4 *>(v) + threadIdx.x);
                 if (4 * threadIdx.x < 8 * G && (x.x != (float)i || x.w != (float)i)) s_bad = 1;
+            }
+            if (mode >= 10) {  // the stage's work; mode 10's copy runs beside it only
+                if (mode == 10 && threadIdx.x == 32)
+                    bulk_g2s(smem_u32(dsm), src + ((size_t)(b + (size_t)i * G) % nchunks) * (chunk / 2), chunk,
+                             smem_u32(&mb));
+                const long long w0 = clock64();
+                while (clock64() - w0 < 3000) {
+                }
+                if (mode == 10 && threadIdx.x == 32) mb_wait(smem_u32(&mb), par), par ^= 1u;
+                __syncthreads();
             }
         }
         if (copies && threadIdx.x == 32) mb_wait(smem_u32(&mb), par);
@@ -496,16 +511,18 @@ int main(int argc, char **argv) {
         CK(cudaMalloc(&vec, 2048 * 4));
         CK(cudaMemset(src, 0, sbytes));
         CK(cudaFuncSetAttribute(hop_k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(96 << 10)));
-        static const char *mn[10] = {"ping-pong, quiet", "ping-pong, 130 SMs copying", "grid round, quiet",
+        static const char *mn[12] = {"ping-pong, quiet", "ping-pong, 130 SMs copying", "grid round, quiet",
                                      "grid round, 48 KB copy per block", "grid round, per-block flags, quiet",
                                      "grid round, per-block flags, 48 KB copy per block",
                                      "grid round, counter only (no vector), quiet",
                                      "ping-pong, 130 SMs copying from L2 (16 MB range)",
                                      "ping-pong, 130 SMs prefetching HBM -> L2 (96 KB / 6,000 cyc each)",
-                                     "ping-pong, 130 SMs copying HBM -> smem (96 KB / 6,000 cyc each)"};
+                                     "ping-pong, 130 SMs copying HBM -> smem (96 KB / 6,000 cyc each)",
+                                     "grid round + 3,000 cyc work, 48 KB copy after the hop (alternating)",
+                                     "grid round + 3,000 cyc work, 48 KB copy before the publish (overlapping)"};
         static const char *an[3] = {"relaxed polls + acquire", "acquire polls", "relaxed polls only"};
         printf("\n| hop | poll | cycles | us | bad |\n|---|---|---|---|---|\n");
-        for (int mode = 0; mode < 10; mode++)
+        for (int mode = 0; mode < 12; mode++)
             for (int acq = 0; acq < (mode >= 7 ? 1 : 3); acq++) {
                 unsigned long long hc[2] = {0, 0};
                 CK(cudaMemset(cnt, 0, (64 + (size_t)sms) * 4));

@@ -753,7 +753,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         const int ng4[4] = {qd + 2 * kvd, H, 2 * I, H}, nk4[4] = {H, qd, H, I};
         bool f[4];
         for (int g = 0; g < 4; g++) f[g] = (S->f16g >> g & 1) && sg_ks(S, ng4[g], nk4[g], T, cap) == 0;
-        if (P->fuse) f[3] = false;  // (down transposed for the fused decode MLP: the split path below)
+        if (P->fuse) f[3] = false;  // (down transposed for the fused decode MLP: mm's wt path below, no f16 copy)
         if (f[0] || f[1] || f[2] || f[3]) {
             if (!S->wf) {  // first use (chunks past the graphs' GMAX: never inside a capture)
                 S->wf_n = nq_ + no_ + ng_ + nd_;
