@@ -16,8 +16,9 @@ int sgemm_slabs(int N, int K, int T, int sms, int *min_ks);
 // row-major transposed (wt = 0), or times W (K, N) bf16 row-major (wt = 1: e.g. the fused decode
 // MLP's transposed down; the same tiles, its 8 x 8 blocks transposed in registers), over slab s's
 // k range. lo: X has 2T rows, its bf16 rounding remainders ("split bf16") after the T hi rows;
-// both go through the same weight fragments and are summed, so the weights are read once. pdl: launched with programmatic dependent launch (pdl.cuh): the weight
-// slice is loaded while the previous kernel finishes. Returns the launch's error.
+// both go through the same weight fragments and are summed, so the weights are read once. pdl:
+// launched with programmatic dependent launch (pdl.cuh): the weight slice is loaded while the
+// previous kernel finishes. Returns the launch's error.
 cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
                       int pdl, cudaStream_t s, int wt);
 
