@@ -121,8 +121,9 @@ __global__ void __launch_bounds__(NT, 1) mvb_k(const __grid_constant__ Params P,
 //            hops alternate (no copy in flight at a hop);
 //   mode 11: the same work and bytes with the copy issued before the publish, as the decode kernel
 //            issues a stage's copy one stage ahead: copies overlap the hops.
-// cyc[0]: cycles per hop (ping-pong round trip / 2) or per round (modes 2-6), block 0's clock. A round
-// of modes 3 and 5 also waits for the block's previous 48 KB copy: at least the copies' own time.
+// cyc[0]: cycles per hop (ping-pong round trip / 2: modes 0-1, 7-9) or per round (modes 2-6, 10-11),
+// block 0's clock. A round of modes 3, 5 and 11 also waits for the block's previous 48 KB copy: at
+// least the copies' own time (10-11 also include the 3,000 cycles of work).
 // cyc[1]: bad vector values seen (must be 0).
 __global__ void __launch_bounds__(NT, 1) hop_k(const __grid_constant__ Params P, unsigned *cnt, float *vec,
                                                 const __nv_bfloat16 *src, size_t src_bytes, int reps, int mode,
@@ -465,10 +466,12 @@ int main(int argc, char **argv) {
     float *ho = (float *)malloc(6144 * 4), *ref = (float *)malloc(6144 * 4);
     int bad = 0;
     if (!h || !ho || !ref) return 1;
-    printf("mvbench: %d SMs at %.0f MHz, %d reps; cycles per matvec (block 0 / mean / max over blocks), us at that clock\n",
-           sms, khz / 1e3, reps);
-    printf("| stage | rows/block | regx | copy beside | matvec cyc (b0 / mean / max) | us (mean) | wait for copy | wait on landed phase |\n");
-    printf("|---|---|---|---|---|---|---|---|\n");
+    printf("mvbench: %d SMs at %.0f MHz, %d reps\n", sms, khz / 1e3, reps);
+    if (!hops_only) {
+        printf("cycles per matvec (block 0 / mean / max over blocks), us at that clock\n");
+        printf("| stage | rows/block | regx | copy beside | matvec cyc (b0 / mean / max) | us (mean) | wait for copy | wait on landed phase |\n");
+        printf("|---|---|---|---|---|---|---|---|\n");
+    }
     for (int s = 0; s < (hops_only ? 0 : 4); s++)
         for (int regx = 1; regx >= 0; regx--)
             for (int c = 0; c < 3; c++) {
