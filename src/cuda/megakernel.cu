@@ -552,12 +552,14 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 // x, because x takes other blocks' atomics meanwhile (x1 is next written by the next
                 // layer's O stage, which transitively waits for every block's arrival here).
                 __syncthreads();  // buffer 1's readers (the O stage) are done
-                ws_next(S, bD, P, l, S_DOWN);
                 int c0, c1;
                 block_rows(I, blockIdx.x, G, c0, c1);
-                // the next q|k|v slice's pointer, loaded before the wait (its copy is issued after
-                // this block's arrival, off the critical path: issued between the gate|up matvec and
-                // the down part it cost ~2 us there, runs 67-68)
+                const bool altq = (P.opt & OPT_ALTQ) && c1 > c0;
+                ws_next(S, bD, P, l, S_DOWN);
+                // the next q|k|v slice's pointer, loaded before the wait: its copy is issued right
+                // after the gate|up matvec (OPT_ALTQ; else after this block's arrival). Run 67 issued
+                // it there with the pointer loaded from the layer table at that point: ~2 us on the
+                // critical path; preloaded, that placement beats the one after the arrival (run 74)
                 const __nv_bfloat16 *wq = l + 1 < Lc ? P.layers[l + 1].qkv : more ? P.layers[0].qkv : nullptr;
                 if (c1 > c0) {
                     const int nc = c1 - c0;
@@ -570,6 +572,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                     sprof_mark(P, SP_GU + 1);
                     matvec<MV_SMEM>(L.gu, 2 * I, H, sm, g2, red, nullptr, wg, 2 * c0, 2 * c1, nullptr, 0, nullptr, regx);
                     __syncthreads();
+                    // OPT_ALTQ: buffer 0's readers (the matvec) are done: the next q|k|v copy now
+                    if (altq && wq && !ws_issue(S, bQ, wq, QKVR, H)) prefetch_rows(wq, QKVR, H, (size_t)1 << 20);
                     sprof_mark(P, SP_GU + 2);
                     silu_pairs(g2, h, nc);
                     __syncthreads();
@@ -586,9 +590,10 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                     ws_take(S, bD);
                     __syncthreads();
                 }
-                // buffer 0's readers (the gate|up matvec) are done: the next q|k|v copy
-                if (!wq) prefetch_rows(P.lm_head, P.vocab, H, (size_t)1 << 20);
-                else if (!ws_issue(S, bQ, wq, QKVR, H)) prefetch_rows(wq, QKVR, H, (size_t)1 << 20);
+                // buffer 0's readers (the gate|up matvec) are done: the next q|k|v copy (unless
+                // OPT_ALTQ issued it), or at the last layer the lm_head's L2 prefetch
+                if (!wq) prefetch_rows(P.lm_head, P.vocab, H, P.lmpre);
+                else if (!altq && !ws_issue(S, bQ, wq, QKVR, H)) prefetch_rows(wq, QKVR, H, (size_t)1 << 20);
                 sprof_mark(P, SP_DOWN + 3);
                 kinst += 2;
                 continue;

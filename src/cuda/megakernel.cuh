@@ -43,6 +43,15 @@ enum {
     OPT_EVICT = 32,  // weight reads (bulk copies, streamed loads, L2 prefetches) are L2 evict-first
     OPT_GUEARLY = 128, // df: the gate|up weight copy starts when q|k|v's buffer frees, before attention
     OPT_GUATT = 8192,  // df, with GUEARLY: blocks with an attention item start it after attention
+    OPT_ALTQ = 1 << 22, // df, fused MLP: the next q|k|v copy starts right after the gate|up matvec
+                        // (buffer 0 free), not after the block's arrival, so it lands during the
+                        // down part instead of during the MLP -> QKV hop (run 74: +2 / +3.5 / +1%
+                        // at ctx 16 / 1K / 4K; mvbench modes 10-11, run 73: grid rounds whose copies
+                        // are not in flight at the hop run 3.4 us against 4.6)
+    // retired in session 13 (run 74, slower): 1 << 20 ALTO (the O copy after the QKV stage's input
+    // norm: -3%, the copy's issue and landing slowed the q|k|v matvec 2.7 -> 3.8 us), 1 << 21 ALTD
+    // (the downT copy after the MLP's norm: gate|up matvec +1.2 us), 1 << 23 ALTG (blocks without
+    // an attention item start the gate|up copy after the QKV counter completes: -1.5% at ctx 16)
     // retired: 4096 LL (run 22: stage vectors as polled value|tag words, -15%: the polling traffic),
     // 16384 FACQ (run 24: fence.acq_rel after the relaxed poll instead of an acquire load: every
     // stage's wake +0.3-0.5 us), 32768 GULATE (run 25: blocks without an attention item start the
@@ -51,13 +60,15 @@ enum {
     // of a batch of rows, a transposing butterfly for the sums: 0.2-0.35 us faster alone in mvbench
     // but -4.4% in the kernel, q|k|v's matvec 1.5 -> 2.8 us with more spills; code removed after
     // run 35, described in docs/perf-notes.md)
-    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT,
+    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT |
+              OPT_ALTQ,
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
     // + POLLR +0.5%, ISSW +2%, HPAIR +2-4% (runs 16-19, session 3)
     // + GUATT +2.9 / +0.3 / -0.8% at ctx 16 / 1K / 4K (run 22, session 4); with it GUEARLY measured
     // neutral (run 25: off +0.4 / 0 / +1.5%, within noise)
-    OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT
+    OPT_DEFAULT = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT |
+                  OPT_ALTQ
 };
 
 struct Params {
@@ -102,6 +113,8 @@ struct Params {
     // df lm_head ring (MQ_CUDA_LMRING): lmns slots of lmring rows each, copied by the bulk copy engine
     // into shared memory from the DOWN weight buffer on; lmring = 0: the streamed matvec (lmpf)
     int lmring;                      // lm_head rows per slot
+    size_t lmpre;                    // df: bytes per block of the lm_head's L2 prefetch at the last layer's
+                                     // end (MQ_CUDA_LMPRE, KB; default 1024)
     int lmns;                        // slots (2 .. LM_MAXNS)
     int ocomb;                       // df: the O stage combines attention chunks (MQ_CUDA_OCOMB=1)
     int opt;                         // OPT_* bits above (MQ_CUDA_OPT, default OPT_DEFAULT)
