@@ -526,10 +526,13 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     P.lmpf = lpenv && atoi(lpenv) >= 0 && *lpenv ? atoi(lpenv) : 4;
     P.lmring = lmring;
     P.lmns = lmns;
-    // df: the lm_head slice's L2 prefetch when a block leaves the last layer (MQ_CUDA_LMPRE, KB per
-    // block; 0 = none): 1 MB per block is 132 MB at the hop into the lm_head, larger than L2
+    // df: the lm_head slice's L2 prefetch when a block leaves the last layer of a launch's last step
+    // (MQ_CUDA_LMPRE, KB per block; default 0 = none). 1 MB per block (the old default) put 132 MB
+    // of L2 prefetch, more than L2 holds, at the hop into the lm_head: its wake 11 -> 3 us without
+    // it, its work unchanged (78-80 us; run 75). Steps with a step after them never issue it (they
+    // copy the next step's first q|k|v slice there instead).
     const char *lpre = getenv("MQ_CUDA_LMPRE");
-    P.lmpre = (size_t)(lpre && *lpre && atoi(lpre) >= 0 ? atoi(lpre) : 1024) << 10;
+    P.lmpre = (size_t)(lpre && *lpre && atoi(lpre) >= 0 ? atoi(lpre) : 0) << 10;
     // df: the O stage combines the attention chunks itself (MQ_CUDA_OCOMB=1; off by default: measured
     // slower, run 8) when its stage vector region holds the output plus every chunk's (m, l)
     // (q_dim + 2 * n_heads * max_chunks floats)

@@ -592,7 +592,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 }
                 // buffer 0's readers (the gate|up matvec) are done: the next q|k|v copy (unless
                 // OPT_ALTQ issued it), or at the last layer the lm_head's L2 prefetch
-                if (!wq) prefetch_rows(P.lm_head, P.vocab, H, P.lmpre);
+                if (!wq) prefetch_rows(P.lm_head, P.vocab, H, P.lmpre);  // (0 bytes: none)
                 else if (!altq && !ws_issue(S, bQ, wq, QKVR, H)) prefetch_rows(wq, QKVR, H, (size_t)1 << 20);
                 sprof_mark(P, SP_DOWN + 3);
                 kinst += 2;

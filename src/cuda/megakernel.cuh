@@ -114,7 +114,7 @@ struct Params {
     // into shared memory from the DOWN weight buffer on; lmring = 0: the streamed matvec (lmpf)
     int lmring;                      // lm_head rows per slot
     size_t lmpre;                    // df: bytes per block of the lm_head's L2 prefetch at the last layer's
-                                     // end (MQ_CUDA_LMPRE, KB; default 1024)
+                                     // end (MQ_CUDA_LMPRE, KB; default 0)
     int lmns;                        // slots (2 .. LM_MAXNS)
     int ocomb;                       // df: the O stage combines attention chunks (MQ_CUDA_OCOMB=1)
     int opt;                         // OPT_* bits above (MQ_CUDA_OPT, default OPT_DEFAULT)
