@@ -48,7 +48,10 @@ enum {
                         // down part instead of during the MLP -> QKV hop (run 74: +2 / +3.5 / +1%
                         // at ctx 16 / 1K / 4K; mvbench modes 10-11, run 73: grid rounds whose copies
                         // are not in flight at the hop run 3.4 us against 4.6)
-    // retired in session 13 (run 74, slower): 1 << 20 ALTO (the O copy after the QKV stage's input
+    // retired in session 13 (runs 74 and 77, slower): 1 << 24 WARR (run 77: each warp arrives on the
+    // fused MLP's counter after its own reds, consumers wait for NW arrivals per block: -2.5% at
+    // ctx 16, the 8x arrivals on one counter cost more than the block's wait for its reds),
+    // 1 << 20 ALTO (the O copy after the QKV stage's input
     // norm: -3%, the copy's issue and landing slowed the q|k|v matvec 2.7 -> 3.8 us), 1 << 21 ALTD
     // (the downT copy after the MLP's norm: gate|up matvec +1.2 us), 1 << 23 ALTG (blocks without
     // an attention item start the gate|up copy after the QKV counter completes: -1.5% at ctx 16)
