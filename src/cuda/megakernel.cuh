@@ -48,13 +48,13 @@ enum {
                         // down part instead of during the MLP -> QKV hop (run 74: +2 / +3.5 / +1%
                         // at ctx 16 / 1K / 4K; mvbench modes 10-11, run 73: grid rounds whose copies
                         // are not in flight at the hop run 3.4 us against 4.6)
-    // retired in session 13 (runs 74 and 77, slower): 1 << 24 WARR (run 77: each warp arrives on the
-    // fused MLP's counter after its own reds, consumers wait for NW arrivals per block: -2.5% at
-    // ctx 16, the 8x arrivals on one counter cost more than the block's wait for its reds),
-    // 1 << 20 ALTO (the O copy after the QKV stage's input
-    // norm: -3%, the copy's issue and landing slowed the q|k|v matvec 2.7 -> 3.8 us), 1 << 21 ALTD
-    // (the downT copy after the MLP's norm: gate|up matvec +1.2 us), 1 << 23 ALTG (blocks without
-    // an attention item start the gate|up copy after the QKV counter completes: -1.5% at ctx 16)
+    // retired in session 13 (runs 74 and 77, slower): 1 << 20 ALTO (the O copy after the QKV stage's
+    // input norm: -3%, the copy's issue and landing slowed the q|k|v matvec 2.7 -> 3.8 us), 1 << 21
+    // ALTD (the downT copy after the MLP's norm: gate|up matvec +1.2 us), 1 << 23 ALTG (blocks
+    // without an attention item start the gate|up copy after the QKV counter completes: -1.5% at
+    // ctx 16), 1 << 24 WARR (each warp arrives on the fused MLP's counter after its own reds,
+    // consumers wait for NW arrivals per block: -2.5% at ctx 16, the 8x arrivals on one counter
+    // cost more than the block's wait for its reds)
     // retired: 4096 LL (run 22: stage vectors as polled value|tag words, -15%: the polling traffic),
     // 16384 FACQ (run 24: fence.acq_rel after the relaxed poll instead of an acquire load: every
     // stage's wake +0.3-0.5 us), 32768 GULATE (run 25: blocks without an attention item start the
@@ -116,9 +116,9 @@ struct Params {
     // df lm_head ring (MQ_CUDA_LMRING): lmns slots of lmring rows each, copied by the bulk copy engine
     // into shared memory from the DOWN weight buffer on; lmring = 0: the streamed matvec (lmpf)
     int lmring;                      // lm_head rows per slot
-    size_t lmpre;                    // df: bytes per block of the lm_head's L2 prefetch at the last layer's
-                                     // end (MQ_CUDA_LMPRE, KB; default 0)
     int lmns;                        // slots (2 .. LM_MAXNS)
+    size_t lmpre;                    // df: bytes per block of the lm_head's L2 prefetch at the last layer's
+                                     // end of a launch's last step (MQ_CUDA_LMPRE, KB; default 0)
     int ocomb;                       // df: the O stage combines attention chunks (MQ_CUDA_OCOMB=1)
     int opt;                         // OPT_* bits above (MQ_CUDA_OPT, default OPT_DEFAULT)
     int prof_k;                      // stage instances the df profile records (2 stamps x grid each)
