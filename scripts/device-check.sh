@@ -16,7 +16,8 @@
 #   (DC_AB_TREE=DIR: another source tree, e.g. main's `git archive` in .deps/main, carried; built
 #   beside this one and benched against it ABBA in the same call: for compile-time changes)
 #   Logs and raw numbers go to $OUT (the device tool's folder) or out/device-check.
-#   DC_PREBUILT=DIR: use the binaries scripts/prebuild.sh left in DIR (carried) instead of building.
+#   DC_PREBUILT=DIR: use the binaries scripts/prebuild.sh left in DIR (carried, gzip-compressed) instead
+#   of building. DC_AB_BIN=FILE[.gz]: ab's other megaqwen, prebuilt (then DC_AB_TREE is not built).
 # Needs: nvcc, cmake, python3 with torch + transformers (HF reference), and the Debian -dev libraries
 # (unpacked from .deps/debs, made by scripts/deps.sh --debs, when pkg-config can't find them).
 set -uo pipefail
@@ -63,8 +64,12 @@ export MQ_TOKENIZER_DIR=$ROOT/.deps/qwen3-tokenizer
 
 # ---- ab: build the other tree in the background, beside this tree's build (its scripts find the
 # -dev libraries through the exported environment, so the sysroot is unpacked once)
-ABPID=""
-if [ -n "$ONLY" ] && want ab && [ -n "${DC_AB_TREE:-}" ] && [ -d "$DC_AB_TREE" ]; then
+ABPID="" ABIN=""
+if [ -n "$ONLY" ] && want ab && [ -n "${DC_AB_BIN:-}" ] && [ -f "$DC_AB_BIN" ]; then
+  ABIN=/tmp/ab-megaqwen
+  case $DC_AB_BIN in *.gz) gzip -dc "$DC_AB_BIN" >$ABIN;; *) cp "$DC_AB_BIN" $ABIN;; esac
+  chmod +x $ABIN
+elif [ -n "$ONLY" ] && want ab && [ -n "${DC_AB_TREE:-}" ] && [ -d "$DC_AB_TREE" ]; then
   mkdir -p "$DC_AB_TREE/.deps"
   ln -sfn "$ROOT/.deps/qwen3-tokenizer" "$DC_AB_TREE/.deps/qwen3-tokenizer"
   export PKGCFG
@@ -72,10 +77,11 @@ if [ -n "$ONLY" ] && want ab && [ -n "${DC_AB_TREE:-}" ] && [ -d "$DC_AB_TREE" ]
   ABPID=$!
 fi
 
-if want build && [ -n "${DC_PREBUILT:-}" ] && [ -x "$DC_PREBUILT/megaqwen" ]; then
+if want build && [ -n "${DC_PREBUILT:-}" ] && [ -e "$DC_PREBUILT/megaqwen.gz" -o -x "$DC_PREBUILT/megaqwen" ]; then
   # binaries built elsewhere by scripts/prebuild.sh (no build here: saves 90-140 s of device time)
   say "build: prebuilt binaries from $DC_PREBUILT"
   mkdir -p "$B" && cp "$DC_PREBUILT"/* "$B"/
+  for f in "$B"/*.gz; do [ -e "$f" ] && gzip -df "$f" && chmod +x "${f%.gz}"; done
   sd=$(cat "$DC_PREBUILT/source_dir" 2>/dev/null || true)
   # the tests find their fixtures through the source directory compiled into them
   if [ -n "$sd" ] && [ "$sd" != "$ROOT" ]; then
@@ -383,17 +389,16 @@ if [ -n "$ONLY" ] && want sass; then
 fi
 
 if [ -n "$ONLY" ] && want ab; then
-  if [ -z "$ABPID" ]; then
-    row "ab | DC_AB_TREE (a source tree directory) not set or missing"
+  if [ -z "$ABPID" ] && [ -z "$ABIN" ]; then
+    row "ab | neither DC_AB_BIN (a prebuilt megaqwen) nor DC_AB_TREE (a source tree directory) is there"
   else
-    wait "$ABPID"
-    ABIN=$DC_AB_TREE/build-dc/megaqwen
+    [ -n "$ABPID" ] && { wait "$ABPID"; ABIN=$DC_AB_TREE/build-dc/megaqwen; }
     if [ ! -x "$ABIN" ]; then
       row "ab | the other tree did not build (ab-build.txt)"
     else
       say "ab: $DC_AB_TREE against this tree, ABBA (MQ_CUDA_SYNC=${DC_AB_SYNC:-df})"
       for b in "$ABIN" "$BIN" "$BIN" "$ABIN"; do
-        tag=this; [ "$b" = "$ABIN" ] && tag=$DC_AB_TREE
+        tag=this; [ "$b" = "$ABIN" ] && tag=${DC_AB_TREE:-$DC_AB_BIN}
         MQ_CUDA_SYNC=${DC_AB_SYNC:-df} timeout 60 "$b" bench -m $M06 --backend cuda --ctx ${DC_SWEEP_CTX:-16,1024,4096} \
           -n 128 --bw "$BW" --power-s 0 --idle-s 0 >/tmp/ab.txt 2>&1
         { echo "== ab $tag"; cat /tmp/ab.txt; } >>"$LOG"
