@@ -396,7 +396,7 @@ if [ -n "$ONLY" ] && want ab; then
     if [ ! -x "$ABIN" ]; then
       row "ab | the other tree did not build (ab-build.txt)"
     else
-      say "ab: $DC_AB_TREE against this tree, ABBA (MQ_CUDA_SYNC=${DC_AB_SYNC:-df})"
+      say "ab: ${DC_AB_TREE:-$DC_AB_BIN} against this tree, ABBA (MQ_CUDA_SYNC=${DC_AB_SYNC:-df})"
       for b in "$ABIN" "$BIN" "$BIN" "$ABIN"; do
         tag=this; [ "$b" = "$ABIN" ] && tag=${DC_AB_TREE:-$DC_AB_BIN}
         MQ_CUDA_SYNC=${DC_AB_SYNC:-df} timeout 60 "$b" bench -m $M06 --backend cuda --ctx ${DC_SWEEP_CTX:-16,1024,4096} \

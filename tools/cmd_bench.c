@@ -54,6 +54,7 @@ typedef struct {
     const char *why;
     char why_buf[200];
     double tok_s, ms_tok, gbs, pct, bytes;
+    uint64_t hash; /* fnv1a of the decoded ids: a faster kernel that changes the answer shows here */
 } sweep_res;
 
 static double now_s(void) {
@@ -378,6 +379,7 @@ int cmd_bench(int argc, char **argv) {
         s->bytes = Wb + kv_bytes(in, ctx[i] + n / 2.0);
         s->gbs = s->bytes * s->tok_s / 1e9;
         s->pct = 100.0 * s->gbs / bw;
+        s->hash = fnv1a(FNV_INIT, out, (int)n);
     }
 
     mq_nvml_stats mst;
@@ -403,11 +405,12 @@ int cmd_bench(int argc, char **argv) {
     printf("| **all** | | **%.2f** | **%.1f** | **%.3f** | **%.1f** | **%.1f** | %016llx |\n\n",
            1000 * tot_ttft / np, m_tok_s, 1000.0 / m_tok_s, m_gbs, 100 * m_gbs / bw, (unsigned long long)all_hash);
     if (nctx) {
-        printf("| context | decode tok/s | ms/token | MB read/step | GB/s | %% of floor |\n|---|---|---|---|---|---|\n");
+        printf("| context | decode tok/s | ms/token | MB read/step | GB/s | %% of floor | fnv1a |\n"
+               "|---|---|---|---|---|---|---|\n");
         for (int i = 0; i < nctx; i++) {
-            if (!sw[i].ok) { printf("| %d | n/a (%s) | | | | |\n", sw[i].ctx, sw[i].why); continue; }
-            printf("| %d | %.1f | %.3f | %.1f | %.1f | %.1f |\n", sw[i].ctx, sw[i].tok_s, sw[i].ms_tok,
-                   sw[i].bytes / 1e6, sw[i].gbs, sw[i].pct);
+            if (!sw[i].ok) { printf("| %d | n/a (%s) | | | | | |\n", sw[i].ctx, sw[i].why); continue; }
+            printf("| %d | %.1f | %.3f | %.1f | %.1f | %.1f | %016llx |\n", sw[i].ctx, sw[i].tok_s, sw[i].ms_tok,
+                   sw[i].bytes / 1e6, sw[i].gbs, sw[i].pct, (unsigned long long)sw[i].hash);
         }
         printf("\n");
     }
@@ -487,6 +490,11 @@ int cmd_bench(int argc, char **argv) {
             cJSON_AddItemToObject(o2, "bytes_per_step", num_or_null(sw[i].ok, sw[i].bytes));
             cJSON_AddItemToObject(o2, "gb_s", num_or_null(sw[i].ok, sw[i].gbs));
             cJSON_AddItemToObject(o2, "pct_floor", num_or_null(sw[i].ok, sw[i].pct));
+            if (sw[i].ok) {
+                char h[20];
+                snprintf(h, sizeof h, "%016llx", (unsigned long long)sw[i].hash);
+                cJSON_AddStringToObject(o2, "fnv1a", h);
+            }
             cJSON_AddItemToArray(sa, o2);
         }
         cJSON *mj = cJSON_AddObjectToObject(root, "memory");

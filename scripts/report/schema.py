@@ -56,6 +56,7 @@ SWEEP_SPEC = {
     "status": (True, lambda v: isinstance(v, str)),
     "decode_tok_s": (True, _num_or_none),
     "ms_per_token": (True, _num_or_none),
+    "fnv1a": (False, lambda v: v is None or _hex16(v)),  # the decoded ids at that depth (megaqwen)
 }
 POWER_SPEC = {
     "status": (True, lambda v: v in ("ok", "n/a")),

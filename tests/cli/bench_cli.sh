@@ -56,6 +56,10 @@ python3 scripts/report/schema.py "$T/b.json" && ok || bad "bench JSON fails the 
 [ "$(jq_ "$T/b.json" 'len(d["prompts"]), d["decode_tokens"], [s["status"] for s in d["ctx_sweep"]]')" = \
   "(3, 8, ['ok', 'ok', \"exceeds the model's context\"])" ] && ok || bad "prompt/sweep shape in JSON"
 [ "$(jq_ "$T/b.json" 'd["bandwidth"]["source"], d["bandwidth"]["gb_s"]')" = "('assumed', 3000)" ] && ok || bad "bandwidth default"
+# each reached depth carries the hash of its decoded ids (table and JSON), the same run after run
+grep -qE '^\| 16 \| [0-9.]+ \|.*\| [0-9a-f]{16} \|$' "$T/b.md" && ok || bad "sweep row without its fnv1a"
+[ "$(jq_ "$T/b.json" '[len(s["fnv1a"]) for s in d["ctx_sweep"][:2]], "fnv1a" in d["ctx_sweep"][2]')" = "([16, 16], False)" ] \
+  && ok || bad "sweep fnv1a in JSON"
 # GB/s = (weights + KV at the mean depth) x tok/s, consistent with the config it reports
 python3 - "$T/b.json" <<'PY' && ok || bad "GB/s arithmetic"
 import json, sys
@@ -82,6 +86,8 @@ print('%016x' % common.fnv1a([int(x) for x in open('$T/out').read().strip().spli
 printf '{"prompts": [{"ids": [5, 6, 7]}, {"ids": [9]}]}' >"$T/p.json"
 expect 0 "bench again" -- run_bench --json "$T/b2.json" --bw 100
 [ "$(jq_ "$T/b.json" 'd["fnv1a"]')" = "$(jq_ "$T/b2.json" 'd["fnv1a"]')" ] && ok || bad "greedy hash not reproducible"
+[ "$(jq_ "$T/b.json" '[s.get("fnv1a") for s in d["ctx_sweep"]]')" = "$(jq_ "$T/b2.json" '[s.get("fnv1a") for s in d["ctx_sweep"]]')" ] \
+  && ok || bad "sweep hashes not reproducible"
 [ "$(jq_ "$T/b2.json" 'd["bandwidth"]["source"], d["bandwidth"]["gb_s"]')" = "('given', 100)" ] && ok || bad "--bw not recorded"
 expect 0 "bench prompts file" -- "$BIN" bench -m "$M" --backend cpu --threads 1 -n 4 --ctx none --power-s 0 --idle-s 0 \
   --prompts "$T/p.json" --json "$T/b3.json" --bw 2000 --bw-source "measured: test"
