@@ -205,13 +205,13 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     // Decode kernels: grid barriers (v4: 2 blocks/SM) and dataflow counters with staged weights
     // (v5: 1 block/SM; bulk copies need sm_90, elsewhere it streams weights like v4).
     // MQ_CUDA_SYNC=grid|df|auto; auto (default) runs df for launches that end within
-    // MQ_CUDA_DF_MAX positions (default 12288) and the grid kernel past it, where its 2 blocks/SM
-    // split attention twice as finely (run 43, H200, v8: df +4.6% at 8K, grid +3.7% at 16K and
-    // +15% at 32K; docs/perf-notes.md).
+    // MQ_CUDA_DF_MAX positions (default 20480) and the grid kernel past it, where its 2 blocks/SM
+    // split attention twice as finely (run 82, H200, v9: df +8% at 16K, grid +3.6% at 32K; 12288
+    // before, from run 43's v8: grid +3.7% at 16K; docs/perf-notes.md).
     const char *syenv = getenv("MQ_CUDA_SYNC");
     g->sync = syenv && !strcmp(syenv, "df") ? SYNC_DF : syenv && !strcmp(syenv, "grid") ? SYNC_GRID : SYNC_AUTO;
     const char *dmenv = getenv("MQ_CUDA_DF_MAX");
-    g->df_max = dmenv && atoi(dmenv) > 0 ? atoi(dmenv) : 12288;
+    g->df_max = dmenv && atoi(dmenv) > 0 ? atoi(dmenv) : 20480;
     const int smem_base = g->smem;
     const void *fn = mqk_kernel(g->kvt, 0);
     CKN(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem));
