@@ -24,11 +24,6 @@
 
 #include "megakernel.cuh"
 #include "megakernel_attention.cuh"
-// rows per row group per attention trip in the grid kernel (2: its 128-register budget; a build with
-// -DMQ_GRID_RB=4 measures the other choice, session 14's candidate)
-#ifndef MQ_GRID_RB
-#define MQ_GRID_RB 2
-#endif
 #include "megakernel_core.cuh"
 #include "megakernel_lmhead.cuh"
 #include "sample.cuh"
@@ -129,7 +124,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
             if (!ws) prefetch_rows(L.o, H, P.qdim, PF);
             grid_sync(P.bar, target, P.prof);
             // ATTN (the o_proj slice streams into shared memory meanwhile)
-            attention<KT, MQ_GRID_RB>(P, l, pos, sm);
+            attention<KT, 2>(P, l, pos, sm);
             if (!ws) prefetch_rows(L.gu, 2 * I, H, PF);
             grid_sync(P.bar, target, P.prof);
             // O
