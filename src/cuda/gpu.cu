@@ -520,6 +520,28 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     for (int k = 0; k < 3; k++) P.wreg[k] = (unsigned)wreg[k];
     const char *mcenv = getenv("MQ_CUDA_MINCH");  // fewest positions per attention chunk
     P.minch = mcenv && atoi(mcenv) > 0 ? atoi(mcenv) : 64;
+    // df: attention chunks of >= N positions stream K/V through a bulk-copy ring in weight buffer 0
+    // and the K/V staging region (MQ_CUDA_ATTPIPE=N; default 0 = off: with v9's att_rows not yet
+    // measured; 1 = every chunk, for the tests)
+    const char *apenv = getenv("MQ_CUDA_ATTPIPE");
+    P.attpipe = apenv && atoi(apenv) > 0 ? atoi(apenv) : 0;
+    {   // its ring: slots of MQ_CUDA_ATTSLOT KB in buffer 0, then in the K/V staging region
+        const char *asenv = getenv("MQ_CUDA_ATTSLOT");
+        size_t sb = (size_t)(asenv && atoi(asenv) > 0 ? atoi(asenv) : 48) * 1024;  // 48 KB: run 81's best
+        if (sb > 65536) sb = 65536;
+        const size_t n0 = wreg[0] ? 0 : wbuf / sb, n1 = wreg[0] ? 0 : kvbuf / sb;
+        P.attslot = (unsigned)sb;
+        P.attns0 = (int)(n0 < (size_t)mqk::ATTPIPE_MAXNS ? n0 : mqk::ATTPIPE_MAXNS);
+        P.attns = (int)(n0 + n1 < (size_t)mqk::ATTPIPE_MAXNS ? n0 + n1 : mqk::ATTPIPE_MAXNS);
+        const char *anenv = getenv("MQ_CUDA_ATTNS");  // at most this many slots (a measurement knob)
+        if (anenv && atoi(anenv) > 0 && atoi(anenv) < P.attns) P.attns = atoi(anenv);
+        if (P.attns0 > P.attns) P.attns0 = P.attns;
+        if (P.attpipe && P.attns < 2) {  // say so rather than measure the register path
+            fprintf(stderr, "megaqwen: MQ_CUDA_ATTPIPE=%d: room for %d ring slots of %zu bytes (needs 2, two-buffer layout); not used\n",
+                    P.attpipe, P.attns, sb);
+            P.attpipe = 0;
+        }
+    }
     // lm_head L2 prefetch distance in rows per warp (MQ_CUDA_LMPF; 0 = off): 4 measured the lm_head
     // 139 -> 122 us a step (run 8)
     const char *lpenv = getenv("MQ_CUDA_LMPF");

@@ -512,7 +512,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 KT *ks = kvst ? kv_stage<KT>(Ps, l, pos, reinterpret_cast<KT *>(kvs_p), kvs_cap, S.mb + 2) : nullptr;
                 df_wait(P, c + S_QKV, nQKV * ts, stamp(0));
                 sprof_mark(P, -1);
-                attention<KT, 4>(Ps, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar);
+                attention<KT, 4, true>(Ps, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar);
                 if (ks) kvpar ^= 1u;
                 sprof_mark(P, SP_ATT + 3);
                 df_arrive(c + S_ATT, stamp(1));

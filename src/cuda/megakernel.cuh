@@ -21,6 +21,9 @@ struct LayerW {
     const float *k_norm;        // (head_dim)
 };
 
+// MQ_CUDA_ATTPIPE's ring (megakernel_attention.cuh, att_pass with RING): at most this many slots
+constexpr int ATTPIPE_MAXNS = 16;
+
 // Optimizations of decode v6 (Params.opt bits, MQ_CUDA_OPT; each can be switched off to measure it).
 enum {
     OPT_REGX = 1,    // matvec keeps x in registers (rows of 1,024 columns, >= 2 rows per warp)
@@ -112,6 +115,10 @@ struct Params {
     // scratch during the lm_head); bytes each
     unsigned wreg[3];
     int minch;                       // fewest positions in an attention chunk (MQ_CUDA_MINCH, default 64)
+    int attpipe;                     // df: chunks of at least this many positions read K/V through the
+                                     // bulk-copy ring (att_pass, RING; MQ_CUDA_ATTPIPE, default 0 = off)
+    unsigned attslot;                // the ring's slot bytes (MQ_CUDA_ATTSLOT KB, default 48)
+    int attns0, attns;               // its slots in buffer 0, and in all (the rest in the K/V staging region)
     int lmpf;                        // lm_head: L2 prefetch distance in rows per warp (MQ_CUDA_LMPF, default 4)
     // df lm_head ring (MQ_CUDA_LMRING): lmns slots of lmring rows each, copied by the bulk copy engine
     // into shared memory from the DOWN weight buffer on; lmring = 0: the streamed matvec (lmpf)

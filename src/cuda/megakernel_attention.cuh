@@ -170,9 +170,12 @@ __device__ __forceinline__ void att_rows(const float (&q)[GS][8], float (&m)[GS]
 // R: rows per row group per loop trip, all loaded before any is used, so a chunk of up to
 // R x (row groups) positions costs one memory latency (R = 2 took two trips for a 64-position
 // chunk: 3.6 us of loop at pos 130, run 20). pm: NW x GS x (hd+2) floats of scratch.
-template <int GS, int R, bool SM, typename KT>
+// RING (decode_df, MQ_CUDA_ATTPIPE, sm_90): rows [p0, pe) come through att_ring's bulk-copy ring in
+// ring0 / ring1 (see there), rows [pe, p1) from the cache (Kl, Vl: the kv head's row 0).
+template <int GS, int R, bool SM, typename KT, bool RING = false>
 __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, int p1,
-                         const float *qs, float *pm, float *out) {
+                         const float *qs, float *pm, float *out, unsigned char *ring0 = nullptr,
+                         unsigned char *ring1 = nullptr, int pe = 0) {
     const int hd = P.hd, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const size_t rs = (size_t)hd;  // row stride, staged rows and cache rows alike
     const int pb = SM ? p0 : 0;
@@ -194,7 +197,83 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
     // Trip counts must be warp-uniform: the score reduction shuffles across the whole warp, so a
     // row group past the end still runs the loop and only skips the update.
     const int span = nrg;  // positions one row of the block's row groups covers
-    if constexpr (sizeof(KT) == 2 && !SM && R == 2 && GS <= 2) {
+    if constexpr (RING) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        // The K/V rows of positions [p0, pe) stream by the bulk copy engine through P.attns slots
+        // of P.attslot bytes: P.attns0 in ring0 (decode_df's buffer 0, which holds no copy during
+        // attention for blocks with an item), the rest in ring1 (the K/V staging region, unused when
+        // the chunk did not fit there). A slot holds rsl consecutive rows of K then the same rows of
+        // V (two contiguous ranges of the head-major cache: two copies, issued by thread 0,
+        // completing on the slot's mbarrier); the other slots are in flight while one is computed,
+        // without registers; a __syncthreads after each slot, then thread 0 refills it (~0.4 us a
+        // slot, run 81: so slots of 32-48 KB). Rows [pe, p1) (at most this step's position, which
+        // this block's head prep wrote just before) come from the cache after the ring.
+        __shared__ __align__(8) unsigned long long s_pmb[ATTPIPE_MAXNS];  // slot s full (phase k: its k-th use)
+        const unsigned rowb = (unsigned)hd * sizeof(KT);
+        const size_t slotb = P.attslot;
+        const int NS = P.attns, N0 = P.attns0;
+        const int rsl = (int)(slotb / 2 / rowb);              // rows per slot (32 at hd 128, f32, 32 KB)
+        const int nt = pe > p0 ? (pe - p0 + rsl - 1) / rsl : 0;  // trips (block-uniform)
+        auto slot_at = [&](int i) { return i < N0 ? ring0 + (size_t)i * slotb : ring1 + (size_t)(i - N0) * slotb; };
+        auto issue = [&](int t) {  // trip t: rows [p0 + t rsl, min(pe, +rsl)) into slot t % NS (thread 0)
+            const int a = p0 + t * rsl, n = min(pe - a, rsl);
+            const unsigned bytes = (unsigned)n * rowb, mb = smem_u32(s_pmb + t % NS);
+            const unsigned dst = smem_u32(slot_at(t % NS));
+            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(mb), "r"(2 * bytes) : "memory");
+            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+                         "l"(Kl + (size_t)a * hd), "r"(bytes), "r"(mb)
+                         : "memory");
+            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                             dst + (unsigned)(slotb / 2)),
+                         "l"(Vl + (size_t)a * hd), "r"(bytes), "r"(mb)
+                         : "memory");
+        };
+        if (threadIdx.x == 0 && nt > 0) {
+            for (int i = 0; i < NS; i++)
+                asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(s_pmb + i)) : "memory");
+            // the ring was last read through the generic proxy (and the mbarriers just written by
+            // it); the rows were written by other blocks' generic stores, ordered before this block
+            // by the counters' release/acquire: order both before the async copies
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            asm volatile("fence.proxy.async.global;" ::: "memory");
+            for (int t = 0; t < NS && t < nt; t++) issue(t);
+        }
+        __syncthreads();  // the mbarriers' initialisation before anyone waits on them
+        for (int t = 0; t < nt; t++) {
+            const int a = p0 + t * rsl, e = min(pe, a + rsl);
+            const unsigned char *slot = slot_at(t % NS);
+            mb_wait(smem_u32(s_pmb + t % NS), (unsigned)(t / NS) & 1u);
+            const KT *ks = reinterpret_cast<const KT *>(slot), *vs = reinterpret_cast<const KT *>(slot + slotb / 2);
+            for (int base = a + warp * RPW; base < e; base += 2 * span) {  // two rows per row group at once
+                const int pa = base + rg;
+                float kf[2][8], vf[2][8];
+                bool va[2];
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const int p = pa + r * span;
+                    va[r] = p < e;
+                    const bool ok = act && va[r];
+                    ld8s(ks + (size_t)(ok ? p - a : 0) * hd + sub * 8, ok, kf[r]);
+                    ld8s(vs + (size_t)(ok ? p - a : 0) * hd + sub * 8, ok, vf[r]);
+                }
+                att_rows<GS, 2>(q, m, ls, acc, kf, vf, va, LPR);
+            }
+            __syncthreads();  // every warp is done with the slot: refill it
+            if (threadIdx.x == 0 && t + NS < nt) {
+                asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+                issue(t + NS);
+            }
+        }
+        for (int base = pe + warp * RPW; base < p1; base += span) {  // [pe, p1): this step's position
+            const int p = base + rg;
+            float kf[1][8], vf[1][8];
+            const bool va[1] = {p < p1};
+            ld8(Kl + (size_t)(va[0] && act ? p : 0) * hd + sub * 8, va[0] && act, kf[0]);
+            ld8(Vl + (size_t)(va[0] && act ? p : 0) * hd + sub * 8, va[0] && act, vf[0]);
+            att_rows<GS, 1>(q, m, ls, acc, kf, vf, va, LPR);
+        }
+#endif
+    } else if constexpr (sizeof(KT) == 2 && !SM && R == 2 && GS <= 2) {
         // 16-bit cache, rows from the cache, 2 rows per trip (the grid kernel's passes): a trip
         // keeps its rows as loaded (4 registers per 8 elements, half of the floats') and converts
         // one row at a time, so it carries 2R rows in the registers f32 uses for R: the same bytes
@@ -340,6 +419,7 @@ __device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, si
     const int p0 = c * csz, p1 = min(len, p0 + csz), pe = min(p1, pos);
     const unsigned rowb = (unsigned)hd * sizeof(KT);
     if ((size_t)(p1 - p0) * rowb * 2 > cap || (rowb & 15)) return nullptr;
+    if (P.attpipe > 0 && p1 - p0 >= P.attpipe) return nullptr;  // the chunk goes through att_pass's ring
     if (threadIdx.x < 32) {
         // rows [p0, pe) of this kv head: one contiguous range in each cache (16-byte aligned: the
         // arena is, and every row is a 16-byte multiple), landing at ks (K) and vs (V)
@@ -386,7 +466,9 @@ __device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, si
 // the chunk partials for the O stage to combine (combine_att) instead of combining them here.
 // RB: rows per row group per att_pass trip for passes of 1-2 heads (4: one trip covers a
 // 64-position chunk; the grid kernel's 128-register budget takes 2, which spilled at 4).
-template <typename KT, int RB>
+// DF: called by decode_df (two-buffer mode: sm is its stage-vector region, weight buffer 0 at
+// sm - (wbuf + wbuf1 + kvbuf), the K/V staging region at sm - kvbuf): MQ_CUDA_ATTPIPE's ring.
+template <typename KT, int RB, bool DF = false>
 __device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm, bool defer = false,
                                        KT *ks = nullptr, unsigned long long *kmb = nullptr, unsigned kpar = 0) {
     const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
@@ -426,10 +508,26 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
     if (ks) mb_wait(smem_u32(kmb), kpar);  // the staged rows have landed
     __syncthreads();
     sprof_mark(P, SP_ATT);  // q/k/v head prep
-    for (int g0 = 0; g0 < G; g0 += 4) {
-        const int gs = G - g0 < 4 ? G - g0 : 4;
+    // MQ_CUDA_ATTPIPE: long chunks through the bulk-copy ring (att_pass, RING), 1-2 heads per pass.
+    // Buffer 0 is free here unless this block copies gate|up into it during attention (GUEARLY
+    // without GUATT); its q|k|v readers passed the QKV stage's arrival, and gate|up's copy into it
+    // starts after the O stage's __syncthreads, when the ring's last copies have landed and been read.
+    bool ring = false;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // the ring's bulk copies
+    ring = DF && !ks && P.attpipe > 0 && p1 - p0 >= P.attpipe && !((P.opt & OPT_GUEARLY) && !(P.opt & OPT_GUATT));
+#endif
+    const int gmax = ring ? 2 : 4;
+    for (int g0 = 0; g0 < G; g0 += gmax) {
+        const int gs = G - g0 < gmax ? G - g0 : gmax;
         const float *qg = qs + g0 * hd;
         float *rg = res + (size_t)g0 * stride;
+        if (ring) {
+            unsigned char *r1 = reinterpret_cast<unsigned char *>(sm) - P.kvbuf, *r0 = r1 - ((size_t)P.wbuf + P.wbuf1);
+            const int pe = min(p1, pos);  // rows before this step's position: written by earlier steps
+            if (gs == 1) att_pass<1, 2, false, KT, true>(P, Kl, Vl, p0, p1, qg, pm, rg, r0, r1, pe);
+            else att_pass<2, 2, false, KT, true>(P, Kl, Vl, p0, p1, qg, pm, rg, r0, r1, pe);
+            continue;
+        }
         if (ks) {
             switch (gs) {
             case 1: att_pass<1, RB, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
