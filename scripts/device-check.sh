@@ -260,7 +260,7 @@ if want sweep; then
     env MQ_CUDA_SYNC=$sy $ev MQ_CUDA_PROFILE=1 timeout 30 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 124 \
       --ids --ignore-eos --backend cuda 2>/tmp/prof.txt >/dev/null
     { echo "== $cfg"; cat /tmp/var.txt /tmp/prof.txt; } >>"$LOG"
-    row "$cfg: $(grep -E '^\| [0-9]+ \|' /tmp/var.txt | cut -d'|' -f2-3 | tr -s ' ' | tr '\n' ' ')"
+    row "$cfg: $(grep -E '^\| [0-9]+ \|' /tmp/var.txt | cut -d'|' -f2-3,8 | tr -s ' ' | tr '\n' ' ')"
     row "  $(grep profile /tmp/prof.txt | tail -1 | sed 's/.*block.s work)://; s/.*interval \/ work \/ wake)://')"
   done
 fi
@@ -402,7 +402,7 @@ if [ -n "$ONLY" ] && want ab; then
         MQ_CUDA_SYNC=${DC_AB_SYNC:-df} timeout 60 "$b" bench -m $M06 --backend cuda --ctx ${DC_SWEEP_CTX:-16,1024,4096} \
           -n 128 --bw "$BW" --power-s 0 --idle-s 0 >/tmp/ab.txt 2>&1
         { echo "== ab $tag"; cat /tmp/ab.txt; } >>"$LOG"
-        r=$(grep -E '^\| [0-9]+ \|' /tmp/ab.txt | cut -d'|' -f2-3 | tr -s ' ' | tr '\n' ' ')
+        r=$(grep -E '^\| [0-9]+ \|' /tmp/ab.txt | cut -d'|' -f2-3,8 | tr -s ' ' | tr '\n' ' ')
         row "ab $tag: ${r:-$(head -1 /tmp/ab.txt)}"
       done
     fi

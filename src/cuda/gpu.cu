@@ -15,7 +15,8 @@ extern "C" {
 #include "gpu.h"
 }
 
-extern "C" const void *mqk_kernel(int kvt, int df);  // df: 0 grid barriers, 1 dataflow, 2 dataflow + fused MLP
+extern "C" const void *mqk_kernel(int kvt, int df);  // df: 0 grid barriers, 1 dataflow, 2 dataflow + fused MLP,
+                                                     // 3: that with attention's K/V ring (long contexts)
 
 using mqk::LayerW;
 using mqk::NT;
@@ -54,6 +55,8 @@ struct mq_gpu {
     int cluster;          // > 1: the dataflow kernel is launched in clusters of this many blocks (MQ_CUDA_CLUSTER)
     int prof_k;           // df profile: stage instances recorded per launch
     int fuse;             // gate|up + down fused (MQ_CUDA_FUSE=0: separate stages)
+    int ringk;            // the fused dataflow kernel with attention's K/V ring fits (P.attpipe > 0 uses it)
+    int ring_ctx;         // launches ending at >= this many positions run that kernel (MQ_CUDA_RING_CTX)
     size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)
     size_t bytes;         // arena size
     char *arena;          // the one device allocation
@@ -205,7 +208,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     // Decode kernels: grid barriers (v4: 2 blocks/SM) and dataflow counters with staged weights
     // (v5: 1 block/SM; bulk copies need sm_90, elsewhere it streams weights like v4).
     // MQ_CUDA_SYNC=grid|df|auto; auto (default) runs df for launches that end within
-    // MQ_CUDA_DF_MAX positions (default 20480) and the grid kernel past it, where its 2 blocks/SM
+    // MQ_CUDA_DF_MAX positions (default 20480; every depth when the K/V ring below is on) and the
+    // grid kernel past it, where its 2 blocks/SM
     // split attention twice as finely (run 82, H200, v9: df +8% at 16K, grid +3.6% at 32K; 12288
     // before, from run 43's v8: grid +3.7% at 16K; docs/perf-notes.md).
     const char *syenv = getenv("MQ_CUDA_SYNC");
@@ -292,8 +296,13 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
         stage_slices(s, (size_t)gdf, slices);
         // the kernel's static shared memory (reduction scratch, own residual rows, mbarriers, the
         // lm_head ring's state, the profile counters) comes on top of the dynamic size
-        cudaFuncAttributes fa0;
+        // (the ring kernel's is a little larger: its ring's mbarriers)
+        cudaFuncAttributes fa0, far;
         CKN(cudaFuncGetAttributes(&fa0, mqk_kernel(g->kvt, g->fuse ? 2 : 1)));
+        if (g->fuse) {
+            CKN(cudaFuncGetAttributes(&far, mqk_kernel(g->kvt, 3)));
+            if (far.sharedSizeBytes > fa0.sharedSizeBytes) fa0.sharedSizeBytes = far.sharedSizeBytes;
+        }
         const size_t optin = prop.sharedMemPerBlockOptin, base = (size_t)smem_base + fa0.sharedSizeBytes;
         // ring mode (MQ_CUDA_RING=1; off by default: measured 1.5% slower than two buffers, run 8 in
         // docs/perf-notes.md): regions for gate|up, q|k|v (>= attention's scratch) and o/down (>= the
@@ -342,6 +351,14 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
         }
         if (occd >= 1) {
             g->grid_df = gdf;
+            // the ring kernel (long contexts, sm_90: bulk copies): same grid and shared memory
+            if (g->fuse && prop.major >= 9 && !wreg[0]) {
+                const void *frg = mqk_kernel(g->kvt, 3);
+                int occr = 0;
+                CKN(cudaFuncSetAttribute(frg, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem_df));
+                CKN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occr, frg, NT, g->smem_df));
+                g->ringk = occr >= 1;
+            }
             // MQ_CUDA_CLUSTER=C (measurement knob, sm_90): the dataflow kernel launched in thread-block
             // clusters of C blocks (the kernel does not use them yet: what the launch alone costs, and
             // whether every cluster is co-resident at this grid; docs/perf-notes.md, session 8)
@@ -520,14 +537,19 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     for (int k = 0; k < 3; k++) P.wreg[k] = (unsigned)wreg[k];
     const char *mcenv = getenv("MQ_CUDA_MINCH");  // fewest positions per attention chunk
     P.minch = mcenv && atoi(mcenv) > 0 ? atoi(mcenv) : 64;
-    // df: attention chunks of >= N positions stream K/V through a bulk-copy ring in weight buffer 0
-    // and the K/V staging region (MQ_CUDA_ATTPIPE=N; default 0 = off: with v9's att_rows not yet
-    // measured; 1 = every chunk, for the tests)
+    // Long contexts: attention's chunks of >= MQ_CUDA_ATTPIPE positions (default 512; 0 = off; 1 = every
+    // chunk, for the tests) stream their K/V rows through a bulk-copy ring in weight buffer 0 and the
+    // K/V staging region, in the fused dataflow kernel's RING instance, which launches that end at
+    // >= MQ_CUDA_RING_CTX positions (default 8192) run. Why a ring: the register path issues a trip's
+    // loads only after the previous trip's compute; the ring keeps slots in flight without registers
+    // (df at 32K +24%, session 15 run 84).
     const char *apenv = getenv("MQ_CUDA_ATTPIPE");
-    P.attpipe = apenv && atoi(apenv) > 0 ? atoi(apenv) : 0;
+    P.attpipe = !g->ringk ? 0 : apenv && *apenv ? (atoi(apenv) > 0 ? atoi(apenv) : 0) : 512;
+    const char *rcenv = getenv("MQ_CUDA_RING_CTX");
+    g->ring_ctx = rcenv && atoi(rcenv) > 0 ? atoi(rcenv) : 8192;
     {   // its ring: slots of MQ_CUDA_ATTSLOT KB in buffer 0, then in the K/V staging region
         const char *asenv = getenv("MQ_CUDA_ATTSLOT");
-        size_t sb = (size_t)(asenv && atoi(asenv) > 0 ? atoi(asenv) : 48) * 1024;  // 48 KB: run 81's best
+        size_t sb = (size_t)(asenv && atoi(asenv) > 0 ? atoi(asenv) : 32) * 1024;  // 32 KB: run 84's best
         if (sb > 65536) sb = 65536;
         const size_t n0 = wreg[0] ? 0 : wbuf / sb, n1 = wreg[0] ? 0 : kvbuf / sb;
         P.attslot = (unsigned)sb;
@@ -536,12 +558,16 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
         const char *anenv = getenv("MQ_CUDA_ATTNS");  // at most this many slots (a measurement knob)
         if (anenv && atoi(anenv) > 0 && atoi(anenv) < P.attns) P.attns = atoi(anenv);
         if (P.attns0 > P.attns) P.attns0 = P.attns;
-        if (P.attpipe && P.attns < 2) {  // say so rather than measure the register path
-            fprintf(stderr, "megaqwen: MQ_CUDA_ATTPIPE=%d: room for %d ring slots of %zu bytes (needs 2, two-buffer layout); not used\n",
-                    P.attpipe, P.attns, sb);
+        if (P.attpipe && P.attns < 2) {
+            if (apenv && *apenv)  // asked for: say so rather than measure the register path
+                fprintf(stderr, "megaqwen: MQ_CUDA_ATTPIPE=%d: room for %d ring slots of %zu bytes (needs 2); not used\n",
+                        P.attpipe, P.attns, sb);
             P.attpipe = 0;
         }
     }
+    // auto: with the ring the dataflow kernel beats the grid kernel at 32K too (run 84: 332 vs 286
+    // tok/s), so it runs at every depth unless MQ_CUDA_DF_MAX says otherwise
+    if (P.attpipe > 0 && !(getenv("MQ_CUDA_DF_MAX") && atoi(getenv("MQ_CUDA_DF_MAX")) > 0)) g->df_max = 1 << 30;
     // lm_head L2 prefetch distance in rows per warp (MQ_CUDA_LMPF; 0 = off): 4 measured the lm_head
     // 139 -> 122 us a step (run 8)
     const char *lpenv = getenv("MQ_CUDA_LMPF");
@@ -602,11 +628,12 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     CKN(e);
     snprintf(g->desc, sizeof g->desc,
              "%.200s: %s kernel%s, %d SMs; dataflow: grid %d, %d B smem/block (weights: %zu + %zu, K/V staging %zu, or ring %zu+%zu+%zu; "
-             "lm_head ring %d x %d rows); grid-barrier: grid %d x %d threads (%d/SM), %d B smem/block (%zu staged "
-             "weights); %s KV cache, %s MLP, arena %.3f GB",
+             "lm_head ring %d x %d rows; attention K/V ring %d x %u B for chunks >= %d positions at >= %d); grid-barrier: "
+             "grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights); %s KV cache, %s MLP, arena %.3f GB",
              prop.name, g->sync == SYNC_GRID ? "grid-barrier" : "dataflow",
-             g->sync == SYNC_AUTO ? " (grid-barrier past MQ_CUDA_DF_MAX positions)" : "", g->sms, g->grid_df,
-             g->smem_df, wbuf, wbuf1, kvbuf, wreg[0], wreg[1], wreg[2], lmns, lmring, g->grid, NT, bps, g->smem, g->wsmem,
+             g->sync == SYNC_AUTO && g->df_max < (1 << 30) ? " (grid-barrier past MQ_CUDA_DF_MAX positions)" : "",
+             g->sms, g->grid_df, g->smem_df, wbuf, wbuf1, kvbuf, wreg[0], wreg[1], wreg[2], lmns, lmring,
+             P.attpipe ? P.attns : 0, P.attslot, P.attpipe, g->ring_ctx, g->grid, NT, bps, g->smem, g->wsmem,
              g->kvt == mqk::KV_F32 ? "f32" : g->kvt == mqk::KV_BF16 ? "bf16" : "f16",
              g->fuse ? "fused" : "2-stage", g->bytes / 1e9);
     if (g->profile) fprintf(stderr, "megakernel: %s\n", g->desc);
@@ -781,6 +808,8 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     P.logits_all = logits_all;
     CK(cudaMemset(P.bar, 0, 3 * sizeof(unsigned)));  // bar, ctl[0], ctl[1]
     const int df = g->sync == SYNC_DF || (g->sync == SYNC_AUTO && (long long)pos + n <= g->df_max);
+    // which kernel: grid barriers, dataflow (+ fused MLP), or that with attention's K/V ring past ring_ctx
+    const int kid = !df ? 0 : !g->fuse ? 1 : P.attpipe > 0 && (long long)pos + n >= g->ring_ctx ? 3 : 2;
     if (!df) P.sprof = NULL;  // the sub-stage counters belong to the dataflow kernel (sprof_begin/end)
     if (df) {
         CK(cudaMemset(P.flg, 0, ((size_t)g->s.n_layers * 5 + 1) * sizeof(unsigned)));
@@ -797,9 +826,9 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         at[1].id = cudaLaunchAttributeClusterDimension;
         at[1].val.clusterDim.x = g->cluster, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
         cfg.attrs = at, cfg.numAttrs = 2;
-        CK(cudaLaunchKernelExC(&cfg, (const void *)mqk_kernel(g->kvt, df ? (g->fuse ? 2 : 1) : 0), args));
+        CK(cudaLaunchKernelExC(&cfg, (const void *)mqk_kernel(g->kvt, kid), args));
     } else {
-        CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kvt, df ? (g->fuse ? 2 : 1) : 0), dim3(df ? g->grid_df : g->grid), dim3(NT), args,
+        CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kvt, kid), dim3(df ? g->grid_df : g->grid), dim3(NT), args,
                                        (size_t)(df ? g->smem_df : g->smem), 0));
     }
     CK(cudaGetLastError());

@@ -371,8 +371,11 @@ __device__ __forceinline__ const float *own_x(const Params &P, int r0, int r1, f
 
 // FUSE (MQ_CUDA_FUSE=1, P.fuse): gate|up and down as one stage (the fused MLP below); a template
 // parameter so that each kernel holds only its own MLP's code (both in one body raised the spills
-// and cost the unfused kernel 4%, run 67).
-template <typename KT, bool FUSE>
+// and cost the unfused kernel 4%, run 67). RING (with FUSE only): attention's long chunks read their
+// K/V rows through the bulk-copy ring (att_pass, MQ_CUDA_ATTPIPE); a kernel of its own, launched
+// only for long contexts, because its code in the default kernel cost short contexts 1-5% (spills,
+// session 15 run 84).
+template <typename KT, bool FUSE, bool RING = false>
 __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Params P) {
     // The out-of-line stages (attention, kv_stage, the lm_head's) read Params through this shared
     // copy, the kernel body from the parameter itself. Passed by value, those functions read the
@@ -512,7 +515,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 KT *ks = kvst ? kv_stage<KT>(Ps, l, pos, reinterpret_cast<KT *>(kvs_p), kvs_cap, S.mb + 2) : nullptr;
                 df_wait(P, c + S_QKV, nQKV * ts, stamp(0));
                 sprof_mark(P, -1);
-                attention<KT, 4, true>(Ps, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar);
+                attention<KT, 4, RING>(Ps, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar);
                 if (ks) kvpar ^= 1u;
                 sprof_mark(P, SP_ATT + 3);
                 df_arrive(c + S_ATT, stamp(1));
@@ -682,9 +685,14 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
 }  // namespace mqk
 
 // The kernel for a KV cache of element type kvt (mqk::KV_F32, KV_BF16, KV_F16); df = 1: the dataflow kernel,
-// 2: the dataflow kernel with the fused MLP (MQ_CUDA_FUSE=1), 0: the grid-barrier kernel.
+// 2: the dataflow kernel with the fused MLP (MQ_CUDA_FUSE=1), 3: that with attention's K/V ring (long
+// contexts), 0: the grid-barrier kernel.
 extern "C" const void *mqk_kernel(int kvt, int df) {
     using namespace mqk;
+    if (df == 3)
+        return kvt == KV_F32    ? reinterpret_cast<const void *>(&decode_df<float, true, true>)
+             : kvt == KV_BF16 ? reinterpret_cast<const void *>(&decode_df<__nv_bfloat16, true, true>)
+                              : reinterpret_cast<const void *>(&decode_df<__half, true, true>);
     if (df == 2)
         return kvt == KV_F32    ? reinterpret_cast<const void *>(&decode_df<float, true>)
              : kvt == KV_BF16 ? reinterpret_cast<const void *>(&decode_df<__nv_bfloat16, true>)

@@ -466,9 +466,9 @@ __device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, si
 // the chunk partials for the O stage to combine (combine_att) instead of combining them here.
 // RB: rows per row group per att_pass trip for passes of 1-2 heads (4: one trip covers a
 // 64-position chunk; the grid kernel's 128-register budget takes 2, which spilled at 4).
-// DF: called by decode_df (two-buffer mode: sm is its stage-vector region, weight buffer 0 at
-// sm - (wbuf + wbuf1 + kvbuf), the K/V staging region at sm - kvbuf): MQ_CUDA_ATTPIPE's ring.
-template <typename KT, int RB, bool DF = false>
+// RING: called by decode_df<..., RING> (two-buffer mode: sm is its stage-vector region, weight buffer
+// 0 at sm - (wbuf + wbuf1 + kvbuf), the K/V staging region at sm - kvbuf): MQ_CUDA_ATTPIPE's ring.
+template <typename KT, int RB, bool RING = false>
 __device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm, bool defer = false,
                                        KT *ks = nullptr, unsigned long long *kmb = nullptr, unsigned kpar = 0) {
     const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
@@ -514,7 +514,7 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
     // starts after the O stage's __syncthreads, when the ring's last copies have landed and been read.
     bool ring = false;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // the ring's bulk copies
-    ring = DF && !ks && P.attpipe > 0 && p1 - p0 >= P.attpipe && !((P.opt & OPT_GUEARLY) && !(P.opt & OPT_GUATT));
+    ring = RING && !ks && P.attpipe > 0 && p1 - p0 >= P.attpipe && !((P.opt & OPT_GUEARLY) && !(P.opt & OPT_GUATT));
 #endif
     const int gmax = ring ? 2 : 4;
     for (int g0 = 0; g0 < G; g0 += gmax) {
