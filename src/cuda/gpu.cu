@@ -537,19 +537,20 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     for (int k = 0; k < 3; k++) P.wreg[k] = (unsigned)wreg[k];
     const char *mcenv = getenv("MQ_CUDA_MINCH");  // fewest positions per attention chunk
     P.minch = mcenv && atoi(mcenv) > 0 ? atoi(mcenv) : 64;
-    // Long contexts: attention's chunks of >= MQ_CUDA_ATTPIPE positions (default 512; 0 = off; 1 = every
-    // chunk, for the tests) stream their K/V rows through a bulk-copy ring in weight buffer 0 and the
-    // K/V staging region, in the fused dataflow kernel's RING instance, which launches that end at
-    // >= MQ_CUDA_RING_CTX positions (default 8192) run. Why a ring: the register path issues a trip's
-    // loads only after the previous trip's compute; the ring keeps slots in flight without registers
-    // (df at 32K +24%, session 15 run 84).
+    // Long contexts: launches that end at >= MQ_CUDA_RING_CTX positions (default 8192) run the fused
+    // dataflow kernel's RING instance, in which attention's chunks of >= MQ_CUDA_ATTPIPE positions
+    // (default 1: all; 0 = no ring kernel) stream their K/V rows through a bulk-copy ring in weight
+    // buffer 0 and the K/V staging region. Why: the register path issues a trip's loads only after
+    // the previous trip's compute; the ring keeps slots in flight without registers (df at 32K
+    // +22%, at 8K +4%, session 15 runs 84-85; a mix of ring and register chunks at 8K was slower
+    // than either).
     const char *apenv = getenv("MQ_CUDA_ATTPIPE");
-    P.attpipe = !g->ringk ? 0 : apenv && *apenv ? (atoi(apenv) > 0 ? atoi(apenv) : 0) : 512;
+    P.attpipe = !g->ringk ? 0 : apenv && *apenv ? (atoi(apenv) > 0 ? atoi(apenv) : 0) : 1;
     const char *rcenv = getenv("MQ_CUDA_RING_CTX");
     g->ring_ctx = rcenv && atoi(rcenv) > 0 ? atoi(rcenv) : 8192;
     {   // its ring: slots of MQ_CUDA_ATTSLOT KB in buffer 0, then in the K/V staging region
         const char *asenv = getenv("MQ_CUDA_ATTSLOT");
-        size_t sb = (size_t)(asenv && atoi(asenv) > 0 ? atoi(asenv) : 32) * 1024;  // 32 KB: run 84's best
+        size_t sb = (size_t)(asenv && atoi(asenv) > 0 ? atoi(asenv) : 48) * 1024;  // 48 KB: run 85
         if (sb > 65536) sb = 65536;
         const size_t n0 = wreg[0] ? 0 : wbuf / sb, n1 = wreg[0] ? 0 : kvbuf / sb;
         P.attslot = (unsigned)sb;

@@ -437,6 +437,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
     if (threadIdx.x == 0 && (P.wbuf || ring)) {
         for (int k = 0; k < 3; k++)
             asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(s_mb + k)) : "memory");
+        if constexpr (RING) att_ring_init();  // attention's K/V ring
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
 #endif
@@ -512,7 +513,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             if (blockIdx.x < items) {
                 // the staging region, or buffer 0 (q|k|v's weights, read above; free until the
                 // O stage's copy without GUEARLY); two-buffer mode leaves mbarrier 2 to this copy
-                KT *ks = kvst ? kv_stage<KT>(Ps, l, pos, reinterpret_cast<KT *>(kvs_p), kvs_cap, S.mb + 2) : nullptr;
+                KT *ks = kvst ? kv_stage<KT, RING>(Ps, l, pos, reinterpret_cast<KT *>(kvs_p), kvs_cap, S.mb + 2) : nullptr;
                 df_wait(P, c + S_QKV, nQKV * ts, stamp(0));
                 sprof_mark(P, -1);
                 attention<KT, 4, RING>(Ps, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar);

@@ -170,8 +170,22 @@ __device__ __forceinline__ void att_rows(const float (&q)[GS][8], float (&m)[GS]
 // R: rows per row group per loop trip, all loaded before any is used, so a chunk of up to
 // R x (row groups) positions costs one memory latency (R = 2 took two trips for a 64-position
 // chunk: 3.6 us of loop at pos 130, run 20). pm: NW x GS x (hd+2) floats of scratch.
-// RING (decode_df, MQ_CUDA_ATTPIPE, sm_90): rows [p0, pe) come through att_ring's bulk-copy ring in
+// RING (decode_df, MQ_CUDA_ATTPIPE, sm_90): rows [p0, pe) come through the bulk-copy ring in
 // ring0 / ring1 (see there), rows [pe, p1) from the cache (Kl, Vl: the kv head's row 0).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+// The K/V ring's state (att_pass, RING): slot s's mbarrier (full), and bit s = the phase parity its
+// next use completes. Only the kernels that use them (decode_df<..., RING>) allocate them.
+static __shared__ __align__(8) unsigned long long att_ring_mb[ATTPIPE_MAXNS];
+static __shared__ unsigned att_ring_ph;
+
+// Thread 0, once per launch, before the kernel's fence.mbarrier_init and __syncthreads.
+__device__ __forceinline__ void att_ring_init() {
+    for (int i = 0; i < ATTPIPE_MAXNS; i++)
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(att_ring_mb + i)) : "memory");
+    att_ring_ph = 0;
+}
+#endif
+
 template <int GS, int R, bool SM, typename KT, bool RING = false>
 __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, int p1,
                          const float *qs, float *pm, float *out, unsigned char *ring0 = nullptr,
@@ -208,7 +222,7 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
         // without registers; a __syncthreads after each slot, then thread 0 refills it (~0.4 us a
         // slot, run 81: so slots of 32-48 KB). Rows [pe, p1) (at most this step's position, which
         // this block's head prep wrote just before) come from the cache after the ring.
-        __shared__ __align__(8) unsigned long long s_pmb[ATTPIPE_MAXNS];  // slot s full (phase k: its k-th use)
+        unsigned long long *s_pmb = att_ring_mb;  // slot s full (initialised once per launch: att_ring_init)
         const unsigned rowb = (unsigned)hd * sizeof(KT);
         const size_t slotb = P.attslot;
         const int NS = P.attns, N0 = P.attns0;
@@ -229,20 +243,22 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
                          : "memory");
         };
         if (threadIdx.x == 0 && nt > 0) {
-            for (int i = 0; i < NS; i++)
-                asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(s_pmb + i)) : "memory");
-            // the ring was last read through the generic proxy (and the mbarriers just written by
-            // it); the rows were written by other blocks' generic stores, ordered before this block
-            // by the counters' release/acquire: order both before the async copies
+            // the ring was last read through the generic proxy; the rows were written by other
+            // blocks' generic stores, ordered before this block by the counters' release/acquire:
+            // order both before the async copies
             asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
             asm volatile("fence.proxy.async.global;" ::: "memory");
             for (int t = 0; t < NS && t < nt; t++) issue(t);
         }
-        __syncthreads();  // the mbarriers' initialisation before anyone waits on them
+        __syncthreads();  // att_ring_ph as the previous pass left it
+        // slot s's next phase parity: bit s of att_ring_ph, flipped by each use (the barriers are
+        // initialised once per launch: re-initialising one that a bulk copy completed on is what
+        // compute-sanitizer's racecheck flagged as unordered copies into the slot, run 85)
+        const unsigned ph0 = att_ring_ph;
         for (int t = 0; t < nt; t++) {
             const int a = p0 + t * rsl, e = min(pe, a + rsl);
             const unsigned char *slot = slot_at(t % NS);
-            mb_wait(smem_u32(s_pmb + t % NS), (unsigned)(t / NS) & 1u);
+            mb_wait(smem_u32(s_pmb + t % NS), ((ph0 >> (t % NS)) ^ (unsigned)(t / NS)) & 1u);
             const KT *ks = reinterpret_cast<const KT *>(slot), *vs = reinterpret_cast<const KT *>(slot + slotb / 2);
             for (int base = a + warp * RPW; base < e; base += 2 * span) {  // two rows per row group at once
                 const int pa = base + rg;
@@ -263,6 +279,12 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
                 asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
                 issue(t + NS);
             }
+        }
+        if (threadIdx.x == 0 && nt > 0) {  // every thread read ph0 before the loop's __syncthreads
+            unsigned ph = ph0;
+            for (int sl = 0; sl < NS; sl++)
+                if ((nt / NS + (sl < nt % NS ? 1 : 0)) & 1) ph ^= 1u << sl;
+            att_ring_ph = ph;
         }
         for (int base = pe + warp * RPW; base < p1; base += span) {  // [pe, p1): this step's position
             const int p = base + rg;
@@ -407,7 +429,7 @@ __device__ __forceinline__ int att_chunks(const Params &P, int len, int &csz) {
 // later wake, run 9; one bulk copy per row cost ~2 us of issue: docs/perf-notes.md, v6).
 // Returns ks, or NULL (nothing issued) when the block has no item, the chunk does not fit in cap
 // bytes, or the device has no bulk copy engine.
-template <typename KT>
+template <typename KT, bool RING = false>
 __device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, size_t cap, unsigned long long *mb) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     const int hd = P.hd, len = pos + 1;
@@ -419,7 +441,7 @@ __device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, si
     const int p0 = c * csz, p1 = min(len, p0 + csz), pe = min(p1, pos);
     const unsigned rowb = (unsigned)hd * sizeof(KT);
     if ((size_t)(p1 - p0) * rowb * 2 > cap || (rowb & 15)) return nullptr;
-    if (P.attpipe > 0 && p1 - p0 >= P.attpipe) return nullptr;  // the chunk goes through att_pass's ring
+    if (RING && P.attpipe > 0 && p1 - p0 >= P.attpipe) return nullptr;  // the chunk goes through att_pass's ring
     if (threadIdx.x < 32) {
         // rows [p0, pe) of this kv head: one contiguous range in each cache (16-byte aligned: the
         // arena is, and every row is a 16-byte multiple), landing at ks (K) and vs (V)
