@@ -28,6 +28,13 @@ struct mq_backend {
      * device with sampling params s and history (for repetition penalty). Returns token or -1. */
     int (*step_sample)(mq_backend *b, int32_t id, int pos, const mq_sampling *s, uint64_t *rng,
                        const int32_t *hist, int n_hist);
+    /* Optional (NULL if absent): generate_greedy's contract with sampling: up to n steps, each token
+     * chosen on the device with params s (penalty window hist[0..n_hist) = the ids up to and
+     * including `id`, plus the tokens fed since; *rng advanced per draw) and fed back without a host
+     * round trip. Returns the count written to out, -1 on error, or 0 when the device cannot run
+     * these settings (the caller then steps with step_sample). */
+    int (*generate_sample)(mq_backend *b, int32_t id, int pos, int n, const mq_sampling *s, uint64_t *rng,
+                           const int32_t *hist, int n_hist, const int32_t *stop, int n_stop, int32_t *out);
     void (*free)(mq_backend *b);
 };
 

@@ -85,7 +85,10 @@ static int cuda_step_sample(mq_backend *be, int32_t id, int pos, const mq_sampli
     cuda_be *b = (cuda_be *)be;
     mq_gpu_samp gs = {.temperature = s->temperature, .top_p = s->top_p, .min_p = s->min_p,
                       .rep_penalty = s->rep_penalty, .top_k = s->top_k, .rep_last_n = s->rep_last_n};
-    if (mq_gpu_sample_supported(b->g, &gs)) return mq_gpu_sample(b->g, id, pos, &gs, rng, hist, n_hist);
+    if (mq_gpu_sample_supported(b->g, &gs)) {
+        int32_t t = -1;
+        return mq_gpu_sample(b->g, id, pos, 1, &gs, rng, hist, n_hist, NULL, 0, &t) < 0 ? -1 : t;
+    }
     if (cuda_forward(be, &id, 1, pos, NULL) != 0) return -1;
     if (!b->has_smp) {
         if (mq_sampler_init(&b->smp, b->vocab, s) != 0) return -1;
@@ -97,6 +100,16 @@ static int cuda_step_sample(mq_backend *be, int32_t id, int pos, const mq_sampli
     int t = mq_sampler_sample(&b->smp, b->smp.probs, hist, n_hist);
     *rng = b->smp.rng;
     return t;
+}
+
+/* Many sampled steps in one launch (mq_gpu_sample); 0 when the settings need the host sampler. */
+static int cuda_generate_sample(mq_backend *be, int32_t id, int pos, int n, const mq_sampling *s, uint64_t *rng,
+                                const int32_t *hist, int n_hist, const int32_t *stop, int n_stop, int32_t *out) {
+    cuda_be *b = (cuda_be *)be;
+    mq_gpu_samp gs = {.temperature = s->temperature, .top_p = s->top_p, .min_p = s->min_p,
+                      .rep_penalty = s->rep_penalty, .top_k = s->top_k, .rep_last_n = s->rep_last_n};
+    if (n < 1 || !mq_gpu_sample_supported(b->g, &gs)) return 0;
+    return mq_gpu_sample(b->g, id, pos, n, &gs, rng, hist, n_hist, stop, n_stop, out);
 }
 
 static void cuda_free(mq_backend *be) {
@@ -186,6 +199,7 @@ mq_backend *mq_cuda_new_kv(const mq_model *m, int max_ctx, const char *kv) {
     b->base.last_logits = cuda_last_logits;
     b->base.generate_greedy = cuda_generate_greedy;
     b->base.step_sample = cuda_step_sample;
+    b->base.generate_sample = cuda_generate_sample;
     b->base.free = cuda_free;
     return &b->base;
 fail:

@@ -57,11 +57,13 @@ typedef struct {
 } mq_gpu_samp;
 /* 1 if mq_gpu_sample runs these settings on the device: top_k in [1, 1024], or no top-p/min-p. */
 int mq_gpu_sample_supported(const mq_gpu *g, const mq_gpu_samp *s);
-/* One decode step feeding `id` at `pos`, then sampling the next token on the device (penalty
- * over hist[0..n_hist)); *rng is the xorshift64* state, advanced as src/sampler.c does.
- * Returns the token or -1 (mq_err). */
-int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, const mq_gpu_samp *s, uint64_t *rng, const int32_t *hist,
-                  int n_hist);
+/* Up to n decode steps in one launch, feeding `id` at `pos`, then each step samples the next token
+ * on the device and feeds it back (no host round trip), as src/sampler.c would step by step: the
+ * penalty window is hist[0..n_hist) (the ids up to and including `id`) plus the tokens fed since;
+ * *rng is the xorshift64* state, advanced as src/sampler.c does. Stops after a token in
+ * stop[0..n_stop). Writes the chosen tokens to out; returns their count (>= 1) or -1 (mq_err). */
+int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, int n, const mq_gpu_samp *s, uint64_t *rng, const int32_t *hist,
+                  int n_hist, const int32_t *stop, int n_stop, int32_t *out);
 /* The dataflow decode kernel's shared-memory plan (two-buffer mode) for `grid` blocks: bytes of
  * weight buffer 0 (each block's q|k|v and gate|up row slices; gate|up in whole (gate, up) row
  * pairs), buffer 1 (o and down) and attention's K/V staging region. optin: the bytes a block may

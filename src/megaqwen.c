@@ -252,8 +252,11 @@ int mq_is_eos(const mq_ctx *c, int32_t id) {
 int mq_generate(mq_ctx *c, int32_t first, int n, int32_t *out, mq_token_cb cb, void *user) {
     int k = 0;
     int32_t id = first;
-    if (greedy(c) && c->be->generate_greedy) {
-        /* Device-side greedy loop in chunks: small first chunk so streaming starts at once. */
+    /* Device-side loops (greedy, or sampling the device supports) in chunks: a small first chunk
+     * so streaming starts at once. */
+    const int g = greedy(c);
+    int dev = g ? c->be->generate_greedy != NULL : c->be->generate_sample != NULL;
+    if (dev) {
         int chunk = 4;
         while (k < n) {
             int want = n - k < chunk ? n - k : chunk;
@@ -263,7 +266,18 @@ int mq_generate(mq_ctx *c, int32_t first, int n, int32_t *out, mq_token_cb cb, v
                 return -1;
             }
             if (id < 0 || id >= c->info.vocab_size) { mq_err_set("token id %d out of range", id); return -1; }
-            int got = c->be->generate_greedy(c->be, id, c->pos, want, c->info.eos_ids, c->info.n_eos, out + k);
+            int got;
+            if (g) {
+                got = c->be->generate_greedy(c->be, id, c->pos, want, c->info.eos_ids, c->info.n_eos, out + k);
+            } else {
+                c->hist[c->pos] = id; /* the penalty window includes the fed id, as mq_step's */
+                got = c->be->generate_sample(c->be, id, c->pos, want, &c->samp, &c->sampler.rng, c->hist,
+                                             c->pos + 1, c->info.eos_ids, c->info.n_eos, out + k);
+                if (got == 0) { /* settings the device cannot sample: step through mq_step */
+                    dev = 0;
+                    break;
+                }
+            }
             c->has_logits = 0;
             if (got < 0) return -1;
             /* fed: id, then out[k..k+got-2]; out[k+got-1] is chosen, not yet fed. */
@@ -279,7 +293,7 @@ int mq_generate(mq_ctx *c, int32_t first, int n, int32_t *out, mq_token_cb cb, v
             id = out[k - 1];
             if (chunk < 64) chunk *= 2;
         }
-        return k;
+        if (dev) return k;
     }
     while (k < n) {
         int32_t t = mq_step(c, id);

@@ -302,6 +302,90 @@ static void test_sample_tiny(void **st) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* Sampled generation in one launch (generate_sample: each token drawn on the device and fed back,
+ * the penalty window growing on the device) against the same settings one launch per token
+ * (step_sample, which test_sample_tiny checks against src/sampler.c): the same tokens and the same
+ * RNG state afterwards; and a stop id ends the launch right after it. */
+static void test_sample_multi_tiny(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    char dir[] = "/tmp/mq_test_cuda_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    mq_synth_opts o;
+    mq_synth_defaults(&o);
+    o.shape = "tiny";
+    o.seed = 11;
+    o.log = NULL;
+    if (mq_synth_write(dir, &o) != 0) fail_msg("synth: %s", mq_err_get());
+    mq_model m;
+    load(&m, dir);
+    const int V = m.cfg.vocab_size;
+    mq_backend *gpu = new_cuda(&m, 256);
+    assert_non_null(gpu->generate_sample);
+    enum { NP = 8, N = 48 };
+    const int32_t prompt[NP] = {785, 3840, 315, 279, 18484, 3840, 315, 279};
+    mq_sampling sets[3] = {
+        {.temperature = 0.8f, .top_k = 40, .top_p = 1.0f, .min_p = 0.0f, .rep_penalty = 1.0f},
+        {.temperature = 1.2f, .top_k = 50, .top_p = 0.95f, .min_p = 0.02f, .rep_penalty = 1.3f, .rep_last_n = 16},
+        {.temperature = 1.5f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f, .rep_penalty = 1.1f},
+    };
+    int same = 0, total = 0;
+    for (int k = 0; k < 3; k++) {
+        for (uint64_t seed = 1; seed <= 2; seed++) {
+            mq_sampling sp = sets[k];
+            sp.seed = seed * 7919;
+            mq_sampler smp;
+            assert_int_equal(mq_sampler_init(&smp, V, &sp), 0);
+            const uint64_t rng0 = smp.rng;
+            mq_sampler_free(&smp);
+            int32_t hist[NP + N], a[N], b[N];
+            /* one launch per token */
+            memcpy(hist, prompt, sizeof prompt);
+            assert_int_equal(gpu->forward(gpu, prompt, NP - 1, 0, NULL), 0);
+            uint64_t ra = rng0;
+            int32_t id = prompt[NP - 1];
+            for (int i = 0; i < N; i++) {
+                const int pos = NP - 1 + i;
+                hist[pos] = id;
+                a[i] = gpu->step_sample(gpu, id, pos, &sp, &ra, hist, pos + 1);
+                if (a[i] < 0) fail_msg("step_sample: %s", mq_err_get());
+                id = a[i];
+            }
+            /* one launch for all N (the prompt's K/V rewritten first) */
+            memcpy(hist, prompt, sizeof prompt);
+            assert_int_equal(gpu->forward(gpu, prompt, NP - 1, 0, NULL), 0);
+            uint64_t rb = rng0;
+            const int got = gpu->generate_sample(gpu, prompt[NP - 1], NP - 1, N, &sp, &rb, hist, NP, NULL, 0, b);
+            if (got != N) fail_msg("generate_sample: %d of %d tokens (%s)", got, N, got < 0 ? mq_err_get() : "");
+            total++;
+            if (!memcmp(a, b, sizeof a) && ra == rb) same++;
+            else {
+                int d = 0;
+                while (d < N && a[d] == b[d]) d++;
+                printf("  set %d seed %d: first difference at token %d (%d vs %d), rng %s\n", k, (int)seed, d,
+                       d < N ? a[d] : -1, d < N ? b[d] : -1, ra == rb ? "same" : "differs");
+            }
+            /* a stop id: the launch ends right after its first occurrence */
+            memcpy(hist, prompt, sizeof prompt);
+            assert_int_equal(gpu->forward(gpu, prompt, NP - 1, 0, NULL), 0);
+            rb = rng0;
+            const int32_t stop = a[N / 2];
+            int first = 0;
+            while (a[first] != stop) first++;
+            const int got2 = gpu->generate_sample(gpu, prompt[NP - 1], NP - 1, N, &sp, &rb, hist, NP, &stop, 1, b);
+            if (!memcmp(a, b, (size_t)(first + 1) * sizeof(int32_t))) assert_int_equal(got2, first + 1);
+        }
+    }
+    printf("  device sampling, one launch for %d tokens: %d/%d sequences identical to one launch per token\n", N,
+           same, total);
+    assert_true(same >= total - 1); /* one draw may land within rounding of a boundary (fused MLP sums) */
+    gpu->free(gpu);
+    mq_model_free(&m);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 #ifdef MQ_HAVE_CUDA
 /* The largest row slice, in bytes, that a block of `grid` takes of a rows x cols bf16 matrix split
  * as the kernel splits it (block_rows in megakernel.cu: rows * b / grid); pairs: whole row pairs
@@ -379,6 +463,7 @@ int main(void) {
         cmocka_unit_test(test_hf_B),
         cmocka_unit_test(test_greedy_tiny),
         cmocka_unit_test(test_sample_tiny),
+        cmocka_unit_test(test_sample_multi_tiny),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -148,12 +148,14 @@ int cmd_run(int argc, char **argv) {
         if (nids > 1 && mq_feed(c, ids, (int)nids - 1, NULL)) { mq_cli_err("run", "%s", mq_last_error()); goto done; }
         if (!(out = malloc((size_t)n * sizeof *out))) { mq_cli_err("run", "out of memory"); goto done; }
         if (ignore_eos) {
+            /* mq_generate returns at an end-of-sequence token: call it again from there, so the
+             * tokens still come from its device-side loop (one launch for many, not one each) */
             int32_t id = ids[nids - 1];
-            for (gen = 0; gen < n; gen++) {
-                int32_t t = mq_step(c, id);
-                if (t < 0) { mq_cli_err("run", "%s", mq_last_error()); goto done; }
-                on_token(t, &st);
-                id = t;
+            while (gen < n) {
+                int got = mq_generate(c, id, (int)n - gen, out + gen, on_token, &st);
+                if (got <= 0) { mq_cli_err("run", "%s", got < 0 ? mq_last_error() : "no token generated"); goto done; }
+                gen += got;
+                id = out[gen - 1];
             }
         } else {
             gen = mq_generate(c, ids[nids - 1], (int)n, out, on_token, &st);

@@ -598,7 +598,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     P.tokens = (int32_t *)(A + off_tok);
     P.ids = (const int32_t *)(A + off_ids);
     P.stop = (const int32_t *)(A + off_stop);
-    P.hist = (const int32_t *)(A + off_hist);
+    P.hist = (int32_t *)(A + off_hist);
     P.seen = (unsigned *)(A + off_seen);
     P.probs = (float *)(A + off_probs);
     P.rng = (unsigned long long *)(A + off_rng);
@@ -932,10 +932,11 @@ int mq_gpu_sample_supported(const mq_gpu *g, const mq_gpu_samp *s) {
     return (s->top_k == 0 || s->top_k >= g->s.vocab) && !(s->top_p < 1.0f) && !(s->min_p > 0.0f);
 }
 
-int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, const mq_gpu_samp *s, uint64_t *rng, const int32_t *hist,
-                  int n_hist) {
-    if (pos < 0 || pos >= g->max_ctx) {
-        mq_err_set("cuda: position %d passes the KV cache (%d positions)", pos, g->max_ctx);
+int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, int n, const mq_gpu_samp *s, uint64_t *rng, const int32_t *hist,
+                  int n_hist, const int32_t *stop, int n_stop, int32_t *out) {
+    if (n < 1) return 0;
+    if (pos < 0 || (long long)pos + n > g->max_ctx) {
+        mq_err_set("cuda: %d steps at position %d pass the KV cache (%d positions)", n, pos, g->max_ctx);
         return -1;
     }
     if (id < 0 || id >= g->s.vocab) {
@@ -946,9 +947,11 @@ int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, const mq_gpu_samp *s, uint64_t
         mq_err_set("cuda: sampling settings not supported on the device (top_k %d)", s->top_k);
         return -1;
     }
-    if (n_hist > g->max_ctx) {  // the penalty window is the most recent ids
-        hist += n_hist - g->max_ctx;
-        n_hist = g->max_ctx;
+    // the penalty window is the most recent ids; the launch appends n - 1 more (device buffer: max_ctx)
+    if (!hist) n_hist = 0;
+    if (n_hist > g->max_ctx - (n - 1)) {
+        hist += n_hist - (g->max_ctx - (n - 1));
+        n_hist = g->max_ctx - (n - 1);
     }
     Params P = g->P;
     P.samp = 1;
@@ -958,18 +961,26 @@ int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, const mq_gpu_samp *s, uint64_t
     P.s_pen = s->rep_penalty;
     P.s_top_k = s->top_k;
     P.s_last_n = s->rep_last_n;
-    P.n_hist = hist ? n_hist : 0;
+    P.n_hist = n_hist;
     if (P.n_hist > 0) CK(cudaMemcpy((void *)P.hist, hist, (size_t)n_hist * 4, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(P.rng, rng, 8, cudaMemcpyHostToDevice));
-    if (launch(g, 0, id, pos, 1, 0, 0, &P)) return -1;
-    int32_t tok = -1;
-    CK(cudaMemcpy(&tok, P.tokens, 4, cudaMemcpyDeviceToHost));
+    if (n_stop > MAX_STOP) n_stop = MAX_STOP;
+    if (n_stop > 0) CK(cudaMemcpy((void *)P.stop, stop, (size_t)n_stop * 4, cudaMemcpyHostToDevice));
+    if (launch(g, 0, id, pos, n, 0, n_stop, &P)) return -1;
+    int ctl[2];
+    CK(cudaMemcpy(ctl, P.ctl, sizeof ctl, cudaMemcpyDeviceToHost));
+    const int done = ctl[1];
+    if (done < 1 || done > n) {
+        mq_err_set("cuda: decode kernel reported %d steps of %d", done, n);
+        return -1;
+    }
+    CK(cudaMemcpy(out, P.tokens, (size_t)done * 4, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(rng, P.rng, 8, cudaMemcpyDeviceToHost));
-    if (tok < 0) {
+    if (out[done - 1] < 0) {  // (the kernel stops at a failed draw)
         mq_err_set("cuda: sampling failed: a logit is NaN or every logit is -inf");
         return -1;
     }
-    return tok;
+    return done;
 }
 
 size_t mq_gpu_bytes(const mq_gpu *g) { return g ? g->bytes : 0; }

@@ -136,11 +136,12 @@ struct Params {
     const int32_t *stop;             // (n_stop)
     int n_stop;
     int first, pos, n, logits_all;
-    // device sampling (step_sample): samp = 1 replaces the argmax by sample_block (sample.cuh)
+    // device sampling (mq_gpu_sample): samp = 1 replaces the argmax by sample_block (sample.cuh)
     int samp;
     float s_temp, s_top_p, s_min_p, s_pen;
     int s_top_k, s_last_n;
-    const int32_t *hist;             // (max_ctx) ids for the repetition penalty
+    int32_t *hist;                   // (max_ctx) ids for the repetition penalty: [0, n_hist) from the
+                                     // host, then each step of a launch appends the token it feeds next
     int n_hist;
     unsigned *seen;                  // (vocab) penalty marks, all zero between launches
     float *probs;                    // (vocab) sampling scratch

@@ -257,11 +257,15 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
     if ((threadIdx.x & 31) == 0 && b) atomicMax(&s_best, b);
     __syncthreads();
     int tok = s_best ? (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu)) : 0;
-    if (P.samp) tok = sample_block(P, lo, samp_sm);  // -1: NaN / all -inf logits: stop
+    // sampling: the window is the host's n_hist ids plus the tokens this launch fed since
+    if (P.samp) tok = sample_block(P, lo, samp_sm, P.n_hist + step);  // -1: NaN / all -inf logits: stop
     bool stop = tok < 0;
     if (!P.ids)
         for (int i = 0; i < P.n_stop; i++) stop |= P.stop[i] == tok;
     if (threadIdx.x == 0) {
+        // the token the next step feeds joins its penalty window (published with the embedding:
+        // the caller's arrival releases both)
+        if (P.samp && more && !stop) P.hist[P.n_hist + step] = tok;
         P.tokens[step] = tok;
         *P.lm_cnt = 0;
         P.ctl[1] = step + 1;  // steps done

@@ -41,9 +41,12 @@ __device__ __forceinline__ int samp_scan(int v, int *sc, int *tot) {
     return sc[threadIdx.x] - v;
 }
 
-// Sample from logits (vocab, global; modified in place by the penalty). sm: SAMPLE_SMEM_WORDS words
-// of shared memory. Every thread returns the token (-1: NaN or all -inf logits).
-static __device__ __noinline__ int sample_block(const Params &P, float *logits, float *sm) {
+// Sample from logits (vocab, global; modified in place by the penalty), penalising the ids
+// hist[0, nh). sm: SAMPLE_SMEM_WORDS words of shared memory. Every thread returns the token (-1: NaN
+// or all -inf logits). The logits and hist come from other blocks within this launch (a launch runs
+// many steps, and this block may have read older values of the same lines into its L1): read
+// through L2 (__ldcg).
+static __device__ __noinline__ int sample_block(const Params &P, float *logits, float *sm, int nh) {
     const int V = P.vocab, tid = threadIdx.x;
     int *sidx = reinterpret_cast<int *>(sm);               // (SAMPLE_MAXK) survivors
     int *sorted = sidx + SAMPLE_MAXK;                      // (SAMPLE_MAXK)
@@ -60,19 +63,19 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
 
     // 1. repetition penalty, once per distinct id of the window (P.seen marks, then cleared)
     const float pen = P.s_pen;
-    if (pen != 1.0f && P.n_hist > 0) {
-        const int from = P.s_last_n > 0 && P.n_hist > P.s_last_n ? P.n_hist - P.s_last_n : 0;
-        for (int i = from + tid; i < P.n_hist; i += NT) {
-            const int t = P.hist[i];
+    if (pen != 1.0f && nh > 0) {
+        const int from = P.s_last_n > 0 && nh > P.s_last_n ? nh - P.s_last_n : 0;
+        for (int i = from + tid; i < nh; i += NT) {
+            const int t = __ldcg(P.hist + i);
             if (t >= 0 && t < V && atomicExch(P.seen + t, 1u) == 0u) {
-                const float l = logits[t];
+                const float l = __ldcg(logits + t);
                 logits[t] = l > 0.0f ? l / pen : l * pen;
             }
         }
         __threadfence_block();
         __syncthreads();
-        for (int i = from + tid; i < P.n_hist; i += NT) {
-            const int t = P.hist[i];
+        for (int i = from + tid; i < nh; i += NT) {
+            const int t = __ldcg(P.hist + i);
             if (t >= 0 && t < V) P.seen[t] = 0u;
         }
         __threadfence_block();
@@ -82,7 +85,7 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
     unsigned long long best = 0;
     int nan = 0;
     for (int i = tid; i < V; i += NT) {
-        const float v = logits[i];
+        const float v = __ldcg(logits + i);
         if (v != v) nan = 1;
         unsigned k = __float_as_uint(v);
         k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
@@ -100,7 +103,7 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
     __syncthreads();
     if (tid == 0) {
         s_imx = (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu));
-        s_mx = logits[s_imx];
+        s_mx = __ldcg(logits + s_imx);
     }
     __syncthreads();
     const float mx = s_mx;
@@ -110,7 +113,7 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
     // 3. p_i = exp((l_i - max) / T), into P.probs
     float *p = P.probs;
     const float inv_t = 1.0f / P.s_temp;
-    for (int i = tid; i < V; i += NT) p[i] = expf((logits[i] - mx) * inv_t);
+    for (int i = tid; i < V; i += NT) p[i] = expf((__ldcg(logits + i) - mx) * inv_t);
     __threadfence_block();
     __syncthreads();
     const int k = P.s_top_k;
