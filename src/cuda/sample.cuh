@@ -165,9 +165,19 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
         for (int b = tid; b < 256; b += NT) hist[b] = 0;
         __syncthreads();
         const unsigned pre = s_prefix, hmask = shift == 24 ? 0u : ~0u << (shift + 8);
-        for (int i = tid; i < V; i += NT) {
-            const unsigned u = __float_as_uint(p[i]);
-            if ((u & hmask) == (pre & hmask)) atomicAdd(hist + ((u >> shift) & 255), 1);
+        // Bin 0 is never read (the choice below ends there by default), so it is not counted: most
+        // of a vocabulary's p share a few high-order bytes, and shared-memory atomics on one
+        // address from many lanes serialise; the lanes of a warp that share a bin add once.
+        for (int i0w = 0; i0w < V; i0w += NT) {  // the same trip count in every lane (warp votes)
+            const int i = i0w + tid;
+            const unsigned u = i < V ? __float_as_uint(p[i]) : 0u;
+            const unsigned bin = (u >> shift) & 255u;
+            const bool in = i < V && (u & hmask) == (pre & hmask) && bin != 0u;
+            const unsigned act = __ballot_sync(0xffffffffu, in);
+            if (in) {
+                const unsigned peers = __match_any_sync(act, bin);
+                if ((threadIdx.x & 31) == (unsigned)(__ffs(peers) - 1)) atomicAdd(hist + bin, __popc(peers));
+            }
         }
         __syncthreads();
         if (tid == 0) {
@@ -182,21 +192,54 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
         __syncthreads();
     }
     const float kth = __uint_as_float(s_prefix);
-    // survivors p >= kth, in id order (ordered compaction over contiguous chunks)
-    int cnt = 0;
-    for (int i = i0; i < i1; i++) cnt += p[i] >= kth;
+    // survivors p >= kth, in id order. Usually few (k plus ties): gathered in any order by a
+    // coalesced pass, then placed by rank of id; past SAMPLE_MAXK (ties at kth) the first
+    // SAMPLE_MAXK in id order are kept, by an ordered compaction over per-thread chunks
     int m;
-    int off = samp_scan(cnt, sc, &m);
-    for (int i = i0; i < i1; i++)
-        if (p[i] >= kth) {
-            if (off < SAMPLE_MAXK) {
-                sidx[off] = i;
-                sp[off] = p[i];
-            }
-            off++;
-        }
-    if (m > SAMPLE_MAXK) m = SAMPLE_MAXK;
+    if (tid == 0) s_m = 0;
     __syncthreads();
+    {
+        int *gid = sorted;                                    // (SAMPLE_MAXK) gathered ids
+        float *gp = reinterpret_cast<float *>(kept);          // (SAMPLE_MAXK) and their p
+        for (int i0w = 0; i0w < V; i0w += NT) {  // (warp-uniform trip count, as above)
+            const int i = i0w + tid;
+            const float v = i < V ? p[i] : 0.0f;
+            const bool in = i < V && v >= kth;
+            const unsigned act = __ballot_sync(0xffffffffu, in);
+            if (!act) continue;
+            int base = 0;
+            if ((threadIdx.x & 31) == (unsigned)(__ffs(act) - 1)) base = atomicAdd(&s_m, __popc(act));
+            base = __shfl_sync(0xffffffffu, base, __ffs(act) - 1);
+            const int slot = base + __popc(act & ((1u << (threadIdx.x & 31)) - 1u));
+            if (in && slot < SAMPLE_MAXK) gid[slot] = i, gp[slot] = v;
+        }
+        __syncthreads();
+        m = s_m;
+        if (m <= SAMPLE_MAXK) {
+            for (int a = tid; a < m; a += NT) {
+                int r = 0;
+                for (int b = 0; b < m; b++) r += gid[b] < gid[a];
+                sidx[r] = gid[a];
+                sp[r] = gp[a];
+            }
+        }
+        __syncthreads();
+    }
+    if (m > SAMPLE_MAXK) {
+        int cnt = 0;
+        for (int i = i0; i < i1; i++) cnt += p[i] >= kth;
+        int off = samp_scan(cnt, sc, &m);
+        for (int i = i0; i < i1; i++)
+            if (p[i] >= kth) {
+                if (off < SAMPLE_MAXK) {
+                    sidx[off] = i;
+                    sp[off] = p[i];
+                }
+                off++;
+            }
+        m = SAMPLE_MAXK;
+        __syncthreads();
+    }
     int *order = sidx;  // current survivor order
     if (use_p) {
         // rank sort (descending p, lower id first), then keep the smallest prefix reaching top_p
