@@ -12,6 +12,30 @@ namespace mqk {
 constexpr int SAMPLE_MAXK = 1024;  // most survivors of top-k the device path keeps
 constexpr int SAMPLE_SMEM_WORDS = 4 * SAMPLE_MAXK + 3 * NT + 256 + SAMPLE_MAXK;
 
+// -DMQ_SAMPLE_TIMING (a measurement build): thread 0 of sample_block prints the clock cycles of its
+// phases for the first 12 draws of a launch sequence
+#ifdef MQ_SAMPLE_TIMING
+static __device__ unsigned samp_tcnt;
+#define SAMP_MARK(k) \
+    do {              \
+        if (tid == 0) samp_t[k] = clock64(); \
+    } while (0)
+#define SAMP_PRINT(path)                                                                                          \
+    do {                                                                                                          \
+        if (tid == 0 && atomicAdd(&samp_tcnt, 1u) < 12u)                                                          \
+            printf("sample %s: pen %lld max %lld exp %lld sel %lld gather %lld topp %lld walk %lld (cycles)\n", path, \
+                   samp_t[1] - samp_t[0], samp_t[2] - samp_t[1], samp_t[3] - samp_t[2], samp_t[4] - samp_t[3],   \
+                   samp_t[5] - samp_t[4], samp_t[6] - samp_t[5], samp_t[7] - samp_t[6]);                          \
+    } while (0)
+#else
+#define SAMP_MARK(k) \
+    do {              \
+    } while (0)
+#define SAMP_PRINT(path) \
+    do {                  \
+    } while (0)
+#endif
+
 __device__ __forceinline__ float samp_rand(unsigned long long *state) {
     unsigned long long x = *state;
     x ^= x >> 12;
@@ -41,6 +65,19 @@ __device__ __forceinline__ int samp_scan(int v, int *sc, int *tot) {
     return sc[threadIdx.x] - v;
 }
 
+// The vocabulary passes below are latency bound in one block (run 88: ~300 cycles of L2 latency per
+// element per thread, ~90 us a pass), so each thread keeps SAMP_U groups of 4 elements in flight:
+// elements 4j..4j+3 of a (out of range: `fill`), as one 16-byte load when vec (V % 4 == 0, aligned).
+constexpr int SAMP_U = 4;
+__device__ __forceinline__ float4 samp_ld4(const float *a, int j, int V, bool vec, float fill) {
+    if (vec) return 4 * j < V ? __ldcg(reinterpret_cast<const float4 *>(a) + j) : make_float4(fill, fill, fill, fill);
+    float e[4];
+#pragma unroll
+    for (int c = 0; c < 4; c++) e[c] = 4 * j + c < V ? __ldcg(a + 4 * j + c) : fill;
+    return make_float4(e[0], e[1], e[2], e[3]);
+}
+__device__ __forceinline__ float samp_at(const float4 &v, int c) { return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w; }
+
 // Sample from logits (vocab, global; modified in place by the penalty), penalising the ids
 // hist[0, nh). sm: SAMPLE_SMEM_WORDS words of shared memory. Every thread returns the token (-1: NaN
 // or all -inf logits). The logits and hist come from other blocks within this launch (a launch runs
@@ -60,6 +97,10 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
     __shared__ float s_mx;
     __shared__ unsigned s_prefix;
     __shared__ int s_need;
+#ifdef MQ_SAMPLE_TIMING
+    long long samp_t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#endif
+    SAMP_MARK(0);
 
     // 1. repetition penalty, once per distinct id of the window (P.seen marks, then cleared)
     const float pen = P.s_pen;
@@ -81,16 +122,29 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
         __threadfence_block();
         __syncthreads();
     }
+    SAMP_MARK(1);
     // 2. max (lowest index on ties); NaN fails
+    const bool vec = (V & 3) == 0 && !((reinterpret_cast<uintptr_t>(logits) | reinterpret_cast<uintptr_t>(P.probs)) & 15);
+    const int V4 = (V + 3) >> 2;  // groups of 4 elements; a trip covers SAMP_U * NT of them
     unsigned long long best = 0;
     int nan = 0;
-    for (int i = tid; i < V; i += NT) {
-        const float v = __ldcg(logits + i);
-        if (v != v) nan = 1;
-        unsigned k = __float_as_uint(v);
-        k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
-        const unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)i);
-        if (key > best) best = key;
+    for (int b = 0; b < V4; b += SAMP_U * NT) {
+        float4 v[SAMP_U];
+#pragma unroll
+        for (int u = 0; u < SAMP_U; u++) v[u] = samp_ld4(logits, b + u * NT + tid, V, vec, -INFINITY);
+#pragma unroll
+        for (int u = 0; u < SAMP_U; u++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int i = 4 * (b + u * NT + tid) + c;
+                const float x = samp_at(v[u], c);
+                if (i >= V) continue;
+                if (x != x) nan = 1;
+                unsigned k = __float_as_uint(x);
+                k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
+                const unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)i);
+                if (key > best) best = key;
+            }
     }
     for (int o = 16; o > 0; o >>= 1) {
         const unsigned long long v = __shfl_xor_sync(0xffffffffu, best, o);
@@ -110,20 +164,49 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
     const int imx = s_imx;
     if (nan || mx == -INFINITY) return -1;
     if (P.s_temp == 0.0f || mx == INFINITY) return imx;
+    SAMP_MARK(2);
     // 3. p_i = exp((l_i - max) / T), into P.probs
     float *p = P.probs;
     const float inv_t = 1.0f / P.s_temp;
-    for (int i = tid; i < V; i += NT) p[i] = expf((__ldcg(logits + i) - mx) * inv_t);
+    for (int b = 0; b < V4; b += SAMP_U * NT) {
+        float4 v[SAMP_U];
+#pragma unroll
+        for (int u = 0; u < SAMP_U; u++) v[u] = samp_ld4(logits, b + u * NT + tid, V, vec, -INFINITY);
+#pragma unroll
+        for (int u = 0; u < SAMP_U; u++) {
+            const int j = b + u * NT + tid;
+            if (4 * j >= V) continue;
+            const float4 e = make_float4(expf((v[u].x - mx) * inv_t), expf((v[u].y - mx) * inv_t),
+                                         expf((v[u].z - mx) * inv_t), expf((v[u].w - mx) * inv_t));
+            if (vec) {
+                reinterpret_cast<float4 *>(p)[j] = e;
+            } else {
+#pragma unroll
+                for (int c = 0; c < 4; c++)
+                    if (4 * j + c < V) p[4 * j + c] = samp_at(e, c);
+            }
+        }
+    }
     __threadfence_block();
     __syncthreads();
+    SAMP_MARK(3);
     const int k = P.s_top_k;
     const bool use_p = P.s_top_p < 1.0f, use_min = P.s_min_p > 0.0f;
-    const int chunk = (V + NT - 1) / NT, i0 = min(V, tid * chunk), i1 = min(V, i0 + chunk);
+    // per-thread contiguous chunks of a multiple of 4 elements (16-byte aligned in vec mode)
+    const int chunk = (((V + NT - 1) / NT) + 3) & ~3, i0 = min(V, tid * chunk), i1 = min(V, i0 + chunk);
     if (!(k > 0 && k < V)) {
         // temperature alone (the host keeps top-p/min-p without top-k): walk the vocabulary in id
         // order. Per-thread contiguous chunks, chunk sums in double, then the owning thread walks.
         double sum = 0.0;
-        for (int i = i0; i < i1; i++) sum += p[i];
+        for (int a = i0; a < i1; a += 4 * SAMP_U) {  // element order within the chunk, SAMP_U loads in flight
+            float4 v[SAMP_U];
+#pragma unroll
+            for (int u = 0; u < SAMP_U; u++) v[u] = samp_ld4(p, (a >> 2) + u, i1, vec, 0.0f);
+#pragma unroll
+            for (int u = 0; u < SAMP_U; u++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) sum += samp_at(v[u], c);
+        }
         dsc[tid] = sum;
         __syncthreads();
         if (tid == 0) {
@@ -140,20 +223,31 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
             bool found = false;
             for (int tt = t; tt < NT && !found; tt++) {
                 const int a = min(V, tt * chunk), b = min(V, a + chunk);
-                for (int i = a; i < b; i++) {
-                    if (p[i] <= 0.0f) continue;
-                    c += p[i];
-                    last = i;
-                    if (c > r) {
-                        tok = i;
-                        found = true;
-                        break;
+                for (int a4 = a; a4 < b && !found; a4 += 4 * SAMP_U) {  // loads ahead of the walk
+                    float4 v[SAMP_U];
+#pragma unroll
+                    for (int u = 0; u < SAMP_U; u++) v[u] = samp_ld4(p, (a4 >> 2) + u, b, vec, 0.0f);
+                    for (int e = 0; e < 4 * SAMP_U && a4 + e < b; e++) {
+                        const float q = samp_at(v[e >> 2], e & 3);
+                        if (q <= 0.0f) continue;
+                        c += q;
+                        last = a4 + e;
+                        if (c > r) {
+                            tok = a4 + e;
+                            found = true;
+                            break;
+                        }
                     }
                 }
             }
             s_tok = found ? tok : last;
         }
         __syncthreads();
+        SAMP_MARK(4);
+        SAMP_MARK(5);
+        SAMP_MARK(6);
+        SAMP_MARK(7);
+        SAMP_PRINT("temp");
         return s_tok;
     }
     // 4. top-k: the k-th largest p by radix select on its bits (p >= 0: bits order as values)
@@ -168,16 +262,23 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
         // Bin 0 is never read (the choice below ends there by default), so it is not counted: most
         // of a vocabulary's p share a few high-order bytes, and shared-memory atomics on one
         // address from many lanes serialise; the lanes of a warp that share a bin add once.
-        for (int i0w = 0; i0w < V; i0w += NT) {  // the same trip count in every lane (warp votes)
-            const int i = i0w + tid;
-            const unsigned u = i < V ? __float_as_uint(p[i]) : 0u;
-            const unsigned bin = (u >> shift) & 255u;
-            const bool in = i < V && (u & hmask) == (pre & hmask) && bin != 0u;
-            const unsigned act = __ballot_sync(0xffffffffu, in);
-            if (in) {
-                const unsigned peers = __match_any_sync(act, bin);
-                if ((threadIdx.x & 31) == (unsigned)(__ffs(peers) - 1)) atomicAdd(hist + bin, __popc(peers));
-            }
+        for (int b = 0; b < V4; b += SAMP_U * NT) {  // the same trip count in every lane (warp votes)
+            float4 v[SAMP_U];
+#pragma unroll
+            for (int u = 0; u < SAMP_U; u++) v[u] = samp_ld4(p, b + u * NT + tid, V, vec, 0.0f);
+#pragma unroll
+            for (int u = 0; u < SAMP_U; u++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    const unsigned x = __float_as_uint(samp_at(v[u], c));  // (out of range: 0, never counted)
+                    const unsigned bin = (x >> shift) & 255u;
+                    const bool in = (x & hmask) == (pre & hmask) && bin != 0u;
+                    const unsigned act = __ballot_sync(0xffffffffu, in);
+                    if (in) {
+                        const unsigned peers = __match_any_sync(act, bin);
+                        if ((threadIdx.x & 31) == (unsigned)(__ffs(peers) - 1)) atomicAdd(hist + bin, __popc(peers));
+                    }
+                }
         }
         __syncthreads();
         if (tid == 0) {
@@ -192,6 +293,7 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
         __syncthreads();
     }
     const float kth = __uint_as_float(s_prefix);
+    SAMP_MARK(4);
     // survivors p >= kth, in id order. Usually few (k plus ties): gathered in any order by a
     // coalesced pass, then placed by rank of id; past SAMPLE_MAXK (ties at kth) the first
     // SAMPLE_MAXK in id order are kept, by an ordered compaction over per-thread chunks
@@ -201,17 +303,24 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
     {
         int *gid = sorted;                                    // (SAMPLE_MAXK) gathered ids
         float *gp = reinterpret_cast<float *>(kept);          // (SAMPLE_MAXK) and their p
-        for (int i0w = 0; i0w < V; i0w += NT) {  // (warp-uniform trip count, as above)
-            const int i = i0w + tid;
-            const float v = i < V ? p[i] : 0.0f;
-            const bool in = i < V && v >= kth;
-            const unsigned act = __ballot_sync(0xffffffffu, in);
-            if (!act) continue;
-            int base = 0;
-            if ((threadIdx.x & 31) == (unsigned)(__ffs(act) - 1)) base = atomicAdd(&s_m, __popc(act));
-            base = __shfl_sync(0xffffffffu, base, __ffs(act) - 1);
-            const int slot = base + __popc(act & ((1u << (threadIdx.x & 31)) - 1u));
-            if (in && slot < SAMPLE_MAXK) gid[slot] = i, gp[slot] = v;
+        for (int b = 0; b < V4; b += SAMP_U * NT) {  // (warp-uniform trip count, as above)
+            float4 v[SAMP_U];
+#pragma unroll
+            for (int u = 0; u < SAMP_U; u++) v[u] = samp_ld4(p, b + u * NT + tid, V, vec, -1.0f);
+#pragma unroll
+            for (int u = 0; u < SAMP_U; u++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    const float x = samp_at(v[u], c);  // (out of range: -1, below any kth >= 0)
+                    const bool in = x >= kth;
+                    const unsigned act = __ballot_sync(0xffffffffu, in);
+                    if (!act) continue;
+                    int base = 0;
+                    if ((threadIdx.x & 31) == (unsigned)(__ffs(act) - 1)) base = atomicAdd(&s_m, __popc(act));
+                    base = __shfl_sync(0xffffffffu, base, __ffs(act) - 1);
+                    const int slot = base + __popc(act & ((1u << (threadIdx.x & 31)) - 1u));
+                    if (in && slot < SAMPLE_MAXK) gid[slot] = 4 * (b + u * NT + tid) + c, gp[slot] = x;
+                }
         }
         __syncthreads();
         m = s_m;
@@ -240,6 +349,7 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
         m = SAMPLE_MAXK;
         __syncthreads();
     }
+    SAMP_MARK(5);
     int *order = sidx;  // current survivor order
     if (use_p) {
         // rank sort (descending p, lower id first), then keep the smallest prefix reaching top_p
@@ -263,6 +373,7 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
         m = s_m;
         order = sorted;  // entries are slots into sidx/sp
     }
+    SAMP_MARK(6);
     if (tid == 0) {
         // 6. min-p, 7. the walk (sequential: at most SAMPLE_MAXK survivors)
         const bool slots = use_p;
@@ -289,6 +400,8 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
         s_tok = tok == -2 ? last : tok;
     }
     __syncthreads();
+    SAMP_MARK(7);
+    SAMP_PRINT("top-k");
     return s_tok;
 }
 
