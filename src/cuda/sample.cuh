@@ -65,7 +65,7 @@ __device__ __forceinline__ int samp_scan(int v, int *sc, int *tot) {
     return sc[threadIdx.x] - v;
 }
 
-// The vocabulary passes below are latency bound in one block (run 88: ~300 cycles of L2 latency per
+// The vocabulary passes below are latency bound in one block (run 89: ~300 cycles of L2 latency per
 // element per thread, ~90 us a pass), so each thread keeps SAMP_U groups of 4 elements in flight:
 // elements 4j..4j+3 of a (out of range: `fill`), as one 16-byte load when vec (V % 4 == 0, aligned).
 constexpr int SAMP_U = 4;
