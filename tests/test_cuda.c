@@ -240,23 +240,37 @@ static void check_greedy_synth(const char *shape, int n) {
 
 static void test_greedy_tiny(void **st) { (void)st; check_greedy_synth("tiny", 128); }
 
+/* The tiny synthetic model (seed) written into the mkdtemp template dir, loaded into m, on a cuda
+ * backend of max_ctx positions; tiny_done frees all three. */
+static mq_backend *tiny_gpu(char *dir, uint64_t seed, mq_model *m, int max_ctx) {
+    assert_non_null(mkdtemp(dir));
+    mq_synth_opts o;
+    mq_synth_defaults(&o);
+    o.shape = "tiny";
+    o.seed = seed;
+    o.log = NULL;
+    if (mq_synth_write(dir, &o) != 0) fail_msg("synth: %s", mq_err_get());
+    load(m, dir);
+    return new_cuda(m, max_ctx);
+}
+
+static void tiny_done(mq_backend *gpu, mq_model *m, const char *dir) {
+    gpu->free(gpu);
+    mq_model_free(m);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* Device sampling (step_sample: penalty, temperature, top-k, top-p, min-p, xorshift64*) against
  * src/sampler.c on the same logits and RNG state: same token and same RNG state afterwards. */
 static void test_sample_tiny(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
     char dir[] = "/tmp/mq_test_cuda_XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    mq_synth_opts o;
-    mq_synth_defaults(&o);
-    o.shape = "tiny";
-    o.seed = 11;
-    o.log = NULL;
-    if (mq_synth_write(dir, &o) != 0) fail_msg("synth: %s", mq_err_get());
     mq_model m;
-    load(&m, dir);
+    mq_backend *gpu = tiny_gpu(dir, 11, &m, 64);
     const int V = m.cfg.vocab_size;
-    mq_backend *gpu = new_cuda(&m, 64);
     assert_non_null(gpu->step_sample);
     const int32_t hist[8] = {785, 3840, 315, 279, 18484, 3840, 315, 279};
     const int n = 8;
@@ -295,11 +309,7 @@ static void test_sample_tiny(void **st) {
     printf("  device sampling: %d/%d draws identical to src/sampler.c\n", same, total);
     assert_true(same >= total - 1); /* one draw may land within rounding of a boundary */
     free(L);
-    gpu->free(gpu);
-    mq_model_free(&m);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    tiny_done(gpu, &m, dir);
 }
 
 /* Sampled generation in one launch (generate_sample: each token drawn on the device and fed back,
@@ -310,17 +320,9 @@ static void test_sample_multi_tiny(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
     char dir[] = "/tmp/mq_test_cuda_XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    mq_synth_opts o;
-    mq_synth_defaults(&o);
-    o.shape = "tiny";
-    o.seed = 11;
-    o.log = NULL;
-    if (mq_synth_write(dir, &o) != 0) fail_msg("synth: %s", mq_err_get());
     mq_model m;
-    load(&m, dir);
+    mq_backend *gpu = tiny_gpu(dir, 11, &m, 256);
     const int V = m.cfg.vocab_size;
-    mq_backend *gpu = new_cuda(&m, 256);
     assert_non_null(gpu->generate_sample);
     enum { NP = 8, N = 48 };
     const int32_t prompt[NP] = {785, 3840, 315, 279, 18484, 3840, 315, 279};
@@ -379,11 +381,7 @@ static void test_sample_multi_tiny(void **st) {
     printf("  device sampling, one launch for %d tokens: %d/%d sequences identical to one launch per token\n", N,
            same, total);
     assert_true(same >= total - 1); /* one draw may land within rounding of a boundary (fused MLP sums) */
-    gpu->free(gpu);
-    mq_model_free(&m);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    tiny_done(gpu, &m, dir);
 }
 
 #ifdef MQ_HAVE_CUDA
