@@ -4,7 +4,8 @@
 # runs compute-sanitizer, benchmarks decode and prints a short table last.
 #
 #   scripts/device-check.sh [--only LIST] [--skip LIST] [--budget-s S] [--arch SM]
-#   steps: build bw test prefill greedy greedy2 logits sanitize profile bench bench16 sweep variants serve ctest hf
+#   steps: build bw test prefill greedy greedy2 logits sanitize profile bench bench16 benchsample sweep variants serve
+#   ctest hf
 #   diagnostic steps, run only when --only names them: ncu (Nsight Compute warp-state and scheduler
 #   statistics of the dataflow kernel), ttft (DC_TTFT: prefill configurations side by side, with
 #   MQ_PREFILL_PROF's per-kernel times), ncu-prefill (kernel durations of a 32-token prefill),
@@ -249,6 +250,17 @@ if want bench16; then
   done
 fi
 
+if want benchsample; then
+  # sampled decoding, many tokens per launch: the model's generation_config (the synthetic model's is
+  # Qwen3's: temperature 0.6, top-k 20, top-p 0.95), seed 42, re-seeded per prompt and depth
+  if [ "$(left)" -gt 60 ]; then
+    timeout $(( $(left) > 120 ? 120 : $(left) )) "$BIN" bench -m $M06 --backend cuda --sample --ctx 16,4096 -n 128 \
+      --bw "$BW" --power-s 0 --idle-s 0 --json "$O/bench-sample.json" >/tmp/bs.txt 2>&1
+    { echo "== bench --sample"; cat /tmp/bs.txt; } >>"$O/bench.txt"
+    TABLE+=("f32 KV, sampled (generation_config):" "$(grep -A8 -i "context" /tmp/bs.txt | grep -E '^\|' | head -4)")
+  fi
+fi
+
 if want sweep; then
   # decode configurations: "KERNEL[,VAR=VALUE...]" (MQ_CUDA_SYNC=KERNEL plus those variables):
   # tok/s at ctx 16 / 4096 / 32768 and the per-stage profile
@@ -271,7 +283,7 @@ if want greedy2; then
   P=785,3840,315,279,18484,3493,12033,304,279,11128,45387,9294,11,979
   G="run -m $M06 --prompt-ids $P -n 256 --ids --ignore-eos --backend cuda"
   MQ_CUDA_SYNC=grid timeout 60 "$BIN" $G >/tmp/g2_grid.txt 2>>"$LOG"
-  for sv in ${DC_GREEDY2:-df df,MQ_CUDA_RING=0}; do
+  for sv in ${DC_GREEDY2:-df df,MQ_CUDA_RING=0 df,MQ_CUDA_RING_CTX=1}; do
     split_cfg "$sv"
     env MQ_CUDA_SYNC=$sy $ev timeout 60 "$BIN" $G >/tmp/g2_df.txt 2>>"$LOG"
     if cmp -s /tmp/g2_grid.txt /tmp/g2_df.txt && [ -s /tmp/g2_df.txt ]; then r="identical"; else r="DIFFERENT"; fi

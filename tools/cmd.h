@@ -56,5 +56,7 @@ typedef struct {
 int mq_cli_sampling_opt(const char *cmd, int opt, const char *arg, mq_cli_samp *s);
 /* Defaults, then generation_config.json, then the command-line values; installs them in c. */
 int mq_cli_sampling_apply(mq_ctx *c, const mq_cli_samp *s);
+/* The settings mq_cli_sampling_apply would install, into out. */
+void mq_cli_sampling_resolve(mq_ctx *c, const mq_cli_samp *s, mq_sampling *out);
 
 #endif

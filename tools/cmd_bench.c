@@ -35,6 +35,9 @@ static const char *bench_help =
     "  --json FILE      also write the results as JSON (schema megaqwen-bench/1)\n"
     "  --threads N      CPU threads (cpu backend)\n"
     "  --print-prompts  print the built-in prompts' ids as JSON and exit\n"
+    "  --sample         decode with the model's generation_config sampling (seeded: the hashes repeat)\n"
+    "                   instead of greedy; any of --temp --top-k --top-p --min-p --repeat-penalty\n"
+    "                   --repeat-last-n --seed implies it and overrides that field\n"
     "Ids at or past the model's vocabulary are folded modulo the vocabulary (tiny test models).\n"
     "The sweep fills the KV cache with fill(i) = (1000 + 7919*i) mod min(vocab, 100000).\n";
 
@@ -152,7 +155,7 @@ int cmd_bench(int argc, char **argv) {
         {"model", 1, 0, 'm'}, {"backend", 1, 0, 'b'}, {"ctx", 1, 0, 'c'}, {"prompts", 1, 0, 'p'},
         {"json", 1, 0, 'j'}, {"warmup", 1, 0, 'w'}, {"bw", 1, 0, 'B'}, {"power-s", 1, 0, 'P'},
         {"idle-s", 1, 0, 'I'}, {"bw-source", 1, 0, 'S'}, {"hz", 1, 0, 'H'}, {"threads", 1, 0, 't'}, {"print-prompts", 0, 0, 'R'},
-        {"help", 0, 0, 'h'}, MQ_CLI_KV_LONGOPT, {0, 0, 0, 0}};
+        {"sample", 0, 0, 'Z'}, {"help", 0, 0, 'h'}, MQ_CLI_KV_LONGOPT, MQ_CLI_SAMPLING_LONGOPTS, {0, 0, 0, 0}};
     const char *model = NULL, *ctxs = "16,1024,4096,32768", *pspec = "default", *jpath = NULL;
     const char *bw_src = NULL;
     mq_params prm;
@@ -160,11 +163,17 @@ int cmd_bench(int argc, char **argv) {
     prm.load_tokenizer = 0;
     long n = 100, warm = 1, v;
     double bw = 3000, power_s = 2, idle_s = 1, hz = 20;
-    int bw_given = 0, print_prompts = 0, o;
+    int bw_given = 0, print_prompts = 0, sample = 0, o, r;
+    mq_cli_samp samp = {0};
     optind = 1;
     opterr = 0;
     while ((o = getopt_long(argc, argv, ":m:n:h", lo, NULL)) != -1) {
+        if ((r = mq_cli_sampling_opt("bench", o, optarg, &samp))) {
+            if (r < 0) return MQ_EXIT_USAGE;
+            continue;
+        }
         switch (o) {
+        case 'Z': sample = 1; break;
         case 'm': model = optarg; break;
         case 'b': prm.backend = optarg; break;
         case MQ_CLI_KV: prm.kv_type = optarg; break;
@@ -263,9 +272,17 @@ int cmd_bench(int argc, char **argv) {
                 mq_get_info(c)->max_ctx);
     }
     const mq_info *in = mq_get_info(c);
-    mq_sampling greedy;
-    mq_sampling_default(&greedy);
-    if (mq_set_sampling(c, &greedy)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
+    /* greedy unless asked to sample (then as `megaqwen run` would: generation_config + flags) */
+    mq_sampling sv;
+    mq_sampling_default(&sv);
+    if (sample || samp.set) mq_cli_sampling_resolve(c, &samp, &sv);
+    if (mq_set_sampling(c, &sv)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
+    const int sampled = !(sv.temperature == 0.0f && sv.rep_penalty == 1.0f);
+    char dmode[200] = "greedy";
+    if (sampled)
+        snprintf(dmode, sizeof dmode, "sampled (temperature %g, top-k %d, top-p %g, min-p %g, repetition penalty %g "
+                 "over %d, seed %llu)", sv.temperature, sv.top_k, sv.top_p, sv.min_p, sv.rep_penalty, sv.rep_last_n,
+                 (unsigned long long)sv.seed);
     int folded = 0;
     for (int i = 0; i < np; i++)
         for (int k = 0; k < ps[i].n; k++)
@@ -287,6 +304,8 @@ int cmd_bench(int argc, char **argv) {
     for (int it = -(int)warm; it < np; it++) {
         prompt *p = &ps[it < 0 ? 0 : it];
         mq_reset(c);
+        /* sampling re-seeded: each prompt and depth draws as a fresh `megaqwen run` would */
+        if (sampled && mq_set_sampling(c, &sv)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
         double t0 = now_s();
         if (mq_feed(c, p->ids, p->n, NULL)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
         int32_t first = mq_sample(c);
@@ -323,6 +342,8 @@ int cmd_bench(int argc, char **argv) {
     int power_ran = 0;
     if (power_s > 0) {
         mq_reset(c);
+        /* sampling re-seeded: each prompt and depth draws as a fresh `megaqwen run` would */
+        if (sampled && mq_set_sampling(c, &sv)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
         if (mq_feed(c, ps[0].ids, ps[0].n, NULL)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
         int32_t first = mq_sample(c);
         mq_nvml_source psrc = mq_nvml_source_of(nv);
@@ -358,6 +379,8 @@ int cmd_bench(int argc, char **argv) {
             continue;
         }
         mq_reset(c);
+        /* sampling re-seeded: each prompt and depth draws as a fresh `megaqwen run` would */
+        if (sampled && mq_set_sampling(c, &sv)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
         int failed = 0;
         for (int d = 0; d < ctx[i] && !failed; d += 512) {
             int m = ctx[i] - d < 512 ? ctx[i] - d : 512;
@@ -395,8 +418,8 @@ int cmd_bench(int argc, char **argv) {
     /* ---- Markdown ---- */
     char a[32], b[32], d[32], e[32], f[32], g[32];
     printf("## megaqwen bench — backend %s (%s KV cache), %s\n\n", in->backend, kvt, model);
-    printf("GPU: %s, driver %s. Bandwidth floor at %.0f GB/s (%s). %ld decode tokens per prompt, greedy, "
-           "%ld warm-up run(s) excluded.\n\n", gpu, drv, bw, bw_src, n, warm);
+    printf("GPU: %s, driver %s. Bandwidth floor at %.0f GB/s (%s). %ld decode tokens per prompt, %s, "
+           "%ld warm-up run(s) excluded.\n\n", gpu, drv, bw, bw_src, n, dmode, warm);
     printf("| prompt | tokens | TTFT (ms) | decode tok/s | ms/token | GB/s | %% of floor | fnv1a |\n");
     printf("|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < np; i++)
@@ -458,6 +481,17 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddStringToObject(gj, "name", gpu);
         cJSON_AddStringToObject(gj, "driver", drv);
         cJSON_AddNumberToObject(root, "decode_tokens", n);
+        cJSON_AddStringToObject(root, "decode_mode", sampled ? "sampled" : "greedy");
+        if (sampled) {
+            cJSON *sj = cJSON_AddObjectToObject(root, "sampling");
+            cJSON_AddNumberToObject(sj, "temperature", sv.temperature);
+            cJSON_AddNumberToObject(sj, "top_k", sv.top_k);
+            cJSON_AddNumberToObject(sj, "top_p", sv.top_p);
+            cJSON_AddNumberToObject(sj, "min_p", sv.min_p);
+            cJSON_AddNumberToObject(sj, "repetition_penalty", sv.rep_penalty);
+            cJSON_AddNumberToObject(sj, "repeat_last_n", sv.rep_last_n);
+            cJSON_AddNumberToObject(sj, "seed", (double)sv.seed);
+        }
         cJSON_AddNumberToObject(root, "warmup", warm);
         cJSON *pa = cJSON_AddArrayToObject(root, "prompts");
         char h[20];

@@ -173,6 +173,12 @@ int mq_cli_sampling_opt(const char *cmd, int opt, const char *arg, mq_cli_samp *
 
 int mq_cli_sampling_apply(mq_ctx *c, const mq_cli_samp *s) {
     mq_sampling v;
+    mq_cli_sampling_resolve(c, s, &v);
+    return mq_set_sampling(c, &v);
+}
+
+void mq_cli_sampling_resolve(mq_ctx *c, const mq_cli_samp *s, mq_sampling *out) {
+    mq_sampling v;
     mq_sampling_default(&v);
     mq_sampling_from_model(c, &v);
     if (s->set & 1) v.temperature = s->v.temperature;
@@ -182,5 +188,5 @@ int mq_cli_sampling_apply(mq_ctx *c, const mq_cli_samp *s) {
     if (s->set & 16) v.rep_penalty = s->v.rep_penalty;
     if (s->set & 32) v.rep_last_n = s->v.rep_last_n;
     if (s->set & 64) v.seed = s->v.seed;
-    return mq_set_sampling(c, &v);
+    *out = v;
 }

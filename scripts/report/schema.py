@@ -69,6 +69,9 @@ POWER_SPEC = {
 }
 OK_SPEC = {
     "decode_tokens": (True, lambda v: isinstance(v, int) and v > 0),
+    "decode_mode": (False, lambda v: v in ("greedy", "sampled")),
+    "sampling": (False, lambda v: isinstance(v, dict) and all(isinstance(v.get(k), (int, float)) for k in
+                 ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed"))),
     "prompts": (True, lambda v: isinstance(v, list) and len(v) > 0),
     "ttft_s": (True, _nonneg),
     "decode_tok_s": (True, _pos),

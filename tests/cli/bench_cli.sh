@@ -98,6 +98,25 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
   expect 1 "bench cuda without GPU" -- "$BIN" bench -m "$M" --backend cuda -n 2 --ctx none --power-s 0 --idle-s 0
   [ "$(wc -l <"$T/err")" = 1 ] && ok || bad "cuda without GPU: not one stderr line: $(cat "$T/err")"
 fi
+# --sample: the model's generation_config sampling (seeded: the same hashes run after run), named in
+# the table's header and the JSON; the sampled prompt 0 is the one `megaqwen run` samples
+[ "$(jq_ "$T/b.json" 'd["decode_mode"], "sampling" in d')" = "('greedy', False)" ] && ok || bad "greedy decode_mode in JSON"
+expect 0 "bench --sample" -- "$BIN" bench -m "$M" --backend cpu --threads 1 -n 8 --ctx 16 --power-s 0 --idle-s 0 --sample --json "$T/s1.json"
+grep -q "decode tokens per prompt, sampled (temperature 0.6, top-k 20, top-p 0.95" "$T/out" && ok || bad "sampled header: $(grep 'decode tokens' "$T/out")"
+python3 scripts/report/schema.py "$T/s1.json" && ok || bad "sampled bench JSON fails the schema"
+[ "$(jq_ "$T/s1.json" 'd["decode_mode"], d["sampling"]["top_k"], d["sampling"]["seed"]')" = "('sampled', 20, 42)" ] && ok || bad "sampling in JSON"
+expect 0 "bench --sample again" -- "$BIN" bench -m "$M" --backend cpu --threads 1 -n 8 --ctx 16 --power-s 0 --idle-s 0 --top-k 20 --json "$T/s2.json"
+[ "$(jq_ "$T/s1.json" 'd["fnv1a"], d["ctx_sweep"][0]["fnv1a"]')" = "$(jq_ "$T/s2.json" 'd["fnv1a"], d["ctx_sweep"][0]["fnv1a"]')" ] \
+  && ok || bad "sampled hashes not reproducible"
+[ "$(jq_ "$T/s1.json" 'd["fnv1a"]')" != "$(jq_ "$T/b.json" 'd["fnv1a"]')" ] && ok || bad "sampled hash equals the greedy one"
+expect 0 "run prompt 0 sampled" -- "$BIN" run -m "$M" --prompt-ids "$P0" -n 9 --ids --ignore-eos --backend cpu --threads 1
+H=$(python3 -c "
+import sys; sys.path.insert(0, 'scripts/peers'); import common
+print('%016x' % common.fnv1a([int(x) for x in open('$T/out').read().strip().split(',')]))")
+[ "$H" = "$(jq_ "$T/s1.json" 'd["prompts"][0]["fnv1a"]')" ] && ok || bad "sampled bench hash $(jq_ "$T/s1.json" 'd["prompts"][0]["fnv1a"]') != run's $H"
+expect 0 "bench --temp 0 is greedy" -- "$BIN" bench -m "$M" --backend cpu --threads 1 -n 8 --ctx none --power-s 0 --idle-s 0 --temp 0 --json "$T/s3.json"
+[ "$(jq_ "$T/s3.json" 'd["decode_mode"]')" = "greedy" ] && ok || bad "--temp 0 not greedy"
+expect 2 "bench bad --top-p" -- "$BIN" bench -m "$M" --top-p 2
 expect 1 "bench unwritable json" -- "$BIN" bench -m "$M" --backend cpu --threads 1 -n 2 --ctx none --power-s 0 --idle-s 0 \
   --json "$T/no/such/dir/b.json"
 
