@@ -115,8 +115,9 @@ struct Params {
     // scratch during the lm_head); bytes each
     unsigned wreg[3];
     int minch;                       // fewest positions in an attention chunk (MQ_CUDA_MINCH, default 64)
-    int attpipe;                     // df: chunks of at least this many positions read K/V through the
-                                     // bulk-copy ring (att_pass, RING; MQ_CUDA_ATTPIPE, default 0 = off)
+    int attpipe;                     // decode_df<..., RING>: chunks of at least this many positions read
+                                     // K/V through the bulk-copy ring (att_pass, RING; MQ_CUDA_ATTPIPE,
+                                     // default 1 = all; 0 = the ring kernel is not launched)
     unsigned attslot;                // the ring's slot bytes (MQ_CUDA_ATTSLOT KB, default 48)
     int attns0, attns;               // its slots in buffer 0, and in all (the rest in the K/V staging region)
     int lmpf;                        // lm_head: L2 prefetch distance in rows per warp (MQ_CUDA_LMPF, default 4)

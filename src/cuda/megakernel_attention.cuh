@@ -226,7 +226,7 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
         const unsigned rowb = (unsigned)hd * sizeof(KT);
         const size_t slotb = P.attslot;
         const int NS = P.attns, N0 = P.attns0;
-        const int rsl = (int)(slotb / 2 / rowb);              // rows per slot (32 at hd 128, f32, 32 KB)
+        const int rsl = (int)(slotb / 2 / rowb);              // rows per slot (48 at hd 128, f32, 48 KB)
         const int nt = pe > p0 ? (pe - p0 + rsl - 1) / rsl : 0;  // trips (block-uniform)
         auto slot_at = [&](int i) { return i < N0 ? ring0 + (size_t)i * slotb : ring1 + (size_t)(i - N0) * slotb; };
         auto issue = [&](int t) {  // trip t: rows [p0 + t rsl, min(pe, +rsl)) into slot t % NS (thread 0)
