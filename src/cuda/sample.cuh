@@ -258,7 +258,7 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
     }
     // quick: after the first pass, when the values in the k-th largest one's top byte and above are
     // at most SAMPLE_MAXK, those candidates are gathered and the k-th is found among them in shared
-    // memory, instead of three more passes over the vocabulary (each ~70 us, run 88)
+    // memory, instead of three more passes over the vocabulary (each ~70 us, run 90)
     bool quick = false;
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int b = tid; b < 256; b += NT) hist[b] = 0;
