@@ -83,7 +83,8 @@ __device__ __forceinline__ float samp_at(const float4 &v, int c) { return c == 0
 // or all -inf logits). The logits and hist come from other blocks within this launch (a launch runs
 // many steps, and this block may have read older values of the same lines into its L1): read
 // through L2 (__ldcg).
-static __device__ __noinline__ int sample_block(const Params &P, float *logits, float *sm, int nh) {
+static __device__ __noinline__ int sample_block(const Params &P, float *logits, float *sm, int nh,
+                                                unsigned long long known) {
     const int V = P.vocab, tid = threadIdx.x;
     int *sidx = reinterpret_cast<int *>(sm);               // (SAMPLE_MAXK) survivors
     int *sorted = sidx + SAMPLE_MAXK;                      // (SAMPLE_MAXK)
@@ -124,43 +125,56 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
         __syncthreads();
     }
     SAMP_MARK(1);
-    // 2. max (lowest index on ties); NaN fails
+    // 2. max (lowest index on ties); NaN fails. known: the lm_head's fused argmax key over these
+    // logits (0: none). Without a penalty it is this maximum, so the pass is skipped when that is
+    // finite (a NaN elsewhere is then caught by the exp pass); else the pass runs.
     const bool vec = (V & 3) == 0 && !((reinterpret_cast<uintptr_t>(logits) | reinterpret_cast<uintptr_t>(P.probs)) & 15);
     const int V4 = (V + 3) >> 2;  // groups of 4 elements; a trip covers SAMP_U * NT of them
-    unsigned long long best = 0;
+    bool skip = false;
+    if (known && !(pen != 1.0f && nh > 0)) {
+        if (tid == 0) {
+            s_imx = (int)(0xffffffffu - (unsigned)(known & 0xffffffffu));
+            s_mx = s_imx >= 0 && s_imx < V ? __ldcg(logits + s_imx) : NAN;
+        }
+        __syncthreads();
+        skip = isfinite(s_mx);  // (block-uniform)
+    }
     int nan = 0;
-    for (int b = 0; b < V4; b += SAMP_U * NT) {
-        float4 v[SAMP_U];
+    if (!skip) {
+        unsigned long long best = 0;
+        for (int b = 0; b < V4; b += SAMP_U * NT) {
+            float4 v[SAMP_U];
 #pragma unroll
-        for (int u = 0; u < SAMP_U; u++) v[u] = samp_ld4(logits, b + u * NT + tid, V, vec, -INFINITY);
+            for (int u = 0; u < SAMP_U; u++) v[u] = samp_ld4(logits, b + u * NT + tid, V, vec, -INFINITY);
 #pragma unroll
-        for (int u = 0; u < SAMP_U; u++)
+            for (int u = 0; u < SAMP_U; u++)
 #pragma unroll
-            for (int c = 0; c < 4; c++) {
-                const int i = 4 * (b + u * NT + tid) + c;
-                const float x = samp_at(v[u], c);
-                if (i >= V) continue;
-                if (x != x) nan = 1;
-                unsigned k = __float_as_uint(x);
-                k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
-                const unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)i);
-                if (key > best) best = key;
-            }
+                for (int c = 0; c < 4; c++) {
+                    const int i = 4 * (b + u * NT + tid) + c;
+                    const float x = samp_at(v[u], c);
+                    if (i >= V) continue;
+                    if (x != x) nan = 1;
+                    unsigned k = __float_as_uint(x);
+                    k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
+                    const unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)i);
+                    if (key > best) best = key;
+                }
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            const unsigned long long v = __shfl_xor_sync(0xffffffffu, best, o);
+            if (v > best) best = v;
+        }
+        nan = __syncthreads_or(nan);
+        if (tid == 0) s_best = 0ull;
+        __syncthreads();
+        if ((tid & 31) == 0) atomicMax(&s_best, best);
+        __syncthreads();
+        if (tid == 0) {
+            s_imx = (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu));
+            s_mx = __ldcg(logits + s_imx);
+        }
+        __syncthreads();
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        const unsigned long long v = __shfl_xor_sync(0xffffffffu, best, o);
-        if (v > best) best = v;
-    }
-    nan = __syncthreads_or(nan);
-    if (tid == 0) s_best = 0ull;
-    __syncthreads();
-    if ((tid & 31) == 0) atomicMax(&s_best, best);
-    __syncthreads();
-    if (tid == 0) {
-        s_imx = (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu));
-        s_mx = __ldcg(logits + s_imx);
-    }
-    __syncthreads();
     const float mx = s_mx;
     const int imx = s_imx;
     if (nan || mx == -INFINITY) return -1;
@@ -179,6 +193,7 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
             if (4 * j >= V) continue;
             const float4 e = make_float4(expf((v[u].x - mx) * inv_t), expf((v[u].y - mx) * inv_t),
                                          expf((v[u].z - mx) * inv_t), expf((v[u].w - mx) * inv_t));
+            if (e.x != e.x || e.y != e.y || e.z != e.z || e.w != e.w) nan = 1;  // (a NaN logit)
             if (vec) {
                 reinterpret_cast<float4 *>(p)[j] = e;
             } else {
@@ -189,7 +204,7 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
         }
     }
     __threadfence_block();
-    __syncthreads();
+    if (__syncthreads_or(nan)) return -1;  // (the max pass was skipped: a NaN logit)
     SAMP_MARK(3);
     const int k = P.s_top_k;
     const bool use_p = P.s_top_p < 1.0f, use_min = P.s_min_p > 0.0f;
