@@ -10,6 +10,8 @@
 namespace mqk {
 
 constexpr int SAMPLE_MAXK = 1024;  // most survivors of top-k the device path keeps
+constexpr int SAMPLE_QUICK = 256;  // top-k's quick path: most candidates (its k-th search is O(m^2) / NT:
+                                   // at k = 1000 it cost 10% against the radix passes, run 91)
 constexpr int SAMPLE_SMEM_WORDS = 4 * SAMPLE_MAXK + 3 * NT + 256 + SAMPLE_MAXK;
 
 // -DMQ_SAMPLE_TIMING (a measurement build): thread 0 of sample_block prints the clock cycles of its
@@ -272,7 +274,7 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
         s_need = k;
     }
     // quick: after the first pass, when the values in the k-th largest one's top byte and above are
-    // at most SAMPLE_MAXK, those candidates are gathered and the k-th is found among them in shared
+    // at most SAMPLE_QUICK, those candidates are gathered and the k-th is found among them in shared
     // memory, instead of three more passes over the vocabulary (each ~70 us, run 90)
     bool quick = false;
     for (int shift = 24; shift >= 0; shift -= 8) {
@@ -313,7 +315,7 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
             s_cand = b > 0 ? cand : SAMPLE_MAXK + 1;  // (bin 0 is not counted)
         }
         __syncthreads();
-        if (shift == 24 && s_cand <= SAMPLE_MAXK) {  // (block-uniform)
+        if (shift == 24 && s_cand <= SAMPLE_QUICK) {  // (block-uniform)
             quick = true;
             break;
         }
