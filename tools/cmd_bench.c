@@ -131,6 +131,17 @@ static int load_prompts(const char *spec, prompt *p, int *np) {
 
 /* n decode tokens after `first`, continuing past end-of-sequence ids so every framework decodes the
  * same count. out has room for n. Returns 0 or -1. */
+/* A fresh context for the next prompt or depth; sampled runs are re-seeded (sv), so each draws as a
+ * fresh `megaqwen run` would. Non-zero (after the error line) on failure. */
+static int bench_reset(mq_ctx *c, const mq_sampling *sv) {
+    mq_reset(c);
+    if (sv && mq_set_sampling(c, sv)) {
+        mq_cli_err("bench", "%s", mq_last_error());
+        return -1;
+    }
+    return 0;
+}
+
 static int decode_n(mq_ctx *c, int32_t first, int n, int32_t *out) {
     int k = 0;
     int32_t id = first;
@@ -303,9 +314,7 @@ int cmd_bench(int argc, char **argv) {
     double tot_ttft = 0, tot_dec = 0, tot_bytes = 0;
     for (int it = -(int)warm; it < np; it++) {
         prompt *p = &ps[it < 0 ? 0 : it];
-        mq_reset(c);
-        /* sampling re-seeded: each prompt and depth draws as a fresh `megaqwen run` would */
-        if (sampled && mq_set_sampling(c, &sv)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
+        if (bench_reset(c, sampled ? &sv : NULL)) goto done;
         double t0 = now_s();
         if (mq_feed(c, p->ids, p->n, NULL)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
         int32_t first = mq_sample(c);
@@ -341,9 +350,7 @@ int cmd_bench(int argc, char **argv) {
     long p_tokens = 0;
     int power_ran = 0;
     if (power_s > 0) {
-        mq_reset(c);
-        /* sampling re-seeded: each prompt and depth draws as a fresh `megaqwen run` would */
-        if (sampled && mq_set_sampling(c, &sv)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
+        if (bench_reset(c, sampled ? &sv : NULL)) goto done;
         if (mq_feed(c, ps[0].ids, ps[0].n, NULL)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
         int32_t first = mq_sample(c);
         mq_nvml_source psrc = mq_nvml_source_of(nv);
@@ -378,9 +385,7 @@ int cmd_bench(int argc, char **argv) {
             s->why = s->why_buf;
             continue;
         }
-        mq_reset(c);
-        /* sampling re-seeded: each prompt and depth draws as a fresh `megaqwen run` would */
-        if (sampled && mq_set_sampling(c, &sv)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
+        if (bench_reset(c, sampled ? &sv : NULL)) goto done;
         int failed = 0;
         for (int d = 0; d < ctx[i] && !failed; d += 512) {
             int m = ctx[i] - d < 512 ? ctx[i] - d : 512;
