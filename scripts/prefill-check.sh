@@ -5,7 +5,7 @@
 #   scripts/prefill-check.sh [--budget-s S]      logs under $OUT (or out/prefill-check)
 #   QUICK=1: build and test_prefill only; SKIP_HF=1: no HF TTFT step; PC_BUILD=DIR: use the megaqwen
 #   already built in DIR (e.g. device-check's build-dc) and skip the build and test_prefill steps;
-#   PC_NS: prompt lengths to compare (default "1000 5000")
+#   PC_NS: prompt lengths to compare (default "1000 5000"); PC_VARIANTS: more cuda settings (below)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD T0=$(date +%s) BUDGET=540
@@ -55,6 +55,12 @@ for N in ${PC_NS:-1000 5000}; do
   python3 scripts/ref/hf_logits.py -m $M06 --ids @/tmp/ids.json --dtype fp32 -o /tmp/l_hf32.bin >>"$LOG" 2>&1
   python3 scripts/ref/hf_logits.py -m $M06 --ids @/tmp/ids.json --dtype bf16 -o /tmp/l_hf16.bin >>"$LOG" 2>&1
   C="cuda=/tmp/l_cuda.bin cuda-kvf16=/tmp/l_cudaf16.bin"
+  # PC_VARIANTS="LABEL:VAR=VALUE[,VAR=VALUE...] ...": more cuda runs under those settings
+  for v in ${PC_VARIANTS:-}; do
+    lab=${v%%:*} ev=${v#*:}
+    env ${ev//,/ } "$BIN" logits -m $M06 --ids "$IDS" --max-ctx $((N + 8)) -o "/tmp/l_v_$lab.bin" --backend cuda \
+      2>>"$LOG" && C="$C cuda-$lab=/tmp/l_v_$lab.bin"
+  done
   if [ "$N" = 1000 ] && [ "$(left)" -gt 300 ]; then
     timeout 90 "$BIN" logits -m $M06 --ids "$IDS" --max-ctx $((N + 8)) -o /tmp/l_cpu.bin --backend cpu 2>>"$LOG" &&
       C="$C cpu=/tmp/l_cpu.bin"

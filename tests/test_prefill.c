@@ -266,6 +266,7 @@ static void test_attn_variants(void **st) {
     assert_non_null(a);
     assert_non_null(b);
     const char *prec[2] = {"split", "bf16"}, *kv[2] = {"f32", "bf16"};
+    setenv("MQ_PREFILL_PV16", "0", 1); /* split as v1 has it: the same roundings on both sides */
     for (int i = 0; i < 4; i++) {
         setenv("MQ_PREFILL_PREC", prec[i & 1], 1);
         setenv("MQ_CUDA_KV", kv[i >> 1], 1);
@@ -295,6 +296,7 @@ static void test_attn_variants(void **st) {
     unsetenv("MQ_PREFILL_PREC");
     unsetenv("MQ_CUDA_KV");
     unsetenv("MQ_PREFILL_ATTN");
+    unsetenv("MQ_PREFILL_PV16");
     free(a);
     free(b);
     free(ids);
@@ -527,6 +529,41 @@ static void test_kv_f16(void **st) {
     unsetenv("MQ_CUDA_KV");
 }
 
+/* The other MQ_PREFILL_PV16 levels than the default 2 (split, f32 cache: how much of the attention
+ * is f16; 0: none, three split bf16 products per term; 1: P V as one f16 product, V scratch rows in
+ * f16; 2: the scores too, q as f16 hi + lo against f16 K; 3: q, K, P, V all f16, one product per
+ * term) against the CPU: all rows on tiny at 1, 7, 64 and 300 tokens, a second prefill
+ * at pos 37 (the f32 rows before it converted by kv_split_k), a prompt crossing the 2,048-token
+ * chunk, decode continuing as on the CPU; qwen3-0.6b all rows at 7, 64 and 200 tokens, last row and
+ * decode after 300. f16 keeps 11 significant bits where the split terms keep ~16. */
+static void test_pv16(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_PREFILL_ATTN");
+    unsetenv("MQ_CUDA_KV");
+    for (int lv = 0; lv <= 3; lv++) {
+        if (lv == 2) continue; /* the default: every other test */
+        char v[2] = {(char)('0' + lv), 0}, lab[32];
+        setenv("MQ_PREFILL_PV16", v, 1);
+        snprintf(lab, sizeof lab, "tiny, PV16=%d", lv);
+        synth_model s;
+        make_model(&s, "tiny", 5);
+        mq_backend *cpu, *gpu;
+        open_pair(&s, 2200, &cpu, &gpu);
+        const int lens[4] = {1, 7, 64, 300};
+        for (int i = 0; i < 4; i++) check_rows(gpu, cpu, lab, lens[i], 50 + i);
+        check_continue(gpu, cpu, lab, 37, 90, 24);
+        check_continue(gpu, cpu, lab, 2100, 0, 24);
+        gpu->free(gpu);
+        cpu->free(cpu);
+        drop_model(&s);
+        snprintf(lab, sizeof lab, "qwen3-0.6b, PV16=%d", lv);
+        check_q06_rows(lab, 1, 51, 200, 300);
+    }
+    unsetenv("MQ_PREFILL_PV16");
+}
+
 /* Synthetic qwen3-1.7b (hidden 2048, inter 6144): other GEMM shapes for sgemm (on a 132-SM H200:
  * two K slabs for q|k|v and gate|up, four for o, six for down), all rows against the CPU at 20 and
  * 64 tokens (split bf16) and 20 (plain bf16). With a 128-position cache the output buffers hold 128 rows (256 split), so at
@@ -640,6 +677,7 @@ int main(void) {
         cmocka_unit_test(test_mk),
         cmocka_unit_test(test_q06),
         cmocka_unit_test(test_kv_f16),
+        cmocka_unit_test(test_pv16),
         cmocka_unit_test(test_q17),
         cmocka_unit_test(test_ttft),
     };

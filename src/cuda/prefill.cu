@@ -125,6 +125,12 @@ struct mqp_state {
                            // (MQ_PREFILL_SGEMM, default 3; 4 not measured yet)
     int sg_nmax;           // layer GEMMs with more outputs than this stay on cuBLASLt (MQ_PREFILL_SGNMAX; 0: none)
     int prep_v;            // q/k prep by qk_prep_v_k (MQ_PREFILL_PREPV, default 1; 0: qk_prep_k)
+    // split with an f32 cache: how much of the attention is f16 (MQ_PREFILL_PV16): 0 none (three split
+    // bf16 products per term), 1 P V, 2 (default) P V and the scores with q as f16 hi + lo, 3 all f16
+    // (the f16 cache's numerics). Logits vs HF fp32, synthetic 0.6B, 1,000 / 5,000 tokens (run 97):
+    // KL 9.8e-8 / 1.1e-7, 4.1e-5 / 2.9e-5, 1.3e-4 / 1.1e-4, 2.2e-4 / 1.8e-4; argmax 100% of non-ties
+    // but level 3's 99.98% at 5,000. TTFT at 4,096 tokens 42.5, 37.3, 32.9, 29.3 ms.
+    int pv16;
     int nolo;              // split, cuBLASLt GEMMs: bit g (0 q|k|v, 1 o, 2 gate|up, 3 down) drops GEMM g's lo
                            // rows (MQ_PREFILL_NOLO: a precision measurement, default 0)
     int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
@@ -391,7 +397,7 @@ template <int HD, typename KT>
 __global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const float *qn, const float *kn, const float *rope,
                             __nv_bfloat16 *qb, __nv_bfloat16 *ql, KT *kc, KT *vc, __nv_bfloat16 *kh,
                             __nv_bfloat16 *kl, __nv_bfloat16 *vh, __nv_bfloat16 *vl, int nh, int nkv, int maxc,
-                            const int *posp, float eps) {
+                            const int *posp, float eps, int m16) {
     constexpr int E = HD / 32, half = HD / 2;
     const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int nslot = nh + 2 * nkv, qd = nh * HD, kvd = nkv * HD;
@@ -407,8 +413,10 @@ __global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const float *qn
             const size_t qo = (size_t)t * qd + (size_t)s * HD + d0;
 #pragma unroll
             for (int j = 0; j < E; j++) {
-                if (std::is_same<KT, __half>::value) {  // an f16 cache: q as f16 for flash2_k's f16 products
-                    reinterpret_cast<__half *>(qb)[qo + j] = __float2half_rn(v[j]);
+                if (std::is_same<KT, __half>::value || (m16 & 2)) {  // q as f16 for flash2_k's f16 products
+                    const __half h = __float2half_rn(v[j]);
+                    reinterpret_cast<__half *>(qb)[qo + j] = h;
+                    if (ql) reinterpret_cast<__half *>(ql)[qo + j] = __float2half_rn(v[j] - __half2float(h));
                 } else {
                     const __nv_bfloat16 h = __float2bfloat16_rn(v[j]);
                     qb[qo + j] = h;
@@ -424,7 +432,10 @@ __global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const float *qn
 #pragma unroll
             for (int j = 0; j < E; j++) {
                 st1(cache + co + j, v[j]);
-                st_split(xh, xl, ko + j, v[j]);
+                if (m16 & (isk ? 2 : 1))  // the scratch row as f16 (MQ_PREFILL_PV16)
+                    reinterpret_cast<__half *>(xh)[ko + j] = __float2half_rn(v[j]);
+                else
+                    st_split(xh, xl, ko + j, v[j]);
             }
         }
     }
@@ -661,20 +672,20 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
     return gemmx(S, 1, W, K, X, D, N, T, K, s);
 }
 
-template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16>
+template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, bool V16 = false>
 int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
                   const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv, size_t hs,
                   __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv, cudaStream_t s, int of16 = 0) {
-    using Cfg = Flash2Cfg<HD, QLO, KVLO>;
+    using Cfg = Flash2Cfg<HD, QLO, KVLO, V16>;
     const int hdi = HD == 128 ? 2 : HD == 64 ? 1 : 0;
-    const unsigned bit =
-        std::is_same<MT, __half>::value ? 1u << (12 + hdi) : 1u << (hdi * 4 + QLO * 2 + KVLO);
+    const unsigned bit = V16 ? 1u << (15 + hdi * 2 + (std::is_same<MT, __half>::value ? 1 : 0))
+                       : std::is_same<MT, __half>::value ? 1u << (12 + hdi) : 1u << (hdi * 4 + QLO * 2 + KVLO);
     if (!(S->fattr & bit)) {  // once per instantiation (the first call of a graph key is never captured)
-        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT, V16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)Cfg::SMEM));
         S->fattr |= bit;
     }
-    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl,
+    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT, V16>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl,
                    ldkv, hs, att, atl, T, S->dbuf, nh, nkv, of16));
     return 0;
 }
@@ -703,10 +714,10 @@ int launch_small(mqp_state *S, const Params *P, int l, int nq, const float *qn, 
 template <int HD, typename KT>
 int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
               const __nv_bfloat16 *kh, const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl,
-              __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, cudaStream_t s, int of16) {
+              __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, cudaStream_t s, int of16, int m16) {
     const dim3 grid((T + BQ - 1) / BQ, P->nh);
     if constexpr (std::is_same<KT, __half>::value) {  // the f16 cache itself, f16 q and P: one product per term
-        (void)l, (void)ql, (void)kl, (void)vl;
+        (void)l, (void)ql, (void)kl, (void)vl, (void)m16;
         return launch_flash2<HD, false, false, __half>(S, grid, qb, nullptr, kh, nullptr, vh, nullptr, HD,
                                                         (size_t)P->max_ctx * HD, att, atl, T, P->nh, P->nkv, s, of16);
     } else if (S->attn_v1) {  // (not for an f16 cache: flash_k converts K/V to bf16)
@@ -724,6 +735,16 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
     const bool scratch = sizeof(KT) == 4;
     const int ld = scratch ? S->kvd : HD;
     const size_t hs = scratch ? (size_t)HD : (size_t)P->max_ctx * HD;
+    // m16 (the f32 cache's scratch, MQ_PREFILL_PV16): f16 rows, see layer()
+    if (m16 == 1)  // scores split bf16, P V one f16 product
+        return launch_flash2<HD, true, true, __nv_bfloat16, true>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T,
+                                                                  P->nh, P->nkv, s, of16);
+    if (m16 == 3 && ql)  // scores f16 q hi + lo against f16 K (two products), P V one f16 product
+        return launch_flash2<HD, true, false, __half, true>(S, grid, qb, ql, kh, nullptr, vh, nullptr, ld, hs, att,
+                                                            atl, T, P->nh, P->nkv, s, of16);
+    if (m16 == 3)  // all f16, one product per term (the f16 cache's kernel on the scratch rows)
+        return launch_flash2<HD, false, false, __half>(S, grid, qb, nullptr, kh, nullptr, vh, nullptr, ld, hs, att,
+                                                        atl, T, P->nh, P->nkv, s, of16);
     if (S->split && kl)
         return launch_flash2<HD, true, true>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T, P->nh, P->nkv, s);
     if (S->split)
@@ -744,10 +765,16 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     __nv_bfloat16 *xl = sp ? S->xn + (size_t)T * H : nullptr, *ql = sp ? S->qb + (size_t)S->C * qd : nullptr;
     __nv_bfloat16 *hl = sp ? S->h + (size_t)T * I : nullptr;
     const size_t cap = (size_t)(sp ? 2 : 1) * S->C;  // rows of the GEMM output buffers
-    // f16 GEMM inputs (f16g; an f16 cache, split, GEMMs cuBLASLt runs): this layer's weights into
+    // m16 (split with the f32 cache's scratch, MQ_PREFILL_PV16 = 1-3): bit 0, P V as one f16 product
+    // (V scratch rows f16); bit 1, the scores in f16 too (q and K scratch rows f16; level 2 keeps q's
+    // f16 remainder, two products, level 3 one)
+    const int m16 = sizeof(KT) == 4 && !S->attn_v1 && sp && S->pv16 && S->prep_v && (hd == 128 || hd == 64 || hd == 32)
+                        ? (S->pv16 == 1 ? 1 : 3)
+                        : 0;
+    // f16 GEMM inputs (f16g; an f16 cache or V16, split, GEMMs cuBLASLt runs): this layer's weights into
     // f16 first, then the producers of those GEMMs' inputs write one f16 row each instead of hi + lo
     const __half *wq = nullptr, *wo = nullptr, *wg = nullptr, *wd = nullptr;
-    if (std::is_same<KT, __half>::value && sp && S->f16g) {
+    if ((std::is_same<KT, __half>::value || m16) && sp && S->f16g) {
         const size_t nq_ = (size_t)(qd + 2 * kvd) * H, no_ = (size_t)H * qd, ng_ = (size_t)2 * I * H,
                      nd_ = (size_t)H * I;
         const int ng4[4] = {qd + 2 * kvd, H, 2 * I, H}, nk4[4] = {H, qd, H, I};
@@ -800,35 +827,35 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         if (conv) {
             const size_t a = S->kv_cap * kvd;
             kh = S->kvs, vh = kh + a;
-            if (sp) kl = vh + a, vl = kl + a;
+            if (sp) kl = m16 & 2 ? nullptr : vh + a, vl = m16 & 1 ? nullptr : vh + 2 * a;
             if (kvgrid > 0) {
                 PCK(pdl_launch(S->pdl, kv_split_k, dim3(kvgrid), dim3(256), 0, s, reinterpret_cast<const float *>(kc),
-                               reinterpret_cast<const float *>(vc), kh, kl, vh, vl, S->dbuf, kvd, hd, S->max_ctx));
+                               reinterpret_cast<const float *>(vc), kh, kl, vh, vl, S->dbuf, kvd, hd, S->max_ctx, m16));
                 mark(S, s, "kv_split");
             }
         }
         const unsigned nslot = (unsigned)(S->nh + 2 * S->nkv);
-        if (std::is_same<KT, __half>::value) ql = nullptr;  // f16 q, no lo half
+        if (std::is_same<KT, __half>::value || S->pv16 == 3) ql = nullptr;  // f16 q, no lo half
         const dim3 pg(T, (nslot + 7) / 8);
         const size_t ps = (size_t)T * (qd + 2 * kvd);
         if (S->prep_v && hd == 128)
             PCK(pdl_launch(S->pdl, qk_prep_v_k<128, KT>, pg, dim3(256), 0, s, S->qkv, nq, ps, W.q_norm, W.k_norm,
-                           P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, S->max_ctx, S->dbuf, P->eps));
+                           P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, S->max_ctx, S->dbuf, P->eps, m16));
         else if (S->prep_v && hd == 64)
             PCK(pdl_launch(S->pdl, qk_prep_v_k<64, KT>, pg, dim3(256), 0, s, S->qkv, nq, ps, W.q_norm, W.k_norm,
-                           P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, S->max_ctx, S->dbuf, P->eps));
+                           P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, S->max_ctx, S->dbuf, P->eps, m16));
         else if (S->prep_v && hd == 32)
             PCK(pdl_launch(S->pdl, qk_prep_v_k<32, KT>, pg, dim3(256), 0, s, S->qkv, nq, ps, W.q_norm, W.k_norm,
-                           P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, S->max_ctx, S->dbuf, P->eps));
+                           P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, S->max_ctx, S->dbuf, P->eps, m16));
         else
             PCK(pdl_launch(S->pdl, qk_prep_k<KT>, pg, dim3(256), (size_t)8 * hd * 4, s, S->qkv, nq, ps, W.q_norm,
                            W.k_norm, P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, hd, S->max_ctx, S->dbuf,
                            P->eps));
         mark(S, s, "qk_prep");
         if (!conv) kh = reinterpret_cast<__nv_bfloat16 *>(kc), vh = reinterpret_cast<__nv_bfloat16 *>(vc);
-        int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s, of16)
-              : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s, of16)
-                          : attention<32, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s, of16);
+        int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s, of16, m16)
+              : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s, of16, m16)
+                          : attention<32, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s, of16, m16);
         if (r) return -1;
         mark(S, s, "attn");
     }
@@ -940,6 +967,8 @@ int init(mqp_state **st, const Params *P) {
     S->sg_nmax = sn ? atoi(sn) : 0;
     const char *pv = getenv("MQ_PREFILL_PREPV");
     S->prep_v = !(pv && atoi(pv) == 0);
+    const char *p16 = getenv("MQ_PREFILL_PV16");
+    S->pv16 = p16 && *p16 && atoi(p16) >= 0 && atoi(p16) <= 3 ? atoi(p16) : 2;
     const char *fg = getenv("MQ_PREFILL_F16G");
     S->f16g = fg && *fg ? atoi(fg) & 15 : 0;
     const char *nl = getenv("MQ_PREFILL_NOLO");

@@ -534,12 +534,21 @@ __device__ __forceinline__ void ldsm4t(uint32_t r[4], const __nv_bfloat16 *p) {
                  : "r"(a));
 }
 
+// 8 f32 cache elements -> 8 f16 (one uint4)
+__device__ __forceinline__ uint4 ld8half(const float *p) {
+    const float4 a = __ldcg(reinterpret_cast<const float4 *>(p)), b = __ldcg(reinterpret_cast<const float4 *>(p) + 1);
+    const __half2 h[4] = {__floats2half2_rn(a.x, a.y), __floats2half2_rn(a.z, a.w), __floats2half2_rn(b.x, b.y),
+                          __floats2half2_rn(b.z, b.w)};
+    return *reinterpret_cast<const uint4 *>(h);
+}
+
 // f32 cache rows [0, *posp) of one layer (K, V: (n_kv, maxc, hd), head-major) -> bf16 hi (kh, vh)
 // and lo (kl, vl; nullptr: not split), all (rows, kv_dim), position-major. Grid-stride over the
 // scratch's 8-element groups (the row count is read on the device, for graph replay); hd is a
-// multiple of 8, so a group is 8 consecutive dims of one head's row.
+// multiple of 8, so a group is 8 consecutive dims of one head's row. m16 bit 0 (1): V as f16 rows
+// into vh, no vl; bit 1: K likewise (MQ_PREFILL_PV16).
 __global__ void kv_split_k(const float *K, const float *V, __nv_bfloat16 *kh, __nv_bfloat16 *kl, __nv_bfloat16 *vh,
-                           __nv_bfloat16 *vl, const int *posp, int kvd, int hd, int maxc) {
+                           __nv_bfloat16 *vl, const int *posp, int kvd, int hd, int maxc, int m16) {
     pdl_wait();
     pdl_trigger();
     const size_t n8 = (size_t)*posp * kvd / 8, row8 = (size_t)kvd / 8;
@@ -549,23 +558,32 @@ __global__ void kv_split_k(const float *K, const float *V, __nv_bfloat16 *kh, __
         const int c = (int)(i - p * row8) * 8, h = c / hd, d = c - h * hd;
         const size_t src = ((size_t)h * maxc + p) * hd + d;  // the same element in the head-major cache
         uint4 hi, lo;
-        ld8split(K + src, true, hi, lo);
-        reinterpret_cast<uint4 *>(kh)[i] = hi;
-        if (kl) reinterpret_cast<uint4 *>(kl)[i] = lo;
-        ld8split(V + src, true, hi, lo);
-        reinterpret_cast<uint4 *>(vh)[i] = hi;
-        if (vl) reinterpret_cast<uint4 *>(vl)[i] = lo;
+        if (m16 & 2) {
+            reinterpret_cast<uint4 *>(kh)[i] = ld8half(K + src);
+        } else {
+            ld8split(K + src, true, hi, lo);
+            reinterpret_cast<uint4 *>(kh)[i] = hi;
+            if (kl) reinterpret_cast<uint4 *>(kl)[i] = lo;
+        }
+        if (m16 & 1) {
+            reinterpret_cast<uint4 *>(vh)[i] = ld8half(V + src);
+        } else {
+            ld8split(V + src, true, hi, lo);
+            reinterpret_cast<uint4 *>(vh)[i] = hi;
+            if (vl) reinterpret_cast<uint4 *>(vl)[i] = lo;
+        }
     }
 }
 
 // Key rows per tile: 64, or 32 at HD = 128 with lo terms (registers: q hi + lo, O and S fragments;
 // shared memory: four K/V arrays). MINB: blocks per SM the registers are capped for (3 where that
 // costs no spills, checked with -Xptxas -v).
-template <int HD, bool QLO, bool KVLO>
+template <int HD, bool QLO, bool KVLO, bool V16 = false>
 struct Flash2Cfg {
     static constexpr int BK = HD == 128 && (QLO || KVLO) ? 32 : 64;
     static constexpr int MINB = HD == 128 || (HD == 64 && KVLO) ? 2 : 3;
-    static constexpr int NA = KVLO ? 4 : 2;  // smem arrays per stage: K hi, (K lo), V hi, (V lo)
+    static constexpr int KA = KVLO ? 2 : 1;                 // K arrays: K hi, (K lo)
+    static constexpr int NA = KA + (KVLO && !V16 ? 2 : 1);  // smem arrays per stage: K hi, (K lo), V hi, (V lo)
     static constexpr int KS = HD + 8;        // padded row (16 bytes): ldmatrix rows hit distinct banks
     static constexpr size_t SMEM = (size_t)2 * NA * BK * KS * sizeof(__nv_bfloat16);
 };
@@ -577,18 +595,21 @@ struct Flash2Cfg {
 // both stages of [K hi, K lo, V hi, V lo] (BK, HD+8) sit in dynamic shared memory; the next tile's
 // cp.async runs while this one computes. QLO: q and P carry lo halves (split bf16); products take
 // the lo terms first (q.lo K.hi, q.hi K.lo) then hi.hi. MT = __half: q, K/V (an f16 cache) and P are
-// f16, one product per term (QLO and KVLO false). (Both q heads of a kv head in one 8-warp block,
-// sharing the K/V tiles, measured slower: +6% at 4,096 tokens, +34% at 512, run 62.)
-template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16>
-__global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
+// f16, one product per term (QLO and KVLO false). V16 (split with an f32 cache, MQ_PREFILL_PV16):
+// the scores keep their three bf16 products but P V is one f16 product, P and V rounded to f16
+// (11 significant bits; Vh then holds f16 rows, Vl is unused). (Both q heads of a kv head in one
+// 8-warp block, sharing the K/V tiles, measured slower: +6% at 4,096 tokens, +34% at 512, run 62.)
+template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, bool V16 = false>
+__global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO, V16>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
                                                 const __nv_bfloat16 *Kh, const __nv_bfloat16 *Kl,
                                                 const __nv_bfloat16 *Vh, const __nv_bfloat16 *Vl, int ldkv,
                                                 size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
                                                 const int *posp, int nh, int nkv, int of16) {
     pdl_wait();
     pdl_trigger();
-    using Cfg = Flash2Cfg<HD, QLO, KVLO>;
-    constexpr int BKT = Cfg::BK, NA = Cfg::NA, KS = Cfg::KS, TILE = BKT * KS;
+    using Cfg = Flash2Cfg<HD, QLO, KVLO, V16>;
+    constexpr int BKT = Cfg::BK, NA = Cfg::NA, KA = Cfg::KA, KS = Cfg::KS, TILE = BKT * KS;
+    constexpr bool VLO = KVLO && !V16;  // V lo tiles loaded and multiplied
     extern __shared__ __align__(16) __nv_bfloat16 fsm[];  // [2 stages][NA][BKT][KS]
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, lm = lane >> 3;
     uint32_t qa[HD / 16][4], qal[QLO ? HD / 16 : 1][4];
@@ -609,8 +630,8 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
             const int so = key * KS + d0;
             cp16(base + so, Kh + off, ok);
             if (KVLO) cp16(base + TILE + so, Kl + off, ok);
-            cp16(base + (NA / 2) * TILE + so, Vh + off, ok);
-            if (KVLO) cp16(base + (NA / 2 + 1) * TILE + so, Vl + off, ok);
+            cp16(base + KA * TILE + so, Vh + off, ok);
+            if (VLO) cp16(base + (KA + 1) * TILE + so, Vl + off, ok);
         }
     };
 
@@ -625,7 +646,7 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
         const int k0 = kt * BKT;
         if (k0 <= wlast) {  // else every key of this tile is after this warp's rows
             const __nv_bfloat16 *Ksh = fsm + (kt & 1) * NA * TILE, *Ksl = Ksh + TILE;
-            const __nv_bfloat16 *Vsh = Ksh + (NA / 2) * TILE, *Vsl = Vsh + TILE;
+            const __nv_bfloat16 *Vsh = Ksh + KA * TILE, *Vsl = Vsh + TILE;
             float s[BKT / 8][4];
 #pragma unroll
             for (int j = 0; j < BKT / 8; j++) {
@@ -662,7 +683,7 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
 #pragma unroll
             for (int kk = 0; kk < BKT / 16; kk++) {
                 uint32_t pa[4], pl[4];
-                if constexpr (std::is_same<MT, __half>::value) p_frags_h(s, kk, pa);
+                if constexpr (std::is_same<MT, __half>::value || V16) p_frags_h(s, kk, pa);
                 else p_frags(s, kk, pa, pl);
 #pragma unroll
                 for (int dn = 0; dn < HD / 8; dn += 2) {
@@ -670,11 +691,16 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
                     const int vo = (kk * 16 + (lm & 1) * 8 + (lane & 7)) * KS + (dn + (lm >> 1)) * 8;
                     uint32_t b[4];
                     ldsm4t(b, Vsh + vo);
+                    if constexpr (V16) {
+                        mma16816<__half>(o[dn], pa, b[0], b[1]);
+                        mma16816<__half>(o[dn + 1], pa, b[2], b[3]);
+                        continue;
+                    }
                     if (QLO) {
                         mma16816<MT>(o[dn], pl, b[0], b[1]);
                         mma16816<MT>(o[dn + 1], pl, b[2], b[3]);
                     }
-                    if (KVLO) {
+                    if (VLO) {
                         uint32_t bl[4];
                         ldsm4t(bl, Vsl + vo);
                         mma16816<MT>(o[dn], pa, bl[0], bl[1]);
@@ -692,7 +718,7 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO>::MINB)) flash2_
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    if (std::is_same<MT, __half>::value && of16)
+    if ((std::is_same<MT, __half>::value || V16) && of16)
         store_o_h(o, l0, l1, T, qd, h, wr, g, tq, att);
     else
         store_o<QLO || std::is_same<MT, __half>::value>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);
