@@ -123,7 +123,10 @@ struct mqp_state {
     int pdl;               // launch the chain's own kernels with programmatic dependent launch (sm_90+; MQ_PREFILL_PDL=0 off)
     int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head, 4: SiLU in gate|up's epilogue
                            // (MQ_PREFILL_SGEMM, default 3; 4 not measured yet)
-    int sg_nmax;           // layer GEMMs with more outputs than this stay on cuBLASLt (MQ_PREFILL_SGNMAX; 0: none)
+    // layer GEMMs with more outputs than this stay on cuBLASLt (MQ_PREFILL_SGNMAX, default 4096: the
+    // 0.6B's gate|up, 6,144 outputs in 192 sgemm blocks, is 4% faster on cuBLASLt at 32 tokens and 1%
+    // at 8, run 99; 0: every layer GEMM on sgemm)
+    int sg_nmax;
     int prep_v;            // q/k prep by qk_prep_v_k (MQ_PREFILL_PREPV, default 1; 0: qk_prep_k)
     // split with an f32 cache: how much of the attention is f16 (MQ_PREFILL_PV16): 0 none (three split
     // bf16 products per term), 1 P V, 2 (default) P V and the scores with q as f16 hi + lo, 3 all f16
@@ -343,6 +346,43 @@ __global__ void qk_prep_k(const float *qkv, int ns, size_t ss, const float *qn, 
                       nkv, hd, maxc, eps);
 }
 
+// E consecutive floats through L2 (p aligned to 16 bytes when E is a multiple of 4, to 8 when E is
+// 2): one vector load per 4 floats. __ldcg keeps no L1 line, so E scalar loads with the lanes 4E
+// bytes apart fetched each 32-byte sector E times.
+template <int E>
+__device__ __forceinline__ void ldcg_e(const float *p, float (&v)[E]) {
+    if constexpr (E % 4 == 0) {
+#pragma unroll
+        for (int j = 0; j < E; j += 4) {
+            const float4 a = __ldcg(reinterpret_cast<const float4 *>(p + j));
+            v[j] = a.x, v[j + 1] = a.y, v[j + 2] = a.z, v[j + 3] = a.w;
+        }
+    } else if constexpr (E == 2) {
+        const float2 a = __ldcg(reinterpret_cast<const float2 *>(p));
+        v[0] = a.x, v[1] = a.y;
+    } else {
+#pragma unroll
+        for (int j = 0; j < E; j++) v[j] = __ldcg(p + j);
+    }
+}
+
+// E elements (v: a local array, 16-byte aligned) to p in stores of up to 16 bytes (p aligned alike)
+template <int E, typename U>
+__device__ __forceinline__ void st_e(U *p, const U (&v)[E]) {
+    constexpr int B = E * (int)sizeof(U);
+    if constexpr (B % 16 == 0) {
+#pragma unroll
+        for (int i = 0; i < B / 16; i++) reinterpret_cast<uint4 *>(p)[i] = reinterpret_cast<const uint4 *>(v)[i];
+    } else if constexpr (B == 8) {
+        *reinterpret_cast<uint2 *>(p) = *reinterpret_cast<const uint2 *>(v);
+    } else if constexpr (B == 4) {
+        *reinterpret_cast<uint32_t *>(p) = *reinterpret_cast<const uint32_t *>(v);
+    } else {
+#pragma unroll
+        for (int j = 0; j < E; j++) p[j] = v[j];
+    }
+}
+
 // One (token, slot) row of the q|k|v projection for the q/k prep, by one warp, lane l owning dims
 // [lE, lE + E): src is the row's first slab at the lane's dims, ns slabs ss floats apart, summed;
 // then, for a q or k slot (norm), RMSNorm with weights nw and RoPE with the position's cos/sin
@@ -353,13 +393,14 @@ __device__ __forceinline__ void prep_row(const float *src, int ns, size_t ss, bo
                                          const float2 *cs, float eps, float (&v)[HD / 32]) {
     constexpr int E = HD / 32, half = HD / 2;
     const int d0 = (threadIdx.x & 31) * E;
-    float sl[E][3], w[E], c[E], sn[E];
+    float sl[3][E], w[E], c[E], sn[E];
+    // __ldcg: the previous kernel's output (and the megakernel rewrites it); vector loads (ldcg_e)
+    ldcg_e<E>(src, v);
 #pragma unroll
-    for (int j = 0; j < E; j++) {  // __ldcg: the previous kernel's output (and the megakernel rewrites it)
-        v[j] = __ldcg(src + j);
+    for (int k = 1; k < 4; k++)
+        if (k < ns) ldcg_e<E>(src + k * ss, sl[k - 1]);
 #pragma unroll
-        for (int k = 1; k < 4; k++)
-            if (k < ns) sl[j][k - 1] = __ldcg(src + k * ss + j);
+    for (int j = 0; j < E; j++) {
         w[j] = norm ? nw[d0 + j] : 1.0f;
         const float2 x = norm ? cs[(d0 + j) % half] : make_float2(1.0f, 0.0f);
         c[j] = x.x, sn[j] = x.y;
@@ -370,7 +411,7 @@ __device__ __forceinline__ void prep_row(const float *src, int ns, size_t ss, bo
         float a = v[j];
 #pragma unroll
         for (int k = 1; k < 4; k++)
-            if (k < ns) a += sl[j][k - 1];
+            if (k < ns) a += sl[k - 1][j];
         for (int k = 4; k < ns; k++) a += __ldcg(src + k * ss + j);
         v[j] = a;
         sq += a * a;
@@ -409,33 +450,51 @@ __global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const float *qn
         float v[E];
         prep_row<HD>(qkv + (size_t)t * (qd + 2 * kvd) + (size_t)s * HD + d0, ns, ss, isq || isk, isq ? qn : kn,
                      reinterpret_cast<const float2 *>(rope) + (size_t)p * half, eps, v);  // (RoPE at position p)
+        // every store is one vector store per lane (st_e): E consecutive elements
         if (isq) {
             const size_t qo = (size_t)t * qd + (size_t)s * HD + d0;
+            if (std::is_same<KT, __half>::value || (m16 & 2)) {  // q as f16 for flash2_k's f16 products
+                alignas(16) __half h[E], lo[E];
 #pragma unroll
-            for (int j = 0; j < E; j++) {
-                if (std::is_same<KT, __half>::value || (m16 & 2)) {  // q as f16 for flash2_k's f16 products
-                    const __half h = __float2half_rn(v[j]);
-                    reinterpret_cast<__half *>(qb)[qo + j] = h;
-                    if (ql) reinterpret_cast<__half *>(ql)[qo + j] = __float2half_rn(v[j] - __half2float(h));
-                } else {
-                    const __nv_bfloat16 h = __float2bfloat16_rn(v[j]);
-                    qb[qo + j] = h;
-                    if (ql) ql[qo + j] = __float2bfloat16_rn(v[j] - __bfloat162float(h));
+                for (int j = 0; j < E; j++) {
+                    h[j] = __float2half_rn(v[j]);
+                    lo[j] = __float2half_rn(v[j] - __half2float(h[j]));
                 }
+                st_e<E>(reinterpret_cast<__half *>(qb) + qo, h);
+                if (ql) st_e<E>(reinterpret_cast<__half *>(ql) + qo, lo);
+            } else {
+                alignas(16) __nv_bfloat16 h[E], lo[E];
+#pragma unroll
+                for (int j = 0; j < E; j++) {
+                    h[j] = __float2bfloat16_rn(v[j]);
+                    lo[j] = __float2bfloat16_rn(v[j] - __bfloat162float(h[j]));
+                }
+                st_e<E>(qb + qo, h);
+                if (ql) st_e<E>(ql + qo, lo);
             }
         } else {
             // cache row p of kv head s' (head-major); the bf16 scratch row p (position-major)
             const int sh = isk ? s - nh : s - nh - nkv;
             const size_t co = ((size_t)sh * maxc + p) * HD + d0, ko = (size_t)p * kvd + (size_t)sh * HD + d0;
-            KT *cache = isk ? kc : vc;
-            __nv_bfloat16 *xh = isk ? kh : vh, *xl = isk ? kl : vl;
+            alignas(16) KT cv[E];
 #pragma unroll
-            for (int j = 0; j < E; j++) {
-                st1(cache + co + j, v[j]);
-                if (m16 & (isk ? 2 : 1))  // the scratch row as f16 (MQ_PREFILL_PV16)
-                    reinterpret_cast<__half *>(xh)[ko + j] = __float2half_rn(v[j]);
-                else
-                    st_split(xh, xl, ko + j, v[j]);
+            for (int j = 0; j < E; j++) st1(&cv[j], v[j]);
+            st_e<E>((isk ? kc : vc) + co, cv);
+            __nv_bfloat16 *xh = isk ? kh : vh, *xl = isk ? kl : vl;
+            if (m16 & (isk ? 2 : 1)) {  // the scratch row as f16 (MQ_PREFILL_PV16)
+                alignas(16) __half h[E];
+#pragma unroll
+                for (int j = 0; j < E; j++) h[j] = __float2half_rn(v[j]);
+                st_e<E>(reinterpret_cast<__half *>(xh) + ko, h);
+            } else if (xh) {
+                alignas(16) __nv_bfloat16 h[E], lo[E];
+#pragma unroll
+                for (int j = 0; j < E; j++) {
+                    h[j] = __float2bfloat16_rn(v[j]);
+                    lo[j] = __float2bfloat16_rn(v[j] - __bfloat162float(h[j]));
+                }
+                st_e<E>(xh + ko, h);
+                if (xl) st_e<E>(xl + ko, lo);
             }
         }
     }
@@ -964,7 +1023,7 @@ int init(mqp_state **st, const Params *P) {
     S->mk = mk && atoi(mk) == 1 && major >= 9 && fa.binaryVersion >= 90;
     PCK(cudaMalloc((void **)&S->mkbar, sizeof(unsigned)));
     const char *sn = getenv("MQ_PREFILL_SGNMAX");
-    S->sg_nmax = sn ? atoi(sn) : 0;
+    S->sg_nmax = sn && *sn ? atoi(sn) : 4096;
     const char *pv = getenv("MQ_PREFILL_PREPV");
     S->prep_v = !(pv && atoi(pv) == 0);
     const char *p16 = getenv("MQ_PREFILL_PV16");
