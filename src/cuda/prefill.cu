@@ -197,8 +197,34 @@ __device__ __forceinline__ void resid_norm_row(int row, const int32_t *ids, cons
         e = E + (size_t)id * H;
     }
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < H; i += blockDim.x) {
-        float v;
+    // four elements a thread per trip (float4 / 4 x 16-bit accesses) where every row start is 16-byte
+    // aligned; the scalar loops below otherwise
+    const bool vec = (H & 3) == 0 && (ds & 3) == 0 &&
+                     (((uintptr_t)x | (uintptr_t)w | (uintptr_t)out | (uintptr_t)d | (uintptr_t)lo) & 15) == 0 &&
+                     ((uintptr_t)e & 7) == 0;
+    if (vec) {
+        for (int i = threadIdx.x * 4; i < H; i += blockDim.x * 4) {
+            float4 v;
+            if (e) {
+                const uint2 raw = *reinterpret_cast<const uint2 *>(e + i);
+                const __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162 *>(&raw.x),
+                                     b = *reinterpret_cast<const __nv_bfloat162 *>(&raw.y);
+                v = make_float4(__low2float(a), __high2float(a), __low2float(b), __high2float(b));
+            } else {
+                v = *reinterpret_cast<const float4 *>(xr + i);
+                if (d)
+#pragma unroll 4
+                    for (int k = 0; k < nd; k++) {
+                        const float4 u = __ldcg(reinterpret_cast<const float4 *>(d + ro + k * ds + i));
+                        v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+                    }
+            }
+            if (e || d) *reinterpret_cast<float4 *>(xr + i) = v;  // read back below by this same thread
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+    } else {
+        for (int i = threadIdx.x; i < H; i += blockDim.x) {
+            float v;
         if (e) {
             v = __bfloat162float(e[i]);
         } else {
@@ -207,8 +233,9 @@ __device__ __forceinline__ void resid_norm_row(int row, const int32_t *ids, cons
 #pragma unroll 4
                 for (int k = 0; k < nd; k++) v += __ldcg(d + ro + k * ds + i);
         }
-        if (e || d) xr[i] = v;  // read back below by this same thread
-        ss += v * v;
+            if (e || d) xr[i] = v;  // read back below by this same thread
+            ss += v * v;
+        }
     }
     ss = warp_sum(ss);
     if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
@@ -217,6 +244,29 @@ __device__ __forceinline__ void resid_norm_row(int row, const int32_t *ids, cons
     for (int i = 0; i < (int)(blockDim.x >> 5); i++) sum += red[i];
     const float r = 1.0f / sqrtf(sum / (float)H + eps);
     __nv_bfloat16 *o = out + ro, *ol = lo ? lo + ro : nullptr;
+    if (vec) {
+        for (int i = threadIdx.x * 4; i < H; i += blockDim.x * 4) {
+            const float4 a = *reinterpret_cast<const float4 *>(xr + i), g = *reinterpret_cast<const float4 *>(w + i);
+            const float v0 = g.x * (a.x * r), v1 = g.y * (a.y * r), v2 = g.z * (a.z * r), v3 = g.w * (a.w * r);
+            if (f16) {
+                const __half2 p = __floats2half2_rn(v0, v1), q = __floats2half2_rn(v2, v3);
+                *reinterpret_cast<uint2 *>(o + i) =
+                    make_uint2(*reinterpret_cast<const uint32_t *>(&p), *reinterpret_cast<const uint32_t *>(&q));
+                continue;
+            }
+            const __nv_bfloat162 p = __floats2bfloat162_rn(v0, v1), q = __floats2bfloat162_rn(v2, v3);
+            *reinterpret_cast<uint2 *>(o + i) =
+                make_uint2(*reinterpret_cast<const uint32_t *>(&p), *reinterpret_cast<const uint32_t *>(&q));
+            if (ol) {
+                const __nv_bfloat162 pl = __floats2bfloat162_rn(v0 - __low2float(p), v1 - __high2float(p)),
+                                     ql = __floats2bfloat162_rn(v2 - __low2float(q), v3 - __high2float(q));
+                *reinterpret_cast<uint2 *>(ol + i) =
+                    make_uint2(*reinterpret_cast<const uint32_t *>(&pl), *reinterpret_cast<const uint32_t *>(&ql));
+            }
+        }
+        __syncthreads();
+        return;
+    }
     if (f16) {  // one f16 row for an f16 GEMM (normed: |v| <= |w| sqrt(H), far inside f16's range)
         for (int i = threadIdx.x; i < H; i += blockDim.x) reinterpret_cast<__half *>(o)[i] = __float2half_rn(w[i] * (xr[i] * r));
         __syncthreads();
@@ -509,6 +559,28 @@ __global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const float *qn
 __global__ void silu_mul_k(const float *gu, int ns, size_t ss, __nv_bfloat16 *h, __nv_bfloat16 *lo, size_t n, int f16) {
     pdl_wait();
     pdl_trigger();
+    if ((n & 1) == 0 && (ss & 1) == 0) {  // two outputs a trip: one float4 per slab, 4-byte stores
+        const float4 *g4 = reinterpret_cast<const float4 *>(gu);
+        const size_t s4 = ss / 2;  // the slab stride in float4s
+        for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n / 2; i += (size_t)gridDim.x * blockDim.x) {
+            float4 v = g4[i];
+            for (int k = 1; k < ns; k++) {
+                const float4 u = g4[k * s4 + i];
+                v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+            }
+            const float r0 = v.x / (1.0f + expf(-v.x)) * v.y, r1 = v.z / (1.0f + expf(-v.z)) * v.w;
+            if (f16) {
+                reinterpret_cast<__half2 *>(h)[i] = __floats2half2_rn(r0, r1);
+                continue;
+            }
+            const __nv_bfloat162 hv = __floats2bfloat162_rn(r0, r1);
+            reinterpret_cast<__nv_bfloat162 *>(h)[i] = hv;
+            if (lo)
+                reinterpret_cast<__nv_bfloat162 *>(lo)[i] =
+                    __floats2bfloat162_rn(r0 - __low2float(hv), r1 - __high2float(hv));
+        }
+        return;
+    }
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float2 v = reinterpret_cast<const float2 *>(gu)[i];
         for (int k = 1; k < ns; k++) {
