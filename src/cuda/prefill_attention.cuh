@@ -557,21 +557,19 @@ __global__ void kv_split_k(const float *K, const float *V, __nv_bfloat16 *kh, __
         const size_t p = i / row8;
         const int c = (int)(i - p * row8) * 8, h = c / hd, d = c - h * hd;
         const size_t src = ((size_t)h * maxc + p) * hd + d;  // the same element in the head-major cache
-        uint4 hi, lo;
-        if (m16 & 2) {
-            reinterpret_cast<uint4 *>(kh)[i] = ld8half(K + src);
-        } else {
-            ld8split(K + src, true, hi, lo);
-            reinterpret_cast<uint4 *>(kh)[i] = hi;
-            if (kl) reinterpret_cast<uint4 *>(kl)[i] = lo;
-        }
-        if (m16 & 1) {
-            reinterpret_cast<uint4 *>(vh)[i] = ld8half(V + src);
-        } else {
-            ld8split(V + src, true, hi, lo);
-            reinterpret_cast<uint4 *>(vh)[i] = hi;
-            if (vl) reinterpret_cast<uint4 *>(vl)[i] = lo;
-        }
+        // group i of one array: f16 (half), or bf16 hi into h and lo into l (l nullptr: none)
+        auto put = [&](const float *x, bool half, __nv_bfloat16 *h, __nv_bfloat16 *l) {
+            if (half) {
+                reinterpret_cast<uint4 *>(h)[i] = ld8half(x);
+                return;
+            }
+            uint4 hi, lo;
+            ld8split(x, true, hi, lo);
+            reinterpret_cast<uint4 *>(h)[i] = hi;
+            if (l) reinterpret_cast<uint4 *>(l)[i] = lo;
+        };
+        put(K + src, (m16 & 2) != 0, kh, kl);
+        put(V + src, (m16 & 1) != 0, vh, vl);
     }
 }
 
