@@ -97,23 +97,30 @@ static void init_byte_map(void) { /* once per process, safe when threads load to
 
 /* ---------- UTF-8 ---------- */
 
+/* The multi-byte UTF-8 sequence lead byte c starts: its length (0: c is not the lead byte of a
+ * valid one), and the range [*lo, *hi] its second byte must fall in (later bytes: 0x80-0xBF). */
+static int utf8_lead(unsigned c, unsigned *lo, unsigned *hi) {
+    *lo = 0x80, *hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) return 2;
+    if (c == 0xE0) { *lo = 0xA0; return 3; }
+    if (c >= 0xE1 && c <= 0xEC) return 3;
+    if (c == 0xED) { *hi = 0x9F; return 3; }
+    if (c >= 0xEE && c <= 0xEF) return 3;
+    if (c == 0xF0) { *lo = 0x90; return 4; }
+    if (c >= 0xF1 && c <= 0xF3) return 4;
+    if (c == 0xF4) { *hi = 0x8F; return 4; }
+    return 0;
+}
+
 /* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid or truncated. *trunc is
  * set when the bytes are a valid prefix cut off by the end of the buffer. */
 static int utf8_seq(const unsigned char *s, size_t n, int *trunc) {
     *trunc = 0;
     unsigned c = s[0];
     if (c < 0x80) return 1;
-    int len;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) { len = 3; lo = 0xA0; }
-    else if (c >= 0xE1 && c <= 0xEC) len = 3;
-    else if (c == 0xED) { len = 3; hi = 0x9F; }
-    else if (c >= 0xEE && c <= 0xEF) len = 3;
-    else if (c == 0xF0) { len = 4; lo = 0x90; }
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else if (c == 0xF4) { len = 4; hi = 0x8F; }
-    else return 0;
+    unsigned lo, hi;
+    const int len = utf8_lead(c, &lo, &hi);
+    if (!len) return 0;
     for (int i = 1; i < len; i++) {
         if ((size_t)i >= n) { *trunc = 1; return 0; }
         unsigned d = s[i];
@@ -124,18 +131,9 @@ static int utf8_seq(const unsigned char *s, size_t n, int *trunc) {
 
 /* Bytes of the maximal ill-formed subpart at s (what one U+FFFD replaces, as Rust/HF do). */
 static int utf8_bad_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    unsigned lo = 0x80, hi = 0xBF;
-    int len;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) { len = 3; lo = 0xA0; }
-    else if (c >= 0xE1 && c <= 0xEC) len = 3;
-    else if (c == 0xED) { len = 3; hi = 0x9F; }
-    else if (c >= 0xEE && c <= 0xEF) len = 3;
-    else if (c == 0xF0) { len = 4; lo = 0x90; }
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else if (c == 0xF4) { len = 4; hi = 0x8F; }
-    else return 1;
+    unsigned lo, hi;
+    const int len = utf8_lead(s[0], &lo, &hi);
+    if (!len) return 1;
     int k = 1;
     while (k < len && (size_t)k < n) {
         unsigned d = s[k];

@@ -38,24 +38,7 @@ static void compare(const float *a, const float *b, int rows, int V, double *rel
     *mism = 0;
     for (int r = 0; r < rows; r++) {
         const float *x = a + (size_t)r * V, *y = b + (size_t)r * V;
-        double mxa = -INFINITY, mxb = -INFINITY, sa = 0, sb = 0;
-        for (int i = 0; i < V; i++) {
-            double e = fabs((double)x[i] - y[i]);
-            if (!(e <= d)) d = e;
-            if (fabs(y[i]) > mx) mx = fabs(y[i]);
-            if (x[i] > mxa) mxa = x[i];
-            if (y[i] > mxb) mxb = y[i];
-        }
-        for (int i = 0; i < V; i++) {
-            sa += exp(x[i] - mxa);
-            sb += exp(y[i] - mxb);
-        }
-        double k = 0;
-        for (int i = 0; i < V; i++) {
-            double lb = y[i] - mxb - log(sb), la = x[i] - mxa - log(sa);
-            k += exp(lb) * (lb - la);
-        }
-        kls += k;
+        kls += mq_test_row_kl(x, y, V, &d, &mx);
         if (mq_sampler_argmax(x, V) != mq_sampler_argmax(y, V)) (*mism)++;
     }
     *rel = d / (mx > 0 ? mx : 1);

@@ -17,6 +17,7 @@
 #include "model.h"
 #include "sampler.h"
 #include "synth.h"
+#include "testutil.h"
 
 static int gpu_or_skip(void) {
     const char *b = getenv("MQ_PREFILL_BENCH");
@@ -81,24 +82,7 @@ static void compare(const char *what, const float *a, const float *b, int rows, 
     int mism = 0, hard = 0;
     for (int r = 0; r < rows; r++) {
         const float *x = a + (size_t)r * V, *y = b + (size_t)r * V;
-        double mxa = -INFINITY, mxb = -INFINITY, sa = 0, sb = 0;
-        for (int i = 0; i < V; i++) {
-            const double e = fabs((double)x[i] - y[i]);
-            if (!(e <= d)) d = e; /* NaN counts as the largest error */
-            if (fabs(y[i]) > mx) mx = fabs(y[i]);
-            if (x[i] > mxa) mxa = x[i];
-            if (y[i] > mxb) mxb = y[i];
-        }
-        for (int i = 0; i < V; i++) {
-            sa += exp(x[i] - mxa);
-            sb += exp(y[i] - mxb);
-        }
-        double k = 0;
-        for (int i = 0; i < V; i++) {
-            const double lb = y[i] - mxb - log(sb), la = x[i] - mxa - log(sa);
-            k += exp(lb) * (lb - la);
-        }
-        kls += k;
+        kls += mq_test_row_kl(x, y, V, &d, &mx);
         const int ia = mq_sampler_argmax(x, V), ib = mq_sampler_argmax(y, V);
         if (ia != ib) {
             mism++;

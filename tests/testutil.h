@@ -1,6 +1,7 @@
 /* testutil: small helpers the cmocka tests share (reading fixture files). */
 #ifndef MQ_TESTUTIL_H
 #define MQ_TESTUTIL_H
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,30 @@ static inline int mq_test_rmrf(const char *dir) {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     return system(cmd) == 0 ? 0 : -1;
+}
+
+/* One row of logits x (tested) against y (reference), V entries: returns KL(softmax y || softmax x)
+ * in double; folds the largest |x - y| into *d (a NaN counts as the largest) and the largest |y|
+ * into *mx. */
+static inline double mq_test_row_kl(const float *x, const float *y, int V, double *d, double *mx) {
+    double mxa = -INFINITY, mxb = -INFINITY, sa = 0, sb = 0;
+    for (int i = 0; i < V; i++) {
+        const double e = fabs((double)x[i] - y[i]);
+        if (!(e <= *d)) *d = e;
+        if (fabs(y[i]) > *mx) *mx = fabs(y[i]);
+        if (x[i] > mxa) mxa = x[i];
+        if (y[i] > mxb) mxb = y[i];
+    }
+    for (int i = 0; i < V; i++) {
+        sa += exp(x[i] - mxa);
+        sb += exp(y[i] - mxb);
+    }
+    double k = 0;
+    for (int i = 0; i < V; i++) {
+        const double lb = y[i] - mxb - log(sb), la = x[i] - mxa - log(sa);
+        k += exp(lb) * (lb - la);
+    }
+    return k;
 }
 
 #endif
