@@ -56,16 +56,21 @@ static int cuda_forward(mq_backend *be, const int32_t *ids, int n, int pos, floa
     int r = mq_gpu_run(b->g, ids, 0, pos, n, logits, b->last, NULL, 0, NULL);
     if (r < 0) return -1;
     /* A 16-bit cache saturates: f16 holds at most 65504, so a larger K or V value becomes inf and the
-     * logits NaN. Checked on the rows that reach the host (prompts, teacher-forced logits), not inside
-     * device-side generation. */
-    if (b->base.kv_elt == 2) {
-        for (int i = 0; i < b->vocab; i++)
-            if (!isfinite(b->last[i])) {
+     * logits NaN. With the f32 cache a prompt's attention still rounds K and V to f16 in the prefill
+     * (MQ_PREFILL_PV16, default 2). Checked on the rows that reach the host (prompts, teacher-forced
+     * logits; with the f32 cache only after a prefill, n > 1, so that host-sampled decoding does not
+     * scan the vocabulary once more per token), not inside device-side generation. */
+    for (int i = 0; (b->base.kv_elt == 2 || n > 1) && i < b->vocab; i++)
+        if (!isfinite(b->last[i])) {
+            if (b->base.kv_elt == 2)
                 mq_err_set("cuda: non-finite logits at position %d: a K/V value may be past the 16-bit KV "
                            "cache's range (f16: 65504); --kv-type f32 avoids it", pos + n - 1);
-                return -1;
-            }
-    }
+            else
+                mq_err_set("cuda: non-finite logits at position %d: the checkpoint holds NaN/inf, or a K/V value "
+                           "is past f16's range (65504) in the prompt's attention (MQ_PREFILL_PV16=0 keeps it in "
+                           "split bf16)", pos + n - 1);
+            return -1;
+        }
     return 0;
 }
 
