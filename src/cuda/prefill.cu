@@ -225,14 +225,14 @@ __device__ __forceinline__ void resid_norm_row(int row, const int32_t *ids, cons
     } else {
         for (int i = threadIdx.x; i < H; i += blockDim.x) {
             float v;
-        if (e) {
-            v = __bfloat162float(e[i]);
-        } else {
-            v = xr[i];
-            if (d)  // __ldcg: the previous grid's output (not the read-only path __restrict__ would allow)
+            if (e) {
+                v = __bfloat162float(e[i]);
+            } else {
+                v = xr[i];
+                if (d)  // __ldcg: the previous grid's output (not the read-only path __restrict__ would allow)
 #pragma unroll 4
-                for (int k = 0; k < nd; k++) v += __ldcg(d + ro + k * ds + i);
-        }
+                    for (int k = 0; k < nd; k++) v += __ldcg(d + ro + k * ds + i);
+            }
             if (e || d) xr[i] = v;  // read back below by this same thread
             ss += v * v;
         }
