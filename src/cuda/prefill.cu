@@ -966,7 +966,9 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
             }
         }
         const unsigned nslot = (unsigned)(S->nh + 2 * S->nkv);
-        if (std::is_same<KT, __half>::value || S->pv16 == 3) ql = nullptr;  // f16 q, no lo half
+        // f16 q without a lo half: the f16 cache, or level 3 where it applies (m16; a bf16 cache or
+        // MQ_PREFILL_ATTN=1 keep split q whatever MQ_PREFILL_PV16 says)
+        if (std::is_same<KT, __half>::value || (m16 == 3 && S->pv16 == 3)) ql = nullptr;
         const dim3 pg(T, (nslot + 7) / 8);
         const size_t ps = (size_t)T * (qd + 2 * kvd);
         if (S->prep_v && hd == 128)
