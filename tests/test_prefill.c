@@ -235,6 +235,16 @@ static void test_tiny(void **st) {
     drop_model(&s);
 }
 
+/* A new device backend on model s: ids[0, n0) at pos 0, then ids[n0, n0 + n1) at pos n0 (attention
+ * over earlier cache rows) with that chunk's logits (n1 rows) into out. */
+static void two_chunks(synth_model *s, int max_ctx, const int32_t *ids, int n0, int n1, float *out) {
+    mq_backend *gpu = mq_cuda_new(&s->m, max_ctx);
+    if (!gpu) fail_msg("backend: %s", mq_err_get());
+    if (gpu->forward(gpu, ids, n0, 0, NULL) != 0) fail_msg("cuda forward: %s", mq_err_get());
+    if (gpu->forward(gpu, ids + n0, n1, n0, out) != 0) fail_msg("cuda forward: %s", mq_err_get());
+    gpu->free(gpu);
+}
+
 /* Attention v2 (default) against the first kernel (MQ_PREFILL_ATTN=1) on the same device, for each
  * precision (split / bf16) and KV cache type (f32 / bf16): a prompt of n0 tokens at pos 0, then n1
  * more at pos n0 (cache rows before the chunk), all rows; the same roundings, only the fp32
@@ -256,11 +266,7 @@ static void test_attn_variants(void **st) {
         setenv("MQ_CUDA_KV", kv[i >> 1], 1);
         for (int v = 0; v < 2; v++) {
             setenv("MQ_PREFILL_ATTN", v ? "1" : "2", 1);
-            mq_backend *gpu = mq_cuda_new(&s.m, 512);
-            if (!gpu) fail_msg("backend: %s", mq_err_get());
-            if (gpu->forward(gpu, ids, n0, 0, NULL) != 0) fail_msg("cuda forward: %s", mq_err_get());
-            if (gpu->forward(gpu, ids + n0, n1, n0, v ? b : a) != 0) fail_msg("cuda forward: %s", mq_err_get());
-            gpu->free(gpu);
+            two_chunks(&s, 512, ids, n0, n1, v ? b : a);
         }
         char what[96];
         snprintf(what, sizeof what, "tiny attention v2 vs v1 (%s, KV %s), %d+%d", prec[i & 1], kv[i >> 1], n0, n1);
@@ -557,11 +563,7 @@ static void test_pv16(void **st) {
     assert_non_null(b);
     for (int v = 0; v < 2; v++) {
         setenv("MQ_PREFILL_PV16", v ? "0" : "3", 1);
-        mq_backend *gpu = mq_cuda_new(&s.m, 256);
-        if (!gpu) fail_msg("backend: %s", mq_err_get());
-        if (gpu->forward(gpu, ids, n0, 0, NULL) != 0) fail_msg("cuda forward: %s", mq_err_get());
-        if (gpu->forward(gpu, ids + n0, n1, n0, v ? b : a) != 0) fail_msg("cuda forward: %s", mq_err_get());
-        gpu->free(gpu);
+        two_chunks(&s, 256, ids, n0, n1, v ? b : a);
     }
     assert_memory_equal(a, b, (size_t)n1 * V * 4);
     printf("  tiny, bf16 KV: PV16=3 and PV16=0 give the same logits (%d+%d tokens)\n", n0, n1);
