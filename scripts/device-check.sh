@@ -327,14 +327,16 @@ if [ -n "$ONLY" ] && want ncu-attn; then
   # keys): warp states, issue slots, shared-memory traffic and the tensor pipe's use (the session 9
   # plan: profile before the next attention change)
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
-  say "ncu: flash2_k (f16 KV, 4,096-token prompt)"
+  # DC_NCU_KV=f32: the default cache, whose prefill runs flash2_k at MQ_PREFILL_PV16's level (2)
+  NKV=${DC_NCU_KV:-f16}
+  say "ncu: flash2_k ($NKV KV, 4,096-token prompt)"
   IDS=$(python3 -c "print(','.join(str((1000 + 7919 * i) % 100000) for i in range(4096)))")
   timeout 240 "$NCU" --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
     --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables --section InstructionStats \
     --section LaunchStats --section Occupancy -k regex:flash2_k -s 28 -c 1 \
-    "$BIN" run -m $M06 --backend cuda --kv-type f16 --max-ctx 4200 --prompt-ids "$IDS" -n 1 --ids --ignore-eos \
+    "$BIN" run -m $M06 --backend cuda --kv-type $NKV --max-ctx 4200 --prompt-ids "$IDS" -n 1 --ids --ignore-eos \
     >"$O/ncu-attn.txt" 2>&1
-  row "ncu flash2_k f16 | rc $? (ncu-attn.txt)"
+  row "ncu flash2_k $NKV | rc $? (ncu-attn.txt)"
   while read -r l; do row "  $l"; done < <(grep -E "Duration|Stall|Warp Cycles|Issue Slots|Eligible|Active Warps|Pipe|Bank|Achieved Occ|Registers" "$O/ncu-attn.txt" | tr -s ' ' | head -30)
 fi
 if [ -n "$ONLY" ] && want ncu; then
