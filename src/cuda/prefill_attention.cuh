@@ -593,9 +593,11 @@ struct Flash2Cfg {
 // both stages of [K hi, K lo, V hi, V lo] (BK, HD+8) sit in dynamic shared memory; the next tile's
 // cp.async runs while this one computes. QLO: q and P carry lo halves (split bf16); products take
 // the lo terms first (q.lo K.hi, q.hi K.lo) then hi.hi. MT = __half: q, K/V (an f16 cache) and P are
-// f16, one product per term (QLO and KVLO false). V16 (split with an f32 cache, MQ_PREFILL_PV16):
-// the scores keep their three bf16 products but P V is one f16 product, P and V rounded to f16
-// (11 significant bits; Vh then holds f16 rows, Vl is unused). (Both q heads of a kv head in one
+// f16, one product per term (QLO and KVLO false). V16 (the f32 cache's f16 scratch rows,
+// MQ_PREFILL_PV16): P V is one f16 product, P and V rounded to f16 (11 significant bits; Vh holds f16
+// rows, Vl is unused, P has no lo half), whatever the scores use: with MT = bf16, QLO and KVLO their
+// three split products (level 1); with MT = __half and QLO, q's f16 hi and lo against f16 K, two
+// products (level 2, the default). (Both q heads of a kv head in one
 // 8-warp block, sharing the K/V tiles, measured slower: +6% at 4,096 tokens, +34% at 512, run 62.)
 template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, bool V16 = false>
 __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO, V16>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
