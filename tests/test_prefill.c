@@ -235,6 +235,18 @@ static void test_tiny(void **st) {
     drop_model(&s);
 }
 
+/* The inputs of a two-chunk comparison: the synthetic tiny model (seed 6) into s, n ids (seed
+ * iseed, returned) and two (n1, vocabulary) logits buffers *a and *b. */
+static int32_t *two_chunk_setup(synth_model *s, int n, uint32_t iseed, int n1, float **a, float **b) {
+    const int V = 151936;
+    make_model(s, "tiny", 6);
+    *a = malloc((size_t)n1 * V * 4);
+    *b = malloc((size_t)n1 * V * 4);
+    assert_non_null(*a);
+    assert_non_null(*b);
+    return make_ids(n, V, iseed);
+}
+
 /* A new device backend on model s: ids[0, n0) at pos 0, then ids[n0, n0 + n1) at pos n0 (attention
  * over earlier cache rows) with that chunk's logits (n1 rows) into out. */
 static void two_chunks(synth_model *s, int max_ctx, const int32_t *ids, int n0, int n1, float *out) {
@@ -253,12 +265,9 @@ static void test_attn_variants(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
     synth_model s;
-    make_model(&s, "tiny", 6);
     const int V = 151936, n0 = 100, n1 = 40;
-    int32_t *ids = make_ids(n0 + n1, V, 61);
-    float *a = malloc((size_t)n1 * V * 4), *b = malloc((size_t)n1 * V * 4);
-    assert_non_null(a);
-    assert_non_null(b);
+    float *a, *b;
+    int32_t *ids = two_chunk_setup(&s, n0 + n1, 61, n1, &a, &b);
     const char *prec[2] = {"split", "bf16"}, *kv[2] = {"f32", "bf16"};
     setenv("MQ_PREFILL_PV16", "0", 1); /* split as v1 has it: the same roundings on both sides */
     for (int i = 0; i < 4; i++) {
@@ -555,12 +564,9 @@ static void test_pv16(void **st) {
      * kernels (split q included), so the logits are bit-identical */
     setenv("MQ_CUDA_KV", "bf16", 1);
     synth_model s;
-    make_model(&s, "tiny", 6);
     const int V = 151936, n0 = 70, n1 = 30;
-    int32_t *ids = make_ids(n0 + n1, V, 71);
-    float *a = malloc((size_t)n1 * V * 4), *b = malloc((size_t)n1 * V * 4);
-    assert_non_null(a);
-    assert_non_null(b);
+    float *a, *b;
+    int32_t *ids = two_chunk_setup(&s, n0 + n1, 71, n1, &a, &b);
     for (int v = 0; v < 2; v++) {
         setenv("MQ_PREFILL_PV16", v ? "0" : "3", 1);
         two_chunks(&s, 256, ids, n0, n1, v ? b : a);
