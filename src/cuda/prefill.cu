@@ -134,6 +134,7 @@ struct mqp_state {
     // KL 9.8e-8 / 1.1e-7, 4.1e-5 / 2.9e-5, 1.3e-4 / 1.1e-4, 2.2e-4 / 1.8e-4; argmax 100% of non-ties
     // but level 3's 99.98% at 5,000. TTFT at 4,096 tokens 42.5, 37.3, 32.9, 29.3 ms.
     int pv16;
+    int l2bk;              // MQ_PREFILL_L2BK=64: level 2's flash2_k at head_dim 128 with 64-key tiles (else 32)
     int nolo;              // split, cuBLASLt GEMMs: bit g (0 q|k|v, 1 o, 2 gate|up, 3 down) drops GEMM g's lo
                            // rows (MQ_PREFILL_NOLO: a precision measurement, default 0)
     int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
@@ -803,20 +804,21 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
     return gemmx(S, 1, W, K, X, D, N, T, K, s);
 }
 
-template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, bool V16 = false>
+template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, bool V16 = false, int BKO = 0>
 int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
                   const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv, size_t hs,
                   __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv, cudaStream_t s, int of16 = 0) {
-    using Cfg = Flash2Cfg<HD, QLO, KVLO, V16>;
+    using Cfg = Flash2Cfg<HD, QLO, KVLO, V16, BKO>;
     const int hdi = HD == 128 ? 2 : HD == 64 ? 1 : 0;
-    const unsigned bit = V16 ? 1u << (15 + hdi * 2 + (std::is_same<MT, __half>::value ? 1 : 0))
+    const unsigned bit = BKO                                 ? 1u << (21 + hdi)
+                       : V16 ? 1u << (15 + hdi * 2 + (std::is_same<MT, __half>::value ? 1 : 0))
                        : std::is_same<MT, __half>::value ? 1u << (12 + hdi) : 1u << (hdi * 4 + QLO * 2 + KVLO);
     if (!(S->fattr & bit)) {  // once per instantiation (the first call of a graph key is never captured)
-        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT, V16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT, V16, BKO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)Cfg::SMEM));
         S->fattr |= bit;
     }
-    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT, V16>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl,
+    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT, V16, BKO>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl,
                    ldkv, hs, att, atl, T, S->dbuf, nh, nkv, of16));
     return 0;
 }
@@ -870,6 +872,9 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
     if (m16 == 1)  // scores split bf16, P V one f16 product
         return launch_flash2<HD, true, true, __nv_bfloat16, true>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T,
                                                                   P->nh, P->nkv, s, of16);
+    if (m16 == 3 && ql && HD == 128 && S->l2bk == 64)  // (MQ_PREFILL_L2BK=64: 64-key tiles, a measurement)
+        return launch_flash2<HD, true, false, __half, true, 64>(S, grid, qb, ql, kh, nullptr, vh, nullptr, ld, hs,
+                                                                att, atl, T, P->nh, P->nkv, s, of16);
     if (m16 == 3 && ql)  // scores f16 q hi + lo against f16 K (two products), P V one f16 product
         return launch_flash2<HD, true, false, __half, true>(S, grid, qb, ql, kh, nullptr, vh, nullptr, ld, hs, att,
                                                             atl, T, P->nh, P->nkv, s, of16);
@@ -1100,6 +1105,8 @@ int init(mqp_state **st, const Params *P) {
     S->sg_nmax = sn && *sn ? atoi(sn) : 4096;
     const char *pv = getenv("MQ_PREFILL_PREPV");
     S->prep_v = !(pv && atoi(pv) == 0);
+    const char *lbk = getenv("MQ_PREFILL_L2BK");
+    S->l2bk = lbk ? atoi(lbk) : 0;
     const char *p16 = getenv("MQ_PREFILL_PV16");
     S->pv16 = p16 && *p16 && atoi(p16) >= 0 && atoi(p16) <= 3 ? atoi(p16) : 2;
     const char *fg = getenv("MQ_PREFILL_F16G");
