@@ -82,6 +82,10 @@ int mq_gpu_kv_elt(const mq_gpu *g);
 /* One line describing the device and launch shape (for logs). */
 const char *mq_gpu_describe(const mq_gpu *g);
 void mq_gpu_free(mq_gpu *g);
+/* n floats of zeroed page-locked host memory (device copies land in it without a staging copy),
+ * NULL if the driver refuses; freed by mq_gpu_host_free. */
+float *mq_gpu_host_floats(size_t n);
+void mq_gpu_host_free(void *p);
 
 #ifdef __cplusplus
 }

@@ -991,6 +991,20 @@ int mq_gpu_kv_elt(const mq_gpu *g) { return g && g->kvt != mqk::KV_F32 ? 2 : 4; 
 
 const char *mq_gpu_describe(const mq_gpu *g) { return g ? g->desc : ""; }
 
+float *mq_gpu_host_floats(size_t n) {
+    void *p = nullptr;
+    if (cudaMallocHost(&p, n * sizeof(float)) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return nullptr;
+    }
+    memset(p, 0, n * sizeof(float));
+    return static_cast<float *>(p);
+}
+
+void mq_gpu_host_free(void *p) {
+    if (p) cudaFreeHost(p);
+}
+
 void mq_gpu_free(mq_gpu *g) {
     if (!g) return;
     mqp_free(g->pf);
