@@ -121,6 +121,7 @@ struct mqp_state {
     int attn_v1;           // MQ_PREFILL_ATTN=1: the first attention kernel (flash_k, K/V converted per block)
     int sms;               // multiprocessors (grid of the K/V conversion, sgemm's slabs)
     int pdl;               // launch the chain's own kernels with programmatic dependent launch (sm_90+; MQ_PREFILL_PDL=0 off)
+    int gemv;              // MQ_PREFILL_GEMV=1: the last row's final norm + lm_head in gemv_head_k (a measurement)
     int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head, 4: SiLU in gate|up's epilogue
                            // (MQ_PREFILL_SGEMM, default 3; 4 not measured yet)
     // layer GEMMs with more outputs than this stay on cuBLASLt (MQ_PREFILL_SGNMAX, default 4096: the
@@ -1105,6 +1106,8 @@ int init(mqp_state **st, const Params *P) {
     S->sg_nmax = sn && *sn ? atoi(sn) : 4096;
     const char *pv = getenv("MQ_PREFILL_PREPV");
     S->prep_v = !(pv && atoi(pv) == 0);
+    const char *gv = getenv("MQ_PREFILL_GEMV");
+    S->gemv = gv && atoi(gv) == 1;
     const char *lbk = getenv("MQ_PREFILL_L2BK");
     S->l2bk = lbk ? atoi(lbk) : 0;
     const char *p16 = getenv("MQ_PREFILL_PV16");
@@ -1129,8 +1132,89 @@ int init(mqp_state **st, const Params *P) {
 // Logits of rows [r0, r0 + nr) (nr <= LSUB) of a chunk of T tokens after its last layer: the
 // residual gets the last down projection, final RMSNorm, lm_head -> S->logits (sgemm: one product
 // of the hi and lo rows; cuBLASLt: two GEMMs when split).
+// The final norm and the lm_head of one row (the prompt's last) in one kernel (MQ_PREFILL_GEMV=1, a
+// measurement): every block rebuilds row r of the residual (x + the nd slabs of the last down
+// product, ds floats apart) and its RMSNorm (weights w) as f32 in shared memory, then its warps
+// stream the lm_head rows (N, H) bf16, a row per warp and trip, two in flight: lane l holds the
+// uint4 groups l + 32 j (j < KU) of a row, so a warp's loads are 512 contiguous bytes, and the f32
+// input it multiplies stays in registers. logits[n] = W[n] . xn. H = 256 KU. Block 256.
+template <int KU>
+__global__ void __launch_bounds__(256) gemv_head_k(const __nv_bfloat16 *__restrict__ W, int N, const float *x,
+                                                   const float *d, int nd, size_t ds, const float *__restrict__ w,
+                                                   float eps, float *__restrict__ logits) {
+    constexpr int H = 256 * KU;
+    __shared__ float xs[H];
+    __shared__ float red[8];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    pdl_wait();
+    pdl_trigger();
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < H; i += 256) {
+        float v = __ldcg(x + i);
+        if (d)
+            for (int k = 0; k < nd; k++) v += __ldcg(d + k * ds + i);
+        xs[i] = v;
+        ss += v * v;
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) red[warp] = ss;
+    __syncthreads();
+    float sum = 0.0f;
+    for (int i = 0; i < 8; i++) sum += red[i];
+    const float r = 1.0f / sqrtf(sum / (float)H + eps);
+    float xv[KU][8];  // this lane's normed inputs: elements 8 (l + 32 j) .. + 7
+#pragma unroll
+    for (int j = 0; j < KU; j++)
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            const int i = 8 * (lane + 32 * j) + e;
+            xv[j][e] = w[i] * (xs[i] * r);
+        }
+    auto dot = [&](const uint4 (&q)[KU]) {
+        float a = 0.0f;
+#pragma unroll
+        for (int j = 0; j < KU; j++) {
+            const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&q[j]);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float2 f = __bfloat1622float2(h[e]);
+                a = fmaf(f.x, xv[j][2 * e], a);
+                a = fmaf(f.y, xv[j][2 * e + 1], a);
+            }
+        }
+        return warp_sum(a);
+    };
+    const int nw = gridDim.x * 8;
+    for (int n = blockIdx.x * 8 + warp; n < N; n += 2 * nw) {
+        const int n2 = n + nw;
+        uint4 a[KU], b[KU];
+        const uint4 *pa = reinterpret_cast<const uint4 *>(W + (size_t)n * H) + lane;
+        const uint4 *pb = reinterpret_cast<const uint4 *>(W + (size_t)(n2 < N ? n2 : n) * H) + lane;
+#pragma unroll
+        for (int j = 0; j < KU; j++) a[j] = sgt::ld_stream(pa + 32 * j), b[j] = sgt::ld_stream(pb + 32 * j);
+        const float sa = dot(a), sb = dot(b);
+        if (lane == 0) {
+            logits[n] = sa;
+            if (n2 < N) logits[n2] = sb;
+        }
+    }
+}
+
 int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
     const size_t H = S->H;
+    if (S->gemv && nr == 1 && S->split && (H == 1024 || H == 2048)) {
+        // the final norm and lm_head in one kernel (MQ_PREFILL_GEMV=1)
+        const float *x = S->x + r0 * H, *d = S->L > 0 ? S->dres + r0 * H : nullptr;
+        const dim3 g(4 * S->sms);
+        if (H == 1024)
+            PCK(pdl_launch(S->pdl, gemv_head_k<4>, g, dim3(256), 0, s, P->lm_head, S->V, x, d, S->dres_ns,
+                           (size_t)T * H, P->final_norm, P->eps, S->logits));
+        else
+            PCK(pdl_launch(S->pdl, gemv_head_k<8>, g, dim3(256), 0, s, P->lm_head, S->V, x, d, S->dres_ns,
+                           (size_t)T * H, P->final_norm, P->eps, S->logits));
+        mark(S, s, "gemv_head");
+        return 0;
+    }
     PCK(pdl_launch(S->pdl, resid_norm_k, dim3(nr), dim3(256), 0, s, nullptr, P->embed, S->V, S->x + r0 * H,
                    S->L > 0 ? S->dres + r0 * H : nullptr, S->dres_ns, T * H, P->final_norm, S->xn,
                    S->split ? S->xn + nr * H : nullptr, S->H, P->eps, 0));
