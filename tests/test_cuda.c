@@ -155,23 +155,34 @@ static void check_hf(const char *name) {
     mq_backend *b0 = new_cuda(&m, 256);
     assert_int_equal(b0->forward(b0, ids, T, 0, got0), 0);
     unsetenv("MQ_PREFILL_PV16");
-    b0->free(b0);
     compare(one, got0, T, V, &rel, &mism, &kl);
     printf("  %s: token-by-token (decode kernel) vs one forward (prefill, all split): max|d| %.3g, KL %.3g\n", name,
            rel, kl);
     assert_true(rel <= 1e-4);
     assert_true(kl <= 1e-6);
     assert_int_equal(mism, 0);
-    free(got0);
-    /* rewind: overwrite positions 10..29 with other ids, then restore: same logits again */
+    /* rewind: overwrite positions 10..29 with other ids, then restore: the first run's logits again.
+     * The re-run is a prefill of T - 10 rows after 10 cached ones, so its tiles and summation order
+     * differ from the first run's: all split (b0) it is held to the decode check's 1e-4; the default's
+     * f16 attention rounds P at other running maxima (2.7e-4 of max|logit| measured on fixture A), so
+     * b is held to the f16 level (3e-3, the token-by-token difference above is ~1e-3). */
     int32_t junk[20];
     for (int i = 0; i < 20; i++) junk[i] = (ids[i] * 7 + 3) % V;
-    assert_int_equal(b->forward(b, junk, 20, 10, NULL), 0);
-    assert_int_equal(b->forward(b, ids + 10, T - 10, 10, one + (size_t)10 * V), 0);
-    compare(one + (size_t)10 * V, got + (size_t)10 * V, T - 10, V, &rel, &mism, &kl);
-    printf("  %s: rewind to 10 and re-run vs first run: max|d| %.3g\n", name, rel);
-    assert_true(rel <= 1e-4);
-    assert_int_equal(mism, 0);
+    mq_backend *bs[2] = {b0, b};
+    const float *firsts[2] = {got0, got};
+    const double tol[2] = {1e-4, 3e-3};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(bs[k]->forward(bs[k], junk, 20, 10, NULL), 0);
+        assert_int_equal(bs[k]->forward(bs[k], ids + 10, T - 10, 10, one + (size_t)10 * V), 0);
+        compare(one + (size_t)10 * V, firsts[k] + (size_t)10 * V, T - 10, V, &rel, &mism, &kl);
+        printf("  %s: rewind to 10 and re-run vs first run (%s): max|d| %.3g, KL %.3g, argmax mismatches %d\n",
+               name, k ? "default" : "all split", rel, kl, mism);
+        assert_true(rel <= tol[k]);
+        assert_true(kl <= 1e-6);
+        if (k == 0) assert_int_equal(mism, 0); /* (the f16 level may flip a near-tie: printed) */
+    }
+    b0->free(b0);
+    free(got0);
     /* out-of-range ids and positions are errors, not crashes */
     int32_t bad = V;
     assert_int_equal(b->forward(b, &bad, 1, 0, NULL), -1);

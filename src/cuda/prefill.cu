@@ -121,7 +121,8 @@ struct mqp_state {
     int attn_v1;           // MQ_PREFILL_ATTN=1: the first attention kernel (flash_k, K/V converted per block)
     int sms;               // multiprocessors (grid of the K/V conversion, sgemm's slabs)
     int pdl;               // launch the chain's own kernels with programmatic dependent launch (sm_90+; MQ_PREFILL_PDL=0 off)
-    int gemv;              // MQ_PREFILL_GEMV=1: the last row's final norm + lm_head in gemv_head_k (a measurement)
+    int gemv;              // the last row's final norm + lm_head in gemv_head_k (MQ_PREFILL_GEMV=0: the norm
+                           // kernel and the sgemm / cuBLASLt lm_head; -15 to -20 us a prompt, run 102)
     int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head, 4: SiLU in gate|up's epilogue
                            // (MQ_PREFILL_SGEMM, default 3; 4 not measured yet)
     // layer GEMMs with more outputs than this stay on cuBLASLt (MQ_PREFILL_SGNMAX, default 4096: the
@@ -135,7 +136,6 @@ struct mqp_state {
     // KL 9.8e-8 / 1.1e-7, 4.1e-5 / 2.9e-5, 1.3e-4 / 1.1e-4, 2.2e-4 / 1.8e-4; argmax 100% of non-ties
     // but level 3's 99.98% at 5,000. TTFT at 4,096 tokens 42.5, 37.3, 32.9, 29.3 ms.
     int pv16;
-    int l2bk;              // MQ_PREFILL_L2BK=64: level 2's flash2_k at head_dim 128 with 64-key tiles (else 32)
     int nolo;              // split, cuBLASLt GEMMs: bit g (0 q|k|v, 1 o, 2 gate|up, 3 down) drops GEMM g's lo
                            // rows (MQ_PREFILL_NOLO: a precision measurement, default 0)
     int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
@@ -805,21 +805,20 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
     return gemmx(S, 1, W, K, X, D, N, T, K, s);
 }
 
-template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, bool V16 = false, int BKO = 0>
+template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, bool V16 = false>
 int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
                   const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv, size_t hs,
                   __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv, cudaStream_t s, int of16 = 0) {
-    using Cfg = Flash2Cfg<HD, QLO, KVLO, V16, BKO>;
+    using Cfg = Flash2Cfg<HD, QLO, KVLO, V16>;
     const int hdi = HD == 128 ? 2 : HD == 64 ? 1 : 0;
-    const unsigned bit = BKO                                 ? 1u << (21 + hdi)
-                       : V16 ? 1u << (15 + hdi * 2 + (std::is_same<MT, __half>::value ? 1 : 0))
+    const unsigned bit = V16 ? 1u << (15 + hdi * 2 + (std::is_same<MT, __half>::value ? 1 : 0))
                        : std::is_same<MT, __half>::value ? 1u << (12 + hdi) : 1u << (hdi * 4 + QLO * 2 + KVLO);
     if (!(S->fattr & bit)) {  // once per instantiation (the first call of a graph key is never captured)
-        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT, V16, BKO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT, V16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)Cfg::SMEM));
         S->fattr |= bit;
     }
-    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT, V16, BKO>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl,
+    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT, V16>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl,
                    ldkv, hs, att, atl, T, S->dbuf, nh, nkv, of16));
     return 0;
 }
@@ -873,9 +872,6 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
     if (m16 == 1)  // scores split bf16, P V one f16 product
         return launch_flash2<HD, true, true, __nv_bfloat16, true>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T,
                                                                   P->nh, P->nkv, s, of16);
-    if (m16 == 3 && ql && HD == 128 && S->l2bk == 64)  // (MQ_PREFILL_L2BK=64: 64-key tiles, a measurement)
-        return launch_flash2<HD, true, false, __half, true, 64>(S, grid, qb, ql, kh, nullptr, vh, nullptr, ld, hs,
-                                                                att, atl, T, P->nh, P->nkv, s, of16);
     if (m16 == 3 && ql)  // scores f16 q hi + lo against f16 K (two products), P V one f16 product
         return launch_flash2<HD, true, false, __half, true>(S, grid, qb, ql, kh, nullptr, vh, nullptr, ld, hs, att,
                                                             atl, T, P->nh, P->nkv, s, of16);
@@ -1107,9 +1103,7 @@ int init(mqp_state **st, const Params *P) {
     const char *pv = getenv("MQ_PREFILL_PREPV");
     S->prep_v = !(pv && atoi(pv) == 0);
     const char *gv = getenv("MQ_PREFILL_GEMV");
-    S->gemv = gv && atoi(gv) == 1;
-    const char *lbk = getenv("MQ_PREFILL_L2BK");
-    S->l2bk = lbk ? atoi(lbk) : 0;
+    S->gemv = !(gv && atoi(gv) == 0);
     const char *p16 = getenv("MQ_PREFILL_PV16");
     S->pv16 = p16 && *p16 && atoi(p16) >= 0 && atoi(p16) <= 3 ? atoi(p16) : 2;
     const char *fg = getenv("MQ_PREFILL_F16G");
@@ -1129,15 +1123,13 @@ int init(mqp_state **st, const Params *P) {
 // The launches of one chunk of T tokens (ids and position already in S->dbuf): embed, every
 // layer, then the final RMSNorm + lm_head of rows [r0, r0 + nr) into S->logits (nr = 0: none).
 // kvgrid: as layer's.
-// Logits of rows [r0, r0 + nr) (nr <= LSUB) of a chunk of T tokens after its last layer: the
-// residual gets the last down projection, final RMSNorm, lm_head -> S->logits (sgemm: one product
-// of the hi and lo rows; cuBLASLt: two GEMMs when split).
-// The final norm and the lm_head of one row (the prompt's last) in one kernel (MQ_PREFILL_GEMV=1, a
-// measurement): every block rebuilds row r of the residual (x + the nd slabs of the last down
-// product, ds floats apart) and its RMSNorm (weights w) as f32 in shared memory, then its warps
-// stream the lm_head rows (N, H) bf16, a row per warp and trip, two in flight: lane l holds the
-// uint4 groups l + 32 j (j < KU) of a row, so a warp's loads are 512 contiguous bytes, and the f32
-// input it multiplies stays in registers. logits[n] = W[n] . xn. H = 256 KU. Block 256.
+// The final norm and the lm_head of one row (the prompt's last) in one kernel (the default for a
+// prompt's last row at hidden 1024 / 2048, split; MQ_PREFILL_GEMV=0 off): every block rebuilds row
+// r of the residual (x + the nd slabs of the last down product, ds floats apart) and its RMSNorm
+// (weights w) as f32 in shared memory, then its warps stream the lm_head rows (N, H) bf16, a row per
+// warp and trip, two in flight: lane l holds the uint4 groups l + 32 j (j < KU) of a row, so a
+// warp's loads are 512 contiguous bytes, and the f32 input it multiplies stays in registers.
+// logits[n] = W[n] . xn. H = 256 KU. Block 256.
 template <int KU>
 __global__ void __launch_bounds__(256) gemv_head_k(const __nv_bfloat16 *__restrict__ W, int N, const float *x,
                                                    const float *d, int nd, size_t ds, const float *__restrict__ w,
@@ -1200,10 +1192,14 @@ __global__ void __launch_bounds__(256) gemv_head_k(const __nv_bfloat16 *__restri
     }
 }
 
+// Logits of rows [r0, r0 + nr) (nr <= LSUB) of a chunk of T tokens after its last layer: the
+// residual gets the last down projection, final RMSNorm, lm_head -> S->logits (sgemm: one product
+// of the hi and lo rows; cuBLASLt: two GEMMs when split).
 int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
     const size_t H = S->H;
     if (S->gemv && nr == 1 && S->split && (H == 1024 || H == 2048)) {
-        // the final norm and lm_head in one kernel (MQ_PREFILL_GEMV=1)
+        // the final norm and lm_head in one kernel: f32 inputs against the bf16 rows (fp32 FMA, no
+        // split needed), streamed at ~3.5 TB/s where sgemm's lm_head moved its 311 MB at ~3.3
         const float *x = S->x + r0 * H, *d = S->L > 0 ? S->dres + r0 * H : nullptr;
         const dim3 g(4 * S->sms);
         if (H == 1024)

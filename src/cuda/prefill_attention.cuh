@@ -576,10 +576,9 @@ __global__ void kv_split_k(const float *K, const float *V, __nv_bfloat16 *kh, __
 // Key rows per tile: 64, or 32 at HD = 128 with lo terms (registers: q hi + lo, O and S fragments;
 // shared memory: four K/V arrays). MINB: blocks per SM the registers are capped for (3 where that
 // costs no spills, checked with -Xptxas -v).
-template <int HD, bool QLO, bool KVLO, bool V16 = false, int BKO = 0>
+template <int HD, bool QLO, bool KVLO, bool V16 = false>
 struct Flash2Cfg {
-    // BKO: the key tile forced (MQ_PREFILL_L2BK=64 for level 2 at head_dim 128: 250 registers, no spills)
-    static constexpr int BK = BKO ? BKO : HD == 128 && (QLO || KVLO) ? 32 : 64;
+    static constexpr int BK = HD == 128 && (QLO || KVLO) ? 32 : 64;
     static constexpr int MINB = HD == 128 || (HD == 64 && KVLO) ? 2 : 3;
     static constexpr int KA = KVLO ? 2 : 1;                 // K arrays: K hi, (K lo)
     static constexpr int NA = KA + (KVLO && !V16 ? 2 : 1);  // smem arrays per stage: K hi, (K lo), V hi, (V lo)
@@ -600,15 +599,15 @@ struct Flash2Cfg {
 // three split products (level 1); with MT = __half and QLO, q's f16 hi and lo against f16 K, two
 // products (level 2, the default). (Both q heads of a kv head in one
 // 8-warp block, sharing the K/V tiles, measured slower: +6% at 4,096 tokens, +34% at 512, run 62.)
-template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, bool V16 = false, int BKO = 0>
-__global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO, V16, BKO>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
+template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, bool V16 = false>
+__global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO, V16>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
                                                 const __nv_bfloat16 *Kh, const __nv_bfloat16 *Kl,
                                                 const __nv_bfloat16 *Vh, const __nv_bfloat16 *Vl, int ldkv,
                                                 size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
                                                 const int *posp, int nh, int nkv, int of16) {
     pdl_wait();
     pdl_trigger();
-    using Cfg = Flash2Cfg<HD, QLO, KVLO, V16, BKO>;
+    using Cfg = Flash2Cfg<HD, QLO, KVLO, V16>;
     constexpr int BKT = Cfg::BK, NA = Cfg::NA, KA = Cfg::KA, KS = Cfg::KS, TILE = BKT * KS;
     constexpr bool VLO = KVLO && !V16;  // V lo tiles loaded and multiplied
     extern __shared__ __align__(16) __nv_bfloat16 fsm[];  // [2 stages][NA][BKT][KS]
