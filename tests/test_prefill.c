@@ -584,7 +584,9 @@ static void test_pv16(void **st) {
 /* Synthetic qwen3-1.7b (hidden 2048, inter 6144): other GEMM shapes for sgemm (on a 132-SM H200:
  * two K slabs for q|k|v and gate|up, four for o, six for down), all rows against the CPU at 20 and
  * 64 tokens (split bf16) and 20 (plain bf16). With a 128-position cache the output buffers hold 128 rows (256 split), so at
- * 64 tokens down's six slabs do not fit and it falls back to cuBLASLt: that mix is covered too. */
+ * 64 tokens down's six slabs do not fit and it falls back to cuBLASLt: that mix is covered too. Then a
+ * 40-token prompt whose last row alone is wanted (the final norm + lm_head as gemv_head_k at hidden
+ * 2048) and 8 decode tokens after it, as on the CPU. */
 static void test_q17(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
@@ -600,6 +602,9 @@ static void test_q17(void **st) {
         if (mode == 0) {
             check_rows(gpu, cpu, "qwen3-1.7b", 20, 81);
             check_rows(gpu, cpu, "qwen3-1.7b", 64, 82);
+            /* only the last row wanted: gemv_head_k at hidden 2048 (check_rows asks for every row,
+             * which takes the sgemm lm_head), then decode from there */
+            check_continue(gpu, cpu, "qwen3-1.7b (last row: GEMV head)", 40, 0, 8);
         } else {
             /* plain bf16 is 1e-3..3e-2 (KL) from the CPU by design on these confident synthetic
              * weights (docs/perf-notes.md; HF's own bf16 run is 5e-2): a loose bar that a wrong GEMM
