@@ -100,10 +100,12 @@ elif want build; then
 fi
 [ -x "$BIN" ] || { say "no binary"; printf '%s\n' "${TABLE[@]}"; exit 1; }
 
-# ---- copy bandwidth (cudaMemcpy D2D of 1 GB through torch; read + write counted)
-BW=3000
-if want bw; then
-  BW=$(python3 - <<'EOF' 2>>"$LOG"
+# ---- copy bandwidth (cudaMemcpy D2D of 1 GB through torch; read + write counted): the %-of-floor
+# columns divide by it, so every benchmark step measures it too (a run without it once printed % of
+# an assumed 3,000 GB/s beside measured tok/s); BW_SRC travels into bench's --bw-source
+BW=3000 BW_SRC="assumed 3000 GB/s (not measured)"
+if want bw || want bench || want bench16 || want benchsample || want sweep || want variants || { [ -n "$ONLY" ] && want ab; }; then
+  M=$(python3 - <<'EOF' 2>>"$LOG"
 import torch
 n = 1 << 30
 a = torch.empty(n, dtype=torch.uint8, device="cuda"); b = torch.empty_like(a)
@@ -117,9 +119,14 @@ ts.sort()
 print(f"{2 * n / ts[len(ts) // 2] / 1e9:.0f}")
 EOF
 )
-  [ -n "$BW" ] || BW=3000
-  say "D2D copy bandwidth ${BW} GB/s"
-  row "copy bandwidth (1 GB D2D, r+w) | ${BW} GB/s"
+  if [ -n "$M" ]; then
+    BW=$M BW_SRC="measured: 1 GB D2D copy, read + write, median of 10"
+    say "D2D copy bandwidth ${BW} GB/s"
+    row "copy bandwidth (1 GB D2D, r+w) | ${BW} GB/s"
+  else
+    say "copy bandwidth: not measured (torch failed, see the log); % of floor uses 3000 GB/s"
+    row "copy bandwidth | NOT MEASURED: % of floor below assumes 3000 GB/s"
+  fi
 fi
 
 M06=/tmp/mq-q06
@@ -235,7 +242,7 @@ if want bench; then
     split_cfg "$syc"
     say "bench (cuda $syc, synthetic 0.6B)"
     env MQ_CUDA_SYNC=$sy $ev timeout $(( $(left) > 150 ? 150 : $(left) )) "$BIN" bench -m $M06 --backend cuda \
-      --ctx 16,1024,4096,32768 -n 128 --bw "$BW" --power-s 0 --idle-s 0 --json "$O/bench-$tag.json" >"$O/bench-$tag.txt" 2>&1
+      --ctx 16,1024,4096,32768 -n 128 --bw "$BW" --bw-source "$BW_SRC" --power-s 0 --idle-s 0 --json "$O/bench-$tag.json" >"$O/bench-$tag.txt" 2>&1
     TABLE+=("f32 KV, $syc:" "$(grep -A12 -i "context" "$O/bench-$tag.txt" | grep -E '^\|' | head -6)")
   done
 fi
@@ -244,7 +251,7 @@ if want bench16; then
   for kv in ${DC_BENCHKV:-f16 bf16}; do  # the 16-bit KV caches
     [ "$(left)" -gt 100 ] || break
     MQ_CUDA_KV=$kv timeout $(( $(left) > 150 ? 150 : $(left) )) "$BIN" bench -m $M06 --backend cuda --ctx 16,1024,4096,32768 \
-      -n 128 --bw "$BW" --power-s 0 --idle-s 0 --json "$O/bench-kv$kv.json" >/tmp/b16.txt 2>&1
+      -n 128 --bw "$BW" --bw-source "$BW_SRC" --power-s 0 --idle-s 0 --json "$O/bench-kv$kv.json" >/tmp/b16.txt 2>&1
     { echo "== bench $kv KV"; cat /tmp/b16.txt; } >>"$O/bench.txt"
     TABLE+=("$kv KV:" "$(grep -A12 -i "context" /tmp/b16.txt | grep -E '^\|' | head -6)")
   done
@@ -255,7 +262,7 @@ if want benchsample; then
   # Qwen3's: temperature 0.6, top-k 20, top-p 0.95), seed 42, re-seeded per prompt and depth
   if [ "$(left)" -gt 60 ]; then
     timeout $(( $(left) > 120 ? 120 : $(left) )) "$BIN" bench -m $M06 --backend cuda --sample --ctx 16,4096 -n 128 \
-      --bw "$BW" --power-s 0 --idle-s 0 --json "$O/bench-sample.json" >/tmp/bs.txt 2>&1
+      --bw "$BW" --bw-source "$BW_SRC" --power-s 0 --idle-s 0 --json "$O/bench-sample.json" >/tmp/bs.txt 2>&1
     { echo "== bench --sample"; cat /tmp/bs.txt; } >>"$O/bench.txt"
     TABLE+=("f32 KV, sampled (generation_config):" "$(grep -A8 -i "context" /tmp/bs.txt | grep -E '^\|' | head -4)")
   fi
@@ -268,7 +275,7 @@ if want sweep; then
     [ "$(left)" -gt 20 ] || break
     split_cfg "$cfg"
     env MQ_CUDA_SYNC=$sy $ev timeout 40 "$BIN" bench -m $M06 --backend cuda --ctx ${DC_SWEEP_CTX:-16,4096,32768} -n 128 \
-      --bw "$BW" --power-s 0 --idle-s 0 >/tmp/var.txt 2>&1
+      --bw "$BW" --bw-source "$BW_SRC" --power-s 0 --idle-s 0 >/tmp/var.txt 2>&1
     env MQ_CUDA_SYNC=$sy $ev MQ_CUDA_PROFILE=1 timeout 30 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 124 \
       --ids --ignore-eos --backend cuda 2>/tmp/prof.txt >/dev/null
     { echo "== $cfg"; cat /tmp/var.txt /tmp/prof.txt; } >>"$LOG"
@@ -295,7 +302,7 @@ if want variants; then
   # the same kernel with one design choice switched off: what each buys (ctx 16 and 4096)
   for v in MQ_CUDA_FUSE=0 MQ_CUDA_STAGE=1 MQ_CUDA_BPS=1; do
     [ "$(left)" -gt 50 ] || break
-    env $v timeout 45 "$BIN" bench -m $M06 --backend cuda --ctx 16,4096 -n 128 --bw "$BW" --power-s 0 \
+    env $v timeout 45 "$BIN" bench -m $M06 --backend cuda --ctx 16,4096 -n 128 --bw "$BW" --bw-source "$BW_SRC" --power-s 0 \
       --idle-s 0 >/tmp/var.txt 2>&1
     env $v MQ_CUDA_PROFILE=1 timeout 30 "$BIN" run -m $M06 --prompt-ids 1,2,3,4,5,6,7,8 -n 124 --ids --ignore-eos \
       --backend cuda 2>/tmp/prof.txt >/dev/null
@@ -414,7 +421,7 @@ if [ -n "$ONLY" ] && want ab; then
       for b in "$ABIN" "$BIN" "$BIN" "$ABIN"; do
         tag=this; [ "$b" = "$ABIN" ] && tag=${DC_AB_TREE:-$DC_AB_BIN}
         MQ_CUDA_SYNC=${DC_AB_SYNC:-df} timeout 60 "$b" bench -m $M06 --backend cuda --ctx ${DC_SWEEP_CTX:-16,1024,4096} \
-          -n 128 --bw "$BW" --power-s 0 --idle-s 0 >/tmp/ab.txt 2>&1
+          -n 128 --bw "$BW" --bw-source "$BW_SRC" --power-s 0 --idle-s 0 >/tmp/ab.txt 2>&1
         { echo "== ab $tag"; cat /tmp/ab.txt; } >>"$LOG"
         r=$(grep -E '^\| [0-9]+ \|' /tmp/ab.txt | cut -d'|' -f2-3,8 | tr -s ' ' | tr '\n' ' ')
         row "ab $tag: ${r:-$(head -1 /tmp/ab.txt)}"
