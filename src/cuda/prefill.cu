@@ -124,7 +124,7 @@ struct mqp_state {
     int gemv;              // the last row's final norm + lm_head in gemv_head_k (MQ_PREFILL_GEMV=0: the norm
                            // kernel and the sgemm / cuBLASLt lm_head; -15 to -20 us a prompt, run 102)
     int sg;                // sgemm (T <= 64) for 1: the layer GEMMs, 2: the lm_head, 4: SiLU in gate|up's epilogue
-                           // (MQ_PREFILL_SGEMM, default 3; 4 not measured yet)
+                           // (MQ_PREFILL_SGEMM, default 3; 7 loses to cuBLASLt's gate|up, run 103)
     // layer GEMMs with more outputs than this stay on cuBLASLt (MQ_PREFILL_SGNMAX, default 4096: the
     // 0.6B's gate|up, 6,144 outputs in 192 sgemm blocks, is 4% faster on cuBLASLt at 32 tokens and 1%
     // at 8, run 99; 0: every layer GEMM on sgemm)
@@ -1120,9 +1120,6 @@ int init(mqp_state **st, const Params *P) {
     return 0;
 }
 
-// The launches of one chunk of T tokens (ids and position already in S->dbuf): embed, every
-// layer, then the final RMSNorm + lm_head of rows [r0, r0 + nr) into S->logits (nr = 0: none).
-// kvgrid: as layer's.
 // The final norm and the lm_head of one row (the prompt's last) in one kernel (the default for a
 // prompt's last row at hidden 1024 / 2048, split; MQ_PREFILL_GEMV=0 off): every block rebuilds row
 // r of the residual (x + the nd slabs of the last down product, ds floats apart) and its RMSNorm
@@ -1227,6 +1224,9 @@ int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
     return r;
 }
 
+// The launches of one chunk of T tokens (ids and position already in S->dbuf): embed, every
+// layer, then the final RMSNorm + lm_head of rows [r0, r0 + nr) into S->logits (nr = 0: none).
+// kvgrid: as layer's.
 template <typename KT>
 int chunk(mqp_state *S, const Params *P, int T, int r0, int nr, int kvgrid, cudaStream_t s) {
     if (S->L == 0)  // no layer embeds the rows
