@@ -50,6 +50,10 @@ int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t b
  * Returns the number of steps run, or -1 (mq_err). */
 int mq_gpu_run(mq_gpu *g, const int32_t *ids, int32_t first, int pos, int n, float *logits_all,
                float *last, const int32_t *stop, int n_stop, int32_t *out_tok);
+/* After mq_gpu_run: 1 if its last logits row holds a NaN or inf, 0 if it holds none, both as
+ * checked on the device (a prompt's last row through the prefill's GEMV head); -1 when the run's
+ * last row was not checked there (the caller scans `last` itself). */
+int mq_gpu_last_nonfinite(const mq_gpu *g);
 /* Sampling settings the device understands (mirrors mq_sampling; see src/sampler.c). */
 typedef struct {
     float temperature, top_p, min_p, rep_penalty;

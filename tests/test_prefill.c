@@ -476,6 +476,44 @@ static void test_gemm_variants(void **st) {
     drop_model(&s);
 }
 
+/* A checkpoint whose final norm holds a NaN makes every logit NaN: a prompt's forward fails with
+ * one clear line, whether the device checks the last row (the GEMV head, default) or the host scans
+ * it (MQ_PREFILL_GEMV=0), and the same backend's next prompt is checked afresh. */
+static void test_nonfinite(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_CUDA_KV");
+    synth_model s;
+    make_model(&s, "qwen3-0.6b", 3);
+    const int H = s.m.cfg.hidden_size, V = s.m.cfg.vocab_size;
+    assert_int_equal(s.m.final_norm.dt, MQ_BF16);
+    uint16_t *fn = malloc((size_t)H * 2);
+    assert_non_null(fn);
+    memcpy(fn, s.m.final_norm.p, (size_t)H * 2);
+    fn[5] = 0x7fc0; /* bf16 NaN */
+    mq_model bad = s.m;
+    bad.final_norm.p = fn;
+    int32_t *ids = make_ids(32, V, 91);
+    for (int g = 0; g < 2; g++) {
+        setenv("MQ_PREFILL_GEMV", g ? "0" : "1", 1);
+        mq_backend *gpu = mq_cuda_new(&bad, 256), *good = mq_cuda_new(&s.m, 256);
+        if (!gpu || !good) fail_msg("backend: %s", mq_err_get());
+        for (int rep = 0; rep < 2; rep++) { /* the second run replays the captured graph */
+            assert_int_equal(gpu->forward(gpu, ids, 32, 0, NULL), -1);
+            printf("  NaN final norm, 32-token prompt (%s): %s\n", g ? "host scan" : "device check", mq_err_get());
+            assert_non_null(strstr(mq_err_get(), "non-finite logits"));
+            assert_int_equal(good->forward(good, ids, 32, 0, NULL), 0);
+        }
+        gpu->free(gpu);
+        good->free(good);
+    }
+    unsetenv("MQ_PREFILL_GEMV");
+    free(ids);
+    free(fn);
+    drop_model(&s);
+}
+
 /* Synthetic qwen3-0.6b (head_dim 128, 28 layers): all rows at 7 and 64 tokens, last row and
  * decode after a 300-token prompt (1000 and 5000 tokens: scripts/prefill-check.sh), graph replays. */
 static void test_q06(void **st) {
@@ -698,6 +736,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_variants),
         cmocka_unit_test(test_mk),
         cmocka_unit_test(test_q06),
+        cmocka_unit_test(test_nonfinite),
         cmocka_unit_test(test_kv_f16),
         cmocka_unit_test(test_pv16),
         cmocka_unit_test(test_q17),

@@ -65,6 +65,7 @@ struct mq_gpu {
     size_t off_embed, off_lm, off_fnorm, off_invf;
     Params P;             // device pointers; per-run fields filled by mq_gpu_run
     mqp_state *pf;        // batched prompt processing scratch (prefill.cu), made on first use
+    int last_nf;          // mq_gpu_last_nonfinite: the last run's device-side finiteness check (-1: none)
     char desc[768];
 };
 
@@ -147,6 +148,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     }
     g->s = *s;
     g->max_ctx = max_ctx;
+    g->last_nf = -1;
     const int hd = s->head_dim, G = s->n_kv > 0 ? s->n_heads / s->n_kv : 0;
     const int Q = s->n_heads * hd, KV = s->n_kv * hd;
     if (s->hidden % 8 || s->inter % 8 || hd % 8 || hd > 256 || hd < 8 || s->n_kv < 1 ||
@@ -873,6 +875,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
 
 int mq_gpu_run(mq_gpu *g, const int32_t *ids, int32_t first, int pos, int n, float *logits_all, float *last,
                const int32_t *stop, int n_stop, int32_t *out_tok) {
+    g->last_nf = -1;
     if (n < 1) return 0;
     if (pos < 0 || (long long)pos + n > g->max_ctx) {
         mq_err_set("cuda: %d steps at position %d pass the KV cache (%d positions)", n, pos, g->max_ctx);
@@ -890,6 +893,7 @@ int mq_gpu_run(mq_gpu *g, const int32_t *ids, int32_t first, int pos, int n, flo
             const int r = mqp_prefill(&g->pf, &g->P, g->kvt, ids, n, pos, logits_all, last, out_tok ? &lt : NULL, 0);
             if (r < 0) return -1;
             if (r == 0) {
+                g->last_nf = mqp_last_nonfinite(g->pf);
                 if (out_tok) *out_tok = lt;
                 return n;
             }  // r == 1: a shape prefill.cu does not handle; the decode kernel runs the steps
@@ -928,6 +932,8 @@ int mq_gpu_run(mq_gpu *g, const int32_t *ids, int32_t first, int pos, int n, flo
     if (last) CK(cudaMemcpy(last, g->P.logits, (size_t)V * 4, cudaMemcpyDeviceToHost));
     return done;
 }
+
+int mq_gpu_last_nonfinite(const mq_gpu *g) { return g->last_nf; }
 
 int mq_gpu_sample_supported(const mq_gpu *g, const mq_gpu_samp *s) {
     if (s->top_k >= 1 && s->top_k <= mqk::SAMPLE_MAXK && s->top_k < g->s.vocab) return 1;

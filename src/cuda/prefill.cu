@@ -26,6 +26,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pdl.cuh"
 #include "prefill.cuh"
@@ -136,6 +137,11 @@ struct mqp_state {
     // KL 9.8e-8 / 1.1e-7, 4.1e-5 / 2.9e-5, 1.3e-4 / 1.1e-4, 2.2e-4 / 1.8e-4; argmax 100% of non-ties
     // but level 3's 99.98% at 5,000. TTFT at 4,096 tokens 42.5, 37.3, 32.9, 29.3 ms.
     int pv16;
+    // MQ_PREFILL_SKIP=mask (measurement, wrong logits): leave out kernel k of every layer where bit k
+    // is set (0 input norm, 1 q|k|v, 2 q/k prep, 3 attention, 4 o, 5 post norm, 6 gate|up, 7 SiLU,
+    // 8 down): what each kernel costs the chain; the forward then skips the finiteness check
+    int skip;
+    int nop;               // MQ_PREFILL_NOP=k (measurement): k empty kernels of sms blocks after each layer's SiLU
     int nolo;              // split, cuBLASLt GEMMs: bit g (0 q|k|v, 1 o, 2 gate|up, 3 down) drops GEMM g's lo
                            // rows (MQ_PREFILL_NOLO: a precision measurement, default 0)
     int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
@@ -151,6 +157,17 @@ struct mqp_state {
     // kernels), per-kind sums printed to stderr after each run: where a prompt's time goes
     int prof, npev;
     cudaEvent_t pev[NPEV];
+    // MQ_PREFILL_TIMING=1: where a prompt's time goes, per call on stderr (host launch, GPU from the
+    // ids' copy to the last kernel, the last logits' copy, the host's wait): events around the graph
+    int timing;
+    cudaEvent_t tev[3];
+    // the last row's finiteness checked on the device (gemv_head_k): hflag is page-locked host
+    // memory the kernel writes through dflag when a logit is NaN or inf (no copy, no host scan of
+    // the 152K logits: 34 us on the device machine's CPU, run 109); last_nf: the last run's answer,
+    // -1 when its last row took another path (the caller scans)
+    volatile int *hflag;
+    int *dflag;
+    int last_nf;
     const char *pname[NPEV];
     unsigned fattr;        // flash2_k instantiations whose shared-memory limit is raised
     unsigned sattr;        // attn_small_k instantiations whose shared-memory limit is raised
@@ -555,6 +572,13 @@ __global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const float *qn
 #include "prefill_attention.cuh"  // the attention kernels (inside this anonymous namespace)
 #include "prefill_mk.cuh"         // the prefill megakernel (likewise)
 
+// MQ_PREFILL_NOP (measurement): an empty kernel in the PDL chain, to time what one more (or one
+// fewer) kernel boundary costs a layer.
+__global__ void nop_k() {
+    pdl_wait();
+    pdl_trigger();
+}
+
 // h[t, j] = bf16(silu(gu[t, 2j]) * gu[t, 2j+1]) over T*I elements (f16: as f16, no lo).
 // lo (optional): the bf16 rounding remainders; gu: ns slabs of partial products (hi and lo GEMM
 // halves, or K slabs) 2 * ss floats apart, summed.
@@ -783,6 +807,11 @@ int sg_ks(mqp_state *S, int N, int K, int T, size_t cap_rows) {
 // wt: W is stored (K, N) row-major instead (the fused decode MLP's transposed down; no Wh, no NOLO).
 int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, float *D, int T, size_t cap_rows,
        int *ns, cudaStream_t s, int g, const __half *Wh = nullptr, int wt = 0) {
+    if (S->skip >> (g == 0 ? 1 : g == 1 ? 4 : g == 2 ? 6 : 8) & 1) {  // MQ_PREFILL_SKIP: the slab count only
+        const int ks = Wh ? 0 : sg_ks(S, N, K, T, cap_rows);
+        *ns = Wh ? 1 : ks > 0 ? ks : S->split ? 2 : 1;
+        return 0;
+    }
     if (Wh) {
         *ns = 1;
         return gemm(S, 1, Wh, K, X, D, N, T, K, 0.0f, s, 1);
@@ -936,8 +965,10 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
             mark(S, s, "w2h");
         }
     }
-    PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, l == 0 ? S->dbuf + 1 : nullptr, P->embed, S->V, S->x,
-                   l == 0 ? nullptr : S->dres, S->dres_ns, (size_t)T * H, W.in_norm, S->xn, xl, H, P->eps, wq ? 1 : 0));
+    if (!(S->skip & 1))
+        PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, l == 0 ? S->dbuf + 1 : nullptr, P->embed, S->V,
+                       S->x, l == 0 ? nullptr : S->dres, S->dres_ns, (size_t)T * H, W.in_norm, S->xn, xl, H, P->eps,
+                       wq ? 1 : 0));
     mark(S, s, "norm");
     int nq = 1, ng = 1;
     if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s, 0, wq)) return -1;
@@ -973,7 +1004,9 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         if (std::is_same<KT, __half>::value || (m16 == 3 && S->pv16 == 3)) ql = nullptr;
         const dim3 pg(T, (nslot + 7) / 8);
         const size_t ps = (size_t)T * (qd + 2 * kvd);
-        if (S->prep_v && hd == 128)
+        if (S->skip >> 2 & 1) {
+            // MQ_PREFILL_SKIP: no q/k prep
+        } else if (S->prep_v && hd == 128)
             PCK(pdl_launch(S->pdl, qk_prep_v_k<128, KT>, pg, dim3(256), 0, s, S->qkv, nq, ps, W.q_norm, W.k_norm,
                            P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, S->max_ctx, S->dbuf, P->eps, m16));
         else if (S->prep_v && hd == 64)
@@ -988,7 +1021,8 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
                            P->eps));
         mark(S, s, "qk_prep");
         if (!conv) kh = reinterpret_cast<__nv_bfloat16 *>(kc), vh = reinterpret_cast<__nv_bfloat16 *>(vc);
-        int r = hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s, of16, m16)
+        int r = S->skip >> 3 & 1 ? 0
+              : hd == 128 ? attention<128, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s, of16, m16)
               : hd == 64  ? attention<64, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s, of16, m16)
                           : attention<32, KT>(S, P, l, S->qb, ql, kh, kl, vh, vl, att, atl, T, s, of16, m16);
         if (r) return -1;
@@ -997,8 +1031,9 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     int no = 1;
     if (mm(S, W.o, H, qd, att, S->dres, T, cap, &no, s, 1, wo)) return -1;  // att o^T, added by the next norm
     mark(S, s, "o");
-    PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, nullptr, P->embed, S->V, S->x, S->dres, no,
-                   (size_t)T * H, W.post_norm, S->xn, xl, H, P->eps, wg ? 1 : 0));
+    if (!(S->skip >> 5 & 1))
+        PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, nullptr, P->embed, S->V, S->x, S->dres, no,
+                       (size_t)T * H, W.post_norm, S->xn, xl, H, P->eps, wg ? 1 : 0));
     mark(S, s, "norm");
     if ((S->sg & 4) && sg_ks(S, 2 * I, H, T, cap) == 1) {
         // gate|up with SiLU in its epilogue (S->sg & 4): h straight from the GEMM, one kernel less
@@ -1008,10 +1043,12 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s, 2, wg)) return -1;
         mark(S, s, "gate_up");
         const size_t nh = (size_t)T * I;
-        PCK(pdl_launch(S->pdl, silu_mul_k, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)),
-                       dim3(256), 0, s, S->gu, ng, nh, S->h, hl, nh, wd ? 1 : 0));
+        if (!(S->skip >> 7 & 1))
+            PCK(pdl_launch(S->pdl, silu_mul_k, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)),
+                           dim3(256), 0, s, S->gu, ng, nh, S->h, hl, nh, wd ? 1 : 0));
         mark(S, s, "silu");
     }
+    for (int k = 0; k < S->nop; k++) PCK(pdl_launch(S->pdl, nop_k, dim3(S->sms), dim3(256), 0, s));
     // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
     // the MLP (P->fuse; then no f16 copy, wd is nullptr)
     if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s, 3, wd, P->fuse ? 1 : 0)) return -1;
@@ -1110,6 +1147,26 @@ int init(mqp_state **st, const Params *P) {
     S->f16g = fg && *fg ? atoi(fg) & 15 : 0;
     const char *nl = getenv("MQ_PREFILL_NOLO");
     S->nolo = nl ? atoi(nl) : 0;
+    S->last_nf = -1;
+    int *hf = nullptr;  // the finiteness flag: without it the caller scans the logits on the host
+    const char *dn = getenv("MQ_PREFILL_DEVNF");  // 0 (measurement): no device check, the host scans
+    if (!(dn && atoi(dn) == 0) && cudaHostAlloc((void **)&hf, sizeof(int), cudaHostAllocMapped) == cudaSuccess &&
+        cudaHostGetDevicePointer((void **)&S->dflag, hf, 0) == cudaSuccess)
+        S->hflag = hf, *hf = 0;
+    else {
+        if (hf) cudaFreeHost(hf);
+        S->dflag = nullptr;
+        (void)cudaGetLastError();
+    }
+    const char *sk = getenv("MQ_PREFILL_SKIP");
+    S->skip = sk ? atoi(sk) : 0;
+    const char *np = getenv("MQ_PREFILL_NOP");
+    S->nop = np && atoi(np) > 0 ? atoi(np) : 0;
+    const char *tm = getenv("MQ_PREFILL_TIMING");
+    if (tm && atoi(tm) > 0) {
+        for (int i = 0; i < 3; i++) PCK(cudaEventCreate(&S->tev[i]));
+        S->timing = 1;
+    }
     const char *pp = getenv("MQ_PREFILL_PROF");
     if (pp && atoi(pp) > 0) {
         S->prof = 1;  // first: mqp_free destroys the events made before a failure
@@ -1130,7 +1187,7 @@ int init(mqp_state **st, const Params *P) {
 template <int KU>
 __global__ void __launch_bounds__(256) gemv_head_k(const __nv_bfloat16 *__restrict__ W, int N, const float *x,
                                                    const float *d, int nd, size_t ds, const float *__restrict__ w,
-                                                   float eps, float *__restrict__ logits) {
+                                                   float eps, float *__restrict__ logits, int *nf) {
     constexpr int H = 256 * KU;
     __shared__ float xs[H];
     __shared__ float red[8];
@@ -1174,6 +1231,7 @@ __global__ void __launch_bounds__(256) gemv_head_k(const __nv_bfloat16 *__restri
         return warp_sum(a);
     };
     const int nw = gridDim.x * 8;
+    bool bad = false;  // lane 0: a logit of this warp's rows is NaN or inf
     for (int n = blockIdx.x * 8 + warp; n < N; n += 2 * nw) {
         const int n2 = n + nw;
         uint4 a[KU], b[KU];
@@ -1184,27 +1242,31 @@ __global__ void __launch_bounds__(256) gemv_head_k(const __nv_bfloat16 *__restri
         const float sa = dot(a), sb = dot(b);
         if (lane == 0) {
             logits[n] = sa;
-            if (n2 < N) logits[n2] = sb;
+            bad |= !isfinite(sa);
+            if (n2 < N) logits[n2] = sb, bad |= !isfinite(sb);
         }
     }
+    if (bad && nf) *reinterpret_cast<volatile int *>(nf) = 1;  // the host's flag (page-locked), rare
 }
 
 // Logits of rows [r0, r0 + nr) (nr <= LSUB) of a chunk of T tokens after its last layer: the
 // residual gets the last down projection, final RMSNorm, lm_head -> S->logits (sgemm: one product
 // of the hi and lo rows; cuBLASLt: two GEMMs when split).
+bool gemv_ok(const mqp_state *S, int nr) { return S->gemv && nr == 1 && S->split && (S->H == 1024 || S->H == 2048); }
+
 int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
     const size_t H = S->H;
-    if (S->gemv && nr == 1 && S->split && (H == 1024 || H == 2048)) {
+    if (gemv_ok(S, nr)) {
         // the final norm and lm_head in one kernel: f32 inputs against the bf16 rows (fp32 FMA, no
         // split needed), streamed at ~3.5 TB/s where sgemm's lm_head moved its 311 MB at ~3.3
         const float *x = S->x + r0 * H, *d = S->L > 0 ? S->dres + r0 * H : nullptr;
         const dim3 g(4 * S->sms);
         if (H == 1024)
             PCK(pdl_launch(S->pdl, gemv_head_k<4>, g, dim3(256), 0, s, P->lm_head, S->V, x, d, S->dres_ns,
-                           (size_t)T * H, P->final_norm, P->eps, S->logits));
+                           (size_t)T * H, P->final_norm, P->eps, S->logits, S->dflag));
         else
             PCK(pdl_launch(S->pdl, gemv_head_k<8>, g, dim3(256), 0, s, P->lm_head, S->V, x, d, S->dres_ns,
-                           (size_t)T * H, P->final_norm, P->eps, S->logits));
+                           (size_t)T * H, P->final_norm, P->eps, S->logits, S->dflag));
         mark(S, s, "gemv_head");
         return 0;
     }
@@ -1368,6 +1430,14 @@ int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float
         spin_k<<<1, 1, 0, s>>>(n > 512 ? 40000000ll : 20000000ll);  // ~10-20 ms at 2 GHz
         PCK(cudaGetLastError());
     }
+    S->last_nf = -1;
+    if (S->hflag) *S->hflag = 0;  // the device writes 1 (gemv_head_k) after this, or nothing
+    int devnf = 0;                // the prompt's last row through gemv_head_k with the flag
+    struct timespec th0, th1, th2;
+    if (S->timing) {
+        clock_gettime(CLOCK_MONOTONIC, &th0);
+        PCK(cudaEventRecord(S->tev[0], s));
+    }
     for (int c0 = 0; c0 < n; c0 += S->C) {
         const int T = n - c0 < S->C ? n - c0 : S->C;
         const bool final = c0 + T == n;
@@ -1400,13 +1470,30 @@ int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float
                 PCK(cudaMemcpyAsync(logits_all + (size_t)(c0 + r0) * V, S->logits, (size_t)nr * V * 4,
                                     cudaMemcpyDeviceToHost, s));
             if (final && r0 + nr == T) {
+                devnf = S->dflag && gemv_ok(S, nr);
+                if (S->timing) PCK(cudaEventRecord(S->tev[1], s));
                 float *dst = last ? last : S->hlast;
                 PCK(cudaMemcpyAsync(dst, S->logits + (size_t)(nr - 1) * V, (size_t)V * 4, cudaMemcpyDeviceToHost, s));
             }
         }
     }
+    if (S->timing) {
+        PCK(cudaEventRecord(S->tev[2], s));
+        clock_gettime(CLOCK_MONOTONIC, &th1);
+    }
     PCK(cudaStreamSynchronize(s));
     PCK(cudaGetLastError());
+    if (devnf) S->last_nf = S->skip ? 0 : *S->hflag != 0;
+    if (S->timing) {
+        clock_gettime(CLOCK_MONOTONIC, &th2);
+        float g = 0, c = 0;
+        PCK(cudaEventElapsedTime(&g, S->tev[0], S->tev[1]));
+        PCK(cudaEventElapsedTime(&c, S->tev[1], S->tev[2]));
+        const double us = 1e6, h1 = (th1.tv_sec - th0.tv_sec) * us + (th1.tv_nsec - th0.tv_nsec) * 1e-3,
+                     h2 = (th2.tv_sec - th1.tv_sec) * us + (th2.tv_nsec - th1.tv_nsec) * 1e-3;
+        fprintf(stderr, "prefill timing, %d tokens: host launches %.1f us | GPU ids -> last kernel %.1f us | last logits copy %.1f us | host wait %.1f us\n",
+                n, h1, g * 1e3, c * 1e3, h2);
+    }
     if (S->prof) prof_print(S, n);
     if (last_tok) *last_tok = argmax_host(last ? last : S->hlast, V);
     return 0;
@@ -1449,6 +1536,8 @@ int mqp_prefill(mqp_state **st, const Params *P, int kvt, const int32_t *ids_hos
     return run<__half>(*st, P, ids_host, n, pos, logits_all, last, last_tok, s);
 }
 
+int mqp_last_nonfinite(const mqp_state *S) { return S ? S->last_nf : -1; }
+
 void mqp_free(mqp_state *S) {
     if (!S) return;
     for (int i = 0; i < NPLAN; i++)
@@ -1464,6 +1553,9 @@ void mqp_free(mqp_state *S) {
     if (S->ev) cudaEventDestroy(S->ev);
     for (int i = 0; S->prof && i < NPEV; i++)
         if (S->pev[i]) cudaEventDestroy(S->pev[i]);
+    if (S->hflag) cudaFreeHost((void *)S->hflag);
+    for (int i = 0; S->timing && i < 3; i++)
+        if (S->tev[i]) cudaEventDestroy(S->tev[i]);
     if (S->st) cudaStreamDestroy(S->st);
     void *bufs[14] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf, S->kvs, S->dres, S->mkbar,
                       S->mkprof, S->wf};

@@ -29,6 +29,9 @@ int mqp_prefill(mqp_state **st, const mqk::Params *P, int kvt, const int32_t *id
                 float *logits_all, float *last, int32_t *last_tok, cudaStream_t s);
 // 1 unless MQ_CUDA_PREFILL=0 (then teacher-forced runs use the decode kernel step by step).
 int mqp_enabled(void);
+// After a successful mqp_prefill: 1 if a logit of its last row was NaN or inf, 0 if none was, both
+// as checked on the device; -1 when the last row took a path without that check (scan it).
+int mqp_last_nonfinite(const mqp_state *st);
 void mqp_free(mqp_state *st);
 
 #endif
