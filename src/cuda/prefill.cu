@@ -141,9 +141,12 @@ struct mqp_state {
     // is set (0 input norm, 1 q|k|v, 2 q/k prep, 3 attention, 4 o, 5 post norm, 6 gate|up, 7 SiLU,
     // 8 down): what each kernel costs the chain; the forward then skips the finiteness check
     int skip;
-    // MQ_PREFILL_L2PF=mask: the L2 prefetches a layer's weights ahead of their GEMMs, asked by the
-    // layer's norms (the post-attention norm: 1 gate|up, 2 down, 4 the next layer's q|k|v; the input
-    // norm: 8 q|k|v, 16 o), for chunks of <= l2pf_maxt tokens (MQ_PREFILL_L2PF_MAXT, default 64)
+    // MQ_PREFILL_L2PF=mask: the L2 prefetches weights ahead of their GEMM, each block of an earlier
+    // sgemm asking for its share (1, default: o's blocks, gate|up, which cuBLASLt reads without PDL's
+    // early start: -0.02 ms at 8 and 32 tokens, run 112; 2: q|k|v's blocks, o; 4: down's blocks, the
+    // next layer's q|k|v (+0.03-0.05 ms); 8 without 1: o's blocks, down), for chunks of <= l2pf_maxt
+    // tokens (MQ_PREFILL_L2PF_MAXT, default 64). Asked by one block's thread instead (the norms, run
+    // 111), 12.6 MB took ~26 us a layer: one SM's bulk prefetches are slow.
     int l2pf, l2pf_maxt;
     int nop;               // MQ_PREFILL_NOP=k (measurement): k empty kernels of sms blocks after each layer's SiLU
     int nolo;              // split, cuBLASLt GEMMs: bit g (0 q|k|v, 1 o, 2 gate|up, 3 down) drops GEMM g's lo
@@ -304,36 +307,11 @@ __device__ __forceinline__ void resid_norm_row(int row, const int32_t *ids, cons
     __syncthreads();
 }
 
-// Byte ranges of weights for the L2 to fetch ahead of their GEMM (n[i] = 0: none; 16-byte multiples).
-struct L2pf {
-    const void *p[3];
-    unsigned n[3];
-};
-
-// Block 0's first warp asks the L2 to prefetch pf's ranges (bulk prefetches, 32 pieces a range; sm_90):
-// weights only, so before the PDL wait, while the kernels before it still run.
-__device__ __forceinline__ void l2_prefetch(const L2pf &pf) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (blockIdx.x != 0 || threadIdx.x >= 32) return;
-    for (int r = 0; r < 3; r++) {
-        const unsigned n = pf.n[r], piece = ((n + 31) / 32 + 15) & ~15u, off = threadIdx.x * piece;
-        if (n && off < n)
-            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(static_cast<const char *>(pf.p[r]) + off),
-                         "r"(min(piece, n - off))
-                         : "memory");
-    }
-#else
-    (void)pf;
-#endif
-}
-
-// resid_norm_row for row blockIdx.x. grid (rows), block 256. pf: weights of the GEMMs after it for
-// the L2 to fetch meanwhile (MQ_PREFILL_L2PF).
+// resid_norm_row for row blockIdx.x. grid (rows), block 256.
 __global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *__restrict__ E, int V, float *__restrict__ x,
                              const float *__restrict__ d, int nd, size_t ds, const float *__restrict__ w,
                              __nv_bfloat16 *__restrict__ out, __nv_bfloat16 *__restrict__ lo, int H, float eps,
-                             int f16, L2pf pf) {
-    l2_prefetch(pf);
+                             int f16) {
     pdl_wait();
     pdl_trigger();
     resid_norm_row(blockIdx.x, ids, E, V, x, d, nd, ds, w, out, lo, H, eps, f16 != 0);
@@ -835,7 +813,7 @@ int sg_ks(mqp_state *S, int N, int K, int T, size_t cap_rows) {
 // Wh (not nullptr): W's f16 copy, X's T rows are f16 (f16 GEMM inputs, one product; see f16g).
 // wt: W is stored (K, N) row-major instead (the fused decode MLP's transposed down; no Wh, no NOLO).
 int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, float *D, int T, size_t cap_rows,
-       int *ns, cudaStream_t s, int g, const __half *Wh = nullptr, int wt = 0) {
+       int *ns, cudaStream_t s, int g, const __half *Wh = nullptr, int wt = 0, SgPf pf = SgPf{}) {
     if (S->skip >> (g == 0 ? 1 : g == 1 ? 4 : g == 2 ? 6 : 8) & 1) {  // MQ_PREFILL_SKIP: the slab count only
         const int ks = Wh ? 0 : sg_ks(S, N, K, T, cap_rows);
         *ns = Wh ? 1 : ks > 0 ? ks : S->split ? 2 : 1;
@@ -847,7 +825,7 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
     }
     const int ks = sg_ks(S, N, K, T, cap_rows);
     if (ks > 0) {
-        PCK(sgemm_run(W, N, K, X, T, S->split, D, ks, S->pdl, s, wt));
+        PCK(sgemm_run(W, N, K, X, T, S->split, D, ks, S->pdl, s, wt, pf));
         *ns = ks;
         return 0;
     }
@@ -994,20 +972,19 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
             mark(S, s, "w2h");
         }
     }
-    // MQ_PREFILL_L2PF: this layer's weights for the L2 to fetch ahead, asked by its two norms
-    const unsigned bq = (unsigned)((size_t)(qd + 2 * kvd) * H * 2), bo = (unsigned)((size_t)H * qd * 2),
-                   bg = (unsigned)((size_t)2 * I * H * 2), bd = (unsigned)((size_t)H * I * 2);
+    // MQ_PREFILL_L2PF: weights the L2 fetches ahead of their GEMM, asked by an earlier sgemm's blocks
+    const size_t bq = (size_t)(qd + 2 * kvd) * H * 2, bo = (size_t)H * qd * 2, bg = (size_t)2 * I * H * 2,
+                 bd = (size_t)H * I * 2;
     const int pfm = T <= S->l2pf_maxt ? S->l2pf : 0;
-    const L2pf pf_in = {{W.qkv, W.o, nullptr}, {pfm & 8 ? bq : 0u, pfm & 16 ? bo : 0u, 0u}},
-               pf_post = {{W.gu, W.down, l + 1 < S->L ? S->hl[l + 1].qkv : nullptr},
-                          {pfm & 1 ? bg : 0u, pfm & 2 ? bd : 0u, pfm & 4 && l + 1 < S->L ? bq : 0u}};
+    const SgPf pf_qkv = {W.o, pfm & 2 ? bo : 0}, pf_o = {pfm & 1 ? W.gu : W.down, pfm & 1 ? bg : pfm & 8 ? bd : 0},
+               pf_down = {l + 1 < S->L ? S->hl[l + 1].qkv : nullptr, pfm & 4 && l + 1 < S->L ? bq : 0};
     if (!(S->skip & 1))
         PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, l == 0 ? S->dbuf + 1 : nullptr, P->embed, S->V,
                        S->x, l == 0 ? nullptr : S->dres, S->dres_ns, (size_t)T * H, W.in_norm, S->xn, xl, H, P->eps,
-                       wq ? 1 : 0, pf_in));
+                       wq ? 1 : 0));
     mark(S, s, "norm");
     int nq = 1, ng = 1;
-    if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s, 0, wq)) return -1;
+    if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s, 0, wq, 0, pf_qkv)) return -1;
     mark(S, s, "qkv");
     // the normed rows are consumed by the QKV GEMM; reuse as the attention output (T, q_dim) [+ lo]
     __nv_bfloat16 *att = S->xn, *atl = sp ? att + (size_t)T * qd : nullptr;
@@ -1065,11 +1042,11 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         mark(S, s, "attn");
     }
     int no = 1;
-    if (mm(S, W.o, H, qd, att, S->dres, T, cap, &no, s, 1, wo)) return -1;  // att o^T, added by the next norm
+    if (mm(S, W.o, H, qd, att, S->dres, T, cap, &no, s, 1, wo, 0, pf_o)) return -1;  // att o^T, added by the next norm
     mark(S, s, "o");
     if (!(S->skip >> 5 & 1))
         PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, nullptr, P->embed, S->V, S->x, S->dres, no,
-                       (size_t)T * H, W.post_norm, S->xn, xl, H, P->eps, wg ? 1 : 0, pf_post));
+                       (size_t)T * H, W.post_norm, S->xn, xl, H, P->eps, wg ? 1 : 0));
     mark(S, s, "norm");
     if ((S->sg & 4) && sg_ks(S, 2 * I, H, T, cap) == 1) {
         // gate|up with SiLU in its epilogue (S->sg & 4): h straight from the GEMM, one kernel less
@@ -1087,7 +1064,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     for (int k = 0; k < S->nop; k++) PCK(pdl_launch(S->pdl, nop_k, dim3(S->sms), dim3(256), 0, s));
     // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
     // the MLP (P->fuse; then no f16 copy, wd is nullptr)
-    if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s, 3, wd, P->fuse ? 1 : 0)) return -1;
+    if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s, 3, wd, P->fuse ? 1 : 0, pf_down)) return -1;
     mark(S, s, "down");
     PCK(cudaGetLastError());
     return 0;
@@ -1197,7 +1174,7 @@ int init(mqp_state **st, const Params *P) {
     const char *sk = getenv("MQ_PREFILL_SKIP");
     S->skip = sk ? atoi(sk) : 0;
     const char *l2 = getenv("MQ_PREFILL_L2PF"), *l2t = getenv("MQ_PREFILL_L2PF_MAXT");
-    S->l2pf = l2 && *l2 ? atoi(l2) & 31 : 0;
+    S->l2pf = l2 && *l2 ? atoi(l2) & 15 : 1;
     S->l2pf_maxt = l2t && *l2t ? atoi(l2t) : 64;
     const char *np = getenv("MQ_PREFILL_NOP");
     S->nop = np && atoi(np) > 0 ? atoi(np) : 0;
@@ -1311,7 +1288,7 @@ int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
     }
     PCK(pdl_launch(S->pdl, resid_norm_k, dim3(nr), dim3(256), 0, s, nullptr, P->embed, S->V, S->x + r0 * H,
                    S->L > 0 ? S->dres + r0 * H : nullptr, S->dres_ns, T * H, P->final_norm, S->xn,
-                   S->split ? S->xn + nr * H : nullptr, S->H, P->eps, 0, L2pf{}));
+                   S->split ? S->xn + nr * H : nullptr, S->H, P->eps, 0));
     mark(S, s, "final_norm");
     // sgemm: one read of the lm_head for the hi and lo rows (cuBLASLt reads it twice when split)
     int kmin = 0;
@@ -1332,7 +1309,7 @@ template <typename KT>
 int chunk(mqp_state *S, const Params *P, int T, int r0, int nr, int kvgrid, cudaStream_t s) {
     if (S->L == 0)  // no layer embeds the rows
         PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, S->dbuf + 1, P->embed, S->V, S->x, nullptr, 0,
-                       (size_t)0, P->final_norm, S->xn, nullptr, S->H, P->eps, 0, L2pf{}));
+                       (size_t)0, P->final_norm, S->xn, nullptr, S->H, P->eps, 0));
     for (int l = 0; l < S->L; l++)
         if (layer<KT>(S, P, l, T, kvgrid, s)) return -1;
     if (nr > 0 && head(S, P, T, r0, nr, s)) return -1;

@@ -36,7 +36,17 @@ using namespace sgt;
 template <int MT, bool LO, int CPW, bool TR>
 __global__ void __launch_bounds__(NT, MT <= 2 ? 2 : 1)
     sgemm_k(const __nv_bfloat16 *__restrict__ W, int N, int K, const __nv_bfloat16 *X, int T, float *out, int cpb,
-            __nv_bfloat16 *hb) {
+            __nv_bfloat16 *hb, SgPf pf) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (pf.n && threadIdx.x == 0) {  // this block's share of the range, one bulk prefetch
+        const unsigned nb = gridDim.x * gridDim.y, b = blockIdx.y * gridDim.x + blockIdx.x;
+        const size_t share = ((pf.n + nb - 1) / nb + 15) & ~(size_t)15, off = (size_t)b * share;
+        if (off < pf.n)
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(static_cast<const char *>(pf.p) + off),
+                         "r"((unsigned)(pf.n - off < share ? pf.n - off : share))
+                         : "memory");
+    }
+#endif
     __shared__ __align__(16) float red[4][MT * 16][FB + 4];  // (warp pair, row, feature)
     const int n0 = blockIdx.x * FB, nch = K / 64;
     const int c0 = blockIdx.y * cpb, c1 = min(c0 + cpb, nch);
@@ -53,30 +63,30 @@ __global__ void __launch_bounds__(NT, MT <= 2 ? 2 : 1)
 
 template <int MT, bool LO, bool TR>
 cudaError_t launch(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, float *out, int ks, int pdl,
-                   cudaStream_t s, __nv_bfloat16 *hb) {
+                   cudaStream_t s, __nv_bfloat16 *hb, SgPf pf) {
     const int nch = K / 64, cpb = (nch + ks - 1) / ks;
     const dim3 grid(N / FB, ks);
-    return cpb <= NW ? pdl_launch(pdl, sgemm_k<MT, LO, 1, TR>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb, hb)
-                     : pdl_launch(pdl, sgemm_k<MT, LO, 2, TR>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb, hb);
+    return cpb <= NW ? pdl_launch(pdl, sgemm_k<MT, LO, 1, TR>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb, hb, pf)
+                     : pdl_launch(pdl, sgemm_k<MT, LO, 2, TR>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb, hb, pf);
 }
 
 template <bool TR>
 cudaError_t launch_t(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
-                     int pdl, cudaStream_t s, __nv_bfloat16 *hb) {
+                     int pdl, cudaStream_t s, __nv_bfloat16 *hb, SgPf pf) {
     const int mt = (T + 15) / 16;
     if (lo) {
         switch (mt) {
-        case 1: return launch<1, true, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
-        case 2: return launch<2, true, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
-        case 3: return launch<3, true, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
-        default: return launch<4, true, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
+        case 1: return launch<1, true, TR>(W, N, K, X, T, out, ks, pdl, s, hb, pf);
+        case 2: return launch<2, true, TR>(W, N, K, X, T, out, ks, pdl, s, hb, pf);
+        case 3: return launch<3, true, TR>(W, N, K, X, T, out, ks, pdl, s, hb, pf);
+        default: return launch<4, true, TR>(W, N, K, X, T, out, ks, pdl, s, hb, pf);
         }
     }
     switch (mt) {
-    case 1: return launch<1, false, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
-    case 2: return launch<2, false, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
-    case 3: return launch<3, false, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
-    default: return launch<4, false, TR>(W, N, K, X, T, out, ks, pdl, s, hb);
+    case 1: return launch<1, false, TR>(W, N, K, X, T, out, ks, pdl, s, hb, pf);
+    case 2: return launch<2, false, TR>(W, N, K, X, T, out, ks, pdl, s, hb, pf);
+    case 3: return launch<3, false, TR>(W, N, K, X, T, out, ks, pdl, s, hb, pf);
+    default: return launch<4, false, TR>(W, N, K, X, T, out, ks, pdl, s, hb, pf);
     }
 }
 
@@ -99,23 +109,23 @@ namespace {
 
 // sgemm_run and sgemm_silu: hb != nullptr selects the SiLU epilogue (one slab); wt: W is (K, N)
 cudaError_t run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks, int pdl,
-                cudaStream_t s, __nv_bfloat16 *hb, int wt) {
+                cudaStream_t s, __nv_bfloat16 *hb, int wt, SgPf pf) {
     const int nch = K / 64;
     if (N % FB || K % 64 || T < 1 || T > SGEMM_MAXT || ks < 1 || ks > nch || (nch + ks - 1) / ks > NW * CPW_MAX)
         return cudaErrorInvalidValue;
-    return wt ? launch_t<true>(W, N, K, X, T, lo, out, ks, pdl, s, hb)
-              : launch_t<false>(W, N, K, X, T, lo, out, ks, pdl, s, hb);
+    return wt ? launch_t<true>(W, N, K, X, T, lo, out, ks, pdl, s, hb, pf)
+              : launch_t<false>(W, N, K, X, T, lo, out, ks, pdl, s, hb, pf);
 }
 
 }  // namespace
 
 cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
-                      int pdl, cudaStream_t s, int wt) {
-    return run(W, N, K, X, T, lo, out, ks, pdl, s, nullptr, wt);
+                      int pdl, cudaStream_t s, int wt, SgPf pf) {
+    return run(W, N, K, X, T, lo, out, ks, pdl, s, nullptr, wt, pf);
 }
 
 cudaError_t sgemm_silu(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, __nv_bfloat16 *h,
                        int pdl, cudaStream_t s) {
     if (N % 2 || !h) return cudaErrorInvalidValue;
-    return run(W, N, K, X, T, lo, nullptr, 1, pdl, s, h, 0);
+    return run(W, N, K, X, T, lo, nullptr, 1, pdl, s, h, 0, SgPf{});
 }

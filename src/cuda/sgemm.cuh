@@ -6,6 +6,13 @@
 
 constexpr int SGEMM_MAXT = 64;  // most rows (tokens) sgemm_run takes
 
+// A byte range (16-byte aligned, n a multiple of 16; n = 0: none) for the L2 to fetch while a GEMM
+// runs: weights of a later GEMM, each block asking for its share before it loads its own.
+struct SgPf {
+    const void *p;
+    size_t n;
+};
+
 // K slabs for an (N, K) weight on a device of `sms` multiprocessors (each slab's partial product is
 // summed by the kernel that reads it): about two blocks per multiprocessor, at most two 64-wide k
 // chunks per warp. min_ks: the fewest slabs (two chunks per warp). 0 when the shape is not supported
@@ -18,9 +25,10 @@ int sgemm_slabs(int N, int K, int T, int sms, int *min_ks);
 // k range. lo: X has 2T rows, its bf16 rounding remainders ("split bf16") after the T hi rows;
 // both go through the same weight fragments and are summed, so the weights are read once. pdl:
 // launched with programmatic dependent launch (pdl.cuh): the weight slice is loaded while the
-// previous kernel finishes. Returns the launch's error.
+// previous kernel finishes. pf: a range the L2 prefetches meanwhile (see SgPf). Returns the launch's
+// error.
 cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
-                      int pdl, cudaStream_t s, int wt);
+                      int pdl, cudaStream_t s, int wt, SgPf pf = SgPf{});
 
 // The gate|up product with SiLU in the epilogue: W's rows (2j, 2j+1) are (gate_j, up_j), and
 // h (T, N/2) bf16 receives bf16(silu(gate) * up), followed by T rows of rounding remainders when lo
