@@ -476,6 +476,40 @@ static void test_gemm_variants(void **st) {
     drop_model(&s);
 }
 
+/* sgemm's 64-feature blocks (the default for the 0.6B's q|k|v at 17-32 tokens; MQ_PREFILL_SGFB=32
+ * off) add the same
+ * products in the same order as the 32-feature ones: bit-identical logits. */
+static void test_wide(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_CUDA_KV");
+    synth_model s;
+    make_model(&s, "qwen3-0.6b", 4);
+    const int V = s.m.cfg.vocab_size, lens[2] = {20, 32};
+    float *a = malloc((size_t)32 * V * 4), *b = malloc((size_t)32 * V * 4);
+    assert_non_null(a);
+    assert_non_null(b);
+    for (int i = 0; i < 2; i++) {
+        int32_t *ids = make_ids(lens[i], V, 95 + i);
+        for (int w = 0; w < 2; w++) {
+            setenv("MQ_PREFILL_SGFB", w ? "64" : "32", 1);
+            mq_backend *gpu = mq_cuda_new(&s.m, 256);
+            if (!gpu) fail_msg("backend: %s", mq_err_get());
+            if (gpu->forward(gpu, ids, lens[i], 0, w ? b : a) != 0) fail_msg("cuda forward: %s", mq_err_get());
+            gpu->free(gpu);
+        }
+        printf("  qwen3-0.6b sgemm 64-feature blocks vs 32, %d rows: %s\n", lens[i],
+               memcmp(a, b, (size_t)lens[i] * V * 4) ? "DIFFERENT" : "identical");
+        assert_memory_equal(a, b, (size_t)lens[i] * V * 4);
+        free(ids);
+    }
+    unsetenv("MQ_PREFILL_SGFB");
+    free(a);
+    free(b);
+    drop_model(&s);
+}
+
 /* A checkpoint whose final norm holds a NaN makes every logit NaN: a prompt's forward fails with
  * one clear line, whether the device checks the last row (the GEMV head, default) or the host scans
  * it (MQ_PREFILL_GEMV=0), and the same backend's next prompt is checked afresh. */
@@ -737,6 +771,7 @@ int main(void) {
         cmocka_unit_test(test_mk),
         cmocka_unit_test(test_q06),
         cmocka_unit_test(test_nonfinite),
+        cmocka_unit_test(test_wide),
         cmocka_unit_test(test_kv_f16),
         cmocka_unit_test(test_pv16),
         cmocka_unit_test(test_q17),

@@ -148,6 +148,9 @@ struct mqp_state {
     // tokens (MQ_PREFILL_L2PF_MAXT, default 64). Asked by one block's thread instead (the norms, run
     // 111), 12.6 MB took ~26 us a layer: one SM's bulk prefetches are slow.
     int l2pf, l2pf_maxt;
+    // sgemm_run_wide where it applies (the 0.6B's q|k|v at 17-32 tokens: -0.013 ms at 32 tokens, run
+    // 114; MQ_PREFILL_SGFB=32 off)
+    int sg_wide;
     int nop;               // MQ_PREFILL_NOP=k (measurement): k empty kernels of sms blocks after each layer's SiLU
     int nolo;              // split, cuBLASLt GEMMs: bit g (0 q|k|v, 1 o, 2 gate|up, 3 down) drops GEMM g's lo
                            // rows (MQ_PREFILL_NOLO: a precision measurement, default 0)
@@ -824,6 +827,12 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
         return gemm(S, 1, Wh, K, X, D, N, T, K, 0.0f, s, 1);
     }
     const int ks = sg_ks(S, N, K, T, cap_rows);
+    const int kw = ks > 0 && !wt && S->sg_wide ? sgemm_slabs_wide(N, K, T, S->sms) : 0;
+    if (kw > 0 && (size_t)kw * T <= cap_rows) {  // MQ_PREFILL_SGFB=64: 64-feature blocks
+        PCK(sgemm_run_wide(W, N, K, X, T, S->split, D, kw, S->pdl, s, pf));
+        *ns = kw;
+        return 0;
+    }
     if (ks > 0) {
         PCK(sgemm_run(W, N, K, X, T, S->split, D, ks, S->pdl, s, wt, pf));
         *ns = ks;
@@ -1176,6 +1185,8 @@ int init(mqp_state **st, const Params *P) {
     const char *l2 = getenv("MQ_PREFILL_L2PF"), *l2t = getenv("MQ_PREFILL_L2PF_MAXT");
     S->l2pf = l2 && *l2 ? atoi(l2) & 15 : 1;
     S->l2pf_maxt = l2t && *l2t ? atoi(l2t) : 64;
+    const char *sfb = getenv("MQ_PREFILL_SGFB");
+    S->sg_wide = !(sfb && atoi(sfb) == 32);
     const char *np = getenv("MQ_PREFILL_NOP");
     S->nop = np && atoi(np) > 0 ? atoi(np) : 0;
     const char *tm = getenv("MQ_PREFILL_TIMING");

@@ -33,8 +33,10 @@ using namespace sgt;
 // hb (one slab only): instead of out, the SiLU epilogue: output features (2j, 2j+1) are (gate, up)
 // of h_j, and hb (T, N/2) bf16 receives bf16(silu(gate) * up), its lo rows (LO) the remainders, with
 // silu_mul_k's arithmetic on the same sums (bit-identical).
-template <int MT, bool LO, int CPW, bool TR>
-__global__ void __launch_bounds__(NT, MT <= 2 ? 2 : 1)
+// NF: mma tiles of 8 features per block (FT: 32 features; 2 FT: the wide tiles of sgemm_run_wide,
+// one block per multiprocessor).
+template <int MT, bool LO, int CPW, bool TR, int NF = FT>
+__global__ void __launch_bounds__(NT, MT <= 2 && NF == FT ? 2 : 1)
     sgemm_k(const __nv_bfloat16 *__restrict__ W, int N, int K, const __nv_bfloat16 *X, int T, float *out, int cpb,
             __nv_bfloat16 *hb, SgPf pf) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -47,18 +49,21 @@ __global__ void __launch_bounds__(NT, MT <= 2 ? 2 : 1)
                          : "memory");
     }
 #endif
-    __shared__ __align__(16) float red[4][MT * 16][FB + 4];  // (warp pair, row, feature)
-    const int n0 = blockIdx.x * FB, nch = K / 64;
+    __shared__ __align__(16) float red[4][MT * 16][NF * 8 + 4];  // (warp pair, row, feature)
+    const int n0 = blockIdx.x * NF * 8, nch = K / 64;
     const int c0 = blockIdx.y * cpb, c1 = min(c0 + cpb, nch);
-    Frag<CPW> w;
-    load_w<CPW, TR>(w, W, K, n0, c0, c1, N);
+    Frag<CPW, NF> w;
+    load_w<CPW, TR, NF>(w, W, K, n0, c0, c1, N);
     pdl_wait();
     pdl_trigger();
-    mma_sum<MT, LO, CPW, TR>(w, X, T, K, c0, c1, red);
-    if (hb)
-        store_silu<MT, LO>(red, T, N, n0, hb);
-    else
-        store_f32<MT>(red, T, N, n0, out + (size_t)blockIdx.y * T * N);
+    mma_sum<MT, LO, CPW, TR, NF>(w, X, T, K, c0, c1, red);
+    if constexpr (NF == FT) {
+        if (hb) {
+            store_silu<MT, LO>(red, T, N, n0, hb);
+            return;
+        }
+    }
+    store_f32<MT, NF>(red, T, N, n0, out + (size_t)blockIdx.y * T * N);
 }
 
 template <int MT, bool LO, bool TR>
@@ -91,6 +96,27 @@ cudaError_t launch_t(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
 }
 
 }  // namespace
+
+int sgemm_slabs_wide(int N, int K, int T, int sms) {
+    constexpr int F = 2 * FB;
+    if (N <= 0 || K <= 0 || N % F || K % 64 || T < 17 || T > 32) return 0;
+    const int nch = K / 64, nb = N / F;
+    // one chunk per warp (the wide fragments take the registers of two), a block per multiprocessor
+    const int ks = (nch + NW - 1) / NW;
+    return (long long)nb * ks >= (long long)sms * 9 / 10 && (long long)nb * ks <= 2LL * sms ? ks : 0;
+}
+
+cudaError_t sgemm_run_wide(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out,
+                           int ks, int pdl, cudaStream_t s, SgPf pf) {
+    constexpr int F = 2 * FB;
+    const int nch = K / 64, cpb = (nch + ks - 1) / ks;
+    if (N % F || K % 64 || T < 17 || T > 32 || ks < 1 || cpb > NW) return cudaErrorInvalidValue;
+    const dim3 grid(N / F, ks);
+    return lo ? pdl_launch(pdl, sgemm_k<2, true, 1, false, 2 * FT>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb,
+                           (__nv_bfloat16 *)nullptr, pf)
+              : pdl_launch(pdl, sgemm_k<2, false, 1, false, 2 * FT>, grid, dim3(NT), 0, s, W, N, K, X, T, out, cpb,
+                           (__nv_bfloat16 *)nullptr, pf);
+}
 
 int sgemm_slabs(int N, int K, int T, int sms, int *min_ks) {
     if (N <= 0 || K <= 0 || N % FB || K % 64 || T < 1 || T > SGEMM_MAXT) return 0;

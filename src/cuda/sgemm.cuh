@@ -30,6 +30,14 @@ int sgemm_slabs(int N, int K, int T, int sms, int *min_ks);
 cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out, int ks,
                       int pdl, cudaStream_t s, int wt, SgPf pf = SgPf{});
 
+// sgemm_run with blocks of 64 features instead of 32 (one block per multiprocessor, each warp one k
+// chunk): X's rows are read once per 64 features, half of sgemm_run's L2 -> SM traffic after the
+// wait, for prompts of 17-32 tokens. sgemm_slabs_wide: its K slabs for the shape, 0 when it does not
+// apply (N % 64, T outside 17-32, or fewer blocks than ~0.9 sms, or more than 2 sms).
+int sgemm_slabs_wide(int N, int K, int T, int sms);
+cudaError_t sgemm_run_wide(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out,
+                           int ks, int pdl, cudaStream_t s, SgPf pf = SgPf{});
+
 // The gate|up product with SiLU in the epilogue: W's rows (2j, 2j+1) are (gate_j, up_j), and
 // h (T, N/2) bf16 receives bf16(silu(gate) * up), followed by T rows of rounding remainders when lo
 // (the down GEMM's split input). One K slab (K <= 1024); bit-identical to sgemm_run then

@@ -34,31 +34,33 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
 }
 
 // A warp's weight fragments: row n0 + 8f + g, physical k 64c + 16q .. +7 (a), +8 .. +15 (b) of its
-// chunks c = c0 + warp + NW j (j < CPW), zeros past c1
-template <int CPW>
+// chunks c = c0 + warp + NW j (j < CPW), zeros past c1. NF: mma tiles of 8 features per block (FT,
+// or 2 FT: sgemm's wide tiles, MQ_PREFILL_SGFB=64, which read X once for 64 features)
+template <int CPW, int NF = FT>
 struct Frag {
-    uint4 a[CPW][FT], b[CPW][FT];
+    uint4 a[CPW][NF], b[CPW][NF];
 };
 
-// The (MT x 16 rows, FB features) partial sums of the 8 warps, per warp pair: (4, MT * 16, FB + 4);
+// The (MT x 16 rows, 8 NF features) partial sums of the 8 warps, per warp pair: (4, MT * 16, 8 NF + 4);
 // +4: fewer bank conflicts
-template <int MT>
-using Red = float (*)[MT * 16][FB + 4];
+template <int MT, int NF = FT>
+using Red = float (*)[MT * 16][NF * 8 + 4];
 
 // A warp's weight loads. W (N, K) row-major (TR false): the fragments above. W (K, N) row-major
 // (TR true, e.g. the fused decode MLP's transposed down): a[j][s] / b[j][s] hold the uint4 of
 // features n0 + 8q .. +7 at physical k row 64c + 16(g/2) + 4s + 2h + g%2 (h = 0 / 1), whose word f is
 // row g, column pair q of tile f's 8 x 8 block (rows: those 8 k, columns: features 8q' + 2f, +1 of
 // the four q'); mma_sum transposes each block with movmatrix into the B fragments (see there).
-template <int CPW, bool TR = false>
-__device__ __forceinline__ void load_w(Frag<CPW> &w, const __nv_bfloat16 *__restrict__ W, int K, int n0, int c0,
+template <int CPW, bool TR = false, int NF = FT>
+__device__ __forceinline__ void load_w(Frag<CPW, NF> &w, const __nv_bfloat16 *__restrict__ W, int K, int n0, int c0,
                                        int c1, int N = 0) {
+    static_assert(!TR || NF == FT, "the transposed layout holds FT tiles (one per mma step)");
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
 #pragma unroll
     for (int j = 0; j < CPW; j++) {
         const int c = c0 + warp + NW * j;
 #pragma unroll
-        for (int f = 0; f < FT; f++) {
+        for (int f = 0; f < NF; f++) {
             if (c < c1) {
                 if constexpr (TR) {  // f: the mma step s
                     const __nv_bfloat16 *p = W + (size_t)(64 * c + 16 * (g >> 1) + 4 * f + (g & 1)) * N + n0 + 8 * q;
@@ -92,15 +94,15 @@ __device__ __forceinline__ uint32_t movt(uint32_t v) {
 // (k rows 64c + 16q + 4s + 0, 1: the physical k of A's a0 / a2 words, as above) and of b[j][s] (+ 2, 3);
 // its column g is feature n0 + 8 (g / 2) + 2f + g % 2, so the sums of C columns (2q, 2q + 1) of tile f
 // are features 8q + 2f, + 1 of the block's 32.
-template <int MT, bool LO, int CPW, bool TR = false>
-__device__ __forceinline__ void mma_sum(const Frag<CPW> &w, const __nv_bfloat16 *X, int T, int K, int c0, int c1,
-                                        Red<MT> red) {
+template <int MT, bool LO, int CPW, bool TR = false, int NF = FT>
+__device__ __forceinline__ void mma_sum(const Frag<CPW, NF> &w, const __nv_bfloat16 *X, int T, int K, int c0, int c1,
+                                        Red<MT, NF> red) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-    float acc[MT][FT][4];
+    float acc[MT][NF][4];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int f = 0; f < FT; f++) acc[mt][f][0] = acc[mt][f][1] = acc[mt][f][2] = acc[mt][f][3] = 0.0f;
+        for (int f = 0; f < NF; f++) acc[mt][f][0] = acc[mt][f][1] = acc[mt][f][2] = acc[mt][f][3] = 0.0f;
     const uint4 z = make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int j = 0; j < CPW; j++) {
@@ -128,7 +130,7 @@ __device__ __forceinline__ void mma_sum(const Frag<CPW> &w, const __nv_bfloat16 
                     const uint32_t a0 = word(x[h][u], e), a2 = word(x[h][u], e + 1);
                     const uint32_t a1 = word(x[h][2 + u], e), a3 = word(x[h][2 + u], e + 1);
 #pragma unroll
-                    for (int f = 0; f < FT; f++) {
+                    for (int f = 0; f < NF; f++) {
                         if constexpr (TR) {
                             mma16816(acc[mt][f], a0, a1, a2, a3, movt(word(w.a[j][s], f)), movt(word(w.b[j][s], f)));
                         } else {
@@ -143,11 +145,11 @@ __device__ __forceinline__ void mma_sum(const Frag<CPW> &w, const __nv_bfloat16 
 #pragma unroll
     for (int ph = 0; ph < 2; ph++) {
         if ((warp >= 4) == (ph == 0)) {
-            float(*rw)[FB + 4] = red[warp & 3];
+            float(*rw)[NF * 8 + 4] = red[warp & 3];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                for (int f = 0; f < FT; f++) {
+                for (int f = 0; f < NF; f++) {
                     const int col = TR ? 8 * q + 2 * f : 8 * f + 2 * q;
                     float2 *p0 = reinterpret_cast<float2 *>(&rw[16 * mt + g][col]);
                     float2 *p1 = reinterpret_cast<float2 *>(&rw[16 * mt + g + 8][col]);
@@ -168,7 +170,7 @@ __device__ __forceinline__ void mma_sum(const Frag<CPW> &w, const __nv_bfloat16 
 // hb: output features (2j, 2j+1) are (gate, up) of h_j, and hb (T, N/2) bf16 receives
 // bf16(silu(gate) * up), its lo rows (LO) the remainders (silu_mul_k's arithmetic on the same sums).
 template <int MT, bool LO>
-__device__ __forceinline__ void store_silu(Red<MT> red, int T, int N, int n0, __nv_bfloat16 *hb) {
+__device__ __forceinline__ void store_silu(Red<MT> red, int T, int N, int n0, __nv_bfloat16 *hb) {  // FT tiles
     const int half = N / 2;
     for (int i = threadIdx.x; i < T * (FB / 2); i += NT) {
         const int r = i / (FB / 2), j = i % (FB / 2);
@@ -182,11 +184,12 @@ __device__ __forceinline__ void store_silu(Red<MT> red, int T, int N, int n0, __
     }
 }
 // o: the slab's (T, N) f32 output
-template <int MT>
-__device__ __forceinline__ void store_f32(Red<MT> red, int T, int N, int n0, float *o) {
+template <int MT, int NF = FT>
+__device__ __forceinline__ void store_f32(Red<MT, NF> red, int T, int N, int n0, float *o) {
+    constexpr int F = NF * 8;
     o += n0;
-    for (int i = threadIdx.x; i < T * FB; i += NT) {
-        const int r = i / FB, col = i % FB;
+    for (int i = threadIdx.x; i < T * F; i += NT) {
+        const int r = i / F, col = i % F;
         o[(size_t)r * N + col] = (red[0][r][col] + red[1][r][col]) + (red[2][r][col] + red[3][r][col]);
     }
 }
