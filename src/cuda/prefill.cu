@@ -149,7 +149,7 @@ struct mqp_state {
     // 111), 12.6 MB took ~26 us a layer: one SM's bulk prefetches are slow.
     int l2pf, l2pf_maxt;
     // sgemm_run_wide where it applies (the 0.6B's q|k|v at 17-32 tokens: -0.013 ms at 32 tokens, run
-    // 114; MQ_PREFILL_SGFB=32 off)
+    // 114; MQ_PREFILL_SGFB=32 off; =65: also where twice the slabs fill the GPU, e.g. o)
     int sg_wide;
     int nop;               // MQ_PREFILL_NOP=k (measurement): k empty kernels of sms blocks after each layer's SiLU
     int nolo;              // split, cuBLASLt GEMMs: bit g (0 q|k|v, 1 o, 2 gate|up, 3 down) drops GEMM g's lo
@@ -827,7 +827,7 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
         return gemm(S, 1, Wh, K, X, D, N, T, K, 0.0f, s, 1);
     }
     const int ks = sg_ks(S, N, K, T, cap_rows);
-    const int kw = ks > 0 && !wt && S->sg_wide ? sgemm_slabs_wide(N, K, T, S->sms) : 0;
+    const int kw = ks > 0 && !wt && S->sg_wide ? sgemm_slabs_wide(N, K, T, S->sms, S->sg_wide > 1) : 0;
     if (kw > 0 && (size_t)kw * T <= cap_rows) {  // MQ_PREFILL_SGFB=64: 64-feature blocks
         PCK(sgemm_run_wide(W, N, K, X, T, S->split, D, kw, S->pdl, s, pf));
         *ns = kw;
@@ -1000,7 +1000,8 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     const int of16 = wo ? 1 : 0;  // the attention output as f16 rows (the o GEMM's f16 input)
     if (!S->attn_v1 && kvgrid == 0 && T <= S->small) {
         // a short first chunk: q/k prep and attention in one kernel, no K/V scratch
-        const int r = hd == 128 ? launch_small<128, KT>(S, P, l, nq, W.q_norm, W.k_norm, att, atl, T, s)
+        const int r = S->skip >> 3 & 1 ? 0  // MQ_PREFILL_SKIP's attention bit covers attn_small_k too
+                    : hd == 128 ? launch_small<128, KT>(S, P, l, nq, W.q_norm, W.k_norm, att, atl, T, s)
                     : hd == 64  ? launch_small<64, KT>(S, P, l, nq, W.q_norm, W.k_norm, att, atl, T, s)
                                 : launch_small<32, KT>(S, P, l, nq, W.q_norm, W.k_norm, att, atl, T, s);
         if (r) return -1;
@@ -1186,7 +1187,7 @@ int init(mqp_state **st, const Params *P) {
     S->l2pf = l2 && *l2 ? atoi(l2) & 15 : 1;
     S->l2pf_maxt = l2t && *l2t ? atoi(l2t) : 64;
     const char *sfb = getenv("MQ_PREFILL_SGFB");
-    S->sg_wide = !(sfb && atoi(sfb) == 32);
+    S->sg_wide = sfb && atoi(sfb) == 32 ? 0 : sfb && atoi(sfb) == 65 ? 2 : 1;
     const char *np = getenv("MQ_PREFILL_NOP");
     S->nop = np && atoi(np) > 0 ? atoi(np) : 0;
     const char *tm = getenv("MQ_PREFILL_TIMING");

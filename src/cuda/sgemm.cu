@@ -97,12 +97,14 @@ cudaError_t launch_t(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
 
 }  // namespace
 
-int sgemm_slabs_wide(int N, int K, int T, int sms) {
+int sgemm_slabs_wide(int N, int K, int T, int sms, int half) {
     constexpr int F = 2 * FB;
     if (N <= 0 || K <= 0 || N % F || K % 64 || T < 17 || T > 32) return 0;
     const int nch = K / 64, nb = N / F;
-    // one chunk per warp (the wide fragments take the registers of two), a block per multiprocessor
-    const int ks = (nch + NW - 1) / NW;
+    // one chunk per warp (the wide fragments take the registers of two), a block per multiprocessor;
+    // half: as many slabs again where that fills the GPU, with half the warps idle
+    int ks = (nch + NW - 1) / NW;
+    if (half && (long long)nb * ks < (long long)sms * 9 / 10 && nch % (2 * ks) == 0) ks *= 2;
     return (long long)nb * ks >= (long long)sms * 9 / 10 && (long long)nb * ks <= 2LL * sms ? ks : 0;
 }
 

@@ -33,8 +33,9 @@ cudaError_t sgemm_run(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 
 // sgemm_run with blocks of 64 features instead of 32 (one block per multiprocessor, each warp one k
 // chunk): X's rows are read once per 64 features, half of sgemm_run's L2 -> SM traffic after the
 // wait, for prompts of 17-32 tokens. sgemm_slabs_wide: its K slabs for the shape, 0 when it does not
-// apply (N % 64, T outside 17-32, or fewer blocks than ~0.9 sms, or more than 2 sms).
-int sgemm_slabs_wide(int N, int K, int T, int sms);
+// apply (N % 64, T outside 17-32, or fewer blocks than ~0.9 sms, or more than 2 sms). half: twice the
+// slabs (half the warps of a block idle) where one chunk per warp leaves the GPU less than ~0.9 full.
+int sgemm_slabs_wide(int N, int K, int T, int sms, int half);
 cudaError_t sgemm_run_wide(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, float *out,
                            int ks, int pdl, cudaStream_t s, SgPf pf = SgPf{});
 
