@@ -477,8 +477,7 @@ static void test_gemm_variants(void **st) {
 }
 
 /* sgemm's 64-feature blocks (the default for the 0.6B's q|k|v at 17-32 tokens; MQ_PREFILL_SGFB=32
- * off) add the same
- * products in the same order as the 32-feature ones: bit-identical logits. */
+ * off) add the same products in the same order as the 32-feature ones: bit-identical logits. */
 static void test_wide(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
