@@ -3,7 +3,8 @@
 // (+ lo) rows that kv_split_k / qk_prep_k wrote, in cp.async double-buffered tiles with ldmatrix
 // fragments; attn_small_k does a short first chunk's q/k prep and attention in one f32 kernel.
 // Part of the prefill's one translation unit: prefill.cu includes it inside its anonymous
-// namespace, after the helpers these kernels use (warp_sum, st1, st_split, the BQ tile constant).
+// namespace, after the helpers these kernels use (warp_sum and st_split from prefill_rows.cuh, st1,
+// the BQ tile constant).
 #ifndef MQ_PREFILL_ATTENTION_CUH
 #define MQ_PREFILL_ATTENTION_CUH
 
