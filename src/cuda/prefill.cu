@@ -7,7 +7,9 @@
 //   causal flash attention over cache positions [0, pos+t] (bf16 mma.sync, online softmax in fp32,
 //   no T x T matrix) -> O GEMM -> residual += O output, RMSNorm (one kernel) -> gate|up GEMM ->
 //   SiLU * up (bf16) -> down GEMM (added to the residual by the next layer's input norm)
-// then the final RMSNorm + lm_head for the rows whose logits are wanted (sub-chunks of LSUB rows).
+// then the final RMSNorm + lm_head for the rows whose logits are wanted (sub-chunks of LSUB rows;
+// a prompt's last row alone: one streaming GEMV, gemv_head_k, which also flags NaN/inf logits in
+// page-locked memory so that the host need not scan them).
 // Split bf16: each layer GEMM runs once over 2T columns (hi rows, then lo rows of its input); the
 // kernel reading the output adds the two fp32 halves. 8 launches per layer (+1 past position 0; -1
 // for a first chunk of <= 16 tokens, whose q/k prep and attention are one kernel, attn_small_k).
