@@ -47,6 +47,14 @@ static void make_model(synth_model *s, const char *shape, uint64_t seed) {
     if (mq_model_load(&s->m, s->dir) != 0) fail_msg("mq_model_load(%s): %s", s->dir, mq_err_get());
 }
 
+/* make_model with the default prefill settings, whatever an earlier (failed) test left set. */
+static void make_model_defaults(synth_model *s, const char *shape, uint64_t seed) {
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_CUDA_KV");
+    unsetenv("MQ_PREFILL_ATTN");
+    make_model(s, shape, seed);
+}
+
 static void drop_model(synth_model *s) {
     mq_model_free(&s->m);
     char cmd[128];
@@ -481,10 +489,8 @@ static void test_gemm_variants(void **st) {
 static void test_wide(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
-    unsetenv("MQ_PREFILL_PREC");
-    unsetenv("MQ_CUDA_KV");
     synth_model s;
-    make_model(&s, "qwen3-0.6b", 4);
+    make_model_defaults(&s, "qwen3-0.6b", 4);
     const int V = s.m.cfg.vocab_size, lens[2] = {20, 32};
     float *a = malloc((size_t)32 * V * 4), *b = malloc((size_t)32 * V * 4);
     assert_non_null(a);
@@ -515,10 +521,8 @@ static void test_wide(void **st) {
 static void test_nonfinite(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
-    unsetenv("MQ_PREFILL_PREC");
-    unsetenv("MQ_CUDA_KV");
     synth_model s;
-    make_model(&s, "qwen3-0.6b", 3);
+    make_model_defaults(&s, "qwen3-0.6b", 3);
     const int H = s.m.cfg.hidden_size, V = s.m.cfg.vocab_size;
     assert_int_equal(s.m.final_norm.dt, MQ_BF16);
     uint16_t *fn = malloc((size_t)H * 2);
@@ -552,12 +556,8 @@ static void test_nonfinite(void **st) {
 static void test_q06(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
-    /* the defaults, whatever an earlier (failed) test left set */
-    unsetenv("MQ_PREFILL_PREC");
-    unsetenv("MQ_CUDA_KV");
-    unsetenv("MQ_PREFILL_ATTN");
     synth_model s;
-    make_model(&s, "qwen3-0.6b", 1);
+    make_model_defaults(&s, "qwen3-0.6b", 1);
     const int max_ctx = 4200;
     mq_backend *cpu, *gpu;
     open_pair(&s, max_ctx, &cpu, &gpu);
