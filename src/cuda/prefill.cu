@@ -134,6 +134,9 @@ struct mqp_state {
     // 0.6B's gate|up, 6,144 outputs in 192 sgemm blocks, is 4% faster on cuBLASLt at 32 tokens and 1%
     // at 8, run 99; 0: every layer GEMM on sgemm)
     int sg_nmax;
+    int sgsilu;            // MQ_PREFILL_SGSILU=48: gate|up with SiLU on sgemm_silu48 where it takes the shape
+    int sgwave;            // MQ_PREFILL_SGWAVE=1: sgemm's slabs cut to one block per multiprocessor where
+                           // about two per SM would leave some with two (the 0.6B's down: 192 -> 128 blocks)
     int prep_v;            // q/k prep by qk_prep_v_k (MQ_PREFILL_PREPV, default 1; 0: qk_prep_k)
     // split with an f32 cache: how much of the attention is f16 (MQ_PREFILL_PV16): 0 none (three split
     // bf16 products per term), 1 P V, 2 (default) P V and the scores with q as f16 hi + lo, 3 all f16
@@ -439,6 +442,8 @@ void prof_print(mqp_state *S, int n) {
 int sg_ks(mqp_state *S, int N, int K, int T, size_t cap_rows) {
     if (!(S->sg & 1) || T > SGEMM_MAXT || (S->sg_nmax > 0 && N > S->sg_nmax)) return 0;
     int kmin = 0, ks = sgemm_slabs(N, K, T, S->sms, &kmin);
+    const int nb = N / sgt::FB;
+    if (S->sgwave && ks > 0 && nb * ks > S->sms && S->sms / nb >= kmin) ks = S->sms / nb;  // one wave
     if (ks > 0 && (size_t)ks * T > cap_rows) ks = (size_t)kmin * T <= cap_rows ? (int)(cap_rows / T) : 0;
     return ks;
 }
@@ -692,7 +697,11 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, nullptr, P->embed, S->V, S->x, S->dres, no,
                        (size_t)T * H, W.post_norm, S->xn, xl, H, P->eps, wg ? 1 : 0));
     mark(S, s, "norm");
-    if ((S->sg & 4) && sg_ks(S, 2 * I, H, T, cap) == 1) {
+    if (S->sgsilu == 48 && !wg && !(S->skip >> 6 & 3) && sgemm_silu48_ok(2 * I, H, T, S->sms)) {
+        // gate|up with SiLU in the epilogue of 48-feature blocks, one wave on the multiprocessors
+        PCK(sgemm_silu48(W.gu, 2 * I, H, S->xn, T, sp, S->h, S->pdl, s, S->sms));
+        mark(S, s, "gate_up+silu");
+    } else if ((S->sg & 4) && sg_ks(S, 2 * I, H, T, cap) == 1) {
         // gate|up with SiLU in its epilogue (S->sg & 4): h straight from the GEMM, one kernel less
         PCK(sgemm_silu(W.gu, 2 * I, H, S->xn, T, sp, S->h, S->pdl, s));
         mark(S, s, "gate_up+silu");
@@ -798,6 +807,10 @@ int init(mqp_state **st, const Params *P) {
     PCK(cudaMalloc((void **)&S->mkbar, sizeof(unsigned)));
     const char *sn = getenv("MQ_PREFILL_SGNMAX");
     S->sg_nmax = sn && *sn ? atoi(sn) : 4096;
+    const char *ss = getenv("MQ_PREFILL_SGSILU");
+    S->sgsilu = ss && atoi(ss) == 48 ? 48 : 0;
+    const char *sw = getenv("MQ_PREFILL_SGWAVE");
+    S->sgwave = sw && atoi(sw) == 1;
     const char *pv = getenv("MQ_PREFILL_PREPV");
     S->prep_v = !(pv && atoi(pv) == 0);
     const char *gv = getenv("MQ_PREFILL_GEMV");

@@ -57,11 +57,9 @@ __global__ void __launch_bounds__(NT, MT <= 2 && NF == FT ? 2 : 1)
     pdl_wait();
     pdl_trigger();
     mma_sum<MT, LO, CPW, TR, NF>(w, X, T, K, c0, c1, red);
-    if constexpr (NF == FT) {
-        if (hb) {
-            store_silu<MT, LO>(red, T, N, n0, hb);
-            return;
-        }
+    if (hb) {
+        store_silu<MT, LO, NF>(red, T, N, n0, hb);
+        return;
     }
     store_f32<MT, NF>(red, T, N, n0, out + (size_t)blockIdx.y * T * N);
 }
@@ -156,4 +154,30 @@ cudaError_t sgemm_silu(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16
                        int pdl, cudaStream_t s) {
     if (N % 2 || !h) return cudaErrorInvalidValue;
     return run(W, N, K, X, T, lo, nullptr, 1, pdl, s, h, 0, SgPf{});
+}
+
+namespace {
+constexpr int F48 = 48, NF48 = F48 / 8;  // sgemm_silu48's features per block, as mma tiles of 8
+
+template <int MT, bool LO>
+cudaError_t launch48(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, __nv_bfloat16 *h, int pdl,
+                     cudaStream_t s) {
+    const int nch = K / 64;
+    return pdl_launch(pdl, sgemm_k<MT, LO, 2, false, NF48>, dim3(N / F48, 1), dim3(NT), 0, s, W, N, K, X, T,
+                      (float *)nullptr, nch, h, SgPf{});
+}
+}  // namespace
+
+int sgemm_silu48_ok(int N, int K, int T, int sms) {
+    const int nb = N / F48;
+    return N > 0 && K > 0 && N % F48 == 0 && K % 64 == 0 && K / 64 <= NW * 2 && T >= 1 && T <= 32 &&
+           nb <= sms && 4 * nb >= 3 * sms;
+}
+
+cudaError_t sgemm_silu48(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, __nv_bfloat16 *h,
+                         int pdl, cudaStream_t s, int sms) {
+    if (!h || !sgemm_silu48_ok(N, K, T, sms)) return cudaErrorInvalidValue;
+    const int mt = (T + 15) / 16;
+    if (lo) return mt == 1 ? launch48<1, true>(W, N, K, X, T, h, pdl, s) : launch48<2, true>(W, N, K, X, T, h, pdl, s);
+    return mt == 1 ? launch48<1, false>(W, N, K, X, T, h, pdl, s) : launch48<2, false>(W, N, K, X, T, h, pdl, s);
 }

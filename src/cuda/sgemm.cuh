@@ -46,4 +46,13 @@ cudaError_t sgemm_run_wide(const __nv_bfloat16 *W, int N, int K, const __nv_bflo
 cudaError_t sgemm_silu(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, __nv_bfloat16 *h,
                        int pdl, cudaStream_t s);
 
+// sgemm_silu with blocks of 48 features (24 (gate, up) pairs), one per multiprocessor and one K slab
+// (at most two 64-wide chunks per warp: K <= 1,024), for a gate|up whose N / 48
+// blocks fill 3/4 to all of the sms multiprocessors in one wave (the 0.6B: 128 blocks on 132), where
+// sgemm_silu's 32-feature blocks leave some SMs two (run 103), T <= 32 (MQ_PREFILL_SGSILU=48).
+// sgemm_silu48_ok: whether it takes the shape. Same output as sgemm_silu (bit-identical).
+int sgemm_silu48_ok(int N, int K, int T, int sms);
+cudaError_t sgemm_silu48(const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, int T, int lo, __nv_bfloat16 *h,
+                         int pdl, cudaStream_t s, int sms);
+
 #endif

@@ -169,11 +169,13 @@ __device__ __forceinline__ void mma_sum(const Frag<CPW, NF> &w, const __nv_bfloa
 // Epilogues of a tile (features [n0, n0 + FB) of an N-wide output, T rows) after mma_sum.
 // hb: output features (2j, 2j+1) are (gate, up) of h_j, and hb (T, N/2) bf16 receives
 // bf16(silu(gate) * up), its lo rows (LO) the remainders (silu_mul_k's arithmetic on the same sums).
-template <int MT, bool LO>
-__device__ __forceinline__ void store_silu(Red<MT> red, int T, int N, int n0, __nv_bfloat16 *hb) {  // FT tiles
+// NF: the block's mma tiles of 8 features (its 8 NF / 2 (gate, up) pairs).
+template <int MT, bool LO, int NF = FT>
+__device__ __forceinline__ void store_silu(Red<MT, NF> red, int T, int N, int n0, __nv_bfloat16 *hb) {
+    constexpr int P = NF * 4;  // (gate, up) pairs of the block
     const int half = N / 2;
-    for (int i = threadIdx.x; i < T * (FB / 2); i += NT) {
-        const int r = i / (FB / 2), j = i % (FB / 2);
+    for (int i = threadIdx.x; i < T * P; i += NT) {
+        const int r = i / P, j = i % P;
         const float gt = (red[0][r][2 * j] + red[1][r][2 * j]) + (red[2][r][2 * j] + red[3][r][2 * j]);
         const float up = (red[0][r][2 * j + 1] + red[1][r][2 * j + 1]) + (red[2][r][2 * j + 1] + red[3][r][2 * j + 1]);
         const float v = gt / (1.0f + expf(-gt)) * up;
