@@ -484,71 +484,70 @@ static void test_gemm_variants(void **st) {
     drop_model(&s);
 }
 
+/* Two settings that must give the same bits (the same sums in the same order, other kernels):
+ * qwen3-0.6b (seed mseed), all rows of prompts of each length in lens, setting A's environment
+ * (NAME=VALUE words, at most 4) then B's; every variable named is unset afterwards. */
+static void check_same_bits(const char *label, uint64_t mseed, const int *lens, int nl, uint32_t iseed,
+                            const char *const envs[2][4]) {
+    synth_model s;
+    make_model_defaults(&s, "qwen3-0.6b", mseed);
+    const int V = s.m.cfg.vocab_size;
+    int maxn = 0;
+    for (int i = 0; i < nl; i++) maxn = lens[i] > maxn ? lens[i] : maxn;
+    float *out[2] = {malloc((size_t)maxn * V * 4), malloc((size_t)maxn * V * 4)};
+    assert_non_null(out[0]);
+    assert_non_null(out[1]);
+    for (int i = 0; i < nl; i++) {
+        int32_t *ids = make_ids(lens[i], V, iseed + i);
+        for (int w = 0; w < 2; w++) {
+            for (int e = 0; e < 4 && envs[w][e]; e++) {
+                char name[64];
+                const char *eq = strchr(envs[w][e], '=');
+                assert_non_null(eq);
+                snprintf(name, sizeof name, "%.*s", (int)(eq - envs[w][e]), envs[w][e]);
+                setenv(name, eq + 1, 1);
+            }
+            mq_backend *gpu = mq_cuda_new(&s.m, 256);
+            if (!gpu) fail_msg("backend: %s", mq_err_get());
+            if (gpu->forward(gpu, ids, lens[i], 0, out[w]) != 0) fail_msg("cuda forward: %s", mq_err_get());
+            gpu->free(gpu);
+        }
+        const int same = !memcmp(out[0], out[1], (size_t)lens[i] * V * 4);
+        printf("  qwen3-0.6b %s, %d rows: %s\n", label, lens[i], same ? "identical" : "DIFFERENT");
+        assert_true(same);
+        free(ids);
+    }
+    for (int w = 0; w < 2; w++)
+        for (int e = 0; e < 4 && envs[w][e]; e++) {
+            char name[64];
+            snprintf(name, sizeof name, "%.*s", (int)(strchr(envs[w][e], '=') - envs[w][e]), envs[w][e]);
+            unsetenv(name);
+        }
+    free(out[0]);
+    free(out[1]);
+    drop_model(&s);
+}
+
 /* sgemm's 64-feature blocks (the default for the 0.6B's q|k|v at 17-32 tokens; MQ_PREFILL_SGFB=32
  * off) add the same products in the same order as the 32-feature ones: bit-identical logits. */
 static void test_wide(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
-    synth_model s;
-    make_model_defaults(&s, "qwen3-0.6b", 4);
-    const int V = s.m.cfg.vocab_size, lens[2] = {20, 32};
-    float *a = malloc((size_t)32 * V * 4), *b = malloc((size_t)32 * V * 4);
-    assert_non_null(a);
-    assert_non_null(b);
-    for (int i = 0; i < 2; i++) {
-        int32_t *ids = make_ids(lens[i], V, 95 + i);
-        for (int w = 0; w < 2; w++) {
-            setenv("MQ_PREFILL_SGFB", w ? "64" : "32", 1);
-            mq_backend *gpu = mq_cuda_new(&s.m, 256);
-            if (!gpu) fail_msg("backend: %s", mq_err_get());
-            if (gpu->forward(gpu, ids, lens[i], 0, w ? b : a) != 0) fail_msg("cuda forward: %s", mq_err_get());
-            gpu->free(gpu);
-        }
-        printf("  qwen3-0.6b sgemm 64-feature blocks vs 32, %d rows: %s\n", lens[i],
-               memcmp(a, b, (size_t)lens[i] * V * 4) ? "DIFFERENT" : "identical");
-        assert_memory_equal(a, b, (size_t)lens[i] * V * 4);
-        free(ids);
-    }
-    unsetenv("MQ_PREFILL_SGFB");
-    free(a);
-    free(b);
-    drop_model(&s);
+    const int lens[2] = {20, 32};
+    const char *const envs[2][4] = {{"MQ_PREFILL_SGFB=32"}, {"MQ_PREFILL_SGFB=64"}};
+    check_same_bits("sgemm 64-feature blocks vs 32", 4, lens, 2, 95, envs);
 }
 
 /* gate|up with SiLU in the epilogue of 48-feature sgemm blocks (MQ_PREFILL_SGSILU=48; the 0.6B's
  * 6,144 outputs in 128 blocks) against the 32-feature ones (MQ_PREFILL_SGEMM=7 with SGNMAX 8192: the
- * same sums in the same order) on qwen3-0.6b at 8, 20 and 32 tokens, every row: bit-identical. */
+ * same sums in the same order) at 8, 20 and 32 tokens, every row: bit-identical. */
 static void test_silu48(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
-    synth_model s;
-    make_model_defaults(&s, "qwen3-0.6b", 7);
-    const int V = s.m.cfg.vocab_size, lens[3] = {8, 20, 32};
-    float *a = malloc((size_t)32 * V * 4), *b = malloc((size_t)32 * V * 4);
-    assert_non_null(a);
-    assert_non_null(b);
-    setenv("MQ_PREFILL_SGNMAX", "8192", 1);
-    for (int i = 0; i < 3; i++) {
-        int32_t *ids = make_ids(lens[i], V, 93 + i);
-        for (int w = 0; w < 2; w++) {
-            setenv("MQ_PREFILL_SGEMM", w ? "7" : "3", 1);
-            setenv("MQ_PREFILL_SGSILU", w ? "0" : "48", 1);
-            mq_backend *gpu = mq_cuda_new(&s.m, 256);
-            if (!gpu) fail_msg("backend: %s", mq_err_get());
-            if (gpu->forward(gpu, ids, lens[i], 0, w ? b : a) != 0) fail_msg("cuda forward: %s", mq_err_get());
-            gpu->free(gpu);
-        }
-        printf("  qwen3-0.6b gate|up + SiLU in 48-feature blocks vs 32, %d rows: %s\n", lens[i],
-               memcmp(a, b, (size_t)lens[i] * V * 4) ? "DIFFERENT" : "identical");
-        assert_memory_equal(a, b, (size_t)lens[i] * V * 4);
-        free(ids);
-    }
-    unsetenv("MQ_PREFILL_SGNMAX");
-    unsetenv("MQ_PREFILL_SGEMM");
-    unsetenv("MQ_PREFILL_SGSILU");
-    free(a);
-    free(b);
-    drop_model(&s);
+    const int lens[3] = {8, 20, 32};
+    const char *const envs[2][4] = {{"MQ_PREFILL_SGNMAX=8192", "MQ_PREFILL_SGEMM=3", "MQ_PREFILL_SGSILU=48"},
+                                    {"MQ_PREFILL_SGNMAX=8192", "MQ_PREFILL_SGEMM=7", "MQ_PREFILL_SGSILU=0"}};
+    check_same_bits("gate|up + SiLU in 48-feature blocks vs 32", 7, lens, 3, 93, envs);
 }
 
 /* The prompt's last row written by gemv_head_k straight into the backend's page-locked row (zero
