@@ -267,6 +267,25 @@ __device__ __forceinline__ void st_e(U *p, const U (&v)[E]) {
     }
 }
 
+// E values v to hi + o as U (bf16 or f16) and, lo not nullptr, their rounding remainders to lo + o:
+// one vector store each (st_e; aligned as st_e needs)
+template <int E, typename U>
+__device__ __forceinline__ void st_split_e(U *hi, U *lo, size_t o, const float (&v)[E]) {
+    alignas(16) U h[E], l[E];
+#pragma unroll
+    for (int j = 0; j < E; j++) {
+        if constexpr (std::is_same<U, __half>::value) {
+            h[j] = __float2half_rn(v[j]);
+            l[j] = __float2half_rn(v[j] - __half2float(h[j]));
+        } else {
+            h[j] = __float2bfloat16_rn(v[j]);
+            l[j] = __float2bfloat16_rn(v[j] - __bfloat162float(h[j]));
+        }
+    }
+    st_e<E>(hi + o, h);
+    if (lo) st_e<E>(lo + o, l);
+}
+
 // One (token, slot) row of the q|k|v projection for the q/k prep, by one warp, lane l owning dims
 // [lE, lE + E): src is the row's first slab at the lane's dims, ns slabs ss floats apart, summed;
 // then, for a q or k slot (norm), RMSNorm with weights nw and RoPE with the position's cos/sin
@@ -337,25 +356,10 @@ __global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const float *qn
         // every store is one vector store per lane (st_e): E consecutive elements
         if (isq) {
             const size_t qo = (size_t)t * qd + (size_t)s * HD + d0;
-            if (std::is_same<KT, __half>::value || (m16 & 2)) {  // q as f16 for flash2_k's f16 products
-                alignas(16) __half h[E], lo[E];
-#pragma unroll
-                for (int j = 0; j < E; j++) {
-                    h[j] = __float2half_rn(v[j]);
-                    lo[j] = __float2half_rn(v[j] - __half2float(h[j]));
-                }
-                st_e<E>(reinterpret_cast<__half *>(qb) + qo, h);
-                if (ql) st_e<E>(reinterpret_cast<__half *>(ql) + qo, lo);
-            } else {
-                alignas(16) __nv_bfloat16 h[E], lo[E];
-#pragma unroll
-                for (int j = 0; j < E; j++) {
-                    h[j] = __float2bfloat16_rn(v[j]);
-                    lo[j] = __float2bfloat16_rn(v[j] - __bfloat162float(h[j]));
-                }
-                st_e<E>(qb + qo, h);
-                if (ql) st_e<E>(ql + qo, lo);
-            }
+            if (std::is_same<KT, __half>::value || (m16 & 2))  // q as f16 for flash2_k's f16 products
+                st_split_e<E>(reinterpret_cast<__half *>(qb), reinterpret_cast<__half *>(ql), qo, v);
+            else
+                st_split_e<E>(qb, ql, qo, v);
         } else {
             // cache row p of kv head s' (head-major); the bf16 scratch row p (position-major)
             const int sh = isk ? s - nh : s - nh - nkv;
@@ -371,14 +375,7 @@ __global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const float *qn
                 for (int j = 0; j < E; j++) h[j] = __float2half_rn(v[j]);
                 st_e<E>(reinterpret_cast<__half *>(xh) + ko, h);
             } else if (xh) {
-                alignas(16) __nv_bfloat16 h[E], lo[E];
-#pragma unroll
-                for (int j = 0; j < E; j++) {
-                    h[j] = __float2bfloat16_rn(v[j]);
-                    lo[j] = __float2bfloat16_rn(v[j] - __bfloat162float(h[j]));
-                }
-                st_e<E>(xh + ko, h);
-                if (xl) st_e<E>(xl + ko, lo);
+                st_split_e<E>(xh, xl, ko, v);
             }
         }
     }
