@@ -57,6 +57,7 @@ split_cfg() { sy=${1%%,*}; ev=$(echo "$1" | cut -s -d, -f2- | tr ',' ' '); tag=$
 # ---- toolchain and Debian libraries
 . "$ROOT/scripts/device-env.sh"
 [ -n "$ARCH" ] || ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')
+[ "$ARCH" = 90 ] && ARCH=90a  # Hopper: the sm_90a target, with wgmma (flash3_k)
 GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
 say "GPU: ${GPU:-none}; arch ${ARCH:-default}"
 B=$ROOT/build-dc
@@ -336,14 +337,15 @@ if [ -n "$ONLY" ] && want ncu-attn; then
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
   # DC_NCU_KV=f32: the default cache, whose prefill runs flash2_k at MQ_PREFILL_PV16's level (2)
   NKV=${DC_NCU_KV:-f16}
-  say "ncu: flash2_k ($NKV KV, 4,096-token prompt)"
+  NK=${DC_NCU_K:-flash2_k}  # the kernel (e.g. flash3_k, with MQ_PREFILL_WG=1 in the environment)
+  say "ncu: $NK ($NKV KV, 4,096-token prompt)"
   IDS=$(python3 -c "print(','.join(str((1000 + 7919 * i) % 100000) for i in range(4096)))")
   timeout 240 "$NCU" --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
     --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables --section InstructionStats \
-    --section LaunchStats --section Occupancy -k regex:flash2_k -s 28 -c 1 \
+    --section LaunchStats --section Occupancy -k regex:$NK -s 28 -c 1 \
     "$BIN" run -m $M06 --backend cuda --kv-type $NKV --max-ctx 4200 --prompt-ids "$IDS" -n 1 --ids --ignore-eos \
     >"$O/ncu-attn.txt" 2>&1
-  row "ncu flash2_k $NKV | rc $? (ncu-attn.txt)"
+  row "ncu $NK $NKV | rc $? (ncu-attn.txt)"
   while read -r l; do row "  $l"; done < <(grep -E "Duration|Stall|Warp Cycles|Issue Slots|Eligible|Active Warps|Pipe|Bank|Achieved Occ|Registers" "$O/ncu-attn.txt" | tr -s ' ' | head -30)
 fi
 if [ -n "$ONLY" ] && want ncu; then

@@ -6,7 +6,7 @@
 #   scripts/prebuild.sh [ARCH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ARCH=${1:-90}
+ARCH=${1:-90a}
 B=build-pre
 cmake -S . -B $B -DCMAKE_BUILD_TYPE=Release -DMQ_CUDA=ON -DMQ_CUDA_ARCHS="$ARCH" \
   -DMQ_TOKENIZER_DIR="$PWD/.deps/qwen3-tokenizer" >/dev/null

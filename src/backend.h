@@ -49,5 +49,7 @@ mq_backend *mq_cuda_new(const mq_model *m, int max_ctx);
 mq_backend *mq_cuda_new_kv(const mq_model *m, int max_ctx, const char *kv);
 /* 1 if the binary was built with CUDA and a usable device is present. */
 int mq_cuda_available(void);
+/* 1 if the CUDA backend's prefill attention can use wgmma (Hopper, an sm_90a build), else 0. */
+int mq_cuda_prefill_wgmma(void);
 
 #endif

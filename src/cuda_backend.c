@@ -12,6 +12,7 @@
 #ifndef MQ_HAVE_CUDA
 
 int mq_cuda_available(void) { return 0; }
+int mq_cuda_prefill_wgmma(void) { return 0; }
 
 mq_backend *mq_cuda_new_kv(const mq_model *m, int max_ctx, const char *kv) {
     (void)m;
@@ -28,6 +29,7 @@ mq_backend *mq_cuda_new_kv(const mq_model *m, int max_ctx, const char *kv) {
 #include "sampler.h"
 
 int mq_cuda_available(void) { return mq_gpu_available(); }
+int mq_cuda_prefill_wgmma(void) { return mq_gpu_available() && mq_gpu_prefill_wgmma(); }
 
 typedef struct {
     mq_backend base;

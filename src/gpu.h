@@ -35,6 +35,8 @@ typedef struct mq_gpu mq_gpu;
 
 /* 1 if a CUDA device is usable, else 0 (never fails loudly). */
 int mq_gpu_available(void);
+/* 1 if the prefill's attention can run on wgmma here (this GPU runs an sm_90a image), else 0. */
+int mq_gpu_prefill_wgmma(void);
 /* Allocate one device arena for weights, KV cache and scratch; check the shape is one the kernel
  * supports. kv: the KV cache element, "f32", "bf16" or "f16" (NULL: $MQ_CUDA_KV, else f32). NULL on
  * error (mq_err: no device, OOM with sizes, unsupported shape, unknown kv). */

@@ -728,6 +728,41 @@ static void test_pv16(void **st) {
     unsetenv("MQ_PREFILL_PV16");
 }
 
+/* flash3_k, the level-2 attention on wgmma (MQ_PREFILL_WG=1; sm_90a builds on Hopper): qwen3-0.6b
+ * (head_dim 128) all rows at 7, 64 and 300 tokens and decode after 300 against the CPU; then a
+ * 2,100-token prompt (two chunks: the second's queries over 2,048 earlier keys, tiles past the
+ * causal limit, a partial last tile) plus 40 tokens at pos 2,100, last row and 8 decode tokens
+ * against flash2_k's backend (MQ_PREFILL_WG=0) with the same bars. */
+static void test_wg(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    if (!mq_cuda_prefill_wgmma()) {
+        printf("  SKIP: no wgmma here (needs an sm_90a build on a Hopper GPU): flash3_k not run\n");
+        skip();
+    }
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_PREFILL_ATTN");
+    unsetenv("MQ_CUDA_KV");
+    unsetenv("MQ_PREFILL_PV16");
+    setenv("MQ_PREFILL_WG", "1", 1);
+    check_q06_rows("qwen3-0.6b, wgmma", 1, 61, 300, 300);
+    synth_model s;
+    make_model(&s, "qwen3-0.6b", 3);
+    /* the prefill reads its settings at a backend's first prompt (of two tokens or more: one goes
+     * through the decode kernel): WG=1 for one backend, then WG=0 for the other */
+    const int32_t two[2] = {7, 8};
+    mq_backend *wg = mq_cuda_new(&s.m, 2200);
+    if (!wg || wg->forward(wg, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
+    setenv("MQ_PREFILL_WG", "0", 1);
+    mq_backend *ref = mq_cuda_new(&s.m, 2200);
+    if (!ref || ref->forward(ref, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
+    check_continue(wg, ref, "qwen3-0.6b, wgmma vs flash2_k", 2100, 40, 8);
+    ref->free(ref);
+    wg->free(wg);
+    drop_model(&s);
+    unsetenv("MQ_PREFILL_WG");
+}
+
 /* Synthetic qwen3-1.7b (hidden 2048, inter 6144): other GEMM shapes for sgemm (on a 132-SM H200:
  * two K slabs for q|k|v and gate|up, four for o, six for down), all rows against the CPU at 20 and
  * 64 tokens (split bf16) and 20 (plain bf16). With a 128-position cache the output buffers hold 128 rows (256 split), so at
@@ -851,6 +886,7 @@ int main(void) {
         cmocka_unit_test(test_silu48),
         cmocka_unit_test(test_kv_f16),
         cmocka_unit_test(test_pv16),
+        cmocka_unit_test(test_wg),
         cmocka_unit_test(test_q17),
         cmocka_unit_test(test_ttft),
     };

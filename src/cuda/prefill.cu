@@ -144,6 +144,16 @@ struct mqp_state {
     // KL 9.8e-8 / 1.1e-7, 4.1e-5 / 2.9e-5, 1.3e-4 / 1.1e-4, 2.2e-4 / 1.8e-4; argmax 100% of non-ties
     // but level 3's 99.98% at 5,000. TTFT at 4,096 tokens 42.5, 37.3, 32.9, 29.3 ms.
     int pv16;
+    // MQ_PREFILL_FAORD=1 (measurement): the level-2 flash2_k with its score products ordered dims
+    // outer, key groups inner (flash2_k's ORD)
+    int faord;
+    // flash3_k (prefill_wgmma.cuh) for the level-2 attention at head_dim 128, chunks of >= wgmin
+    // tokens (MQ_PREFILL_WGMIN, default 65): wg 1 where the running image has wgmma (wgmma_probe_k at
+    // start-up) unless MQ_PREFILL_WG=0. Measurement knobs: MQ_PREFILL_WGLAY=0|1|2 (its shared-memory
+    // layout, default 2: the 128-byte swizzle; 0 and 1 no swizzle, ~2x slower, runs 131-135),
+    // MQ_PREFILL_WGST=2|3 (cp.async stages, default 2), MQ_PREFILL_WGSWAP (a layout check: exchanges
+    // the descriptors' two offsets, bit 0 K, bit 1 V; wrong logits)
+    int wg, wgswap, wglay, wgst, wgmin;
     // MQ_PREFILL_SKIP=mask (measurement, wrong logits): leave out kernel k of every layer where bit k
     // is set (0 input norm, 1 q|k|v, 2 q/k prep, 3 attention, 4 o, 5 post norm, 6 gate|up, 7 SiLU,
     // 8 down): what each kernel costs the chain; the forward then skips the finiteness check
@@ -217,6 +227,19 @@ namespace {
 
 #include "prefill_rows.cuh"       // residual + norm and q/k prep kernels (inside this anonymous namespace)
 #include "prefill_attention.cuh"  // the attention kernels (inside this anonymous namespace)
+#include "prefill_wgmma.cuh"      // flash3_k, the attention on wgmma (sm_90a; likewise)
+
+// 1 if the image the driver runs on the current device has wgmma (was compiled for sm_90a), else 0
+// (also when the probe cannot run: the prefill then keeps flash2_k)
+int probe_wgmma() {
+    int *dp = nullptr, got = 0;
+    if (cudaMalloc((void **)&dp, sizeof(int)) != cudaSuccess) return (void)cudaGetLastError(), 0;
+    wgmma_probe_k<<<1, 1>>>(dp);
+    if (cudaGetLastError() != cudaSuccess || cudaMemcpy(&got, dp, sizeof(int), cudaMemcpyDeviceToHost) != cudaSuccess)
+        (void)cudaGetLastError(), got = 0;
+    (void)cudaFree(dp);
+    return got;
+}
 #include "prefill_mk.cuh"         // the prefill megakernel (likewise)
 
 // MQ_PREFILL_NOP (measurement): an empty kernel in the PDL chain, to time what one more (or one
@@ -489,20 +512,20 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
     return gemmx(S, 1, W, K, X, D, N, T, K, s);
 }
 
-template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, bool V16 = false>
+template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, bool V16 = false, int ORD = 0>
 int launch_flash2(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
                   const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl, int ldkv, size_t hs,
                   __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv, cudaStream_t s, int of16 = 0) {
     using Cfg = Flash2Cfg<HD, QLO, KVLO, V16>;
     const int hdi = HD == 128 ? 2 : HD == 64 ? 1 : 0;
-    const unsigned bit = V16 ? 1u << (15 + hdi * 2 + (std::is_same<MT, __half>::value ? 1 : 0))
+    const unsigned bit = ORD ? 1u << (21 + hdi) : V16 ? 1u << (15 + hdi * 2 + (std::is_same<MT, __half>::value ? 1 : 0))
                        : std::is_same<MT, __half>::value ? 1u << (12 + hdi) : 1u << (hdi * 4 + QLO * 2 + KVLO);
     if (!(S->fattr & bit)) {  // once per instantiation (the first call of a graph key is never captured)
-        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT, V16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        PCK(cudaFuncSetAttribute(flash2_k<HD, QLO, KVLO, MT, V16, ORD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)Cfg::SMEM));
         S->fattr |= bit;
     }
-    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT, V16>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl,
+    PCK(pdl_launch(S->pdl, flash2_k<HD, QLO, KVLO, MT, V16, ORD>, grid, dim3(128), Cfg::SMEM, s, qb, ql, kh, kl, vh, vl,
                    ldkv, hs, att, atl, T, S->dbuf, nh, nkv, of16));
     return 0;
 }
@@ -556,6 +579,26 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
     if (m16 == 1)  // scores split bf16, P V one f16 product
         return launch_flash2<HD, true, true, __nv_bfloat16, true>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T,
                                                                   P->nh, P->nkv, s, of16);
+    if constexpr (HD == 128) {
+        if (m16 == 3 && ql && S->wg && T >= S->wgmin) {
+            // NST stages x [K, V] x 8 key groups x HD / 8 cores of 128 (LAY 0) or 144 bytes apart (LAY 1)
+            // (LAY 2: + 1 KB for the swizzle atoms' alignment)
+            const size_t smem = (size_t)S->wgst * 2 * 8 * (HD / 8) * (S->wglay == 1 ? 144 : 128) + (S->wglay == 2 ? 1024 : 0);
+            auto kern = S->wgst == 3 ? (S->wglay == 2 ? flash3_k<HD, 2, 3> : S->wglay ? flash3_k<HD, 1, 3> : flash3_k<HD, 0, 3>)
+                                     : (S->wglay == 2 ? flash3_k<HD, 2, 2> : S->wglay ? flash3_k<HD, 1, 2> : flash3_k<HD, 0, 2>);
+            const unsigned fb = 1u << (26 + S->wglay + 3 * (S->wgst == 3));
+            if (!(S->fattr & fb)) {
+                PCK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+                S->fattr |= fb;
+            }
+            PCK(pdl_launch(S->pdl, kern, grid, dim3(128), smem, s, qb, ql, kh, vh, ld, hs, att, atl, T,
+                           S->dbuf, P->nh, P->nkv, of16, S->wgswap));
+            return 0;
+        }
+    }
+    if (m16 == 3 && ql && S->faord)
+        return launch_flash2<HD, true, false, __half, true, 1>(S, grid, qb, ql, kh, nullptr, vh, nullptr, ld, hs, att,
+                                                               atl, T, P->nh, P->nkv, s, of16);
     if (m16 == 3 && ql)  // scores f16 q hi + lo against f16 K (two products), P V one f16 product
         return launch_flash2<HD, true, false, __half, true>(S, grid, qb, ql, kh, nullptr, vh, nullptr, ld, hs, att,
                                                             atl, T, P->nh, P->nkv, s, of16);
@@ -817,6 +860,8 @@ int init(mqp_state **st, const Params *P) {
     S->gemv = !(gv && atoi(gv) == 0);
     const char *p16 = getenv("MQ_PREFILL_PV16");
     S->pv16 = p16 && *p16 && atoi(p16) >= 0 && atoi(p16) <= 3 ? atoi(p16) : 2;
+    const char *fo = getenv("MQ_PREFILL_FAORD");
+    S->faord = fo && atoi(fo) == 1;
     const char *fg = getenv("MQ_PREFILL_F16G");
     S->f16g = fg && *fg ? atoi(fg) & 15 : 0;
     const char *nl = getenv("MQ_PREFILL_NOLO");
@@ -855,6 +900,15 @@ int init(mqp_state **st, const Params *P) {
         S->use_graph = 0;  // events between the kernels of a chunk: direct launches
     }
     LCK(cublasLtCreate(&S->lt));
+    const char *wge = getenv("MQ_PREFILL_WG"), *wgs = getenv("MQ_PREFILL_WGSWAP");  // (see mqp_state)
+    S->wgswap = wgs ? atoi(wgs) & 3 : 0;
+    const char *wgl = getenv("MQ_PREFILL_WGLAY");
+    S->wglay = wgl && *wgl && atoi(wgl) >= 0 && atoi(wgl) <= 2 ? atoi(wgl) : 2;
+    const char *wgt = getenv("MQ_PREFILL_WGST");
+    S->wgst = wgt && atoi(wgt) == 3 ? 3 : 2;
+    if (!(wge && atoi(wge) == 0)) S->wg = probe_wgmma();
+    const char *wgm = getenv("MQ_PREFILL_WGMIN");
+    S->wgmin = wgm && *wgm ? atoi(wgm) : 65;
     return 0;
 }
 
@@ -1233,6 +1287,8 @@ int run(mqp_state *S, const Params *P, const int32_t *ids, int n, int pos, float
 }
 
 }  // namespace
+
+extern "C" int mq_gpu_prefill_wgmma(void) { return probe_wgmma(); }
 
 int mqp_enabled(void) {
     const char *e = getenv("MQ_CUDA_PREFILL");

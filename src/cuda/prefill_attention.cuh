@@ -602,7 +602,7 @@ struct Flash2Cfg {
 // three split products (level 1); with MT = __half and QLO, q's f16 hi and lo against f16 K, two
 // products (level 2, the default). (Both q heads of a kv head in one
 // 8-warp block, sharing the K/V tiles, measured slower: +6% at 4,096 tokens, +34% at 512, run 62.)
-template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, bool V16 = false>
+template <int HD, bool QLO, bool KVLO, typename MT = __nv_bfloat16, bool V16 = false, int ORD = 0>
 __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO, V16>::MINB)) flash2_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
                                                 const __nv_bfloat16 *Kh, const __nv_bfloat16 *Kl,
                                                 const __nv_bfloat16 *Vh, const __nv_bfloat16 *Vl, int ldkv,
@@ -651,11 +651,15 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO, V16>::MINB)) fl
             const __nv_bfloat16 *Ksh = fsm + (kt & 1) * NA * TILE, *Ksl = Ksh + TILE;
             const __nv_bfloat16 *Vsh = Ksh + KA * TILE, *Vsl = Vsh + TILE;
             float s[BKT / 8][4];
+            // ORD 1 (MQ_PREFILL_FAORD): dims outer, key groups inner, so that consecutive products
+            // accumulate into different s[j] (ORD 0: each s[j]'s HD / 8 products back to back)
 #pragma unroll
-            for (int j = 0; j < BKT / 8; j++) {
-                s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+            for (int j = 0; j < BKT / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
 #pragma unroll
-                for (int kk = 0; kk < HD / 16; kk += 2) {
+            for (int jo = 0; jo < (ORD ? HD / 32 : BKT / 8); jo++) {
+#pragma unroll
+                for (int ji = 0; ji < (ORD ? BKT / 8 : HD / 32); ji++) {
+                    const int j = ORD ? ji : jo, kk = 2 * (ORD ? jo : ji);
                     // matrices: (keys j*8.., d kk*16 + 0|8), (keys j*8.., d (kk+1)*16 + 0|8)
                     const int ko = (j * 8 + (lane & 7)) * KS + (kk + (lm >> 1)) * 16 + (lm & 1) * 8;
                     uint32_t b[4];

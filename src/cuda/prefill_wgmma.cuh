@@ -1,0 +1,260 @@
+// prefill_wgmma.cuh: flash3_k, the prefill's causal attention on Hopper's warpgroup MMA (wgmma, sm_90a).
+// The level-2 numerics of flash2_k (MQ_PREFILL_PV16=2: scores as f16 q hi + lo against f16 K, two
+// products; P V one f16 product) with the products issued by the whole warpgroup: per 64-key tile,
+// 16 wgmma.m64n64k16 for the scores and 4 wgmma.m64n128k16 for P V, against flash2_k's 192 mma.sync
+// and 64 ldmatrix per warp (ncu, run 124: flash2_k is issue / latency bound, tensor pipe 39%).
+// K and V tiles sit in shared memory in the 128-byte swizzled layout (LAY 2, the default), so the
+// tensor cores read them straight by descriptor (K as K-major B, V as MN-major B); the no-swizzle
+// layouts (LAY 0, 1) were ~2x slower (their operand reads stalled the warps: runs 131-135).
+// Part of the prefill's one translation unit (prefill.cu includes it inside its anonymous namespace,
+// after prefill_attention.cuh, whose FlashRows, softmax_tile2, p_frags_h, store_o and cp16 it uses).
+// Compiled to wgmma only in an sm_90a pass (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere the kernel traps,
+// and the host launches it only where wgmma_probe_k said the running image has it.
+#ifndef MQ_PREFILL_WGMMA_CUH
+#define MQ_PREFILL_WGMMA_CUH
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define MQ_WGMMA 1
+#endif
+
+// *out = 1 when the image the driver runs for this device was compiled with wgmma (sm_90a)
+__global__ void wgmma_probe_k(int *out) {
+#ifdef MQ_WGMMA
+    *out = 1;
+#else
+    *out = 0;
+#endif
+}
+
+#ifdef MQ_WGMMA
+// A shared-memory matrix descriptor, no swizzle: lbo / sbo the byte distances between core matrices
+// adjacent along K / along M or N.
+// sw128: the 128-byte swizzle (8 rows of 128 bytes, 16-byte chunk c of row r at c ^ r; atoms
+// 1024-byte aligned).
+__device__ __forceinline__ uint64_t wg_desc(const void *smem, uint32_t lbo, uint32_t sbo, bool sw128 = false) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    return (uint64_t)((a >> 4) & 0x3FFF) | (uint64_t)((lbo >> 4) & 0x3FFF) << 16 |
+           (uint64_t)((sbo >> 4) & 0x3FFF) << 32 | (uint64_t)(sw128 ? 1 : 0) << 62;
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// cp.async wrote the tiles through the generic proxy; wgmma reads them through the async proxy
+__device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Ties accumulators to this point of the program (after wg_wait): the compiler must not read them
+// earlier, since it does not know the wgmma that writes them is asynchronous.
+template <int N>
+__device__ __forceinline__ void wg_hold(float (&d)[N][4]) {
+#pragma unroll
+    for (int j = 0; j < N; j++)
+        asm volatile("" : "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])::"memory");
+}
+
+// D (64 x 64, f32: the warpgroup's accumulators in the mma C layout, warp w rows 16w.., d[j] the n8
+// block j) += A (64 x 16 f16, registers in the mma A layout) B (16 x 64 f16 in shared memory, by desc;
+// TB 1: B is MN-major). Asynchronous: D is only final after wg_wait.
+template <int TB>
+__device__ __forceinline__ void wg_m64n64(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1), "n"(TB));
+}
+
+// D (64 x 128, f32: the warpgroup's accumulators in the mma C layout, warp w rows 16w.., d[j] the n8
+// block j) += A (64 x 16 f16, registers in the mma A layout) B (16 x 128 f16 in shared memory, by desc;
+// TB 1: B is MN-major). Asynchronous: D is only final after wg_wait.
+template <int TB>
+__device__ __forceinline__ void wg_m64n128(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "{%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
+          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
+          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
+          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
+          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
+          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
+          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1), "n"(TB));
+}
+
+#endif  // MQ_WGMMA
+
+// Causal flash attention as flash2_k's level 2 (same grid: blockIdx.y the q head, blockIdx.x the
+// 64-row query tile, last tiles first; same arguments but no lo K/V), HD = 128, one warpgroup per
+// block. Shared memory: NST stages x [K, V] x (64 keys, HD) f16. LAY 2 (default): see below at wsm.
+// LAY 0 / 1: core matrices of 8 keys x 8 dims (key group kg, dim group dg), row r (key kg * 8 + r)
+// at + r * 16 bytes, the core at kg * CK + dg * CD: LAY 0: CD = 128, CK = HD * 16 (dense); LAY 1:
+// CD = 144, CK = HD * 18 (a key row's 16 chunks on 8 bank groups, so loads of whole key rows per
+// warp, as LAY 2's, write shared memory without conflicts). Scores (B = K^T: K dimension = dims):
+// K-major, LBO CD, SBO CK; P V (B = V: K dimension = keys): MN-major, LBO CK, SBO CD. swap
+// (MQ_PREFILL_WGSWAP, a layout check): bit 0 / 1 exchange K's / V's two offsets. Every warp
+// computes every tile of its block (wgmma is warpgroup-wide), so the diagonal tile's masked keys
+// cost products that flash2_k's warps skip.
+template <int HD, int LAY, int NST>
+__global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
+                                                    const __nv_bfloat16 *Kh, const __nv_bfloat16 *Vh, int ldkv,
+                                                    size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
+                                                    const int *posp, int nh, int nkv, int of16, int swap) {
+    pdl_wait();
+    pdl_trigger();
+#ifdef MQ_WGMMA
+    static_assert(HD == 128, "flash3_k: head_dim 128 only (P V is one m64n128 product per 16 keys)");
+    constexpr int BKT = 64, NG = HD / 8;                        // keys per tile; 8-dim groups per row
+    constexpr int CD = LAY == 1 ? 144 : 128, CK = NG * CD;      // core strides (bytes): dim / key group
+    constexpr int TILE = (BKT / 8) * CK / 2;                    // elements per K or V tile
+    extern __shared__ __align__(128) __nv_bfloat16 wsm0[];  // [NST stages][K, V][TILE] (+ 1 KB: LAY 2)
+    // LAY 2 (128-byte swizzle): K and V tiles as two 64-dim halves, each 64 keys x 128 bytes, key k's
+    // chunk c (dims 8 c..) at half (c / 8) * 8192 + k * 128 + ((c % 8) ^ (k % 8)) * 16; the atoms need
+    // 1024-byte alignment
+    __nv_bfloat16 *wsm = LAY == 2 ? reinterpret_cast<__nv_bfloat16 *>(
+                                        (reinterpret_cast<uintptr_t>(wsm0) + 1023) & ~(uintptr_t)1023)
+                                  : wsm0;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    uint32_t qa[HD / 16][4], qal[HD / 16][4];
+    float o[HD / 8][4], m0, m1, l0, l1;
+    const FlashRows<HD, true, HD / 16> R(qb, ql, T, posp, nh, nkv, warp, g, tq, qa, qal, o, m0, m1, l0, l1);
+    const int h = R.h, kvh = R.kvh, qd = R.qd, pos = R.pos, kend = R.kend, wr = R.wr;
+    const int ar0 = R.ar0, ar1 = R.ar1;
+    const float sc = R.sc;
+    const uint32_t kl = swap & 1 ? CK : CD, ks = swap & 1 ? CD : CK;
+    const uint32_t vl = swap & 2 ? CD : CK, vs = swap & 2 ? CK : CD;
+
+    // tile kt -> stage st; keys past kend zero-filled. LAY 1: thread t's chunks are dim group
+    // t % 16 of keys t / 16 + 8 i (i < 8): row t / 16 of core (i, t % 16)
+    const int dgt = threadIdx.x % NG, kt0 = threadIdx.x / NG;  // (128 threads: kt0 < 8)
+    const __nv_bfloat16 *kg0 = Kh + (size_t)kvh * hs + (size_t)kt0 * ldkv + dgt * 8;
+    const __nv_bfloat16 *vg0 = Vh + (size_t)kvh * hs + (size_t)kt0 * ldkv + dgt * 8;
+    const int st0 = (dgt * CD + kt0 * 16) / 2;  // (elements)
+    auto load = [&](int kt, int st) {
+        __nv_bfloat16 *base = wsm + st * 2 * TILE;
+        const int k0 = kt * BKT;
+        if constexpr (LAY == 2) {  // a warp: keys kt0, kt0 + 1 (2 rows of 16 chunks), as LAY 1
+#pragma unroll
+            for (int i = 0; i < BKT / 8; i++) {
+                const int key = kt0 + 8 * i;
+                const bool ok = k0 + key < kend;
+                const size_t off = ok ? (size_t)(k0 + 8 * i) * ldkv : 0;
+                const int so = (dgt >> 3) * 4096 + key * 64 + (((dgt & 7) ^ (key & 7)) << 3);  // (elements)
+                cp16(base + so, ok ? kg0 + off : Kh, ok);
+                cp16(base + TILE + so, ok ? vg0 + off : Vh, ok);
+            }
+        } else if constexpr (LAY == 1) {
+#pragma unroll
+            for (int i = 0; i < BKT / 8; i++) {
+                const bool ok = k0 + kt0 + 8 * i < kend;
+                const size_t off = ok ? (size_t)(k0 + 8 * i) * ldkv : 0;
+                cp16(base + st0 + i * CK / 2, ok ? kg0 + off : Kh, ok);
+                cp16(base + TILE + st0 + i * CK / 2, ok ? vg0 + off : Vh, ok);
+            }
+        } else {
+            // LAY 0: two consecutive threads read one 32-byte sector of a key's row, 16 threads 8 keys
+#pragma unroll
+            for (int c = threadIdx.x; c < BKT * NG; c += 128) {
+                const int r = (c >> 1) & 7, dg = ((c >> 4) % (NG / 2)) * 2 + (c & 1), kg = c / (8 * NG);
+                const int key = kg * 8 + r;
+                const bool ok = k0 + key < kend;
+                const size_t off = ok ? (size_t)kvh * hs + (size_t)(k0 + key) * ldkv + dg * 8 : 0;
+                const int so = (kg * CK + dg * CD + r * 16) / 2;
+                cp16(base + so, Kh + off, ok);
+                cp16(base + TILE + so, Vh + off, ok);
+            }
+        }
+    };
+
+    const int ntile = (kend + BKT - 1) / BKT;
+    // NST stages: tiles kt + 1 .. kt + NST - 1 in flight while tile kt computes
+#pragma unroll
+    for (int i = 0; i < NST - 1; i++) {
+        if (i < ntile) load(i, i);
+        cp_commit();
+    }
+    for (int kt = 0; kt < ntile; kt++) {
+        if (kt + NST - 1 < ntile) load(kt + NST - 1, (kt + NST - 1) % NST);
+        cp_commit();  // (empty near the end: keeps the wait count uniform)
+        cp_wait<NST - 1>();
+        fence_async_smem();
+        __syncthreads();
+        const int k0 = kt * BKT;
+        const __nv_bfloat16 *Ks = wsm + (kt % NST) * 2 * TILE, *Vs = Ks + TILE;
+        float s[BKT / 8][4];
+#pragma unroll
+        for (int j = 0; j < BKT / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {  // dims 16 kk..: dim groups 2 kk, 2 kk + 1
+            // (2 dim groups: CD bytes = CD / 2 elements x 2; LAY 2: 32 bytes into the half's rows, which
+            // the hardware swizzles by address, SBO the 8-key group's 1024 bytes)
+            const uint64_t d = LAY == 2 ? wg_desc(Ks + (kk >> 2) * 4096 + (kk & 3) * 16, 16, 1024, true)
+                                        : wg_desc(Ks + kk * CD, kl, ks);
+            wg_m64n64<0>(s, qal[kk], d);
+            wg_m64n64<0>(s, qa[kk], d);
+        }
+        wg_commit();
+        wg_wait<0>();
+        wg_hold(s);
+        if (k0 + BKT - 1 > pos + wr || k0 + BKT > kend)
+            softmax_tile2<true>(s, o, k0, tq, ar0, ar1, kend, sc, m0, m1, l0, l1);
+        else
+            softmax_tile2<false>(s, o, k0, tq, ar0, ar1, kend, sc, m0, m1, l0, l1);
+        uint32_t pa[BKT / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BKT / 16; kk++) p_frags_h(s, kk, pa[kk]);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < BKT / 16; kk++)  // keys 16 kk..: key groups 2 kk, 2 kk + 1
+            // (2 key groups: CK elements; LAY 2: 2 x 1024 bytes, LBO the dim halves' 8192 bytes, SBO the
+            // 8-key groups' 1024; swap bit 1 exchanges them)
+            wg_m64n128<1>(o, pa[kk], LAY == 2 ? wg_desc(Vs + kk * 1024, swap & 2 ? 1024 : 8192, swap & 2 ? 8192 : 1024, true)
+                                              : wg_desc(Vs + kk * CK, vl, vs));
+        wg_commit();
+        wg_wait<0>();
+        wg_hold(o);
+        __syncthreads();  // this stage is refilled by the next iteration's load
+    }
+    cp_wait<0>();
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    if (of16)
+        store_o_h(o, l0, l1, T, qd, h, wr, g, tq, att);
+    else
+        store_o<true>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);
+#else
+    (void)qb, (void)ql, (void)Kh, (void)Vh, (void)ldkv, (void)hs, (void)att, (void)atl, (void)T, (void)posp;
+    (void)nh, (void)nkv, (void)of16, (void)swap;
+    __trap();  // never launched: the host asks wgmma_probe_k first
+#endif
+}
+
+#endif
