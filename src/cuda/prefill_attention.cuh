@@ -282,6 +282,14 @@ __device__ __forceinline__ void quad_max2(float &a, float &b) {
     b = fmaxf(b, __shfl_xor_sync(0xffffffffu, b, 2));
 }
 
+// The sums of a row over the 4 lanes of a quad, for both rows (the softmax sums at a kernel's end).
+__device__ __forceinline__ void quad_sum2(float &a, float &b) {
+    a += __shfl_xor_sync(0xffffffffu, a, 1);
+    a += __shfl_xor_sync(0xffffffffu, a, 2);
+    b += __shfl_xor_sync(0xffffffffu, b, 1);
+    b += __shfl_xor_sync(0xffffffffu, b, 2);
+}
+
 // The output accumulators' rows g (al0) and g + 8 (al1) rescaled.
 template <int NO>
 __device__ __forceinline__ void scale_o(float (&o)[NO][4], float al0, float al1) {
@@ -503,10 +511,7 @@ __global__ void __launch_bounds__(128) flash_k(const __nv_bfloat16 *qb, const __
             }
         }
     }
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    quad_sum2(l0, l1);
     store_o<SPLIT>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);
 }
 
@@ -721,10 +726,7 @@ __global__ void __launch_bounds__(128, (Flash2Cfg<HD, QLO, KVLO, V16>::MINB)) fl
         __syncthreads();  // this stage is refilled by the next iteration's load
     }
     cp_wait<0>();
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    quad_sum2(l0, l1);
     if ((std::is_same<MT, __half>::value || V16) && of16)
         store_o_h(o, l0, l1, T, qd, h, wr, g, tq, att);
     else
