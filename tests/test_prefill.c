@@ -730,9 +730,9 @@ static void test_pv16(void **st) {
 
 /* flash3_k, the level-2 attention on wgmma (MQ_PREFILL_WG=1; sm_90a builds on Hopper): qwen3-0.6b
  * (head_dim 128) all rows at 7, 64 and 300 tokens and decode after 300 against the CPU; then a
- * 2,100-token prompt (two chunks: the second's queries over 2,048 earlier keys, tiles past the
- * causal limit, a partial last tile) plus 40 tokens at pos 2,100, last row and 8 decode tokens
- * against flash2_k's backend (MQ_PREFILL_WG=0) with the same bars. */
+ * 2,148-token prompt (two chunks, both on flash3_k: the second's 100 queries at pos 2,048 over
+ * 2,048 earlier keys, a partial query tile) plus 100 tokens at pos 2,148, last row and 8 decode
+ * tokens against flash2_k's backend (MQ_PREFILL_WG=0) with the same bars. */
 static void test_wg(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
@@ -751,12 +751,12 @@ static void test_wg(void **st) {
     /* the prefill reads its settings at a backend's first prompt (of two tokens or more: one goes
      * through the decode kernel): WG=1 for one backend, then WG=0 for the other */
     const int32_t two[2] = {7, 8};
-    mq_backend *wg = mq_cuda_new(&s.m, 2200);
+    mq_backend *wg = mq_cuda_new(&s.m, 2400);
     if (!wg || wg->forward(wg, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
     setenv("MQ_PREFILL_WG", "0", 1);
-    mq_backend *ref = mq_cuda_new(&s.m, 2200);
+    mq_backend *ref = mq_cuda_new(&s.m, 2400);
     if (!ref || ref->forward(ref, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
-    check_continue(wg, ref, "qwen3-0.6b, wgmma vs flash2_k", 2100, 40, 8);
+    check_continue(wg, ref, "qwen3-0.6b, wgmma vs flash2_k", 2148, 100, 8);
     ref->free(ref);
     wg->free(wg);
     drop_model(&s);
