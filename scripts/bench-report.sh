@@ -59,6 +59,7 @@ PY=${PYTHON:-python3}
 if [ -z "$BIN" ]; then
   . "$ROOT/scripts/device-env.sh"
   ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')
+  [ "$ARCH" = 90 ] && ARCH=90a  # Hopper: the sm_90a target, with wgmma (the prefill attention flash3_k)
   say "building megaqwen (CUDA arch ${ARCH:-default})"
   cmake -S . -B build-bench-report -DCMAKE_BUILD_TYPE=Release -DMQ_CUDA=ON ${ARCH:+-DMQ_CUDA_ARCHS=$ARCH} \
         -DMQ_TOKENIZER_DIR="$ROOT/.deps/qwen3-tokenizer" ${PKGCFG:-} >>"$LOG" 2>&1 &&

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# prefill-check: on a GPU machine, one call builds megaqwen (CUDA, sm_90), runs test_prefill (with
+# prefill-check: on a GPU machine, one call builds megaqwen (CUDA, sm_90a), runs test_prefill (with
 # TTFT timings), compares cuda prefill logits with HF fp32/bf16 and the CPU backend on a synthetic
 # qwen3-0.6b at 1000 (and 5000, budget allowing) tokens, times HF's TTFT, and prints a table last.
 #   scripts/prefill-check.sh [--budget-s S]      logs under $OUT (or out/prefill-check)
@@ -28,7 +28,7 @@ if [ -n "${PC_BUILD:-}" ]; then
   [ -x "$BIN" ] || { echo "prefill-check: no $BIN" >&2; exit 1; }
   row "build | reused $B"
 else
-cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DMQ_CUDA=ON -DMQ_CUDA_ARCHS=90 ${PKGCFG:-} \
+cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DMQ_CUDA=ON -DMQ_CUDA_ARCHS=90a ${PKGCFG:-} \
   -DMQ_TOKENIZER_DIR="$MQ_TOKENIZER_DIR" >"$O/build.log" 2>&1 &&
   cmake --build "$B" -j"$(nproc)" --target megaqwen_cli test_prefill >>"$O/build.log" 2>&1
 rc=$?
