@@ -149,11 +149,9 @@ struct mqp_state {
     int faord;
     // flash3_k (prefill_wgmma.cuh) for the level-2 attention at head_dim 128, chunks of >= wgmin
     // tokens (MQ_PREFILL_WGMIN, default 65): wg 1 where the running image has wgmma (wgmma_probe_k at
-    // start-up) unless MQ_PREFILL_WG=0. Measurement knobs: MQ_PREFILL_WGLAY=0|1|2 (its shared-memory
-    // layout, default 2: the 128-byte swizzle; 0 and 1 no swizzle, ~2x slower, runs 131-135),
-    // MQ_PREFILL_WGST=2|3 (cp.async stages, default 2), MQ_PREFILL_WGSWAP (a layout check: exchanges
-    // the descriptors' two offsets, bit 0 K, bit 1 V; wrong logits)
-    int wg, wgswap, wglay, wgst, wgmin;
+    // start-up) unless MQ_PREFILL_WG=0. MQ_PREFILL_WGSWAP=2 (a layout check: exchanges V's two
+    // descriptor offsets; wrong logits)
+    int wg, wgswap, wgmin;
     // MQ_PREFILL_SKIP=mask (measurement, wrong logits): leave out kernel k of every layer where bit k
     // is set (0 input norm, 1 q|k|v, 2 q/k prep, 3 attention, 4 o, 5 post norm, 6 gate|up, 7 SiLU,
     // 8 down): what each kernel costs the chain; the forward then skips the finiteness check
@@ -581,17 +579,14 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
                                                                   P->nh, P->nkv, s, of16);
     if constexpr (HD == 128) {
         if (m16 == 3 && ql && S->wg && T >= S->wgmin) {
-            // NST stages x [K, V] x 8 key groups x HD / 8 cores of 128 (LAY 0) or 144 bytes apart (LAY 1)
-            // (LAY 2: + 1 KB for the swizzle atoms' alignment)
-            const size_t smem = (size_t)S->wgst * 2 * 8 * (HD / 8) * (S->wglay == 1 ? 144 : 128) + (S->wglay == 2 ? 1024 : 0);
-            auto kern = S->wgst == 3 ? (S->wglay == 2 ? flash3_k<HD, 2, 3> : S->wglay ? flash3_k<HD, 1, 3> : flash3_k<HD, 0, 3>)
-                                     : (S->wglay == 2 ? flash3_k<HD, 2, 2> : S->wglay ? flash3_k<HD, 1, 2> : flash3_k<HD, 0, 2>);
-            const unsigned fb = 1u << (26 + S->wglay + 3 * (S->wgst == 3));
-            if (!(S->fattr & fb)) {
-                PCK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-                S->fattr |= fb;
+            // 2 stages x [K, V] x 64 keys x HD f16, + 1 KB for the swizzle atoms' alignment (runs 133 and
+            // 135 measured 3 stages: no faster)
+            constexpr size_t smem = (size_t)2 * 2 * 64 * HD * sizeof(__nv_bfloat16) + 1024;
+            if (!(S->fattr & 1u << 26)) {
+                PCK(cudaFuncSetAttribute(flash3_k<HD, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+                S->fattr |= 1u << 26;
             }
-            PCK(pdl_launch(S->pdl, kern, grid, dim3(128), smem, s, qb, ql, kh, vh, ld, hs, att, atl, T,
+            PCK(pdl_launch(S->pdl, flash3_k<HD, 2>, grid, dim3(128), smem, s, qb, ql, kh, vh, ld, hs, att, atl, T,
                            S->dbuf, P->nh, P->nkv, of16, S->wgswap));
             return 0;
         }
@@ -902,10 +897,6 @@ int init(mqp_state **st, const Params *P) {
     LCK(cublasLtCreate(&S->lt));
     const char *wge = getenv("MQ_PREFILL_WG"), *wgs = getenv("MQ_PREFILL_WGSWAP");  // (see mqp_state)
     S->wgswap = wgs ? atoi(wgs) & 3 : 0;
-    const char *wgl = getenv("MQ_PREFILL_WGLAY");
-    S->wglay = wgl && *wgl && atoi(wgl) >= 0 && atoi(wgl) <= 2 ? atoi(wgl) : 2;
-    const char *wgt = getenv("MQ_PREFILL_WGST");
-    S->wgst = wgt && atoi(wgt) == 3 ? 3 : 2;
     if (!(wge && atoi(wge) == 0)) S->wg = probe_wgmma();
     const char *wgm = getenv("MQ_PREFILL_WGMIN");
     S->wgmin = wgm && *wgm ? atoi(wgm) : 65;

@@ -3,9 +3,9 @@
 // products; P V one f16 product) with the products issued by the whole warpgroup: per 64-key tile,
 // 16 wgmma.m64n64k16 for the scores and 4 wgmma.m64n128k16 for P V, against flash2_k's 192 mma.sync
 // and 64 ldmatrix per warp (ncu, run 124: flash2_k is issue / latency bound, tensor pipe 39%).
-// K and V tiles sit in shared memory in the 128-byte swizzled layout (LAY 2, the default), so the
-// tensor cores read them straight by descriptor (K as K-major B, V as MN-major B); the no-swizzle
-// layouts (LAY 0, 1) were ~2x slower (their operand reads stalled the warps: runs 131-135).
+// K and V tiles sit in shared memory in the 128-byte swizzled layout, so the tensor cores read them
+// straight by descriptor (K as K-major B, V as MN-major B); layouts without swizzle were ~2x slower
+// (their operand reads stalled the warps: runs 131-135).
 // Part of the prefill's one translation unit (prefill.cu includes it inside its anonymous namespace,
 // after prefill_attention.cuh, whose FlashRows, softmax_tile2, p_frags_h, store_o and cp16 it uses).
 // Compiled to wgmma only in an sm_90a pass (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere the kernel traps,
@@ -111,16 +111,14 @@ __device__ __forceinline__ void wg_m64n128(float (&d)[16][4], const uint32_t (&a
 
 // Causal flash attention as flash2_k's level 2 (same grid: blockIdx.y the q head, blockIdx.x the
 // 64-row query tile, last tiles first; same arguments but no lo K/V), HD = 128, one warpgroup per
-// block. Shared memory: NST stages x [K, V] x (64 keys, HD) f16. LAY 2 (default): see below at wsm.
-// LAY 0 / 1: core matrices of 8 keys x 8 dims (key group kg, dim group dg), row r (key kg * 8 + r)
-// at + r * 16 bytes, the core at kg * CK + dg * CD: LAY 0: CD = 128, CK = HD * 16 (dense); LAY 1:
-// CD = 144, CK = HD * 18 (a key row's 16 chunks on 8 bank groups, so loads of whole key rows per
-// warp, as LAY 2's, write shared memory without conflicts). Scores (B = K^T: K dimension = dims):
-// K-major, LBO CD, SBO CK; P V (B = V: K dimension = keys): MN-major, LBO CK, SBO CD. swap
-// (MQ_PREFILL_WGSWAP, a layout check): bit 0 / 1 exchange K's / V's two offsets. Every warp
+// block, NST cp.async stages of [K, V] tiles of 64 keys. The tiles are in the 128-byte swizzled
+// layout (see wsm below): the layouts without swizzle that runs 131-134 measured (dense or padded
+// 8 x 16-byte core matrices) made the kernel ~2x slower, its warps waiting on the tensor cores'
+// operand reads. Scores: B = K^T, K-major; P V: B = V, MN-major. swap (MQ_PREFILL_WGSWAP, a layout
+// check that must give wrong logits): bit 1 exchanges V's two descriptor offsets. Every warp
 // computes every tile of its block (wgmma is warpgroup-wide), so the diagonal tile's masked keys
 // cost products that flash2_k's warps skip.
-template <int HD, int LAY, int NST>
+template <int HD, int NST>
 __global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
                                                     const __nv_bfloat16 *Kh, const __nv_bfloat16 *Vh, int ldkv,
                                                     size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
@@ -129,16 +127,14 @@ __global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, cons
     pdl_trigger();
 #ifdef MQ_WGMMA
     static_assert(HD == 128, "flash3_k: head_dim 128 only (P V is one m64n128 product per 16 keys)");
-    constexpr int BKT = 64, NG = HD / 8;                        // keys per tile; 8-dim groups per row
-    constexpr int CD = LAY == 1 ? 144 : 128, CK = NG * CD;      // core strides (bytes): dim / key group
-    constexpr int TILE = (BKT / 8) * CK / 2;                    // elements per K or V tile
-    extern __shared__ __align__(128) __nv_bfloat16 wsm0[];  // [NST stages][K, V][TILE] (+ 1 KB: LAY 2)
-    // LAY 2 (128-byte swizzle): K and V tiles as two 64-dim halves, each 64 keys x 128 bytes, key k's
-    // chunk c (dims 8 c..) at half (c / 8) * 8192 + k * 128 + ((c % 8) ^ (k % 8)) * 16; the atoms need
+    constexpr int BKT = 64, NG = HD / 8;  // keys per tile; 8-dim groups (16-byte chunks) per key row
+    constexpr int TILE = BKT * HD;        // elements per K or V tile
+    extern __shared__ __align__(128) __nv_bfloat16 wsm0[];  // [NST stages][K, V][TILE] + 1 KB
+    // K and V tiles as two 64-dim halves, each 64 keys x 128 bytes, key k's chunk c (dims 8 c..) at
+    // half (c / 8) * 8192 + k * 128 + ((c % 8) ^ (k % 8)) * 16 bytes; the atoms (8 keys, 1 KB) need
     // 1024-byte alignment
-    __nv_bfloat16 *wsm = LAY == 2 ? reinterpret_cast<__nv_bfloat16 *>(
-                                        (reinterpret_cast<uintptr_t>(wsm0) + 1023) & ~(uintptr_t)1023)
-                                  : wsm0;
+    __nv_bfloat16 *wsm =
+        reinterpret_cast<__nv_bfloat16 *>((reinterpret_cast<uintptr_t>(wsm0) + 1023) & ~(uintptr_t)1023);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     uint32_t qa[HD / 16][4], qal[HD / 16][4];
     float o[HD / 8][4], m0, m1, l0, l1;
@@ -146,48 +142,24 @@ __global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, cons
     const int h = R.h, kvh = R.kvh, qd = R.qd, pos = R.pos, kend = R.kend, wr = R.wr;
     const int ar0 = R.ar0, ar1 = R.ar1;
     const float sc = R.sc;
-    const uint32_t kl = swap & 1 ? CK : CD, ks = swap & 1 ? CD : CK;
-    const uint32_t vl = swap & 2 ? CD : CK, vs = swap & 2 ? CK : CD;
 
-    // tile kt -> stage st; keys past kend zero-filled. LAY 1: thread t's chunks are dim group
-    // t % 16 of keys t / 16 + 8 i (i < 8): row t / 16 of core (i, t % 16)
+    // tile kt -> stage st; keys past kend zero-filled. Thread t's chunks are dim group t % 16 of keys
+    // t / 16 + 8 i (i < 8): a warp's loads are two whole key rows (whole sectors), and its 32 chunks
+    // fall on every shared-memory bank 4 times (the minimum for 512 bytes)
     const int dgt = threadIdx.x % NG, kt0 = threadIdx.x / NG;  // (128 threads: kt0 < 8)
     const __nv_bfloat16 *kg0 = Kh + (size_t)kvh * hs + (size_t)kt0 * ldkv + dgt * 8;
     const __nv_bfloat16 *vg0 = Vh + (size_t)kvh * hs + (size_t)kt0 * ldkv + dgt * 8;
-    const int st0 = (dgt * CD + kt0 * 16) / 2;  // (elements)
     auto load = [&](int kt, int st) {
         __nv_bfloat16 *base = wsm + st * 2 * TILE;
         const int k0 = kt * BKT;
-        if constexpr (LAY == 2) {  // a warp: keys kt0, kt0 + 1 (2 rows of 16 chunks), as LAY 1
 #pragma unroll
-            for (int i = 0; i < BKT / 8; i++) {
-                const int key = kt0 + 8 * i;
-                const bool ok = k0 + key < kend;
-                const size_t off = ok ? (size_t)(k0 + 8 * i) * ldkv : 0;
-                const int so = (dgt >> 3) * 4096 + key * 64 + (((dgt & 7) ^ (key & 7)) << 3);  // (elements)
-                cp16(base + so, ok ? kg0 + off : Kh, ok);
-                cp16(base + TILE + so, ok ? vg0 + off : Vh, ok);
-            }
-        } else if constexpr (LAY == 1) {
-#pragma unroll
-            for (int i = 0; i < BKT / 8; i++) {
-                const bool ok = k0 + kt0 + 8 * i < kend;
-                const size_t off = ok ? (size_t)(k0 + 8 * i) * ldkv : 0;
-                cp16(base + st0 + i * CK / 2, ok ? kg0 + off : Kh, ok);
-                cp16(base + TILE + st0 + i * CK / 2, ok ? vg0 + off : Vh, ok);
-            }
-        } else {
-            // LAY 0: two consecutive threads read one 32-byte sector of a key's row, 16 threads 8 keys
-#pragma unroll
-            for (int c = threadIdx.x; c < BKT * NG; c += 128) {
-                const int r = (c >> 1) & 7, dg = ((c >> 4) % (NG / 2)) * 2 + (c & 1), kg = c / (8 * NG);
-                const int key = kg * 8 + r;
-                const bool ok = k0 + key < kend;
-                const size_t off = ok ? (size_t)kvh * hs + (size_t)(k0 + key) * ldkv + dg * 8 : 0;
-                const int so = (kg * CK + dg * CD + r * 16) / 2;
-                cp16(base + so, Kh + off, ok);
-                cp16(base + TILE + so, Vh + off, ok);
-            }
+        for (int i = 0; i < BKT / 8; i++) {
+            const int key = kt0 + 8 * i;
+            const bool ok = k0 + key < kend;
+            const size_t off = ok ? (size_t)(k0 + 8 * i) * ldkv : 0;
+            const int so = (dgt >> 3) * 4096 + key * 64 + (((dgt & 7) ^ (key & 7)) << 3);  // (elements)
+            cp16(base + so, ok ? kg0 + off : Kh, ok);
+            cp16(base + TILE + so, ok ? vg0 + off : Vh, ok);
         }
     };
 
@@ -212,10 +184,9 @@ __global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, cons
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < HD / 16; kk++) {  // dims 16 kk..: dim groups 2 kk, 2 kk + 1
-            // (2 dim groups: CD bytes = CD / 2 elements x 2; LAY 2: 32 bytes into the half's rows, which
-            // the hardware swizzles by address, SBO the 8-key group's 1024 bytes)
-            const uint64_t d = LAY == 2 ? wg_desc(Ks + (kk >> 2) * 4096 + (kk & 3) * 16, 16, 1024, true)
-                                        : wg_desc(Ks + kk * CD, kl, ks);
+            // (32 bytes into the dim half's rows, which the hardware swizzles by address; SBO the 8-key
+            // groups' 1024 bytes, LBO unused)
+            const uint64_t d = wg_desc(Ks + (kk >> 2) * 4096 + (kk & 3) * 16, 16, 1024, true);
             wg_m64n64<0>(s, qal[kk], d);
             wg_m64n64<0>(s, qa[kk], d);
         }
@@ -232,10 +203,8 @@ __global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, cons
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < BKT / 16; kk++)  // keys 16 kk..: key groups 2 kk, 2 kk + 1
-            // (2 key groups: CK elements; LAY 2: 2 x 1024 bytes, LBO the dim halves' 8192 bytes, SBO the
-            // 8-key groups' 1024; swap bit 1 exchanges them)
-            wg_m64n128<1>(o, pa[kk], LAY == 2 ? wg_desc(Vs + kk * 1024, swap & 2 ? 1024 : 8192, swap & 2 ? 8192 : 1024, true)
-                                              : wg_desc(Vs + kk * CK, vl, vs));
+            // (2 key groups of 1024 bytes; LBO the dim halves' 8192 bytes, SBO the 8-key groups' 1024)
+            wg_m64n128<1>(o, pa[kk], wg_desc(Vs + kk * 1024, swap & 2 ? 1024 : 8192, swap & 2 ? 8192 : 1024, true));
         wg_commit();
         wg_wait<0>();
         wg_hold(o);
