@@ -732,7 +732,8 @@ static void test_pv16(void **st) {
  * (head_dim 128) all rows at 7, 64 and 300 tokens and decode after 300 against the CPU; then a
  * 2,148-token prompt (two chunks, both on flash3_k: the second's 100 queries at pos 2,048 over
  * 2,048 earlier keys, a partial query tile) plus 100 tokens at pos 2,148, last row and 8 decode
- * tokens against flash2_k's backend (MQ_PREFILL_WG=0) with the same bars. */
+ * tokens against flash2_k's backend (MQ_PREFILL_WG=0) with the same bars; all of it for flash3p_k (the
+ * software-pipelined tile loop, MQ_PREFILL_WGPIPE=1) too. */
 static void test_wg(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
@@ -744,22 +745,29 @@ static void test_wg(void **st) {
     unsetenv("MQ_PREFILL_ATTN");
     unsetenv("MQ_CUDA_KV");
     unsetenv("MQ_PREFILL_PV16");
-    setenv("MQ_PREFILL_WG", "1", 1);
-    check_q06_rows("qwen3-0.6b, wgmma", 1, 61, 300, 300);
-    synth_model s;
-    make_model(&s, "qwen3-0.6b", 3);
-    /* the prefill reads its settings at a backend's first prompt (of two tokens or more: one goes
-     * through the decode kernel): WG=1 for one backend, then WG=0 for the other */
-    const int32_t two[2] = {7, 8};
-    mq_backend *wg = mq_cuda_new(&s.m, 2400);
-    if (!wg || wg->forward(wg, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
-    setenv("MQ_PREFILL_WG", "0", 1);
-    mq_backend *ref = mq_cuda_new(&s.m, 2400);
-    if (!ref || ref->forward(ref, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
-    check_continue(wg, ref, "qwen3-0.6b, wgmma vs flash2_k", 2148, 100, 8);
-    ref->free(ref);
-    wg->free(wg);
-    drop_model(&s);
+    for (int pipe = 0; pipe < 2; pipe++) { /* flash3_k, then flash3p_k (MQ_PREFILL_WGPIPE=1) */
+        const char *lab = pipe ? "qwen3-0.6b, wgmma pipelined" : "qwen3-0.6b, wgmma";
+        char lab2[64];
+        snprintf(lab2, sizeof lab2, "%s vs flash2_k", lab);
+        setenv("MQ_PREFILL_WGPIPE", pipe ? "1" : "0", 1);
+        setenv("MQ_PREFILL_WG", "1", 1);
+        check_q06_rows(lab, 1, 61, 300, 300);
+        synth_model s;
+        make_model(&s, "qwen3-0.6b", 3);
+        /* the prefill reads its settings at a backend's first prompt (of two tokens or more: one goes
+         * through the decode kernel): WG=1 for one backend, then WG=0 for the other */
+        const int32_t two[2] = {7, 8};
+        mq_backend *wg = mq_cuda_new(&s.m, 2400);
+        if (!wg || wg->forward(wg, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
+        setenv("MQ_PREFILL_WG", "0", 1);
+        mq_backend *ref = mq_cuda_new(&s.m, 2400);
+        if (!ref || ref->forward(ref, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
+        check_continue(wg, ref, lab2, 2148, 100, 8);
+        ref->free(ref);
+        wg->free(wg);
+        drop_model(&s);
+    }
+    unsetenv("MQ_PREFILL_WGPIPE");
     unsetenv("MQ_PREFILL_WG");
 }
 

@@ -152,6 +152,7 @@ struct mqp_state {
     // start-up) unless MQ_PREFILL_WG=0. MQ_PREFILL_WGSWAP=2 (a layout check: exchanges V's two
     // descriptor offsets; wrong logits)
     int wg, wgswap, wgmin;
+    int wgpipe;  // MQ_PREFILL_WGPIPE=1: flash3p_k (flash3_k's tile loop software-pipelined) instead
     // MQ_PREFILL_SKIP=mask (measurement, wrong logits): leave out kernel k of every layer where bit k
     // is set (0 input norm, 1 q|k|v, 2 q/k prep, 3 attention, 4 o, 5 post norm, 6 gate|up, 7 SiLU,
     // 8 down): what each kernel costs the chain; the forward then skips the finiteness check
@@ -578,6 +579,16 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
         return launch_flash2<HD, true, true, __nv_bfloat16, true>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T,
                                                                   P->nh, P->nkv, s, of16);
     if constexpr (HD == 128) {
+        if (m16 == 3 && ql && S->wg && T >= S->wgmin && S->wgpipe) {
+            constexpr size_t smem = (size_t)3 * 2 * 64 * HD * sizeof(__nv_bfloat16) + 1024;
+            if (!(S->fattr & 1u << 24)) {
+                PCK(cudaFuncSetAttribute(flash3p_k<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+                S->fattr |= 1u << 24;
+            }
+            PCK(pdl_launch(S->pdl, flash3p_k<HD>, grid, dim3(128), smem, s, qb, ql, kh, vh, ld, hs, att, atl, T,
+                           S->dbuf, P->nh, P->nkv, of16));
+            return 0;
+        }
         if (m16 == 3 && ql && S->wg && T >= S->wgmin) {
             // 2 stages x [K, V] x 64 keys x HD f16, + 1 KB for the swizzle atoms' alignment (runs 133 and
             // 135 measured 3 stages: no faster)
@@ -898,6 +909,8 @@ int init(mqp_state **st, const Params *P) {
     const char *wge = getenv("MQ_PREFILL_WG"), *wgs = getenv("MQ_PREFILL_WGSWAP");  // (see mqp_state)
     S->wgswap = wgs ? atoi(wgs) & 3 : 0;
     if (!(wge && atoi(wge) == 0)) S->wg = probe_wgmma();
+    const char *wgp = getenv("MQ_PREFILL_WGPIPE");
+    S->wgpipe = wgp && atoi(wgp) == 1;
     const char *wgm = getenv("MQ_PREFILL_WGMIN");
     S->wgmin = wgm && *wgm ? atoi(wgm) : 65;
     return 0;

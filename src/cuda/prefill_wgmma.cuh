@@ -206,4 +206,187 @@ __global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, cons
 #endif
 }
 
+
+#ifdef MQ_WGMMA
+// softmax_tile2's update without touching the output: the factor al0 / al1 by which the caller
+// rescales o once the P V in flight is done (resc: some row's maximum grew, else the factors are 1).
+template <bool MASK, int NJ>
+__device__ __forceinline__ void softmax_tile3(float (&s)[NJ][4], int k0, int tq, int ar0, int ar1, int kend,
+                                              float sc, float &m0, float &m1, float &l0, float &l1, float &al0,
+                                              float &al1, bool &resc) {
+    float mx0 = m0, mx1 = m1;
+#pragma unroll
+    for (int j = 0; j < NJ; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            if (MASK) {
+                const int key = k0 + j * 8 + 2 * tq + e;
+                if (!(key <= ar0 && key < kend)) s[j][e] = -INFINITY;
+                if (!(key <= ar1 && key < kend)) s[j][2 + e] = -INFINITY;
+            }
+            mx0 = fmaxf(mx0, s[j][e]);
+            mx1 = fmaxf(mx1, s[j][2 + e]);
+        }
+    quad_max2(mx0, mx1);
+    const float b0 = mx0 == -INFINITY ? 0.0f : mx0 * sc, b1 = mx1 == -INFINITY ? 0.0f : mx1 * sc;
+    resc = __any_sync(0xffffffffu, mx0 > m0 || mx1 > m1);
+    al0 = al1 = 1.0f;
+    if (resc) {
+        al0 = ex2_ftz(m0 * sc - b0), al1 = ex2_ftz(m1 * sc - b1);
+        l0 *= al0;
+        l1 *= al1;
+    }
+    m0 = mx0;
+    m1 = mx1;
+    float rs0 = 0.0f, rs1 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        s[j][0] = ex2_ftz(fmaf(s[j][0], sc, -b0));
+        s[j][1] = ex2_ftz(fmaf(s[j][1], sc, -b0));
+        s[j][2] = ex2_ftz(fmaf(s[j][2], sc, -b1));
+        s[j][3] = ex2_ftz(fmaf(s[j][3], sc, -b1));
+        rs0 += s[j][0] + s[j][1];
+        rs1 += s[j][2] + s[j][3];
+    }
+    l0 += rs0;
+    l1 += rs1;
+}
+template <int N>
+__device__ __forceinline__ void wg_hold_u(uint32_t (&a)[N][4]) {
+#pragma unroll
+    for (int j = 0; j < N; j++) asm volatile("" : "+r"(a[j][0]), "+r"(a[j][1]), "+r"(a[j][2]), "+r"(a[j][3])::"memory");
+}
+#endif
+
+// flash3_k (LAY 2, 3 stages) with its tile loop software-pipelined as FlashAttention-3 does inside a
+// warpgroup (MQ_PREFILL_WGPIPE=1): tile j's score products and tile j-1's P V are issued together;
+// the scores are waited for first, and tile j's softmax runs while P V j-1 is still on the tensor
+// cores; then o is rescaled and P j becomes the next iteration's P. Three stages, since tile j's K
+// and tile j-1's V are both read in iteration j while tile j+1 loads. Registers: a second score
+// tile (s for the softmax, P for the P V in flight).
+template <int HD>
+__global__ void __launch_bounds__(128, 2) flash3p_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
+                                                     const __nv_bfloat16 *Kh, const __nv_bfloat16 *Vh, int ldkv,
+                                                     size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
+                                                     const int *posp, int nh, int nkv, int of16) {
+    pdl_wait();
+    pdl_trigger();
+#ifdef MQ_WGMMA
+    static_assert(HD == 128, "flash3p_k: head_dim 128 only");
+    constexpr int BKT = 64, NG = HD / 8, NST = 3, TILE = BKT * HD;  // (elements per K or V tile)
+    extern __shared__ __align__(128) __nv_bfloat16 wsm1[];  // [NST][K, V][TILE] + 1 KB alignment
+    __nv_bfloat16 *wsm =
+        reinterpret_cast<__nv_bfloat16 *>((reinterpret_cast<uintptr_t>(wsm1) + 1023) & ~(uintptr_t)1023);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    uint32_t qa[HD / 16][4], qal[HD / 16][4];
+    float o[HD / 8][4], m0, m1, l0, l1;
+    const FlashRows<HD, true, HD / 16> R(qb, ql, T, posp, nh, nkv, warp, g, tq, qa, qal, o, m0, m1, l0, l1);
+    const int h = R.h, kvh = R.kvh, qd = R.qd, pos = R.pos, kend = R.kend, wr = R.wr;
+    const int ar0 = R.ar0, ar1 = R.ar1;
+    const float sc = R.sc;
+    // flash3_k's LAY 2 loads: thread t, dim group t % 16 of keys t / 16 + 8 i, 128-byte swizzle
+    const int dgt = threadIdx.x % NG, kt0 = threadIdx.x / NG;
+    const __nv_bfloat16 *kg0 = Kh + (size_t)kvh * hs + (size_t)kt0 * ldkv + dgt * 8;
+    const __nv_bfloat16 *vg0 = Vh + (size_t)kvh * hs + (size_t)kt0 * ldkv + dgt * 8;
+    auto load = [&](int kt) {
+        __nv_bfloat16 *base = wsm + (kt % NST) * 2 * TILE;
+        const int k0 = kt * BKT;
+#pragma unroll
+        for (int i = 0; i < BKT / 8; i++) {
+            const int key = kt0 + 8 * i;
+            const bool ok = k0 + key < kend;
+            const size_t off = ok ? (size_t)(k0 + 8 * i) * ldkv : 0;
+            const int so = (dgt >> 3) * 4096 + key * 64 + (((dgt & 7) ^ (key & 7)) << 3);
+            cp16(base + so, ok ? kg0 + off : Kh, ok);
+            cp16(base + TILE + so, ok ? vg0 + off : Vh, ok);
+        }
+    };
+    auto scores = [&](float (&s)[BKT / 8][4], int kt) {  // issue S = q K_kt^T (not waited for)
+        const __nv_bfloat16 *Ks = wsm + (kt % NST) * 2 * TILE;
+#pragma unroll
+        for (int j = 0; j < BKT / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            const uint64_t d = wg_desc(Ks + (kk >> 2) * 4096 + (kk & 3) * 16, 16, 1024, true);
+            wg_m64n64<0>(s, qal[kk], d);
+            wg_m64n64<0>(s, qa[kk], d);
+        }
+        wg_commit();
+    };
+    auto pv = [&](const uint32_t (&pa)[BKT / 16][4], int kt) {  // issue o += P V_kt (not waited for)
+        const __nv_bfloat16 *Vs = wsm + (kt % NST) * 2 * TILE + TILE;
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < BKT / 16; kk++) wg_m64n128<1>(o, pa[kk], wg_desc(Vs + kk * 1024, 8192, 1024, true));
+        wg_commit();
+    };
+    // tile kt's softmax into P (pa), the rescale factors for o
+    auto soft = [&](float (&s)[BKT / 8][4], int kt, uint32_t (&pa)[BKT / 16][4], float &al0, float &al1, bool &resc) {
+        const int k0 = kt * BKT;
+        if (k0 + BKT - 1 > pos + wr || k0 + BKT > kend)
+            softmax_tile3<true>(s, k0, tq, ar0, ar1, kend, sc, m0, m1, l0, l1, al0, al1, resc);
+        else
+            softmax_tile3<false>(s, k0, tq, ar0, ar1, kend, sc, m0, m1, l0, l1, al0, al1, resc);
+#pragma unroll
+        for (int kk = 0; kk < BKT / 16; kk++) p_frags_h(s, kk, pa[kk]);
+    };
+
+    const int ntile = (kend + BKT - 1) / BKT;
+    load(0);
+    cp_commit();
+    if (1 < ntile) load(1);
+    cp_commit();
+    cp_wait<1>();
+    fence_async_smem();
+    __syncthreads();
+    float s[BKT / 8][4];
+    uint32_t pa[BKT / 16][4];
+    float al0, al1;
+    bool resc;
+    scores(s, 0);
+    wg_wait<0>();
+    wg_hold(s);
+    soft(s, 0, pa, al0, al1, resc);  // (o is zero: no rescale)
+    for (int kt = 1; kt < ntile; kt++) {
+        if (kt + 1 < ntile) load(kt + 1);  // into tile kt - 2's stage, free since iteration kt - 1
+        cp_commit();
+        cp_wait<1>();  // tile kt's K and V
+        fence_async_smem();
+        __syncthreads();
+        scores(s, kt);
+        pv(pa, kt - 1);
+        wg_wait<1>();  // the scores (committed first)
+        wg_hold(s);
+        uint32_t pn[BKT / 16][4];
+        soft(s, kt, pn, al0, al1, resc);
+        wg_wait<0>();  // P V kt - 1
+        wg_hold(o);
+        wg_hold_u(pa);  // (pa stays untouched until its P V is done)
+        if (resc) scale_o(o, al0, al1);
+#pragma unroll
+        for (int kk = 0; kk < BKT / 16; kk++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) pa[kk][e] = pn[kk][e];
+        __syncthreads();  // tile kt - 1's stage is refilled by iteration kt + 1's load
+    }
+    pv(pa, ntile - 1);
+    wg_wait<0>();
+    wg_hold(o);
+    cp_wait<0>();
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    if (of16)
+        store_o_h(o, l0, l1, T, qd, h, wr, g, tq, att);
+    else
+        store_o<true>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);
+#else
+    (void)qb, (void)ql, (void)Kh, (void)Vh, (void)ldkv, (void)hs, (void)att, (void)atl, (void)T, (void)posp;
+    (void)nh, (void)nkv, (void)of16;
+    __trap();  // never launched: the host asks wgmma_probe_k first
+#endif
+}
+
 #endif
