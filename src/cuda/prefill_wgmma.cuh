@@ -374,10 +374,7 @@ __global__ void __launch_bounds__(128, 2) flash3p_k(const __nv_bfloat16 *qb, con
     wg_wait<0>();
     wg_hold(o);
     cp_wait<0>();
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    quad_sum2(l0, l1);
     if (of16)
         store_o_h(o, l0, l1, T, qd, h, wr, g, tq, att);
     else
