@@ -733,7 +733,8 @@ static void test_pv16(void **st) {
  * 2,148-token prompt (two chunks, both on flash3_k: the second's 100 queries at pos 2,048 over
  * 2,048 earlier keys, a partial query tile) plus 100 tokens at pos 2,148, last row and 8 decode
  * tokens against flash2_k's backend (MQ_PREFILL_WG=0) with the same bars; all of it for flash3p_k (the
- * software-pipelined tile loop, MQ_PREFILL_WGPIPE=1) too. */
+ * software-pipelined tile loop, MQ_PREFILL_WGPIPE=1) too; then flash3_k without q's lo half
+ * (MQ_PREFILL_WGF16=1) on the f16 cache and at MQ_PREFILL_PV16=3, against the CPU. */
 static void test_wg(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
@@ -769,6 +770,15 @@ static void test_wg(void **st) {
     }
     unsetenv("MQ_PREFILL_WGPIPE");
     unsetenv("MQ_PREFILL_WG");
+    /* flash3_k without q's lo half (MQ_PREFILL_WGF16=1): the f16 cache, and level 3 on the f32 one */
+    setenv("MQ_PREFILL_WGF16", "1", 1);
+    setenv("MQ_CUDA_KV", "f16", 1);
+    check_q06_rows("qwen3-0.6b, f16 KV, wgmma", 1, 62, 200, 300);
+    unsetenv("MQ_CUDA_KV");
+    setenv("MQ_PREFILL_PV16", "3", 1);
+    check_q06_rows("qwen3-0.6b, PV16=3, wgmma", 1, 63, 200, 300);
+    unsetenv("MQ_PREFILL_PV16");
+    unsetenv("MQ_PREFILL_WGF16");
 }
 
 /* Synthetic qwen3-1.7b (hidden 2048, inter 6144): other GEMM shapes for sgemm (on a 132-SM H200:

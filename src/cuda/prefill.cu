@@ -153,6 +153,7 @@ struct mqp_state {
     // descriptor offsets; wrong logits)
     int wg, wgswap, wgmin;
     int wgpipe;  // MQ_PREFILL_WGPIPE=1: flash3p_k (flash3_k's tile loop software-pipelined) instead
+    int wgf16;   // MQ_PREFILL_WGF16=1: flash3_k without q's lo half for an f16 cache and level 3 too
     // MQ_PREFILL_SKIP=mask (measurement, wrong logits): leave out kernel k of every layer where bit k
     // is set (0 input norm, 1 q|k|v, 2 q/k prep, 3 attention, 4 o, 5 post norm, 6 gate|up, 7 SiLU,
     // 8 down): what each kernel costs the chain; the forward then skips the finiteness check
@@ -550,6 +551,24 @@ int launch_small(mqp_state *S, const Params *P, int l, int nq, const float *qn, 
 // kh..vl: layer l's K/V as bf16 for flash2_k (the position-major scratch copy of an f32 cache, or
 // the head-major bf16 cache itself with kl = vl = nullptr); unused by the first kernel
 // (MQ_PREFILL_ATTN=1), which reads the cache.
+// flash3_k, 2 stages, with q's lo half (QLO: level 2) or without (an f16 cache, level 3;
+// MQ_PREFILL_WGF16=1). Shared memory: 2 stages x [K, V] x 64 keys x HD f16, + 1 KB for the swizzle
+// atoms' alignment (runs 133 and 135 measured 3 stages: no faster).
+template <int HD, bool QLO>
+int launch_flash3(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
+                  const __nv_bfloat16 *vh, int ld, size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh,
+                  int nkv, cudaStream_t s, int of16, int swap = 0) {
+    constexpr size_t smem = (size_t)2 * 2 * 64 * HD * sizeof(__nv_bfloat16) + 1024;
+    const unsigned fb = 1u << (QLO ? 26 : 25);
+    if (!(S->fattr & fb)) {
+        PCK(cudaFuncSetAttribute(flash3_k<HD, 2, QLO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        S->fattr |= fb;
+    }
+    PCK(pdl_launch(S->pdl, flash3_k<HD, 2, QLO>, grid, dim3(128), smem, s, qb, ql, kh, vh, ld, hs, att, atl, T,
+                   S->dbuf, nh, nkv, of16, swap));
+    return 0;
+}
+
 template <int HD, typename KT>
 int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
               const __nv_bfloat16 *kh, const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl,
@@ -557,6 +576,10 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
     const dim3 grid((T + BQ - 1) / BQ, P->nh);
     if constexpr (std::is_same<KT, __half>::value) {  // the f16 cache itself, f16 q and P: one product per term
         (void)l, (void)ql, (void)kl, (void)vl, (void)m16;
+        if constexpr (HD == 128)
+            if (S->wg && S->wgf16 && T >= S->wgmin)
+                return launch_flash3<HD, false>(S, grid, qb, nullptr, kh, vh, HD, (size_t)P->max_ctx * HD, att, atl,
+                                                T, P->nh, P->nkv, s, of16);
         return launch_flash2<HD, false, false, __half>(S, grid, qb, nullptr, kh, nullptr, vh, nullptr, HD,
                                                         (size_t)P->max_ctx * HD, att, atl, T, P->nh, P->nkv, s, of16);
     } else if (S->attn_v1) {  // (not for an f16 cache: flash_k converts K/V to bf16)
@@ -589,19 +612,13 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
                            S->dbuf, P->nh, P->nkv, of16));
             return 0;
         }
-        if (m16 == 3 && ql && S->wg && T >= S->wgmin) {
-            // 2 stages x [K, V] x 64 keys x HD f16, + 1 KB for the swizzle atoms' alignment (runs 133 and
-            // 135 measured 3 stages: no faster)
-            constexpr size_t smem = (size_t)2 * 2 * 64 * HD * sizeof(__nv_bfloat16) + 1024;
-            if (!(S->fattr & 1u << 26)) {
-                PCK(cudaFuncSetAttribute(flash3_k<HD, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-                S->fattr |= 1u << 26;
-            }
-            PCK(pdl_launch(S->pdl, flash3_k<HD, 2>, grid, dim3(128), smem, s, qb, ql, kh, vh, ld, hs, att, atl, T,
-                           S->dbuf, P->nh, P->nkv, of16, S->wgswap));
-            return 0;
-        }
+        if (m16 == 3 && ql && S->wg && T >= S->wgmin)
+            return launch_flash3<HD, true>(S, grid, qb, ql, kh, vh, ld, hs, att, atl, T, P->nh, P->nkv, s, of16,
+                                           S->wgswap);
     }
+    if constexpr (HD == 128)
+        if (m16 == 3 && !ql && S->wg && S->wgf16 && T >= S->wgmin)
+            return launch_flash3<HD, false>(S, grid, qb, nullptr, kh, vh, ld, hs, att, atl, T, P->nh, P->nkv, s, of16);
     if (m16 == 3 && ql && S->faord)
         return launch_flash2<HD, true, false, __half, true, 1>(S, grid, qb, ql, kh, nullptr, vh, nullptr, ld, hs, att,
                                                                atl, T, P->nh, P->nkv, s, of16);
@@ -909,6 +926,8 @@ int init(mqp_state **st, const Params *P) {
     const char *wge = getenv("MQ_PREFILL_WG"), *wgs = getenv("MQ_PREFILL_WGSWAP");  // (see mqp_state)
     S->wgswap = wgs ? atoi(wgs) & 3 : 0;
     if (!(wge && atoi(wge) == 0)) S->wg = probe_wgmma();
+    const char *wgf = getenv("MQ_PREFILL_WGF16");
+    S->wgf16 = wgf && atoi(wgf) == 1;
     const char *wgp = getenv("MQ_PREFILL_WGPIPE");
     S->wgpipe = wgp && atoi(wgp) == 1;
     const char *wgm = getenv("MQ_PREFILL_WGMIN");

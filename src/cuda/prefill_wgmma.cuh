@@ -101,7 +101,7 @@ __device__ __forceinline__ void wg_m64n128(float (&d)[16][4], const uint32_t (&a
 // check that must give wrong logits): bit 1 exchanges V's two descriptor offsets. Every warp
 // computes every tile of its block (wgmma is warpgroup-wide), so the diagonal tile's masked keys
 // cost products that flash2_k's warps skip.
-template <int HD, int NST>
+template <int HD, int NST, bool QLO = true>
 __global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
                                                     const __nv_bfloat16 *Kh, const __nv_bfloat16 *Vh, int ldkv,
                                                     size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
@@ -119,9 +119,9 @@ __global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, cons
     __nv_bfloat16 *wsm =
         reinterpret_cast<__nv_bfloat16 *>((reinterpret_cast<uintptr_t>(wsm0) + 1023) & ~(uintptr_t)1023);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-    uint32_t qa[HD / 16][4], qal[HD / 16][4];
+    uint32_t qa[HD / 16][4], qal[QLO ? HD / 16 : 1][4];
     float o[HD / 8][4], m0, m1, l0, l1;
-    const FlashRows<HD, true, HD / 16> R(qb, ql, T, posp, nh, nkv, warp, g, tq, qa, qal, o, m0, m1, l0, l1);
+    const FlashRows<HD, QLO, QLO ? HD / 16 : 1> R(qb, ql, T, posp, nh, nkv, warp, g, tq, qa, qal, o, m0, m1, l0, l1);
     const int h = R.h, kvh = R.kvh, qd = R.qd, pos = R.pos, kend = R.kend, wr = R.wr;
     const int ar0 = R.ar0, ar1 = R.ar1;
     const float sc = R.sc;
@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, cons
             // (32 bytes into the dim half's rows, which the hardware swizzles by address; SBO the 8-key
             // groups' 1024 bytes, LBO unused)
             const uint64_t d = wg_desc(Ks + (kk >> 2) * 4096 + (kk & 3) * 16, 16, 1024, true);
-            wg_m64n64<0>(s, qal[kk], d);
+            if constexpr (QLO) wg_m64n64<0>(s, qal[kk], d);
             wg_m64n64<0>(s, qa[kk], d);
         }
         wg_commit();
@@ -198,7 +198,7 @@ __global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, cons
     if (of16)
         store_o_h(o, l0, l1, T, qd, h, wr, g, tq, att);
     else
-        store_o<true>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);
+        store_o<true>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);  // (QLO false: f16 q, flash2_k's MT = __half)
 #else
     (void)qb, (void)ql, (void)Kh, (void)Vh, (void)ldkv, (void)hs, (void)att, (void)atl, (void)T, (void)posp;
     (void)nh, (void)nkv, (void)of16, (void)swap;
