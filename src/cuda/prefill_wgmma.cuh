@@ -42,6 +42,12 @@ template <int N>
 __device__ __forceinline__ void wg_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
+// p advanced to the next 1,024-byte boundary of the shared-memory window (where the hardware's
+// 128-byte swizzle, computed from shared-memory address bits, starts its 8-row atoms)
+__device__ __forceinline__ __nv_bfloat16 *wg_align1k(__nv_bfloat16 *p) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    return p + ((1024u - (a & 1023u)) & 1023u) / sizeof(__nv_bfloat16);
+}
 // cp.async wrote the tiles through the generic proxy; wgmma reads them through the async proxy
 __device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Ties accumulators to this point of the program (after wg_wait): the compiler must not read them
@@ -116,8 +122,7 @@ __global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, cons
     // K and V tiles as two 64-dim halves, each 64 keys x 128 bytes, key k's chunk c (dims 8 c..) at
     // half (c / 8) * 8192 + k * 128 + ((c % 8) ^ (k % 8)) * 16 bytes; the atoms (8 keys, 1 KB) need
     // 1024-byte alignment
-    __nv_bfloat16 *wsm =
-        reinterpret_cast<__nv_bfloat16 *>((reinterpret_cast<uintptr_t>(wsm0) + 1023) & ~(uintptr_t)1023);
+    __nv_bfloat16 *wsm = wg_align1k(wsm0);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     uint32_t qa[HD / 16][4], qal[QLO ? HD / 16 : 1][4];
     float o[HD / 8][4], m0, m1, l0, l1;
@@ -275,8 +280,7 @@ __global__ void __launch_bounds__(128, 2) flash3p_k(const __nv_bfloat16 *qb, con
     static_assert(HD == 128, "flash3p_k: head_dim 128 only");
     constexpr int BKT = 64, NG = HD / 8, NST = 3, TILE = BKT * HD;  // (elements per K or V tile)
     extern __shared__ __align__(128) __nv_bfloat16 wsm1[];  // [NST][K, V][TILE] + 1 KB alignment
-    __nv_bfloat16 *wsm =
-        reinterpret_cast<__nv_bfloat16 *>((reinterpret_cast<uintptr_t>(wsm1) + 1023) & ~(uintptr_t)1023);
+    __nv_bfloat16 *wsm = wg_align1k(wsm1);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     uint32_t qa[HD / 16][4], qal[HD / 16][4];
     float o[HD / 8][4], m0, m1, l0, l1;
