@@ -152,8 +152,10 @@ struct mqp_state {
     // start-up) unless MQ_PREFILL_WG=0. MQ_PREFILL_WGSWAP=2 (a layout check: exchanges V's two
     // descriptor offsets; wrong logits)
     int wg, wgswap, wgmin;
-    int wgpipe;  // MQ_PREFILL_WGPIPE=1: flash3p_k (flash3_k's tile loop software-pipelined) instead
-    int wgf16;   // MQ_PREFILL_WGF16=1: flash3_k without q's lo half for an f16 cache and level 3 too
+    // flash3_k without q's lo half (one f16 product per score) for the f16 cache and level 3 too,
+    // unless MQ_PREFILL_WGF16=0 (flash2_k's one-product path then): 4,096-token TTFT with the f16
+    // cache 27.3 -> 24.0 ms (run 139)
+    int wgf16;
     // MQ_PREFILL_SKIP=mask (measurement, wrong logits): leave out kernel k of every layer where bit k
     // is set (0 input norm, 1 q|k|v, 2 q/k prep, 3 attention, 4 o, 5 post norm, 6 gate|up, 7 SiLU,
     // 8 down): what each kernel costs the chain; the forward then skips the finiteness check
@@ -552,7 +554,7 @@ int launch_small(mqp_state *S, const Params *P, int l, int nq, const float *qn, 
 // the head-major bf16 cache itself with kl = vl = nullptr); unused by the first kernel
 // (MQ_PREFILL_ATTN=1), which reads the cache.
 // flash3_k, 2 stages, with q's lo half (QLO: level 2) or without (an f16 cache, level 3;
-// MQ_PREFILL_WGF16=1). Shared memory: 2 stages x [K, V] x 64 keys x HD f16, + 1 KB for the swizzle
+// unless MQ_PREFILL_WGF16=0). Shared memory: 2 stages x [K, V] x 64 keys x HD f16, + 1 KB for the swizzle
 // atoms' alignment (runs 133 and 135 measured 3 stages: no faster).
 template <int HD, bool QLO>
 int launch_flash3(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
@@ -602,16 +604,6 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
         return launch_flash2<HD, true, true, __nv_bfloat16, true>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T,
                                                                   P->nh, P->nkv, s, of16);
     if constexpr (HD == 128) {
-        if (m16 == 3 && ql && S->wg && T >= S->wgmin && S->wgpipe) {
-            constexpr size_t smem = (size_t)3 * 2 * 64 * HD * sizeof(__nv_bfloat16) + 1024;
-            if (!(S->fattr & 1u << 24)) {
-                PCK(cudaFuncSetAttribute(flash3p_k<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-                S->fattr |= 1u << 24;
-            }
-            PCK(pdl_launch(S->pdl, flash3p_k<HD>, grid, dim3(128), smem, s, qb, ql, kh, vh, ld, hs, att, atl, T,
-                           S->dbuf, P->nh, P->nkv, of16));
-            return 0;
-        }
         if (m16 == 3 && ql && S->wg && T >= S->wgmin)
             return launch_flash3<HD, true>(S, grid, qb, ql, kh, vh, ld, hs, att, atl, T, P->nh, P->nkv, s, of16,
                                            S->wgswap);
@@ -927,9 +919,7 @@ int init(mqp_state **st, const Params *P) {
     S->wgswap = wgs ? atoi(wgs) & 3 : 0;
     if (!(wge && atoi(wge) == 0)) S->wg = probe_wgmma();
     const char *wgf = getenv("MQ_PREFILL_WGF16");
-    S->wgf16 = wgf && atoi(wgf) == 1;
-    const char *wgp = getenv("MQ_PREFILL_WGPIPE");
-    S->wgpipe = wgp && atoi(wgp) == 1;
+    S->wgf16 = !(wgf && atoi(wgf) == 0);
     const char *wgm = getenv("MQ_PREFILL_WGMIN");
     S->wgmin = wgm && *wgm ? atoi(wgm) : 65;
     return 0;
