@@ -79,6 +79,7 @@ constexpr int NPEV = 1024;            // MQ_PREFILL_PROF: events per run (one af
 
 struct Plan {
     int used, opA_t, m, n, k, lda, ldc, beta1, f16;  // f16: A and B are f16 (else bf16)
+    int d16;  // D is bf16 (else f32): the lo half's product of a split GEMM (lo16)
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
@@ -171,6 +172,10 @@ struct mqp_state {
     // 114; MQ_PREFILL_SGFB=32 off; =65: also where twice the slabs fill the GPU, e.g. o)
     int sg_wide;
     int nop;               // MQ_PREFILL_NOP=k (measurement): k empty kernels of sms blocks after each layer's SiLU
+    // split, cuBLASLt GEMMs of q|k|v and gate|up: the lo half's product written as bf16 by a GEMM of
+    // its own (slab traffic 8 -> 6 bytes an element; MQ_PREFILL_LO16=0: one GEMM, two f32 slabs). The lo
+    // product is ~2^-8 of the hi one: its bf16 rounding adds ~2^-17 of an output.
+    int lo16;
     int nolo;              // split, cuBLASLt GEMMs: bit g (0 q|k|v, 1 o, 2 gate|up, 3 down) drops GEMM g's lo
                            // rows (MQ_PREFILL_NOLO: a precision measurement, default 0)
     int dres_ns;           // slabs of the last O / down product in dres (summed by the next resid_norm_k)
@@ -254,7 +259,9 @@ __global__ void nop_k() {
 // h[t, j] = bf16(silu(gu[t, 2j]) * gu[t, 2j+1]) over T*I elements (f16: as f16, no lo).
 // lo (optional): the bf16 rounding remainders; gu: ns slabs of partial products (hi and lo GEMM
 // halves, or K slabs) 2 * ss floats apart, summed.
-__global__ void silu_mul_k(const float *gu, int ns, size_t ss, __nv_bfloat16 *h, __nv_bfloat16 *lo, size_t n, int f16) {
+// (g16 not nullptr, then ns is 1: the lo half's product as bf16 (T, 2 I), added as slab 1; mm's lo16)
+__global__ void silu_mul_k(const float *gu, int ns, size_t ss, const __nv_bfloat16 *g16, __nv_bfloat16 *h,
+                           __nv_bfloat16 *lo, size_t n, int f16) {
     pdl_wait();
     pdl_trigger();
     if ((n & 1) == 0 && (ss & 1) == 0) {  // two outputs a trip: one float4 per slab, 4-byte stores
@@ -262,6 +269,12 @@ __global__ void silu_mul_k(const float *gu, int ns, size_t ss, __nv_bfloat16 *h,
         const size_t s4 = ss / 2;  // the slab stride in float4s
         for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n / 2; i += (size_t)gridDim.x * blockDim.x) {
             float4 v = g4[i];
+            if (g16) {
+                const uint2 a = __ldcg(reinterpret_cast<const uint2 *>(g16) + i);
+                const __nv_bfloat162 x = *reinterpret_cast<const __nv_bfloat162 *>(&a.x),
+                                     y = *reinterpret_cast<const __nv_bfloat162 *>(&a.y);
+                v.x += __low2float(x), v.y += __high2float(x), v.z += __low2float(y), v.w += __high2float(y);
+            }
             for (int k = 1; k < ns; k++) {
                 const float4 u = g4[k * s4 + i];
                 v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
@@ -281,6 +294,10 @@ __global__ void silu_mul_k(const float *gu, int ns, size_t ss, __nv_bfloat16 *h,
     }
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float2 v = reinterpret_cast<const float2 *>(gu)[i];
+        if (g16) {
+            const __nv_bfloat162 x = __ldcg(reinterpret_cast<const __nv_bfloat162 *>(g16) + i);
+            v.x += __low2float(x), v.y += __high2float(x);
+        }
         for (int k = 1; k < ns; k++) {
             const float2 u = reinterpret_cast<const float2 *>(gu)[k * ss + i];
             v.x += u.x;
@@ -328,11 +345,11 @@ __global__ void w2h_k(W2H w) {
 // ---- cuBLASLt: D (m x n, col-major, fp32) = op(A) (m x k, bf16) * B (k x n, bf16) + beta * D.
 // Row-major views: weights W (N, K) row-major are A col-major (K x N) with op T; activations
 // X (T, K) row-major are B col-major (K x T); the output Y (T, N) row-major is D col-major (N x T).
-int get_plan(mqp_state *S, int opA_t, int m, int n, int k, int lda, int ldc, int beta1, int f16, Plan **out) {
+int get_plan(mqp_state *S, int opA_t, int m, int n, int k, int lda, int ldc, int beta1, int f16, int d16, Plan **out) {
     for (int i = 0; i < NPLAN; i++) {
         Plan *p = &S->plan[i];
         if (p->used && p->opA_t == opA_t && p->m == m && p->n == n && p->k == k && p->lda == lda && p->ldc == ldc &&
-            p->beta1 == beta1 && p->f16 == f16) {
+            p->beta1 == beta1 && p->f16 == f16 && p->d16 == d16) {
             *out = p;
             return 0;
         }
@@ -353,7 +370,7 @@ int get_plan(mqp_state *S, int opA_t, int m, int n, int k, int lda, int ldc, int
     const cudaDataType_t it = f16 ? CUDA_R_16F : CUDA_R_16BF;
     LCK(cublasLtMatrixLayoutCreate(&p->la, it, opA_t ? k : m, opA_t ? m : k, lda));
     LCK(cublasLtMatrixLayoutCreate(&p->lb, it, k, n, k));
-    LCK(cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_32F, m, n, ldc));
+    LCK(cublasLtMatrixLayoutCreate(&p->lc, d16 ? CUDA_R_16BF : CUDA_R_32F, m, n, ldc));
     cublasLtMatmulPreference_t pref;
     LCK(cublasLtMatmulPreferenceCreate(&pref));
     size_t wsb = WS_BYTES;
@@ -364,8 +381,8 @@ int get_plan(mqp_state *S, int opA_t, int m, int n, int k, int lda, int ldc, int
         cublasLtMatmulAlgoGetHeuristic(S->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &nres);
     cublasLtMatmulPreferenceDestroy(pref);
     if (e != CUBLAS_STATUS_SUCCESS || nres < 1) {
-        mq_err_set("cuda prefill: cuBLASLt has no algorithm for a %d x %d x %d %s GEMM (status %d)", m, n, k,
-                   f16 ? "f16" : "bf16", (int)e);
+        mq_err_set("cuda prefill: cuBLASLt has no algorithm for a %d x %d x %d %s GEMM%s (status %d)", m, n, k,
+                   f16 ? "f16" : "bf16", d16 ? " with a bf16 output" : "", (int)e);
         cublasLtMatmulDescDestroy(p->op);
         cublasLtMatrixLayoutDestroy(p->la);
         cublasLtMatrixLayoutDestroy(p->lb);
@@ -374,16 +391,18 @@ int get_plan(mqp_state *S, int opA_t, int m, int n, int k, int lda, int ldc, int
     }
     p->algo = res.algo;
     p->opA_t = opA_t, p->m = m, p->n = n, p->k = k, p->lda = lda, p->ldc = ldc, p->beta1 = beta1, p->f16 = f16;
+    p->d16 = d16;
     p->used = 1;
     *out = p;
     return 0;
 }
 
-// (A and B: bf16, or f16 when f16; passed as untyped device pointers to cuBLASLt either way)
-int gemm(mqp_state *S, int opA_t, const void *A, int lda, const void *B, float *D, int m, int n, int k, float beta,
-         cudaStream_t s, int f16 = 0) {
+// (A and B: bf16, or f16 when f16; passed as untyped device pointers to cuBLASLt either way; D f32, or
+// bf16 when d16)
+int gemm(mqp_state *S, int opA_t, const void *A, int lda, const void *B, void *D, int m, int n, int k, float beta,
+         cudaStream_t s, int f16 = 0, int d16 = 0) {
     Plan *p;
-    if (get_plan(S, opA_t, m, n, k, lda, m, beta != 0.0f, f16, &p)) return -1;
+    if (get_plan(S, opA_t, m, n, k, lda, m, beta != 0.0f, f16, d16, &p)) return -1;
     const float alpha = 1.0f;
     LCK(cublasLtMatmul(S->lt, p->op, &alpha, A, p->la, B, p->lb, &beta, D, p->lc, D, p->lc, &p->algo, S->ws, WS_BYTES,
                        s));
@@ -479,11 +498,26 @@ int sg_ks(mqp_state *S, int N, int K, int T, size_t cap_rows) {
 // GEMM (0 q|k|v, 1 o, 2 gate|up, 3 down) for MQ_PREFILL_NOLO.
 // Wh (not nullptr): W's f16 copy, X's T rows are f16 (f16 GEMM inputs, one product; see f16g).
 // wt: W is stored (K, N) row-major instead (the fused decode MLP's transposed down; no Wh, no NOLO).
+// l16 (not nullptr: the consumer takes it): where cuBLASLt runs a split GEMM and S->lo16, the lo half's
+// product as bf16 (T, N) in slab 1's place, *l16 pointing at it and *ns = 1 (the hi slab); *l16 is
+// nullptr otherwise.
 int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, float *D, int T, size_t cap_rows,
-       int *ns, cudaStream_t s, int g, const __half *Wh = nullptr, int wt = 0, SgPf pf = SgPf{}) {
+       int *ns, cudaStream_t s, int g, const __half *Wh = nullptr, int wt = 0, SgPf pf = SgPf{},
+       const __nv_bfloat16 **l16 = nullptr) {
+    if (l16) *l16 = nullptr;
+    const bool lo16 = l16 && S->split && S->lo16 && !Wh && !wt && !(S->nolo >> g & 1) && sg_ks(S, N, K, T, cap_rows) == 0;
     if (S->skip >> (g == 0 ? 1 : g == 1 ? 4 : g == 2 ? 6 : 8) & 1) {  // MQ_PREFILL_SKIP: the slab count only
         const int ks = Wh ? 0 : sg_ks(S, N, K, T, cap_rows);
-        *ns = Wh ? 1 : ks > 0 ? ks : S->split ? 2 : 1;
+        *ns = Wh || lo16 ? 1 : ks > 0 ? ks : S->split ? 2 : 1;
+        if (lo16) *l16 = reinterpret_cast<const __nv_bfloat16 *>(D + (size_t)T * N);
+        return 0;
+    }
+    if (lo16) {  // two GEMMs: X's hi rows into slab 0 (f32), its lo rows into slab 1's place as bf16
+        __nv_bfloat16 *dl = reinterpret_cast<__nv_bfloat16 *>(D + (size_t)T * N);
+        if (gemm(S, 1, W, K, X, D, N, T, K, 0.0f, s)) return -1;
+        if (gemm(S, 1, W, K, X + (size_t)T * K, dl, N, T, K, 0.0f, s, 0, 1)) return -1;
+        *ns = 1;
+        *l16 = dl;
         return 0;
     }
     if (Wh) {
@@ -690,12 +724,17 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
                        wq ? 1 : 0));
     mark(S, s, "norm");
     int nq = 1, ng = 1;
-    if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s, 0, wq, 0, pf_qkv)) return -1;
+    // the lo half's product as bf16 where qk_prep_v_k reads q|k|v (not attn_small_k's short first chunk)
+    const bool small1 = !S->attn_v1 && kvgrid == 0 && T <= S->small;
+    const __nv_bfloat16 *q16 = nullptr, *g16 = nullptr;
+    const bool q16ok = !small1 && S->prep_v && (hd == 128 || hd == 64 || hd == 32);
+    if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s, 0, wq, 0, pf_qkv, q16ok ? &q16 : nullptr))
+        return -1;
     mark(S, s, "qkv");
     // the normed rows are consumed by the QKV GEMM; reuse as the attention output (T, q_dim) [+ lo]
     __nv_bfloat16 *att = S->xn, *atl = sp ? att + (size_t)T * qd : nullptr;
     const int of16 = wo ? 1 : 0;  // the attention output as f16 rows (the o GEMM's f16 input)
-    if (!S->attn_v1 && kvgrid == 0 && T <= S->small) {
+    if (small1) {
         // a short first chunk: q/k prep and attention in one kernel, no K/V scratch
         const int r = S->skip >> 3 & 1 ? 0  // MQ_PREFILL_SKIP's attention bit covers attn_small_k too
                     : hd == 128 ? launch_small<128, KT>(S, P, l, nq, W.q_norm, W.k_norm, att, atl, T, s)
@@ -727,13 +766,13 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         if (S->skip >> 2 & 1) {
             // MQ_PREFILL_SKIP: no q/k prep
         } else if (S->prep_v && hd == 128)
-            PCK(pdl_launch(S->pdl, qk_prep_v_k<128, KT>, pg, dim3(256), 0, s, S->qkv, nq, ps, W.q_norm, W.k_norm,
+            PCK(pdl_launch(S->pdl, qk_prep_v_k<128, KT>, pg, dim3(256), 0, s, S->qkv, nq, ps, q16, W.q_norm, W.k_norm,
                            P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, S->max_ctx, S->dbuf, P->eps, m16));
         else if (S->prep_v && hd == 64)
-            PCK(pdl_launch(S->pdl, qk_prep_v_k<64, KT>, pg, dim3(256), 0, s, S->qkv, nq, ps, W.q_norm, W.k_norm,
+            PCK(pdl_launch(S->pdl, qk_prep_v_k<64, KT>, pg, dim3(256), 0, s, S->qkv, nq, ps, q16, W.q_norm, W.k_norm,
                            P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, S->max_ctx, S->dbuf, P->eps, m16));
         else if (S->prep_v && hd == 32)
-            PCK(pdl_launch(S->pdl, qk_prep_v_k<32, KT>, pg, dim3(256), 0, s, S->qkv, nq, ps, W.q_norm, W.k_norm,
+            PCK(pdl_launch(S->pdl, qk_prep_v_k<32, KT>, pg, dim3(256), 0, s, S->qkv, nq, ps, q16, W.q_norm, W.k_norm,
                            P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv, S->max_ctx, S->dbuf, P->eps, m16));
         else
             PCK(pdl_launch(S->pdl, qk_prep_k<KT>, pg, dim3(256), (size_t)8 * hd * 4, s, S->qkv, nq, ps, W.q_norm,
@@ -764,12 +803,12 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         PCK(sgemm_silu(W.gu, 2 * I, H, S->xn, T, sp, S->h, S->pdl, s));
         mark(S, s, "gate_up+silu");
     } else {
-        if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s, 2, wg)) return -1;
+        if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s, 2, wg, 0, SgPf{}, &g16)) return -1;
         mark(S, s, "gate_up");
         const size_t nh = (size_t)T * I;
         if (!(S->skip >> 7 & 1))
             PCK(pdl_launch(S->pdl, silu_mul_k, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)),
-                           dim3(256), 0, s, S->gu, ng, nh, S->h, hl, nh, wd ? 1 : 0));
+                           dim3(256), 0, s, S->gu, ng, nh, g16, S->h, hl, nh, wd ? 1 : 0));
         mark(S, s, "silu");
     }
     for (int k = 0; k < S->nop; k++) PCK(pdl_launch(S->pdl, nop_k, dim3(S->sms), dim3(256), 0, s));
@@ -881,6 +920,8 @@ int init(mqp_state **st, const Params *P) {
     S->f16g = fg && *fg ? atoi(fg) & 15 : 0;
     const char *nl = getenv("MQ_PREFILL_NOLO");
     S->nolo = nl ? atoi(nl) : 0;
+    const char *l16e = getenv("MQ_PREFILL_LO16");
+    S->lo16 = !(l16e && atoi(l16e) == 0);
     S->last_nf = -1;
     int *hf = nullptr;  // the finiteness flag: without it the caller scans the logits on the host
     const char *dn = getenv("MQ_PREFILL_DEVNF");  // 0 (measurement): no device check, the host scans

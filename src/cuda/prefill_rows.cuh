@@ -250,6 +250,23 @@ __device__ __forceinline__ void ldcg_e(const float *p, float (&v)[E]) {
     }
 }
 
+// E bf16 values at p (8-byte aligned where E >= 4, as ldcg_e's rows) as floats, through L2 (__ldcg)
+template <int E>
+__device__ __forceinline__ void ldcg_bf_e(const __nv_bfloat16 *p, float (&v)[E]) {
+    if constexpr (E % 4 == 0) {
+#pragma unroll
+        for (int j = 0; j < E; j += 4) {
+            const uint2 a = __ldcg(reinterpret_cast<const uint2 *>(p + j));
+            const __nv_bfloat162 x = *reinterpret_cast<const __nv_bfloat162 *>(&a.x),
+                                 y = *reinterpret_cast<const __nv_bfloat162 *>(&a.y);
+            v[j] = __low2float(x), v[j + 1] = __high2float(x), v[j + 2] = __low2float(y), v[j + 3] = __high2float(y);
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < E; j++) v[j] = __bfloat162float(__ldcg(p + j));
+    }
+}
+
 // E elements (v: a local array, 16-byte aligned) to p in stores of up to 16 bytes (p aligned alike)
 template <int E, typename U>
 __device__ __forceinline__ void st_e(U *p, const U (&v)[E]) {
@@ -290,18 +307,24 @@ __device__ __forceinline__ void st_split_e(U *hi, U *lo, size_t o, const float (
 // [lE, lE + E): src is the row's first slab at the lane's dims, ns slabs ss floats apart, summed;
 // then, for a q or k slot (norm), RMSNorm with weights nw and RoPE with the position's cos/sin
 // pairs cs (HD/2 of them; the partner dim sits in lane l ^ 16). Every load (slabs 0-3, weights,
-// cos/sin) is issued before any is used: one memory latency per row (run 62).
+// cos/sin) is issued before any is used: one memory latency per row (run 62). l16 (not nullptr, then
+// ns is 1): the lane's E elements of the lo half's bf16 product, added as slab 1 (mm's lo16).
 template <int HD>
 __device__ __forceinline__ void prep_row(const float *src, int ns, size_t ss, bool norm, const float *nw,
-                                         const float2 *cs, float eps, float (&v)[HD / 32]) {
+                                         const float2 *cs, float eps, float (&v)[HD / 32],
+                                         const __nv_bfloat16 *l16 = nullptr) {
     constexpr int E = HD / 32, half = HD / 2;
     const int d0 = (threadIdx.x & 31) * E;
     float sl[3][E], w[E], c[E], sn[E];
     // __ldcg: the previous kernel's output (and the megakernel rewrites it); vector loads (ldcg_e)
     ldcg_e<E>(src, v);
+    if (l16) {
+        ldcg_bf_e<E>(l16, sl[0]);
+        ns = 2;
+    }
 #pragma unroll
     for (int k = 1; k < 4; k++)
-        if (k < ns) ldcg_e<E>(src + k * ss, sl[k - 1]);
+        if (k < ns && !(l16 && k == 1)) ldcg_e<E>(src + k * ss, sl[k - 1]);
 #pragma unroll
     for (int j = 0; j < E; j++) {
         w[j] = norm ? nw[d0 + j] : 1.0f;
@@ -337,8 +360,10 @@ __device__ __forceinline__ void prep_row(const float *src, int ns, size_t ss, bo
 // slabs, the norm weights, the cos/sin entries) is issued before any is used: one memory latency per
 // slot instead of one per loop trip and slab (qk_prep_k: 56.6 us per layer for a 2,048-token chunk,
 // run 61). Same arguments, outputs and grid as qk_prep_k, no shared memory.
+// q16 (not nullptr, then ns is 1): the lo half's product as bf16 (T, q|k|v) (mm's lo16).
 template <int HD, typename KT>
-__global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const float *qn, const float *kn, const float *rope,
+__global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const __nv_bfloat16 *q16, const float *qn,
+                            const float *kn, const float *rope,
                             __nv_bfloat16 *qb, __nv_bfloat16 *ql, KT *kc, KT *vc, __nv_bfloat16 *kh,
                             __nv_bfloat16 *kl, __nv_bfloat16 *vh, __nv_bfloat16 *vl, int nh, int nkv, int maxc,
                             const int *posp, float eps, int m16) {
@@ -351,8 +376,10 @@ __global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const float *qn
     for (int s = blockIdx.y * 8 + warp; s < nslot; s += 8 * gridDim.y) {
         const bool isq = s < nh, isk = !isq && s < nh + nkv;
         float v[E];
-        prep_row<HD>(qkv + (size_t)t * (qd + 2 * kvd) + (size_t)s * HD + d0, ns, ss, isq || isk, isq ? qn : kn,
-                     reinterpret_cast<const float2 *>(rope) + (size_t)p * half, eps, v);  // (RoPE at position p)
+        const size_t ro = (size_t)t * (qd + 2 * kvd) + (size_t)s * HD + d0;
+        prep_row<HD>(qkv + ro, ns, ss, isq || isk, isq ? qn : kn,
+                     reinterpret_cast<const float2 *>(rope) + (size_t)p * half, eps, v,  // (RoPE at position p)
+                     q16 ? q16 + ro : nullptr);
         // every store is one vector store per lane (st_e): E consecutive elements
         if (isq) {
             const size_t qo = (size_t)t * qd + (size_t)s * HD + d0;
