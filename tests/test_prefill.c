@@ -773,6 +773,44 @@ static void test_wg(void **st) {
     unsetenv("MQ_PREFILL_PV16");
 }
 
+/* The lo half's product as bf16 (mm's lo16, chunks of >= 1,536 tokens by default) against two f32
+ * slabs (MQ_PREFILL_LO16=0), synthetic qwen3-0.6b, a 1,600-token prompt: the last row within KL 1e-4
+ * (the bf16 rounding of a ~2^-8 term; dropping the lo products of q|k|v or gate|up costs ~2.5e-3),
+ * argmax equal, then 8 greedy decode tokens identical. */
+static void test_lo16(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    unsetenv("MQ_PREFILL_PREC");
+    unsetenv("MQ_PREFILL_ATTN");
+    unsetenv("MQ_CUDA_KV");
+    unsetenv("MQ_PREFILL_LO16");
+    synth_model s;
+    make_model(&s, "qwen3-0.6b", 4);
+    /* the prefill reads its settings at a backend's first prompt of two tokens or more */
+    const int32_t two[2] = {7, 8};
+    mq_backend *a = mq_cuda_new(&s.m, 1700);
+    if (!a || a->forward(a, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
+    setenv("MQ_PREFILL_LO16", "0", 1);
+    mq_backend *b = mq_cuda_new(&s.m, 1700);
+    if (!b || b->forward(b, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
+    unsetenv("MQ_PREFILL_LO16");
+    const int n = 1600, V = 151936;
+    int32_t *ids = make_ids(n, V, 41);
+    if (a->forward(a, ids, n, 0, NULL) != 0 || b->forward(b, ids, n, 0, NULL) != 0)
+        fail_msg("cuda forward: %s", mq_err_get());
+    double kl;
+    int hard;
+    compare("qwen3-0.6b, lo16 vs two f32 slabs, prompt 1600, last row", a->last_logits(a), b->last_logits(b), 1,
+            V, &kl, &hard);
+    assert_true(kl <= 1e-4);
+    assert_int_equal(hard, 0);
+    check_decode(a, b, "qwen3-0.6b, lo16 vs two f32 slabs", n, 8, "decode after GPU prefill of 1600 tokens");
+    free(ids);
+    a->free(a);
+    b->free(b);
+    drop_model(&s);
+}
+
 /* Synthetic qwen3-1.7b (hidden 2048, inter 6144): other GEMM shapes for sgemm (on a 132-SM H200:
  * two K slabs for q|k|v and gate|up, four for o, six for down), all rows against the CPU at 20 and
  * 64 tokens (split bf16) and 20 (plain bf16). With a 128-position cache the output buffers hold 128 rows (256 split), so at
@@ -897,6 +935,7 @@ int main(void) {
         cmocka_unit_test(test_kv_f16),
         cmocka_unit_test(test_pv16),
         cmocka_unit_test(test_wg),
+        cmocka_unit_test(test_lo16),
         cmocka_unit_test(test_q17),
         cmocka_unit_test(test_ttft),
     };

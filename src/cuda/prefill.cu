@@ -172,9 +172,12 @@ struct mqp_state {
     // 114; MQ_PREFILL_SGFB=32 off; =65: also where twice the slabs fill the GPU, e.g. o)
     int sg_wide;
     int nop;               // MQ_PREFILL_NOP=k (measurement): k empty kernels of sms blocks after each layer's SiLU
-    // split, cuBLASLt GEMMs of q|k|v and gate|up: the lo half's product written as bf16 by a GEMM of
-    // its own (slab traffic 8 -> 6 bytes an element; MQ_PREFILL_LO16=0: one GEMM, two f32 slabs). The lo
-    // product is ~2^-8 of the hi one: its bf16 rounding adds ~2^-17 of an output.
+    // split, cuBLASLt GEMMs of q|k|v and gate|up in chunks of >= lo16 tokens (MQ_PREFILL_LO16, default
+    // 1536; 0: never): the lo half's product written as bf16 by a GEMM of its own, slab traffic 8 -> 6
+    // bytes an element (else one GEMM, two f32 slabs). The lo product is ~2^-8 of the hi one: its bf16
+    // rounding adds ~2^-17 of an output. Run 140: -10 us per layer at 2,048-token chunks (silu_mul_k
+    // 40.8 -> 30.9 us, q/k prep 38.5 -> 36.3, the two GEMMs +2.5), +4 us at 512 (the second GEMM's
+    // launch): break-even near 1,000 tokens.
     int lo16;
     int nolo;              // split, cuBLASLt GEMMs: bit g (0 q|k|v, 1 o, 2 gate|up, 3 down) drops GEMM g's lo
                            // rows (MQ_PREFILL_NOLO: a precision measurement, default 0)
@@ -505,7 +508,7 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
        int *ns, cudaStream_t s, int g, const __half *Wh = nullptr, int wt = 0, SgPf pf = SgPf{},
        const __nv_bfloat16 **l16 = nullptr) {
     if (l16) *l16 = nullptr;
-    const bool lo16 = l16 && S->split && S->lo16 && !Wh && !wt && !(S->nolo >> g & 1) && sg_ks(S, N, K, T, cap_rows) == 0;
+    const bool lo16 = l16 && S->split && S->lo16 > 0 && T >= S->lo16 && !Wh && !wt && !(S->nolo >> g & 1) && sg_ks(S, N, K, T, cap_rows) == 0;
     if (S->skip >> (g == 0 ? 1 : g == 1 ? 4 : g == 2 ? 6 : 8) & 1) {  // MQ_PREFILL_SKIP: the slab count only
         const int ks = Wh ? 0 : sg_ks(S, N, K, T, cap_rows);
         *ns = Wh || lo16 ? 1 : ks > 0 ? ks : S->split ? 2 : 1;
@@ -921,7 +924,7 @@ int init(mqp_state **st, const Params *P) {
     const char *nl = getenv("MQ_PREFILL_NOLO");
     S->nolo = nl ? atoi(nl) : 0;
     const char *l16e = getenv("MQ_PREFILL_LO16");
-    S->lo16 = !(l16e && atoi(l16e) == 0);
+    S->lo16 = l16e && *l16e ? atoi(l16e) : 1536;
     S->last_nf = -1;
     int *hf = nullptr;  // the finiteness flag: without it the caller scans the logits on the host
     const char *dn = getenv("MQ_PREFILL_DEVNF");  // 0 (measurement): no device check, the host scans
