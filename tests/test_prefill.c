@@ -773,10 +773,13 @@ static void test_wg(void **st) {
     unsetenv("MQ_PREFILL_PV16");
 }
 
-/* The lo half's product as bf16 (mm's lo16, chunks of >= 1,536 tokens by default) against two f32
- * slabs (MQ_PREFILL_LO16=0), synthetic qwen3-0.6b, a 1,600-token prompt: the last row within KL 1e-4
- * (the bf16 rounding of a ~2^-8 term; dropping the lo products of q|k|v or gate|up costs ~2.5e-3),
- * argmax equal, then 8 greedy decode tokens identical. */
+/* The lo half's product as bf16 (mm's lo16, chunks of >= 1,536 tokens by default), and the
+ * K-concatenated GEMMs (mm's kcat, MQ_PREFILL_KCAT=65: [x_hi | x_lo] against [W | W]), each against
+ * two f32 slabs (MQ_PREFILL_LO16=0), synthetic qwen3-0.6b, a 1,600-token prompt: the last row within
+ * KL 1e-4 (the bf16 rounding of a ~2^-8 term, or another summation order; dropping the lo products
+ * of q|k|v or gate|up costs ~2.5e-3), argmax equal, then 8 greedy decode tokens identical. Then kcat
+ * against the CPU: all rows at 7, 64 and 300 tokens and decode after 300, with the fused MLP's
+ * transposed down (the default) and with MQ_CUDA_FUSE=0 (down row-major: the other [W | W] copy). */
 static void test_lo16(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
@@ -805,10 +808,28 @@ static void test_lo16(void **st) {
     assert_true(kl <= 1e-4);
     assert_int_equal(hard, 0);
     check_decode(a, b, "qwen3-0.6b, lo16 vs two f32 slabs", n, 8, "decode after GPU prefill of 1600 tokens");
+    setenv("MQ_PREFILL_KCAT", "65", 1);
+    mq_backend *c = mq_cuda_new(&s.m, 1700);
+    if (!c || c->forward(c, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
+    unsetenv("MQ_PREFILL_KCAT");
+    if (c->forward(c, ids, n, 0, NULL) != 0 || b->forward(b, ids, n, 0, NULL) != 0)
+        fail_msg("cuda forward: %s", mq_err_get());
+    compare("qwen3-0.6b, kcat vs two f32 slabs, prompt 1600, last row", c->last_logits(c), b->last_logits(b), 1,
+            V, &kl, &hard);
+    assert_true(kl <= 1e-4);
+    assert_int_equal(hard, 0);
+    check_decode(c, b, "qwen3-0.6b, kcat vs two f32 slabs", n, 8, "decode after GPU prefill of 1600 tokens");
     free(ids);
     a->free(a);
     b->free(b);
+    c->free(c);
     drop_model(&s);
+    setenv("MQ_PREFILL_KCAT", "65", 1);
+    check_q06_rows("qwen3-0.6b, kcat", 5, 65, 300, 300);
+    setenv("MQ_CUDA_FUSE", "0", 1);
+    check_q06_rows("qwen3-0.6b, kcat, MLP not fused", 6, 66, 300, 300);
+    unsetenv("MQ_CUDA_FUSE");
+    unsetenv("MQ_PREFILL_KCAT");
 }
 
 /* Synthetic qwen3-1.7b (hidden 2048, inter 6144): other GEMM shapes for sgemm (on a 132-SM H200:

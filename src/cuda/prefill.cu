@@ -188,6 +188,16 @@ struct mqp_state {
     // prompt from 28.4 to 23.9 ms but missed the argmax bar: 99.76% of non-ties vs HF fp32 at 1,000
     // tokens, KL 4.95e-4, run 65. Bit 3 only on trusted inputs: silu(g) * u has no f16 bound)
     int f16g;
+    // split, chunks of >= kcat tokens (MQ_PREFILL_KCAT, 0: never): q|k|v, gate|up and down as one GEMM
+    // each over K-concatenated operands, [x_hi | x_lo] rows (T, 2K) against [W | W] (N, 2K), so the
+    // hi and lo products add up in the GEMM's accumulators: one f32 output slab instead of two (half
+    // the GEMM's stores and the consumer's loads), the same flops. The producers (resid_norm_k,
+    // silu_mul_k) write the interleaved rows; o keeps two slabs (its producers are the attention
+    // kernels). ww: the [W | W] copies, built at the first such chunk (all layers; no GPU memory for
+    // them: kcat is turned off and the prompt runs as before).
+    int kcat;
+    __nv_bfloat16 *ww;     // (n_layers) x [q|k|v (N, 2H), gate|up (2I, 2H), down (H, 2I) or (2 I, H) twice]
+    size_t ww_layer;       // elements of ww per layer
     __half *wf;            // (q|k|v + o + gate|up + down elements of one layer) f16 copies of the layer's weights
     size_t wf_n;           // elements of wf
     // MQ_PREFILL_PROF=1: an event after every launch (direct launches, no graphs, no overlap between
@@ -263,11 +273,13 @@ __global__ void nop_k() {
 // lo (optional): the bf16 rounding remainders; gu: ns slabs of partial products (hi and lo GEMM
 // halves, or K slabs) 2 * ss floats apart, summed.
 // (g16 not nullptr, then ns is 1: the lo half's product as bf16 (T, 2 I), added as slab 1; mm's lo16)
+// ldh (not 0): h's and lo's row stride for rows of ncol outputs (2 ncol with lo = h + ncol: the down
+// GEMM's [hi | lo] rows, mm's kcat); 0: output i at h[i], lo[i].
 __global__ void silu_mul_k(const float *gu, int ns, size_t ss, const __nv_bfloat16 *g16, __nv_bfloat16 *h,
-                           __nv_bfloat16 *lo, size_t n, int f16) {
+                           __nv_bfloat16 *lo, size_t n, int f16, int ncol, size_t ldh) {
     pdl_wait();
     pdl_trigger();
-    if ((n & 1) == 0 && (ss & 1) == 0) {  // two outputs a trip: one float4 per slab, 4-byte stores
+    if ((n & 1) == 0 && (ss & 1) == 0 && (!ldh || (ncol & 1) == 0)) {  // two outputs a trip: one float4 per slab, 4-byte stores
         const float4 *g4 = reinterpret_cast<const float4 *>(gu);
         const size_t s4 = ss / 2;  // the slab stride in float4s
         for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n / 2; i += (size_t)gridDim.x * blockDim.x) {
@@ -288,9 +300,11 @@ __global__ void silu_mul_k(const float *gu, int ns, size_t ss, const __nv_bfloat
                 continue;
             }
             const __nv_bfloat162 hv = __floats2bfloat162_rn(r0, r1);
-            reinterpret_cast<__nv_bfloat162 *>(h)[i] = hv;
+            // (ncol even: both outputs in one row)
+            const size_t o = ldh ? ((2 * i) / ncol * ldh + (2 * i) % ncol) / 2 : i;
+            reinterpret_cast<__nv_bfloat162 *>(h)[o] = hv;
             if (lo)
-                reinterpret_cast<__nv_bfloat162 *>(lo)[i] =
+                reinterpret_cast<__nv_bfloat162 *>(lo)[o] =
                     __floats2bfloat162_rn(r0 - __low2float(hv), r1 - __high2float(hv));
         }
         return;
@@ -312,8 +326,9 @@ __global__ void silu_mul_k(const float *gu, int ns, size_t ss, const __nv_bfloat
             continue;
         }
         const __nv_bfloat16 hv = __float2bfloat16_rn(r);
-        h[i] = hv;
-        if (lo) lo[i] = __float2bfloat16_rn(r - __bfloat162float(hv));
+        const size_t o = ldh ? i / ncol * ldh + i % ncol : i;
+        h[o] = hv;
+        if (lo) lo[o] = __float2bfloat16_rn(r - __bfloat162float(hv));
     }
 }
 
@@ -342,6 +357,27 @@ __global__ void w2h_k(W2H w) {
             }
             dst[i] = v;
         }
+    }
+}
+
+// [W | W]: each of `rows` rows of len elements written twice, side by side (dst (rows, 2 len)); the
+// transposed down (one row of its I x H elements) becomes two copies one after the other.
+__global__ void ww_k(const __nv_bfloat16 *__restrict__ src, __nv_bfloat16 *__restrict__ dst, size_t rows, size_t len) {
+    if (len % 8 == 0) {  // 16-byte pieces
+        const size_t l8 = len / 8, n = rows * l8;
+        const uint4 *s4 = reinterpret_cast<const uint4 *>(src);
+        uint4 *d4 = reinterpret_cast<uint4 *>(dst);
+        for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+            const size_t r = i / l8, j = i % l8;
+            const uint4 v = s4[i];
+            d4[r * 2 * l8 + j] = v;
+            d4[r * 2 * l8 + l8 + j] = v;
+        }
+        return;
+    }
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < rows * len; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / len, j = i % len;
+        dst[r * 2 * len + j] = dst[r * 2 * len + len + j] = src[i];
     }
 }
 
@@ -504,10 +540,18 @@ int sg_ks(mqp_state *S, int N, int K, int T, size_t cap_rows) {
 // l16 (not nullptr: the consumer takes it): where cuBLASLt runs a split GEMM and S->lo16, the lo half's
 // product as bf16 (T, N) in slab 1's place, *l16 pointing at it and *ns = 1 (the hi slab); *l16 is
 // nullptr otherwise.
+// ww (not nullptr: layer() chose kcat for this GEMM and X's rows are [hi | lo], (T, 2K)): one GEMM
+// of depth 2K against W's [W | W] copy, one f32 slab.
 int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *X, float *D, int T, size_t cap_rows,
        int *ns, cudaStream_t s, int g, const __half *Wh = nullptr, int wt = 0, SgPf pf = SgPf{},
-       const __nv_bfloat16 **l16 = nullptr) {
+       const __nv_bfloat16 **l16 = nullptr, const __nv_bfloat16 *ww = nullptr) {
     if (l16) *l16 = nullptr;
+    if (ww) {
+        *ns = 1;
+        if (S->skip >> (g == 0 ? 1 : g == 1 ? 4 : g == 2 ? 6 : 8) & 1) return 0;
+        // wt: [W | W] of the (K, N) row-major W is (N x 2K) col-major, lda N; else (2K x N) with op T
+        return wt ? gemm(S, 0, ww, N, X, D, N, T, 2 * K, 0.0f, s) : gemm(S, 1, ww, 2 * K, X, D, N, T, 2 * K, 0.0f, s);
+    }
     const bool lo16 = l16 && S->split && S->lo16 > 0 && T >= S->lo16 && !Wh && !wt && !(S->nolo >> g & 1) && sg_ks(S, N, K, T, cap_rows) == 0;
     if (S->skip >> (g == 0 ? 1 : g == 1 ? 4 : g == 2 ? 6 : 8) & 1) {  // MQ_PREFILL_SKIP: the slab count only
         const int ks = Wh ? 0 : sg_ks(S, N, K, T, cap_rows);
@@ -667,6 +711,31 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
 // kvgrid: blocks of the conversion of the f32 cache rows before the chunk (0: none, pos = 0).
 // The residual x gets the previous layer's down projection (S->dres) in this layer's input norm
 // (layer 0: the embedding rows), and the last layer's in the final norm (chunk).
+// The [W | W] copies of every layer's q|k|v, gate|up and down (kcat), built once on stream s. 1: built
+// (or already there); 0: no GPU memory for them (kcat is then turned off); -1: a launch failed.
+int ww_build(mqp_state *S, const Params *P, cudaStream_t s) {
+    if (S->ww) return 1;
+    const size_t H = S->H, I = S->I, nq = (size_t)(S->qd + 2 * S->kvd);
+    S->ww_layer = 2 * (nq * H + 2 * I * H + H * I);
+    if (cudaMalloc((void **)&S->ww, S->ww_layer * S->L * sizeof(__nv_bfloat16)) != cudaSuccess) {
+        (void)cudaGetLastError();
+        S->ww = nullptr;
+        S->kcat = 0;
+        return 0;
+    }
+    for (int l = 0; l < S->L; l++) {
+        const LayerW &W = S->hl[l];
+        __nv_bfloat16 *d = S->ww + S->ww_layer * l;
+        PCK(pdl_launch(0, ww_k, dim3(2 * S->sms), dim3(256), 0, s, W.qkv, d, nq, H));
+        PCK(pdl_launch(0, ww_k, dim3(2 * S->sms), dim3(256), 0, s, W.gu, d + 2 * nq * H, 2 * I, H));
+        // the down projection: (I, H) row-major when the decode kernel fuses the MLP (two copies of the
+        // whole matrix, the col-major [W | W]), else (H, I) (rows doubled)
+        PCK(pdl_launch(0, ww_k, dim3(2 * S->sms), dim3(256), 0, s, W.down, d + 2 * nq * H + 4 * I * H, P->fuse ? 1 : H,
+                     P->fuse ? I * H : I));
+    }
+    return 1;
+}
+
 template <typename KT>
 int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t s) {
     const LayerW &W = S->hl[l];
@@ -677,6 +746,9 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     __nv_bfloat16 *xl = sp ? S->xn + (size_t)T * H : nullptr, *ql = sp ? S->qb + (size_t)S->C * qd : nullptr;
     __nv_bfloat16 *hl = sp ? S->h + (size_t)T * I : nullptr;
     const size_t cap = (size_t)(sp ? 2 : 1) * S->C;  // rows of the GEMM output buffers
+    // kcat (see mqp_state): which of q|k|v, gate|up, down run K-concatenated, their inputs' producers
+    // writing [hi | lo] rows; decided below, once the f16 GEMM inputs are known
+    bool kq = false, kg = false, kd = false;
     // m16 (split with the f32 cache's scratch, MQ_PREFILL_PV16 = 1-3): bit 0, P V as one f16 product
     // (V scratch rows f16); bit 1, the scores in f16 too (q and K scratch rows f16; level 2 keeps q's
     // f16 remainder, two products, level 3 one)
@@ -715,6 +787,17 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
             mark(S, s, "w2h");
         }
     }
+    if (sp && S->kcat > 0 && T >= S->kcat) {
+        const int r = ww_build(S, P, s);
+        if (r < 0) return -1;
+        if (r > 0) {
+            kq = !wq && !(S->nolo & 1) && sg_ks(S, qd + 2 * kvd, H, T, cap) == 0;
+            kg = !wg && !(S->nolo & 4) && S->sgsilu != 48 && sg_ks(S, 2 * I, H, T, cap) == 0;
+            kd = !wd && !(S->nolo & 8) && sg_ks(S, H, I, T, cap) == 0;
+        }
+    }
+    const __nv_bfloat16 *wwl = S->ww ? S->ww + S->ww_layer * l : nullptr;
+    const size_t nqh = (size_t)(qd + 2 * kvd) * H;
     // MQ_PREFILL_L2PF: weights the L2 fetches ahead of their GEMM, asked by an earlier sgemm's blocks
     const size_t bq = (size_t)(qd + 2 * kvd) * H * 2, bo = (size_t)H * qd * 2, bg = (size_t)2 * I * H * 2,
                  bd = (size_t)H * I * 2;
@@ -723,15 +806,16 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
                pf_down = {l + 1 < S->L ? S->hl[l + 1].qkv : nullptr, pfm & 4 && l + 1 < S->L ? bq : 0};
     if (!(S->skip & 1))
         PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, l == 0 ? S->dbuf + 1 : nullptr, P->embed, S->V,
-                       S->x, l == 0 ? nullptr : S->dres, S->dres_ns, (size_t)T * H, W.in_norm, S->xn, xl, H, P->eps,
-                       wq ? 1 : 0));
+                       S->x, l == 0 ? nullptr : S->dres, S->dres_ns, (size_t)T * H, W.in_norm, S->xn,
+                       kq ? S->xn + H : xl, H, P->eps, wq ? 1 : 0, kq ? (size_t)2 * H : (size_t)0));
     mark(S, s, "norm");
     int nq = 1, ng = 1;
     // the lo half's product as bf16 where qk_prep_v_k reads q|k|v (not attn_small_k's short first chunk)
     const bool small1 = !S->attn_v1 && kvgrid == 0 && T <= S->small;
     const __nv_bfloat16 *q16 = nullptr, *g16 = nullptr;
     const bool q16ok = !small1 && S->prep_v && (hd == 128 || hd == 64 || hd == 32);
-    if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s, 0, wq, 0, pf_qkv, q16ok ? &q16 : nullptr))
+    if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s, 0, wq, 0, pf_qkv, q16ok ? &q16 : nullptr,
+           kq ? wwl : nullptr))
         return -1;
     mark(S, s, "qkv");
     // the normed rows are consumed by the QKV GEMM; reuse as the attention output (T, q_dim) [+ lo]
@@ -795,29 +879,34 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     mark(S, s, "o");
     if (!(S->skip >> 5 & 1))
         PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, nullptr, P->embed, S->V, S->x, S->dres, no,
-                       (size_t)T * H, W.post_norm, S->xn, xl, H, P->eps, wg ? 1 : 0));
+                       (size_t)T * H, W.post_norm, S->xn, kg ? S->xn + H : xl, H, P->eps, wg ? 1 : 0,
+                       kg ? (size_t)2 * H : (size_t)0));
     mark(S, s, "norm");
-    if (S->sgsilu == 48 && !wg && !(S->skip >> 6 & 3) && sgemm_silu48_ok(2 * I, H, T, S->sms)) {
+    if (!kg && S->sgsilu == 48 && !wg && !(S->skip >> 6 & 3) && sgemm_silu48_ok(2 * I, H, T, S->sms)) {
         // gate|up with SiLU in the epilogue of 48-feature blocks, one wave on the multiprocessors
         PCK(sgemm_silu48(W.gu, 2 * I, H, S->xn, T, sp, S->h, S->pdl, s, S->sms));
         mark(S, s, "gate_up+silu");
-    } else if ((S->sg & 4) && sg_ks(S, 2 * I, H, T, cap) == 1) {
+    } else if (!kg && (S->sg & 4) && sg_ks(S, 2 * I, H, T, cap) == 1) {
         // gate|up with SiLU in its epilogue (S->sg & 4): h straight from the GEMM, one kernel less
         PCK(sgemm_silu(W.gu, 2 * I, H, S->xn, T, sp, S->h, S->pdl, s));
         mark(S, s, "gate_up+silu");
     } else {
-        if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s, 2, wg, 0, SgPf{}, &g16)) return -1;
+        if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s, 2, wg, 0, SgPf{}, &g16, kg ? wwl + 2 * nqh : nullptr))
+            return -1;
         mark(S, s, "gate_up");
         const size_t nh = (size_t)T * I;
         if (!(S->skip >> 7 & 1))
             PCK(pdl_launch(S->pdl, silu_mul_k, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)),
-                           dim3(256), 0, s, S->gu, ng, nh, g16, S->h, hl, nh, wd ? 1 : 0));
+                           dim3(256), 0, s, S->gu, ng, nh, g16, S->h, kd ? S->h + I : hl, nh, wd ? 1 : 0, I,
+                           kd ? (size_t)2 * I : (size_t)0));
         mark(S, s, "silu");
     }
     for (int k = 0; k < S->nop; k++) PCK(pdl_launch(S->pdl, nop_k, dim3(S->sms), dim3(256), 0, s));
     // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
     // the MLP (P->fuse; then no f16 copy, wd is nullptr)
-    if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s, 3, wd, P->fuse ? 1 : 0, pf_down)) return -1;
+    if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s, 3, wd, P->fuse ? 1 : 0, pf_down, nullptr,
+           kd ? wwl + 2 * nqh + (size_t)4 * I * H : nullptr))
+        return -1;
     mark(S, s, "down");
     PCK(cudaGetLastError());
     return 0;
@@ -923,6 +1012,9 @@ int init(mqp_state **st, const Params *P) {
     S->f16g = fg && *fg ? atoi(fg) & 15 : 0;
     const char *nl = getenv("MQ_PREFILL_NOLO");
     S->nolo = nl ? atoi(nl) : 0;
+    const char *kce = getenv("MQ_PREFILL_KCAT");
+    S->kcat = kce && *kce ? atoi(kce) : 0;
+    if (S->kcat > 0 && S->kcat <= GMAX) S->kcat = GMAX + 1;  // (ww_build allocates: never inside a graph capture)
     const char *l16e = getenv("MQ_PREFILL_LO16");
     S->lo16 = l16e && *l16e ? atoi(l16e) : 1536;
     S->last_nf = -1;
@@ -1100,7 +1192,7 @@ int head(mqp_state *S, const Params *P, int T, int r0, int nr, cudaStream_t s) {
     }
     PCK(pdl_launch(S->pdl, resid_norm_k, dim3(nr), dim3(256), 0, s, nullptr, P->embed, S->V, S->x + r0 * H,
                    S->L > 0 ? S->dres + r0 * H : nullptr, S->dres_ns, T * H, P->final_norm, S->xn,
-                   S->split ? S->xn + nr * H : nullptr, S->H, P->eps, 0));
+                   S->split ? S->xn + nr * H : nullptr, S->H, P->eps, 0, (size_t)0));
     mark(S, s, "final_norm");
     // sgemm: one read of the lm_head for the hi and lo rows (cuBLASLt reads it twice when split)
     int kmin = 0;
@@ -1121,7 +1213,7 @@ template <typename KT>
 int chunk(mqp_state *S, const Params *P, int T, int r0, int nr, int kvgrid, cudaStream_t s) {
     if (S->L == 0)  // no layer embeds the rows
         PCK(pdl_launch(S->pdl, resid_norm_k, dim3(T), dim3(256), 0, s, S->dbuf + 1, P->embed, S->V, S->x, nullptr, 0,
-                       (size_t)0, P->final_norm, S->xn, nullptr, S->H, P->eps, 0));
+                       (size_t)0, P->final_norm, S->xn, nullptr, S->H, P->eps, 0, (size_t)0));
     for (int l = 0; l < S->L; l++)
         if (layer<KT>(S, P, l, T, kvgrid, s)) return -1;
     if (nr > 0 && head(S, P, T, r0, nr, s)) return -1;
@@ -1403,9 +1495,9 @@ void mqp_free(mqp_state *S) {
     for (int i = 0; S->timing && i < 3; i++)
         if (S->tev[i]) cudaEventDestroy(S->tev[i]);
     if (S->st) cudaStreamDestroy(S->st);
-    void *bufs[14] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf, S->kvs, S->dres, S->mkbar,
-                      S->mkprof, S->wf};
-    for (int i = 0; i < 14; i++)
+    void *bufs[15] = {S->ws, S->x, S->xn, S->qkv, S->qb, S->gu, S->h, S->logits, S->dbuf, S->kvs, S->dres, S->mkbar,
+                      S->mkprof, S->wf, S->ww};
+    for (int i = 0; i < 15; i++)
         if (bufs[i]) cudaFree(bufs[i]);
     free(S->hl);
     if (S->hlast_pl) cudaFreeHost(S->hlast);

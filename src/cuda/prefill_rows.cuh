@@ -16,11 +16,13 @@ __device__ __forceinline__ float warp_sum(float v) {
 // lo halves or K slabs), written back; then
 // out[r] = bf16(w * x * rsqrt(mean(x^2) + eps)) and lo[r] its rounding remainder (lo nullptr: not
 // split), as the decode kernel's load_norm; f16: out[r] as f16 (out's hi rows), no lo. Row `row` by the whole block (256 threads); a block may
-// run several rows one after another (the closing __syncthreads guards red).
+// run several rows one after another (the closing __syncthreads guards red). ldo: out's and lo's row
+// stride (0: H; 2H with lo = out + H for a K-concatenated GEMM's [hi | lo] rows, mm's kcat).
 __device__ __forceinline__ void resid_norm_row(int row, const int32_t *ids, const __nv_bfloat16 *__restrict__ E, int V,
                                                float *__restrict__ x, const float *__restrict__ d, int nd, size_t ds,
                                                const float *__restrict__ w, __nv_bfloat16 *__restrict__ out,
-                                               __nv_bfloat16 *__restrict__ lo, int H, float eps, bool f16 = false) {
+                                               __nv_bfloat16 *__restrict__ lo, int H, float eps, bool f16 = false,
+                                               size_t ldo = 0) {
     __shared__ float red[8];
     const size_t ro = (size_t)row * H;
     float *xr = x + ro;
@@ -77,7 +79,8 @@ __device__ __forceinline__ void resid_norm_row(int row, const int32_t *ids, cons
     float sum = 0.0f;
     for (int i = 0; i < (int)(blockDim.x >> 5); i++) sum += red[i];
     const float r = 1.0f / sqrtf(sum / (float)H + eps);
-    __nv_bfloat16 *o = out + ro, *ol = lo ? lo + ro : nullptr;
+    const size_t oo = ldo ? (size_t)row * ldo : ro;
+    __nv_bfloat16 *o = out + oo, *ol = lo ? lo + oo : nullptr;
     if (vec) {
         for (int i = threadIdx.x * 4; i < H; i += blockDim.x * 4) {
             const float4 a = *reinterpret_cast<const float4 *>(xr + i), g = *reinterpret_cast<const float4 *>(w + i);
@@ -119,10 +122,10 @@ __device__ __forceinline__ void resid_norm_row(int row, const int32_t *ids, cons
 __global__ void resid_norm_k(const int32_t *ids, const __nv_bfloat16 *__restrict__ E, int V, float *__restrict__ x,
                              const float *__restrict__ d, int nd, size_t ds, const float *__restrict__ w,
                              __nv_bfloat16 *__restrict__ out, __nv_bfloat16 *__restrict__ lo, int H, float eps,
-                             int f16) {
+                             int f16, size_t ldo) {
     pdl_wait();
     pdl_trigger();
-    resid_norm_row(blockIdx.x, ids, E, V, x, d, nd, ds, w, out, lo, H, eps, f16 != 0);
+    resid_norm_row(blockIdx.x, ids, E, V, x, d, nd, ds, w, out, lo, H, eps, f16 != 0, ldo);
 }
 
 // h[i] = bf16(v), l[i] = bf16(v - h[i]) (l nullptr: hi only; h nullptr: nothing)
