@@ -149,6 +149,16 @@ static void check_decode(mq_backend *gpu, mq_backend *cpu, const char *shape, in
     free(got);
 }
 
+/* A cuda backend of model s whose prefill has read its settings from the environment: the prefill
+ * reads them at a backend's first prompt of two tokens or more (one token goes through the decode
+ * kernel), so two tokens go through it here; later prompts overwrite their cache rows. */
+static mq_backend *cuda_settled(synth_model *s, int max_ctx) {
+    const int32_t two[2] = {7, 8};
+    mq_backend *g = mq_cuda_new(&s->m, max_ctx);
+    if (!g || g->forward(g, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
+    return g;
+}
+
 /* Prefill of n0 tokens, a second prefill of n1 tokens at pos n0 (attention over earlier cache
  * rows), then greedy decode of nd tokens: the device's continuation equals the CPU's. */
 static void check_continue(mq_backend *gpu, mq_backend *cpu, const char *shape, int n0, int n1, int nd) {
@@ -749,14 +759,10 @@ static void test_wg(void **st) {
     check_q06_rows("qwen3-0.6b, wgmma", 1, 61, 300, 300);
     synth_model s;
     make_model(&s, "qwen3-0.6b", 3);
-    /* the prefill reads its settings at a backend's first prompt (of two tokens or more: one goes
-     * through the decode kernel): WG=1 for one backend, then WG=0 for the other */
-    const int32_t two[2] = {7, 8};
-    mq_backend *wg = mq_cuda_new(&s.m, 2400);
-    if (!wg || wg->forward(wg, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
+    /* WG=1 for one backend, then WG=0 for the other */
+    mq_backend *wg = cuda_settled(&s, 2400);
     setenv("MQ_PREFILL_WG", "0", 1);
-    mq_backend *ref = mq_cuda_new(&s.m, 2400);
-    if (!ref || ref->forward(ref, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
+    mq_backend *ref = cuda_settled(&s, 2400);
     check_continue(wg, ref, "qwen3-0.6b, wgmma vs flash2_k", 2148, 100, 8);
     ref->free(ref);
     wg->free(wg);
@@ -791,13 +797,9 @@ static void test_lo16(void **st) {
     setenv("MQ_PREFILL_KCAT", "0", 1); /* (kcat, the default, comes before lo16) */
     synth_model s;
     make_model(&s, "qwen3-0.6b", 4);
-    /* the prefill reads its settings at a backend's first prompt of two tokens or more */
-    const int32_t two[2] = {7, 8};
-    mq_backend *a = mq_cuda_new(&s.m, 1700);
-    if (!a || a->forward(a, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
+    mq_backend *a = cuda_settled(&s, 1700);
     setenv("MQ_PREFILL_LO16", "0", 1);
-    mq_backend *b = mq_cuda_new(&s.m, 1700);
-    if (!b || b->forward(b, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
+    mq_backend *b = cuda_settled(&s, 1700);
     unsetenv("MQ_PREFILL_LO16");
     unsetenv("MQ_PREFILL_KCAT");
     const int n = 1600, V = 151936;
@@ -811,8 +813,7 @@ static void test_lo16(void **st) {
     assert_true(kl <= 1e-4);
     assert_int_equal(hard, 0);
     check_decode(a, b, "qwen3-0.6b, lo16 vs two f32 slabs", n, 8, "decode after GPU prefill of 1600 tokens");
-    mq_backend *c = mq_cuda_new(&s.m, 1700); /* kcat: the default */
-    if (!c || c->forward(c, two, 2, 0, NULL) != 0) fail_msg("backend: %s", mq_err_get());
+    mq_backend *c = cuda_settled(&s, 1700); /* kcat: the default */
     if (c->forward(c, ids, n, 0, NULL) != 0 || b->forward(b, ids, n, 0, NULL) != 0)
         fail_msg("cuda forward: %s", mq_err_get());
     compare("qwen3-0.6b, kcat vs two f32 slabs, prompt 1600, last row", c->last_logits(c), b->last_logits(b), 1,
