@@ -47,11 +47,14 @@ static void make_model(synth_model *s, const char *shape, uint64_t seed) {
     if (mq_model_load(&s->m, s->dir) != 0) fail_msg("mq_model_load(%s): %s", s->dir, mq_err_get());
 }
 
-/* make_model with the default prefill settings, whatever an earlier (failed) test left set. */
+/* make_model with the default prefill settings, whatever an earlier (failed) test left set: every
+ * variable a test here sets (a failed assertion leaves the test before its unsetenv). */
 static void make_model_defaults(synth_model *s, const char *shape, uint64_t seed) {
-    unsetenv("MQ_PREFILL_PREC");
-    unsetenv("MQ_CUDA_KV");
-    unsetenv("MQ_PREFILL_ATTN");
+    static const char *const vars[] = {"MQ_CUDA_KV",       "MQ_PREFILL_PREC", "MQ_PREFILL_ATTN", "MQ_PREFILL_PV16",
+                                       "MQ_PREFILL_KCAT",  "MQ_CUDA_FUSE",    "MQ_PREFILL_WG",   "MQ_PREFILL_MK",
+                                       "MQ_PREFILL_LO16",  "MQ_PREFILL_ZC",   "MQ_PREFILL_SGEMM", "MQ_PREFILL_GEMV",
+                                       "MQ_PREFILL_WGF16", "MQ_PREFILL_SMALL"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) unsetenv(vars[i]);
     make_model(s, shape, seed);
 }
 
