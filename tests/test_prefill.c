@@ -784,9 +784,10 @@ static void test_wg(void **st) {
 
 /* The lo half's product as bf16 (mm's lo16, chunks of >= 1,536 tokens with MQ_PREFILL_KCAT=0), and
  * the K-concatenated GEMMs (mm's kcat, the default from 65 tokens: [x_hi | x_lo] against [W | W]),
- * each against two f32 slabs (MQ_PREFILL_KCAT=0 MQ_PREFILL_LO16=0), synthetic qwen3-0.6b, a 1,600-token prompt: the last row within
- * KL 1e-4 (the bf16 rounding of a ~2^-8 term, or another summation order; dropping the lo products
- * of q|k|v or gate|up costs ~2.5e-3), argmax equal, then 8 greedy decode tokens identical. Then kcat
+ * each against two f32 slabs (MQ_PREFILL_KCAT=0 MQ_PREFILL_LO16=0), synthetic qwen3-0.6b, a
+ * 1,600-token prompt: the last row within KL 1e-4 (the bf16 rounding of a ~2^-8 term, or another
+ * summation order; dropping the lo products of q|k|v or gate|up costs ~2.5e-3), argmax equal, then 8
+ * greedy decode tokens identical. Then kcat
  * against the CPU: all rows at 7, 64 and 300 tokens and decode after 300 with the fused MLP's
  * transposed down (the default); with MQ_CUDA_FUSE=0 (down row-major: the other [W | W] copy) all rows
  * at 7, 64 and 300 against the CPU and decode after 300 against a GPU backend without kcat. */
