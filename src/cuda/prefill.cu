@@ -188,10 +188,10 @@ struct mqp_state {
     // prompt from 28.4 to 23.9 ms but missed the argmax bar: 99.76% of non-ties vs HF fp32 at 1,000
     // tokens, KL 4.95e-4, run 65. Bit 3 only on trusted inputs: silu(g) * u has no f16 bound)
     int f16g;
-    // split, chunks of >= kcat tokens (MQ_PREFILL_KCAT, default 65: every chunk cuBLASLt runs; 0: never;
-    // run 141: 4,096-token TTFT -0.85 ms against lo16, -1.7 ms against two f32 slabs; 512 -0.1 ms;
-    // qkv GEMM 60 -> 52 us, gate|up 87 -> 77 per layer and 2,048-token chunk): q|k|v, gate|up and down as one GEMM
-    // each over K-concatenated operands, [x_hi | x_lo] rows (T, 2K) against [W | W] (N, 2K), so the
+    // split, chunks of >= kcat tokens (MQ_PREFILL_KCAT, default 65: every chunk cuBLASLt runs; 0:
+    // never; run 141: 4,096-token TTFT -0.85 ms against lo16, -1.7 ms against two f32 slabs; 512 -0.1
+    // ms; qkv GEMM 60 -> 52 us, gate|up 87 -> 77 per layer and 2,048-token chunk): q|k|v, gate|up and
+    // down as one GEMM each over K-concatenated operands, [x_hi | x_lo] rows (T, 2K) against [W | W] (N, 2K), so the
     // hi and lo products add up in the GEMM's accumulators: one f32 output slab instead of two (half
     // the GEMM's stores and the consumer's loads), the same flops. The producers (resid_norm_k,
     // silu_mul_k) write the interleaved rows; o keeps two slabs (its producers are the attention
@@ -199,7 +199,7 @@ struct mqp_state {
     // where they would leave less than 1 GB of GPU memory free, kcat is turned off and the prompt runs
     // as before, lo16 where it applies).
     int kcat;
-    __nv_bfloat16 *ww;     // (n_layers) x [q|k|v (N, 2H), gate|up (2I, 2H), down (H, 2I) or (2 I, H) twice]
+    __nv_bfloat16 *ww;     // (n_layers) x [q|k|v (N, 2H), gate|up (2I, 2H), down (H, 2I) or (I, H) twice]
     size_t ww_layer;       // elements of ww per layer
     __half *wf;            // (q|k|v + o + gate|up + down elements of one layer) f16 copies of the layer's weights
     size_t wf_n;           // elements of wf
@@ -509,6 +509,9 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
     return launch_flash2<HD, false, false>(S, grid, qb, ql, kh, kl, vh, vl, ld, hs, att, atl, T, P->nh, P->nkv, s);
 }
 
+// kvgrid: blocks of the conversion of the f32 cache rows before the chunk (0: none, pos = 0).
+// The residual x gets the previous layer's down projection (S->dres) in this layer's input norm
+// (layer 0: the embedding rows), and the last layer's in the final norm (chunk).
 template <typename KT>
 int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t s) {
     const LayerW &W = S->hl[l];
@@ -569,8 +572,6 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
             kd = !wd && !(S->nolo & 8) && sg_ks(S, H, I, T, cap) == 0;
         }
     }
-    const __nv_bfloat16 *wwl = S->ww ? S->ww + S->ww_layer * l : nullptr;
-    const size_t nqh = (size_t)(qd + 2 * kvd) * H;
     // MQ_PREFILL_L2PF: weights the L2 fetches ahead of their GEMM, asked by an earlier sgemm's blocks
     const size_t bq = (size_t)(qd + 2 * kvd) * H * 2, bo = (size_t)H * qd * 2, bg = (size_t)2 * I * H * 2,
                  bd = (size_t)H * I * 2;
@@ -588,7 +589,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     const __nv_bfloat16 *q16 = nullptr, *g16 = nullptr;
     const bool q16ok = !small1 && S->prep_v && (hd == 128 || hd == 64 || hd == 32);
     if (mm(S, W.qkv, qd + 2 * kvd, H, S->xn, S->qkv, T, cap, &nq, s, 0, wq, 0, pf_qkv, q16ok ? &q16 : nullptr,
-           kq ? wwl : nullptr))
+           kq ? ww_mat(S, l, 0) : nullptr))
         return -1;
     mark(S, s, "qkv");
     // the normed rows are consumed by the QKV GEMM; reuse as the attention output (T, q_dim) [+ lo]
@@ -664,7 +665,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         PCK(sgemm_silu(W.gu, 2 * I, H, S->xn, T, sp, S->h, S->pdl, s));
         mark(S, s, "gate_up+silu");
     } else {
-        if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s, 2, wg, 0, SgPf{}, &g16, kg ? wwl + 2 * nqh : nullptr))
+        if (mm(S, W.gu, 2 * I, H, S->xn, S->gu, T, cap, &ng, s, 2, wg, 0, SgPf{}, &g16, kg ? ww_mat(S, l, 2) : nullptr))
             return -1;
         mark(S, s, "gate_up");
         const size_t nh = (size_t)T * I;
@@ -678,7 +679,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
     // down: (hidden, inter) row-major, or its transpose (inter, hidden) when the decode kernel fuses
     // the MLP (P->fuse; then no f16 copy, wd is nullptr)
     if (mm(S, W.down, H, I, S->h, S->dres, T, cap, &S->dres_ns, s, 3, wd, P->fuse ? 1 : 0, pf_down, nullptr,
-           kd ? wwl + 2 * nqh + (size_t)4 * I * H : nullptr))
+           kd ? ww_mat(S, l, 3) : nullptr))
         return -1;
     mark(S, s, "down");
     PCK(cudaGetLastError());

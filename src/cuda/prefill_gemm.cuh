@@ -161,14 +161,16 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
        int *ns, cudaStream_t s, int g, const __half *Wh = nullptr, int wt = 0, SgPf pf = SgPf{},
        const __nv_bfloat16 **l16 = nullptr, const __nv_bfloat16 *ww = nullptr) {
     if (l16) *l16 = nullptr;
+    const bool skip = S->skip >> (g == 0 ? 1 : g == 1 ? 4 : g == 2 ? 6 : 8) & 1;  // MQ_PREFILL_SKIP's bit
     if (ww) {
         *ns = 1;
-        if (S->skip >> (g == 0 ? 1 : g == 1 ? 4 : g == 2 ? 6 : 8) & 1) return 0;
+        if (skip) return 0;
         // wt: [W | W] of the (K, N) row-major W is (N x 2K) col-major, lda N; else (2K x N) with op T
         return wt ? gemm(S, 0, ww, N, X, D, N, T, 2 * K, 0.0f, s) : gemm(S, 1, ww, 2 * K, X, D, N, T, 2 * K, 0.0f, s);
     }
-    const bool lo16 = l16 && S->split && S->lo16 > 0 && T >= S->lo16 && !Wh && !wt && !(S->nolo >> g & 1) && sg_ks(S, N, K, T, cap_rows) == 0;
-    if (S->skip >> (g == 0 ? 1 : g == 1 ? 4 : g == 2 ? 6 : 8) & 1) {  // MQ_PREFILL_SKIP: the slab count only
+    const bool lo16 = l16 && S->split && S->lo16 > 0 && T >= S->lo16 && !Wh && !wt && !(S->nolo >> g & 1) &&
+                      sg_ks(S, N, K, T, cap_rows) == 0;
+    if (skip) {  // MQ_PREFILL_SKIP: the slab count only
         const int ks = Wh ? 0 : sg_ks(S, N, K, T, cap_rows);
         *ns = Wh || lo16 ? 1 : ks > 0 ? ks : S->split ? 2 : 1;
         if (lo16) *l16 = reinterpret_cast<const __nv_bfloat16 *>(D + (size_t)T * N);
@@ -210,15 +212,20 @@ int mm(mqp_state *S, const __nv_bfloat16 *W, int N, int K, const __nv_bfloat16 *
     return gemmx(S, 1, W, K, X, D, N, T, K, s);
 }
 
-// kvgrid: blocks of the conversion of the f32 cache rows before the chunk (0: none, pos = 0).
-// The residual x gets the previous layer's down projection (S->dres) in this layer's input norm
-// (layer 0: the embedding rows), and the last layer's in the final norm (chunk).
+// Layer l's [W | W] copy of GEMM g (0 q|k|v, 2 gate|up, 3 down, as mm's g) in S->ww: the layer's
+// copies one after the other in that order (the one place that knows the layout).
+__nv_bfloat16 *ww_mat(const mqp_state *S, int l, int g) {
+    const size_t H = S->H, I = S->I, nq = (size_t)(S->qd + 2 * S->kvd);
+    __nv_bfloat16 *d = S->ww + S->ww_layer * l;
+    return g == 0 ? d : g == 2 ? d + 2 * nq * H : d + 2 * nq * H + 4 * I * H;
+}
+
 // The [W | W] copies of every layer's q|k|v, gate|up and down (kcat), built once on stream s. 1: built
 // (or already there); 0: no GPU memory for them (kcat is then turned off); -1: a launch failed.
 int ww_build(mqp_state *S, const Params *P, cudaStream_t s) {
     if (S->ww) return 1;
     const size_t H = S->H, I = S->I, nq = (size_t)(S->qd + 2 * S->kvd);
-    S->ww_layer = 2 * (nq * H + 2 * I * H + H * I);
+    S->ww_layer = 2 * (nq * H + 2 * I * H + H * I);  // (ww_mat's three copies)
     const size_t bytes = S->ww_layer * S->L * sizeof(__nv_bfloat16);
     size_t fr = 0, tot = 0;
     if (cudaMemGetInfo(&fr, &tot) != cudaSuccess || fr < bytes + ((size_t)1 << 30) ||
@@ -230,13 +237,12 @@ int ww_build(mqp_state *S, const Params *P, cudaStream_t s) {
     }
     for (int l = 0; l < S->L; l++) {
         const LayerW &W = S->hl[l];
-        __nv_bfloat16 *d = S->ww + S->ww_layer * l;
-        PCK(pdl_launch(0, ww_k, dim3(2 * S->sms), dim3(256), 0, s, W.qkv, d, nq, H));
-        PCK(pdl_launch(0, ww_k, dim3(2 * S->sms), dim3(256), 0, s, W.gu, d + 2 * nq * H, 2 * I, H));
+        PCK(pdl_launch(0, ww_k, dim3(2 * S->sms), dim3(256), 0, s, W.qkv, ww_mat(S, l, 0), nq, H));
+        PCK(pdl_launch(0, ww_k, dim3(2 * S->sms), dim3(256), 0, s, W.gu, ww_mat(S, l, 2), 2 * I, H));
         // the down projection: (I, H) row-major when the decode kernel fuses the MLP (two copies of the
         // whole matrix, the col-major [W | W]), else (H, I) (rows doubled)
-        PCK(pdl_launch(0, ww_k, dim3(2 * S->sms), dim3(256), 0, s, W.down, d + 2 * nq * H + 4 * I * H, P->fuse ? 1 : H,
-                     P->fuse ? I * H : I));
+        PCK(pdl_launch(0, ww_k, dim3(2 * S->sms), dim3(256), 0, s, W.down, ww_mat(S, l, 3), P->fuse ? 1 : H,
+                       P->fuse ? I * H : I));
     }
     return 1;
 }
