@@ -53,7 +53,7 @@ static void make_model_defaults(synth_model *s, const char *shape, uint64_t seed
     static const char *const vars[] = {"MQ_CUDA_KV",       "MQ_PREFILL_PREC", "MQ_PREFILL_ATTN", "MQ_PREFILL_PV16",
                                        "MQ_PREFILL_KCAT",  "MQ_CUDA_FUSE",    "MQ_PREFILL_WG",   "MQ_PREFILL_MK",
                                        "MQ_PREFILL_LO16",  "MQ_PREFILL_ZC",   "MQ_PREFILL_SGEMM", "MQ_PREFILL_GEMV",
-                                       "MQ_PREFILL_WGF16", "MQ_PREFILL_SMALL"};
+                                       "MQ_PREFILL_WGF16", "MQ_PREFILL_SMALL", "MQ_PREFILL_WGG",  "MQ_PREFILL_WGGST"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) unsetenv(vars[i]);
     make_model(s, shape, seed);
 }
@@ -741,12 +741,13 @@ static void test_pv16(void **st) {
     unsetenv("MQ_PREFILL_PV16");
 }
 
-/* flash3_k, the level-2 attention on wgmma (MQ_PREFILL_WG=1; sm_90a builds on Hopper): qwen3-0.6b
- * (head_dim 128) all rows at 7, 64 and 300 tokens and decode after 300 against the CPU; then a
- * 2,148-token prompt (two chunks, both on flash3_k: the second's 100 queries at pos 2,048 over
- * 2,048 earlier keys, a partial query tile) plus 100 tokens at pos 2,148, last row and 8 decode
- * tokens against flash2_k's backend (MQ_PREFILL_WG=0) with the same bars; then flash3_k without q's lo
- * half (the one-product scores) on the f16 cache and at MQ_PREFILL_PV16=3, against the CPU. */
+/* The level-2 attention on wgmma (MQ_PREFILL_WG=1; sm_90a builds on Hopper; flash3g_k by default,
+ * flash3_k with MQ_PREFILL_WGG=0): qwen3-0.6b (head_dim 128) all rows at 7, 64 and 300 tokens and
+ * decode after 300 against the CPU; then a 2,148-token prompt (two chunks, both on wgmma: the
+ * second's 100 queries at pos 2,048 over 2,048 earlier keys, a partial query tile) plus 100 tokens at
+ * pos 2,148, last row and 8 decode tokens against flash2_k's backend (MQ_PREFILL_WG=0) with the same
+ * bars, for each wgmma kernel shape; then the kernels without q's lo half (the one-product scores)
+ * on the f16 cache and at MQ_PREFILL_PV16=3, against the CPU. */
 static void test_wg(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
@@ -758,17 +759,36 @@ static void test_wg(void **st) {
     unsetenv("MQ_PREFILL_ATTN");
     unsetenv("MQ_CUDA_KV");
     unsetenv("MQ_PREFILL_PV16");
+    unsetenv("MQ_PREFILL_WGG");
+    unsetenv("MQ_PREFILL_WGGST");
     setenv("MQ_PREFILL_WG", "1", 1);
     check_q06_rows("qwen3-0.6b, wgmma", 1, 61, 300, 300);
     synth_model s;
     make_model(&s, "qwen3-0.6b", 3);
-    /* WG=1 for one backend, then WG=0 for the other */
-    mq_backend *wg = cuda_settled(&s, 2400);
+    /* one backend per attention kernel, each made under its settings (read at creation), against
+     * flash2_k's (WG=0): flash3g_k with 128-key tiles (the default) and 2 or 3 stages, with 64-key
+     * tiles, and flash3_k (WGG=0); a 2,148 + 100-token prompt: both later chunks over >= 2,048
+     * earlier keys */
+    static const char *const wgg[4][2] = {{"128", "2"}, {"128", "3"}, {"64", "2"}, {"0", "2"}};
+    static const char *const what[4] = {"qwen3-0.6b, wgmma (flash3g_k, 128 keys) vs flash2_k",
+                                        "qwen3-0.6b, wgmma (flash3g_k, 128 keys, 3 stages) vs flash2_k",
+                                        "qwen3-0.6b, wgmma (flash3g_k, 64 keys) vs flash2_k",
+                                        "qwen3-0.6b, wgmma (flash3_k) vs flash2_k"};
+    mq_backend *wg[4];
+    for (int i = 0; i < 4; i++) {
+        setenv("MQ_PREFILL_WGG", wgg[i][0], 1);
+        setenv("MQ_PREFILL_WGGST", wgg[i][1], 1);
+        wg[i] = cuda_settled(&s, 2400);
+    }
+    unsetenv("MQ_PREFILL_WGG");
+    unsetenv("MQ_PREFILL_WGGST");
     setenv("MQ_PREFILL_WG", "0", 1);
     mq_backend *ref = cuda_settled(&s, 2400);
-    check_continue(wg, ref, "qwen3-0.6b, wgmma vs flash2_k", 2148, 100, 8);
+    for (int i = 0; i < 4; i++) {
+        check_continue(wg[i], ref, what[i], 2148, 100, 8);
+        wg[i]->free(wg[i]);
+    }
     ref->free(ref);
-    wg->free(wg);
     drop_model(&s);
     unsetenv("MQ_PREFILL_WG");
     /* flash3_k without q's lo half (the default unless MQ_PREFILL_WGF16=0): the f16 cache, and level

@@ -153,6 +153,10 @@ struct mqp_state {
     // start-up) unless MQ_PREFILL_WG=0. MQ_PREFILL_WGSWAP=2 (a layout check: exchanges V's two
     // descriptor offsets; wrong logits)
     int wg, wgswap, wgmin;
+    // flash3g_k (prefill_wgmma.cuh): flash3_k with a kv head's two q heads in one block sharing the K/V
+    // tiles, where nh = 2 nkv. MQ_PREFILL_WGG = keys per tile (128, default; 64), 0 off (flash3_k);
+    // MQ_PREFILL_WGGST = cp.async stages at 128 keys (2, default; 3). 64-key tiles run 3 stages.
+    int wgg, wggst;
     // flash3_k without q's lo half (one f16 product per score) for the f16 cache and level 3 too,
     // unless MQ_PREFILL_WGF16=0 (flash2_k's one-product path then): 4,096-token TTFT with the f16
     // cache 27.3 -> 24.0 ms (run 139)
@@ -220,6 +224,7 @@ struct mqp_state {
     int last_nf;
     const char *pname[NPEV];
     unsigned fattr;        // flash2_k instantiations whose shared-memory limit is raised
+    unsigned fattr2;       // (flash3g_k's)
     unsigned sattr;        // attn_small_k instantiations whose shared-memory limit is raised
     int small;             // attn_small_k for chunks of <= small tokens at position 0 (MQ_PREFILL_SMALL=N, at most
                            // SMALL_T; default 16: run 37 measured it faster at 8 tokens, slower at 32; 0 off)
@@ -453,6 +458,38 @@ int launch_flash3(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_b
     return 0;
 }
 
+// flash3g_k (two q heads a block, K/V tiles shared) instead of flash3_k where nh = 2 nkv and MQ_PREFILL_WGG
+// is not 0; grid (nkv, query tiles). Shared memory: NST stages x [K, V] x BKT keys x HD f16, + 1 KB.
+template <int HD, int BKT, int NST, bool QLO>
+int launch_flash3g_(mqp_state *S, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
+                    const __nv_bfloat16 *vh, int ld, size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh,
+                    int nkv, cudaStream_t s, int of16, int swap) {
+    constexpr size_t smem = (size_t)NST * 2 * BKT * HD * sizeof(__nv_bfloat16) + 1024;
+    const unsigned fb = 1u << ((BKT == 64 ? 2 : NST == 3 ? 1 : 0) + (QLO ? 0 : 3));
+    if (!(S->fattr2 & fb)) {
+        PCK(cudaFuncSetAttribute(flash3g_k<HD, BKT, NST, QLO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        S->fattr2 |= fb;
+    }
+    PCK(pdl_launch(S->pdl, flash3g_k<HD, BKT, NST, QLO>, dim3(nkv, (T + BQ - 1) / BQ), dim3(256), smem, s, qb, ql, kh,
+                   vh, ld, hs, att, atl, T, S->dbuf, nh, nkv, of16, swap));
+    return 0;
+}
+
+// flash3_k or flash3g_k (see mqp_state's wgg), 2 stages, with q's lo half or without
+template <int HD, bool QLO>
+int launch_wg(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
+              const __nv_bfloat16 *vh, int ld, size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv,
+              cudaStream_t s, int of16, int swap = 0) {
+    if (S->wgg && nh == 2 * nkv) {
+        if (S->wgg == 64)
+            return launch_flash3g_<HD, 64, 3, QLO>(S, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
+        if (S->wggst == 3)
+            return launch_flash3g_<HD, 128, 3, QLO>(S, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
+        return launch_flash3g_<HD, 128, 2, QLO>(S, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
+    }
+    return launch_flash3<HD, QLO>(S, grid, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
+}
+
 template <int HD, typename KT>
 int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
               const __nv_bfloat16 *kh, const __nv_bfloat16 *kl, const __nv_bfloat16 *vh, const __nv_bfloat16 *vl,
@@ -462,7 +499,7 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
         (void)l, (void)ql, (void)kl, (void)vl, (void)m16;
         if constexpr (HD == 128)
             if (S->wg && S->wgf16 && T >= S->wgmin)
-                return launch_flash3<HD, false>(S, grid, qb, nullptr, kh, vh, HD, (size_t)P->max_ctx * HD, att, atl,
+                return launch_wg<HD, false>(S, grid, qb, nullptr, kh, vh, HD, (size_t)P->max_ctx * HD, att, atl,
                                                 T, P->nh, P->nkv, s, of16);
         return launch_flash2<HD, false, false, __half>(S, grid, qb, nullptr, kh, nullptr, vh, nullptr, HD,
                                                         (size_t)P->max_ctx * HD, att, atl, T, P->nh, P->nkv, s, of16);
@@ -487,12 +524,12 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
                                                                   P->nh, P->nkv, s, of16);
     if constexpr (HD == 128) {
         if (m16 == 3 && ql && S->wg && T >= S->wgmin)
-            return launch_flash3<HD, true>(S, grid, qb, ql, kh, vh, ld, hs, att, atl, T, P->nh, P->nkv, s, of16,
+            return launch_wg<HD, true>(S, grid, qb, ql, kh, vh, ld, hs, att, atl, T, P->nh, P->nkv, s, of16,
                                            S->wgswap);
     }
     if constexpr (HD == 128)
         if (m16 == 3 && !ql && S->wg && S->wgf16 && T >= S->wgmin)
-            return launch_flash3<HD, false>(S, grid, qb, nullptr, kh, vh, ld, hs, att, atl, T, P->nh, P->nkv, s, of16);
+            return launch_wg<HD, false>(S, grid, qb, nullptr, kh, vh, ld, hs, att, atl, T, P->nh, P->nkv, s, of16);
     if (m16 == 3 && ql && S->faord)
         return launch_flash2<HD, true, false, __half, true, 1>(S, grid, qb, ql, kh, nullptr, vh, nullptr, ld, hs, att,
                                                                atl, T, P->nh, P->nkv, s, of16);
@@ -832,6 +869,10 @@ int init(mqp_state **st, const Params *P) {
     S->wgf16 = !(wgf && atoi(wgf) == 0);
     const char *wgm = getenv("MQ_PREFILL_WGMIN");
     S->wgmin = wgm && *wgm ? atoi(wgm) : 65;
+    const char *wgg = getenv("MQ_PREFILL_WGG"), *wggst = getenv("MQ_PREFILL_WGGST");
+    S->wgg = wgg && *wgg ? atoi(wgg) : 128;
+    if (S->wgg != 0 && S->wgg != 64 && S->wgg != 128) S->wgg = 128;
+    S->wggst = wggst && atoi(wggst) == 3 ? 3 : 2;
     return 0;
 }
 

@@ -410,8 +410,15 @@ struct FlashRows {
     __device__ __forceinline__ FlashRows(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, int T, const int *posp,
                                          int nh, int nkv, int warp, int g, int tq, uint32_t (&qa)[HD / 16][4],
                                          uint32_t (&qal)[NL][4], float (&o)[HD / 8][4], float &m0, float &m1,
-                                         float &l0, float &l1) {
-        h = blockIdx.y, kvh = h / (nh / nkv), q0 = (gridDim.x - 1 - blockIdx.x) * BQ;
+                                         float &l0, float &l1)
+        : FlashRows((int)blockIdx.y, (int)(gridDim.x - 1 - blockIdx.x) * BQ, qb, ql, T, posp, nh, nkv, warp, g, tq, qa,
+                    qal, o, m0, m1, l0, l1) {}
+    // q head h_ and first query row q0_ given (flash3g_k: two q heads per block)
+    __device__ __forceinline__ FlashRows(int h_, int q0_, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, int T,
+                                         const int *posp, int nh, int nkv, int warp, int g, int tq,
+                                         uint32_t (&qa)[HD / 16][4], uint32_t (&qal)[NL][4], float (&o)[HD / 8][4],
+                                         float &m0, float &m1, float &l0, float &l1) {
+        h = h_, kvh = h / (nh / nkv), q0 = q0_;
         qd = nh * HD, pos = *posp;
         kend = pos + min(q0 + BQ, T);
         wr = q0 + warp * 16;
