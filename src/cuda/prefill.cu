@@ -157,6 +157,9 @@ struct mqp_state {
     // tiles, where nh = 2 nkv. MQ_PREFILL_WGG = keys per tile (128, default; 64), 0 off (flash3_k);
     // MQ_PREFILL_WGGST = cp.async stages at 128 keys (2, default; 3). 64-key tiles run 3 stages.
     int wgg, wggst;
+    // MQ_PREFILL_WGPP=1: flash3w_k instead of flash3g_k (ping-pong turns of the two warpgroups, tile
+    // kt's scores issued with tile kt-1's P V, mbarrier stage hand-over; 64-key tiles 4 stages, 128 3)
+    int wgpp;
     // flash3_k without q's lo half (one f16 product per score) for the f16 cache and level 3 too,
     // unless MQ_PREFILL_WGF16=0 (flash2_k's one-product path then): 4,096-token TTFT with the f16
     // cache 27.3 -> 24.0 ms (run 139)
@@ -460,18 +463,24 @@ int launch_flash3(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_b
 
 // flash3g_k (two q heads a block, K/V tiles shared) instead of flash3_k where nh = 2 nkv and MQ_PREFILL_WGG
 // is not 0; grid (nkv, query tiles). Shared memory: NST stages x [K, V] x BKT keys x HD f16, + 1 KB.
-template <int HD, int BKT, int NST, bool QLO>
+template <int HD, int BKT, int NST, bool QLO, bool PP = false>
 int launch_flash3g_(mqp_state *S, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
                     const __nv_bfloat16 *vh, int ld, size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh,
                     int nkv, cudaStream_t s, int of16, int swap) {
     constexpr size_t smem = (size_t)NST * 2 * BKT * HD * sizeof(__nv_bfloat16) + 1024;
-    const unsigned fb = 1u << ((BKT == 64 ? 2 : NST == 3 ? 1 : 0) + (QLO ? 0 : 3));
+    const auto kern = [] {
+        if constexpr (PP)
+            return flash3w_k<HD, BKT, NST, QLO>;
+        else
+            return flash3g_k<HD, BKT, NST, QLO>;
+    }();
+    const unsigned fb = 1u << ((BKT == 64 ? 2 : NST == 3 ? 1 : 0) + (QLO ? 0 : 3) + (PP ? 6 : 0));
     if (!(S->fattr2 & fb)) {
-        PCK(cudaFuncSetAttribute(flash3g_k<HD, BKT, NST, QLO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        PCK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         S->fattr2 |= fb;
     }
-    PCK(pdl_launch(S->pdl, flash3g_k<HD, BKT, NST, QLO>, dim3(nkv, (T + BQ - 1) / BQ), dim3(256), smem, s, qb, ql, kh,
-                   vh, ld, hs, att, atl, T, S->dbuf, nh, nkv, of16, swap));
+    PCK(pdl_launch(S->pdl, kern, dim3(nkv, (T + BQ - 1) / BQ), dim3(256), smem, s, qb, ql, kh, vh, ld, hs, att, atl, T,
+                   S->dbuf, nh, nkv, of16, swap));
     return 0;
 }
 
@@ -481,6 +490,10 @@ int launch_wg(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloa
               const __nv_bfloat16 *vh, int ld, size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv,
               cudaStream_t s, int of16, int swap = 0) {
     if (S->wgg && nh == 2 * nkv) {
+        if (S->wgpp && S->wgg == 64)
+            return launch_flash3g_<HD, 64, 4, QLO, true>(S, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
+        if (S->wgpp)
+            return launch_flash3g_<HD, 128, 3, QLO, true>(S, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
         if (S->wgg == 64)
             return launch_flash3g_<HD, 64, 3, QLO>(S, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
         if (S->wggst == 3)
@@ -873,6 +886,8 @@ int init(mqp_state **st, const Params *P) {
     S->wgg = wgg && *wgg ? atoi(wgg) : 128;
     if (S->wgg != 0 && S->wgg != 64 && S->wgg != 128) S->wgg = 128;
     S->wggst = wggst && atoi(wggst) == 3 ? 3 : 2;
+    const char *wgpp = getenv("MQ_PREFILL_WGPP");
+    S->wgpp = wgpp && atoi(wgpp) == 1;
     return 0;
 }
 
