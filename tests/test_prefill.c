@@ -53,8 +53,7 @@ static void make_model_defaults(synth_model *s, const char *shape, uint64_t seed
     static const char *const vars[] = {"MQ_CUDA_KV",       "MQ_PREFILL_PREC", "MQ_PREFILL_ATTN", "MQ_PREFILL_PV16",
                                        "MQ_PREFILL_KCAT",  "MQ_CUDA_FUSE",    "MQ_PREFILL_WG",   "MQ_PREFILL_MK",
                                        "MQ_PREFILL_LO16",  "MQ_PREFILL_ZC",   "MQ_PREFILL_SGEMM", "MQ_PREFILL_GEMV",
-                                       "MQ_PREFILL_WGF16", "MQ_PREFILL_SMALL", "MQ_PREFILL_WGG",  "MQ_PREFILL_WGGST",
-                                       "MQ_PREFILL_WGPP"};
+                                       "MQ_PREFILL_WGF16", "MQ_PREFILL_SMALL", "MQ_PREFILL_WGG"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) unsetenv(vars[i]);
     make_model(s, shape, seed);
 }
@@ -747,8 +746,8 @@ static void test_pv16(void **st) {
  * decode after 300 against the CPU; then a 2,148-token prompt (two chunks, both on wgmma: the
  * second's 100 queries at pos 2,048 over 2,048 earlier keys, a partial query tile) plus 100 tokens at
  * pos 2,148, last row and 8 decode tokens against flash2_k's backend (MQ_PREFILL_WG=0) with the same
- * bars, for each wgmma kernel shape; then the kernels without q's lo half (the one-product scores)
- * on the f16 cache and at MQ_PREFILL_PV16=3, against the CPU. */
+ * bars, flash3g_k and flash3_k each; then the kernels without q's lo half (the one-product scores)
+ * on the f16 cache and at MQ_PREFILL_PV16=3, against the CPU (flash3_k's only on the f16 cache). */
 static void test_wg(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
@@ -761,40 +760,24 @@ static void test_wg(void **st) {
     unsetenv("MQ_CUDA_KV");
     unsetenv("MQ_PREFILL_PV16");
     unsetenv("MQ_PREFILL_WGG");
-    unsetenv("MQ_PREFILL_WGGST");
     setenv("MQ_PREFILL_WG", "1", 1);
     check_q06_rows("qwen3-0.6b, wgmma", 1, 61, 300, 300);
     synth_model s;
     make_model(&s, "qwen3-0.6b", 3);
-    /* one backend per attention kernel, each made under its settings (read at creation), against
-     * flash2_k's (WG=0): flash3g_k with 128-key tiles (the default) and 2 or 3 stages, with 64-key
-     * tiles, and flash3_k (WGG=0); a 2,148 + 100-token prompt: both later chunks over >= 2,048
-     * earlier keys */
-    enum { NWG = 6 };
-    static const char *const wgg[NWG][3] = {{"128", "2", "0"}, {"128", "3", "0"}, {"64", "2", "0"},
-                                            {"64", "2", "1"},  {"128", "2", "1"}, {"0", "2", "0"}};
-    static const char *const what[NWG] = {"qwen3-0.6b, wgmma (flash3g_k, 128 keys) vs flash2_k",
-                                          "qwen3-0.6b, wgmma (flash3g_k, 128 keys, 3 stages) vs flash2_k",
-                                          "qwen3-0.6b, wgmma (flash3g_k, 64 keys) vs flash2_k",
-                                          "qwen3-0.6b, wgmma (flash3w_k, 64 keys) vs flash2_k",
-                                          "qwen3-0.6b, wgmma (flash3w_k, 128 keys) vs flash2_k",
-                                          "qwen3-0.6b, wgmma (flash3_k) vs flash2_k"};
-    mq_backend *wg[NWG];
-    for (int i = 0; i < NWG; i++) {
-        setenv("MQ_PREFILL_WGG", wgg[i][0], 1);
-        setenv("MQ_PREFILL_WGGST", wgg[i][1], 1);
-        setenv("MQ_PREFILL_WGPP", wgg[i][2], 1);
-        wg[i] = cuda_settled(&s, 2400);
-    }
+    /* flash3g_k (the default) and flash3_k (MQ_PREFILL_WGG=0), each backend made under its setting
+     * (read at creation), against flash2_k's (WG=0); a 2,148 + 100-token prompt: both later chunks
+     * over >= 2,048 earlier keys */
+    mq_backend *wg[2];
+    wg[0] = cuda_settled(&s, 2400);
+    setenv("MQ_PREFILL_WGG", "0", 1);
+    wg[1] = cuda_settled(&s, 2400);
     unsetenv("MQ_PREFILL_WGG");
-    unsetenv("MQ_PREFILL_WGGST");
-    unsetenv("MQ_PREFILL_WGPP");
     setenv("MQ_PREFILL_WG", "0", 1);
     mq_backend *ref = cuda_settled(&s, 2400);
-    for (int i = 0; i < NWG; i++) {
-        check_continue(wg[i], ref, what[i], 2148, 100, 8);
-        wg[i]->free(wg[i]);
-    }
+    check_continue(wg[0], ref, "qwen3-0.6b, wgmma (flash3g_k) vs flash2_k", 2148, 100, 8);
+    check_continue(wg[1], ref, "qwen3-0.6b, wgmma (flash3_k) vs flash2_k", 2148, 100, 8);
+    wg[0]->free(wg[0]);
+    wg[1]->free(wg[1]);
     ref->free(ref);
     drop_model(&s);
     unsetenv("MQ_PREFILL_WG");
@@ -807,6 +790,11 @@ static void test_wg(void **st) {
     setenv("MQ_PREFILL_PV16", "3", 1);
     check_q06_rows("qwen3-0.6b, PV16=3, wgmma", 1, 63, 200, 300);
     unsetenv("MQ_PREFILL_PV16");
+    setenv("MQ_CUDA_KV", "f16", 1); /* (flash3_k's one-product instance) */
+    setenv("MQ_PREFILL_WGG", "0", 1);
+    check_q06_rows("qwen3-0.6b, f16 KV, flash3_k", 1, 64, 0, 300);
+    unsetenv("MQ_PREFILL_WGG");
+    unsetenv("MQ_CUDA_KV");
 }
 
 /* The lo half's product as bf16 (mm's lo16, chunks of >= 1,536 tokens with MQ_PREFILL_KCAT=0), and

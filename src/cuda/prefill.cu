@@ -154,12 +154,9 @@ struct mqp_state {
     // descriptor offsets; wrong logits)
     int wg, wgswap, wgmin;
     // flash3g_k (prefill_wgmma.cuh): flash3_k with a kv head's two q heads in one block sharing the K/V
-    // tiles, where nh = 2 nkv. MQ_PREFILL_WGG = keys per tile (128, default; 64), 0 off (flash3_k);
-    // MQ_PREFILL_WGGST = cp.async stages at 128 keys (2, default; 3). 64-key tiles run 3 stages.
-    int wgg, wggst;
-    // MQ_PREFILL_WGPP=1: flash3w_k instead of flash3g_k (ping-pong turns of the two warpgroups, tile
-    // kt's scores issued with tile kt-1's P V, mbarrier stage hand-over; 64-key tiles 4 stages, 128 3)
-    int wgpp;
+    // tiles (128 keys, 2 stages), where nh = 2 nkv, unless MQ_PREFILL_WGG=0 (flash3_k): 4,096-token
+    // TTFT 24.6-24.9 -> 22.9-23.2 ms, the attention 159 -> 127 us per layer and chunk (run 145)
+    int wgg;
     // flash3_k without q's lo half (one f16 product per score) for the f16 cache and level 3 too,
     // unless MQ_PREFILL_WGF16=0 (flash2_k's one-product path then): 4,096-token TTFT with the f16
     // cache 27.3 -> 24.0 ms (run 139)
@@ -227,7 +224,6 @@ struct mqp_state {
     int last_nf;
     const char *pname[NPEV];
     unsigned fattr;        // flash2_k instantiations whose shared-memory limit is raised
-    unsigned fattr2;       // (flash3g_k's)
     unsigned sattr;        // attn_small_k instantiations whose shared-memory limit is raised
     int small;             // attn_small_k for chunks of <= small tokens at position 0 (MQ_PREFILL_SMALL=N, at most
                            // SMALL_T; default 16: run 37 measured it faster at 8 tokens, slower at 32; 0 off)
@@ -461,46 +457,24 @@ int launch_flash3(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_b
     return 0;
 }
 
-// flash3g_k (two q heads a block, K/V tiles shared) instead of flash3_k where nh = 2 nkv and MQ_PREFILL_WGG
-// is not 0; grid (nkv, query tiles). Shared memory: NST stages x [K, V] x BKT keys x HD f16, + 1 KB.
-template <int HD, int BKT, int NST, bool QLO, bool PP = false>
-int launch_flash3g_(mqp_state *S, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
-                    const __nv_bfloat16 *vh, int ld, size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh,
-                    int nkv, cudaStream_t s, int of16, int swap) {
-    constexpr size_t smem = (size_t)NST * 2 * BKT * HD * sizeof(__nv_bfloat16) + 1024;
-    const auto kern = [] {
-        if constexpr (PP)
-            return flash3w_k<HD, BKT, NST, QLO>;
-        else
-            return flash3g_k<HD, BKT, NST, QLO>;
-    }();
-    const unsigned fb = 1u << ((BKT == 64 ? 2 : NST == 3 ? 1 : 0) + (QLO ? 0 : 3) + (PP ? 6 : 0));
-    if (!(S->fattr2 & fb)) {
-        PCK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        S->fattr2 |= fb;
-    }
-    PCK(pdl_launch(S->pdl, kern, dim3(nkv, (T + BQ - 1) / BQ), dim3(256), smem, s, qb, ql, kh, vh, ld, hs, att, atl, T,
-                   S->dbuf, nh, nkv, of16, swap));
-    return 0;
-}
-
-// flash3_k or flash3g_k (see mqp_state's wgg), 2 stages, with q's lo half or without
+// flash3g_k (two q heads a block, K/V tiles shared; see mqp_state's wgg) where nh = 2 nkv, else
+// flash3_k; grid (nkv, query tiles). Shared memory: 2 stages x [K, V] x 128 keys x HD f16, + 1 KB.
 template <int HD, bool QLO>
 int launch_wg(mqp_state *S, dim3 grid, const __nv_bfloat16 *qb, const __nv_bfloat16 *ql, const __nv_bfloat16 *kh,
               const __nv_bfloat16 *vh, int ld, size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, int nh, int nkv,
               cudaStream_t s, int of16, int swap = 0) {
-    if (S->wgg && nh == 2 * nkv) {
-        if (S->wgpp && S->wgg == 64)
-            return launch_flash3g_<HD, 64, 4, QLO, true>(S, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
-        if (S->wgpp)
-            return launch_flash3g_<HD, 128, 3, QLO, true>(S, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
-        if (S->wgg == 64)
-            return launch_flash3g_<HD, 64, 3, QLO>(S, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
-        if (S->wggst == 3)
-            return launch_flash3g_<HD, 128, 3, QLO>(S, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
-        return launch_flash3g_<HD, 128, 2, QLO>(S, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
+    if (!S->wgg || nh != 2 * nkv)
+        return launch_flash3<HD, QLO>(S, grid, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
+    constexpr int BKT = 128, NST = 2;
+    constexpr size_t smem = (size_t)NST * 2 * BKT * HD * sizeof(__nv_bfloat16) + 1024;
+    const unsigned fb = 1u << (QLO ? 27 : 28);
+    if (!(S->fattr & fb)) {
+        PCK(cudaFuncSetAttribute(flash3g_k<HD, BKT, NST, QLO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        S->fattr |= fb;
     }
-    return launch_flash3<HD, QLO>(S, grid, qb, ql, kh, vh, ld, hs, att, atl, T, nh, nkv, s, of16, swap);
+    PCK(pdl_launch(S->pdl, flash3g_k<HD, BKT, NST, QLO>, dim3(nkv, (T + BQ - 1) / BQ), dim3(256), smem, s, qb, ql, kh,
+                   vh, ld, hs, att, atl, T, S->dbuf, nh, nkv, of16, swap));
+    return 0;
 }
 
 template <int HD, typename KT>
@@ -882,12 +856,8 @@ int init(mqp_state **st, const Params *P) {
     S->wgf16 = !(wgf && atoi(wgf) == 0);
     const char *wgm = getenv("MQ_PREFILL_WGMIN");
     S->wgmin = wgm && *wgm ? atoi(wgm) : 65;
-    const char *wgg = getenv("MQ_PREFILL_WGG"), *wggst = getenv("MQ_PREFILL_WGGST");
-    S->wgg = wgg && *wgg ? atoi(wgg) : 128;
-    if (S->wgg != 0 && S->wgg != 64 && S->wgg != 128) S->wgg = 128;
-    S->wggst = wggst && atoi(wggst) == 3 ? 3 : 2;
-    const char *wgpp = getenv("MQ_PREFILL_WGPP");
-    S->wgpp = wgpp && atoi(wgpp) == 1;
+    const char *wgg = getenv("MQ_PREFILL_WGG");
+    S->wgg = !(wgg && atoi(wgg) == 0);
     return 0;
 }
 

@@ -215,10 +215,13 @@ __global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, cons
 // flash3_k's numerics with the two q heads of a kv head in one block (GQA, nh = 2 nkv): warpgroup w
 // (of 2, 256 threads) computes q head 2 kvh + w over the same 64 query rows, and both read each K / V
 // tile, which the block loads once (flash3_k loads it once per q head: twice the shared-memory fills
-// and L2 -> SM bytes per product). BKT keys per tile (64 or 128: 128 halves the per-tile barriers and
-// waits and gives the scores m64n128 products), NST cp.async stages. One block per SM at BKT 128
-// (2 x 64 KB a stage pair). Grid (nkv, query tiles): the block index runs kv heads fastest, so the
-// last query tiles (the most keys) of every head are dispatched first. Same arguments as flash3_k.
+// and L2 -> SM bytes per product). BKT keys per tile, NST cp.async stages: the host runs 128 keys
+// (the scores as m64n128 products, half the per-tile barriers and waits) and 2 stages, one block
+// per SM (2 x 64 KB); run 145 measured 64-key tiles (3 stages) 0.4 ms slower at 4,096 tokens and
+// 3 stages no faster. FlashAttention-3's ping-pong warpgroups with mbarrier stages and the scores
+// issued beside the previous tile's P V (branch wggpp's flash3w_k) were 1.1-1.8 ms slower (run 146).
+// Grid (nkv, query tiles): the block index runs kv heads fastest, so the last query tiles (the most
+// keys) of every head are dispatched first. Same arguments as flash3_k.
 template <int HD, int BKT, int NST, bool QLO = true>
 __global__ void __launch_bounds__(256, 1) flash3g_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
                                                      const __nv_bfloat16 *Kh, const __nv_bfloat16 *Vh, int ldkv,
@@ -315,157 +318,6 @@ __global__ void __launch_bounds__(256, 1) flash3g_k(const __nv_bfloat16 *qb, con
         __syncthreads();  // this stage is refilled by the next iteration's load
     }
     cp_wait<0>();
-    quad_sum2(l0, l1);
-    if (of16)
-        store_o_h(o, l0, l1, T, qd, h, wr, g, tq, att);
-    else
-        store_o<true>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);
-#else
-    (void)qb, (void)ql, (void)Kh, (void)Vh, (void)ldkv, (void)hs, (void)att, (void)atl, (void)T, (void)posp;
-    (void)nh, (void)nkv, (void)of16, (void)swap;
-    __trap();  // never launched: the host asks wgmma_probe_k first
-#endif
-}
-
-#ifdef MQ_WGMMA
-// Named barriers 1 and 2 (0 is __syncthreads): flash3w_k's turns on the tensor cores.
-__device__ __forceinline__ void nbar_sync(int id, int n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
-__device__ __forceinline__ void nbar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(n) : "memory"); }
-__device__ __forceinline__ void mb_init(unsigned long long *mb, unsigned n) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"((unsigned)__cvta_generic_to_shared(mb)), "r"(n) : "memory");
-}
-__device__ __forceinline__ void mb_arrive(unsigned long long *mb) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"((unsigned)__cvta_generic_to_shared(mb)) : "memory");
-}
-// one arrival on mb once this thread's earlier cp.async copies have landed (the count is not raised:
-// mb's expected count includes it)
-__device__ __forceinline__ void mb_cp_arrive(unsigned long long *mb) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"((unsigned)__cvta_generic_to_shared(mb))
-                 : "memory");
-}
-#endif
-
-// flash3g_k with FlashAttention-3's two schedules, on cp.async copies:
-// - the two warpgroups take turns on the tensor cores (ping-pong; named barriers 1 and 2): one
-//   issues its products while the other runs its softmax, so the softmax hides behind the other
-//   warpgroup's products instead of leaving the tensor cores idle;
-// - each turn issues tile kt's scores together with tile kt-1's P V (P from the previous softmax),
-//   so one wait covers both and a warpgroup's products are one block per tile.
-// The stages are handed over by mbarriers instead of __syncthreads, so the warpgroups can run half a
-// tile apart: full[st] completes when every thread's copies of the stage's tile have landed (256
-// cp.async arrivals), empty[st] when both warpgroups have finished reading it (256 arrivals, after
-// the P V that reads its V). Tile kt + NST - 2 is loaded at iteration kt, into the stage tile kt - 2
-// used. Same arguments and grid as flash3g_k.
-template <int HD, int BKT, int NST, bool QLO = true>
-__global__ void __launch_bounds__(256, 1) flash3w_k(const __nv_bfloat16 *qb, const __nv_bfloat16 *ql,
-                                                     const __nv_bfloat16 *Kh, const __nv_bfloat16 *Vh, int ldkv,
-                                                     size_t hs, __nv_bfloat16 *att, __nv_bfloat16 *atl, int T,
-                                                     const int *posp, int nh, int nkv, int of16, int swap) {
-    pdl_wait();
-    pdl_trigger();
-#ifdef MQ_WGMMA
-    static_assert(HD == 128, "flash3w_k: head_dim 128 only (P V is one m64n128 product per 16 keys)");
-    static_assert(BKT == 64 || BKT == 128, "flash3w_k: 64- or 128-key tiles");
-    static_assert(NST >= 3, "flash3w_k: the refill goes into the stage of tile kt - 2");
-    constexpr int NG = HD / 8, TILE = BKT * HD, HALF = BKT * 64;
-    extern __shared__ __align__(128) __nv_bfloat16 wsm0[];  // [NST stages][K, V][TILE] + 1 KB
-    __shared__ unsigned long long fullb[NST], emptyb[NST];
-    __nv_bfloat16 *wsm = wg_align1k(wsm0);
-    const int wgi = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2,
-              tq = lane & 3;
-    if (threadIdx.x == 0)
-        for (int i = 0; i < NST; i++) mb_init(&fullb[i], 256), mb_init(&emptyb[i], 256);
-    __syncthreads();  // (the barriers initialised before any arrival)
-    uint32_t qa[HD / 16][4], qal[QLO ? HD / 16 : 1][4];
-    float o[HD / 8][4], m0, m1, l0, l1;
-    (void)nkv;
-    const FlashRows<HD, QLO, QLO ? HD / 16 : 1> R((int)blockIdx.x * 2 + wgi, (int)(gridDim.y - 1 - blockIdx.y) * BQ, qb,
-                                                  ql, T, posp, nh, nh / 2, warp, g, tq, qa, qal, o, m0, m1, l0, l1);
-    const int h = R.h, kvh = R.kvh, qd = R.qd, pos = R.pos, kend = R.kend, wr = R.wr;
-    const int ar0 = R.ar0, ar1 = R.ar1;
-    const float sc = R.sc;
-
-    const int dgt = threadIdx.x % NG, kt0 = threadIdx.x / NG;  // (as flash3g_k)
-    const __nv_bfloat16 *kg0 = Kh + (size_t)kvh * hs + (size_t)kt0 * ldkv + dgt * 8;
-    const __nv_bfloat16 *vg0 = Vh + (size_t)kvh * hs + (size_t)kt0 * ldkv + dgt * 8;
-    auto load = [&](int kt) {
-        const int st = kt % NST;
-        __nv_bfloat16 *base = wsm + st * 2 * TILE;
-        const int k0 = kt * BKT;
-#pragma unroll
-        for (int i = 0; i < BKT / 16; i++) {
-            const int key = kt0 + 16 * i;
-            const bool ok = k0 + key < kend;
-            const size_t off = ok ? (size_t)(k0 + 16 * i) * ldkv : 0;
-            const int so = (dgt >> 3) * HALF + key * 64 + (((dgt & 7) ^ (key & 7)) << 3);  // (elements)
-            cp16(base + so, ok ? kg0 + off : Kh, ok);
-            cp16(base + TILE + so, ok ? vg0 + off : Vh, ok);
-        }
-        mb_cp_arrive(&fullb[st]);
-    };
-    const unsigned fb0 = (unsigned)__cvta_generic_to_shared(fullb), eb0 = (unsigned)__cvta_generic_to_shared(emptyb);
-    const int ntile = (kend + BKT - 1) / BKT;
-    for (int i = 0; i < NST - 2 && i < ntile; i++) load(i);
-    if (wgi == 1) nbar_arrive(1, 256);  // warpgroup 0 takes the first turn
-    uint32_t pp[BKT / 16][4];          // the previous tile's P (A operand of its P V)
-    for (int kt = 0; kt < ntile; kt++) {
-        const int st = kt % NST;
-        mqk::mb_wait(fb0 + 8 * st, (kt / NST) & 1);
-        fence_async_smem();  // (the copies' generic-proxy writes, read by the tensor cores' async proxy)
-        const int k0 = kt * BKT;
-        const __nv_bfloat16 *Ks = wsm + st * 2 * TILE;
-        float s[BKT / 8][4];
-#pragma unroll
-        for (int j = 0; j < BKT / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-        nbar_sync(1 + wgi, 256);  // this warpgroup's turn
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) {
-            const uint64_t d = wg_desc(Ks + (kk >> 2) * HALF + (kk & 3) * 16, 16, 1024, true);
-            if constexpr (BKT == 64) {
-                if constexpr (QLO) wg_m64n64<0>(s, qal[kk], d);
-                wg_m64n64<0>(s, qa[kk], d);
-            } else {
-                if constexpr (QLO) wg_m64n128<0>(s, qal[kk], d);
-                wg_m64n128<0>(s, qa[kk], d);
-            }
-        }
-        if (kt > 0) {
-            const __nv_bfloat16 *Vp = wsm + ((kt - 1) % NST) * 2 * TILE + TILE;
-#pragma unroll
-            for (int kk = 0; kk < BKT / 16; kk++)
-                wg_m64n128<1>(o, pp[kk], wg_desc(Vp + kk * 1024, swap & 2 ? 1024 : HALF * 2, swap & 2 ? HALF * 2 : 1024, true));
-        }
-        wg_commit();
-        if (!(wgi == 1 && kt == ntile - 1)) nbar_arrive(2 - wgi, 256);  // the other's turn (none after the last)
-        wg_wait<0>();
-        wg_hold(s);
-        wg_hold(o);
-        if (kt > 0) mb_arrive(&emptyb[(kt - 1) % NST]);  // tile kt - 1's V read
-        {
-            const int t = kt + NST - 2;  // into the stage of tile kt - 2 (both warpgroups done with it)
-            if (t < ntile) {
-                if (t >= NST) mqk::mb_wait(eb0 + 8 * (t % NST), (t / NST - 1) & 1);
-                load(t);
-            }
-        }
-        if (k0 + BKT - 1 > pos + wr || k0 + BKT > kend)
-            softmax_tile2<true>(s, o, k0, tq, ar0, ar1, kend, sc, m0, m1, l0, l1);
-        else
-            softmax_tile2<false>(s, o, k0, tq, ar0, ar1, kend, sc, m0, m1, l0, l1);
-#pragma unroll
-        for (int kk = 0; kk < BKT / 16; kk++) p_frags_h(s, kk, pp[kk]);
-    }
-    {  // the last tile's P V
-        const __nv_bfloat16 *Vp = wsm + ((ntile - 1) % NST) * 2 * TILE + TILE;
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < BKT / 16; kk++)
-            wg_m64n128<1>(o, pp[kk], wg_desc(Vp + kk * 1024, swap & 2 ? 1024 : HALF * 2, swap & 2 ? HALF * 2 : 1024, true));
-        wg_commit();
-        wg_wait<0>();
-        wg_hold(o);
-    }
     quad_sum2(l0, l1);
     if (of16)
         store_o_h(o, l0, l1, T, qd, h, wr, g, tq, att);
