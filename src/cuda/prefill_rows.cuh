@@ -306,6 +306,23 @@ __device__ __forceinline__ void st_split_e(U *hi, U *lo, size_t o, const float (
     if (lo) st_e<E>(lo + o, l);
 }
 
+// A q or k row's RMSNorm (q_norm / k_norm weights w) and RoPE (cos / sin c, sn), the lane's E
+// elements v with their sum of squares sq over the lane's part; the RoPE partner (d +- HD/2) sits in
+// lane l ^ 16.
+template <int HD, int E>
+__device__ __forceinline__ void norm_rope(float (&v)[E], float sq, const float (&w)[E], const float (&c)[E],
+                                          const float (&sn)[E], float eps) {
+    sq = warp_sum(sq);
+    const float r = 1.0f / sqrtf(sq / (float)HD + eps);
+    const bool lo = (threadIdx.x & 31) < 16;
+#pragma unroll
+    for (int j = 0; j < E; j++) {
+        const float y = w[j] * (v[j] * r);
+        const float pr = __shfl_xor_sync(0xffffffffu, y, 16);
+        v[j] = lo ? y * c[j] - pr * sn[j] : y * c[j] + pr * sn[j];
+    }
+}
+
 // One (token, slot) row of the q|k|v projection for the q/k prep, by one warp, lane l owning dims
 // [lE, lE + E): src is the row's first slab at the lane's dims, ns slabs ss floats apart, summed;
 // then, for a q or k slot (norm), RMSNorm with weights nw and RoPE with the position's cos/sin
@@ -345,15 +362,41 @@ __device__ __forceinline__ void prep_row(const float *src, int ns, size_t ss, bo
         v[j] = a;
         sq += a * a;
     }
-    if (norm) {  // RMSNorm (q_norm / k_norm), then RoPE
-        sq = warp_sum(sq);
-        const float r = 1.0f / sqrtf(sq / (float)HD + eps);
-        const bool lo = (threadIdx.x & 31) < 16;
+    if (norm) norm_rope<HD>(v, sq, w, c, sn, eps);
+}
+
+// A prepared q|k|v row's stores (token t at absolute position p, slot s: q head, k head or v head):
+// q as split hi / lo (f16 for the f16 attention paths: the f16 cache or m16 bit 1), k / v into the
+// cache (head-major row p) and the attention's scratch (position-major row p; f16 where m16 says,
+// else split bf16 where kh is given). Every store is one vector store per lane (st_e): E elements.
+template <int HD, typename KT>
+__device__ __forceinline__ void prep_store(const float (&v)[HD / 32], int t, int p, int s, __nv_bfloat16 *qb,
+                                           __nv_bfloat16 *ql, KT *kc, KT *vc, __nv_bfloat16 *kh, __nv_bfloat16 *kl,
+                                           __nv_bfloat16 *vh, __nv_bfloat16 *vl, int nh, int nkv, int maxc, int m16) {
+    constexpr int E = HD / 32;
+    const int d0 = (threadIdx.x & 31) * E, qd = nh * HD, kvd = nkv * HD;
+    const bool isq = s < nh, isk = !isq && s < nh + nkv;
+    if (isq) {
+        const size_t qo = (size_t)t * qd + (size_t)s * HD + d0;
+        if (std::is_same<KT, __half>::value || (m16 & 2))  // q as f16 for flash2_k's f16 products
+            st_split_e<E>(reinterpret_cast<__half *>(qb), reinterpret_cast<__half *>(ql), qo, v);
+        else
+            st_split_e<E>(qb, ql, qo, v);
+    } else {
+        const int sh = isk ? s - nh : s - nh - nkv;
+        const size_t co = ((size_t)sh * maxc + p) * HD + d0, ko = (size_t)p * kvd + (size_t)sh * HD + d0;
+        alignas(16) KT cv[E];
 #pragma unroll
-        for (int j = 0; j < E; j++) {
-            const float y = w[j] * (v[j] * r);
-            const float pr = __shfl_xor_sync(0xffffffffu, y, 16);
-            v[j] = lo ? y * c[j] - pr * sn[j] : y * c[j] + pr * sn[j];
+        for (int j = 0; j < E; j++) st1(&cv[j], v[j]);
+        st_e<E>((isk ? kc : vc) + co, cv);
+        __nv_bfloat16 *xh = isk ? kh : vh, *xl = isk ? kl : vl;
+        if (m16 & (isk ? 2 : 1)) {  // the scratch row as f16 (MQ_PREFILL_PV16)
+            alignas(16) __half h[E];
+#pragma unroll
+            for (int j = 0; j < E; j++) h[j] = __float2half_rn(v[j]);
+            st_e<E>(reinterpret_cast<__half *>(xh) + ko, h);
+        } else if (xh) {
+            st_split_e<E>(xh, xl, ko, v);
         }
     }
 }
@@ -383,30 +426,61 @@ __global__ void qk_prep_v_k(const float *qkv, int ns, size_t ss, const __nv_bflo
         prep_row<HD>(qkv + ro, ns, ss, isq || isk, isq ? qn : kn,
                      reinterpret_cast<const float2 *>(rope) + (size_t)p * half, eps, v,  // (RoPE at position p)
                      q16 ? q16 + ro : nullptr);
-        // every store is one vector store per lane (st_e): E consecutive elements
-        if (isq) {
-            const size_t qo = (size_t)t * qd + (size_t)s * HD + d0;
-            if (std::is_same<KT, __half>::value || (m16 & 2))  // q as f16 for flash2_k's f16 products
-                st_split_e<E>(reinterpret_cast<__half *>(qb), reinterpret_cast<__half *>(ql), qo, v);
-            else
-                st_split_e<E>(qb, ql, qo, v);
-        } else {
-            // cache row p of kv head s' (head-major); the bf16 scratch row p (position-major)
-            const int sh = isk ? s - nh : s - nh - nkv;
-            const size_t co = ((size_t)sh * maxc + p) * HD + d0, ko = (size_t)p * kvd + (size_t)sh * HD + d0;
-            alignas(16) KT cv[E];
+        prep_store<HD, KT>(v, t, p, s, qb, ql, kc, vc, kh, kl, vh, vl, nh, nkv, maxc, m16);
+    }
+}
+
+// qk_prep_v_k with SB slots per warp (8 SB per block): the loads of all SB rows (their first slab,
+// and the second or the lo half's bf16 product where there is one; ns <= 2) are issued before any
+// is used, and the position's cos / sin and both norms' weights are loaded once per warp, so a warp
+// has SB rows in flight where qk_prep_v_k has one (2.2 TB/s at 2,048 tokens, run 145). Same
+// arguments and outputs; grid (T, ceil(nslot / (8 SB))).
+template <int HD, int SB, typename KT>
+__global__ void qk_prep_b_k(const float *qkv, int ns, size_t ss, const __nv_bfloat16 *q16, const float *qn,
+                            const float *kn, const float *rope, __nv_bfloat16 *qb, __nv_bfloat16 *ql, KT *kc, KT *vc,
+                            __nv_bfloat16 *kh, __nv_bfloat16 *kl, __nv_bfloat16 *vh, __nv_bfloat16 *vl, int nh,
+                            int nkv, int maxc, const int *posp, float eps, int m16) {
+    constexpr int E = HD / 32, half = HD / 2;
+    const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int nslot = nh + 2 * nkv, qd = nh * HD, kvd = nkv * HD;
+    pdl_wait();
+    pdl_trigger();
+    const int p = *posp + t, d0 = lane * E;
+    const float2 *cs = reinterpret_cast<const float2 *>(rope) + (size_t)p * half;
+    float c[E], sn[E], wq[E], wk[E];
 #pragma unroll
-            for (int j = 0; j < E; j++) st1(&cv[j], v[j]);
-            st_e<E>((isk ? kc : vc) + co, cv);
-            __nv_bfloat16 *xh = isk ? kh : vh, *xl = isk ? kl : vl;
-            if (m16 & (isk ? 2 : 1)) {  // the scratch row as f16 (MQ_PREFILL_PV16)
-                alignas(16) __half h[E];
+    for (int j = 0; j < E; j++) {
+        const float2 x = cs[(d0 + j) % half];
+        c[j] = x.x, sn[j] = x.y;
+        wq[j] = qn[d0 + j], wk[j] = kn[d0 + j];
+    }
+    const bool two = q16 || ns > 1;
+    for (int s0 = blockIdx.y * 8 * SB + warp; s0 < nslot; s0 += 8 * SB * gridDim.y) {
+        float v[SB][E], u[SB][E];
 #pragma unroll
-                for (int j = 0; j < E; j++) h[j] = __float2half_rn(v[j]);
-                st_e<E>(reinterpret_cast<__half *>(xh) + ko, h);
-            } else if (xh) {
-                st_split_e<E>(xh, xl, ko, v);
+        for (int i = 0; i < SB; i++) {
+            const int s = s0 + 8 * i;
+            if (s >= nslot) break;
+            const size_t ro = (size_t)t * (qd + 2 * kvd) + (size_t)s * HD + d0;
+            ldcg_e<E>(qkv + ro, v[i]);
+            if (q16)
+                ldcg_bf_e<E>(q16 + ro, u[i]);
+            else if (ns > 1)
+                ldcg_e<E>(qkv + ro + ss, u[i]);
+        }
+#pragma unroll
+        for (int i = 0; i < SB; i++) {
+            const int s = s0 + 8 * i;
+            if (s >= nslot) break;
+            const bool isq = s < nh, isk = !isq && s < nh + nkv;
+            float sq = 0.0f;
+#pragma unroll
+            for (int j = 0; j < E; j++) {  // (prep_row's sum and order)
+                if (two) v[i][j] += u[i][j];
+                sq += v[i][j] * v[i][j];
             }
+            if (isq || isk) norm_rope<HD>(v[i], sq, isq ? wq : wk, c, sn, eps);
+            prep_store<HD, KT>(v[i], t, p, s, qb, ql, kc, vc, kh, kl, vh, vl, nh, nkv, maxc, m16);
         }
     }
 }
