@@ -140,9 +140,8 @@ struct mqp_state {
                            // about two per SM would leave some with two (the 0.6B's down: 192 -> 128 blocks)
     int prep_v;            // q/k prep by qk_prep_v_k (MQ_PREFILL_PREPV, default 1; 0: qk_prep_k)
     // qk_prep_b_k (4 rows in flight per warp) instead of qk_prep_v_k where the q|k|v product has at
-    // most 2 slabs, unless MQ_PREFILL_PREPB=0; silu_mul_k with 2 loads in flight per thread unless
-    // MQ_PREFILL_SILU2=0
-    int prepb, silu2;
+    // most 2 slabs, unless MQ_PREFILL_PREPB=0: 33.9 -> 27.9 us per layer at 2,048-token chunks (run 147)
+    int prepb;
     // split with an f32 cache: how much of the attention is f16 (MQ_PREFILL_PV16): 0 none (three split
     // bf16 products per term), 1 P V, 2 (default) P V and the scores with q as f16 hi + lo, 3 all f16
     // (the f16 cache's numerics). Logits vs HF fp32, synthetic 0.6B, 1,000 / 5,000 tokens (run 97):
@@ -286,52 +285,37 @@ __global__ void nop_k() {
 // (g16 not nullptr, then ns is 1: the lo half's product as bf16 (T, 2 I), added as slab 1; mm's lo16)
 // ldh (not 0): h's and lo's row stride for rows of ncol outputs (2 ncol with lo = h + ncol: the down
 // GEMM's [hi | lo] rows, mm's kcat); 0: output i at h[i], lo[i].
-// U: trips a thread loads before it computes any (the float4 path; U = 2 with MQ_PREFILL_SILU2, the
-// default: two loads in flight per thread instead of one).
-template <int U>
 __global__ void silu_mul_k(const float *gu, int ns, size_t ss, const __nv_bfloat16 *g16, __nv_bfloat16 *h,
                            __nv_bfloat16 *lo, size_t n, int f16, int ncol, size_t ldh) {
     pdl_wait();
     pdl_trigger();
     if ((n & 1) == 0 && (ss & 1) == 0 && (!ldh || (ncol & 1) == 0)) {  // two outputs a trip: one float4 per slab, 4-byte stores
         const float4 *g4 = reinterpret_cast<const float4 *>(gu);
-        const size_t s4 = ss / 2, n2 = n / 2, st = (size_t)gridDim.x * blockDim.x;  // (s4: the slab stride in float4s)
-        for (size_t i0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i0 < n2; i0 += U * st) {
-            float4 v[U];
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                const size_t i = i0 + u * st;
-                if (i >= n2) break;
-                v[u] = g4[i];
-                if (g16) {
-                    const uint2 a = __ldcg(reinterpret_cast<const uint2 *>(g16) + i);
-                    const __nv_bfloat162 x = *reinterpret_cast<const __nv_bfloat162 *>(&a.x),
-                                         y = *reinterpret_cast<const __nv_bfloat162 *>(&a.y);
-                    v[u].x += __low2float(x), v[u].y += __high2float(x), v[u].z += __low2float(y),
-                        v[u].w += __high2float(y);
-                }
-                for (int k = 1; k < ns; k++) {
-                    const float4 w = g4[k * s4 + i];
-                    v[u].x += w.x, v[u].y += w.y, v[u].z += w.z, v[u].w += w.w;
-                }
+        const size_t s4 = ss / 2;  // the slab stride in float4s
+        for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n / 2; i += (size_t)gridDim.x * blockDim.x) {
+            float4 v = g4[i];
+            if (g16) {
+                const uint2 a = __ldcg(reinterpret_cast<const uint2 *>(g16) + i);
+                const __nv_bfloat162 x = *reinterpret_cast<const __nv_bfloat162 *>(&a.x),
+                                     y = *reinterpret_cast<const __nv_bfloat162 *>(&a.y);
+                v.x += __low2float(x), v.y += __high2float(x), v.z += __low2float(y), v.w += __high2float(y);
             }
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                const size_t i = i0 + u * st;
-                if (i >= n2) break;
-                const float r0 = v[u].x / (1.0f + expf(-v[u].x)) * v[u].y, r1 = v[u].z / (1.0f + expf(-v[u].z)) * v[u].w;
-                if (f16) {
-                    reinterpret_cast<__half2 *>(h)[i] = __floats2half2_rn(r0, r1);
-                    continue;
-                }
-                const __nv_bfloat162 hv = __floats2bfloat162_rn(r0, r1);
-                // (ncol even: both outputs in one row)
-                const size_t o = ldh ? ((2 * i) / ncol * ldh + (2 * i) % ncol) / 2 : i;
-                reinterpret_cast<__nv_bfloat162 *>(h)[o] = hv;
-                if (lo)
-                    reinterpret_cast<__nv_bfloat162 *>(lo)[o] =
-                        __floats2bfloat162_rn(r0 - __low2float(hv), r1 - __high2float(hv));
+            for (int k = 1; k < ns; k++) {
+                const float4 u = g4[k * s4 + i];
+                v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
             }
+            const float r0 = v.x / (1.0f + expf(-v.x)) * v.y, r1 = v.z / (1.0f + expf(-v.z)) * v.w;
+            if (f16) {
+                reinterpret_cast<__half2 *>(h)[i] = __floats2half2_rn(r0, r1);
+                continue;
+            }
+            const __nv_bfloat162 hv = __floats2bfloat162_rn(r0, r1);
+            // (ncol even: both outputs in one row)
+            const size_t o = ldh ? ((2 * i) / ncol * ldh + (2 * i) % ncol) / 2 : i;
+            reinterpret_cast<__nv_bfloat162 *>(h)[o] = hv;
+            if (lo)
+                reinterpret_cast<__nv_bfloat162 *>(lo)[o] =
+                    __floats2bfloat162_rn(r0 - __low2float(hv), r1 - __high2float(hv));
         }
         return;
     }
@@ -717,7 +701,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         mark(S, s, "gate_up");
         const size_t nh = (size_t)T * I;
         if (!(S->skip >> 7 & 1))
-            PCK(pdl_launch(S->pdl, S->silu2 ? silu_mul_k<2> : silu_mul_k<1>, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)),
+            PCK(pdl_launch(S->pdl, silu_mul_k, dim3((unsigned)((nh + 255) / 256 < 4096 ? (nh + 255) / 256 : 4096)),
                            dim3(256), 0, s, S->gu, ng, nh, g16, S->h, kd ? S->h + I : hl, nh, wd ? 1 : 0, I,
                            kd ? (size_t)2 * I : (size_t)0));
         mark(S, s, "silu");
@@ -881,9 +865,8 @@ int init(mqp_state **st, const Params *P) {
     S->wgmin = wgm && *wgm ? atoi(wgm) : 65;
     const char *wgg = getenv("MQ_PREFILL_WGG");
     S->wgg = !(wgg && atoi(wgg) == 0);
-    const char *pb = getenv("MQ_PREFILL_PREPB"), *s2 = getenv("MQ_PREFILL_SILU2");
+    const char *pb = getenv("MQ_PREFILL_PREPB");
     S->prepb = !(pb && atoi(pb) == 0);
-    S->silu2 = !(s2 && atoi(s2) == 0);
     return 0;
 }
 
