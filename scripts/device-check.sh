@@ -337,7 +337,7 @@ if [ -n "$ONLY" ] && want ncu-attn; then
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
   # DC_NCU_KV=f32: the default cache, whose prefill runs flash2_k at MQ_PREFILL_PV16's level (2)
   NKV=${DC_NCU_KV:-f16}
-  NK=${DC_NCU_K:-flash2_k}  # the kernel (e.g. flash3_k, with MQ_PREFILL_WG=1 in the environment)
+  NK=${DC_NCU_K:-flash2_k}  # the kernel (e.g. flash3g_k, the default on Hopper, or flash3_k with MQ_PREFILL_WGG=0)
   say "ncu: $NK ($NKV KV, 4,096-token prompt)"
   IDS=$(python3 -c "print(','.join(str((1000 + 7919 * i) % 100000) for i in range(4096)))")
   timeout 240 "$NCU" --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
