@@ -53,7 +53,7 @@ static void make_model_defaults(synth_model *s, const char *shape, uint64_t seed
     static const char *const vars[] = {"MQ_CUDA_KV",       "MQ_PREFILL_PREC", "MQ_PREFILL_ATTN", "MQ_PREFILL_PV16",
                                        "MQ_PREFILL_KCAT",  "MQ_CUDA_FUSE",    "MQ_PREFILL_WG",   "MQ_PREFILL_MK",
                                        "MQ_PREFILL_LO16",  "MQ_PREFILL_ZC",   "MQ_PREFILL_SGEMM", "MQ_PREFILL_GEMV",
-                                       "MQ_PREFILL_WGF16", "MQ_PREFILL_SMALL", "MQ_PREFILL_WGG"};
+                                       "MQ_PREFILL_WGF16", "MQ_PREFILL_SMALL", "MQ_PREFILL_WGG",   "MQ_PREFILL_PREPB"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) unsetenv(vars[i]);
     make_model(s, shape, seed);
 }
