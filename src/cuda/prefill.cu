@@ -489,8 +489,8 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
         (void)l, (void)ql, (void)kl, (void)vl, (void)m16;
         if constexpr (HD == 128)
             if (S->wg && S->wgf16 && T >= S->wgmin)
-                return launch_wg<HD, false>(S, grid, qb, nullptr, kh, vh, HD, (size_t)P->max_ctx * HD, att, atl,
-                                                T, P->nh, P->nkv, s, of16);
+                return launch_wg<HD, false>(S, grid, qb, nullptr, kh, vh, HD, (size_t)P->max_ctx * HD, att, atl, T,
+                                            P->nh, P->nkv, s, of16);
         return launch_flash2<HD, false, false, __half>(S, grid, qb, nullptr, kh, nullptr, vh, nullptr, HD,
                                                         (size_t)P->max_ctx * HD, att, atl, T, P->nh, P->nkv, s, of16);
     } else if (S->attn_v1) {  // (not for an f16 cache: flash_k converts K/V to bf16)
@@ -515,7 +515,7 @@ int attention(mqp_state *S, const Params *P, int l, const __nv_bfloat16 *qb, con
     if constexpr (HD == 128) {
         if (m16 == 3 && ql && S->wg && T >= S->wgmin)
             return launch_wg<HD, true>(S, grid, qb, ql, kh, vh, ld, hs, att, atl, T, P->nh, P->nkv, s, of16,
-                                           S->wgswap);
+                                       S->wgswap);
     }
     if constexpr (HD == 128)
         if (m16 == 3 && !ql && S->wg && S->wgf16 && T >= S->wgmin)
