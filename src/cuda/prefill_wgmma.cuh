@@ -98,7 +98,6 @@ __device__ __forceinline__ void wg_m64n128(float (&d)[16][4], const uint32_t (&a
 
 #endif  // MQ_WGMMA
 
-#ifdef MQ_WGMMA
 // Causal flash attention as flash2_k's level 2 on warpgroup MMA, HD = 128: G warpgroups per block, one
 // per q head of the same kv head over the same 64 query rows, sharing each K / V tile (BKT keys, NST
 // cp.async stages of [K, V]). The grid: G = 1, flash2_k's (blockIdx.y the q head, blockIdx.x the
@@ -116,6 +115,7 @@ __device__ __forceinline__ void flash3_body(const __nv_bfloat16 *qb, const __nv_
                                             const __nv_bfloat16 *Kh, const __nv_bfloat16 *Vh, int ldkv, size_t hs,
                                             __nv_bfloat16 *att, __nv_bfloat16 *atl, int T, const int *posp, int nh,
                                             int nkv, int of16, int swap) {
+#ifdef MQ_WGMMA
     static_assert(HD == 128, "flash3_k: head_dim 128 only (P V is one m64n128 product per 16 keys)");
     static_assert(BKT == 64 || BKT == 128, "flash3_k: 64- or 128-key tiles");
     constexpr int NG = HD / 8;       // 8-dim groups (16-byte chunks) per key row
@@ -216,8 +216,12 @@ __device__ __forceinline__ void flash3_body(const __nv_bfloat16 *qb, const __nv_
         store_o_h(o, l0, l1, T, qd, h, wr, g, tq, att);
     else
         store_o<true>(o, l0, l1, T, qd, h, wr, g, tq, att, atl);  // (QLO false: f16 q, flash2_k's MT = __half)
-}
+#else
+    (void)qb, (void)ql, (void)Kh, (void)Vh, (void)ldkv, (void)hs, (void)att, (void)atl, (void)T, (void)posp;
+    (void)nh, (void)nkv, (void)of16, (void)swap;
+    __trap();  // never launched: the host asks wgmma_probe_k first
 #endif
+}
 
 // flash3_body with one q head per block (one warpgroup), flash2_k's grid: blockIdx.y the q head,
 // blockIdx.x the 64-row query tile, last tiles first; 64-key tiles, 2 blocks per SM.
@@ -228,13 +232,7 @@ __global__ void __launch_bounds__(128, 2) flash3_k(const __nv_bfloat16 *qb, cons
                                                     const int *posp, int nh, int nkv, int of16, int swap) {
     pdl_wait();
     pdl_trigger();
-#ifdef MQ_WGMMA
     flash3_body<HD, 64, NST, QLO, 1>(qb, ql, Kh, Vh, ldkv, hs, att, atl, T, posp, nh, nkv, of16, swap);
-#else
-    (void)qb, (void)ql, (void)Kh, (void)Vh, (void)ldkv, (void)hs, (void)att, (void)atl, (void)T, (void)posp;
-    (void)nh, (void)nkv, (void)of16, (void)swap;
-    __trap();  // never launched: the host asks wgmma_probe_k first
-#endif
 }
 
 // flash3g_k: flash3_body with the two q heads of a kv head in one block (GQA, nh = 2 nkv): two
@@ -254,13 +252,7 @@ __global__ void __launch_bounds__(256, 1) flash3g_k(const __nv_bfloat16 *qb, con
                                                      const int *posp, int nh, int nkv, int of16, int swap) {
     pdl_wait();
     pdl_trigger();
-#ifdef MQ_WGMMA
     flash3_body<HD, BKT, NST, QLO, 2>(qb, ql, Kh, Vh, ldkv, hs, att, atl, T, posp, nh, nkv, of16, swap);
-#else
-    (void)qb, (void)ql, (void)Kh, (void)Vh, (void)ldkv, (void)hs, (void)att, (void)atl, (void)T, (void)posp;
-    (void)nh, (void)nkv, (void)of16, (void)swap;
-    __trap();  // never launched: the host asks wgmma_probe_k first
-#endif
 }
 
 #endif
