@@ -140,7 +140,9 @@ struct mqp_state {
                            // about two per SM would leave some with two (the 0.6B's down: 192 -> 128 blocks)
     int prep_v;            // q/k prep by qk_prep_v_k (MQ_PREFILL_PREPV, default 1; 0: qk_prep_k)
     // qk_prep_b_k (4 rows in flight per warp) instead of qk_prep_v_k where the q|k|v product has at
-    // most 2 slabs, unless MQ_PREFILL_PREPB=0: 33.9 -> 27.9 us per layer at 2,048-token chunks (run 147)
+    // most 2 slabs and the chunk has at least prepb tokens (MQ_PREFILL_PREPB=N, default 256; 0: never):
+    // 33.9 -> 27.9 us per layer at 2,048-token chunks (run 147), but at 32 tokens its T x 1 blocks
+    // (qk_prep_v_k's T x 4) cost +35 us of TTFT (run 148)
     int prepb;
     // split with an f32 cache: how much of the attention is f16 (MQ_PREFILL_PV16): 0 none (three split
     // bf16 products per term), 1 P V, 2 (default) P V and the scores with q as f16 hi + lo, 3 all f16
@@ -653,7 +655,7 @@ int layer(mqp_state *S, const Params *P, int l, int T, int kvgrid, cudaStream_t 
         const size_t ps = (size_t)T * (qd + 2 * kvd);
         if (S->skip >> 2 & 1) {
             // MQ_PREFILL_SKIP: no q/k prep
-        } else if (S->prep_v && S->prepb && nq <= 2 && hd == 128)
+        } else if (S->prep_v && S->prepb > 0 && T >= S->prepb && nq <= 2 && hd == 128)
             PCK(pdl_launch(S->pdl, qk_prep_b_k<128, 4, KT>, dim3(T, (nslot + 31) / 32), dim3(256), 0, s, S->qkv, nq, ps,
                            q16, W.q_norm, W.k_norm, P->rope, S->qb, ql, kc, vc, kh, kl, vh, vl, S->nh, S->nkv,
                            S->max_ctx, S->dbuf, P->eps, m16));
@@ -866,7 +868,7 @@ int init(mqp_state **st, const Params *P) {
     const char *wgg = getenv("MQ_PREFILL_WGG");
     S->wgg = !(wgg && atoi(wgg) == 0);
     const char *pb = getenv("MQ_PREFILL_PREPB");
-    S->prepb = !(pb && atoi(pb) == 0);
+    S->prepb = pb && *pb ? atoi(pb) : 256;
     return 0;
 }
 
