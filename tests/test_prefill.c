@@ -178,7 +178,12 @@ static void check_continue(mq_backend *gpu, mq_backend *cpu, const char *shape, 
     char what[96];
     snprintf(what, sizeof what, "%s prompt %d+%d, last row", shape, n0, n1);
     compare(what, gpu->last_logits(gpu), cpu->last_logits(cpu), 1, V, &kl, &hard);
-    assert_true(kl <= 1e-3);
+    /* The issue's 1e-3 is a mean over positions (check_rows holds it). One row's KL moves with its
+     * entropy and with a kernel's rounding: qwen3-0.6b's row 300 measured 5.8e-4, then 9.3e-4 after
+     * a change of summation order (session 23) while the mean over its 300 rows stayed 1.0e-4. So
+     * a single row gets 2e-3, still below what a lost lo product costs one row (~2.5e-3,
+     * test_lo16); the argmax and the greedy continuation below are exact. */
+    assert_true(kl <= 2e-3);
     assert_int_equal(hard, 0);
     snprintf(what, sizeof what, "decode after GPU prefill of %d tokens", n0 + n1);
     check_decode(gpu, cpu, shape, n0 + n1, nd, what);
