@@ -76,38 +76,44 @@ void mq_synth_defaults(mq_synth_opts *o) {
     o->tied = -1;
 }
 
+/* The shapes synth knows: the real Qwen3 dense models' config.json values (hidden, intermediate,
+ * layers, q / kv heads; head_dim 128, vocab 151936, rope_theta 1e6, max_position_embeddings 40960
+ * for all of them), and tiny for fast tests. tied: tie_word_embeddings as the real model has it. */
+static const struct {
+    const char *name;
+    int hidden, inter, layers, heads, kv_heads, head_dim, tied;
+} shapes[] = {
+    {"qwen3-0.6b", 1024, 3072, 28, 16, 8, 128, 1},
+    {"qwen3-1.7b", 2048, 6144, 28, 16, 8, 128, 1},
+    {"qwen3-4b", 2560, 9728, 36, 32, 8, 128, 1},
+    {"qwen3-8b", 4096, 12288, 36, 32, 8, 128, 0},
+    {"tiny", 128, 384, 2, 4, 2, 32, 1},
+};
+
+const char *mq_synth_shape_list(void) { return "qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b or tiny"; }
+
 int mq_synth_shape(const char *shape, mq_config *c) {
     memset(c, 0, sizeof *c);
     c->vocab_size = 151936; /* the real vocab, so the real tokenizer works with every shape */
     c->max_pos = 40960;
     c->rope_theta = 1000000.0f;
     c->rms_eps = 1e-6f;
-    c->tie_embeddings = 1;
     c->dtype = MQ_BF16;
     c->bos_token_id = 151643;
     c->eos_token_id = 151645;
-    c->n_heads = 16;
-    c->n_kv_heads = 8;
-    c->head_dim = 128;
-    c->n_layers = 28;
-    if (!strcmp(shape, "qwen3-0.6b")) {
-        c->hidden_size = 1024;
-        c->intermediate_size = 3072;
-    } else if (!strcmp(shape, "qwen3-1.7b")) {
-        c->hidden_size = 2048;
-        c->intermediate_size = 6144;
-    } else if (!strcmp(shape, "tiny")) {
-        c->hidden_size = 128;
-        c->intermediate_size = 384;
-        c->n_layers = 2;
-        c->n_heads = 4;
-        c->n_kv_heads = 2;
-        c->head_dim = 32;
-    } else {
-        mq_err_set("synth: unknown shape '%s' (want qwen3-0.6b, qwen3-1.7b or tiny)", shape);
-        return -1;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        if (strcmp(shape, shapes[i].name)) continue;
+        c->hidden_size = shapes[i].hidden;
+        c->intermediate_size = shapes[i].inter;
+        c->n_layers = shapes[i].layers;
+        c->n_heads = shapes[i].heads;
+        c->n_kv_heads = shapes[i].kv_heads;
+        c->head_dim = shapes[i].head_dim;
+        c->tie_embeddings = shapes[i].tied;
+        return 0;
     }
-    return 0;
+    mq_err_set("synth: unknown shape '%s' (want %s)", shape, mq_synth_shape_list());
+    return -1;
 }
 
 /* splitmix64's output function on a counter: element j of a tensor is mix(base + j * golden), so

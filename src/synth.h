@@ -6,15 +6,17 @@
 #include "config.h"
 
 typedef struct {
-    const char *shape;         /* "qwen3-0.6b", "qwen3-1.7b" or "tiny" */
+    const char *shape;         /* a name of mq_synth_shape_list(), e.g. "qwen3-0.6b" or "tiny" */
     uint64_t seed;             /* same seed (and shape/dtype/tied) => byte-identical files */
     mq_dtype dtype;            /* MQ_BF16 (default) or MQ_F32 */
-    int tied;                  /* -1: the shape's default (tied, as the real models), 0: untied, 1: tied */
+    int tied;                  /* -1: the shape's default (as the real model: untied for 8B), 0: untied, 1: tied */
     const char *tokenizer_dir; /* NULL: env MQ_TOKENIZER_DIR, else the build's MQ_TOKENIZER_DIR */
     FILE *log;                 /* what was written and the scale notes; NULL = silent */
 } mq_synth_opts;
 
 void mq_synth_defaults(mq_synth_opts *o);
+/* The known shape names, for messages: "qwen3-0.6b, qwen3-1.7b, ... or tiny". */
+const char *mq_synth_shape_list(void);
 /* Dims of a named shape (config as synth writes it). Returns 0, or -1 for an unknown name. */
 int mq_synth_shape(const char *shape, mq_config *c);
 /* Write config.json, generation_config.json, model.safetensors (+ tokenizer files when found)

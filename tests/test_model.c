@@ -393,6 +393,26 @@ static void test_synth_untied_tokenizer(void **state) {
     assert_int_equal(mq_synth_shape("qwen3-1.7b", &c), 0);
     assert_int_equal(c.hidden_size, 2048);
     assert_int_equal(c.intermediate_size, 6144);
+    assert_int_equal(c.tie_embeddings, 1);
+    /* the real Qwen3-4B / 8B config.json values; 8B has its own lm_head */
+    assert_int_equal(mq_synth_shape("qwen3-4b", &c), 0);
+    assert_int_equal(c.hidden_size, 2560);
+    assert_int_equal(c.intermediate_size, 9728);
+    assert_int_equal(c.n_layers, 36);
+    assert_int_equal(c.n_heads, 32);
+    assert_int_equal(c.n_kv_heads, 8);
+    assert_int_equal(c.head_dim, 128);
+    assert_int_equal(c.tie_embeddings, 1);
+    assert_int_equal(mq_synth_shape("qwen3-8b", &c), 0);
+    assert_int_equal(c.hidden_size, 4096);
+    assert_int_equal(c.intermediate_size, 12288);
+    assert_int_equal(c.n_layers, 36);
+    assert_int_equal(c.n_heads, 32);
+    assert_int_equal(c.tie_embeddings, 0);
+    assert_int_equal(c.max_pos, 40960);
+    assert_int_equal(mq_synth_shape("tiny", &c), 0);
+    assert_int_equal(c.n_layers, 2);
+    assert_int_equal(c.head_dim, 32);
 }
 
 /* Printed benchmark, off by default (multi-GB): MQ_BENCH_LOAD=qwen3-0.6b ./test_model

@@ -6,11 +6,13 @@
 #include "synth.h"
 
 static void synth_usage(FILE *f) {
-    fprintf(f, "usage: megaqwen synth --shape qwen3-0.6b|qwen3-1.7b|tiny -o DIR [--seed S] [--dtype bf16|f32]\n"
-               "                      [--tied|--untied]\n"
-               "  Writes config.json, generation_config.json, model.safetensors (random weights, deterministic\n"
+    fprintf(f, "usage: megaqwen synth --shape SHAPE -o DIR [--seed S] [--dtype bf16|f32] [--tied|--untied]\n"
+               "  SHAPE: %s (the real models' dimensions; 4B is 8 GB\n"
+               "  and 8B 16 GB of bf16 weights).\n", mq_synth_shape_list());
+    fprintf(f, "  Writes config.json, generation_config.json, model.safetensors (random weights, deterministic\n"
                "  in the seed, scaled so next-token distributions are confident) and the tokenizer files from\n"
-               "  $MQ_TOKENIZER_DIR or the build's copy. Default: seed 0, bf16, tied (as the real models).\n");
+               "  $MQ_TOKENIZER_DIR or the build's copy. Default: seed 0, bf16, tied or untied as the real\n"
+               "  model (untied for 8B).\n");
 }
 
 int cmd_synth(int argc, char **argv) {
@@ -40,7 +42,7 @@ int cmd_synth(int argc, char **argv) {
             if (!strcmp(a, "--shape")) {
                 mq_config c;
                 if (mq_synth_shape(v, &c) < 0) {
-                    mq_cli_err("synth", "unknown shape '%s' (want qwen3-0.6b, qwen3-1.7b or tiny)", v);
+                    mq_cli_err("synth", "unknown shape '%s' (want %s)", v, mq_synth_shape_list());
                     return MQ_EXIT_USAGE;
                 }
                 o.shape = v;
