@@ -88,9 +88,15 @@ static const struct {
     {"qwen3-4b", 2560, 9728, 36, 32, 8, 128, 1},
     {"qwen3-8b", 4096, 12288, 36, 32, 8, 128, 0},
     {"tiny", 128, 384, 2, 4, 2, 32, 1},
+    /* test shapes for what 4B / 8B (4 q heads per kv head, hidden 2560 = 5 x 512) and 14B (5 per kv
+     * head) take through the kernels, at tiny's cost: hidden 320, head_dim 128 */
+    {"tiny-gqa4", 320, 960, 2, 8, 2, 128, 1},
+    {"tiny-gqa5", 320, 960, 2, 10, 2, 128, 1},
 };
 
-const char *mq_synth_shape_list(void) { return "qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b or tiny"; }
+const char *mq_synth_shape_list(void) {
+    return "qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, tiny, tiny-gqa4 or tiny-gqa5";
+}
 
 int mq_synth_shape(const char *shape, mq_config *c) {
     memset(c, 0, sizeof *c);

@@ -248,6 +248,13 @@ static void check_greedy_synth(const char *shape, int n) {
 }
 
 static void test_greedy_tiny(void **st) { (void)st; check_greedy_synth("tiny", 128); }
+/* 4 and 5 query heads per kv head (Qwen3-4B / 8B, 14B) and a hidden size that is not a power of
+ * two (320; 4B's 2560): every other test has 2 per kv head and hidden 128 / 1024 / 2048 */
+static void test_greedy_gqa(void **st) {
+    (void)st;
+    check_greedy_synth("tiny-gqa4", 64);
+    check_greedy_synth("tiny-gqa5", 64);
+}
 
 /* The tiny synthetic model (seed) written into the mkdtemp template dir, loaded into m, on a cuda
  * backend of max_ctx positions; tiny_done frees all three. */
@@ -469,6 +476,7 @@ int main(void) {
         cmocka_unit_test(test_hf_A),
         cmocka_unit_test(test_hf_B),
         cmocka_unit_test(test_greedy_tiny),
+        cmocka_unit_test(test_greedy_gqa),
         cmocka_unit_test(test_sample_tiny),
         cmocka_unit_test(test_sample_multi_tiny),
     };

@@ -413,6 +413,9 @@ static void test_synth_untied_tokenizer(void **state) {
     assert_int_equal(mq_synth_shape("tiny", &c), 0);
     assert_int_equal(c.n_layers, 2);
     assert_int_equal(c.head_dim, 32);
+    assert_int_equal(mq_synth_shape("tiny-gqa5", &c), 0);
+    assert_int_equal(c.n_heads / c.n_kv_heads, 5);
+    assert_int_equal(c.hidden_size, 320);
 }
 
 /* Printed benchmark, off by default (multi-GB): MQ_BENCH_LOAD=qwen3-0.6b ./test_model

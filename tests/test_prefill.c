@@ -883,6 +883,38 @@ static void test_lo16(void **st) {
     unsetenv("MQ_PREFILL_KCAT");
 }
 
+/* 4 and 5 query heads per kv head (the shapes of Qwen3-4B / 8B and 14B; every other shape here has
+ * 2) with hidden 320 (not a power of two, like 4B's 2560), head_dim 128: all rows at 7 tokens
+ * (attn_small_k), 64 (sgemm, flash2_k), 200 (cuBLASLt; wgmma flash3_k on Hopper: flash3g_k takes
+ * only 2 per kv head), with the f16 cache too, then the last row and decode after a second
+ * prefill. */
+static void test_gqa(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    static const char *const shapes[2] = {"tiny-gqa4", "tiny-gqa5"};
+    for (int i = 0; i < 2; i++) {
+        synth_model s;
+        make_model_defaults(&s, shapes[i], 11 + (uint64_t)i);
+        mq_backend *cpu, *gpu;
+        open_pair(&s, 512, &cpu, &gpu);
+        check_rows(gpu, cpu, shapes[i], 7, 91);
+        check_rows(gpu, cpu, shapes[i], 64, 92);
+        check_rows(gpu, cpu, shapes[i], 200, 93);
+        check_continue(gpu, cpu, shapes[i], 150, 130, 16);
+        gpu->free(gpu);
+        setenv("MQ_CUDA_KV", "f16", 1);
+        gpu = mq_cuda_new(&s.m, 512);
+        if (!gpu) fail_msg("backend: %s", mq_err_get());
+        char label[48];
+        snprintf(label, sizeof label, "%s, f16 KV", shapes[i]);
+        check_rows(gpu, cpu, label, 200, 94);
+        unsetenv("MQ_CUDA_KV");
+        gpu->free(gpu);
+        cpu->free(cpu);
+        drop_model(&s);
+    }
+}
+
 /* Synthetic qwen3-1.7b (hidden 2048, inter 6144): other GEMM shapes for sgemm (on a 132-SM H200:
  * two K slabs for q|k|v and gate|up, four for o, six for down), all rows against the CPU at 20 and
  * 64 tokens (split bf16) and 20 (plain bf16). With a 128-position cache the output buffers hold 128 rows (256 split), so at
@@ -1009,6 +1041,7 @@ int main(void) {
         cmocka_unit_test(test_wg),
         cmocka_unit_test(test_lo16),
         cmocka_unit_test(test_q17),
+        cmocka_unit_test(test_gqa),
         cmocka_unit_test(test_ttft),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
