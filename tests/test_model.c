@@ -389,33 +389,26 @@ static void test_synth_untied_tokenizer(void **state) {
     o.shape = "qwen3-70b";
     assert_int_equal(mq_synth_write(d, &o), -1);
     assert_non_null(strstr(mq_err_get(), "unknown shape 'qwen3-70b'"));
-    mq_config c;
-    assert_int_equal(mq_synth_shape("qwen3-1.7b", &c), 0);
-    assert_int_equal(c.hidden_size, 2048);
-    assert_int_equal(c.intermediate_size, 6144);
-    assert_int_equal(c.tie_embeddings, 1);
-    /* the real Qwen3-4B / 8B config.json values; 8B has its own lm_head */
-    assert_int_equal(mq_synth_shape("qwen3-4b", &c), 0);
-    assert_int_equal(c.hidden_size, 2560);
-    assert_int_equal(c.intermediate_size, 9728);
-    assert_int_equal(c.n_layers, 36);
-    assert_int_equal(c.n_heads, 32);
-    assert_int_equal(c.n_kv_heads, 8);
-    assert_int_equal(c.head_dim, 128);
-    assert_int_equal(c.tie_embeddings, 1);
-    assert_int_equal(mq_synth_shape("qwen3-8b", &c), 0);
-    assert_int_equal(c.hidden_size, 4096);
-    assert_int_equal(c.intermediate_size, 12288);
-    assert_int_equal(c.n_layers, 36);
-    assert_int_equal(c.n_heads, 32);
-    assert_int_equal(c.tie_embeddings, 0);
-    assert_int_equal(c.max_pos, 40960);
-    assert_int_equal(mq_synth_shape("tiny", &c), 0);
-    assert_int_equal(c.n_layers, 2);
-    assert_int_equal(c.head_dim, 32);
-    assert_int_equal(mq_synth_shape("tiny-gqa5", &c), 0);
-    assert_int_equal(c.n_heads / c.n_kv_heads, 5);
-    assert_int_equal(c.hidden_size, 320);
+    /* the real Qwen3 config.json values (8B has its own lm_head), and the test shapes */
+    static const struct {
+        const char *name;
+        int hidden, inter, layers, heads, kv, hd, tied;
+    } want[] = {
+        {"qwen3-1.7b", 2048, 6144, 28, 16, 8, 128, 1}, {"qwen3-4b", 2560, 9728, 36, 32, 8, 128, 1},
+        {"qwen3-8b", 4096, 12288, 36, 32, 8, 128, 0},  {"tiny", 128, 384, 2, 4, 2, 32, 1},
+        {"tiny-gqa5", 320, 960, 2, 10, 2, 128, 1},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        mq_config c;
+        assert_int_equal(mq_synth_shape(want[i].name, &c), 0);
+        const int got[7] = {c.hidden_size, c.intermediate_size, c.n_layers, c.n_heads,
+                            c.n_kv_heads,  c.head_dim,          c.tie_embeddings};
+        const int exp[7] = {want[i].hidden, want[i].inter, want[i].layers, want[i].heads,
+                            want[i].kv,     want[i].hd,    want[i].tied};
+        assert_memory_equal(got, exp, sizeof got);
+        assert_int_equal(c.max_pos, 40960);
+        assert_int_equal(c.vocab_size, 151936);
+    }
 }
 
 /* Printed benchmark, off by default (multi-GB): MQ_BENCH_LOAD=qwen3-0.6b ./test_model
