@@ -87,6 +87,7 @@ static const struct {
     {"qwen3-1.7b", 2048, 6144, 28, 16, 8, 128, 1},
     {"qwen3-4b", 2560, 9728, 36, 32, 8, 128, 1},
     {"qwen3-8b", 4096, 12288, 36, 32, 8, 128, 0},
+    {"qwen3-14b", 5120, 17408, 40, 40, 8, 128, 0},
     {"tiny", 128, 384, 2, 4, 2, 32, 1},
     /* test shapes for what 4B / 8B (4 q heads per kv head, hidden 2560 = 5 x 512) and 14B (5 per kv
      * head) take through the kernels, at tiny's cost: hidden 320, head_dim 128 */
@@ -95,7 +96,7 @@ static const struct {
 };
 
 const char *mq_synth_shape_list(void) {
-    return "qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, tiny, tiny-gqa4 or tiny-gqa5";
+    return "qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, qwen3-14b, tiny, tiny-gqa4 or tiny-gqa5";
 }
 
 int mq_synth_shape(const char *shape, mq_config *c) {
@@ -277,6 +278,11 @@ int mq_synth_write(const char *dir, const mq_synth_opts *o) {
         return -1;
     }
     if (o->tied >= 0) c.tie_embeddings = o->tied;
+    if (o->layers < 0 || o->layers > 1000) {
+        mq_err_set("synth: layers must be 1..1000 (0: the shape's), got %d", o->layers);
+        return -1;
+    }
+    if (o->layers > 0) c.n_layers = o->layers;
     c.dtype = o->dtype;
     if (mkdir_p(dir) < 0) return -1;
     double t0 = now_s();

@@ -9,7 +9,8 @@ typedef struct {
     const char *shape;         /* a name of mq_synth_shape_list(), e.g. "qwen3-0.6b" or "tiny" */
     uint64_t seed;             /* same seed (and shape/dtype/tied) => byte-identical files */
     mq_dtype dtype;            /* MQ_BF16 (default) or MQ_F32 */
-    int tied;                  /* -1: the shape's default (as the real model: untied for 8B), 0: untied, 1: tied */
+    int tied;                  /* -1: the shape's default (as the real model: untied for 8B, 14B), 0: untied, 1: tied */
+    int layers;                /* > 0: this many layers instead of the shape's (a big shape's kernels, tested fast) */
     const char *tokenizer_dir; /* NULL: env MQ_TOKENIZER_DIR, else the build's MQ_TOKENIZER_DIR */
     FILE *log;                 /* what was written and the scale notes; NULL = silent */
 } mq_synth_opts;

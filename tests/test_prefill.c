@@ -35,17 +35,21 @@ typedef struct {
     mq_model m;
 } synth_model;
 
-static void make_model(synth_model *s, const char *shape, uint64_t seed) {
+/* layers > 0: that many layers of the shape (synth's --layers) */
+static void make_model_l(synth_model *s, const char *shape, uint64_t seed, int layers) {
     snprintf(s->dir, sizeof s->dir, "/tmp/mq_test_prefill_XXXXXX");
     assert_non_null(mkdtemp(s->dir));
     mq_synth_opts o;
     mq_synth_defaults(&o);
     o.shape = shape;
     o.seed = seed;
+    o.layers = layers;
     o.log = NULL;
     if (mq_synth_write(s->dir, &o) != 0) fail_msg("synth: %s", mq_err_get());
     if (mq_model_load(&s->m, s->dir) != 0) fail_msg("mq_model_load(%s): %s", s->dir, mq_err_get());
 }
+
+static void make_model(synth_model *s, const char *shape, uint64_t seed) { make_model_l(s, shape, seed, 0); }
 
 /* make_model with the default prefill settings, whatever an earlier (failed) test left set: every
  * variable a test here sets (a failed assertion leaves the test before its unsetenv). */
@@ -887,7 +891,7 @@ static void test_lo16(void **st) {
  * 2) with hidden 320 (not a power of two, like 4B's 2560), head_dim 128: all rows at 7 tokens
  * (attn_small_k), 64 (sgemm, flash2_k), 200 (cuBLASLt; wgmma flash3_k on Hopper: flash3g_k takes
  * only 2 per kv head), with the f16 cache too, then the last row and decode after a second
- * prefill. */
+ * prefill; then two layers of the real 4B and 14B shapes (below). */
 static void test_gqa(void **st) {
     (void)st;
     if (!gpu_or_skip()) skip();
@@ -909,6 +913,24 @@ static void test_gqa(void **st) {
         snprintf(label, sizeof label, "%s, f16 KV", shapes[i]);
         check_rows(gpu, cpu, label, 200, 94);
         unsetenv("MQ_CUDA_KV");
+        gpu->free(gpu);
+        cpu->free(cpu);
+        drop_model(&s);
+    }
+    /* two layers of the real 4B and 14B shapes (hidden 2560 / 5120, 4 / 5 q heads per kv head, 14B
+     * untied): other GEMM shapes (cuBLASLt q|k|v at N 6,144 / 7,168, sgemm o and down with other
+     * K slabs), the cuBLASLt lm_head, and a decode that streams every stage's weights */
+    static const char *const big[2] = {"qwen3-4b", "qwen3-14b"};
+    for (int i = 0; i < 2; i++) {
+        synth_model s;
+        make_model_l(&s, big[i], 21 + (uint64_t)i, 2);
+        mq_backend *cpu, *gpu;
+        open_pair(&s, 256, &cpu, &gpu);
+        char label[48];
+        snprintf(label, sizeof label, "%s (2 layers)", big[i]);
+        check_rows(gpu, cpu, label, 20, 95);
+        check_rows(gpu, cpu, label, 100, 96);
+        check_continue(gpu, cpu, label, 70, 0, 8);
         gpu->free(gpu);
         cpu->free(cpu);
         drop_model(&s);

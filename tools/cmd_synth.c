@@ -7,12 +7,14 @@
 
 static void synth_usage(FILE *f) {
     fprintf(f, "usage: megaqwen synth --shape SHAPE -o DIR [--seed S] [--dtype bf16|f32] [--tied|--untied]\n"
-               "  SHAPE: %s (the real models' dimensions; 4B is 8 GB\n"
-               "  and 8B 16 GB of bf16 weights).\n", mq_synth_shape_list());
+               "                      [--layers N]\n"
+               "  SHAPE: %s (the real models' dimensions; 4B is 8 GB,\n"
+               "  8B 16 GB and 14B 30 GB of bf16 weights). --layers N: N layers of that shape instead (e.g. 2:\n"
+               "  a big model's kernels at a fraction of its bytes).\n", mq_synth_shape_list());
     fprintf(f, "  Writes config.json, generation_config.json, model.safetensors (random weights, deterministic\n"
                "  in the seed, scaled so next-token distributions are confident) and the tokenizer files from\n"
                "  $MQ_TOKENIZER_DIR or the build's copy. Default: seed 0, bf16, tied or untied as the real\n"
-               "  model (untied for 8B).\n");
+               "  model (untied for 8B and 14B).\n");
 }
 
 int cmd_synth(int argc, char **argv) {
@@ -32,7 +34,7 @@ int cmd_synth(int argc, char **argv) {
         } else if (!strcmp(a, "--untied")) {
             o.tied = 0;
         } else if (!strcmp(a, "--shape") || !strcmp(a, "-o") || !strcmp(a, "--out") || !strcmp(a, "--seed") ||
-                   !strcmp(a, "--dtype")) {
+                   !strcmp(a, "--dtype") || !strcmp(a, "--layers")) {
             if (!v) {
                 mq_cli_err("synth", "%s needs a value", a);
                 synth_usage(stderr);
@@ -54,6 +56,14 @@ int cmd_synth(int argc, char **argv) {
                     mq_cli_err("synth", "bad value for --seed: '%s' (want a non-negative integer)", v);
                     return MQ_EXIT_USAGE;
                 }
+            } else if (!strcmp(a, "--layers")) {
+                char *end;
+                const long n = strtol(v, &end, 10);
+                if (end == v || *end || n < 1 || n > 1000) {
+                    mq_cli_err("synth", "bad value for --layers: '%s' (want 1..1000)", v);
+                    return MQ_EXIT_USAGE;
+                }
+                o.layers = (int)n;
             } else if (!strcmp(a, "--dtype")) {
                 if (!strcmp(v, "bf16")) o.dtype = MQ_BF16;
                 else if (!strcmp(v, "f32")) o.dtype = MQ_F32;

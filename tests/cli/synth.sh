@@ -29,6 +29,8 @@ expect 2 "synth bad seed" -- "$BIN" synth --shape tiny --seed -3 -o "$T/x"
 expect 2 "synth seed garbage" -- "$BIN" synth --shape tiny --seed 12x -o "$T/x"
 expect 2 "synth unknown option" -- "$BIN" synth --shape tiny -o "$T/x" --frob
 expect 2 "synth -o without value" -- "$BIN" synth --shape tiny -o
+expect 2 "synth --layers 0" -- "$BIN" synth --shape tiny --layers 0 -o "$T/x"; one_line "bad layers"
+expect 2 "synth --layers garbage" -- "$BIN" synth --shape tiny --layers 2x -o "$T/x"
 touch "$T/file"
 expect 1 "synth into a file" -- "$BIN" synth --shape tiny -o "$T/file/sub"; one_line "output under a file"
 
@@ -49,6 +51,10 @@ expect 0 "synth untied f32" -- "$BIN" synth --shape tiny --untied --dtype f32 -o
 check "untied config" -- grep -q '"tie_word_embeddings":[[:space:]]*false' "$T/d/config.json"
 check "f32 config" -- grep -q '"torch_dtype":[[:space:]]*"float32"' "$T/d/config.json"
 check "lm_head stored" -- grep -q "lm_head.weight" "$T/d/model.safetensors"
+expect 0 "synth tiny-gqa5 --layers 1" -- "$BIN" synth --shape tiny-gqa5 --layers 1 -o "$T/e"
+check "one layer" -- grep -q '"num_hidden_layers":[[:space:]]*1[,}]' "$T/e/config.json"
+check "no second layer" -- bash -c "! grep -q 'model.layers.1.' '$T/e/model.safetensors'"
+check "5 q heads per kv head" -- grep -q '"num_attention_heads":[[:space:]]*10[,}]' "$T/e/config.json"
 
 # The checkpoint loads through the public API (needs the CPU backend; ids only, no tokenizer needed).
 expect 0 "logits on the synthetic checkpoint" -- "$BIN" logits -m "$T/a" --ids 1,2,3 -o "$T/l.bin" --backend cpu
