@@ -929,7 +929,9 @@ static void test_gqa(void **st) {
         char label[48];
         snprintf(label, sizeof label, "%s (2 layers)", big[i]);
         check_rows(gpu, cpu, label, 20, 95);
-        check_rows(gpu, cpu, label, 100, 96);
+        /* (the CPU's 14B rows cost ~1.4 GMAC each with the lm_head: its chunk path is checked
+         * through the last row at 70 tokens only) */
+        if (i == 0) check_rows(gpu, cpu, label, 100, 96);
         check_continue(gpu, cpu, label, 70, 0, 8);
         gpu->free(gpu);
         cpu->free(cpu);
