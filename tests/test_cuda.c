@@ -250,9 +250,10 @@ static void check_greedy_synth(const char *shape, int layers, int n) {
 
 static void test_greedy_tiny(void **st) { (void)st; check_greedy_synth("tiny", 0, 128); }
 /* 4 and 5 query heads per kv head (Qwen3-4B / 8B, 14B) and a hidden size that is not a power of
- * two (320; 4B's 2560): every other test has 2 per kv head and hidden 128 / 1024 / 2048. Then two
- * layers of the real 4B and 14B shapes (untied lm_head): their slices do not fit the staged weight
- * buffers, so every stage streams its weights from global memory, which the small shapes never do. */
+ * two (320; 4B's 2560): the other tests have 2 per kv head (but HF fixture B: 4 at head_dim 16) and
+ * hidden 64 / 96 / 128 / 1024 / 2048. Then two layers of the real 4B and 14B shapes (14B: untied
+ * lm_head): their slices do not fit the staged weight buffers, so every stage streams its weights
+ * from global memory, which the small shapes never do. */
 static void test_greedy_gqa(void **st) {
     (void)st;
     check_greedy_synth("tiny-gqa4", 0, 64);

@@ -57,12 +57,8 @@ int cmd_synth(int argc, char **argv) {
                     return MQ_EXIT_USAGE;
                 }
             } else if (!strcmp(a, "--layers")) {
-                char *end;
-                const long n = strtol(v, &end, 10);
-                if (end == v || *end || n < 1 || n > 1000) {
-                    mq_cli_err("synth", "bad value for --layers: '%s' (want 1..1000)", v);
-                    return MQ_EXIT_USAGE;
-                }
+                long n;
+                if (mq_cli_int("synth", "--layers", v, 1, 1000, &n)) return MQ_EXIT_USAGE;
                 o.layers = (int)n;
             } else if (!strcmp(a, "--dtype")) {
                 if (!strcmp(v, "bf16")) o.dtype = MQ_BF16;
