@@ -36,13 +36,15 @@ typedef struct mq_sampling {
 /* Read-only facts about an open context. */
 typedef struct {
     int vocab_size, hidden_size, intermediate_size, n_layers, n_heads, n_kv_heads, head_dim;
-    int max_pos;          /* the model's max_position_embeddings */
+    int max_pos;          /* the model's longest context: max_position_embeddings, or more under
+                           * YaRN / linear RoPE scaling (factor x the original length) */
     int max_ctx;          /* this context's KV cache capacity */
     const char *backend;  /* "cpu" or "cuda" */
     int eos_ids[8];       /* generation stops at any of these (generation_config eos_token_id) */
     int n_eos;
     size_t weight_bytes;  /* bytes of weights one decode step reads */
     int kv_elt_bytes;     /* bytes per cached K or V element (4: fp32 cache, 2: bf16) */
+    char rope[128];       /* RoPE in words, e.g. "rope theta 1e+06, yarn factor 4 (original 32768, ...)" */
 } mq_info;
 
 typedef struct {

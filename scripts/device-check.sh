@@ -4,8 +4,9 @@
 # runs compute-sanitizer, benchmarks decode and prints a short table last.
 #
 #   scripts/device-check.sh [--only LIST] [--skip LIST] [--budget-s S] [--arch SM]
-#   steps: build bw test prefill greedy greedy2 logits sanitize profile bench bench16 benchsample sweep variants serve
-#   ctest hf
+#   steps: build bw fixtures test prefill greedy greedy2 logits sanitize profile bench bench16 benchsample sweep
+#   variants serve ctest hf (fixtures: HF fixtures missing from tests/data/hf, e.g. C (YaRN), made here with
+#   transformers and used by the tests after it; copy $OUT/hf/NAME into tests/data/hf and commit it)
 #   diagnostic steps, run only when --only names them: ncu (Nsight Compute warp-state and scheduler
 #   statistics of the dataflow kernel), ttft (DC_TTFT: prefill configurations side by side, with
 #   MQ_PREFILL_PROF's per-kernel times), ncu-prefill (kernel durations of a 32-token prefill),
@@ -133,6 +134,18 @@ fi
 M06=/tmp/mq-q06
 if [ ! -s $M06/config.json ]; then
   "$BIN" synth --shape qwen3-0.6b --seed 1 -o $M06 >>"$LOG" 2>&1 || say "synth 0.6b failed"
+fi
+
+if want fixtures && [ ! -f tests/data/hf/C/ref.json ]; then
+  say "HF fixture C (YaRN RoPE scaling) with transformers"
+  timeout 180 python3 scripts/ref/hf_fixtures.py --out "$O/hf" --only C >"$O/fixtures.log" 2>&1
+  rc=$?
+  if [ $rc = 0 ] && [ -f "$O/hf/C/ref.json" ]; then mkdir -p tests/data/hf/C && cp "$O/hf/C/"* tests/data/hf/C/; fi
+  row "fixtures | C (YaRN): rc $rc; $(grep -E 'attention_scaling|wrote trial' "$O/fixtures.log" | cut -c1-150 | tr '\n' ';')"
+  if [ -x "$B/test_cpu" ]; then
+    (cd "$ROOT" && timeout 120 "$B/test_cpu") >"$O/test_cpu_C.log" 2>&1
+    row "test_cpu with C | rc $?; $(grep -E '  C:' "$O/test_cpu_C.log" | tr -s ' ' | tr '\n' ';' | cut -c1-300)"
+  fi
 fi
 
 if want test; then

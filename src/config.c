@@ -134,20 +134,140 @@ static int parse_dtype(const char *s, mq_dtype *out) {
     return 0;
 }
 
-/* rope_scaling / rope_parameters.rope_type: only plain RoPE is implemented. */
-static int check_rope_type(const cJSON *rp, const char *name, const char *where, int need_type) {
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(rp, "rope_type");
-    if (!t) t = cJSON_GetObjectItemCaseSensitive(rp, "type");
-    if (!t || cJSON_IsNull(t)) {
-        if (!need_type) return 0;
-        mq_err_set("%s: %s is not supported (must be null)", name, where);
+static int get_double(const cJSON *o, const char *key, const char *name, double lo, double hi, double *out) {
+    float unused;
+    int r = get_float(o, key, name, lo, hi, &unused);
+    if (r == 1) *out = cJSON_GetObjectItemCaseSensitive(o, key)->valuedouble;
+    return r;
+}
+
+/* RoPE: 4.x writes rope_theta (+ rope_scaling) at the top level, 5.x nests both in rope_parameters.
+ * Resolved as transformers 5.x resolves them (convert_rope_params_to_dict, standardize_rope_params,
+ * _compute_*_parameters): a non-null rope_scaling is the dict read; rope_theta is the dict's or the
+ * top level's (10000 when neither has it); a top-level original_max_position_embeddings wins over
+ * the dict's; YaRN's factor falls back to max_position_embeddings / original, beta_fast / beta_slow
+ * to 32 / 1 when absent or 0, attention_factor to the mscale formula. Where two places give
+ * different values we refuse rather than guess which one the checkpoint's author meant. */
+static int parse_rope(mq_config *c, const cJSON *o, const char *name) {
+    mq_rope *r = &c->rope;
+    memset(r, 0, sizeof *r);
+    r->theta = 10000.0;
+    r->factor = 1.0;
+    r->attn_factor = 1.0;
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "rope_scaling");
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(o, "rope_parameters");
+    if (rs && cJSON_IsNull(rs)) rs = NULL;
+    if (rp && cJSON_IsNull(rp)) rp = NULL;
+    if (rs && !cJSON_IsObject(rs)) { mq_err_set("%s: rope_scaling must be an object or null", name); return -1; }
+    if (rp && !cJSON_IsObject(rp)) { mq_err_set("%s: rope_parameters must be an object or null", name); return -1; }
+    const cJSON *d = rs ? rs : rp;
+    const char *where = rs ? "rope_scaling" : "rope_parameters";
+
+    /* rope_theta: top level and / or inside the dict(s); all that are present must agree */
+    double th[3] = {0, 0, 0};
+    int nth = 0;
+    const cJSON *srcs[3] = {o, rs, rp};
+    for (int i = 0; i < 3; i++) {
+        if (!srcs[i]) continue;
+        int k = get_double(srcs[i], "rope_theta", name, 1e-3, 1e30, &th[nth]);
+        if (k < 0) return -1;
+        if (k && nth && th[nth] != th[0]) {
+            mq_err_set("%s: rope_theta is given twice with different values (%g and %g)", name, th[0], th[nth]);
+            return -1;
+        }
+        nth += k;
+    }
+    if (nth) r->theta = th[0];
+    double prf = 1.0;
+    if (get_double(o, "partial_rotary_factor", name, 0.0, 1.0, &prf) < 0 ||
+        (d && get_double(d, "partial_rotary_factor", name, 0.0, 1.0, &prf) < 0))
+        return -1;
+    if (prf != 1.0) {
+        mq_err_set("%s: partial_rotary_factor %g is not supported (Qwen3 rotates the whole head)", name, prf);
         return -1;
     }
-    if (!cJSON_IsString(t)) { mq_err_set("%s: %s.rope_type must be a string", name, where); return -1; }
-    if (strcmp(t->valuestring, "default")) {
-        mq_err_set("%s: %s.rope_type '%s' is not supported (only plain RoPE)", name, where, t->valuestring);
+    if (!d) return 0;
+
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(d, "rope_type");
+    if (!t || cJSON_IsNull(t)) t = cJSON_GetObjectItemCaseSensitive(d, "type");
+    const char *ty = "default";
+    if (t && !cJSON_IsNull(t)) {
+        if (!cJSON_IsString(t)) { mq_err_set("%s: %s.rope_type must be a string", name, where); return -1; }
+        ty = t->valuestring;
+    } else if (cJSON_GetObjectItemCaseSensitive(d, "factor")) { /* 5.x would ignore it, 4.x fails */
+        mq_err_set("%s: %s has a factor but no rope_type", name, where);
         return -1;
     }
+    if (!strcmp(ty, "default")) r->type = MQ_ROPE_DEFAULT;
+    else if (!strcmp(ty, "linear")) r->type = MQ_ROPE_LINEAR;
+    else if (!strcmp(ty, "dynamic")) r->type = MQ_ROPE_DYNAMIC;
+    else if (!strcmp(ty, "yarn")) r->type = MQ_ROPE_YARN;
+    else {
+        mq_err_set("%s: %s.rope_type '%.40s' is not supported (default, linear, dynamic and yarn are)", name,
+                   where, ty);
+        return -1;
+    }
+    if (rs && rp) { /* both: HF reads rope_scaling; refuse a rope_parameters that says otherwise */
+        const cJSON *t2 = cJSON_GetObjectItemCaseSensitive(rp, "rope_type");
+        const char *ty2 = t2 && cJSON_IsString(t2) ? t2->valuestring : "default";
+        if (strcmp(ty, ty2)) {
+            mq_err_set("%s: rope_scaling says '%.40s' and rope_parameters '%.40s'", name, ty, ty2);
+            return -1;
+        }
+    }
+    if (r->type == MQ_ROPE_DEFAULT) return 0;
+
+    int hf = get_double(d, "factor", name, 1.0, 1e6, &r->factor);
+    if (hf < 0) {
+        mq_err_set("%s: %s.factor must be a number >= 1", name, where);
+        return -1;
+    }
+    int ho = get_int(o, "original_max_position_embeddings", name, 1, MQ_MAX_POS, &r->orig_max);
+    if (ho == 0) ho = get_int(d, "original_max_position_embeddings", name, 1, MQ_MAX_POS, &r->orig_max);
+    if (ho < 0) return -1;
+    if (ho == 0) r->orig_max = c->max_pos;
+    if (r->type != MQ_ROPE_YARN) {
+        if (!hf) { mq_err_set("%s: %s.factor is missing (rope_type '%s' needs it)", name, where, ty); return -1; }
+        if (r->type == MQ_ROPE_LINEAR && r->factor * c->max_pos > c->ctx_limit)
+            c->ctx_limit = (int)fmin(r->factor * c->max_pos, MQ_MAX_POS);
+        return 0;
+    }
+    /* YaRN */
+    if (!hf) {
+        r->factor = (double)c->max_pos / r->orig_max;
+        if (r->factor < 1.0) {
+            mq_err_set("%s: %s has no factor and max_position_embeddings %d < original %d", name, where,
+                       c->max_pos, r->orig_max);
+            return -1;
+        }
+    }
+    double mscale = 0, mscale_all = 0;
+    r->beta_fast = 0;
+    r->beta_slow = 0;
+    r->truncate = 1;
+    if (get_double(d, "beta_fast", name, 0.0, 1e6, &r->beta_fast) < 0 ||
+        get_double(d, "beta_slow", name, 0.0, 1e6, &r->beta_slow) < 0 ||
+        get_double(d, "mscale", name, 0.0, 1e6, &mscale) < 0 ||
+        get_double(d, "mscale_all_dim", name, 0.0, 1e6, &mscale_all) < 0 ||
+        get_bool(d, "truncate", name, &r->truncate) < 0)
+        return -1;
+    if (r->beta_fast == 0) r->beta_fast = 32; /* HF: rope_parameters.get("beta_fast") or 32 */
+    if (r->beta_slow == 0) r->beta_slow = 1;
+    if (!(r->beta_fast > r->beta_slow)) {
+        mq_err_set("%s: %s.beta_fast %g must be larger than beta_slow %g", name, where, r->beta_fast, r->beta_slow);
+        return -1;
+    }
+    int ha = get_double(d, "attention_factor", name, 1e-6, 1e6, &r->attn_factor);
+    if (ha < 0) return -1;
+    if (!ha) { /* HF's get_mscale(scale, m) = 0.1 m ln(scale) + 1 for scale > 1, else 1 */
+        const double f = r->factor;
+        if (mscale != 0 && mscale_all != 0)
+            r->attn_factor = f <= 1 ? 1.0 : (0.1 * mscale * log(f) + 1.0) / (0.1 * mscale_all * log(f) + 1.0);
+        else
+            r->attn_factor = f <= 1 ? 1.0 : 0.1 * log(f) + 1.0;
+    }
+    double lim = r->factor * r->orig_max;
+    if (lim > c->ctx_limit) c->ctx_limit = (int)fmin(lim, MQ_MAX_POS);
     return 0;
 }
 
@@ -175,17 +295,10 @@ static int parse_obj(mq_config *c, const cJSON *o, const char *name) {
                    c->n_heads, c->n_kv_heads);
         return -1;
     }
-    int hd = 0;
-    int r = get_int(o, "head_dim", name, 1, MQ_MAX_HEAD_DIM, &hd);
-    if (r < 0) return -1;
-    if (r == 0) {
-        if (c->hidden_size % c->n_heads) {
-            mq_err_set("%s: no head_dim and hidden_size %d is not a multiple of num_attention_heads %d",
-                       name, c->hidden_size, c->n_heads);
-            return -1;
-        }
-        hd = c->hidden_size / c->n_heads;
-    }
+    /* Qwen3Config's head_dim defaults to 128 (not hidden / heads): a config.json without it means
+     * 128 to transformers, so it does here too. */
+    int hd = 128;
+    if (get_int(o, "head_dim", name, 1, MQ_MAX_HEAD_DIM, &hd) < 0) return -1;
     if (hd % 2) { mq_err_set("%s: head_dim %d must be even for RoPE", name, hd); return -1; }
     c->head_dim = hd;
     c->max_pos = 32768; /* Qwen3Config default */
@@ -194,23 +307,8 @@ static int parse_obj(mq_config *c, const cJSON *o, const char *name) {
     if (get_float(o, "rms_norm_eps", name, 1e-30, 1.0, &c->rms_eps) < 0) return -1;
     if (get_bool(o, "tie_word_embeddings", name, &c->tie_embeddings) < 0) return -1;
 
-    /* RoPE: 4.x has rope_theta (+ rope_scaling) at top level, 5.x nests them in rope_parameters. */
-    c->rope_theta = 10000.0f;
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "rope_scaling");
-    if (rs && !cJSON_IsNull(rs)) { /* only a no-op {"rope_type": "default"} is accepted */
-        if (!cJSON_IsObject(rs)) {
-            mq_err_set("%s: rope_scaling is not supported (must be null)", name);
-            return -1;
-        }
-        if (check_rope_type(rs, name, "rope_scaling", 1) < 0) return -1;
-    }
-    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(o, "rope_parameters");
-    if (rp && !cJSON_IsNull(rp)) {
-        if (!cJSON_IsObject(rp)) { mq_err_set("%s: rope_parameters must be an object", name); return -1; }
-        if (check_rope_type(rp, name, "rope_parameters", 0) < 0) return -1;
-        if (get_float(rp, "rope_theta", name, 1e-3, 1e30, &c->rope_theta) < 0) return -1;
-    }
-    if (get_float(o, "rope_theta", name, 1e-3, 1e30, &c->rope_theta) < 0) return -1;
+    c->ctx_limit = c->max_pos;
+    if (parse_rope(c, o, name) < 0) return -1;
 
     /* Features a Qwen3 dense model could switch on that this engine does not implement. */
     int ab = 0, sw = 0;

@@ -9,6 +9,7 @@
 #include "backend.h"
 #include "err.h"
 #include "half.h"
+#include "rope.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Vector dot products. Weights stay in the mmap in their stored dtype; BF16 is converted on the
@@ -267,8 +268,7 @@ typedef struct {
     pool pool;
     float *norms;      /* (n_layers, 2*hidden + 2*hd): in_norm, post_norm, q_norm, k_norm as f32 */
     float *final_norm; /* (hidden) */
-    float *rope_cos;   /* (max_ctx, hd/2): HF's float32 cos(pos * inv_freq[i]) */
-    float *rope_sin;   /* (max_ctx, hd/2) */
+    float *rope;       /* (max_ctx, hd/2, 2): cos, sin of HF's float32 pos * inv_freq[i] (src/rope.c) */
     float *kc, *vc;    /* (n_layers, max_ctx, kv_dim) fp32 K and V cache */
     int kv_round;      /* 0: K/V cached as computed; 1 / 2: rounded to bf16 / f16 first (--kv-type), the
                           values the cuda backend's 16-bit cache holds, kept in f32 storage */
@@ -403,13 +403,13 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
 }
 
-/* rotate-half RoPE on one head: pairs (i, i + hd/2) */
-static void rope(float *v, const float *cs, const float *sn, int hd) {
+/* rotate-half RoPE on one head: pairs (i, i + hd/2); cs (hd/2, 2) is one position's cos, sin */
+static void rope(float *v, const float *cs, int hd) {
     int half = hd / 2;
     for (int i = 0; i < half; i++) {
-        float a = v[i], c = v[i + half];
-        v[i] = a * cs[i] - c * sn[i];
-        v[i + half] = c * cs[i] + a * sn[i];
+        float a = v[i], c = v[i + half], co = cs[2 * i], si = cs[2 * i + 1];
+        v[i] = a * co - c * si;
+        v[i + half] = c * co + a * si;
     }
 }
 
@@ -439,15 +439,15 @@ static void layer_forward(cpu_be *b, int l, int n_tok, int pos0) {
     /* per-head q/k RMSNorm, RoPE, then K and V into the cache at their positions */
     for (int t = 0; t < n_tok; t++) {
         int pos = pos0 + t;
-        const float *cs = b->rope_cos + (size_t)pos * half, *sn = b->rope_sin + (size_t)pos * half;
+        const float *cs = b->rope + (size_t)pos * half * 2;
         float *q = b->q + (size_t)t * b->q_dim, *k = b->k + (size_t)t * b->kv_dim;
         for (int h = 0; h < b->n_heads; h++) {
             rmsnorm(q + h * hd, q + h * hd, qn, hd, eps);
-            rope(q + h * hd, cs, sn, hd);
+            rope(q + h * hd, cs, hd);
         }
         for (int h = 0; h < b->n_kv; h++) {
             rmsnorm(k + h * hd, k + h * hd, kn, hd, eps);
-            rope(k + h * hd, cs, sn, hd);
+            rope(k + h * hd, cs, hd);
         }
         size_t off = ((size_t)l * b->base.max_ctx + pos) * b->kv_dim;
         store_kv(b, b->kc + off, k);
@@ -514,7 +514,7 @@ static void cpu_free(mq_backend *be) {
     cpu_be *b = (cpu_be *)be;
     if (!b) return;
     pool_stop(&b->pool);
-    float *bufs[] = {b->norms, b->final_norm, b->rope_cos, b->rope_sin, b->kc, b->vc, b->x, b->xb,
+    float *bufs[] = {b->norms, b->final_norm, b->rope, b->kc, b->vc, b->x, b->xb,
                      b->q, b->k, b->v, b->att, b->g, b->u, b->wrow, b->scores, b->last};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(b);
@@ -583,8 +583,7 @@ mq_backend *mq_cpu_new_kv(const mq_model *m, int max_ctx, int n_threads, const c
     size_t nl = (size_t)b->n_layers, half = (size_t)b->hd / 2, kv = nl * (size_t)max_ctx * b->kv_dim;
     b->norms = falloc(nl * (2 * b->hidden + 2 * b->hd));
     b->final_norm = falloc((size_t)b->hidden);
-    b->rope_cos = falloc((size_t)max_ctx * half);
-    b->rope_sin = falloc((size_t)max_ctx * half);
+    b->rope = falloc((size_t)max_ctx * half * 2);
     b->kc = falloc(kv);
     b->vc = falloc(kv);
     b->x = falloc((size_t)CHUNK * b->hidden);
@@ -598,7 +597,7 @@ mq_backend *mq_cpu_new_kv(const mq_model *m, int max_ctx, int n_threads, const c
     b->wrow = falloc((size_t)n_threads * 4 * mc);
     b->scores = falloc((size_t)n_threads * max_ctx);
     b->last = calloc((size_t)b->vocab, sizeof(float));
-    if (!b->norms || !b->final_norm || !b->rope_cos || !b->rope_sin || !b->kc || !b->vc || !b->x || !b->xb ||
+    if (!b->norms || !b->final_norm || !b->rope || !b->kc || !b->vc || !b->x || !b->xb ||
         !b->q || !b->k || !b->v || !b->att || !b->g || !b->u || !b->wrow || !b->scores || !b->last) {
         mq_err_set("cpu: out of memory allocating the KV cache (%d positions) and buffers", max_ctx);
         cpu_free(&b->base);
@@ -613,16 +612,7 @@ mq_backend *mq_cpu_new_kv(const mq_model *m, int max_ctx, int n_threads, const c
         tref_f32(m->layers[l].k_norm, b->hd, nw + 2 * b->hidden + b->hd);
     }
     tref_f32(m->final_norm, b->hidden, b->final_norm);
-    /* RoPE as HF computes it: inv_freq = 1 / theta^(2i/hd) in float32, angle = float(pos) *
-     * inv_freq rounded to float32, then cos/sin of that float angle. */
-    for (size_t i = 0; i < half; i++) {
-        float inv = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)b->hd);
-        for (int p = 0; p < max_ctx; p++) {
-            float ang = (float)p * inv;
-            b->rope_cos[(size_t)p * half + i] = (float)cos((double)ang);
-            b->rope_sin[(size_t)p * half + i] = (float)sin((double)ang);
-        }
-    }
+    mq_rope_table(&c->rope, b->hd, max_ctx, b->rope);
     if (pool_start(&b->pool, n_threads) != 0) {
         mq_err_set("cpu: cannot start %d threads", n_threads);
         b->pool.th = NULL;

@@ -25,6 +25,7 @@ mq_backend *mq_cuda_new_kv(const mq_model *m, int max_ctx, const char *kv) {
 #else
 
 #include "gpu.h"
+#include "rope.h"
 #include "half.h"
 #include "sampler.h"
 
@@ -189,7 +190,6 @@ mq_backend *mq_cuda_new_kv(const mq_model *m, int max_ctx, const char *kv) {
                       .n_kv = c->n_kv_heads,
                       .head_dim = c->head_dim,
                       .eps = c->rms_eps,
-                      .rope_theta = c->rope_theta,
                       .tied = m->lm_head.p == m->embed.p};
     cuda_be *b = calloc(1, sizeof *b);
     if (!b) {
@@ -234,9 +234,14 @@ mq_backend *mq_cuda_new_kv(const mq_model *m, int max_ctx, const char *kv) {
     if (put_bf16(b->g, MQ_GPU_EMBED, 0, &m->embed, &ne, 1, buf)) goto fail;
     if (!s.tied && put_bf16(b->g, MQ_GPU_LM_HEAD, 0, &m->lm_head, &ne, 1, buf)) goto fail;
     if (put_f32(b->g, MQ_GPU_FINAL_NORM, 0, m->final_norm, H, fbuf)) goto fail;
-    /* RoPE inverse frequencies exactly as the CPU reference (HF float32): 1 / theta^(2i/hd) */
-    for (size_t i = 0; i < hd / 2; i++) fbuf[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)hd);
-    if (mq_gpu_put(b->g, MQ_GPU_INV_FREQ, 0, fbuf, hd / 2 * sizeof(float))) goto fail;
+    /* RoPE: the CPU reference's own table (src/rope.c), so both rotate by the same floats */
+    const size_t nrope = (size_t)max_ctx * hd;
+    float *rtab = malloc(nrope * sizeof(float));
+    if (!rtab) { mq_err_set("cuda: out of host memory"); goto fail; }
+    mq_rope_table(&c->rope, (int)hd, max_ctx, rtab);
+    int rr = mq_gpu_put(b->g, MQ_GPU_ROPE, 0, rtab, nrope * sizeof(float));
+    free(rtab);
+    if (rr) goto fail;
     free(buf);
     free(fbuf);
     b->base.name = "cuda";

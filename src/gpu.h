@@ -11,7 +11,7 @@ extern "C" {
 /* Model dimensions the device needs (copied from mq_config). */
 typedef struct {
     int vocab, hidden, inter, n_layers, n_heads, n_kv, head_dim;
-    float eps, rope_theta;
+    float eps;
     int tied;          /* 1: lm_head is the embedding (one device copy) */
 } mq_gpu_shape;
 
@@ -28,7 +28,7 @@ typedef enum {
     MQ_GPU_EMBED,      /* bf16 (vocab, hidden), layer ignored */
     MQ_GPU_LM_HEAD,    /* bf16 (vocab, hidden), layer ignored; not used when tied */
     MQ_GPU_FINAL_NORM, /* f32 (hidden), layer ignored */
-    MQ_GPU_INV_FREQ    /* f32 (head_dim/2) RoPE inverse frequencies, layer ignored */
+    MQ_GPU_ROPE        /* f32 (max_ctx, head_dim/2, 2) RoPE cos, sin (mq_rope_table), layer ignored */
 } mq_gpu_slot;
 
 typedef struct mq_gpu mq_gpu;

@@ -9,6 +9,7 @@
 #include "chat.h"
 #include "err.h"
 #include "model.h"
+#include "rope.h"
 #include "sampler.h"
 #include "tokenizer.h"
 
@@ -53,9 +54,13 @@ mq_ctx *mq_open(const char *dir, const mq_params *pin) {
     if (!c) { mq_err_set("out of memory"); return NULL; }
     if (mq_model_load(&c->m, dir) != 0) { free(c); return NULL; }
     const mq_config *cfg = &c->m.cfg;
-    int max_ctx = p.max_ctx > 0 ? p.max_ctx : (cfg->max_pos < 4096 ? cfg->max_pos : 4096);
-    if (max_ctx > cfg->max_pos) {
-        mq_err_set("--max-ctx %d exceeds the model's max_position_embeddings %d", max_ctx, cfg->max_pos);
+    int max_ctx = p.max_ctx > 0 ? p.max_ctx : (cfg->ctx_limit < 4096 ? cfg->ctx_limit : 4096);
+    if (max_ctx > cfg->ctx_limit) {
+        if (cfg->ctx_limit > cfg->max_pos)
+            mq_err_set("--max-ctx %d exceeds the model's context %d (%s scaling of %d)", max_ctx, cfg->ctx_limit,
+                       cfg->rope.type == MQ_ROPE_YARN ? "YaRN" : "linear", cfg->max_pos);
+        else
+            mq_err_set("--max-ctx %d exceeds the model's max_position_embeddings %d", max_ctx, cfg->max_pos);
         goto fail;
     }
     if (p.kv_type && strcmp(p.kv_type, "f32") && strcmp(p.kv_type, "bf16") && strcmp(p.kv_type, "f16")) {
@@ -79,11 +84,12 @@ mq_ctx *mq_open(const char *dir, const mq_params *pin) {
     in->n_heads = cfg->n_heads;
     in->n_kv_heads = cfg->n_kv_heads;
     in->head_dim = cfg->head_dim;
-    in->max_pos = cfg->max_pos;
+    in->max_pos = cfg->ctx_limit;
     in->max_ctx = c->be->max_ctx;
     in->backend = c->be->name;
     in->weight_bytes = mq_model_step_bytes(&c->m);
     in->kv_elt_bytes = c->be->kv_elt > 0 ? c->be->kv_elt : 4;
+    mq_rope_describe(&cfg->rope, in->rope, sizeof in->rope);
     for (int i = 0; i < c->m.gen.n_eos && i < 8; i++) in->eos_ids[in->n_eos++] = c->m.gen.eos_ids[i];
     if (!in->n_eos && cfg->eos_token_id >= 0) in->eos_ids[in->n_eos++] = cfg->eos_token_id;
 

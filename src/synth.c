@@ -103,7 +103,9 @@ int mq_synth_shape(const char *shape, mq_config *c) {
     memset(c, 0, sizeof *c);
     c->vocab_size = 151936; /* the real vocab, so the real tokenizer works with every shape */
     c->max_pos = 40960;
-    c->rope_theta = 1000000.0f;
+    c->rope.theta = 1e6;
+    c->rope.factor = 1.0;
+    c->rope.attn_factor = 1.0;
     c->rms_eps = 1e-6f;
     c->dtype = MQ_BF16;
     c->bos_token_id = 151643;
@@ -217,8 +219,15 @@ static cJSON *config_json(const mq_config *c) {
     cJSON_AddNumberToObject(o, "num_hidden_layers", c->n_layers);
     cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_heads);
     cJSON_AddNumberToObject(o, "rms_norm_eps", 1e-6);
-    cJSON_AddNullToObject(o, "rope_scaling");
-    cJSON_AddNumberToObject(o, "rope_theta", c->rope_theta);
+    if (c->rope.type == MQ_ROPE_YARN) { /* as Qwen's model cards say to add it for long inputs */
+        cJSON *rs = cJSON_AddObjectToObject(o, "rope_scaling");
+        cJSON_AddStringToObject(rs, "rope_type", "yarn");
+        cJSON_AddNumberToObject(rs, "factor", c->rope.factor);
+        cJSON_AddNumberToObject(rs, "original_max_position_embeddings", c->rope.orig_max);
+    } else {
+        cJSON_AddNullToObject(o, "rope_scaling");
+    }
+    cJSON_AddNumberToObject(o, "rope_theta", c->rope.theta);
     cJSON_AddNullToObject(o, "sliding_window");
     cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tie_embeddings);
     cJSON_AddStringToObject(o, "torch_dtype", c->dtype == MQ_F32 ? "float32" : "bfloat16");
@@ -283,6 +292,15 @@ int mq_synth_write(const char *dir, const mq_synth_opts *o) {
         return -1;
     }
     if (o->layers > 0) c.n_layers = o->layers;
+    if (o->yarn_factor != 0) {
+        if (!(o->yarn_factor >= 1.0 && o->yarn_factor <= 1e3) || o->yarn_orig < 1 || o->yarn_orig > c.max_pos) {
+            mq_err_set("synth: yarn factor must be in [1, 1000] and its original length in [1, %d]", c.max_pos);
+            return -1;
+        }
+        c.rope.type = MQ_ROPE_YARN;
+        c.rope.factor = o->yarn_factor;
+        c.rope.orig_max = o->yarn_orig;
+    }
     c.dtype = o->dtype;
     if (mkdir_p(dir) < 0) return -1;
     double t0 = now_s();

@@ -11,6 +11,8 @@ typedef struct {
     mq_dtype dtype;            /* MQ_BF16 (default) or MQ_F32 */
     int tied;                  /* -1: the shape's default (as the real model: untied for 8B, 14B), 0: untied, 1: tied */
     int layers;                /* > 0: this many layers instead of the shape's (a big shape's kernels, tested fast) */
+    double yarn_factor;        /* > 0: config.json asks for YaRN RoPE scaling with this factor ... */
+    int yarn_orig;             /* ... over this original_max_position_embeddings (Qwen's advice: 4, 32768) */
     const char *tokenizer_dir; /* NULL: env MQ_TOKENIZER_DIR, else the build's MQ_TOKENIZER_DIR */
     FILE *log;                 /* what was written and the scale notes; NULL = silent */
 } mq_synth_opts;

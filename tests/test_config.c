@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +57,9 @@ static void test_real_06b(void **state) {
     assert_int_equal(c.n_kv_heads, 8);
     assert_int_equal(c.head_dim, 128);
     assert_int_equal(c.max_pos, 40960);
-    assert_float_equal(c.rope_theta, 1e6f, 1.0f);
+    assert_float_equal(c.rope.theta, 1e6, 1e-9);
+    assert_int_equal(c.rope.type, MQ_ROPE_DEFAULT);
+    assert_int_equal(c.ctx_limit, 40960);
     assert_float_equal(c.rms_eps, 1e-6f, 1e-12f);
     assert_int_equal(c.tie_embeddings, 1);
     assert_int_equal(c.dtype, MQ_BF16);
@@ -74,9 +77,9 @@ static void test_v5_layout(void **state) {
         "\"rope_parameters\":{\"rope_theta\":500000.0,\"rope_type\":\"default\"},\"dtype\":\"float32\","
         "\"eos_token_id\":[7,8]}";
     assert_int_equal(mq_config_parse(&c, js, strlen(js), "v5.json"), 0);
-    assert_float_equal(c.rope_theta, 5e5f, 1.0f);
+    assert_float_equal(c.rope.theta, 5e5, 1e-9);
     assert_int_equal(c.dtype, MQ_F32);
-    assert_int_equal(c.head_dim, 16); /* hidden / n_heads when absent */
+    assert_int_equal(c.head_dim, 128); /* Qwen3Config's default, not hidden / n_heads */
     assert_int_equal(c.tie_embeddings, 0); /* Qwen3Config default */
     assert_int_equal(c.n_kv_heads, 2);
     assert_int_equal(c.eos_token_id, 7);
@@ -90,7 +93,7 @@ static void test_defaults_and_dtypes(void **state) {
     mq_config c;
     assert_int_equal(parse_with(&c, ""), 0);
     assert_int_equal(c.n_kv_heads, 4); /* None -> num_attention_heads */
-    assert_float_equal(c.rope_theta, 10000.0f, 0.01f);
+    assert_float_equal(c.rope.theta, 10000.0, 1e-9);
     assert_int_equal(c.dtype, MQ_BF16);
     assert_int_equal(parse_with(&c, "\"torch_dtype\":\"float16\""), 0);
     assert_int_equal(c.dtype, MQ_F16);
@@ -104,16 +107,96 @@ static void test_defaults_and_dtypes(void **state) {
     assert_int_equal((int)mq_dtype_size(MQ_F16), 2);
 }
 
+/* RoPE scaling as Qwen's model cards tell users to add it (4.x rope_scaling) and as 5.x saves it. */
+static void test_rope_scaling(void **state) {
+    (void)state;
+    mq_config c;
+    char buf[4096];
+    /* the 0.6B config with the model card's YaRN block spliced in */
+    const char *yarn = "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4.0,\"original_max_position_embeddings\":32768}";
+    const char *at = strstr(REAL_06B, "\"rope_scaling\":null");
+    assert_non_null(at);
+    snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - REAL_06B), REAL_06B, yarn, at + strlen("\"rope_scaling\":null"));
+    assert_int_equal(mq_config_parse(&c, buf, strlen(buf), "config.json"), 0);
+    assert_int_equal(c.rope.type, MQ_ROPE_YARN);
+    assert_float_equal(c.rope.factor, 4.0, 0);
+    assert_int_equal(c.rope.orig_max, 32768);
+    assert_float_equal(c.rope.beta_fast, 32.0, 0);
+    assert_float_equal(c.rope.beta_slow, 1.0, 0);
+    assert_int_equal(c.rope.truncate, 1);
+    assert_float_equal(c.rope.attn_factor, 0.1 * log(4.0) + 1.0, 1e-15);
+    assert_float_equal(c.rope.theta, 1e6, 0);
+    assert_int_equal(c.max_pos, 40960);
+    assert_int_equal(c.ctx_limit, 131072); /* 4 x 32768 */
+
+    /* 5.x layout; "type" (the old key) also names it; original defaults to max_position_embeddings */
+    assert_int_equal(parse_with(&c, "\"max_position_embeddings\":40960,\"rope_parameters\":{\"type\":\"yarn\","
+                                    "\"rope_theta\":1000000,\"factor\":2}"), 0);
+    assert_int_equal(c.rope.type, MQ_ROPE_YARN);
+    assert_int_equal(c.rope.orig_max, 40960);
+    assert_int_equal(c.ctx_limit, 81920);
+    /* no factor: max_position_embeddings / original (transformers 5.x) */
+    assert_int_equal(parse_with(&c, "\"max_position_embeddings\":131072,\"rope_scaling\":{\"rope_type\":\"yarn\","
+                                    "\"original_max_position_embeddings\":32768}"), 0);
+    assert_float_equal(c.rope.factor, 4.0, 0);
+    assert_int_equal(c.ctx_limit, 131072);
+    /* a top-level original_max_position_embeddings wins over the dict's */
+    assert_int_equal(parse_with(&c, "\"original_max_position_embeddings\":16384,\"rope_scaling\":{\"rope_type\":"
+                                    "\"yarn\",\"factor\":2,\"original_max_position_embeddings\":32768}"), 0);
+    assert_int_equal(c.rope.orig_max, 16384);
+    assert_int_equal(c.ctx_limit, 32768); /* max(32768, 2 x 16384) */
+    /* attention factor: explicit, or mscale / mscale_all_dim (equal: 1), or one of them only: default */
+    assert_int_equal(parse_with(&c, "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4,\"attention_factor\":1.5,"
+                                    "\"beta_fast\":0,\"beta_slow\":0,\"truncate\":false}"), 0);
+    assert_float_equal(c.rope.attn_factor, 1.5, 0);
+    assert_float_equal(c.rope.beta_fast, 32.0, 0); /* HF: get("beta_fast") or 32 */
+    assert_float_equal(c.rope.beta_slow, 1.0, 0);
+    assert_int_equal(c.rope.truncate, 0);
+    assert_int_equal(parse_with(&c, "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4,\"mscale\":0.707,"
+                                    "\"mscale_all_dim\":0.707}"), 0);
+    assert_float_equal(c.rope.attn_factor, 1.0, 1e-15);
+    assert_int_equal(parse_with(&c, "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4,\"mscale\":1,"
+                                    "\"mscale_all_dim\":2}"), 0);
+    assert_float_equal(c.rope.attn_factor, (0.1 * log(4.0) + 1.0) / (0.2 * log(4.0) + 1.0), 1e-15);
+    assert_int_equal(parse_with(&c, "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":1}"), 0);
+    assert_float_equal(c.rope.attn_factor, 1.0, 0); /* get_mscale(1) */
+    /* linear raises the limit by its factor; dynamic does not (it equals plain RoPE up to max_pos) */
+    assert_int_equal(parse_with(&c, "\"rope_scaling\":{\"rope_type\":\"linear\",\"factor\":2}"), 0);
+    assert_int_equal(c.rope.type, MQ_ROPE_LINEAR);
+    assert_int_equal(c.ctx_limit, 65536);
+    assert_int_equal(parse_with(&c, "\"rope_parameters\":{\"rope_type\":\"dynamic\",\"factor\":2,\"rope_theta\":5e5}"), 0);
+    assert_int_equal(c.rope.type, MQ_ROPE_DYNAMIC);
+    assert_int_equal(c.ctx_limit, 32768);
+    assert_float_equal(c.rope.theta, 5e5, 0);
+    /* the same theta in two places is fine; rope_scaling and rope_parameters agreeing too */
+    assert_int_equal(parse_with(&c, "\"rope_theta\":1e6,\"rope_parameters\":{\"rope_theta\":1000000,"
+                                    "\"rope_type\":\"yarn\",\"factor\":4},\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":3}"), 0);
+    assert_float_equal(c.rope.factor, 3.0, 0); /* HF reads rope_scaling when both are given */
+}
+
 static void test_rejections(void **state) {
     (void)state;
     mq_config c;
     expect_err("\"attention_bias\":true", "attention_bias");
     expect_err("\"num_key_value_heads\":3", "not a multiple of num_key_value_heads");
     expect_err("\"num_key_value_heads\":0", "num_key_value_heads");
-    expect_err("\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4.0}", "rope_scaling.rope_type 'yarn'");
-    expect_err("\"rope_scaling\":{\"factor\":2.0}", "rope_scaling is not supported");
-    expect_err("\"rope_scaling\":3", "rope_scaling is not supported");
-    expect_err("\"rope_parameters\":{\"rope_type\":\"linear\",\"factor\":2}", "rope_parameters.rope_type");
+    expect_err("\"rope_scaling\":{\"rope_type\":\"longrope\",\"factor\":4.0}", "rope_scaling.rope_type 'longrope'");
+    expect_err("\"rope_scaling\":{\"factor\":2.0}", "rope_scaling has a factor but no rope_type");
+    expect_err("\"rope_scaling\":3", "rope_scaling must be an object");
+    expect_err("\"rope_parameters\":[]", "rope_parameters must be an object");
+    expect_err("\"rope_parameters\":{\"rope_type\":\"llama3\",\"factor\":8}", "rope_parameters.rope_type 'llama3'");
+    expect_err("\"rope_parameters\":{\"rope_type\":\"linear\"}", "factor is missing");
+    expect_err("\"rope_parameters\":{\"rope_type\":\"dynamic\",\"factor\":0.5}", "factor must be a number >= 1");
+    expect_err("\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":\"4\"}", "factor must be a number");
+    expect_err("\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4,\"beta_fast\":1,\"beta_slow\":2}",
+               "beta_fast 1 must be larger than beta_slow 2");
+    expect_err("\"rope_scaling\":{\"rope_type\":\"yarn\",\"original_max_position_embeddings\":65536}",
+               "has no factor and max_position_embeddings 32768 < original 65536");
+    expect_err("\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4,\"truncate\":1}", "truncate must be true or false");
+    expect_err("\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4},\"rope_parameters\":{\"rope_type\":\"default\"}",
+               "rope_scaling says 'yarn' and rope_parameters 'default'");
+    expect_err("\"rope_theta\":10000,\"rope_parameters\":{\"rope_theta\":1000000}", "rope_theta is given twice");
+    expect_err("\"partial_rotary_factor\":0.5", "partial_rotary_factor 0.5 is not supported");
     expect_err("\"torch_dtype\":\"int8\"", "dtype \"int8\" is not supported");
     expect_err("\"head_dim\":15", "head_dim 15 must be even");
     expect_err("\"head_dim\":-2", "head_dim");
@@ -140,7 +223,7 @@ static void test_rejections(void **state) {
         {"{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":-64,\"intermediate_size\":128,"
          "\"num_hidden_layers\":2,\"num_attention_heads\":4}", "hidden_size = -64"},
         {"{\"model_type\":\"qwen3\",\"vocab_size\":10,\"hidden_size\":66,\"intermediate_size\":128,"
-         "\"num_hidden_layers\":2,\"num_attention_heads\":4}", "not a multiple of num_attention_heads"},
+         "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"head_dim\":3}", "head_dim 3 must be even"},
         {"{\"model_type\":\"qwen3\",\"vocab_size\":1e12,\"hidden_size\":64,\"intermediate_size\":128,"
          "\"num_hidden_layers\":2,\"num_attention_heads\":4}", "vocab_size"},
     };
@@ -258,6 +341,7 @@ int main(void) {
         cmocka_unit_test(test_real_06b),
         cmocka_unit_test(test_v5_layout),
         cmocka_unit_test(test_defaults_and_dtypes),
+        cmocka_unit_test(test_rope_scaling),
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_gen_config),

@@ -196,10 +196,21 @@ static void check_hf(const char *name) {
 
 static void test_hf_A(void **st) { (void)st; check_hf("A"); }
 static void test_hf_B(void **st) { (void)st; check_hf("B"); }
+/* YaRN (fixture C, see test_cpu's test_yarn_C): skipped until the fixture is committed */
+static void test_hf_C(void **st) {
+    (void)st;
+    char path[1100];
+    snprintf(path, sizeof path, "%s/tests/data/hf/C/ref.json", MQ_SOURCE_DIR);
+    if (access(path, R_OK) != 0) {
+        printf("  SKIP: %s missing (make it with scripts/ref/hf_fixtures.py --only C)\n", path);
+        skip();
+    }
+    check_hf("C");
+}
 
 /* Greedy on the device (one launch, argmax fed back on the GPU) == the CPU reference's greedy
  * loop, on a synthetic checkpoint; then the stop-token path. */
-static void check_greedy_synth(const char *shape, int layers, int n) {
+static void check_greedy_synth(const char *shape, int layers, int n, double yarn) {
     if (!gpu_or_skip()) skip();
     char dir[] = "/tmp/mq_test_cuda_XXXXXX";
     assert_non_null(mkdtemp(dir));
@@ -208,6 +219,8 @@ static void check_greedy_synth(const char *shape, int layers, int n) {
     o.shape = shape;
     o.seed = 7;
     o.layers = layers;
+    o.yarn_factor = yarn; /* > 0: YaRN RoPE scaling over 32 original positions */
+    o.yarn_orig = 32;
     o.log = NULL;
     if (mq_synth_write(dir, &o) != 0) fail_msg("synth: %s", mq_err_get());
     mq_model m;
@@ -248,7 +261,9 @@ static void check_greedy_synth(const char *shape, int layers, int n) {
     assert_int_equal(system(cmd), 0);
 }
 
-static void test_greedy_tiny(void **st) { (void)st; check_greedy_synth("tiny", 0, 128); }
+static void test_greedy_tiny(void **st) { (void)st; check_greedy_synth("tiny", 0, 128, 0); }
+/* YaRN (x4 over 32 positions): both backends rotate by the shared table (src/rope.c) */
+static void test_greedy_yarn(void **st) { (void)st; check_greedy_synth("tiny", 0, 128, 4.0); }
 /* 4 and 5 query heads per kv head (Qwen3-4B / 8B, 14B) and a hidden size that is not a power of
  * two (320; 4B's 2560): the other tests have 2 per kv head (but HF fixture B: 4 at head_dim 16) and
  * hidden 64 / 96 / 128 / 1024 / 2048. Then two layers of the real 4B and 14B shapes (14B: untied
@@ -256,10 +271,10 @@ static void test_greedy_tiny(void **st) { (void)st; check_greedy_synth("tiny", 0
  * from global memory, which the small shapes never do. */
 static void test_greedy_gqa(void **st) {
     (void)st;
-    check_greedy_synth("tiny-gqa4", 0, 64);
-    check_greedy_synth("tiny-gqa5", 0, 64);
-    check_greedy_synth("qwen3-4b", 2, 24);
-    check_greedy_synth("qwen3-14b", 2, 16);
+    check_greedy_synth("tiny-gqa4", 0, 64, 0);
+    check_greedy_synth("tiny-gqa5", 0, 64, 0);
+    check_greedy_synth("qwen3-4b", 2, 24, 0);
+    check_greedy_synth("qwen3-14b", 2, 16, 0);
 }
 
 /* The tiny synthetic model (seed) written into the mkdtemp template dir, loaded into m, on a cuda
@@ -481,7 +496,9 @@ int main(void) {
         cmocka_unit_test(test_unavailable),
         cmocka_unit_test(test_hf_A),
         cmocka_unit_test(test_hf_B),
+        cmocka_unit_test(test_hf_C),
         cmocka_unit_test(test_greedy_tiny),
+        cmocka_unit_test(test_greedy_yarn),
         cmocka_unit_test(test_greedy_gqa),
         cmocka_unit_test(test_sample_tiny),
         cmocka_unit_test(test_sample_multi_tiny),

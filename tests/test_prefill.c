@@ -35,8 +35,9 @@ typedef struct {
     mq_model m;
 } synth_model;
 
-/* layers > 0: that many layers of the shape (synth's --layers) */
-static void make_model_l(synth_model *s, const char *shape, uint64_t seed, int layers) {
+/* layers > 0: that many layers of the shape (synth's --layers); yarn > 0: YaRN RoPE scaling of that
+ * factor over `orig` original positions in its config.json (synth's --yarn) */
+static void make_model_ly(synth_model *s, const char *shape, uint64_t seed, int layers, double yarn, int orig) {
     snprintf(s->dir, sizeof s->dir, "/tmp/mq_test_prefill_XXXXXX");
     assert_non_null(mkdtemp(s->dir));
     mq_synth_opts o;
@@ -44,9 +45,15 @@ static void make_model_l(synth_model *s, const char *shape, uint64_t seed, int l
     o.shape = shape;
     o.seed = seed;
     o.layers = layers;
+    o.yarn_factor = yarn;
+    o.yarn_orig = orig;
     o.log = NULL;
     if (mq_synth_write(s->dir, &o) != 0) fail_msg("synth: %s", mq_err_get());
     if (mq_model_load(&s->m, s->dir) != 0) fail_msg("mq_model_load(%s): %s", s->dir, mq_err_get());
+}
+
+static void make_model_l(synth_model *s, const char *shape, uint64_t seed, int layers) {
+    make_model_ly(s, shape, seed, layers, 0, 0);
 }
 
 static void make_model(synth_model *s, const char *shape, uint64_t seed) { make_model_l(s, shape, seed, 0); }
@@ -939,6 +946,28 @@ static void test_gqa(void **st) {
     }
 }
 
+/* YaRN RoPE scaling (factor 4 over 64 original positions, so the prompts run past it): the device
+ * reads the CPU's cos / sin table (src/rope.c), scaled by the attention factor, in every prompt path
+ * (fused <= 16 tokens, chunks <= 64, the tensor-core chunks with qk_prep_b_k from 256) and in the
+ * decode kernel. */
+static void test_yarn(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    synth_model s;
+    unsetenv("MQ_CUDA_KV");
+    make_model_ly(&s, "tiny-gqa4", 31, 0, 4.0, 64);
+    assert_int_equal(s.m.cfg.rope.type, MQ_ROPE_YARN);
+    mq_backend *cpu, *gpu;
+    open_pair(&s, 512, &cpu, &gpu);
+    check_rows(gpu, cpu, "tiny-gqa4 yarn", 7, 97);
+    check_rows(gpu, cpu, "tiny-gqa4 yarn", 64, 98);
+    check_rows(gpu, cpu, "tiny-gqa4 yarn", 300, 99);
+    check_continue(gpu, cpu, "tiny-gqa4 yarn", 120, 150, 16);
+    gpu->free(gpu);
+    cpu->free(cpu);
+    drop_model(&s);
+}
+
 /* Synthetic qwen3-1.7b (hidden 2048, inter 6144): other GEMM shapes for sgemm (on a 132-SM H200:
  * two K slabs for q|k|v and gate|up, four for o, six for down), all rows against the CPU at 20 and
  * 64 tokens (split bf16) and 20 (plain bf16). With a 128-position cache the output buffers hold 128 rows (256 split), so at
@@ -1066,6 +1095,7 @@ int main(void) {
         cmocka_unit_test(test_lo16),
         cmocka_unit_test(test_q17),
         cmocka_unit_test(test_gqa),
+        cmocka_unit_test(test_yarn),
         cmocka_unit_test(test_ttft),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -423,6 +423,8 @@ int cmd_bench(int argc, char **argv) {
     /* ---- Markdown ---- */
     char a[32], b[32], d[32], e[32], f[32], g[32];
     printf("## megaqwen bench — backend %s (%s KV cache), %s\n\n", in->backend, kvt, model);
+    printf("Model: %d layers, hidden %d, %d q / %d kv heads of %d, %s.\n\n", in->n_layers, in->hidden_size,
+           in->n_heads, in->n_kv_heads, in->head_dim, in->rope);
     printf("GPU: %s, driver %s. Bandwidth floor at %.0f GB/s (%s). %ld decode tokens per prompt, %s, "
            "%ld warm-up run(s) excluded.\n\n", gpu, drv, bw, bw_src, n, dmode, warm);
     printf("| prompt | tokens | TTFT (ms) | decode tok/s | ms/token | GB/s | %% of floor | fnv1a |\n");
@@ -474,6 +476,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(cfg, "hidden_size", in->hidden_size);
         cJSON_AddNumberToObject(cfg, "n_kv_heads", in->n_kv_heads);
         cJSON_AddNumberToObject(cfg, "head_dim", in->head_dim);
+        cJSON_AddStringToObject(cfg, "rope", in->rope);
         cJSON_AddNumberToObject(cfg, "kv_elt_bytes", in->kv_elt_bytes);
         cJSON_AddStringToObject(cfg, "kv_type", kvt);
         cJSON_AddNumberToObject(cfg, "vocab_size", in->vocab_size);

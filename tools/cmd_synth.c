@@ -7,10 +7,12 @@
 
 static void synth_usage(FILE *f) {
     fprintf(f, "usage: megaqwen synth --shape SHAPE -o DIR [--seed S] [--dtype bf16|f32] [--tied|--untied]\n"
-               "                      [--layers N]\n"
+               "                      [--layers N] [--yarn FACTOR[,ORIG]]\n"
                "  SHAPE: %s (the real models' dimensions; 4B is 8 GB,\n"
                "  8B 16 GB and 14B 30 GB of bf16 weights). --layers N: N layers of that shape instead (e.g. 2:\n"
-               "  a big model's kernels at a fraction of its bytes).\n", mq_synth_shape_list());
+               "  a big model's kernels at a fraction of its bytes). --yarn: config.json asks for YaRN RoPE scaling\n"
+               "  (rope_scaling {rope_type yarn, factor, original_max_position_embeddings ORIG, default 32768}).\n",
+            mq_synth_shape_list());
     fprintf(f, "  Writes config.json, generation_config.json, model.safetensors (random weights, deterministic\n"
                "  in the seed, scaled so next-token distributions are confident) and the tokenizer files from\n"
                "  $MQ_TOKENIZER_DIR or the build's copy. Default: seed 0, bf16, tied or untied as the real\n"
@@ -34,7 +36,7 @@ int cmd_synth(int argc, char **argv) {
         } else if (!strcmp(a, "--untied")) {
             o.tied = 0;
         } else if (!strcmp(a, "--shape") || !strcmp(a, "-o") || !strcmp(a, "--out") || !strcmp(a, "--seed") ||
-                   !strcmp(a, "--dtype") || !strcmp(a, "--layers")) {
+                   !strcmp(a, "--dtype") || !strcmp(a, "--layers") || !strcmp(a, "--yarn")) {
             if (!v) {
                 mq_cli_err("synth", "%s needs a value", a);
                 synth_usage(stderr);
@@ -60,6 +62,19 @@ int cmd_synth(int argc, char **argv) {
                 long n;
                 if (mq_cli_int("synth", "--layers", v, 1, 1000, &n)) return MQ_EXIT_USAGE;
                 o.layers = (int)n;
+            } else if (!strcmp(a, "--yarn")) {
+                char *end;
+                o.yarn_factor = strtod(v, &end);
+                o.yarn_orig = 32768;
+                if (end == v || (*end && *end != ',') || !(o.yarn_factor >= 1.0 && o.yarn_factor <= 1e3)) {
+                    mq_cli_err("synth", "bad value for --yarn: '%s' (want FACTOR[,ORIG], FACTOR in [1, 1000])", v);
+                    return MQ_EXIT_USAGE;
+                }
+                if (*end == ',') {
+                    long n;
+                    if (mq_cli_int("synth", "--yarn's ORIG", end + 1, 1, 40960, &n)) return MQ_EXIT_USAGE;
+                    o.yarn_orig = (int)n;
+                }
             } else if (!strcmp(a, "--dtype")) {
                 if (!strcmp(v, "bf16")) o.dtype = MQ_BF16;
                 else if (!strcmp(v, "f32")) o.dtype = MQ_F32;

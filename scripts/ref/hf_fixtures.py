@@ -6,6 +6,9 @@ logits and greedy continuations for tests/test_cpu.c (output goes to tests/data/
      head_dim 32 (n_heads*head_dim != hidden), intermediate 160, rope_theta 1e6.
   B: untied (lm_head.weight stored), stored bfloat16, vocab 1200, hidden 96, 4 layers,
      8 q heads / 2 kv heads (GQA 4:1), head_dim 16, intermediate 256, rope_theta 1e4.
+  C: YaRN RoPE scaling (factor 4 over 32 original positions, so the 80 teacher-forced positions
+     run past it; attention factor 0.1 ln 4 + 1), tied, stored bfloat16, vocab 900, hidden 64,
+     2 layers, 4 q heads / 2 kv heads, head_dim 32, intermediate 128, rope_theta 1e4.
 
 Weights: every matrix ~ N(0, init_std) with init_std large (0.15/0.2) so next-token distributions
 are peaked and argmax comparisons mean something; every RMSNorm weight (layer norms, q_norm,
@@ -27,7 +30,7 @@ The id sequences are drawn from a seeded RNG; the first seed whose teacher-force
 top1-top2 margins are all >= 1e-4 * max|logit| is used, so that no position is a numerical tie
 (a tie would make "same argmax" depend on fp32 rounding order rather than on correctness).
 
-Usage: python3 scripts/ref/hf_fixtures.py --out DIR   (needs torch, transformers, safetensors)
+Usage: python3 scripts/ref/hf_fixtures.py --out DIR [--only C]   (needs torch, transformers, safetensors)
 """
 import argparse
 import json
@@ -51,6 +54,10 @@ SPECS = {
     "B": dict(vocab_size=1200, hidden_size=96, num_hidden_layers=4, num_attention_heads=8,
               num_key_value_heads=2, head_dim=16, intermediate_size=256, rope_theta=1e4,
               tie_word_embeddings=False, store=torch.bfloat16, init_std=0.15, seed=5678),
+    "C": dict(vocab_size=900, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=32, intermediate_size=128, rope_theta=1e4,
+              rope={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32},
+              tie_word_embeddings=True, store=torch.bfloat16, init_std=0.2, seed=4321),
 }
 
 
@@ -63,10 +70,11 @@ def make_config(s):
               attention_bias=False, use_sliding_window=False, hidden_act="silu",
               initializer_range=s["init_std"], bos_token_id=1, eos_token_id=2)
     theta = s["rope_theta"]
+    rope = dict(s.get("rope", {"rope_type": "default"}))
     try:  # transformers 5.x layout
-        cfg = Qwen3Config(**kw, rope_parameters={"rope_type": "default", "rope_theta": theta})
+        cfg = Qwen3Config(**kw, rope_parameters={**rope, "rope_theta": theta})
     except TypeError:  # 4.x
-        cfg = Qwen3Config(**kw, rope_theta=theta)
+        cfg = Qwen3Config(**kw, rope_theta=theta, rope_scaling=None if rope["rope_type"] == "default" else rope)
     for attr in ("rope_theta",):
         if hasattr(cfg, attr) and getattr(cfg, attr) != theta:
             setattr(cfg, attr, theta)
@@ -83,6 +91,10 @@ def make_config(s):
 def check_rope(model, s):
     inv = model.model.rotary_emb.inv_freq.detach().double().cpu().numpy()
     hd = s["head_dim"]
+    if "rope" in s:  # scaled: print what HF made of it (megaqwen's tests check its own against these logits)
+        print(f"rope {s['rope']}: inv_freq {inv[:2]} .. {inv[-2:]}, attention_scaling "
+              f"{getattr(model.model.rotary_emb, 'attention_scaling', '?')}")
+        return
     want = 1.0 / (s["rope_theta"] ** (np.arange(0, hd, 2) / hd))
     if not np.allclose(inv, want, rtol=1e-5):
         print(f"WARNING rope_theta: inv_freq {inv[:3]} want {want[:3]} (config.json is what HF used)")
@@ -200,11 +212,13 @@ def build(name, s, out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
+    ap.add_argument("--only", default="", help="comma-separated fixture names (default: all)")
     a = ap.parse_args()
     torch.set_num_threads(4)
     print("torch", torch.__version__, "transformers", transformers.__version__)
     for name, s in SPECS.items():
-        build(name, s, a.out)
+        if not a.only or name in a.only.split(","):
+            build(name, s, a.out)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ struct mq_gpu {
     char *arena;          // the one device allocation
     size_t off_layer[8];  // per-layer offsets of qkv, o, gu, down, in_norm, post_norm, q_norm, k_norm
     size_t layer_stride;  // bytes of one layer's weights
-    size_t off_embed, off_lm, off_fnorm, off_invf;
+    size_t off_embed, off_lm, off_fnorm, off_rope;
     Params P;             // device pointers; per-run fields filled by mq_gpu_run
     mqp_state *pf;        // batched prompt processing scratch (prefill.cu), made on first use
     int last_nf;          // mq_gpu_last_nonfinite: the last run's device-side finiteness check (-1: none)
@@ -135,7 +135,7 @@ static size_t slot_bytes(const mq_gpu *g, mq_gpu_slot slot) {
     case MQ_GPU_K_NORM: return (size_t)s->head_dim * 4;
     case MQ_GPU_EMBED:
     case MQ_GPU_LM_HEAD: return (size_t)s->vocab * H * 2;
-    case MQ_GPU_INV_FREQ: return (size_t)s->head_dim / 2 * 4;
+    case MQ_GPU_ROPE: return (size_t)g->max_ctx * s->head_dim * 4;
     }
     return 0;
 }
@@ -429,7 +429,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     }
     g->off_fnorm = o;
     o += al((size_t)s->hidden * 4);
-    g->off_invf = o;  // RoPE table (max_ctx, hd/2, 2) floats
+    g->off_rope = o;  // RoPE table (max_ctx, hd/2, 2) floats
     o += al((size_t)max_ctx * hd * 4);
     const size_t off_layers = o;
     o += al(sizeof(LayerW) * (s->n_layers > 0 ? s->n_layers : 1));
@@ -517,7 +517,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     P.embed = (const __nv_bfloat16 *)(A + g->off_embed);
     P.lm_head = (const __nv_bfloat16 *)(A + g->off_lm);
     P.final_norm = (const float *)(A + g->off_fnorm);
-    P.rope = (const float *)(A + g->off_invf);
+    P.rope = (const float *)(A + g->off_rope);
     P.wsmem = (unsigned)g->wsmem;
     P.kc = A + off_kc;
     P.vc = A + off_vc;
@@ -659,28 +659,7 @@ int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t b
         off = g->off_lm;
         break;
     case MQ_GPU_FINAL_NORM: off = g->off_fnorm; break;
-    case MQ_GPU_INV_FREQ: {
-        // expand to the (max_ctx, hd/2) cos/sin table exactly as the CPU reference (HF float32):
-        // angle = float(pos) * inv_freq rounded to float, then cos/sin of that float angle
-        const int half = g->s.head_dim / 2;
-        const float *inv = (const float *)src;
-        float *t = (float *)malloc((size_t)g->max_ctx * half * 2 * sizeof(float));
-        if (!t) {
-            mq_err_set("cuda: out of host memory");
-            return -1;
-        }
-        for (int p = 0; p < g->max_ctx; p++)
-            for (int i = 0; i < half; i++) {
-                const float ang = (float)p * inv[i];
-                t[((size_t)p * half + i) * 2] = (float)cos((double)ang);
-                t[((size_t)p * half + i) * 2 + 1] = (float)sin((double)ang);
-            }
-        cudaError_t e = cudaMemcpy(g->arena + g->off_invf, t, (size_t)g->max_ctx * half * 2 * sizeof(float),
-                                   cudaMemcpyHostToDevice);
-        free(t);
-        CK(e);
-        return 0;
-    }
+    case MQ_GPU_ROPE: off = g->off_rope; break;
     default:
         if (layer < 0 || layer >= g->s.n_layers) {
             mq_err_set("cuda: upload to layer %d of %d", layer, g->s.n_layers);

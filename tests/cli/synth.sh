@@ -55,6 +55,22 @@ expect 0 "synth tiny-gqa5 --layers 1" -- "$BIN" synth --shape tiny-gqa5 --layers
 check "one layer" -- grep -q '"num_hidden_layers":[[:space:]]*1[,}]' "$T/e/config.json"
 check "no second layer" -- bash -c "! grep -q 'model.layers.1.' '$T/e/model.safetensors'"
 check "5 q heads per kv head" -- grep -q '"num_attention_heads":[[:space:]]*10[,}]' "$T/e/config.json"
+expect 2 "synth --yarn 0.5" -- "$BIN" synth --shape tiny --yarn 0.5 -o "$T/x"; one_line "bad yarn factor"
+expect 2 "synth --yarn 4,0" -- "$BIN" synth --shape tiny --yarn 4,0 -o "$T/x"
+expect 2 "synth --yarn 4x" -- "$BIN" synth --shape tiny --yarn 4x -o "$T/x"
+
+# YaRN as Qwen's model cards add it: the context grows to factor x the original length (131072),
+# past it is one error line; a run at 50,000 positions (past max_position_embeddings) works.
+expect 0 "synth --yarn 4" -- "$BIN" synth --shape tiny --seed 5 --yarn 4 -o "$T/y"
+check "yarn config" -- grep -q '"rope_type":[[:space:]]*"yarn"' "$T/y/config.json"
+check "yarn original length" -- grep -q '"original_max_position_embeddings":[[:space:]]*32768' "$T/y/config.json"
+expect 1 "yarn past its context" -- "$BIN" logits -m "$T/y" --ids 1,2,3 -o "$T/l.bin" --backend cpu --max-ctx 131073
+one_line "yarn past its context"
+check "says the limit" -- grep -q "exceeds the model's context 131072 (YaRN scaling of 40960)" "$T/err"
+expect 1 "plain model past max_position_embeddings" -- "$BIN" logits -m "$T/a" --ids 1,2 -o "$T/l.bin" --backend cpu --max-ctx 50000
+check "plain limit" -- grep -q "exceeds the model's max_position_embeddings 40960" "$T/err"
+expect 0 "yarn at 50000 positions" -- "$BIN" logits -m "$T/y" --ids 1,2,3 -o "$T/ly.bin" --backend cpu --max-ctx 50000
+check "yarn logits differ from plain RoPE's (same weights)" -- bash -c "\"$BIN\" logits -m '$T/a' --ids 1,2,3 -o '$T/lp.bin' --backend cpu >/dev/null 2>&1 && ! cmp -s '$T/ly.bin' '$T/lp.bin'"
 
 # The checkpoint loads through the public API (needs the CPU backend; ids only, no tokenizer needed).
 expect 0 "logits on the synthetic checkpoint" -- "$BIN" logits -m "$T/a" --ids 1,2,3 -o "$T/l.bin" --backend cpu
