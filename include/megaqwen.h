@@ -72,6 +72,9 @@ void mq_detok_stream_reset(mq_ctx *c);
 char *mq_chat_prompt(mq_ctx *c, const mq_chat_msg *msgs, int n, int add_generation_prompt,
                      int enable_thinking);
 int32_t mq_token_id(mq_ctx *c, const char *special);  /* e.g. "<|im_end|>"; -1 if absent */
+/* A token's raw bytes (not NUL-terminated; may be part of a UTF-8 character): *len bytes, or NULL
+ * with *len 0 for an id the tokenizer lacks (embedding padding) or without a tokenizer. */
+const char *mq_token_bytes(mq_ctx *c, int32_t id, size_t *len);
 
 /* Feed n tokens at the current position (appended to the KV cache). If all_logits is non-NULL it
  * receives (n, vocab) float rows. Error if the context would pass max_ctx. Returns 0 or -1. */
@@ -97,6 +100,24 @@ int32_t mq_step(mq_ctx *c, int32_t id);
 typedef int (*mq_token_cb)(int32_t id, void *user);
 int mq_generate(mq_ctx *c, int32_t first, int n, int32_t *out, mq_token_cb cb, void *user);
 int mq_is_eos(const mq_ctx *c, int32_t id);
+
+/* Log-probabilities of one position, from the model's raw distribution: log-softmax of the logits,
+ * before temperature, penalties and top-k / top-p / min-p (as vLLM's default raw logprobs). */
+enum { MQ_TOP_LOGPROBS_MAX = 20 };
+typedef struct {
+    float logprob;                           /* of the chosen (or given) token */
+    int n_top;                               /* entries in top_*: the most likely ids, best first */
+    int32_t top_ids[MQ_TOP_LOGPROBS_MAX];
+    float top_lp[MQ_TOP_LOGPROBS_MAX];
+} mq_logprob;
+/* From a logits row (vocab floats): id's logprob and the n_top (<= 20) most likely (ties: lower
+ * id first). Sums in double. */
+void mq_logprobs_row(const float *logits, int vocab, int32_t id, int n_top, mq_logprob *out);
+/* mq_generate that also reports each token's logprobs (cb gets them; n_top alternatives). Runs one
+ * forward per token with the logits on the host and the host sampler (the same choices and RNG
+ * stream as the device's sampler), so it is slower than mq_generate. */
+typedef int (*mq_token_lp_cb)(int32_t id, const mq_logprob *lp, void *user);
+int mq_generate_lp(mq_ctx *c, int32_t first, int n, int n_top, int32_t *out, mq_token_lp_cb cb, void *user);
 
 /* Teacher-forced perplexity on ids with HF's sliding-window method (window ctx, stride).
  * Writes ppl, its standard error (delta method over per-token NLL) and scored token count. */

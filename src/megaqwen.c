@@ -156,6 +156,14 @@ int32_t mq_token_id(mq_ctx *c, const char *special) {
     return c->tok ? mq_tok_special(c->tok, special) : -1;
 }
 
+const char *mq_token_bytes(mq_ctx *c, int32_t id, size_t *len) {
+    *len = 0;
+    if (!c->tok || id < 0) return NULL;
+    const char *b = mq_tok_bytes(c->tok, id, len);
+    if (!b) *len = 0;
+    return b;
+}
+
 int mq_feed(mq_ctx *c, const int32_t *ids, int n, float *all_logits) {
     if (n <= 0) { mq_err_set("mq_feed: no tokens"); return -1; }
     if (n > c->info.max_ctx - c->pos) {
@@ -310,6 +318,47 @@ int mq_generate(mq_ctx *c, int32_t first, int n, int32_t *out, mq_token_cb cb, v
         id = t;
     }
     return k;
+}
+
+void mq_logprobs_row(const float *l, int vocab, int32_t id, int n_top, mq_logprob *out) {
+    if (n_top < 0) n_top = 0;
+    if (n_top > MQ_TOP_LOGPROBS_MAX) n_top = MQ_TOP_LOGPROBS_MAX;
+    float mx = -INFINITY;
+    for (int i = 0; i < vocab; i++) mx = l[i] > mx ? l[i] : mx;
+    double s = 0;
+    for (int i = 0; i < vocab; i++) s += exp((double)l[i] - mx);
+    const double lse = mx + log(s);
+    out->logprob = id >= 0 && id < vocab ? (float)(l[id] - lse) : -INFINITY;
+    /* top n_top by insertion into a short sorted list (n_top <= 20, one pass over the vocabulary) */
+    int k = 0;
+    for (int i = 0; i < vocab && n_top; i++) {
+        if (k == n_top && !(l[i] > l[out->top_ids[k - 1]])) continue;
+        int j = k < n_top ? k++ : k - 1;
+        while (j > 0 && l[i] > l[out->top_ids[j - 1]]) {
+            out->top_ids[j] = out->top_ids[j - 1];
+            j--;
+        }
+        out->top_ids[j] = i;
+    }
+    out->n_top = k;
+    for (int j = 0; j < k; j++) out->top_lp[j] = (float)(l[out->top_ids[j]] - lse);
+}
+
+int mq_generate_lp(mq_ctx *c, int32_t first, int n, int n_top, int32_t *out, mq_token_lp_cb cb, void *user) {
+    int32_t id = first;
+    mq_logprob lp;
+    for (int k = 0; k < n;) {
+        if (mq_feed(c, &id, 1, NULL) != 0) return -1;
+        const float *l = mq_logits(c);
+        const int32_t t = mq_sample(c);
+        if (t < 0) return -1;
+        mq_logprobs_row(l, c->info.vocab_size, t, n_top, &lp);
+        out[k++] = t;
+        if (cb && cb(t, &lp, user)) return k;
+        if (mq_is_eos(c, t)) return k;
+        id = t;
+    }
+    return n;
 }
 
 /* HF's documented sliding-window perplexity: windows of `ctx` tokens advancing by `stride`; each

@@ -254,7 +254,8 @@ static int parse_root(mq_oai_kind kind, const cJSON *root, mq_oai_req *r, mq_oai
 
     double d;
     int has = 0;
-    if (get_int(root, "max_tokens", 1, 1 << 24, &has, &d, e)) return -1;
+    if (kind == MQ_OAI_COMPLETION && get_bool(root, "echo", &r->echo, e)) return -1;
+    if (get_int(root, "max_tokens", r->echo ? 0 : 1, 1 << 24, &has, &d, e)) return -1;
     if (has) r->max_tokens = (long)d;
     has = 0;
     if (get_int(root, "max_completion_tokens", 1, 1 << 24, &has, &d, e)) return -1;
@@ -288,11 +289,19 @@ static int parse_root(mq_oai_kind kind, const cJSON *root, mq_oai_req *r, mq_oai
         snprintf(e->msg, sizeof e->msg, "'n' must be 1 (one choice per request)");
         return -1;
     }
-    int lp = 0;
-    const cJSON *lv = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
-    if (lv && !cJSON_IsNull(lv)) {
-        if (kind == MQ_OAI_CHAT && get_bool(root, "logprobs", &lp, e)) return -1;
-        if (lp || kind == MQ_OAI_COMPLETION) return BAD("logprobs", "'logprobs' is not supported");
+    /* logprobs: chat's "logprobs": true + "top_logprobs": 0..20; completions' "logprobs": N (the
+     * N most likely beside the chosen token; OpenAI allows 5, vLLM 20) */
+    if (kind == MQ_OAI_CHAT) {
+        if (get_bool(root, "logprobs", &r->logprobs, e)) return -1;
+        int ht = 0;
+        if (get_int(root, "top_logprobs", 0, MQ_TOP_LOGPROBS_MAX, &ht, &d, e)) return -1;
+        if (ht && !r->logprobs) return BAD("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+        if (ht) r->top_logprobs = (int)d;
+    } else {
+        const cJSON *lv = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
+        if (cJSON_IsTrue(lv)) return BAD("logprobs", "'logprobs' is a count here (0..%d), not a boolean", MQ_TOP_LOGPROBS_MAX);
+        if (!cJSON_IsFalse(lv) && get_int(root, "logprobs", 0, MQ_TOP_LOGPROBS_MAX, &r->logprobs, &d, e)) return -1;
+        if (r->logprobs) r->top_logprobs = (int)d;
     }
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
     if (tools && !cJSON_IsNull(tools) && !(cJSON_IsArray(tools) && cJSON_GetArraySize(tools) == 0))
@@ -391,6 +400,97 @@ static int add_text(cJSON *o, const char *key, const char *text, size_t len) {
     return raw ? 0 : -1;
 }
 
+/* A token's text for logprobs: its bytes when they are valid UTF-8, else "bytes:\\xNN..." (the
+ * convention of OpenAI's and vLLM's completions for a piece of a character). malloc'd. */
+static char *tok_text(const char *b, size_t n) {
+    char *t = malloc(n * 4 + 8);
+    if (!t) return NULL;
+    if (mq_oai_utf8_valid(b, n) && !memchr(b, 0, n)) {
+        memcpy(t, b, n);
+        t[n] = 0;
+        return t;
+    }
+    char *p = t + sprintf(t, "bytes:");
+    for (size_t i = 0; i < n; i++) p += sprintf(p, "\\x%02x", (unsigned char)b[i]);
+    return t;
+}
+
+/* chat: {"token", "logprob", "bytes": [...]} (+ "top_logprobs" when tops) */
+static cJSON *chat_tok(const mq_oai_alt *a, int has_lp, const mq_oai_alt *top, int n_top) {
+    cJSON *o = cJSON_CreateObject(), *by = cJSON_CreateArray();
+    char *t = tok_text(a->b, a->n);
+    if (!o || !by || !t) { cJSON_Delete(o); cJSON_Delete(by); free(t); return NULL; }
+    cJSON_AddStringToObject(o, "token", t);
+    free(t);
+    if (has_lp) cJSON_AddNumberToObject(o, "logprob", a->lp);
+    else cJSON_AddNullToObject(o, "logprob");
+    for (size_t i = 0; i < a->n; i++) cJSON_AddItemToArray(by, cJSON_CreateNumber((unsigned char)a->b[i]));
+    cJSON_AddItemToObject(o, "bytes", by);
+    if (top) {
+        cJSON *ta = cJSON_AddArrayToObject(o, "top_logprobs");
+        for (int i = 0; ta && i < n_top; i++) {
+            cJSON *x = chat_tok(&top[i], 1, NULL, 0);
+            if (!x) { cJSON_Delete(o); return NULL; }
+            cJSON_AddItemToArray(ta, x);
+        }
+    }
+    return o;
+}
+
+/* The choice's "logprobs": chat {"content": [...], "refusal": null}; completions {"tokens",
+ * "token_logprobs", "top_logprobs", "text_offset"} (top_logprobs: the N most likely and the chosen
+ * token, as OpenAI's legacy API has it). */
+static int add_logprobs(cJSON *choice, mq_oai_kind kind, const mq_oai_lps *l) {
+    if (!l || (!l->want && !l->n)) {
+        cJSON_AddNullToObject(choice, "logprobs");
+        return 0;
+    }
+    cJSON *o = cJSON_AddObjectToObject(choice, "logprobs");
+    if (!o) return -1;
+    if (kind == MQ_OAI_CHAT) {
+        cJSON *c = cJSON_AddArrayToObject(o, "content");
+        if (!c) return -1;
+        for (size_t i = 0; i < l->n; i++) {
+            cJSON *x = chat_tok(&l->lp[i].tok, l->lp[i].has_lp, l->lp[i].top, l->lp[i].n_top);
+            if (!x) return -1;
+            cJSON_AddItemToArray(c, x);
+        }
+        cJSON_AddNullToObject(o, "refusal");
+        return 0;
+    }
+    cJSON *tk = cJSON_AddArrayToObject(o, "tokens"), *tl = cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON *tp = cJSON_AddArrayToObject(o, "top_logprobs"), *to = cJSON_AddArrayToObject(o, "text_offset");
+    if (!tk || !tl || !tp || !to) return -1;
+    for (size_t i = 0; i < l->n; i++) {
+        const mq_oai_lp *e = &l->lp[i];
+        char *t = tok_text(e->tok.b, e->tok.n);
+        if (!t) return -1;
+        cJSON_AddItemToArray(tk, cJSON_CreateString(t));
+        cJSON_AddItemToArray(to, cJSON_CreateNumber((double)e->text_offset));
+        if (!e->has_lp) {
+            free(t);
+            cJSON_AddItemToArray(tl, cJSON_CreateNull());
+            cJSON_AddItemToArray(tp, cJSON_CreateNull());
+            continue;
+        }
+        cJSON_AddItemToArray(tl, cJSON_CreateNumber(e->tok.lp));
+        cJSON *d = cJSON_CreateObject();
+        if (!d) { free(t); return -1; }
+        cJSON_AddItemToArray(tp, d);
+        int chosen_in = 0;
+        for (int k = 0; k < e->n_top; k++) {
+            char *a = tok_text(e->top[k].b, e->top[k].n);
+            if (!a) { free(t); return -1; }
+            if (!cJSON_GetObjectItemCaseSensitive(d, a)) cJSON_AddNumberToObject(d, a, e->top[k].lp);
+            chosen_in |= e->top[k].n == e->tok.n && !memcmp(e->top[k].b, e->tok.b, e->tok.n);
+            free(a);
+        }
+        if (!chosen_in && !cJSON_GetObjectItemCaseSensitive(d, t)) cJSON_AddNumberToObject(d, t, e->tok.lp);
+        free(t);
+    }
+    return 0;
+}
+
 static cJSON *usage_obj(const mq_oai_usage *u) {
     cJSON *us = cJSON_CreateObject();
     if (!us) return NULL;
@@ -443,7 +543,8 @@ static cJSON *envelope_choice(mq_oai_kind kind, const char *id, long created, co
 }
 
 char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model,
-                           const char *text, size_t len, const char *finish, const mq_oai_usage *u) {
+                           const char *text, size_t len, const char *finish, const mq_oai_usage *u,
+                           const mq_oai_lps *lps) {
     cJSON *c, *o = envelope_choice(kind, id, created, model, 0, &c);
     if (!o) return NULL;
     int bad = 0;
@@ -458,7 +559,7 @@ char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const
     } else {
         bad |= add_text(c, "text", text, len);
     }
-    cJSON_AddNullToObject(c, "logprobs");
+    bad |= add_logprobs(c, kind, lps);
     cJSON_AddStringToObject(c, "finish_reason", finish);
     cJSON *us = usage_obj(u);
     if (!us) bad = 1;
@@ -469,7 +570,7 @@ char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const
 
 char *mq_oai_chunk_sse(mq_oai_kind kind, const char *id, long created, const char *model,
                        const char *text, size_t len, int role_first, const char *finish,
-                       int usage_null) {
+                       int usage_null, const mq_oai_lps *lps) {
     cJSON *c, *o = envelope_choice(kind, id, created, model, 1, &c);
     if (!o) return NULL;
     int bad = 0;
@@ -483,7 +584,7 @@ char *mq_oai_chunk_sse(mq_oai_kind kind, const char *id, long created, const cha
     } else {
         bad |= add_text(c, "text", text, len);
     }
-    cJSON_AddNullToObject(c, "logprobs");
+    bad |= add_logprobs(c, kind, lps);
     if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
     else cJSON_AddNullToObject(c, "finish_reason");
     if (usage_null) cJSON_AddNullToObject(o, "usage");

@@ -28,6 +28,11 @@ typedef struct {
     char *stop[MQ_OAI_MAX_STOP]; /* (n_stop) non-empty UTF-8 stop strings */
     int n_stop;
     int stream, include_usage;
+    int logprobs;                /* 1: report each token's logprob (chat "logprobs": true, completions
+                                  * "logprobs": N) */
+    int top_logprobs;            /* alternatives per token (chat "top_logprobs", completions' N), 0..20 */
+    int echo;                    /* completions: the prompt comes back first (with logprobs: theirs,
+                                  * the first token's null); then max_tokens may be 0 */
 } mq_oai_req;
 
 /* An API error: HTTP status plus OpenAI's error object fields. */
@@ -56,15 +61,37 @@ typedef struct {
     int prompt_tokens, completion_tokens, cached_tokens;
 } mq_oai_usage;
 
-/* Full (non-streamed) response body, malloc'd. finish: "stop" or "length". */
+/* One token's bytes (borrowed, may be part of a UTF-8 character) and logprob. */
+typedef struct {
+    const char *b;
+    size_t n;
+    float lp;
+} mq_oai_alt;
+/* A token's entry in a response's logprobs. */
+typedef struct {
+    mq_oai_alt tok;
+    int has_lp;                  /* 0: null (an echoed prompt's first token) */
+    int n_top;
+    mq_oai_alt top[MQ_TOP_LOGPROBS_MAX];
+    size_t text_offset;          /* completions: byte offset of the token's text in the choice's text */
+} mq_oai_lp;
+/* Logprobs of n tokens: NULL lp (or n 0 without want) gives "logprobs": null. */
+typedef struct {
+    const mq_oai_lp *lp;
+    size_t n;
+    int want;                    /* the request asked for logprobs: an empty list is [], not null */
+} mq_oai_lps;
+
+/* Full (non-streamed) response body, malloc'd. finish: "stop" or "length". lps may be NULL. */
 char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model,
-                           const char *text, size_t len, const char *finish, const mq_oai_usage *u);
+                           const char *text, size_t len, const char *finish, const mq_oai_usage *u,
+                           const mq_oai_lps *lps);
 /* One SSE event "data: {chunk}\n\n", malloc'd. text may be NULL (no content field for chat's
  * final chunk); role_first adds chat's {"role":"assistant"}; finish NULL = null. usage_null adds
- * "usage":null (stream_options.include_usage). */
+ * "usage":null (stream_options.include_usage). lps: this chunk's tokens' logprobs, or NULL. */
 char *mq_oai_chunk_sse(mq_oai_kind kind, const char *id, long created, const char *model,
                        const char *text, size_t len, int role_first, const char *finish,
-                       int usage_null);
+                       int usage_null, const mq_oai_lps *lps);
 /* The final usage-only SSE event (choices: []), malloc'd. */
 char *mq_oai_usage_sse(mq_oai_kind kind, const char *id, long created, const char *model,
                        const mq_oai_usage *u);

@@ -196,6 +196,10 @@ typedef struct {
     mq_oai_buf emit;        /* text released by the stop matcher this step */
     mq_oai_buf text;        /* non-stream: the whole completion */
     int failed, matched;    /* matched: a stop string ended the text */
+    mq_oai_lp *lps;         /* logprobs: non-stream all tokens' entries (echoed prompt first), stream
+                             * the one of the token being delivered */
+    size_t n_lps, cap_lps;
+    size_t text_off;        /* completions: raw bytes of the tokens so far (their text_offset) */
 } gen_state;
 
 /* Append bytes to the job's stream and wake its reader. */
@@ -209,20 +213,56 @@ static int push(srv *s, job *j, char *ev) {
     return rc;
 }
 
+/* Text released for the client (stream: one chunk, with the pending logprobs entries if any). */
 static int deliver(gen_state *g, const char *t, size_t n) {
     job *j = g->j;
-    if (!n) return 0;
+    const int lp = g->stream && g->n_lps > 0;
+    if (!n && !lp) return 0;
     if (!g->stream) return mq_oai_buf_put(&g->text, t, n);
+    const mq_oai_lps l = {g->lps, g->n_lps, 1};
+    g->n_lps = 0;
     return push(g->s, j, mq_oai_chunk_sse(j->req.kind, j->id, j->created, g->s->o.model_name, t, n, 0,
-                                          NULL, j->req.include_usage));
+                                          NULL, j->req.include_usage, lp ? &l : NULL));
 }
 
-static int on_token(int32_t id, void *user) {
+/* Append token id's logprobs entry (lp NULL: no logprob, an echoed prompt's first token). */
+static int add_lp(gen_state *g, int32_t id, const mq_logprob *lp) {
+    if (g->n_lps == g->cap_lps) {
+        size_t cap = g->cap_lps ? 2 * g->cap_lps : 64;
+        mq_oai_lp *p = realloc(g->lps, cap * sizeof *p);
+        if (!p) return -1;
+        g->lps = p;
+        g->cap_lps = cap;
+    }
+    mq_ctx *c = g->s->c;
+    mq_oai_lp *e = &g->lps[g->n_lps++];
+    memset(e, 0, sizeof *e);
+    e->tok.b = mq_token_bytes(c, id, &e->tok.n);
+    e->text_offset = g->text_off;
+    g->text_off += e->tok.n;
+    if (!lp) return 0;
+    e->has_lp = 1;
+    e->tok.lp = lp->logprob;
+    e->n_top = lp->n_top < g->j->req.top_logprobs ? lp->n_top : g->j->req.top_logprobs;
+    for (int k = 0; k < e->n_top; k++) {
+        e->top[k].b = mq_token_bytes(c, lp->top_ids[k], &e->top[k].n);
+        e->top[k].lp = lp->top_lp[k];
+    }
+    return 0;
+}
+
+static int on_token_lp(int32_t id, const mq_logprob *lp, void *user);
+
+static int on_token(int32_t id, void *user) { return on_token_lp(id, NULL, user); }
+
+static int on_token_lp(int32_t id, const mq_logprob *lp, void *user) {
     gen_state *g = user;
     srv *s = g->s;
     job *j = g->j;
     if (!g->ntok++) j->t_first = now_s();
+    /* the end-of-sequence token is not part of the text, nor of the logprobs */
     if (mq_is_eos(s->c, id)) { g->finish = "stop"; return 1; }
+    if (lp && add_lp(g, id, lp)) { g->failed = 1; return 1; }
     char buf[4096];
     int k = mq_detok_stream(s->c, id, buf, sizeof buf);
     if (k < 0) { g->failed = 1; return 1; }
@@ -262,6 +302,7 @@ static void run_job(srv *s, job *j) {
     g.stop.stop = j->req.stop;
     g.stop.n = j->req.n_stop;
     int32_t *out = NULL;
+    char *echo_text = NULL;  /* completions' echo: the prompt's text */
     const char *err = NULL;
     size_t n = j->n_ids;
 
@@ -278,34 +319,64 @@ static void run_job(srv *s, job *j) {
     if (mq_set_sampling(c, &sp)) { err = mq_last_error(); goto done; }
     mq_detok_stream_reset(c);
     if (g.stream && q->kind == MQ_OAI_CHAT &&
-        push(s, j, mq_oai_chunk_sse(q->kind, j->id, j->created, s->o.model_name, "", 0, 1, NULL, q->include_usage))) {
+        push(s, j, mq_oai_chunk_sse(q->kind, j->id, j->created, s->o.model_name, "", 0, 1, NULL, q->include_usage,
+                                    NULL))) {
         err = "out of memory";
         goto done;
     }
 
     /* KV reuse: keep the longest prefix shared with what the cache holds, feed the rest. The last
-     * prompt token is always fed by mq_generate so its logits pick the first new token. */
+     * prompt token is always fed by mq_generate so its logits pick the first new token. An echoed
+     * prompt's logprobs need every row's logits, so that prefill starts from 0. */
+    const int echo_lp = q->echo && q->logprobs;
     if (s->n_cache != mq_pos(c)) { mq_reset(c); s->n_cache = 0; }
-    size_t keep = common_prefix(s->cache, (size_t)s->n_cache, j->ids, n);
+    size_t keep = echo_lp ? 0 : common_prefix(s->cache, (size_t)s->n_cache, j->ids, n);
     if (keep > n - 1) keep = n - 1;
     if (mq_rewind(c, (int)keep)) { err = mq_last_error(); goto done; }
     s->n_cache = (int)keep;
     j->usage.cached_tokens = (int)keep;
+    if (q->echo) { /* the prompt's text (and its tokens' entries) come first */
+        echo_text = q->prompt ? strdup(q->prompt) : mq_detokenize(c, j->ids, n);
+        if (!echo_text) { err = q->prompt ? "out of memory" : mq_last_error(); goto done; }
+        g.text_off = echo_lp ? 0 : strlen(echo_text);
+        int bad = echo_lp && add_lp(&g, j->ids[0], NULL);
+        if (!bad && !g.stream) bad = mq_oai_buf_put(&g.text, echo_text, strlen(echo_text));
+        /* stream: sent now, or with its logprobs entries after the prefill */
+        if (!bad && g.stream && !echo_lp) bad = deliver(&g, echo_text, strlen(echo_text));
+        if (bad) { err = "out of memory"; goto done; }
+    }
+    const int slice = echo_lp ? 64 : 512;
+    float *rows = echo_lp ? malloc((size_t)slice * s->info->vocab_size * sizeof *rows) : NULL;
+    if (echo_lp && !rows) { err = "out of memory"; goto done; }
     for (size_t p = keep; p + 1 < n;) {
         /* Prefill in slices so a client that leaves during a long prompt frees the engine soon. */
-        int m = (int)(n - 1 - p < 512 ? n - 1 - p : 512);
-        if (__atomic_load_n(&j->cancel, __ATOMIC_RELAXED) || s->stopping) goto done;
-        if (mq_feed(c, j->ids + p, m, NULL)) { err = mq_last_error(); goto done; }
+        int m = (int)(n - 1 - p < (size_t)slice ? n - 1 - p : (size_t)slice);
+        if (__atomic_load_n(&j->cancel, __ATOMIC_RELAXED) || s->stopping) { free(rows); goto done; }
+        if (mq_feed(c, j->ids + p, m, rows)) { free(rows); err = mq_last_error(); goto done; }
+        for (int r = 0; rows && r < m; r++) { /* row r predicts token p + r + 1 */
+            mq_logprob lp;
+            mq_logprobs_row(rows + (size_t)r * s->info->vocab_size, s->info->vocab_size, j->ids[p + r + 1],
+                            q->top_logprobs, &lp);
+            if (add_lp(&g, j->ids[p + r + 1], &lp)) { free(rows); err = "out of memory"; goto done; }
+        }
         memcpy(s->cache + p, j->ids + p, (size_t)m * sizeof *s->cache);
         p += (size_t)m;
         s->n_cache = (int)p;
     }
-    if (!(out = malloc((size_t)j->max_tokens * sizeof *out))) { err = "out of memory"; goto done; }
-    int gen = mq_generate(c, j->ids[n - 1], (int)j->max_tokens, out, on_token, &g);
-    if (gen < 0) { err = mq_last_error(); goto done; }
+    free(rows);
+    if (g.stream && echo_lp && deliver(&g, echo_text, strlen(echo_text))) { err = "out of memory"; goto done; }
+    int gen = 0;
+    if (j->max_tokens > 0) {
+        if (!(out = malloc((size_t)j->max_tokens * sizeof *out))) { err = "out of memory"; goto done; }
+        gen = q->logprobs ? mq_generate_lp(c, j->ids[n - 1], (int)j->max_tokens, q->top_logprobs, out, on_token_lp, &g)
+                          : mq_generate(c, j->ids[n - 1], (int)j->max_tokens, out, on_token, &g);
+        if (gen < 0) { err = mq_last_error(); goto done; }
+    }
     /* The cache now holds the prompt and the generated tokens that were fed back. */
     int pos = mq_pos(c);
-    if (pos >= (int)n && pos <= (int)n + gen) {
+    if (gen == 0 && pos == (int)n - 1) { /* max_tokens 0 (echo): the prompt less its last token */
+        s->n_cache = pos;
+    } else if (pos >= (int)n && pos <= (int)n + gen) {
         memcpy(s->cache + s->n_cache, j->ids + s->n_cache, (n - (size_t)s->n_cache) * sizeof *s->cache);
         memcpy(s->cache + n, out, (size_t)(pos - (int)n) * sizeof *s->cache);
         s->n_cache = pos;
@@ -333,14 +404,15 @@ static void run_job(srv *s, job *j) {
     if (__atomic_load_n(&j->cancel, __ATOMIC_RELAXED)) goto done;
     if (g.stream) {
         if (push(s, j, mq_oai_chunk_sse(q->kind, j->id, j->created, s->o.model_name, q->kind == MQ_OAI_CHAT ? NULL : "",
-                                        0, 0, g.finish, q->include_usage)) ||
+                                        0, 0, g.finish, q->include_usage, NULL)) ||
             (q->include_usage && push(s, j, mq_oai_usage_sse(q->kind, j->id, j->created, s->o.model_name, &j->usage))) ||
             push(s, j, strdup("data: [DONE]\n\n")))
             err = "out of memory";
     } else {
         j->status = 200;
+        const mq_oai_lps l = {g.lps, g.n_lps, q->logprobs};
         j->body = mq_oai_response_json(q->kind, j->id, j->created, s->o.model_name, g.text.p ? g.text.p : "",
-                                       g.text.n, g.finish, &j->usage);
+                                       g.text.n, g.finish, &j->usage, &l);
         if (!j->body) err = "out of memory";
     }
 done:
@@ -352,6 +424,8 @@ done:
         s->n_cache = 0;
     }
     free(out);
+    free(echo_text);
+    free(g.lps);
     mq_oai_buf_free(&g.emit);
     mq_oai_buf_free(&g.text);
     mq_oai_buf_free(&g.stop.held);
@@ -492,8 +566,8 @@ static enum MHD_Result handle_generate(srv *s, conn_ctx *cc, struct MHD_Connecti
     }
     long ctx = s->info->max_ctx, n = (long)j->n_ids;
     if (n == 0) return fail(cc, conn, 400, "invalid_request_error", NULL, "prompt", "the prompt is empty after tokenization");
-    j->max_tokens = q->max_tokens > 0 ? q->max_tokens : ctx - n;
-    if (n + j->max_tokens > ctx || j->max_tokens < 1) {
+    j->max_tokens = q->max_tokens >= 0 ? q->max_tokens : ctx - n; /* 0 only with echo (oai.c) */
+    if (n + j->max_tokens > ctx || (j->max_tokens < 1 && !q->echo)) {
         mq_oai_fail(&e, 400, "invalid_request_error", "context_length_exceeded",
                     q->max_tokens > 0 ? "max_tokens" : "messages",
                     "this model's context is %ld tokens, but the prompt has %ld tokens and max_tokens is %ld "

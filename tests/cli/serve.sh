@@ -73,6 +73,54 @@ stopstr=${want:3:4}
 post /v1/completions "{\"prompt\":\"Hello there\",\"max_tokens\":12,\"temperature\":0,\"stop\":[\"$stopstr\"]}" >/dev/null
 check "stop string ('$stopstr')" 'python3 -c "import json,sys;c=json.load(open(\"$T/body\"))[\"choices\"][0];assert c[\"finish_reason\"]==\"stop\" and c[\"text\"]==sys.argv[1][:3], c" "$want"'
 
+C_=/v1/chat/completions
+# Logprobs: the echoed prompt's (max_tokens 0, as lm-eval's loglikelihood requests) and the greedy
+# tokens' equal log-softmax of `megaqwen logits` on the same ids; the chosen token leads the top list.
+"$BIN" logits -m "$M" --ids 1994,62,315,279,11 -o "$T/lg.bin" --backend cpu --threads 1 --max-ctx 256 >/dev/null 2>&1
+code=$(post /v1/completions '{"prompt":[1994,62,315,279],"max_tokens":1,"logprobs":3,"echo":true,"temperature":0}')
+check "echo + logprobs: 200 ($code)" '[ "$code" = 200 ]'
+check "echo + logprobs == log-softmax of logits" 'python3 - "$T/body" "$T/lg.bin" <<EOF
+import json, math, struct, sys
+c = json.load(open(sys.argv[1]))["choices"][0]
+V = 151936
+raw = open(sys.argv[2], "rb").read()
+rows = [struct.unpack_from("<%df" % V, raw, 4 * V * r) for r in range(5)]
+def lsm(row, i):
+    m = max(row); return row[i] - (m + math.log(sum(math.exp(x - m) for x in row)))
+lp = c["logprobs"]
+ids = [1994, 62, 315, 279]
+assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None, lp
+for k in range(1, 4):
+    assert abs(lp["token_logprobs"][k] - lsm(rows[k - 1], ids[k])) < 1e-4, (k, lp["token_logprobs"][k])
+g = lp["token_logprobs"][4]  # the greedy token after the prompt: row 3 argmax
+best = max(range(V), key=lambda i: rows[3][i])
+assert abs(g - lsm(rows[3], best)) < 1e-4, (g, lsm(rows[3], best))
+top = lp["top_logprobs"][4]
+assert len(top) == 3 and abs(max(top.values()) - g) < 1e-6, top
+assert lp["text_offset"][0] == 0 and lp["text_offset"] == sorted(lp["text_offset"]), lp["text_offset"]
+assert len(lp["tokens"]) == 5 and c["text"].startswith("".join(lp["tokens"][:4])), c
+EOF'
+code=$(post /v1/completions '{"prompt":[1994,62,315],"max_tokens":0,"logprobs":0,"echo":true}')
+check "max_tokens 0 with echo: prompt only ($code)" 'python3 -c "import json;d=json.load(open(\"$T/body\"));c=d[\"choices\"][0];assert len(c[\"logprobs\"][\"tokens\"])==3 and d[\"usage\"][\"completion_tokens\"]==0 and c[\"finish_reason\"]==\"length\", d"'
+post $C_ '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":4,"temperature":0,"logprobs":true,"top_logprobs":2}' >/dev/null
+check "chat logprobs: one entry per token, bytes spell the text" 'python3 - "$T/body" "$wantc" <<EOF
+import json, sys
+c = json.load(open(sys.argv[1]))["choices"][0]
+ents = c["logprobs"]["content"]
+assert len(ents) == 4 and all(len(e["top_logprobs"]) == 2 and e["logprob"] <= 0 for e in ents), ents
+assert all(abs(e["top_logprobs"][0]["logprob"] - e["logprob"]) < 1e-6 for e in ents), ents  # greedy: the best
+assert bytes(b for e in ents for b in e["bytes"]).decode() == c["message"]["content"], c
+assert sys.argv[2].startswith(c["message"]["content"]), (c, sys.argv[2])
+EOF'
+curl -sN "$U/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":4,"temperature":0,"logprobs":true,"stream":true}' >"$T/sse"
+check "streamed chat logprobs: one entry per content chunk" 'python3 - "$T/sse" <<EOF
+import json, sys
+evs = [json.loads(e[6:]) for e in open(sys.argv[1]).read().split("\n\n") if e.startswith("data: {")]
+ents = [x for e in evs for x in ((e["choices"][0].get("logprobs") or {}).get("content") or [])]
+text = "".join(e["choices"][0]["delta"].get("content") or "" for e in evs)
+assert len(ents) == 4 and bytes(b for x in ents for b in x["bytes"]).decode() == text, (ents, text)
+EOF'
+
 # Errors: OpenAI-shaped JSON with the right status.
 err() { # err DESC WANT PATH BODY [curl args]
   local code; code=$(post "$3" "$4" "${@:5}")
@@ -88,6 +136,10 @@ err "temperature wrong type" 400 $C '{"messages":[{"role":"user","content":"x"}]
 err "temperature out of range" 400 $C '{"messages":[{"role":"user","content":"x"}],"temperature":7}'
 err "max_tokens not integer" 400 $C '{"messages":[{"role":"user","content":"x"}],"max_tokens":1.5}'
 err "n > 1" 400 $C '{"messages":[{"role":"user","content":"x"}],"n":3}'
+err "top_logprobs without logprobs" 400 $C '{"messages":[{"role":"user","content":"x"}],"top_logprobs":2}'
+err "top_logprobs past 20" 400 $C '{"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21}'
+err "completions logprobs: true" 400 /v1/completions '{"prompt":"x","logprobs":true}'
+err "max_tokens 0 without echo" 400 /v1/completions '{"prompt":"x","max_tokens":0}'
 err "stream_options without stream" 400 $C '{"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}'
 err "past the context" 400 $C '{"messages":[{"role":"user","content":"x"}],"max_tokens":100000}'
 check "context error names both numbers" 'grep -q "256 tokens" "$T/body" && grep -q "max_tokens is 100000" "$T/body"'

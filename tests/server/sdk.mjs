@@ -53,6 +53,24 @@ await test('completions.create', async () => {
   assert.equal(again.choices[0].text, r.choices[0].text);
 });
 
+await test('logprobs (chat and completions with echo)', async () => {
+  const r = await client.chat.completions.create({ model: 'tiny', messages: msgs, max_tokens: 4, temperature: 0,
+                                                   logprobs: true, top_logprobs: 3 });
+  const lp = r.choices[0].logprobs.content;
+  assert.equal(lp.length, r.usage.completion_tokens);
+  for (const t of lp) {
+    assert.ok(t.logprob <= 0 && t.top_logprobs.length === 3, JSON.stringify(t));
+    assert.equal(t.top_logprobs[0].token, t.token);  // greedy: the chosen token is the most likely
+  }
+  assert.equal(Buffer.from(lp.flatMap((t) => t.bytes)).toString(), r.choices[0].message.content);
+  const e = await client.completions.create({ model: 'tiny', prompt: [1994, 62, 315], max_tokens: 0, echo: true,
+                                              logprobs: 1 });
+  const l = e.choices[0].logprobs;
+  assert.equal(l.tokens.length, 3);
+  assert.equal(l.token_logprobs[0], null);
+  assert.ok(l.token_logprobs.slice(1).every((x) => x <= 0), JSON.stringify(l));
+});
+
 await test('models.list', async () => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
