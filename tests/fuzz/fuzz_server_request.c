@@ -28,6 +28,12 @@ static void one(mq_oai_kind kind, const char *body, size_t len) {
     if (r.n_stop < 0 || r.n_stop > MQ_OAI_MAX_STOP) __builtin_trap();
     for (int i = 0; i < r.n_stop; i++)
         if (!r.stop[i] || !r.stop[i][0]) __builtin_trap();
+    /* logprobs: a flag and 0..20 alternatives (the server indexes fixed arrays with it); max_tokens
+     * 0 only with echo, which only completions take */
+    if ((r.logprobs != 0 && r.logprobs != 1) || r.top_logprobs < 0 || r.top_logprobs > MQ_TOP_LOGPROBS_MAX) __builtin_trap();
+    if (r.top_logprobs && !r.logprobs) __builtin_trap();
+    if (r.max_tokens == 0 && !r.echo) __builtin_trap();
+    if (r.echo && kind != MQ_OAI_COMPLETION) __builtin_trap();
     mq_oai_req_free(&r);
 }
 
