@@ -60,7 +60,7 @@ def build(model_dir, dtype=None, device="cuda"):
             super().__init__()
             sd = load_checkpoint(model_dir, device)
             self.H, self.nh, self.nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
-            self.D = cfg.get("head_dim") or self.H // self.nh
+            self.D = cfg.get("head_dim") or 128  # Qwen3Config's default (not hidden / heads)
             self.I = cfg["intermediate_size"]
             self.eps = cfg.get("rms_norm_eps", 1e-6)
             rp = cfg.get("rope_parameters") or {}
@@ -86,10 +86,18 @@ def build(model_dir, dtype=None, device="cuda"):
                 torch._dynamo.mark_static_address(l.kc)
                 torch._dynamo.mark_static_address(l.vc)
             inv = 1.0 / (self.theta ** (torch.arange(0, self.D, 2, device=device, dtype=torch.float64) / self.D))
+            scale = 1.0
+            rs = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+            rtype = rs.get("rope_type", rs.get("type", "default"))
+            if rtype not in ("default", "dynamic"):  # YaRN / linear: transformers' own initializer
+                from transformers import AutoConfig
+                from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+                inv, scale = ROPE_INIT_FUNCTIONS[rtype](AutoConfig.from_pretrained(model_dir), device)
+                inv = inv.to(device=device, dtype=torch.float64)
             f = torch.outer(torch.arange(max_seq, device=device, dtype=torch.float64), inv)
             emb = torch.cat([f, f], dim=-1)
-            self.register_buffer("cos", emb.cos().to(dtype))
-            self.register_buffer("sin", emb.sin().to(dtype))
+            self.register_buffer("cos", (emb.cos() * scale).to(dtype))
+            self.register_buffer("sin", (emb.sin() * scale).to(dtype))
             self.register_buffer("cols", torch.arange(max_seq, device=device))
 
         def forward(self, idx, pos):
