@@ -188,12 +188,7 @@ static void test_greedy_B(void **st) { (void)st; check_greedy("B"); }
  * with transformers (scripts/ref/hf_fixtures.py --only C); until it is committed these skip. */
 static void test_yarn_C(void **st) {
     (void)st;
-    char path[1100];
-    snprintf(path, sizeof path, "%s/tests/data/hf/C/ref.json", MQ_SOURCE_DIR);
-    if (access(path, R_OK) != 0) {
-        printf("  SKIP: %s missing (make it with scripts/ref/hf_fixtures.py --only C)\n", path);
-        skip();
-    }
+    if (!mq_test_hf_fixture(MQ_SOURCE_DIR, "C")) skip();
     check_teacher_forced("C");
     check_incremental("C");
     check_greedy("C");

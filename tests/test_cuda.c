@@ -199,12 +199,7 @@ static void test_hf_B(void **st) { (void)st; check_hf("B"); }
 /* YaRN (fixture C, see test_cpu's test_yarn_C): skipped until the fixture is committed */
 static void test_hf_C(void **st) {
     (void)st;
-    char path[1100];
-    snprintf(path, sizeof path, "%s/tests/data/hf/C/ref.json", MQ_SOURCE_DIR);
-    if (access(path, R_OK) != 0) {
-        printf("  SKIP: %s missing (make it with scripts/ref/hf_fixtures.py --only C)\n", path);
-        skip();
-    }
+    if (!mq_test_hf_fixture(MQ_SOURCE_DIR, "C")) skip();
     check_hf("C");
 }
 

@@ -61,4 +61,15 @@ static inline double mq_test_row_kl(const float *x, const float *y, int V, doubl
     return k;
 }
 
+/* 1 if the HF fixture tests/data/hf/NAME exists; else prints why the caller skips and returns 0
+ * (fixtures newer than a checkout's last device run: scripts/ref/hf_fixtures.py --only NAME). */
+static inline int mq_test_hf_fixture(const char *src_dir, const char *name) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/tests/data/hf/%s/ref.json", src_dir, name);
+    FILE *f = fopen(path, "rb");
+    if (f) { fclose(f); return 1; }
+    printf("  SKIP: %s missing (make it with scripts/ref/hf_fixtures.py --only %s)\n", path, name);
+    return 0;
+}
+
 #endif
