@@ -48,8 +48,9 @@ typedef struct {
 } mq_info;
 
 typedef struct {
-    const char *role;     /* "system", "user" or "assistant" */
+    const char *role;     /* "system", "user", "assistant" or "tool" */
     const char *content;
+    const char *tool_calls; /* assistant: its OpenAI tool_calls as a JSON array text, or NULL */
 } mq_chat_msg;
 
 void mq_params_default(mq_params *p);
@@ -71,6 +72,9 @@ void mq_detok_stream_reset(mq_ctx *c);
 /* Qwen3 chat template; malloc'd prompt string. */
 char *mq_chat_prompt(mq_ctx *c, const mq_chat_msg *msgs, int n, int add_generation_prompt,
                      int enable_thinking);
+/* The same with tools (a JSON array of OpenAI tool definitions, NULL for none). */
+char *mq_chat_prompt_tools(mq_ctx *c, const mq_chat_msg *msgs, int n, const char *tools,
+                           int add_generation_prompt, int enable_thinking);
 int32_t mq_token_id(mq_ctx *c, const char *special);  /* e.g. "<|im_end|>"; -1 if absent */
 /* A token's raw bytes (not NUL-terminated; may be part of a UTF-8 character): *len bytes, or NULL
  * with *len 0 for an id the tokenizer lacks (embedding padding) or without a tokenizer. */

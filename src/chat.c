@@ -1,6 +1,9 @@
 /* chat: Qwen3 ChatML, rendered as the Qwen3 checkpoints' chat_template (tokenizer_config.json) does. */
 #include "chat.h"
 
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +21,13 @@
  *   - tool turns: wrapped in <tool_response> inside a user turn, consecutive ones merged;
  *   - the generation prompt "<|im_start|>assistant\n", plus "<think>\n\n</think>\n\n" when
  *     enable_thinking is false.
+ * and with tools (tests/data/tok/chat_tools_ref.jsonl, scripts/ref/chat_tools_ref.py):
+ *   - a system turn that opens with the first system message's content + "\n\n" (if any), then the
+ *     "# Tools" text with each tool as Jinja's tojson writes it (Python's json.dumps: ", " and ": "
+ *     separators, keys in their order, non-ASCII as is) on a line of its own;
+ *   - an assistant turn's tool_calls after its content, each "<tool_call>\n{"name": "NAME",
+ *     "arguments": ARGS}\n</tool_call>" (ARGS: the string as is, or a JSON value through tojson),
+ *     separated by "\n" (also from the content, when there is content).
  */
 
 typedef struct {
@@ -55,6 +65,137 @@ static const char *find_last(const char *s, size_t n, const char *needle) {
     return NULL;
 }
 
+/* Python's repr of a float: the shortest digits that read back the same; fixed notation for
+ * decimal exponents -4..15 (".0" when integral), else d.ddde[+-]XX. */
+static void py_float(sbuf *b, double v) {
+    char buf[48], dig[24], out[64];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*e", prec - 1, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    const char *p = buf, *e = strchr(buf, 'e');
+    int nd = 0, ex = atoi(e + 1), neg = *p == '-';
+    for (p += neg; p < e; p++)
+        if (*p != '.') dig[nd++] = *p;
+    while (nd > 1 && dig[nd - 1] == '0') nd--;
+    dig[nd] = 0;
+    char *o = out;
+    if (neg) *o++ = '-';
+    if (ex >= -4 && ex <= 15) {
+        if (ex < 0) {
+            o += sprintf(o, "0.");
+            for (int i = 0; i < -ex - 1; i++) *o++ = '0';
+            o += sprintf(o, "%s", dig);
+        } else {
+            for (int i = 0; i <= ex; i++) *o++ = i < nd ? dig[i] : '0';
+            *o++ = '.';
+            if (nd > ex + 1) o += sprintf(o, "%s", dig + ex + 1);
+            else *o++ = '0';
+        }
+        *o = 0;
+    } else {
+        *o++ = dig[0];
+        if (nd > 1) o += sprintf(o, ".%s", dig + 1);
+        sprintf(o, "e%c%02d", ex < 0 ? '-' : '+', ex < 0 ? -ex : ex);
+    }
+    puts_(b, out);
+}
+
+/* Python's json.dumps(s, ensure_ascii=False) of a string. */
+static void py_str(sbuf *b, const char *s) {
+    put(b, "\"", 1);
+    for (; *s; s++) {
+        const unsigned char c = (unsigned char)*s;
+        char e[8];
+        switch (c) {
+        case '"': puts_(b, "\\\""); break;
+        case '\\': puts_(b, "\\\\"); break;
+        case '\n': puts_(b, "\\n"); break;
+        case '\r': puts_(b, "\\r"); break;
+        case '\t': puts_(b, "\\t"); break;
+        case '\b': puts_(b, "\\b"); break;
+        case '\f': puts_(b, "\\f"); break;
+        default:
+            if (c < 0x20) {
+                snprintf(e, sizeof e, "\\u%04x", c);
+                puts_(b, e);
+            } else {
+                put(b, s, 1);
+            }
+        }
+    }
+    put(b, "\"", 1);
+}
+
+/* Jinja's tojson as transformers defines it: json.dumps(v, ensure_ascii=False). cJSON keeps no
+ * int / float distinction, so an integral number under 1e16 is written as an integer (a tool schema
+ * that writes 2.0 comes out as 2, where Python would keep 2.0). */
+static void py_dumps(sbuf *b, const cJSON *v) {
+    if (cJSON_IsNull(v)) puts_(b, "null");
+    else if (cJSON_IsTrue(v)) puts_(b, "true");
+    else if (cJSON_IsFalse(v)) puts_(b, "false");
+    else if (cJSON_IsString(v)) py_str(b, v->valuestring);
+    else if (cJSON_IsNumber(v)) {
+        const double d = v->valuedouble;
+        if (d == floor(d) && fabs(d) < 1e16) {
+            char buf[32];
+            snprintf(buf, sizeof buf, "%.0f", d == 0 ? 0.0 : d);
+            puts_(b, buf);
+        } else {
+            py_float(b, d);
+        }
+    } else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
+        const int obj = cJSON_IsObject(v);
+        put(b, obj ? "{" : "[", 1);
+        const cJSON *it;
+        int first = 1;
+        cJSON_ArrayForEach(it, v) {
+            if (!first) puts_(b, ", ");
+            first = 0;
+            if (obj) {
+                py_str(b, it->string);
+                puts_(b, ": ");
+            }
+            py_dumps(b, it);
+        }
+        put(b, obj ? "}" : "]", 1);
+    }
+}
+
+/* An assistant message's tool_calls (a JSON array of OpenAI tool calls, or of {name, arguments}),
+ * rendered after its content; content_set: the content is not empty. 0, or -1 with mq_err set. */
+static int put_tool_calls(sbuf *b, int idx, const char *json, int content_set) {
+    cJSON *a = cJSON_Parse(json);
+    if (!cJSON_IsArray(a)) {
+        cJSON_Delete(a);
+        mq_err_set("chat message %d: tool_calls is not a JSON array", idx);
+        return -1;
+    }
+    const cJSON *it;
+    int k = 0;
+    cJSON_ArrayForEach(it, a) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(it, "function");
+        const cJSON *tc = f && !cJSON_IsNull(f) ? f : it; /* {function: {name, arguments}} or {name, arguments} */
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(tc, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(tc, "arguments");
+        if (!cJSON_IsString(name) || !args) {
+            cJSON_Delete(a);
+            mq_err_set("chat message %d: tool call %d needs a string name and arguments", idx, k);
+            return -1;
+        }
+        if (k > 0 || content_set) put(b, "\n", 1);
+        puts_(b, "<tool_call>\n{\"name\": \"");
+        puts_(b, name->valuestring);
+        puts_(b, "\", \"arguments\": ");
+        if (cJSON_IsString(args)) puts_(b, args->valuestring);
+        else py_dumps(b, args);
+        puts_(b, "}\n</tool_call>");
+        k++;
+    }
+    cJSON_Delete(a);
+    return 0;
+}
+
 static int is_tool_response(const char *c) {
     static const char *open = "<tool_response>", *close = "</tool_response>";
     size_t n = strlen(c), a = strlen(open), b = strlen(close);
@@ -62,6 +203,11 @@ static int is_tool_response(const char *c) {
 }
 
 char *mq_chat_format(const mq_chat_msg *msgs, int n, int add_generation_prompt, int enable_thinking) {
+    return mq_chat_format_tools(msgs, n, NULL, add_generation_prompt, enable_thinking);
+}
+
+char *mq_chat_format_tools(const mq_chat_msg *msgs, int n, const char *tools, int add_generation_prompt,
+                           int enable_thinking) {
     for (int i = 0; i < n; i++) {
         const char *r = msgs[i].role;
         if (!r || (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant") && strcmp(r, "tool"))) {
@@ -74,13 +220,39 @@ char *mq_chat_format(const mq_chat_msg *msgs, int n, int add_generation_prompt, 
             return NULL;
         }
     }
+    cJSON *tl = NULL;
+    if (tools) {
+        tl = cJSON_Parse(tools);
+        if (!cJSON_IsArray(tl)) {
+            cJSON_Delete(tl);
+            mq_err_set("chat: tools is not a JSON array");
+            return NULL;
+        }
+    }
     sbuf b = {0};
     put(&b, "", 0); /* an empty prompt is still a string */
-    if (n > 0 && !strcmp(msgs[0].role, "system")) {
+    if (tl && cJSON_GetArraySize(tl) > 0) { /* (an empty list is false to the template) */
+        puts_(&b, "<|im_start|>system\n");
+        if (n > 0 && !strcmp(msgs[0].role, "system")) {
+            puts_(&b, msgs[0].content);
+            puts_(&b, "\n\n");
+        }
+        puts_(&b, "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+                  "You are provided with function signatures within <tools></tools> XML tags:\n<tools>");
+        const cJSON *t;
+        cJSON_ArrayForEach(t, tl) {
+            put(&b, "\n", 1);
+            py_dumps(&b, t);
+        }
+        puts_(&b, "\n</tools>\n\nFor each function call, return a json object with function name and arguments "
+                  "within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, "
+                  "\"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n");
+    } else if (n > 0 && !strcmp(msgs[0].role, "system")) {
         puts_(&b, "<|im_start|>system\n");
         puts_(&b, msgs[0].content);
         puts_(&b, "<|im_end|>\n");
     }
+    cJSON_Delete(tl);
     /* the last user message that is not a wrapped tool response: reasoning is kept after it */
     int last_query = n - 1;
     for (int i = n - 1; i >= 0; i--)
@@ -115,6 +287,7 @@ char *mq_chat_format(const mq_chat_msg *msgs, int n, int add_generation_prompt, 
                 }
                 lstrip_nl(&rs, &rn);
             }
+            const int content_set = an > 0; /* the template tests `content` before its lstrip below */
             puts_(&b, "<|im_start|>assistant\n");
             if (i > last_query && (i == n - 1 || rn > 0)) {
                 const char *r2 = rs;
@@ -127,6 +300,10 @@ char *mq_chat_format(const mq_chat_msg *msgs, int n, int add_generation_prompt, 
                 puts_(&b, "\n</think>\n\n");
             }
             put(&b, ans, an);
+            if (msgs[i].tool_calls && put_tool_calls(&b, i, msgs[i].tool_calls, content_set)) {
+                free(b.p);
+                return NULL;
+            }
             puts_(&b, "<|im_end|>\n");
         } else if (!strcmp(role, "tool")) {
             if (i == 0 || strcmp(msgs[i - 1].role, "tool")) puts_(&b, "<|im_start|>user");

@@ -152,6 +152,12 @@ char *mq_chat_prompt(mq_ctx *c, const mq_chat_msg *msgs, int n, int add_generati
     return mq_chat_format(msgs, n, add_generation_prompt, enable_thinking);
 }
 
+char *mq_chat_prompt_tools(mq_ctx *c, const mq_chat_msg *msgs, int n, const char *tools,
+                           int add_generation_prompt, int enable_thinking) {
+    (void)c;
+    return mq_chat_format_tools(msgs, n, tools, add_generation_prompt, enable_thinking);
+}
+
 int32_t mq_token_id(mq_ctx *c, const char *special) {
     return c->tok ? mq_tok_special(c->tok, special) : -1;
 }

@@ -15,6 +15,7 @@
 
 #define TOKDIR MQ_SOURCE_DIR "/.deps/qwen3-tokenizer"
 #define REF MQ_SOURCE_DIR "/tests/data/tok/chat_ref.jsonl"
+#define TOOLS_REF MQ_SOURCE_DIR "/tests/data/tok/chat_tools_ref.jsonl"
 
 
 /* Every recorded conversation x {generation prompt on/off} x {enable_thinking default/true/false}:
@@ -38,6 +39,7 @@ static void test_against_hf(void **state) {
             assert_true(k < 32);
             mm[k].role = cJSON_GetObjectItemCaseSensitive(m, "role")->valuestring;
             mm[k].content = cJSON_GetObjectItemCaseSensitive(m, "content")->valuestring;
+            mm[k].tool_calls = NULL;
             k++;
         }
         int gen = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "add_generation_prompt"));
@@ -72,7 +74,7 @@ static void test_against_hf(void **state) {
 
 static void test_shapes(void **state) {
     (void)state;
-    mq_chat_msg m[] = {{"system", "S"}, {"user", "U"}};
+    mq_chat_msg m[] = {{"system", "S", NULL}, {"user", "U", NULL}};
     char *p = mq_chat_format(m, 2, 1, 0);
     assert_string_equal(p, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n"
                            "<|im_start|>assistant\n<think>\n\n</think>\n\n");
@@ -85,7 +87,7 @@ static void test_shapes(void **state) {
     free(p);
     /* the prompt of turn N is a prefix of the prompt of turn N+1 when the reply is stored as the
      * model produced it after a no-think prompt — what lets `megaqwen chat` reuse its KV cache */
-    mq_chat_msg c[] = {{"user", "hi"}, {"assistant", "<think>\n\n</think>\n\nhello"}, {"user", "again"}};
+    mq_chat_msg c[] = {{"user", "hi", NULL}, {"assistant", "<think>\n\n</think>\n\nhello", NULL}, {"user", "again", NULL}};
     char *p1 = mq_chat_format(c, 1, 1, 0), *p2 = mq_chat_format(c, 3, 1, 0);
     assert_non_null(strstr(p2, "<|im_start|>assistant\nhello<|im_end|>\n"));
     assert_memory_not_equal(p1, p2, strlen(p1)); /* the template drops the old think block */
@@ -93,16 +95,95 @@ static void test_shapes(void **state) {
     free(p2);
 }
 
+/* Tools and tool calls (chat_tools_ref.jsonl: the template rendered by jinja2 set up as transformers
+ * sets it up, checked there against chat_ref.jsonl's transformers output): the same text. Tool
+ * calls are handed over as JSON text, as the server does with a request's messages. */
+static void test_tools_against_ref(void **state) {
+    (void)state;
+    char *b = mq_test_slurp(TOOLS_REF, NULL);
+    assert_non_null(b);
+    int n = 0, bad = 0, with_calls = 0;
+    for (char *line = strtok(b, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        assert_non_null(j);
+        if (cJSON_GetObjectItemCaseSensitive(j, "meta")) { cJSON_Delete(j); continue; }
+        const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages"), *m;
+        mq_chat_msg mm[32];
+        char *calls[32] = {0};
+        int k = 0;
+        cJSON_ArrayForEach(m, msgs) {
+            assert_true(k < 32);
+            mm[k].role = cJSON_GetObjectItemCaseSensitive(m, "role")->valuestring;
+            mm[k].content = cJSON_GetObjectItemCaseSensitive(m, "content")->valuestring;
+            const cJSON *tc = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+            mm[k].tool_calls = tc ? (calls[k] = cJSON_PrintUnformatted(tc)) : NULL;
+            with_calls += tc != NULL;
+            k++;
+        }
+        const cJSON *tl = cJSON_GetObjectItemCaseSensitive(j, "tools");
+        char *tools = cJSON_IsArray(tl) ? cJSON_PrintUnformatted(tl) : NULL;
+        int gen = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "add_generation_prompt"));
+        int think = !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "enable_thinking"));
+        const char *want = cJSON_GetObjectItemCaseSensitive(j, "text")->valuestring;
+        char *got = mq_chat_format_tools(mm, k, tools, gen, think);
+        if (!got || strcmp(got, want)) {
+            bad++;
+            print_error("tools case %d (gen=%d think=%d): %s\n--- ref\n%s\n--- ours\n%s\n---\n", n, gen, think,
+                        got ? "" : mq_err_get(), want, got ? got : "(null)");
+        }
+        free(got);
+        free(tools);
+        for (int i = 0; i < k; i++) free(calls[i]);
+        cJSON_Delete(j);
+        n++;
+    }
+    print_message("chat: %d tool cases (%d messages with tool calls), %d differ\n", n, with_calls, bad);
+    assert_true(n >= 40);
+    assert_true(with_calls > 0);
+    assert_int_equal(bad, 0);
+    free(b);
+}
+
+/* Tools' JSON as Python's json.dumps writes it (numbers, escapes), and malformed input refused. */
+static void test_tools_json(void **state) {
+    (void)state;
+    mq_chat_msg u[] = {{"user", "x", NULL}};
+    char *p = mq_chat_format_tools(u, 1, "[{\"a\":[1,-2,0.5,1e-5,0.0001,123.25,1e16,1.5e20,-0.0,3e-7],"
+                                          "\"s\":\"q\\\"\\\\\\n\\u0001\\u00e9\",\"e\":{},\"l\":[],\"n\":null,\"t\":true}]", 1, 1);
+    assert_non_null(p);
+    assert_non_null(strstr(p, "\n{\"a\": [1, -2, 0.5, 1e-05, 0.0001, 123.25, 1e+16, 1.5e+20, 0, 3e-07], "
+                              "\"s\": \"q\\\"\\\\\\n\\u0001\u00e9\", \"e\": {}, \"l\": [], \"n\": null, \"t\": true}\n</tools>"));
+    free(p);
+    p = mq_chat_format_tools(u, 1, "[]", 1, 1); /* an empty list: no tools section */
+    char *q = mq_chat_format(u, 1, 1, 1);
+    assert_string_equal(p, q);
+    free(p);
+    free(q);
+    mq_err_clear();
+    assert_null(mq_chat_format_tools(u, 1, "{\"not\":\"a list\"}", 1, 1));
+    assert_non_null(strstr(mq_err_get(), "tools is not a JSON array"));
+    mq_chat_msg a[] = {{"user", "x", NULL}, {"assistant", "", "[{\"function\":{\"name\":3}}]"}};
+    assert_null(mq_chat_format_tools(a, 2, NULL, 1, 1));
+    assert_non_null(strstr(mq_err_get(), "needs a string name and arguments"));
+    a[1].tool_calls = "[{\"name\":\"f\",\"arguments\":{\"k\":[1,2]}}]"; /* arguments as JSON: tojson */
+    p = mq_chat_format_tools(a, 2, NULL, 0, 1);
+    assert_non_null(p);
+    /* (the last assistant turn after the query gets the empty think block; no content: no "\n") */
+    assert_non_null(strstr(p, "<|im_start|>assistant\n<think>\n\n</think>\n\n<tool_call>\n{\"name\": \"f\", "
+                              "\"arguments\": {\"k\": [1, 2]}}\n</tool_call><|im_end|>"));
+    free(p);
+}
+
 static void test_errors(void **state) {
     (void)state;
-    mq_chat_msg bad[] = {{"user", "x"}, {"robot", "y"}};
+    mq_chat_msg bad[] = {{"user", "x", NULL}, {"robot", "y", NULL}};
     mq_err_clear();
     assert_null(mq_chat_format(bad, 2, 1, 1));
     assert_non_null(strstr(mq_err_get(), "robot"));
-    mq_chat_msg nul[] = {{"user", NULL}};
+    mq_chat_msg nul[] = {{"user", NULL, NULL}};
     assert_null(mq_chat_format(nul, 1, 1, 1));
     assert_non_null(strstr(mq_err_get(), "no content"));
-    mq_chat_msg norole[] = {{NULL, "x"}};
+    mq_chat_msg norole[] = {{NULL, "x", NULL}};
     assert_null(mq_chat_format(norole, 1, 1, 1));
 }
 
@@ -110,6 +191,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_hf),
         cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_tools_against_ref),
+        cmocka_unit_test(test_tools_json),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

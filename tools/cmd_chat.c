@@ -41,6 +41,7 @@ static int conv_add(conv *c, const char *role, const char *content, size_t len) 
     t[len] = 0;
     c->m[c->n].role = r;
     c->m[c->n].content = t;
+    c->m[c->n].tool_calls = NULL;
     c->n++;
     return 0;
 }

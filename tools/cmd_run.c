@@ -125,8 +125,8 @@ int cmd_run(int argc, char **argv) {
         if (chat) {
             mq_chat_msg msgs[2];
             int k = 0;
-            if (system) msgs[k++] = (mq_chat_msg){"system", system};
-            msgs[k++] = (mq_chat_msg){"user", src};
+            if (system) msgs[k++] = (mq_chat_msg){"system", system, NULL};
+            msgs[k++] = (mq_chat_msg){"user", src, NULL};
             if (!(wrapped = mq_chat_prompt(c, msgs, k, 1, think))) { mq_cli_err("run", "%s", mq_last_error()); goto done; }
             src = wrapped;
             slen = strlen(wrapped);
