@@ -1,5 +1,6 @@
 /* oai: OpenAI-API request parsing/validation, response JSON and stop-string matching (no I/O). */
 #include "oai.h"
+#include "pyjson.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -51,8 +52,12 @@ int mq_oai_utf8_valid(const char *s, size_t n) {
 void mq_oai_req_free(mq_oai_req *r) {
     if (!r) return;
     free(r->model);
-    for (int i = 0; i < r->n_msgs; i++) free((char *)r->msgs[i].content);
+    for (int i = 0; i < r->n_msgs; i++) {
+        free((char *)r->msgs[i].content);
+        free((char *)r->msgs[i].tool_calls);
+    }
     free(r->msgs);
+    free(r->tools);
     free(r->prompt);
     free(r->prompt_ids);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
@@ -139,6 +144,36 @@ oom:
     return mq_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
 }
 
+/* A list of tool definitions ({"type": "function", "function": {"name": ..., ...}}) or of tool calls
+ * ({"id", "type": "function", "function": {"name", "arguments": a JSON string}}): what the chat
+ * template and the tool-call parser rely on. `need`: a key the function object must also have
+ * (calls: "arguments"), or NULL. */
+static int check_tool_list(const cJSON *a, const char *param, const char *what, const char *need,
+                           mq_oai_err *e) {
+    if (!cJSON_IsArray(a)) return BAD(param, "'%s' must be an array", param);
+    if (cJSON_GetArraySize(a) > 128) return BAD(param, "'%s' has more than 128 entries", param);
+    const cJSON *it;
+    int k = 0;
+    cJSON_ArrayForEach(it, a) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(it, "type");
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(it, what);
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
+        if (!cJSON_IsObject(it) || (t && !cJSON_IsNull(t) && (!cJSON_IsString(t) || strcmp(t->valuestring, "function"))))
+            return BAD(param, "'%s'[%d] must be an object of type \"function\"", param, k);
+        if (!cJSON_IsObject(f) || !cJSON_IsString(name) || !name->valuestring[0])
+            return BAD(param, "'%s'[%d].function.name must be a non-empty string", param, k);
+        if (!mq_oai_utf8_valid(name->valuestring, strlen(name->valuestring)))
+            return BAD(param, "'%s'[%d].function.name is not valid UTF-8", param, k);
+        if (need) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(f, need);
+            if (!cJSON_IsString(v) || !mq_oai_utf8_valid(v->valuestring, strlen(v->valuestring)))
+                return BAD(param, "'%s'[%d].function.%s must be a string (JSON text)", param, k, need);
+        }
+        k++;
+    }
+    return 0;
+}
+
 static int parse_messages(const cJSON *root, mq_oai_req *r, mq_oai_err *e) {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (!m) return BAD("messages", "'messages' is required");
@@ -160,11 +195,12 @@ static int parse_messages(const cJSON *root, mq_oai_req *r, mq_oai_err *e) {
         if (!strcmp(rs, "system") || !strcmp(rs, "developer")) norm = "system";
         else if (!strcmp(rs, "user")) norm = "user";
         else if (!strcmp(rs, "assistant")) norm = "assistant";
+        else if (!strcmp(rs, "tool")) norm = "tool";
         else {
             char shown[40];
             snprintf(shown, sizeof shown, "%s", rs);
             if (!mq_oai_utf8_valid(shown, strlen(shown))) snprintf(shown, sizeof shown, "?");
-            return BAD(param, "unknown role '%s' in messages[%d] (want system, developer, user or assistant)",
+            return BAD(param, "unknown role '%s' in messages[%d] (want system, developer, user, assistant or tool)",
                        shown, i);
         }
         char *content = NULL;
@@ -172,6 +208,14 @@ static int parse_messages(const cJSON *root, mq_oai_req *r, mq_oai_err *e) {
         r->msgs[i].role = norm; /* static string: never freed */
         r->msgs[i].content = content;
         r->n_msgs = ++i;
+        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(it, "tool_calls");
+        if (tc && !cJSON_IsNull(tc) && !(cJSON_IsArray(tc) && cJSON_GetArraySize(tc) == 0)) {
+            snprintf(param, sizeof param, "messages[%d].tool_calls", i - 1);
+            if (strcmp(norm, "assistant")) return BAD(param, "only assistant messages have tool_calls");
+            if (check_tool_list(tc, param, "function", "arguments", e)) return -1;
+            if (!(r->msgs[i - 1].tool_calls = cJSON_PrintUnformatted(tc)))
+                return mq_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        }
     }
     int think = 1;
     if (get_bool(root, "enable_thinking", &think, e)) return -1;
@@ -304,8 +348,24 @@ static int parse_root(mq_oai_kind kind, const cJSON *root, mq_oai_req *r, mq_oai
         if (r->logprobs) r->top_logprobs = (int)d;
     }
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
-    if (tools && !cJSON_IsNull(tools) && !(cJSON_IsArray(tools) && cJSON_GetArraySize(tools) == 0))
-        return BAD("tools", "'tools' are not supported");
+    if (tools && !cJSON_IsNull(tools) && !(cJSON_IsArray(tools) && cJSON_GetArraySize(tools) == 0)) {
+        if (kind != MQ_OAI_CHAT) return BAD("tools", "'tools' are for chat completions");
+        if (check_tool_list(tools, "tools", "function", NULL, e)) return -1;
+        if (!(r->tools = cJSON_PrintUnformatted(tools)))
+            return mq_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        r->parse_calls = 1;
+    }
+    /* tool_choice: "auto" (the default) lets the model call; "none" keeps the tools in the prompt
+     * (as transformers renders them) but leaves any <tool_call> text as content. Forcing a call
+     * ("required", a named function) needs constrained decoding, which this server does not do. */
+    const cJSON *tch = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
+    if (tch && !cJSON_IsNull(tch)) {
+        if (!cJSON_IsString(tch) || (strcmp(tch->valuestring, "auto") && strcmp(tch->valuestring, "none")))
+            return BAD("tool_choice", "'tool_choice' must be \"auto\" or \"none\" (forcing a tool call is not supported)");
+        if (!strcmp(tch->valuestring, "none")) r->parse_calls = 0;
+    }
+    int ptc = 1;
+    if (get_bool(root, "parallel_tool_calls", &ptc, e)) return -1;
     if (parse_stop(root, r, e)) return -1;
     if (get_bool(root, "stream", &r->stream, e)) return -1;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
@@ -542,9 +602,27 @@ static cJSON *envelope_choice(mq_oai_kind kind, const char *id, long created, co
     return o;
 }
 
+/* "tool_calls": [{(index,) id, type, function: {name, arguments}}] into o */
+static int add_calls(cJSON *o, const mq_oai_call *calls, int n, int with_index) {
+    cJSON *a = cJSON_AddArrayToObject(o, "tool_calls");
+    if (!a) return -1;
+    for (int i = 0; i < n; i++) {
+        cJSON *c = cJSON_CreateObject(), *f = cJSON_CreateObject();
+        if (!c || !f) { cJSON_Delete(c); cJSON_Delete(f); return -1; }
+        cJSON_AddItemToArray(a, c);
+        if (with_index) cJSON_AddNumberToObject(c, "index", i);
+        cJSON_AddStringToObject(c, "id", calls[i].id);
+        cJSON_AddStringToObject(c, "type", "function");
+        cJSON_AddItemToObject(c, "function", f);
+        cJSON_AddStringToObject(f, "name", calls[i].name);
+        cJSON_AddStringToObject(f, "arguments", calls[i].arguments);
+    }
+    return 0;
+}
+
 char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model,
                            const char *text, size_t len, const char *finish, const mq_oai_usage *u,
-                           const mq_oai_lps *lps) {
+                           const mq_oai_lps *lps, const mq_oai_call *calls, int n_calls) {
     cJSON *c, *o = envelope_choice(kind, id, created, model, 0, &c);
     if (!o) return NULL;
     int bad = 0;
@@ -553,8 +631,10 @@ char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const
         if (!m) bad = 1;
         else {
             cJSON_AddStringToObject(m, "role", "assistant");
-            bad |= add_text(m, "content", text, len);
+            if (n_calls > 0 && len == 0) cJSON_AddNullToObject(m, "content");
+            else bad |= add_text(m, "content", text, len);
             cJSON_AddNullToObject(m, "refusal");
+            if (n_calls > 0) bad |= add_calls(m, calls, n_calls, 0);
         }
     } else {
         bad |= add_text(c, "text", text, len);
@@ -587,6 +667,19 @@ char *mq_oai_chunk_sse(mq_oai_kind kind, const char *id, long created, const cha
     bad |= add_logprobs(c, kind, lps);
     if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
     else cJSON_AddNullToObject(c, "finish_reason");
+    if (usage_null) cJSON_AddNullToObject(o, "usage");
+    if (bad) { cJSON_Delete(o); return NULL; }
+    return print_free(o, 1);
+}
+
+char *mq_oai_calls_sse(const char *id, long created, const char *model, const mq_oai_call *calls, int n,
+                       int usage_null) {
+    cJSON *c, *o = envelope_choice(MQ_OAI_CHAT, id, created, model, 1, &c);
+    if (!o) return NULL;
+    cJSON *d = cJSON_AddObjectToObject(c, "delta");
+    int bad = !d || add_calls(d, calls, n, 1);
+    cJSON_AddNullToObject(c, "logprobs");
+    cJSON_AddNullToObject(c, "finish_reason");
     if (usage_null) cJSON_AddNullToObject(o, "usage");
     if (bad) { cJSON_Delete(o); return NULL; }
     return print_free(o, 1);
@@ -677,4 +770,99 @@ int mq_oai_stop_flush(mq_oai_stop *s, mq_oai_buf *emit) {
     int rc = s->held.n ? mq_oai_buf_put(emit, s->held.p, s->held.n) : 0;
     s->held.n = 0;
     return rc;
+}
+
+/* ---------- tool calls ---------- */
+
+static const char CALL_OPEN[] = "<tool_call>", CALL_CLOSE[] = "</tool_call>";
+
+void mq_oai_calls_free(mq_oai_call *c, int n) {
+    for (int i = 0; c && i < n; i++) {
+        free(c[i].id);
+        free(c[i].name);
+        free(c[i].arguments);
+    }
+    free(c);
+}
+
+static const char *find_in(const char *s, size_t n, const char *needle) {
+    const size_t k = strlen(needle);
+    for (size_t i = 0; i + k <= n; i++)
+        if (s[i] == needle[0] && !memcmp(s + i, needle, k)) return s + i;
+    return NULL;
+}
+
+int mq_oai_tool_calls(const char *text, size_t n, const char *id_base, mq_oai_call **calls, size_t *content_len) {
+    *calls = NULL;
+    *content_len = n;
+    const char *first = find_in(text, n, CALL_OPEN), *end = text + n;
+    if (!first) return 0;
+    int k = 0, cap = 0, rc = 0;
+    mq_oai_call *cs = NULL;
+    for (const char *p = first; p; ) {
+        const char *body = p + strlen(CALL_OPEN), *close = find_in(body, (size_t)(end - body), CALL_CLOSE);
+        const char *stop = close ? close : end;
+        /* one JSON value with only whitespace around it, as json.loads takes */
+        const char *pe = NULL;
+        cJSON *j = cJSON_ParseWithLengthOpts(body, (size_t)(stop - body), &pe, 0);
+        while (j && pe && pe < stop && (*pe == ' ' || *pe == '\n' || *pe == '\r' || *pe == '\t')) pe++;
+        if (j && pe != stop) {
+            cJSON_Delete(j);
+            j = NULL;
+        }
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(j, "arguments");
+        if (!cJSON_IsObject(j) || !cJSON_IsString(name) || !args) { cJSON_Delete(j); rc = 0; goto out; }
+        if (k == cap) {
+            cap = cap ? 2 * cap : 4;
+            mq_oai_call *q = realloc(cs, (size_t)cap * sizeof *q);
+            if (!q) { cJSON_Delete(j); rc = -1; goto out; }
+            cs = q;
+        }
+        char idb[96];
+        snprintf(idb, sizeof idb, "call_%s_%d", id_base, k);
+        cs[k].id = dup_str(idb);
+        cs[k].name = dup_str(name->valuestring);
+        cs[k].arguments = mq_pyjson(args);
+        k++;
+        cJSON_Delete(j);
+        if (!cs[k - 1].id || !cs[k - 1].name || !cs[k - 1].arguments) { rc = -1; goto out; }
+        if (!close) break;
+        const char *after = close + strlen(CALL_CLOSE);
+        p = find_in(after, (size_t)(end - after), CALL_OPEN);
+    }
+    *calls = cs;
+    *content_len = (size_t)(first - text);
+    return k;
+out:
+    mq_oai_calls_free(cs, k);
+    return rc;
+}
+
+int mq_oai_toolscan_feed(mq_oai_toolscan *t, const char *s, size_t n, mq_oai_buf *emit) {
+    if (t->in_call) return mq_oai_buf_put(&t->call, s, n);
+    if (mq_oai_buf_put(&t->held, s, n)) return -1;
+    const char *h = t->held.p;
+    const size_t hn = t->held.n, k = strlen(CALL_OPEN);
+    const char *at = find_in(h, hn, CALL_OPEN);
+    if (at) {
+        t->in_call = 1;
+        if (mq_oai_buf_put(emit, h, (size_t)(at - h)) || mq_oai_buf_put(&t->call, at, hn - (size_t)(at - h)))
+            return -1;
+        t->held.n = 0;
+        return 0;
+    }
+    size_t keep = 0; /* the longest tail that is a proper prefix of the tag */
+    for (size_t m = k - 1 < hn ? k - 1 : hn; m > 0 && !keep; m--)
+        if (!memcmp(h + hn - m, CALL_OPEN, m)) keep = m;
+    if (mq_oai_buf_put(emit, h, hn - keep)) return -1;
+    memmove(t->held.p, h + hn - keep, keep);
+    t->held.n = keep;
+    return 0;
+}
+
+void mq_oai_toolscan_free(mq_oai_toolscan *t) {
+    mq_oai_buf_free(&t->held);
+    mq_oai_buf_free(&t->call);
+    t->in_call = 0;
 }

@@ -33,6 +33,9 @@ typedef struct {
     int top_logprobs;            /* alternatives per token (chat "top_logprobs", completions' N), 0..20 */
     int echo;                    /* completions: the prompt comes back first (with logprobs: theirs,
                                   * the first token's null); then max_tokens may be 0 */
+    char *tools;                 /* chat: the tool definitions as a JSON array text, or NULL */
+    int parse_calls;             /* chat: tools given and tool_choice "auto": <tool_call> blocks in the
+                                  * reply become tool_calls */
 } mq_oai_req;
 
 /* An API error: HTTP status plus OpenAI's error object fields. */
@@ -82,10 +85,28 @@ typedef struct {
     int want;                    /* the request asked for logprobs: an empty list is [], not null */
 } mq_oai_lps;
 
-/* Full (non-streamed) response body, malloc'd. finish: "stop" or "length". lps may be NULL. */
+/* A tool call read from a reply (all malloc'd; mq_oai_calls_free). */
+typedef struct {
+    char *id;                    /* "call_..." */
+    char *name;
+    char *arguments;             /* JSON text, as Python's json.dumps writes the model's arguments */
+} mq_oai_call;
+/* The tool calls in a chat reply, read as vLLM's hermes parser (Qwen3's format) reads them: every
+ * "<tool_call>JSON</tool_call>" block (the last may be unclosed) whose JSON is an object with a
+ * string "name" and "arguments". Returns their count (*calls malloc'd, ids "call_<id_base>_<k>";
+ * *content_len: the bytes before the first block, the reply's content), 0 when there is no block
+ * or any block is not such JSON (the whole reply is then content), -1 when out of memory. */
+int mq_oai_tool_calls(const char *text, size_t n, const char *id_base, mq_oai_call **calls, size_t *content_len);
+void mq_oai_calls_free(mq_oai_call *c, int n);
+
+/* Full (non-streamed) response body, malloc'd. finish: "stop", "length" or "tool_calls". lps may
+ * be NULL; calls (chat): the reply's tool calls (content null when len is 0). */
 char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model,
                            const char *text, size_t len, const char *finish, const mq_oai_usage *u,
-                           const mq_oai_lps *lps);
+                           const mq_oai_lps *lps, const mq_oai_call *calls, int n_calls);
+/* A chat chunk whose delta carries the tool calls (index, id, type, name and all the arguments). */
+char *mq_oai_calls_sse(const char *id, long created, const char *model, const mq_oai_call *calls, int n,
+                       int usage_null);
 /* One SSE event "data: {chunk}\n\n", malloc'd. text may be NULL (no content field for chat's
  * final chunk); role_first adds chat's {"role":"assistant"}; finish NULL = null. usage_null adds
  * "usage":null (stream_options.include_usage). lps: this chunk's tokens' logprobs, or NULL. */
@@ -118,5 +139,16 @@ typedef struct {
 int mq_oai_stop_feed(mq_oai_stop *s, const char *text, size_t n, mq_oai_buf *emit);
 /* End of stream without a match: release the held text. */
 int mq_oai_stop_flush(mq_oai_stop *s, mq_oai_buf *emit);
+
+/* Streamed text split at the first "<tool_call>": what comes before is released (less a tail that
+ * could still begin the tag), the rest is kept in `call` for mq_oai_tool_calls at the end. */
+typedef struct {
+    mq_oai_buf held;             /* released text's undecided tail */
+    mq_oai_buf call;             /* from "<tool_call>" on */
+    int in_call;
+} mq_oai_toolscan;
+/* Adds text; appends what may be sent as content to emit. 0, or -1 out of memory. */
+int mq_oai_toolscan_feed(mq_oai_toolscan *t, const char *s, size_t n, mq_oai_buf *emit);
+void mq_oai_toolscan_free(mq_oai_toolscan *t);
 
 #endif

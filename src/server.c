@@ -200,6 +200,8 @@ typedef struct {
                              * the one of the token being delivered */
     size_t n_lps, cap_lps;
     size_t text_off;        /* completions: raw bytes of the tokens so far (their text_offset) */
+    mq_oai_toolscan scan;   /* stream with tools: content is held back from "<tool_call>" on */
+    mq_oai_buf scan_out;
 } gen_state;
 
 /* Append bytes to the job's stream and wake its reader. */
@@ -216,6 +218,12 @@ static int push(srv *s, job *j, char *ev) {
 /* Text released for the client (stream: one chunk, with the pending logprobs entries if any). */
 static int deliver(gen_state *g, const char *t, size_t n) {
     job *j = g->j;
+    if (g->stream && j->req.parse_calls) { /* what may be a tool call is not content (yet) */
+        g->scan_out.n = 0;
+        if (mq_oai_toolscan_feed(&g->scan, t, n, &g->scan_out)) return -1;
+        t = g->scan_out.p ? g->scan_out.p : "";
+        n = g->scan_out.n;
+    }
     const int lp = g->stream && g->n_lps > 0;
     if (!n && !lp) return 0;
     if (!g->stream) return mq_oai_buf_put(&g->text, t, n);
@@ -303,6 +311,8 @@ static void run_job(srv *s, job *j) {
     g.stop.n = j->req.n_stop;
     int32_t *out = NULL;
     char *echo_text = NULL;  /* completions' echo: the prompt's text */
+    mq_oai_call *calls = NULL; /* chat with tools: the reply's tool calls */
+    int n_calls = 0;
     const char *err = NULL;
     size_t n = j->n_ids;
 
@@ -398,6 +408,28 @@ static void run_job(srv *s, job *j) {
         else if (mq_oai_stop_flush(&g.stop, &g.emit) || deliver(&g, g.emit.p, g.emit.n)) { err = "out of memory"; goto done; }
     }
     if (g.matched || !g.finish) g.finish = !g.matched && gen >= j->max_tokens ? "length" : "stop";
+    if (q->parse_calls) { /* <tool_call> blocks become tool_calls; the text before them is the content */
+        char base[40];
+        snprintf(base, sizeof base, "%s", j->id + strlen("chatcmpl-"));
+        const mq_oai_buf *src = g.stream ? &g.scan.call : &g.text;
+        size_t clen = 0;
+        n_calls = src->n ? mq_oai_tool_calls(src->p, src->n, base, &calls, &clen) : 0;
+        if (n_calls < 0) { err = "out of memory"; goto done; }
+        if (n_calls > 0) {
+            g.finish = "tool_calls";
+            if (!g.stream) g.text.n = clen;
+        }
+        if (g.stream) { /* the held tail, or an unparsable block, is content after all */
+            const mq_oai_buf *rest = g.scan.in_call ? &g.scan.call : &g.scan.held;
+            int bad = 0;
+            if (n_calls == 0 && rest->n)
+                bad = push(s, j, mq_oai_chunk_sse(q->kind, j->id, j->created, s->o.model_name, rest->p, rest->n, 0, NULL,
+                                                  q->include_usage, NULL));
+            else if (n_calls > 0)
+                bad = push(s, j, mq_oai_calls_sse(j->id, j->created, s->o.model_name, calls, n_calls, q->include_usage));
+            if (bad) { err = "out of memory"; goto done; }
+        }
+    }
     j->usage.prompt_tokens = (int)n;
     j->usage.completion_tokens = gen;
     j->finish = g.finish;
@@ -412,7 +444,7 @@ static void run_job(srv *s, job *j) {
         j->status = 200;
         const mq_oai_lps l = {g.lps, g.n_lps, q->logprobs};
         j->body = mq_oai_response_json(q->kind, j->id, j->created, s->o.model_name, g.text.p ? g.text.p : "",
-                                       g.text.n, g.finish, &j->usage, &l);
+                                       g.text.n, g.finish, &j->usage, &l, calls, n_calls);
         if (!j->body) err = "out of memory";
     }
 done:
@@ -425,6 +457,9 @@ done:
     }
     free(out);
     free(echo_text);
+    mq_oai_calls_free(calls, n_calls > 0 ? n_calls : 0);
+    mq_oai_toolscan_free(&g.scan);
+    mq_oai_buf_free(&g.scan_out);
     free(g.lps);
     mq_oai_buf_free(&g.emit);
     mq_oai_buf_free(&g.text);
@@ -539,7 +574,8 @@ static enum MHD_Result handle_generate(srv *s, conn_ctx *cc, struct MHD_Connecti
     }
     /* Template and tokenize here, in the connection's thread: the tokenizer is read-only. */
     if (kind == MQ_OAI_CHAT || q->prompt) {
-        char *text = kind == MQ_OAI_CHAT ? mq_chat_prompt(s->c, q->msgs, q->n_msgs, 1, q->enable_thinking) : NULL;
+        char *text = kind == MQ_OAI_CHAT ? mq_chat_prompt_tools(s->c, q->msgs, q->n_msgs, q->tools, 1, q->enable_thinking)
+                                         : NULL;
         if (kind == MQ_OAI_CHAT && !text) {
             mq_oai_fail(&e, 400, "invalid_request_error", NULL, "messages", "%s", mq_last_error());
             return send_err(cc, conn, &e, NULL, NULL);
