@@ -121,6 +121,34 @@ text = "".join(e["choices"][0]["delta"].get("content") or "" for e in evs)
 assert len(ents) == 4 and bytes(b for x in ents for b in x["bytes"]).decode() == text, (ents, text)
 EOF'
 
+# Tools: each conversation of tests/data/tok/chat_tools_ref.jsonl with tools, tool messages and
+# assistant tool_calls (as a client sends them) reaches the model as the reference prompt: the
+# server's prompt_tokens equals the token count of the reference text.
+python3 - "$T" "$(dirname "$(readlink -f "$0")")/../data/tok/chat_tools_ref.jsonl" <<'EOF'
+import json, sys
+cases = [json.loads(l) for l in open(sys.argv[2])][1:]
+k = 0
+for c in cases:
+    if not c["add_generation_prompt"] or c["enable_thinking"] is not None:
+        continue
+    body = {"messages": c["messages"], "max_tokens": 1, "temperature": 0}
+    if c["tools"]:
+        body["tools"] = c["tools"]
+    open(f"{sys.argv[1]}/tool{k:02d}.json", "w").write(json.dumps(body, ensure_ascii=False))
+    open(f"{sys.argv[1]}/tool{k:02d}.txt", "w").write(c["text"])
+    k += 1
+EOF
+for f in "$T"/tool*.json; do
+  want=$("$BIN" tokenize -m "$M" -f "${f%.json}.txt" | python3 -c "import json,sys;print(len(json.load(sys.stdin)))")
+  code=$(curl -s -o "$T/body" -w '%{http_code}' "$U/v1/chat/completions" -H 'Content-Type: application/json' --data-binary @"$f")
+  if [ "$want" -lt 256 ]; then
+    got=$(python3 -c "import json;print(json.load(open('$T/body'))['usage']['prompt_tokens'])" 2>/dev/null)
+  else  # past this server's 256 positions: the context error names the prompt's length
+    got=$(grep -o "the prompt has [0-9]* tokens" "$T/body" | grep -o "[0-9]*"); code="$code (too long)"
+  fi
+  check "tools prompt $(basename "$f"): HTTP $code, $got tokens, want $want" '[ "$got" = "$want" ]'
+done
+
 # Errors: OpenAI-shaped JSON with the right status.
 err() { # err DESC WANT PATH BODY [curl args]
   local code; code=$(post "$3" "$4" "${@:5}")
@@ -138,6 +166,8 @@ err "max_tokens not integer" 400 $C '{"messages":[{"role":"user","content":"x"}]
 err "n > 1" 400 $C '{"messages":[{"role":"user","content":"x"}],"n":3}'
 err "top_logprobs without logprobs" 400 $C '{"messages":[{"role":"user","content":"x"}],"top_logprobs":2}'
 err "top_logprobs past 20" 400 $C '{"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21}'
+err "tool_choice required" 400 $C '{"messages":[{"role":"user","content":"x"}],"tool_choice":"required"}'
+err "tool without a name" 400 $C '{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{}}]}'
 err "completions logprobs: true" 400 /v1/completions '{"prompt":"x","logprobs":true}'
 err "max_tokens 0 without echo" 400 /v1/completions '{"prompt":"x","max_tokens":0}'
 err "stream_options without stream" 400 $C '{"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}'
