@@ -620,9 +620,7 @@ static int add_calls(cJSON *o, const mq_oai_call *calls, int n, int with_index) 
     return 0;
 }
 
-char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model,
-                           const char *text, size_t len, const char *finish, const mq_oai_usage *u,
-                           const mq_oai_lps *lps, const mq_oai_call *calls, int n_calls) {
+char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model, const mq_oai_reply *r) {
     cJSON *c, *o = envelope_choice(kind, id, created, model, 0, &c);
     if (!o) return NULL;
     int bad = 0;
@@ -631,17 +629,19 @@ char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const
         if (!m) bad = 1;
         else {
             cJSON_AddStringToObject(m, "role", "assistant");
-            if (n_calls > 0 && len == 0) cJSON_AddNullToObject(m, "content");
-            else bad |= add_text(m, "content", text, len);
+            /* null content: only tool calls, or only thinking (as vLLM's reasoning parsers give it) */
+            if ((r->n_calls > 0 || r->reasoning) && r->len == 0) cJSON_AddNullToObject(m, "content");
+            else bad |= add_text(m, "content", r->text, r->len);
+            if (r->reasoning) bad |= add_text(m, "reasoning_content", r->reasoning, r->rlen);
             cJSON_AddNullToObject(m, "refusal");
-            if (n_calls > 0) bad |= add_calls(m, calls, n_calls, 0);
+            if (r->n_calls > 0) bad |= add_calls(m, r->calls, r->n_calls, 0);
         }
     } else {
-        bad |= add_text(c, "text", text, len);
+        bad |= add_text(c, "text", r->text, r->len);
     }
-    bad |= add_logprobs(c, kind, lps);
-    cJSON_AddStringToObject(c, "finish_reason", finish);
-    cJSON *us = usage_obj(u);
+    bad |= add_logprobs(c, kind, r->lps);
+    cJSON_AddStringToObject(c, "finish_reason", r->finish);
+    cJSON *us = usage_obj(r->usage);
     if (!us) bad = 1;
     else cJSON_AddItemToObject(o, "usage", us);
     if (bad) { cJSON_Delete(o); return NULL; }
@@ -679,6 +679,19 @@ char *mq_oai_calls_sse(const char *id, long created, const char *model, const mq
     cJSON *d = cJSON_AddObjectToObject(c, "delta");
     int bad = !d || add_calls(d, calls, n, 1);
     cJSON_AddNullToObject(c, "logprobs");
+    cJSON_AddNullToObject(c, "finish_reason");
+    if (usage_null) cJSON_AddNullToObject(o, "usage");
+    if (bad) { cJSON_Delete(o); return NULL; }
+    return print_free(o, 1);
+}
+
+char *mq_oai_reasoning_sse(const char *id, long created, const char *model, const char *text, size_t len,
+                           int usage_null, const mq_oai_lps *lps) {
+    cJSON *c, *o = envelope_choice(MQ_OAI_CHAT, id, created, model, 1, &c);
+    if (!o) return NULL;
+    cJSON *d = cJSON_AddObjectToObject(c, "delta");
+    int bad = !d || add_text(d, "reasoning_content", text, len);
+    bad |= add_logprobs(c, MQ_OAI_CHAT, lps);
     cJSON_AddNullToObject(c, "finish_reason");
     if (usage_null) cJSON_AddNullToObject(o, "usage");
     if (bad) { cJSON_Delete(o); return NULL; }
@@ -775,6 +788,7 @@ int mq_oai_stop_flush(mq_oai_stop *s, mq_oai_buf *emit) {
 /* ---------- tool calls ---------- */
 
 static const char CALL_OPEN[] = "<tool_call>", CALL_CLOSE[] = "</tool_call>";
+static size_t tag_tail(const char *h, size_t n, const char *tag);
 
 void mq_oai_calls_free(mq_oai_call *c, int n) {
     for (int i = 0; c && i < n; i++) {
@@ -843,7 +857,7 @@ int mq_oai_toolscan_feed(mq_oai_toolscan *t, const char *s, size_t n, mq_oai_buf
     if (t->in_call) return mq_oai_buf_put(&t->call, s, n);
     if (mq_oai_buf_put(&t->held, s, n)) return -1;
     const char *h = t->held.p;
-    const size_t hn = t->held.n, k = strlen(CALL_OPEN);
+    const size_t hn = t->held.n;
     const char *at = find_in(h, hn, CALL_OPEN);
     if (at) {
         t->in_call = 1;
@@ -852,9 +866,7 @@ int mq_oai_toolscan_feed(mq_oai_toolscan *t, const char *s, size_t n, mq_oai_buf
         t->held.n = 0;
         return 0;
     }
-    size_t keep = 0; /* the longest tail that is a proper prefix of the tag */
-    for (size_t m = k - 1 < hn ? k - 1 : hn; m > 0 && !keep; m--)
-        if (!memcmp(h + hn - m, CALL_OPEN, m)) keep = m;
+    const size_t keep = tag_tail(h, hn, CALL_OPEN);
     if (mq_oai_buf_put(emit, h, hn - keep)) return -1;
     memmove(t->held.p, h + hn - keep, keep);
     t->held.n = keep;
@@ -865,4 +877,77 @@ void mq_oai_toolscan_free(mq_oai_toolscan *t) {
     mq_oai_buf_free(&t->held);
     mq_oai_buf_free(&t->call);
     t->in_call = 0;
+}
+
+/* ---------- reasoning (Qwen3's <think> ... </think>) ---------- */
+
+static const char THINK_OPEN[] = "<think>", THINK_CLOSE[] = "</think>";
+
+int mq_oai_split_reasoning(const char *text, size_t n, size_t *r_at, size_t *r_len, size_t *content_at) {
+    *r_at = *r_len = *content_at = 0;
+    const char *o = find_in(text, n, THINK_OPEN);
+    if (!o || !find_in(text, n, THINK_CLOSE)) return 0;
+    const char *after = o + strlen(THINK_OPEN), *end = text + n;
+    const char *c = find_in(after, (size_t)(end - after), THINK_CLOSE);
+    if (!c) { /* only a </think> before the <think>: vLLM keeps what follows the <think> as content */
+        *content_at = (size_t)(after - text);
+        return 0;
+    }
+    *r_at = (size_t)(after - text);
+    *r_len = (size_t)(c - after);
+    *content_at = (size_t)(c - text) + strlen(THINK_CLOSE);
+    return 1;
+}
+
+/* the longest tail of h[0..n) that is a proper prefix of tag */
+static size_t tag_tail(const char *h, size_t n, const char *tag) {
+    const size_t k = strlen(tag);
+    for (size_t m = k - 1 < n ? k - 1 : n; m > 0; m--)
+        if (!memcmp(h + n - m, tag, m)) return m;
+    return 0;
+}
+
+int mq_oai_thinkscan_feed(mq_oai_thinkscan *t, const char *s, size_t n, mq_oai_buf *r, mq_oai_buf *c) {
+    if (t->state == 2) return mq_oai_buf_put(c, s, n);
+    if (mq_oai_buf_put(&t->held, s, n)) return -1;
+    if (t->state == 0) {
+        const size_t k = strlen(THINK_OPEN), hn = t->held.n;
+        if (hn < k && !memcmp(THINK_OPEN, t->held.p, hn)) return 0; /* may still become the tag */
+        if (hn >= k && !memcmp(t->held.p, THINK_OPEN, k)) {
+            t->state = 1;
+            memmove(t->held.p, t->held.p + k, hn - k);
+            t->held.n = hn - k;
+        } else {
+            t->state = 2;
+            int rc = mq_oai_buf_put(c, t->held.p, hn);
+            t->held.n = 0;
+            return rc;
+        }
+    }
+    /* in the thinking */
+    const char *h = t->held.p, *e = find_in(h, t->held.n, THINK_CLOSE);
+    if (e) {
+        const size_t before = (size_t)(e - h), rest = t->held.n - before - strlen(THINK_CLOSE);
+        t->state = 2;
+        int rc = mq_oai_buf_put(r, h, before) || mq_oai_buf_put(c, e + strlen(THINK_CLOSE), rest);
+        t->held.n = 0;
+        return rc ? -1 : 0;
+    }
+    const size_t keep = tag_tail(h, t->held.n, THINK_CLOSE);
+    if (mq_oai_buf_put(r, h, t->held.n - keep)) return -1;
+    memmove(t->held.p, h + t->held.n - keep, keep);
+    t->held.n = keep;
+    return 0;
+}
+
+int mq_oai_thinkscan_flush(mq_oai_thinkscan *t, mq_oai_buf *r, mq_oai_buf *c) {
+    int rc = 0;
+    if (t->held.n) rc = mq_oai_buf_put(t->state == 1 ? r : c, t->held.p, t->held.n);
+    t->held.n = 0;
+    return rc;
+}
+
+void mq_oai_thinkscan_free(mq_oai_thinkscan *t) {
+    mq_oai_buf_free(&t->held);
+    t->state = 0;
 }

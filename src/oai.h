@@ -99,14 +99,26 @@ typedef struct {
 int mq_oai_tool_calls(const char *text, size_t n, const char *id_base, mq_oai_call **calls, size_t *content_len);
 void mq_oai_calls_free(mq_oai_call *c, int n);
 
-/* Full (non-streamed) response body, malloc'd. finish: "stop", "length" or "tool_calls". lps may
- * be NULL; calls (chat): the reply's tool calls (content null when len is 0). */
-char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model,
-                           const char *text, size_t len, const char *finish, const mq_oai_usage *u,
-                           const mq_oai_lps *lps, const mq_oai_call *calls, int n_calls);
+/* What a finished request produced. */
+typedef struct {
+    const char *text;            /* chat: the content; completions: the text */
+    size_t len;
+    const char *reasoning;       /* chat with a reasoning parser: the thinking (reasoning_content), or NULL */
+    size_t rlen;
+    const char *finish;          /* "stop", "length" or "tool_calls" */
+    const mq_oai_usage *usage;
+    const mq_oai_lps *lps;       /* or NULL */
+    const mq_oai_call *calls;    /* chat: the reply's tool calls (content null when len is 0), or NULL */
+    int n_calls;
+} mq_oai_reply;
+/* Full (non-streamed) response body, malloc'd. */
+char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model, const mq_oai_reply *r);
 /* A chat chunk whose delta carries the tool calls (index, id, type, name and all the arguments). */
 char *mq_oai_calls_sse(const char *id, long created, const char *model, const mq_oai_call *calls, int n,
                        int usage_null);
+/* A chat chunk whose delta carries reasoning_content (and this chunk's logprobs, or NULL). */
+char *mq_oai_reasoning_sse(const char *id, long created, const char *model, const char *text, size_t len,
+                           int usage_null, const mq_oai_lps *lps);
 /* One SSE event "data: {chunk}\n\n", malloc'd. text may be NULL (no content field for chat's
  * final chunk); role_first adds chat's {"role":"assistant"}; finish NULL = null. usage_null adds
  * "usage":null (stream_options.include_usage). lps: this chunk's tokens' logprobs, or NULL. */
@@ -150,5 +162,23 @@ typedef struct {
 /* Adds text; appends what may be sent as content to emit. 0, or -1 out of memory. */
 int mq_oai_toolscan_feed(mq_oai_toolscan *t, const char *s, size_t n, mq_oai_buf *emit);
 void mq_oai_toolscan_free(mq_oai_toolscan *t);
+
+/* Streamed Qwen3 reply split into thinking and content: a reply that opens with "<think>" is
+ * thinking up to "</think>", content after it; any other reply is all content. (A finished
+ * reply is split by mq_oai_split_reasoning.) */
+typedef struct {
+    int state;                   /* 0: deciding, 1: in the thinking, 2: content */
+    mq_oai_buf held;             /* text that may still be (part of) a tag */
+} mq_oai_thinkscan;
+/* Adds text; appends thinking to r and content to c. 0, or -1 out of memory. */
+int mq_oai_thinkscan_feed(mq_oai_thinkscan *t, const char *s, size_t n, mq_oai_buf *r, mq_oai_buf *c);
+/* End of the reply: releases what is held (an unfinished thinking stays thinking). */
+int mq_oai_thinkscan_flush(mq_oai_thinkscan *t, mq_oai_buf *r, mq_oai_buf *c);
+void mq_oai_thinkscan_free(mq_oai_thinkscan *t);
+/* A finished reply, as vLLM's qwen3 reasoning parser splits it: with both "<think>" and "</think>"
+ * in it, the thinking is what lies between the first <think> and the first </think> after it and the
+ * content what follows; returns 1 and the two ranges (offsets into text). Otherwise 0 (all content;
+ * *content_at is past a <think> tag when only that one is there, as vLLM drops it). */
+int mq_oai_split_reasoning(const char *text, size_t n, size_t *r_at, size_t *r_len, size_t *content_at);
 
 #endif

@@ -202,6 +202,11 @@ typedef struct {
     size_t text_off;        /* completions: raw bytes of the tokens so far (their text_offset) */
     mq_oai_toolscan scan;   /* stream with tools: content is held back from "<tool_call>" on */
     mq_oai_buf scan_out;
+    int think_on;           /* chat with the qwen3 reasoning parser */
+    mq_oai_thinkscan think; /* stream: the thinking / content split */
+    mq_oai_buf think_r, think_c;
+    int has_reasoning;      /* non-stream: text[reasoning_at, + reasoning_len) is the thinking, */
+    size_t reasoning_at, reasoning_len, content_at; /* text[content_at, n) the content */
 } gen_state;
 
 /* Append bytes to the job's stream and wake its reader. */
@@ -215,9 +220,26 @@ static int push(srv *s, job *j, char *ev) {
     return rc;
 }
 
+/* A reasoning_content chunk (with the pending logprobs entries when with_lps). */
+static int send_reasoning(gen_state *g, const char *t, size_t n, int with_lps) {
+    job *j = g->j;
+    const mq_oai_lps l = {g->lps, g->n_lps, 1};
+    const int lp = with_lps && g->n_lps > 0;
+    if (lp) g->n_lps = 0;
+    return push(g->s, j, mq_oai_reasoning_sse(j->id, j->created, g->s->o.model_name, t, n, j->req.include_usage,
+                                              lp ? &l : NULL));
+}
+
 /* Text released for the client (stream: one chunk, with the pending logprobs entries if any). */
 static int deliver(gen_state *g, const char *t, size_t n) {
     job *j = g->j;
+    if (g->stream && g->think_on) { /* thinking goes out as reasoning_content */
+        g->think_r.n = g->think_c.n = 0;
+        if (mq_oai_thinkscan_feed(&g->think, t, n, &g->think_r, &g->think_c)) return -1;
+        if (g->think_r.n && send_reasoning(g, g->think_r.p, g->think_r.n, !g->think_c.n)) return -1;
+        t = g->think_c.p ? g->think_c.p : "";
+        n = g->think_c.n;
+    }
     if (g->stream && j->req.parse_calls) { /* what may be a tool call is not content (yet) */
         g->scan_out.n = 0;
         if (mq_oai_toolscan_feed(&g->scan, t, n, &g->scan_out)) return -1;
@@ -307,6 +329,7 @@ static size_t common_prefix(const int32_t *a, size_t an, const int32_t *b, size_
 static void run_job(srv *s, job *j) {
     mq_ctx *c = s->c;
     gen_state g = {.s = s, .j = j, .stream = j->req.stream};
+    g.think_on = j->req.kind == MQ_OAI_CHAT && s->o.reasoning;
     g.stop.stop = j->req.stop;
     g.stop.n = j->req.n_stop;
     int32_t *out = NULL;
@@ -408,16 +431,26 @@ static void run_job(srv *s, job *j) {
         else if (mq_oai_stop_flush(&g.stop, &g.emit) || deliver(&g, g.emit.p, g.emit.n)) { err = "out of memory"; goto done; }
     }
     if (g.matched || !g.finish) g.finish = !g.matched && gen >= j->max_tokens ? "length" : "stop";
+    if (g.think_on && g.stream) { /* the end of the reply: what the thinking split still holds */
+        g.think_r.n = g.think_c.n = 0;
+        if (mq_oai_thinkscan_flush(&g.think, &g.think_r, &g.think_c) ||
+            (g.think_r.n && send_reasoning(&g, g.think_r.p, g.think_r.n, 1))) { err = "out of memory"; goto done; }
+        g.think_on = 0; /* (the rest below goes out as content) */
+        if (g.think_c.n && deliver(&g, g.think_c.p, g.think_c.n)) { err = "out of memory"; goto done; }
+    } else if (g.think_on && g.text.n) {
+        g.has_reasoning = mq_oai_split_reasoning(g.text.p, g.text.n, &g.reasoning_at, &g.reasoning_len, &g.content_at);
+    }
     if (q->parse_calls) { /* <tool_call> blocks become tool_calls; the text before them is the content */
         char base[40];
         snprintf(base, sizeof base, "%s", j->id + strlen("chatcmpl-"));
-        const mq_oai_buf *src = g.stream ? &g.scan.call : &g.text;
+        const char *src = g.stream ? g.scan.call.p : g.text.p + g.content_at;
+        const size_t sn = g.stream ? g.scan.call.n : g.text.n - g.content_at;
         size_t clen = 0;
-        n_calls = src->n ? mq_oai_tool_calls(src->p, src->n, base, &calls, &clen) : 0;
+        n_calls = sn ? mq_oai_tool_calls(src, sn, base, &calls, &clen) : 0;
         if (n_calls < 0) { err = "out of memory"; goto done; }
         if (n_calls > 0) {
             g.finish = "tool_calls";
-            if (!g.stream) g.text.n = clen;
+            if (!g.stream) g.text.n = g.content_at + clen;
         }
         if (g.stream) { /* the held tail, or an unparsable block, is content after all */
             const mq_oai_buf *rest = g.scan.in_call ? &g.scan.call : &g.scan.held;
@@ -443,8 +476,11 @@ static void run_job(srv *s, job *j) {
     } else {
         j->status = 200;
         const mq_oai_lps l = {g.lps, g.n_lps, q->logprobs};
-        j->body = mq_oai_response_json(q->kind, j->id, j->created, s->o.model_name, g.text.p ? g.text.p : "",
-                                       g.text.n, g.finish, &j->usage, &l, calls, n_calls);
+        const mq_oai_reply rep = {.text = g.text.p ? g.text.p + g.content_at : "", .len = g.text.n - g.content_at,
+                                  .reasoning = g.has_reasoning ? g.text.p + g.reasoning_at : NULL,
+                                  .rlen = g.reasoning_len, .finish = g.finish, .usage = &j->usage, .lps = &l,
+                                  .calls = calls, .n_calls = n_calls};
+        j->body = mq_oai_response_json(q->kind, j->id, j->created, s->o.model_name, &rep);
         if (!j->body) err = "out of memory";
     }
 done:
@@ -460,6 +496,9 @@ done:
     mq_oai_calls_free(calls, n_calls > 0 ? n_calls : 0);
     mq_oai_toolscan_free(&g.scan);
     mq_oai_buf_free(&g.scan_out);
+    mq_oai_thinkscan_free(&g.think);
+    mq_oai_buf_free(&g.think_r);
+    mq_oai_buf_free(&g.think_c);
     free(g.lps);
     mq_oai_buf_free(&g.emit);
     mq_oai_buf_free(&g.text);

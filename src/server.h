@@ -16,6 +16,8 @@ typedef struct {
     int max_conn;            /* simultaneous connections (each gets a thread) */
     const char *model_name;  /* the id served in /v1/models and responses */
     int quiet;               /* 1: no per-request log lines */
+    int reasoning;           /* 1: chat replies' <think> ... </think> goes to reasoning_content
+                              * (vLLM's --reasoning-parser qwen3) */
     volatile sig_atomic_t *stop; /* set non-zero (e.g. from a signal handler) to shut down */
 } mq_srv_opts;
 

@@ -83,7 +83,8 @@ static void test_response_shapes(void **st) {
     (void)st;
     mq_oai_call c[2] = {{"call_a_0", "f", "{\"x\": 1}"}, {"call_a_1", "g", "{}"}};
     mq_oai_usage u = {5, 7, 0};
-    cJSON *o = choice0(mq_oai_response_json(MQ_OAI_CHAT, "chatcmpl-a", 1, "m", "", 0, "tool_calls", &u, NULL, c, 2));
+    mq_oai_reply r = {.text = "", .finish = "tool_calls", .usage = &u, .calls = c, .n_calls = 2};
+    cJSON *o = choice0(mq_oai_response_json(MQ_OAI_CHAT, "chatcmpl-a", 1, "m", &r));
     const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), *m = cJSON_GetObjectItem(ch, "message");
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(m, "content")));
     assert_string_equal(cJSON_GetObjectItem(ch, "finish_reason")->valuestring, "tool_calls");
@@ -96,7 +97,10 @@ static void test_response_shapes(void **st) {
     assert_null(cJSON_GetObjectItem(t1, "index")); /* index only in stream deltas */
     cJSON_Delete(o);
     /* content kept beside the calls */
-    o = choice0(mq_oai_response_json(MQ_OAI_CHAT, "chatcmpl-a", 1, "m", "Checking.", 9, "tool_calls", &u, NULL, c, 1));
+    r.text = "Checking.";
+    r.len = 9;
+    r.n_calls = 1;
+    o = choice0(mq_oai_response_json(MQ_OAI_CHAT, "chatcmpl-a", 1, "m", &r));
     m = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "message");
     assert_string_equal(cJSON_GetObjectItem(m, "content")->valuestring, "Checking.");
     cJSON_Delete(o);
@@ -111,6 +115,61 @@ static void test_response_shapes(void **st) {
     assert_int_equal(cJSON_GetArrayItem(tc, 1)->child->valueint, 1); /* "index" first */
     assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(tc, 0), "function"), "arguments")->valuestring,
                         "{\"x\": 1}");
+    cJSON_Delete(o);
+}
+
+/* Qwen3's thinking: a finished reply split as vLLM's qwen3 parser splits it, and the streamed split. */
+static void test_reasoning(void **st) {
+    (void)st;
+    size_t ra, rl, ca;
+    const char *r1 = "<think>\nLet me see.\n</think>\n\nIt is 4.";
+    assert_int_equal(mq_oai_split_reasoning(r1, strlen(r1), &ra, &rl, &ca), 1);
+    assert_int_equal(rl, strlen("\nLet me see.\n"));
+    assert_memory_equal(r1 + ra, "\nLet me see.\n", rl);
+    assert_string_equal(r1 + ca, "\n\nIt is 4.");
+    const char *r2 = "no tags at all", *r3 = "<think>never closed", *r4 = "</think> then <think>x";
+    assert_int_equal(mq_oai_split_reasoning(r2, strlen(r2), &ra, &rl, &ca), 0);
+    assert_int_equal(ca, 0);
+    assert_int_equal(mq_oai_split_reasoning(r3, strlen(r3), &ra, &rl, &ca), 0);
+    assert_int_equal(ca, 0);
+    assert_int_equal(mq_oai_split_reasoning(r4, strlen(r4), &ra, &rl, &ca), 0);
+    assert_string_equal(r4 + ca, "x"); /* vLLM: the text after the <think>, the tag dropped */
+
+    /* streamed, tags cut across feeds */
+    const char *parts[] = {"<th", "ink>\nhmm", " </th", "ink>", "\n\nThe answer"};
+    mq_oai_thinkscan t = {0};
+    mq_oai_buf r = {0}, c = {0};
+    for (int i = 0; i < 5; i++) assert_int_equal(mq_oai_thinkscan_feed(&t, parts[i], strlen(parts[i]), &r, &c), 0);
+    assert_int_equal(mq_oai_thinkscan_flush(&t, &r, &c), 0);
+    assert_int_equal(r.n, strlen("\nhmm "));
+    assert_memory_equal(r.p, "\nhmm ", r.n);
+    assert_int_equal(c.n, strlen("\n\nThe answer"));
+    assert_memory_equal(c.p, "\n\nThe answer", c.n);
+    mq_oai_thinkscan_free(&t);
+    r.n = c.n = 0;
+    /* a reply that does not open with <think> is all content, a "<" included */
+    assert_int_equal(mq_oai_thinkscan_feed(&t, "<", 1, &r, &c), 0);
+    assert_int_equal(c.n, 0); /* (could still be the tag) */
+    assert_int_equal(mq_oai_thinkscan_feed(&t, "b>old</think>", 13, &r, &c), 0);
+    assert_int_equal(r.n, 0);
+    assert_memory_equal(c.p, "<b>old</think>", c.n);
+    mq_oai_thinkscan_free(&t);
+    /* unfinished thinking (the length ran out) stays thinking */
+    r.n = c.n = 0;
+    assert_int_equal(mq_oai_thinkscan_feed(&t, "<think>abc</thi", 15, &r, &c), 0);
+    assert_int_equal(mq_oai_thinkscan_flush(&t, &r, &c), 0);
+    assert_memory_equal(r.p, "abc</thi", r.n);
+    assert_int_equal(c.n, 0);
+    mq_oai_thinkscan_free(&t);
+    mq_oai_buf_free(&r);
+    mq_oai_buf_free(&c);
+    /* the response: reasoning_content beside a null content */
+    mq_oai_usage u = {1, 2, 0};
+    mq_oai_reply rep = {.text = "", .reasoning = "x", .rlen = 1, .finish = "length", .usage = &u};
+    cJSON *o = choice0(mq_oai_response_json(MQ_OAI_CHAT, "chatcmpl-a", 1, "m", &rep));
+    const cJSON *m = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "message");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(m, "content")));
+    assert_string_equal(cJSON_GetObjectItem(m, "reasoning_content")->valuestring, "x");
     cJSON_Delete(o);
 }
 
@@ -175,6 +234,7 @@ int main(void) {
         cmocka_unit_test(test_tool_calls_parse),
         cmocka_unit_test(test_toolscan),
         cmocka_unit_test(test_response_shapes),
+        cmocka_unit_test(test_reasoning),
         cmocka_unit_test(test_request_tools),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,6 +23,8 @@ static const char *serve_help =
     "      --timeout S       idle / slow-client timeout in seconds (default 30)\n"
     "      --max-conn N      simultaneous connections (default 256)\n"
     "      --name NAME       model id in /v1/models and responses (default: the directory's name)\n"
+    "      --reasoning-parser qwen3\n"
+    "                        chat replies' <think> ... </think> as message.reasoning_content (as vLLM's)\n"
     "  -q, --quiet           no per-request log lines\n"
     "Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health.\n";
 
@@ -34,7 +36,8 @@ int cmd_serve(int argc, char **argv) {
         {"model", 1, 0, 'm'}, {"host", 1, 0, 'H'}, {"port", 1, 0, 'p'}, {"backend", 1, 0, 'b'},
         {"max-ctx", 1, 0, 'x'}, {"threads", 1, 0, 't'}, {"api-key", 1, 0, 'k'}, {"api-key-file", 1, 0, 'K'},
         {"queue", 1, 0, 'Q'}, {"max-body", 1, 0, 'B'}, {"timeout", 1, 0, 'T'}, {"max-conn", 1, 0, 'C'},
-        {"name", 1, 0, 'N'}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, MQ_CLI_KV_LONGOPT, {0, 0, 0, 0}};
+        {"name", 1, 0, 'N'}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"reasoning-parser", 1, 0, 'R'},
+        MQ_CLI_KV_LONGOPT, {0, 0, 0, 0}};
     const char *model = NULL, *key = NULL, *key_file = NULL;
     mq_params prm;
     mq_params_default(&prm);
@@ -68,6 +71,13 @@ int cmd_serve(int argc, char **argv) {
                   so.max_conn = (int)v; break;
         case 'N': so.model_name = optarg; break;
         case 'q': so.quiet = 1; break;
+        case 'R':
+            if (strcmp(optarg, "qwen3")) {
+                mq_cli_err("serve", "--reasoning-parser '%s' is not known (want qwen3)", optarg);
+                return MQ_EXIT_USAGE;
+            }
+            so.reasoning = 1;
+            break;
         case 'h': fputs(serve_help, stdout); return MQ_EXIT_OK;
         case ':': mq_cli_err("serve", "option %s needs a value", argv[optind - 1]); return MQ_EXIT_USAGE;
         default: mq_cli_err("serve", "unknown option %s (see --help)", argv[optind - 1]); return MQ_EXIT_USAGE;

@@ -228,6 +228,20 @@ code=$(post /v1/models '' -X GET -H 'Authorization: Bearer s3cret'); check "righ
 code=$(curl -s -o /dev/null -w '%{http_code}' "$U/health"); check "health without key ($code)" '[ "$code" = 200 ]'
 stop
 
+# --reasoning-parser qwen3: a reply without <think> tags (this model's) is all content, streamed or not.
+"$BIN" serve -m "$M" --reasoning-parser deepseek >/dev/null 2>&1; check "unknown reasoning parser exits 2" '[ $? = 2 ]'
+start --reasoning-parser qwen3
+post /v1/chat/completions '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":8,"temperature":0}' >/dev/null
+check "reasoning parser: plain reply is the content" 'python3 -c "import json,sys;m=json.load(open(\"$T/body\"))[\"choices\"][0][\"message\"];assert m[\"content\"]==sys.argv[1] and \"reasoning_content\" not in m, m" "$wantc"'
+curl -sN "$U/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":8,"temperature":0,"stream":true}' >"$T/sse"
+check "reasoning parser, streamed: the same content" 'python3 - "$T/sse" "$wantc" <<EOF
+import json, sys
+evs = [json.loads(e[6:]) for e in open(sys.argv[1]).read().split("\n\n") if e.startswith("data: {")]
+d = [e["choices"][0]["delta"] for e in evs if e["choices"]]
+assert "".join(x.get("content") or "" for x in d) == sys.argv[2] and not any("reasoning_content" in x for x in d), d
+EOF'
+stop
+
 # The official openai SDK (node) against the same server, when node/npm are here.
 if command -v node >/dev/null && command -v npm >/dev/null; then
   D=$(dirname "$(readlink -f "$0")")/../server
