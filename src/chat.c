@@ -25,7 +25,8 @@
  *     "# Tools" text with each tool as Jinja's tojson writes it (Python's json.dumps: ", " and ": "
  *     separators, keys in their order, non-ASCII as is) on a line of its own;
  *   - an assistant turn's tool_calls after its content, each "<tool_call>\n{"name": "NAME",
- *     "arguments": ARGS}\n</tool_call>" (ARGS: the string as is, or a JSON value through tojson),
+ *     "arguments": ARGS}\n</tool_call>" (ARGS through tojson; a JSON string is parsed first, as
+ *     vLLM does before rendering),
  *     separated by "\n" (also from the content, when there is content).
  */
 
@@ -89,14 +90,23 @@ static int put_tool_calls(sbuf *b, int idx, const char *json, int content_set) {
         puts_(b, "<tool_call>\n{\"name\": \"");
         puts_(b, name->valuestring);
         puts_(b, "\", \"arguments\": ");
+        /* An OpenAI client sends arguments as a JSON string: like vLLM (which json.loads it before
+         * the template's tojson), it is written as Python writes that JSON value, {} when empty;
+         * a string that is not JSON goes in as it is (transformers' behaviour for strings). */
+        cJSON *parsed = NULL;
         if (cJSON_IsString(args)) {
+            const char *pe = NULL, *sv = args->valuestring;
+            parsed = sv[0] ? cJSON_ParseWithOpts(sv, &pe, 1) : cJSON_CreateObject();
+        }
+        if (cJSON_IsString(args) && !parsed) {
             puts_(b, args->valuestring);
         } else {
-            char *j = mq_pyjson(args);
+            char *j = mq_pyjson(parsed ? parsed : args);
             if (!j) b->oom = 1;
             else puts_(b, j);
             free(j);
         }
+        cJSON_Delete(parsed);
         puts_(b, "}\n</tool_call>");
         k++;
     }

@@ -251,6 +251,8 @@ static int parse_rope(mq_config *c, const cJSON *o, const char *name) {
         get_double(d, "mscale_all_dim", name, 0.0, 1e6, &mscale_all) < 0 ||
         get_bool(d, "truncate", name, &r->truncate) < 0)
         return -1;
+    const cJSON *tr = cJSON_GetObjectItemCaseSensitive(d, "truncate");
+    if (tr && cJSON_IsNull(tr)) r->truncate = 0; /* HF: .get("truncate", True) is None, i.e. false */
     if (r->beta_fast == 0) r->beta_fast = 32; /* HF: rope_parameters.get("beta_fast") or 32 */
     if (r->beta_slow == 0) r->beta_slow = 1;
     if (!(r->beta_fast > r->beta_slow)) {

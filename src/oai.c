@@ -168,6 +168,10 @@ static int check_tool_list(const cJSON *a, const char *param, const char *what, 
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(f, need);
             if (!cJSON_IsString(v) || !mq_oai_utf8_valid(v->valuestring, strlen(v->valuestring)))
                 return BAD(param, "'%s'[%d].function.%s must be a string (JSON text)", param, k, need);
+            cJSON *a = v->valuestring[0] ? cJSON_ParseWithOpts(v->valuestring, NULL, 1) : NULL;
+            const int ok = !v->valuestring[0] || a; /* (empty: {}, as vLLM takes it) */
+            cJSON_Delete(a);
+            if (!ok) return BAD(param, "'%s'[%d].function.%s is not valid JSON", param, k, need);
         }
         k++;
     }
@@ -465,6 +469,10 @@ static int add_text(cJSON *o, const char *key, const char *text, size_t len) {
 static char *tok_text(const char *b, size_t n) {
     char *t = malloc(n * 4 + 8);
     if (!t) return NULL;
+    if (!n) { /* (an id without bytes: embedding padding) */
+        t[0] = 0;
+        return t;
+    }
     if (mq_oai_utf8_valid(b, n) && !memchr(b, 0, n)) {
         memcpy(t, b, n);
         t[n] = 0;
@@ -816,7 +824,15 @@ int mq_oai_tool_calls(const char *text, size_t n, const char *id_base, mq_oai_ca
     for (const char *p = first; p; ) {
         const char *body = p + strlen(CALL_OPEN), *close = find_in(body, (size_t)(end - body), CALL_CLOSE);
         const char *stop = close ? close : end;
-        /* one JSON value with only whitespace around it, as json.loads takes */
+        /* one JSON value with only whitespace around it and no raw control character inside a
+         * string, as json.loads takes it */
+        int in_str = 0, ctl = 0;
+        for (const char *q = body; q < stop && !ctl; q++) {
+            if (in_str && *q == '\\' && q + 1 < stop) q++;
+            else if (*q == '"') in_str = !in_str;
+            else if (in_str && (unsigned char)*q < 0x20) ctl = 1;
+        }
+        if (ctl) { rc = 0; goto out; }
         const char *pe = NULL;
         cJSON *j = cJSON_ParseWithLengthOpts(body, (size_t)(stop - body), &pe, 0);
         while (j && pe && pe < stop && (*pe == ' ' || *pe == '\n' || *pe == '\r' || *pe == '\t')) pe++;

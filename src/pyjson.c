@@ -38,6 +38,10 @@ static void py_float(sbuf *b, double v) {
         if (strtod(buf, NULL) == v) break;
     }
     const char *p = buf, *e = strchr(buf, 'e');
+    if (!e) { /* (finite values always have an exponent in %e) */
+        puts_(b, buf);
+        return;
+    }
     int nd = 0, ex = atoi(e + 1), neg = *p == '-';
     for (p += neg; p < e; p++)
         if (*p != '.') dig[nd++] = *p;
@@ -101,7 +105,9 @@ static void py_dumps(sbuf *b, const cJSON *v) {
     else if (cJSON_IsString(v)) py_str(b, v->valuestring);
     else if (cJSON_IsNumber(v)) {
         const double d = v->valuedouble;
-        if (d == floor(d) && fabs(d) < 1e16) {
+        if (isnan(d)) puts_(b, "NaN"); /* (a number past double's range reads as inf: Python writes these) */
+        else if (isinf(d)) puts_(b, d > 0 ? "Infinity" : "-Infinity");
+        else if (d == floor(d) && fabs(d) < 1e16) {
             char buf[32];
             snprintf(buf, sizeof buf, "%.0f", d == 0 ? 0.0 : d);
             puts_(b, buf);

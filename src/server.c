@@ -233,6 +233,7 @@ static int send_reasoning(gen_state *g, const char *t, size_t n, int with_lps) {
 /* Text released for the client (stream: one chunk, with the pending logprobs entries if any). */
 static int deliver(gen_state *g, const char *t, size_t n) {
     job *j = g->j;
+    if (!t) t = ""; /* (an empty emit buffer: a chunk with logprobs still has its content key) */
     if (g->stream && g->think_on) { /* thinking goes out as reasoning_content */
         g->think_r.n = g->think_c.n = 0;
         if (mq_oai_thinkscan_feed(&g->think, t, n, &g->think_r, &g->think_c)) return -1;
@@ -255,6 +256,14 @@ static int deliver(gen_state *g, const char *t, size_t n) {
                                           NULL, j->req.include_usage, lp ? &l : NULL));
 }
 
+/* Characters (code points) in s[0..n): its bytes that do not continue a UTF-8 sequence. Counted per
+ * token, a character split over two tokens counts once, with the token that starts it. */
+static size_t utf8_chars(const char *s, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
+
 /* Append token id's logprobs entry (lp NULL: no logprob, an echoed prompt's first token). */
 static int add_lp(gen_state *g, int32_t id, const mq_logprob *lp) {
     if (g->n_lps == g->cap_lps) {
@@ -269,7 +278,7 @@ static int add_lp(gen_state *g, int32_t id, const mq_logprob *lp) {
     memset(e, 0, sizeof *e);
     e->tok.b = mq_token_bytes(c, id, &e->tok.n);
     e->text_offset = g->text_off;
-    g->text_off += e->tok.n;
+    g->text_off += utf8_chars(e->tok.b, e->tok.n);
     if (!lp) return 0;
     e->has_lp = 1;
     e->tok.lp = lp->logprob;
@@ -318,6 +327,25 @@ static void finish_error(srv *s, job *j, gen_state *g, const char *msg) {
         j->status = 500;
         j->body = mq_oai_error_json(&e);
     }
+}
+
+/* Prompt ids as text, the way generated ids become text: the stream detokenizer (ids without text,
+ * the embedding's padding, add nothing; a broken character becomes U+FFFD). malloc'd, or NULL. */
+static char *detok_ids(mq_ctx *c, const int32_t *ids, size_t n) {
+    mq_oai_buf b = {0};
+    char buf[4096];
+    mq_detok_stream_reset(c);
+    for (size_t i = 0; i <= n; i++) {
+        int k = mq_detok_stream(c, i < n ? ids[i] : -1, buf, sizeof buf);
+        if (k < 0 || mq_oai_buf_put(&b, buf, (size_t)k)) {
+            mq_oai_buf_free(&b);
+            b.p = NULL;
+            break;
+        }
+    }
+    mq_detok_stream_reset(c);
+    if (b.p || !n) return b.p ? b.p : strdup("");
+    return NULL;
 }
 
 static size_t common_prefix(const int32_t *a, size_t an, const int32_t *b, size_t bn) {
@@ -369,9 +397,9 @@ static void run_job(srv *s, job *j) {
     s->n_cache = (int)keep;
     j->usage.cached_tokens = (int)keep;
     if (q->echo) { /* the prompt's text (and its tokens' entries) come first */
-        echo_text = q->prompt ? strdup(q->prompt) : mq_detokenize(c, j->ids, n);
-        if (!echo_text) { err = q->prompt ? "out of memory" : mq_last_error(); goto done; }
-        g.text_off = echo_lp ? 0 : strlen(echo_text);
+        echo_text = q->prompt ? strdup(q->prompt) : detok_ids(c, j->ids, n);
+        if (!echo_text) { err = "out of memory"; goto done; }
+        g.text_off = echo_lp ? 0 : utf8_chars(echo_text, strlen(echo_text));
         int bad = echo_lp && add_lp(&g, j->ids[0], NULL);
         if (!bad && !g.stream) bad = mq_oai_buf_put(&g.text, echo_text, strlen(echo_text));
         /* stream: sent now, or with its logprobs entries after the prefill */
@@ -397,6 +425,8 @@ static void run_job(srv *s, job *j) {
         s->n_cache = (int)p;
     }
     free(rows);
+    /* the generated tokens' offsets continue after the echoed text (which NFC may have changed) */
+    if (echo_lp) g.text_off = utf8_chars(echo_text, strlen(echo_text));
     if (g.stream && echo_lp && deliver(&g, echo_text, strlen(echo_text))) { err = "out of memory"; goto done; }
     int gen = 0;
     if (j->max_tokens > 0) {
@@ -642,7 +672,7 @@ static enum MHD_Result handle_generate(srv *s, conn_ctx *cc, struct MHD_Connecti
     long ctx = s->info->max_ctx, n = (long)j->n_ids;
     if (n == 0) return fail(cc, conn, 400, "invalid_request_error", NULL, "prompt", "the prompt is empty after tokenization");
     j->max_tokens = q->max_tokens >= 0 ? q->max_tokens : ctx - n; /* 0 only with echo (oai.c) */
-    if (n + j->max_tokens > ctx || (j->max_tokens < 1 && !q->echo)) {
+    if (n > ctx || n + j->max_tokens > ctx || (j->max_tokens < 1 && !q->echo)) {
         mq_oai_fail(&e, 400, "invalid_request_error", "context_length_exceeded",
                     q->max_tokens > 0 ? "max_tokens" : "messages",
                     "this model's context is %ld tokens, but the prompt has %ld tokens and max_tokens is %ld "

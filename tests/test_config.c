@@ -152,6 +152,8 @@ static void test_rope_scaling(void **state) {
     assert_float_equal(c.rope.beta_fast, 32.0, 0); /* HF: get("beta_fast") or 32 */
     assert_float_equal(c.rope.beta_slow, 1.0, 0);
     assert_int_equal(c.rope.truncate, 0);
+    assert_int_equal(parse_with(&c, "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4,\"truncate\":null}"), 0);
+    assert_int_equal(c.rope.truncate, 0); /* HF: None is false */
     assert_int_equal(parse_with(&c, "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4,\"mscale\":0.707,"
                                     "\"mscale_all_dim\":0.707}"), 0);
     assert_float_equal(c.rope.attn_factor, 1.0, 1e-15);

@@ -36,10 +36,15 @@ static void test_tool_calls_parse(void **st) {
     assert_string_equal(c[1].arguments, "\"s\""); /* a string argument stays a JSON string */
     assert_string_equal(c[1].id, "call_x1_1");
     mq_oai_calls_free(c, 2);
+    /* a number past double's range: Python reads inf and writes Infinity (no crash) */
+    assert_int_equal(calls_of("<tool_call>{\"name\": \"f\", \"arguments\": {\"x\": -1e999}}</tool_call>x", &c, &clen), 1);
+    assert_string_equal(c[0].arguments, "{\"x\": -Infinity}");
+    mq_oai_calls_free(c, 1);
     /* no block; a block that is not JSON; no name; no arguments; a list: all content, no calls */
     const char *none[] = {"plain answer", "<tool_call>\n{not json}\n</tool_call>",
                           "<tool_call>{\"arguments\": {}}</tool_call>", "<tool_call>{\"name\": \"f\"}</tool_call>",
                           "<tool_call>[1]</tool_call>", "<tool_call>{\"name\": \"f\", \"arguments\": {}} extra</tool_call>",
+                          "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": \"tab\there\"}}</tool_call>",
                           "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call><tool_call>oops</tool_call>"};
     for (size_t i = 0; i < sizeof none / sizeof none[0]; i++) {
         assert_int_equal(calls_of(none[i], &c, &clen), 0);
@@ -213,6 +218,8 @@ static void test_request_tools(void **st) {
          "messages[0].tool_calls", "only assistant messages"},
         {MQ_OAI_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":{}}}]}]}",
          "messages[0].tool_calls", "arguments must be a string"},
+        {MQ_OAI_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"{oops\"}}]}]}",
+         "messages[0].tool_calls", "arguments is not valid JSON"},
         {MQ_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"parallel_tool_calls\":1}", "parallel_tool_calls",
          "must be a boolean"},
         {MQ_OAI_COMPLETION, "{\"prompt\":\"x\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}", "tools",

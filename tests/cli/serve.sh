@@ -100,6 +100,16 @@ assert len(top) == 3 and abs(max(top.values()) - g) < 1e-6, top
 assert lp["text_offset"][0] == 0 and lp["text_offset"] == sorted(lp["text_offset"]), lp["text_offset"]
 assert len(lp["tokens"]) == 5 and c["text"].startswith("".join(lp["tokens"][:4])), c
 EOF'
+post /v1/completions '{"prompt":"Hello there","max_tokens":12,"temperature":0,"logprobs":0}' >/dev/null
+check "text_offset counts characters, as vLLM's" 'python3 - "$T/body" <<EOF
+import json, sys
+c = json.load(open(sys.argv[1]))["choices"][0]; lp = c["logprobs"]
+toks, off = lp["tokens"], lp["text_offset"]
+assert off[0] == 0 and len(toks) == 12, lp
+for k in range(11):
+    if not toks[k].startswith("bytes:"):
+        assert off[k + 1] - off[k] == len(toks[k]), (k, toks, off)
+EOF'
 code=$(post /v1/completions '{"prompt":[1994,62,315],"max_tokens":0,"logprobs":0,"echo":true}')
 check "max_tokens 0 with echo: prompt only ($code)" 'python3 -c "import json;d=json.load(open(\"$T/body\"));c=d[\"choices\"][0];assert len(c[\"logprobs\"][\"tokens\"])==3 and d[\"usage\"][\"completion_tokens\"]==0 and c[\"finish_reason\"]==\"length\", d"'
 post $C_ '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":4,"temperature":0,"logprobs":true,"top_logprobs":2}' >/dev/null
