@@ -24,7 +24,7 @@
 #include "oai.h"
 
 enum { J_QUEUED, J_RUNNING, J_DONE };
-enum { R_CHAT, R_COMPL, R_MODELS, R_MODEL, R_HEALTH };
+enum { R_CHAT, R_COMPL, R_MODELS, R_MODEL, R_HEALTH, R_METRICS };
 
 typedef struct job {
     struct job *next;       /* FIFO link while queued */
@@ -60,6 +60,14 @@ typedef struct {
     unsigned long seq;      /* request counter (ids, default seeds) */
     int32_t *cache;         /* (max_ctx) ids whose K/V sit in the cache; engine thread only */
     int n_cache;
+    /* /metrics, under mu: finished requests by outcome (stop, length, tool_calls, error, cancelled),
+     * 503s, token totals, and sums of the per-request times for Prometheus summaries */
+    struct srv_stats {
+        unsigned long n_out[5], n_rejected;
+        unsigned long long tok_prompt, tok_cached, tok_gen;
+        double sum_queue, sum_ttft, sum_e2e;
+        unsigned long n_ttft;
+    } st;
 } srv;
 
 typedef struct {
@@ -559,6 +567,23 @@ static void engine_loop(srv *s) {
         j->t_end = now_s();
         j->state = J_DONE;
         s->busy = 0;
+        {
+            static const char *const outs[4] = {"stop", "length", "tool_calls", NULL};
+            int k = 3;
+            for (int i = 0; i < 3; i++)
+                if (j->finish && !strcmp(j->finish, outs[i])) k = i;
+            if (j->cancel) k = 4;
+            s->st.n_out[k]++;
+            s->st.tok_prompt += (unsigned long long)j->usage.prompt_tokens;
+            s->st.tok_cached += (unsigned long long)j->usage.cached_tokens;
+            s->st.tok_gen += (unsigned long long)j->usage.completion_tokens;
+            s->st.sum_queue += j->t_start - j->t_queued;
+            s->st.sum_e2e += j->t_end - j->t_queued;
+            if (j->t_first) {
+                s->st.sum_ttft += j->t_first - j->t_queued;
+                s->st.n_ttft++;
+            }
+        }
         pthread_cond_broadcast(&j->cv);
         if (!s->o.quiet)
             fprintf(stderr, "megaqwen serve: %s prompt %d (cached %d) + %d tokens, %s, queue %.1f ms, "
@@ -684,6 +709,7 @@ static enum MHD_Result handle_generate(srv *s, conn_ctx *cc, struct MHD_Connecti
     pthread_mutex_lock(&s->mu);
     if (s->stopping || s->n_wait + s->busy > s->o.queue) {
         int stopping = s->stopping;
+        s->st.n_rejected++;
         pthread_mutex_unlock(&s->mu);
         mq_oai_fail(&e, 503, "server_error", "server_overloaded", NULL,
                     stopping ? "the server is shutting down" :
@@ -759,12 +785,57 @@ oom:
     return fail(cc, conn, 500, "server_error", NULL, NULL, "out of memory");
 }
 
+/* GET /metrics: Prometheus' text format (what vLLM's /metrics gives a scraper, under megaqwen_ names). */
+static char *metrics_text(srv *s) {
+    pthread_mutex_lock(&s->mu);
+    const struct srv_stats m = s->st;
+    const int busy = s->busy, n_wait = s->n_wait;
+    pthread_mutex_unlock(&s->mu);
+    mq_oai_buf b = {0};
+    char l[512];
+    int bad = 0;
+#define LINE(...) (snprintf(l, sizeof l, __VA_ARGS__), bad |= mq_oai_buf_put(&b, l, strlen(l)))
+    LINE("# HELP megaqwen_requests_total Finished requests by how they ended.\n"
+         "# TYPE megaqwen_requests_total counter\n");
+    static const char *const outs[5] = {"stop", "length", "tool_calls", "error", "cancelled"};
+    for (int i = 0; i < 5; i++) LINE("megaqwen_requests_total{outcome=\"%s\"} %lu\n", outs[i], m.n_out[i]);
+    LINE("# HELP megaqwen_requests_rejected_total Requests refused with 503 (queue full or shutting down).\n"
+         "# TYPE megaqwen_requests_rejected_total counter\nmegaqwen_requests_rejected_total %lu\n", m.n_rejected);
+    LINE("# HELP megaqwen_requests_running Requests the engine is running (0 or 1).\n"
+         "# TYPE megaqwen_requests_running gauge\nmegaqwen_requests_running %d\n", busy);
+    LINE("# HELP megaqwen_requests_waiting Requests queued behind the running one.\n"
+         "# TYPE megaqwen_requests_waiting gauge\nmegaqwen_requests_waiting %d\n", n_wait);
+    LINE("# HELP megaqwen_prompt_tokens_total Prompt tokens of finished requests (cached ones included).\n"
+         "# TYPE megaqwen_prompt_tokens_total counter\nmegaqwen_prompt_tokens_total %llu\n", m.tok_prompt);
+    LINE("# HELP megaqwen_cached_prompt_tokens_total Prompt tokens whose KV came from the cache.\n"
+         "# TYPE megaqwen_cached_prompt_tokens_total counter\nmegaqwen_cached_prompt_tokens_total %llu\n", m.tok_cached);
+    LINE("# HELP megaqwen_generation_tokens_total Generated tokens of finished requests.\n"
+         "# TYPE megaqwen_generation_tokens_total counter\nmegaqwen_generation_tokens_total %llu\n", m.tok_gen);
+    const unsigned long fin = m.n_out[0] + m.n_out[1] + m.n_out[2] + m.n_out[3] + m.n_out[4];
+    LINE("# HELP megaqwen_queue_time_seconds Time from arrival to the engine's start, per request.\n"
+         "# TYPE megaqwen_queue_time_seconds summary\nmegaqwen_queue_time_seconds_sum %.6f\n"
+         "megaqwen_queue_time_seconds_count %lu\n", m.sum_queue, fin);
+    LINE("# HELP megaqwen_time_to_first_token_seconds Time from arrival to the first generated token.\n"
+         "# TYPE megaqwen_time_to_first_token_seconds summary\nmegaqwen_time_to_first_token_seconds_sum %.6f\n"
+         "megaqwen_time_to_first_token_seconds_count %lu\n", m.sum_ttft, m.n_ttft);
+    LINE("# HELP megaqwen_e2e_request_latency_seconds Time from arrival to the end of generation.\n"
+         "# TYPE megaqwen_e2e_request_latency_seconds summary\nmegaqwen_e2e_request_latency_seconds_sum %.6f\n"
+         "megaqwen_e2e_request_latency_seconds_count %lu\n", m.sum_e2e, fin);
+#undef LINE
+    if (bad) {
+        mq_oai_buf_free(&b);
+        return NULL;
+    }
+    return b.p;
+}
+
 static int route_of(const char *url, const char *model) {
     if (!strcmp(url, "/v1/chat/completions")) return R_CHAT;
     if (!strcmp(url, "/v1/completions")) return R_COMPL;
     if (!strcmp(url, "/v1/models")) return R_MODELS;
     if (!strncmp(url, "/v1/models/", 11) && !strcmp(url + 11, model)) return R_MODEL;
     if (!strcmp(url, "/health")) return R_HEALTH;
+    if (!strcmp(url, "/metrics")) return R_METRICS;
     return -1;
 }
 
@@ -785,7 +856,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                 mq_oai_fail(&e, 404, "invalid_request_error", "model_not_found", "model", "The model '%.200s' does not exist", url + 11);
             else
                 mq_oai_fail(&e, 404, "invalid_request_error", "not_found", NULL, "unknown path %.200s (see /v1/models, "
-                            "/v1/chat/completions, /v1/completions, /health)", url);
+                            "/v1/chat/completions, /v1/completions, /health, /metrics)", url);
             return send_err(cc, conn, &e, NULL, NULL);
         }
         int post = cc->route == R_CHAT || cc->route == R_COMPL;
@@ -795,7 +866,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                         method, url, post ? "POST" : "GET");
             return send_err(cc, conn, &e, "Allow", post ? "POST" : "GET, HEAD");
         }
-        if (cc->route != R_HEALTH && !auth_ok(s, conn)) {
+        if (cc->route != R_HEALTH && cc->route != R_METRICS && !auth_ok(s, conn)) {
             mq_oai_err e;
             mq_oai_fail(&e, 401, "invalid_request_error", "invalid_api_key", NULL,
                         "missing or incorrect API key (send 'Authorization: Bearer KEY')");
@@ -831,6 +902,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                  waiting, s->o.queue);
         return send_body(cc, conn, 200, strdup(b), NULL, NULL, NULL);
     }
+    case R_METRICS:
+        return send_body(cc, conn, 200, metrics_text(s), "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
     case R_MODELS:
         return send_body(cc, conn, 200, mq_oai_models_json(s->o.model_name, s->started, s->info->max_ctx), NULL, NULL, NULL);
     case R_MODEL: {

@@ -159,6 +159,24 @@ for f in "$T"/tool*.json; do
   check "tools prompt $(basename "$f"): HTTP $code, $got tokens, want $want" '[ "$got" = "$want" ]'
 done
 
+# /metrics: Prometheus text, the counts of what ran so far.
+curl -s "$U/metrics" >"$T/metrics"
+check "metrics: Prometheus text with the finished requests" 'python3 - "$T/metrics" <<EOF
+import re, sys
+v = {}
+for line in open(sys.argv[1]):
+    if line.startswith("#"):
+        assert re.match(r"# (HELP|TYPE) megaqwen_\w+ ", line), line
+        continue
+    m = re.match(r"(megaqwen_\w+(?:\{outcome=\"\w+\"\})?) ([0-9.e+-]+)$", line.strip())
+    assert m, line
+    v[m.group(1)] = float(m.group(2))
+assert v["megaqwen_requests_total{outcome=\"length\"}"] >= 5, v
+assert v["megaqwen_generation_tokens_total"] >= 40 and v["megaqwen_prompt_tokens_total"] >= 10, v
+assert v["megaqwen_cached_prompt_tokens_total"] >= 1, v  # the prefix-reuse request above
+assert v["megaqwen_time_to_first_token_seconds_count"] >= 5 and v["megaqwen_e2e_request_latency_seconds_sum"] > 0, v
+EOF'
+
 # Errors: OpenAI-shaped JSON with the right status.
 err() { # err DESC WANT PATH BODY [curl args]
   local code; code=$(post "$3" "$4" "${@:5}")
@@ -236,6 +254,7 @@ code=$(post /v1/models '' -X GET); check "no key: 401 ($code)" '[ "$code" = 401 
 code=$(post /v1/models '' -X GET -H 'Authorization: Bearer s3cre'); check "wrong key: 401 ($code)" '[ "$code" = 401 ]'
 code=$(post /v1/models '' -X GET -H 'Authorization: Bearer s3cret'); check "right key: 200 ($code)" '[ "$code" = 200 ]'
 code=$(curl -s -o /dev/null -w '%{http_code}' "$U/health"); check "health without key ($code)" '[ "$code" = 200 ]'
+code=$(curl -s -o /dev/null -w '%{http_code}' "$U/metrics"); check "metrics without key ($code)" '[ "$code" = 200 ]'
 stop
 
 # --reasoning-parser qwen3: a reply without <think> tags (this model's) is all content, streamed or not.
