@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "sbuf.h"
 #include "pyjson.h"
 
 /*
@@ -30,28 +31,6 @@
  *     separated by "\n" (also from the content, when there is content).
  */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->n + n + 1) c *= 2;
-        char *p = realloc(b->p, c);
-        if (!p) { b->oom = 1; return; }
-        b->p = p;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void puts_(sbuf *b, const char *s) { put(b, s, strlen(s)); }
-
 /* Python's str.strip/lstrip/rstrip('\n') on [*s, *s + *n). */
 static void lstrip_nl(const char **s, size_t *n) { while (*n && **s == '\n') { (*s)++; (*n)--; } }
 static void rstrip_nl(const char **s, size_t *n) { (void)s; while (*n && (*s)[*n - 1] == '\n') (*n)--; }
@@ -67,7 +46,7 @@ static const char *find_last(const char *s, size_t n, const char *needle) {
 
 /* An assistant message's tool_calls (a JSON array of OpenAI tool calls, or of {name, arguments}),
  * rendered after its content; content_set: the content is not empty. 0, or -1 with mq_err set. */
-static int put_tool_calls(sbuf *b, int idx, const char *json, int content_set) {
+static int put_tool_calls(mq_sbuf *b, int idx, const char *json, int content_set) {
     cJSON *a = cJSON_Parse(json);
     if (!cJSON_IsArray(a)) {
         cJSON_Delete(a);
@@ -86,10 +65,10 @@ static int put_tool_calls(sbuf *b, int idx, const char *json, int content_set) {
             mq_err_set("chat message %d: tool call %d needs a string name and arguments", idx, k);
             return -1;
         }
-        if (k > 0 || content_set) put(b, "\n", 1);
-        puts_(b, "<tool_call>\n{\"name\": \"");
-        puts_(b, name->valuestring);
-        puts_(b, "\", \"arguments\": ");
+        if (k > 0 || content_set) mq_sbuf_put(b, "\n", 1);
+        mq_sbuf_puts(b, "<tool_call>\n{\"name\": \"");
+        mq_sbuf_puts(b, name->valuestring);
+        mq_sbuf_puts(b, "\", \"arguments\": ");
         /* An OpenAI client sends arguments as a JSON string: like vLLM (which json.loads it before
          * the template's tojson), it is written as Python writes that JSON value, {} when empty;
          * a string that is not JSON goes in as it is (transformers' behaviour for strings). */
@@ -99,15 +78,15 @@ static int put_tool_calls(sbuf *b, int idx, const char *json, int content_set) {
             parsed = sv[0] ? cJSON_ParseWithOpts(sv, &pe, 1) : cJSON_CreateObject();
         }
         if (cJSON_IsString(args) && !parsed) {
-            puts_(b, args->valuestring);
+            mq_sbuf_puts(b, args->valuestring);
         } else {
             char *j = mq_pyjson(parsed ? parsed : args);
             if (!j) b->oom = 1;
-            else puts_(b, j);
+            else mq_sbuf_puts(b, j);
             free(j);
         }
         cJSON_Delete(parsed);
-        puts_(b, "}\n</tool_call>");
+        mq_sbuf_puts(b, "}\n</tool_call>");
         k++;
     }
     cJSON_Delete(a);
@@ -147,31 +126,31 @@ char *mq_chat_format_tools(const mq_chat_msg *msgs, int n, const char *tools, in
             return NULL;
         }
     }
-    sbuf b = {0};
-    put(&b, "", 0); /* an empty prompt is still a string */
+    mq_sbuf b = {0};
+    mq_sbuf_put(&b, "", 0); /* an empty prompt is still a string */
     if (tl && cJSON_GetArraySize(tl) > 0) { /* (an empty list is false to the template) */
-        puts_(&b, "<|im_start|>system\n");
+        mq_sbuf_puts(&b, "<|im_start|>system\n");
         if (n > 0 && !strcmp(msgs[0].role, "system")) {
-            puts_(&b, msgs[0].content);
-            puts_(&b, "\n\n");
+            mq_sbuf_puts(&b, msgs[0].content);
+            mq_sbuf_puts(&b, "\n\n");
         }
-        puts_(&b, "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        mq_sbuf_puts(&b, "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
                   "You are provided with function signatures within <tools></tools> XML tags:\n<tools>");
         const cJSON *t;
         cJSON_ArrayForEach(t, tl) {
             char *j = mq_pyjson(t);
-            put(&b, "\n", 1);
+            mq_sbuf_put(&b, "\n", 1);
             if (!j) b.oom = 1;
-            else puts_(&b, j);
+            else mq_sbuf_puts(&b, j);
             free(j);
         }
-        puts_(&b, "\n</tools>\n\nFor each function call, return a json object with function name and arguments "
+        mq_sbuf_puts(&b, "\n</tools>\n\nFor each function call, return a json object with function name and arguments "
                   "within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, "
                   "\"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n");
     } else if (n > 0 && !strcmp(msgs[0].role, "system")) {
-        puts_(&b, "<|im_start|>system\n");
-        puts_(&b, msgs[0].content);
-        puts_(&b, "<|im_end|>\n");
+        mq_sbuf_puts(&b, "<|im_start|>system\n");
+        mq_sbuf_puts(&b, msgs[0].content);
+        mq_sbuf_puts(&b, "<|im_end|>\n");
     }
     cJSON_Delete(tl);
     /* the last user message that is not a wrapped tool response: reasoning is kept after it */
@@ -182,11 +161,11 @@ char *mq_chat_format_tools(const mq_chat_msg *msgs, int n, const char *tools, in
     for (int i = 0; i < n; i++) {
         const char *role = msgs[i].role, *c = msgs[i].content;
         if (!strcmp(role, "user") || (!strcmp(role, "system") && i > 0)) {
-            puts_(&b, "<|im_start|>");
-            puts_(&b, role);
-            puts_(&b, "\n");
-            puts_(&b, c);
-            puts_(&b, "<|im_end|>\n");
+            mq_sbuf_puts(&b, "<|im_start|>");
+            mq_sbuf_puts(&b, role);
+            mq_sbuf_puts(&b, "\n");
+            mq_sbuf_puts(&b, c);
+            mq_sbuf_puts(&b, "<|im_end|>\n");
         } else if (!strcmp(role, "assistant")) {
             const char *ans = c, *rs = "";
             size_t an = strlen(c), rn = 0;
@@ -209,35 +188,35 @@ char *mq_chat_format_tools(const mq_chat_msg *msgs, int n, const char *tools, in
                 lstrip_nl(&rs, &rn);
             }
             const int content_set = an > 0; /* the template tests `content` before its lstrip below */
-            puts_(&b, "<|im_start|>assistant\n");
+            mq_sbuf_puts(&b, "<|im_start|>assistant\n");
             if (i > last_query && (i == n - 1 || rn > 0)) {
                 const char *r2 = rs;
                 size_t r2n = rn;
                 lstrip_nl(&r2, &r2n);
                 rstrip_nl(&r2, &r2n);
                 lstrip_nl(&ans, &an);
-                puts_(&b, "<think>\n");
-                put(&b, r2, r2n);
-                puts_(&b, "\n</think>\n\n");
+                mq_sbuf_puts(&b, "<think>\n");
+                mq_sbuf_put(&b, r2, r2n);
+                mq_sbuf_puts(&b, "\n</think>\n\n");
             }
-            put(&b, ans, an);
+            mq_sbuf_put(&b, ans, an);
             if (msgs[i].tool_calls && put_tool_calls(&b, i, msgs[i].tool_calls, content_set)) {
                 free(b.p);
                 return NULL;
             }
-            puts_(&b, "<|im_end|>\n");
+            mq_sbuf_puts(&b, "<|im_end|>\n");
         } else if (!strcmp(role, "tool")) {
-            if (i == 0 || strcmp(msgs[i - 1].role, "tool")) puts_(&b, "<|im_start|>user");
-            puts_(&b, "\n<tool_response>\n");
-            puts_(&b, c);
-            puts_(&b, "\n</tool_response>");
-            if (i == n - 1 || strcmp(msgs[i + 1].role, "tool")) puts_(&b, "<|im_end|>\n");
+            if (i == 0 || strcmp(msgs[i - 1].role, "tool")) mq_sbuf_puts(&b, "<|im_start|>user");
+            mq_sbuf_puts(&b, "\n<tool_response>\n");
+            mq_sbuf_puts(&b, c);
+            mq_sbuf_puts(&b, "\n</tool_response>");
+            if (i == n - 1 || strcmp(msgs[i + 1].role, "tool")) mq_sbuf_puts(&b, "<|im_end|>\n");
         }
         /* a first system message was rendered above */
     }
     if (add_generation_prompt) {
-        puts_(&b, "<|im_start|>assistant\n");
-        if (!enable_thinking) puts_(&b, "<think>\n\n</think>\n\n");
+        mq_sbuf_puts(&b, "<|im_start|>assistant\n");
+        if (!enable_thinking) mq_sbuf_puts(&b, "<think>\n\n</think>\n\n");
     }
     if (b.oom) {
         free(b.p);

@@ -1,37 +1,16 @@
 /* pyjson: JSON text exactly as Python's json.dumps(v, ensure_ascii=False) writes it (Jinja's tojson in
  * transformers' chat templates, vLLM's tool-call arguments). */
 #include "pyjson.h"
+#include "sbuf.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 128;
-        while (c < b->n + n + 1) c *= 2;
-        char *p = realloc(b->p, c);
-        if (!p) { b->oom = 1; return; }
-        b->p = p;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void puts_(sbuf *b, const char *s) { put(b, s, strlen(s)); }
-
 /* Python's repr of a float: the shortest digits that read back the same; fixed notation for
  * decimal exponents -4..15 (".0" when integral), else d.ddde[+-]XX. */
-static void py_float(sbuf *b, double v) {
+static void py_float(mq_sbuf *b, double v) {
     char buf[48], dig[24], out[64];
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, sizeof buf, "%.*e", prec - 1, v);
@@ -39,7 +18,7 @@ static void py_float(sbuf *b, double v) {
     }
     const char *p = buf, *e = strchr(buf, 'e');
     if (!e) { /* (finite values always have an exponent in %e) */
-        puts_(b, buf);
+        mq_sbuf_puts(b, buf);
         return;
     }
     int nd = 0, ex = atoi(e + 1), neg = *p == '-';
@@ -66,75 +45,75 @@ static void py_float(sbuf *b, double v) {
         if (nd > 1) o += sprintf(o, ".%s", dig + 1);
         sprintf(o, "e%c%02d", ex < 0 ? '-' : '+', ex < 0 ? -ex : ex);
     }
-    puts_(b, out);
+    mq_sbuf_puts(b, out);
 }
 
 /* Python's json.dumps(s, ensure_ascii=False) of a string. */
-static void py_str(sbuf *b, const char *s) {
-    put(b, "\"", 1);
+static void py_str(mq_sbuf *b, const char *s) {
+    mq_sbuf_put(b, "\"", 1);
     for (; *s; s++) {
         const unsigned char c = (unsigned char)*s;
         char e[8];
         switch (c) {
-        case '"': puts_(b, "\\\""); break;
-        case '\\': puts_(b, "\\\\"); break;
-        case '\n': puts_(b, "\\n"); break;
-        case '\r': puts_(b, "\\r"); break;
-        case '\t': puts_(b, "\\t"); break;
-        case '\b': puts_(b, "\\b"); break;
-        case '\f': puts_(b, "\\f"); break;
+        case '"': mq_sbuf_puts(b, "\\\""); break;
+        case '\\': mq_sbuf_puts(b, "\\\\"); break;
+        case '\n': mq_sbuf_puts(b, "\\n"); break;
+        case '\r': mq_sbuf_puts(b, "\\r"); break;
+        case '\t': mq_sbuf_puts(b, "\\t"); break;
+        case '\b': mq_sbuf_puts(b, "\\b"); break;
+        case '\f': mq_sbuf_puts(b, "\\f"); break;
         default:
             if (c < 0x20) {
                 snprintf(e, sizeof e, "\\u%04x", c);
-                puts_(b, e);
+                mq_sbuf_puts(b, e);
             } else {
-                put(b, s, 1);
+                mq_sbuf_put(b, s, 1);
             }
         }
     }
-    put(b, "\"", 1);
+    mq_sbuf_put(b, "\"", 1);
 }
 
 /* Jinja's tojson as transformers defines it: json.dumps(v, ensure_ascii=False). cJSON keeps no
  * int / float distinction, so an integral number under 1e16 is written as an integer (a tool schema
  * that writes 2.0 comes out as 2, where Python would keep 2.0). */
-static void py_dumps(sbuf *b, const cJSON *v) {
-    if (cJSON_IsNull(v)) puts_(b, "null");
-    else if (cJSON_IsTrue(v)) puts_(b, "true");
-    else if (cJSON_IsFalse(v)) puts_(b, "false");
+static void py_dumps(mq_sbuf *b, const cJSON *v) {
+    if (cJSON_IsNull(v)) mq_sbuf_puts(b, "null");
+    else if (cJSON_IsTrue(v)) mq_sbuf_puts(b, "true");
+    else if (cJSON_IsFalse(v)) mq_sbuf_puts(b, "false");
     else if (cJSON_IsString(v)) py_str(b, v->valuestring);
     else if (cJSON_IsNumber(v)) {
         const double d = v->valuedouble;
-        if (isnan(d)) puts_(b, "NaN"); /* (a number past double's range reads as inf: Python writes these) */
-        else if (isinf(d)) puts_(b, d > 0 ? "Infinity" : "-Infinity");
+        if (isnan(d)) mq_sbuf_puts(b, "NaN"); /* (a number past double's range reads as inf: Python writes these) */
+        else if (isinf(d)) mq_sbuf_puts(b, d > 0 ? "Infinity" : "-Infinity");
         else if (d == floor(d) && fabs(d) < 1e16) {
             char buf[32];
             snprintf(buf, sizeof buf, "%.0f", d == 0 ? 0.0 : d);
-            puts_(b, buf);
+            mq_sbuf_puts(b, buf);
         } else {
             py_float(b, d);
         }
     } else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
         const int obj = cJSON_IsObject(v);
-        put(b, obj ? "{" : "[", 1);
+        mq_sbuf_put(b, obj ? "{" : "[", 1);
         const cJSON *it;
         int first = 1;
         cJSON_ArrayForEach(it, v) {
-            if (!first) puts_(b, ", ");
+            if (!first) mq_sbuf_puts(b, ", ");
             first = 0;
             if (obj) {
                 py_str(b, it->string);
-                puts_(b, ": ");
+                mq_sbuf_puts(b, ": ");
             }
             py_dumps(b, it);
         }
-        put(b, obj ? "}" : "]", 1);
+        mq_sbuf_put(b, obj ? "}" : "]", 1);
     }
 }
 
 char *mq_pyjson(const cJSON *v) {
-    sbuf b = {0};
-    put(&b, "", 0);
+    mq_sbuf b = {0};
+    mq_sbuf_put(&b, "", 0);
     py_dumps(&b, v);
     if (b.oom) {
         free(b.p);

@@ -18,6 +18,23 @@
 #define TOOLS_REF MQ_SOURCE_DIR "/tests/data/tok/chat_tools_ref.jsonl"
 
 
+/* A reference case's messages into mm (role, content borrowed from j; tool_calls printed into
+ * calls[k], to free); returns the count and adds the messages with tool calls to *with_calls. */
+static int load_msgs(const cJSON *j, mq_chat_msg *mm, char **calls, int *with_calls) {
+    const cJSON *m;
+    int k = 0;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(j, "messages")) {
+        assert_true(k < 32);
+        mm[k].role = cJSON_GetObjectItemCaseSensitive(m, "role")->valuestring;
+        mm[k].content = cJSON_GetObjectItemCaseSensitive(m, "content")->valuestring;
+        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+        mm[k].tool_calls = calls[k] = tc ? cJSON_PrintUnformatted(tc) : NULL;
+        *with_calls += tc != NULL;
+        k++;
+    }
+    return k;
+}
+
 /* Every recorded conversation x {generation prompt on/off} x {enable_thinking default/true/false}:
  * the same prompt text as HF, and the same ids once tokenized. */
 static void test_against_hf(void **state) {
@@ -32,16 +49,9 @@ static void test_against_hf(void **state) {
         cJSON *j = cJSON_Parse(line);
         assert_non_null(j);
         if (cJSON_GetObjectItemCaseSensitive(j, "meta")) { cJSON_Delete(j); continue; }
-        const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages"), *m;
         mq_chat_msg mm[32];
-        int k = 0;
-        cJSON_ArrayForEach(m, msgs) {
-            assert_true(k < 32);
-            mm[k].role = cJSON_GetObjectItemCaseSensitive(m, "role")->valuestring;
-            mm[k].content = cJSON_GetObjectItemCaseSensitive(m, "content")->valuestring;
-            mm[k].tool_calls = NULL;
-            k++;
-        }
+        char *calls[32] = {0};
+        int unused = 0, k = load_msgs(j, mm, calls, &unused);
         int gen = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "add_generation_prompt"));
         /* null = not passed: the template then thinks (only an explicit false adds the empty block) */
         int think = !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "enable_thinking"));
@@ -62,6 +72,7 @@ static void test_against_hf(void **state) {
             free(ids);
         }
         free(got);
+        for (int i = 0; i < k; i++) free(calls[i]);
         cJSON_Delete(j);
         n++;
     }
@@ -107,19 +118,9 @@ static void test_tools_against_ref(void **state) {
         cJSON *j = cJSON_Parse(line);
         assert_non_null(j);
         if (cJSON_GetObjectItemCaseSensitive(j, "meta")) { cJSON_Delete(j); continue; }
-        const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages"), *m;
         mq_chat_msg mm[32];
         char *calls[32] = {0};
-        int k = 0;
-        cJSON_ArrayForEach(m, msgs) {
-            assert_true(k < 32);
-            mm[k].role = cJSON_GetObjectItemCaseSensitive(m, "role")->valuestring;
-            mm[k].content = cJSON_GetObjectItemCaseSensitive(m, "content")->valuestring;
-            const cJSON *tc = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
-            mm[k].tool_calls = tc ? (calls[k] = cJSON_PrintUnformatted(tc)) : NULL;
-            with_calls += tc != NULL;
-            k++;
-        }
+        int k = load_msgs(j, mm, calls, &with_calls);
         const cJSON *tl = cJSON_GetObjectItemCaseSensitive(j, "tools");
         char *tools = cJSON_IsArray(tl) ? cJSON_PrintUnformatted(tl) : NULL;
         int gen = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "add_generation_prompt"));
