@@ -370,6 +370,7 @@ static int parse_root(mq_oai_kind kind, const cJSON *root, mq_oai_req *r, mq_oai
     }
     int ptc = 1;
     if (get_bool(root, "parallel_tool_calls", &ptc, e)) return -1;
+    if (get_bool(root, "ignore_eos", &r->ignore_eos, e)) return -1;
     if (parse_stop(root, r, e)) return -1;
     if (get_bool(root, "stream", &r->stream, e)) return -1;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
@@ -714,6 +715,57 @@ char *mq_oai_usage_sse(mq_oai_kind kind, const char *id, long created, const cha
     if (!cJSON_AddArrayToObject(o, "choices") || !us) { cJSON_Delete(us); cJSON_Delete(o); return NULL; }
     cJSON_AddItemToObject(o, "usage", us);
     return print_free(o, 1);
+}
+
+mq_oai_kind mq_oai_tokenize_kind(const char *body, size_t len) {
+    cJSON *o = body && len ? cJSON_ParseWithLength(body, len) : NULL;
+    const mq_oai_kind k = cJSON_GetObjectItemCaseSensitive(o, "messages") ? MQ_OAI_CHAT : MQ_OAI_COMPLETION;
+    cJSON_Delete(o);
+    return k;
+}
+
+char *mq_oai_tokenize_json(const int32_t *ids, size_t n, int max_ctx) {
+    cJSON *o = cJSON_CreateObject(), *a = cJSON_CreateArray();
+    if (!o || !a) { cJSON_Delete(o); cJSON_Delete(a); return NULL; }
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(ids[i]));
+    cJSON_AddNumberToObject(o, "count", (double)n);
+    cJSON_AddNumberToObject(o, "max_model_len", max_ctx);
+    cJSON_AddItemToObject(o, "tokens", a);
+    return print_free(o, 0);
+}
+
+int mq_oai_parse_detokenize(const char *body, size_t len, int vocab, int32_t **ids, size_t *n, mq_oai_err *e) {
+    *ids = NULL;
+    *n = 0;
+    memset(e, 0, sizeof *e);
+    cJSON *o = body && len ? cJSON_ParseWithLength(body, len) : NULL;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "tokens"), *it;
+    if (!cJSON_IsObject(o) || !cJSON_IsArray(t)) {
+        cJSON_Delete(o);
+        return BAD("tokens", "the body must be {\"tokens\": [token ids]}");
+    }
+    int32_t *v = malloc(((size_t)cJSON_GetArraySize(t) + 1) * sizeof *v);
+    if (!v) { cJSON_Delete(o); return mq_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory"); }
+    size_t k = 0;
+    cJSON_ArrayForEach(it, t) {
+        if (!cJSON_IsNumber(it) || floor(it->valuedouble) != it->valuedouble || it->valuedouble < 0 ||
+            it->valuedouble >= vocab) {
+            free(v);
+            cJSON_Delete(o);
+            return BAD("tokens", "'tokens'[%zu] is not a token id in [0, %d)", k, vocab);
+        }
+        v[k++] = (int32_t)it->valuedouble;
+    }
+    cJSON_Delete(o);
+    *ids = v;
+    *n = k;
+    return 0;
+}
+
+char *mq_oai_detokenize_json(const char *text) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o || add_text(o, "prompt", text, strlen(text))) { cJSON_Delete(o); return NULL; }
+    return print_free(o, 0);
 }
 
 char *mq_oai_models_json(const char *model, long created, int max_ctx) {

@@ -36,6 +36,7 @@ typedef struct {
     char *tools;                 /* chat: the tool definitions as a JSON array text, or NULL */
     int parse_calls;             /* chat: tools given and tool_choice "auto": <tool_call> blocks in the
                                   * reply become tool_calls */
+    int ignore_eos;              /* vLLM's: generate max_tokens, past end-of-sequence tokens */
 } mq_oai_req;
 
 /* An API error: HTTP status plus OpenAI's error object fields. */
@@ -128,6 +129,14 @@ char *mq_oai_chunk_sse(mq_oai_kind kind, const char *id, long created, const cha
 /* The final usage-only SSE event (choices: []), malloc'd. */
 char *mq_oai_usage_sse(mq_oai_kind kind, const char *id, long created, const char *model,
                        const mq_oai_usage *u);
+/* /tokenize: MQ_OAI_CHAT when the body has "messages" (then parsed as a chat request), else
+ * MQ_OAI_COMPLETION ("prompt"). Its reply {"count", "max_model_len", "tokens"}, malloc'd. */
+mq_oai_kind mq_oai_tokenize_kind(const char *body, size_t len);
+char *mq_oai_tokenize_json(const int32_t *ids, size_t n, int max_ctx);
+/* /detokenize: {"tokens": [ids in [0, vocab)]} -> *ids (malloc'd); 0, or -1 with e. Its reply
+ * {"prompt": text}, malloc'd. */
+int mq_oai_parse_detokenize(const char *body, size_t len, int vocab, int32_t **ids, size_t *n, mq_oai_err *e);
+char *mq_oai_detokenize_json(const char *text);
 /* GET /v1/models body, malloc'd. */
 char *mq_oai_models_json(const char *model, long created, int max_ctx);
 

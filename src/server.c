@@ -24,7 +24,7 @@
 #include "oai.h"
 
 enum { J_QUEUED, J_RUNNING, J_DONE };
-enum { R_CHAT, R_COMPL, R_MODELS, R_MODEL, R_HEALTH, R_METRICS };
+enum { R_CHAT, R_COMPL, R_MODELS, R_MODEL, R_HEALTH, R_METRICS, R_TOKENIZE, R_DETOKENIZE };
 
 typedef struct job {
     struct job *next;       /* FIFO link while queued */
@@ -204,6 +204,7 @@ typedef struct {
     mq_oai_buf emit;        /* text released by the stop matcher this step */
     mq_oai_buf text;        /* non-stream: the whole completion */
     int failed, matched;    /* matched: a stop string ended the text */
+    int halt;               /* the callback asked the generation to stop */
     mq_oai_lp *lps;         /* logprobs: non-stream all tokens' entries (echoed prompt first), stream
                              * the one of the token being delivered */
     size_t n_lps, cap_lps;
@@ -302,13 +303,25 @@ static int on_token_lp(int32_t id, const mq_logprob *lp, void *user);
 
 static int on_token(int32_t id, void *user) { return on_token_lp(id, NULL, user); }
 
+static int token_step(gen_state *g, int32_t id, const mq_logprob *lp);
+
 static int on_token_lp(int32_t id, const mq_logprob *lp, void *user) {
     gen_state *g = user;
+    return g->halt = token_step(g, id, lp);
+}
+
+/* One generated token to the client; non-zero: stop the generation. */
+static int token_step(gen_state *g, int32_t id, const mq_logprob *lp) {
     srv *s = g->s;
     job *j = g->j;
     if (!g->ntok++) j->t_first = now_s();
-    /* the end-of-sequence token is not part of the text, nor of the logprobs */
-    if (mq_is_eos(s->c, id)) { g->finish = "stop"; return 1; }
+    if (mq_is_eos(s->c, id)) {
+        /* the end-of-sequence token is not part of the text; it ends the reply (and is not in the
+         * logprobs) unless the request has ignore_eos (vLLM's), which keeps going past it */
+        if (!j->req.ignore_eos) { g->finish = "stop"; return 1; }
+        if (lp && (add_lp(g, id, lp) || deliver(g, "", 0))) { g->failed = 1; return 1; }
+        return __atomic_load_n(&j->cancel, __ATOMIC_RELAXED) || s->stopping;
+    }
     if (lp && add_lp(g, id, lp)) { g->failed = 1; return 1; }
     char buf[4096];
     int k = mq_detok_stream(s->c, id, buf, sizeof buf);
@@ -337,23 +350,18 @@ static void finish_error(srv *s, job *j, gen_state *g, const char *msg) {
     }
 }
 
-/* Prompt ids as text, the way generated ids become text: the stream detokenizer (ids without text,
- * the embedding's padding, add nothing; a broken character becomes U+FFFD). malloc'd, or NULL. */
+/* Ids as text, the way generated ids become text: ids without text (the embedding's padding) add
+ * nothing, a broken character becomes U+FFFD. Read-only on the tokenizer, so any thread may call it
+ * (the context's streaming detokenizer belongs to the engine). malloc'd, or NULL. */
 static char *detok_ids(mq_ctx *c, const int32_t *ids, size_t n) {
-    mq_oai_buf b = {0};
-    char buf[4096];
-    mq_detok_stream_reset(c);
-    for (size_t i = 0; i <= n; i++) {
-        int k = mq_detok_stream(c, i < n ? ids[i] : -1, buf, sizeof buf);
-        if (k < 0 || mq_oai_buf_put(&b, buf, (size_t)k)) {
-            mq_oai_buf_free(&b);
-            b.p = NULL;
-            break;
-        }
-    }
-    mq_detok_stream_reset(c);
-    if (b.p || !n) return b.p ? b.p : strdup("");
-    return NULL;
+    int32_t *keep = malloc((n + 1) * sizeof *keep);
+    if (!keep) return NULL;
+    size_t k = 0, l;
+    for (size_t i = 0; i < n; i++)
+        if (mq_token_bytes(c, ids[i], &l)) keep[k++] = ids[i];
+    char *t = mq_detokenize(c, keep, k);
+    free(keep);
+    return t;
 }
 
 static size_t common_prefix(const int32_t *a, size_t an, const int32_t *b, size_t bn) {
@@ -439,9 +447,17 @@ static void run_job(srv *s, job *j) {
     int gen = 0;
     if (j->max_tokens > 0) {
         if (!(out = malloc((size_t)j->max_tokens * sizeof *out))) { err = "out of memory"; goto done; }
-        gen = q->logprobs ? mq_generate_lp(c, j->ids[n - 1], (int)j->max_tokens, q->top_logprobs, out, on_token_lp, &g)
-                          : mq_generate(c, j->ids[n - 1], (int)j->max_tokens, out, on_token, &g);
-        if (gen < 0) { err = mq_last_error(); goto done; }
+        /* mq_generate returns at an end-of-sequence token: with ignore_eos it goes on from there */
+        int32_t first = j->ids[n - 1];
+        while (gen < j->max_tokens) {
+            const int want = (int)j->max_tokens - gen;
+            const int got = q->logprobs ? mq_generate_lp(c, first, want, q->top_logprobs, out + gen, on_token_lp, &g)
+                                        : mq_generate(c, first, want, out + gen, on_token, &g);
+            if (got < 0) { err = mq_last_error(); goto done; }
+            gen += got;
+            if (!q->ignore_eos || g.halt || got == 0) break;
+            first = out[gen - 1];
+        }
     }
     /* The cache now holds the prompt and the generated tokens that were fed back. */
     int pos = mq_pos(c);
@@ -651,6 +667,59 @@ static void stream_free(void *cls) {
 
 /* ---------- request handling ---------- */
 
+/* A request's prompt as ids (*ids malloc'd or taken from q): chat through the template (with its
+ * tools), a text prompt through the tokenizer, ids checked against the vocabulary. 0, or -1 with e. */
+static int request_ids(srv *s, mq_oai_kind kind, mq_oai_req *q, int32_t **ids, size_t *n, mq_oai_err *e) {
+    if (kind == MQ_OAI_CHAT || q->prompt) {
+        char *text = kind == MQ_OAI_CHAT ? mq_chat_prompt_tools(s->c, q->msgs, q->n_msgs, q->tools, 1, q->enable_thinking)
+                                         : NULL;
+        if (kind == MQ_OAI_CHAT && !text)
+            return mq_oai_fail(e, 400, "invalid_request_error", NULL, "messages", "%s", mq_last_error());
+        const char *src = text ? text : q->prompt;
+        int rc = mq_tokenize(s->c, src, strlen(src), ids, n);
+        free(text);
+        if (rc)
+            return mq_oai_fail(e, 400, "invalid_request_error", NULL, kind == MQ_OAI_CHAT ? "messages" : "prompt",
+                               "cannot tokenize the prompt: %s", mq_last_error());
+        return 0;
+    }
+    for (size_t i = 0; i < q->n_prompt_ids; i++)
+        if (q->prompt_ids[i] >= s->info->vocab_size)
+            return mq_oai_fail(e, 400, "invalid_request_error", NULL, "prompt",
+                               "prompt token id %d at index %zu is out of range [0, %d)", q->prompt_ids[i], i,
+                               s->info->vocab_size);
+    *ids = q->prompt_ids;
+    *n = q->n_prompt_ids;
+    q->prompt_ids = NULL;
+    return 0;
+}
+
+/* POST /tokenize ({"prompt"} or {"messages", "tools"}, as vLLM's) and /detokenize ({"tokens"}). */
+static enum MHD_Result handle_tokens(srv *s, conn_ctx *cc, struct MHD_Connection *conn) {
+    mq_oai_err e;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (cc->route == R_DETOKENIZE) {
+        if (mq_oai_parse_detokenize(cc->body.p, cc->body.n, s->info->vocab_size, &ids, &n, &e))
+            return send_err(cc, conn, &e, NULL, NULL);
+        char *text = detok_ids(s->c, ids, n);
+        free(ids);
+        char *body = text ? mq_oai_detokenize_json(text) : NULL;
+        free(text);
+        return send_body(cc, conn, 200, body, NULL, NULL, NULL);
+    }
+    /* {"messages": ...} is a chat prompt (with the generation prompt, as a chat request has it) */
+    const mq_oai_kind kind = mq_oai_tokenize_kind(cc->body.p, cc->body.n);
+    mq_oai_req q;
+    if (mq_oai_parse(kind, cc->body.p, cc->body.n, &q, &e)) return send_err(cc, conn, &e, NULL, NULL);
+    int rc = request_ids(s, kind, &q, &ids, &n, &e);
+    mq_oai_req_free(&q);
+    if (rc) return send_err(cc, conn, &e, NULL, NULL);
+    char *body = mq_oai_tokenize_json(ids, n, s->info->max_ctx);
+    free(ids);
+    return send_body(cc, conn, 200, body, NULL, NULL, NULL);
+}
+
 static enum MHD_Result handle_generate(srv *s, conn_ctx *cc, struct MHD_Connection *conn) {
     mq_oai_err e;
     mq_oai_kind kind = cc->route == R_CHAT ? MQ_OAI_CHAT : MQ_OAI_COMPLETION;
@@ -667,33 +736,7 @@ static enum MHD_Result handle_generate(srv *s, conn_ctx *cc, struct MHD_Connecti
         return send_err(cc, conn, &e, NULL, NULL);
     }
     /* Template and tokenize here, in the connection's thread: the tokenizer is read-only. */
-    if (kind == MQ_OAI_CHAT || q->prompt) {
-        char *text = kind == MQ_OAI_CHAT ? mq_chat_prompt_tools(s->c, q->msgs, q->n_msgs, q->tools, 1, q->enable_thinking)
-                                         : NULL;
-        if (kind == MQ_OAI_CHAT && !text) {
-            mq_oai_fail(&e, 400, "invalid_request_error", NULL, "messages", "%s", mq_last_error());
-            return send_err(cc, conn, &e, NULL, NULL);
-        }
-        const char *src = text ? text : q->prompt;
-        int rc = mq_tokenize(s->c, src, strlen(src), &j->ids, &j->n_ids);
-        free(text);
-        if (rc) {
-            mq_oai_fail(&e, 400, "invalid_request_error", NULL, kind == MQ_OAI_CHAT ? "messages" : "prompt",
-                        "cannot tokenize the prompt: %s", mq_last_error());
-            return send_err(cc, conn, &e, NULL, NULL);
-        }
-    } else {
-        for (size_t i = 0; i < q->n_prompt_ids; i++)
-            if (q->prompt_ids[i] >= s->info->vocab_size) {
-                mq_oai_fail(&e, 400, "invalid_request_error", NULL, "prompt",
-                            "prompt token id %d at index %zu is out of range [0, %d)", q->prompt_ids[i], i,
-                            s->info->vocab_size);
-                return send_err(cc, conn, &e, NULL, NULL);
-            }
-        j->ids = q->prompt_ids;
-        j->n_ids = q->n_prompt_ids;
-        q->prompt_ids = NULL;
-    }
+    if (request_ids(s, kind, q, &j->ids, &j->n_ids, &e)) return send_err(cc, conn, &e, NULL, NULL);
     long ctx = s->info->max_ctx, n = (long)j->n_ids;
     if (n == 0) return fail(cc, conn, 400, "invalid_request_error", NULL, "prompt", "the prompt is empty after tokenization");
     j->max_tokens = q->max_tokens >= 0 ? q->max_tokens : ctx - n; /* 0 only with echo (oai.c) */
@@ -836,6 +879,8 @@ static int route_of(const char *url, const char *model) {
     if (!strncmp(url, "/v1/models/", 11) && !strcmp(url + 11, model)) return R_MODEL;
     if (!strcmp(url, "/health")) return R_HEALTH;
     if (!strcmp(url, "/metrics")) return R_METRICS;
+    if (!strcmp(url, "/tokenize")) return R_TOKENIZE;
+    if (!strcmp(url, "/detokenize")) return R_DETOKENIZE;
     return -1;
 }
 
@@ -856,10 +901,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                 mq_oai_fail(&e, 404, "invalid_request_error", "model_not_found", "model", "The model '%.200s' does not exist", url + 11);
             else
                 mq_oai_fail(&e, 404, "invalid_request_error", "not_found", NULL, "unknown path %.200s (see /v1/models, "
-                            "/v1/chat/completions, /v1/completions, /health, /metrics)", url);
+                            "/v1/chat/completions, /v1/completions, /tokenize, /detokenize, /health, /metrics)", url);
             return send_err(cc, conn, &e, NULL, NULL);
         }
-        int post = cc->route == R_CHAT || cc->route == R_COMPL;
+        int post = cc->route == R_CHAT || cc->route == R_COMPL || cc->route == R_TOKENIZE || cc->route == R_DETOKENIZE;
         if (strcmp(method, post ? "POST" : "GET") && (post || strcmp(method, "HEAD"))) {
             mq_oai_err e;
             mq_oai_fail(&e, 405, "invalid_request_error", "method_not_allowed", NULL, "%.20s is not allowed on %.200s (use %s)",
@@ -918,6 +963,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         free(all);
         return send_body(cc, conn, 200, one, NULL, NULL, NULL);
     }
+    case R_TOKENIZE:
+    case R_DETOKENIZE:
+        return handle_tokens(s, cc, conn);
     default:
         return handle_generate(s, cc, conn);
     }

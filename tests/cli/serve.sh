@@ -210,6 +210,21 @@ head -c 5000000 /dev/zero | tr '\0' ' ' >"$T/big"
 code=$(curl -s -o "$T/body" -w '%{http_code}' "$U/v1/completions" --data-binary @"$T/big")
 check "body over the limit: 413 ($code)" '[ "$code" = 413 ]'
 
+# /tokenize and /detokenize (vLLM's): the tokenizer's ids for a prompt, the template's for messages.
+code=$(post /tokenize '{"prompt":"Hello there, world"}')
+check "tokenize prompt ($code) == megaqwen tokenize" '[ "$code" = 200 ] && [ "$(python3 -c "import json;print(json.load(open(\"$T/body\"))[\"tokens\"])" | tr -d " ")" = "$("$BIN" tokenize -m "$M" --text "Hello there, world" | tr -d " ")" ]'
+post /tokenize '{"messages":[{"role":"user","content":"Hi"}]}' >/dev/null
+check "tokenize messages: the chat request's prompt" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"tokens\"][:3]==[151644,872,198] and d[\"count\"]==len(d[\"tokens\"]) and d[\"max_model_len\"]==256, d"'
+code=$(post /detokenize '{"tokens":[9707,1052,11,1879,151908]}')
+check "detokenize ($code), padding ids add nothing" 'python3 -c "import json;assert json.load(open(\"$T/body\"))[\"prompt\"]==\"Hello there, world\""'
+err "detokenize: bad id" 400 /detokenize '{"tokens":[1,-5]}'
+err "detokenize: no tokens" 400 /detokenize '{"ids":[1]}'
+err "tokenize: no prompt" 400 /tokenize '{}'
+# ignore_eos (vLLM's, what benchmark clients send for fixed-length replies): all max_tokens come back.
+code=$(post /v1/completions '{"prompt":"Hello there","max_tokens":20,"temperature":0,"ignore_eos":true}')
+check "ignore_eos: $code, 20 tokens, length" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==20 and d[\"choices\"][0][\"finish_reason\"]==\"length\", d"'
+err "ignore_eos not a boolean" 400 /v1/completions '{"prompt":"x","ignore_eos":1}'
+
 # A client that disconnects mid-stream frees the engine at once for the next request.
 timeout 0.25 curl -sN "$U/v1/completions" -d '{"prompt":"Hello","max_tokens":200,"temperature":0,"stream":true}' >/dev/null 2>&1
 code=$(post /v1/completions '{"prompt":"Hello there","max_tokens":2,"temperature":0}')
