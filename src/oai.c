@@ -371,6 +371,17 @@ static int parse_root(mq_oai_kind kind, const cJSON *root, mq_oai_req *r, mq_oai
     int ptc = 1;
     if (get_bool(root, "parallel_tool_calls", &ptc, e)) return -1;
     if (get_bool(root, "ignore_eos", &r->ignore_eos, e)) return -1;
+    const cJSON *sti = cJSON_GetObjectItemCaseSensitive(root, "stop_token_ids"), *it;
+    if (sti && !cJSON_IsNull(sti)) {
+        if (!cJSON_IsArray(sti) || cJSON_GetArraySize(sti) > MQ_OAI_MAX_STOP_IDS)
+            return BAD("stop_token_ids", "'stop_token_ids' must be an array of at most %d token ids", MQ_OAI_MAX_STOP_IDS);
+        cJSON_ArrayForEach(it, sti) {
+            if (!cJSON_IsNumber(it) || floor(it->valuedouble) != it->valuedouble || it->valuedouble < 0 ||
+                it->valuedouble > 2147483647.0)
+                return BAD("stop_token_ids", "'stop_token_ids' must hold non-negative integer token ids");
+            r->stop_ids[r->n_stop_ids++] = (int32_t)it->valuedouble;
+        }
+    }
     if (parse_stop(root, r, e)) return -1;
     if (get_bool(root, "stream", &r->stream, e)) return -1;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");

@@ -8,7 +8,7 @@
 
 typedef enum { MQ_OAI_CHAT = 0, MQ_OAI_COMPLETION = 1 } mq_oai_kind;
 
-enum { MQ_OAI_MAX_STOP = 4, MQ_OAI_MAX_STOP_LEN = 256 };
+enum { MQ_OAI_MAX_STOP = 4, MQ_OAI_MAX_STOP_LEN = 256, MQ_OAI_MAX_STOP_IDS = 16 };
 
 /* A validated request. Every pointer is owned (mq_oai_req_free). */
 typedef struct {
@@ -37,6 +37,8 @@ typedef struct {
     int parse_calls;             /* chat: tools given and tool_choice "auto": <tool_call> blocks in the
                                   * reply become tool_calls */
     int ignore_eos;              /* vLLM's: generate max_tokens, past end-of-sequence tokens */
+    int32_t stop_ids[MQ_OAI_MAX_STOP_IDS]; /* vLLM's stop_token_ids: these end the reply too (their */
+    int n_stop_ids;                        /* text stays in it) */
 } mq_oai_req;
 
 /* An API error: HTTP status plus OpenAI's error object fields. */

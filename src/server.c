@@ -330,6 +330,8 @@ static int token_step(gen_state *g, int32_t id, const mq_logprob *lp) {
     int r = mq_oai_stop_feed(&g->stop, buf, (size_t)k, &g->emit);
     if (r < 0 || deliver(g, g->emit.p, g->emit.n)) { g->failed = 1; return 1; }
     if (r == 1) { g->matched = 1; return 1; }
+    for (int i = 0; i < j->req.n_stop_ids; i++)
+        if (id == j->req.stop_ids[i]) { g->finish = "stop"; return 1; }
     if (__atomic_load_n(&j->cancel, __ATOMIC_RELAXED) || s->stopping) return 1;
     return 0;
 }

@@ -224,6 +224,10 @@ err "tokenize: no prompt" 400 /tokenize '{}'
 code=$(post /v1/completions '{"prompt":"Hello there","max_tokens":20,"temperature":0,"ignore_eos":true}')
 check "ignore_eos: $code, 20 tokens, length" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==20 and d[\"choices\"][0][\"finish_reason\"]==\"length\", d"'
 err "ignore_eos not a boolean" 400 /v1/completions '{"prompt":"x","ignore_eos":1}'
+# stop_token_ids (vLLM's): [1994, 62]'s 3rd greedy token is 151908 (see the padding-id check above)
+code=$(post /v1/completions '{"prompt":[1994,62],"max_tokens":10,"temperature":0,"stop_token_ids":[151908]}')
+check "stop_token_ids: $code, stops at the 3rd token" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==3 and d[\"choices\"][0][\"finish_reason\"]==\"stop\", d"'
+err "stop_token_ids not ids" 400 /v1/completions '{"prompt":"x","stop_token_ids":["a"]}'
 
 # A client that disconnects mid-stream frees the engine at once for the next request.
 timeout 0.25 curl -sN "$U/v1/completions" -d '{"prompt":"Hello","max_tokens":200,"temperature":0,"stream":true}' >/dev/null 2>&1

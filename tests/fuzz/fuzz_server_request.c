@@ -35,6 +35,10 @@ static void one(mq_oai_kind kind, const char *body, size_t len) {
     if (r.top_logprobs && !r.logprobs) __builtin_trap();
     if (r.max_tokens == 0 && !r.echo) __builtin_trap();
     if (r.echo && kind != MQ_OAI_COMPLETION) __builtin_trap();
+    if (r.n_stop_ids < 0 || r.n_stop_ids > MQ_OAI_MAX_STOP_IDS) __builtin_trap();
+    for (int i = 0; i < r.n_stop_ids; i++)
+        if (r.stop_ids[i] < 0) __builtin_trap();
+    if (r.parse_calls && !r.tools) __builtin_trap();
     mq_oai_req_free(&r);
 }
 
