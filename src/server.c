@@ -43,6 +43,7 @@ typedef struct job {
     char *body;
     mq_oai_usage usage;
     const char *finish;
+    double t_arrival;       /* the request's first byte (HTTP), for /metrics' latencies */
     double t_queued, t_start, t_first, t_end;
     pthread_cond_t cv;
 } job;
@@ -134,6 +135,9 @@ static void job_cancel_locked(srv *s, job *j) {
                 for (job *q = s->head; q; q = q->next) s->tail = q;
             }
             s->n_wait--;
+            s->st.n_out[4]++; /* (a client gone while queued: cancelled, for /metrics) */
+            s->st.sum_queue += now_s() - j->t_arrival;
+            s->st.sum_e2e += now_s() - j->t_arrival;
             break;
         }
     j->state = J_DONE;
@@ -315,10 +319,13 @@ static int token_step(gen_state *g, int32_t id, const mq_logprob *lp) {
     srv *s = g->s;
     job *j = g->j;
     if (!g->ntok++) j->t_first = now_s();
+    int stop_id = 0;
+    for (int i = 0; i < j->req.n_stop_ids; i++) stop_id |= id == j->req.stop_ids[i];
     if (mq_is_eos(s->c, id)) {
         /* the end-of-sequence token is not part of the text; it ends the reply (and is not in the
-         * logprobs) unless the request has ignore_eos (vLLM's), which keeps going past it */
-        if (!j->req.ignore_eos) { g->finish = "stop"; return 1; }
+         * logprobs) unless the request has ignore_eos (vLLM's), which keeps going past it, and
+         * does not name it in stop_token_ids */
+        if (!j->req.ignore_eos || stop_id) { g->finish = "stop"; return 1; }
         if (lp && (add_lp(g, id, lp) || deliver(g, "", 0))) { g->failed = 1; return 1; }
         return __atomic_load_n(&j->cancel, __ATOMIC_RELAXED) || s->stopping;
     }
@@ -330,8 +337,7 @@ static int token_step(gen_state *g, int32_t id, const mq_logprob *lp) {
     int r = mq_oai_stop_feed(&g->stop, buf, (size_t)k, &g->emit);
     if (r < 0 || deliver(g, g->emit.p, g->emit.n)) { g->failed = 1; return 1; }
     if (r == 1) { g->matched = 1; return 1; }
-    for (int i = 0; i < j->req.n_stop_ids; i++)
-        if (id == j->req.stop_ids[i]) { g->finish = "stop"; return 1; }
+    if (stop_id) { g->finish = "stop"; return 1; }
     if (__atomic_load_n(&j->cancel, __ATOMIC_RELAXED) || s->stopping) return 1;
     return 0;
 }
@@ -414,6 +420,7 @@ static void run_job(srv *s, job *j) {
     if (mq_rewind(c, (int)keep)) { err = mq_last_error(); goto done; }
     s->n_cache = (int)keep;
     j->usage.cached_tokens = (int)keep;
+    j->usage.prompt_tokens = (int)n;
     if (q->echo) { /* the prompt's text (and its tokens' entries) come first */
         echo_text = q->prompt ? strdup(q->prompt) : detok_ids(c, j->ids, n);
         if (!echo_text) { err = "out of memory"; goto done; }
@@ -457,6 +464,7 @@ static void run_job(srv *s, job *j) {
                                         : mq_generate(c, first, want, out + gen, on_token, &g);
             if (got < 0) { err = mq_last_error(); goto done; }
             gen += got;
+            j->usage.completion_tokens = gen;
             if (!q->ignore_eos || g.halt || got == 0) break;
             first = out[gen - 1];
         }
@@ -519,7 +527,6 @@ static void run_job(srv *s, job *j) {
             if (bad) { err = "out of memory"; goto done; }
         }
     }
-    j->usage.prompt_tokens = (int)n;
     j->usage.completion_tokens = gen;
     j->finish = g.finish;
     if (__atomic_load_n(&j->cancel, __ATOMIC_RELAXED)) goto done;
@@ -543,6 +550,7 @@ done:
     if (err) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", err);
+        j->finish = NULL; /* (an error, whatever the text had reached) */
         finish_error(s, j, &g, msg);
         mq_reset(c);
         s->n_cache = 0;
@@ -595,10 +603,10 @@ static void engine_loop(srv *s) {
             s->st.tok_prompt += (unsigned long long)j->usage.prompt_tokens;
             s->st.tok_cached += (unsigned long long)j->usage.cached_tokens;
             s->st.tok_gen += (unsigned long long)j->usage.completion_tokens;
-            s->st.sum_queue += j->t_start - j->t_queued;
-            s->st.sum_e2e += j->t_end - j->t_queued;
+            s->st.sum_queue += j->t_start - j->t_arrival;
+            s->st.sum_e2e += j->t_end - j->t_arrival;
             if (j->t_first) {
-                s->st.sum_ttft += j->t_first - j->t_queued;
+                s->st.sum_ttft += j->t_first - j->t_arrival;
                 s->st.n_ttft++;
             }
         }
@@ -714,6 +722,12 @@ static enum MHD_Result handle_tokens(srv *s, conn_ctx *cc, struct MHD_Connection
     const mq_oai_kind kind = mq_oai_tokenize_kind(cc->body.p, cc->body.n);
     mq_oai_req q;
     if (mq_oai_parse(kind, cc->body.p, cc->body.n, &q, &e)) return send_err(cc, conn, &e, NULL, NULL);
+    if (q.model && strcmp(q.model, s->o.model_name)) {
+        mq_oai_fail(&e, 404, "invalid_request_error", "model_not_found", "model",
+                    "The model '%.200s' does not exist (this server serves '%.200s')", q.model, s->o.model_name);
+        mq_oai_req_free(&q);
+        return send_err(cc, conn, &e, NULL, NULL);
+    }
     int rc = request_ids(s, kind, &q, &ids, &n, &e);
     mq_oai_req_free(&q);
     if (rc) return send_err(cc, conn, &e, NULL, NULL);
@@ -729,6 +743,7 @@ static enum MHD_Result handle_generate(srv *s, conn_ctx *cc, struct MHD_Connecti
     if (!j) return fail(cc, conn, 500, "server_error", NULL, NULL, "out of memory");
     pthread_cond_init(&j->cv, NULL);
     j->refs = 1;
+    j->t_arrival = cc->t0;
     cc->j = j;
     if (mq_oai_parse(kind, cc->body.p, cc->body.n, &j->req, &e)) return send_err(cc, conn, &e, NULL, NULL);
     mq_oai_req *q = &j->req;

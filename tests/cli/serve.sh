@@ -220,6 +220,10 @@ check "detokenize ($code), padding ids add nothing" 'python3 -c "import json;ass
 err "detokenize: bad id" 400 /detokenize '{"tokens":[1,-5]}'
 err "detokenize: no tokens" 400 /detokenize '{"ids":[1]}'
 err "tokenize: no prompt" 400 /tokenize '{}'
+err "tokenize: another model" 404 /tokenize '{"model":"gpt-4","prompt":"x"}'
+# ignore_eos with an end-of-sequence id in stop_token_ids: that one still stops (vLLM's test pairs them)
+code=$(post /v1/completions '{"prompt":[1994,62],"max_tokens":10,"temperature":0,"ignore_eos":true,"stop_token_ids":[151908]}')
+check "ignore_eos + stop_token_ids: $code, stops at the 3rd token" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==3, d"'
 # ignore_eos (vLLM's, what benchmark clients send for fixed-length replies): all max_tokens come back.
 code=$(post /v1/completions '{"prompt":"Hello there","max_tokens":20,"temperature":0,"ignore_eos":true}')
 check "ignore_eos: $code, 20 tokens, length" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==20 and d[\"choices\"][0][\"finish_reason\"]==\"length\", d"'
