@@ -31,6 +31,10 @@ typedef struct mq_sampling {
     float rep_penalty;
     int rep_last_n;       /* how many recent tokens the penalty looks at; 0 = all */
     uint64_t seed;
+    float presence_penalty;  /* OpenAI's, in [-2, 2] (0 = off): subtracted from the logit of every */
+    float frequency_penalty; /* id generated so far, the latter once per occurrence */
+    int penalty_from;     /* where "generated so far" begins: positions >= this in the history
+                           * (the prompt's length; 0 = the whole history) */
 } mq_sampling;
 
 /* Read-only facts about an open context. */

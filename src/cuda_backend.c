@@ -128,7 +128,9 @@ static int cuda_step_sample(mq_backend *be, int32_t id, int pos, const mq_sampli
     cuda_be *b = (cuda_be *)be;
     mq_gpu_samp gs = {.temperature = s->temperature, .top_p = s->top_p, .min_p = s->min_p,
                       .rep_penalty = s->rep_penalty, .top_k = s->top_k, .rep_last_n = s->rep_last_n};
-    if (mq_gpu_sample_supported(b->g, &gs)) {
+    /* (presence / frequency penalties: the host sampler only) */
+    const int pf = s->presence_penalty != 0.0f || s->frequency_penalty != 0.0f;
+    if (!pf && mq_gpu_sample_supported(b->g, &gs)) {
         int32_t t = -1;
         return mq_gpu_sample(b->g, id, pos, 1, &gs, rng, hist, n_hist, NULL, 0, &t) < 0 ? -1 : t;
     }
@@ -151,7 +153,8 @@ static int cuda_generate_sample(mq_backend *be, int32_t id, int pos, int n, cons
     cuda_be *b = (cuda_be *)be;
     mq_gpu_samp gs = {.temperature = s->temperature, .top_p = s->top_p, .min_p = s->min_p,
                       .rep_penalty = s->rep_penalty, .top_k = s->top_k, .rep_last_n = s->rep_last_n};
-    if (n < 1 || !mq_gpu_sample_supported(b->g, &gs)) return 0;
+    if (n < 1 || s->presence_penalty != 0.0f || s->frequency_penalty != 0.0f || !mq_gpu_sample_supported(b->g, &gs))
+        return 0;
     return mq_gpu_sample(b->g, id, pos, n, &gs, rng, hist, n_hist, stop, n_stop, out);
 }
 

@@ -222,9 +222,11 @@ void mq_sampling_from_model(mq_ctx *c, mq_sampling *s) {
 
 int mq_set_sampling(mq_ctx *c, const mq_sampling *s) {
     if (!(s->temperature >= 0) || s->top_k < 0 || !(s->top_p > 0 && s->top_p <= 1) ||
-        !(s->min_p >= 0 && s->min_p <= 1) || !(s->rep_penalty > 0) || s->rep_last_n < 0) {
+        !(s->min_p >= 0 && s->min_p <= 1) || !(s->rep_penalty > 0) || s->rep_last_n < 0 ||
+        !(s->presence_penalty >= -2 && s->presence_penalty <= 2) ||
+        !(s->frequency_penalty >= -2 && s->frequency_penalty <= 2) || s->penalty_from < 0) {
         mq_err_set("invalid sampling settings (temperature >= 0, top_k >= 0, 0 < top_p <= 1, "
-                   "0 <= min_p <= 1, repetition penalty > 0)");
+                   "0 <= min_p <= 1, repetition penalty > 0, presence / frequency in [-2, 2])");
         return -1;
     }
     mq_sampler_free(&c->sampler);
@@ -233,7 +235,10 @@ int mq_set_sampling(mq_ctx *c, const mq_sampling *s) {
     return 0;
 }
 
-static int greedy(const mq_ctx *c) { return c->samp.temperature == 0.0f && c->samp.rep_penalty == 1.0f; }
+static int greedy(const mq_ctx *c) {
+    return c->samp.temperature == 0.0f && c->samp.rep_penalty == 1.0f && c->samp.presence_penalty == 0.0f &&
+           c->samp.frequency_penalty == 0.0f;
+}
 
 int32_t mq_sample(mq_ctx *c) {
     const float *l = mq_logits(c);

@@ -326,13 +326,11 @@ static int parse_root(mq_oai_kind kind, const cJSON *root, mq_oai_req *r, mq_oai
     }
     if (get_int(root, "seed", -9.0e18, 9.0e18, &r->has_seed, &d, e)) return -1;
     if (r->has_seed) r->seed = (uint64_t)(int64_t)d;
-    static const char *const zero_only[] = {"presence_penalty", "frequency_penalty"};
-    for (int i = 0; i < 2; i++) {
-        if (get_num(root, zero_only[i], -2, 2, NULL, &d, e)) return -1;
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, zero_only[i]);
-        if (v && cJSON_IsNumber(v) && v->valuedouble != 0)
-            return BAD(zero_only[i], "'%s' is not supported (use repetition_penalty)", zero_only[i]);
-    }
+    int hp = 0, hf = 0;
+    if (get_num(root, "presence_penalty", -2, 2, &hp, &d, e)) return -1;
+    if (hp) r->presence_penalty = (float)d;
+    if (get_num(root, "frequency_penalty", -2, 2, &hf, &d, e)) return -1;
+    if (hf) r->frequency_penalty = (float)d;
     if (get_int(root, "n", 1, 1, NULL, &d, e)) {
         snprintf(e->msg, sizeof e->msg, "'n' must be 1 (one choice per request)");
         return -1;

@@ -23,6 +23,7 @@ typedef struct {
     long max_tokens;             /* -1: not given (fill the context) */
     int has_temperature, has_top_p, has_top_k, has_min_p, has_seed, has_rep;
     float temperature, top_p, min_p, rep_penalty;
+    float presence_penalty, frequency_penalty; /* OpenAI's, [-2, 2], 0 when absent */
     int top_k;
     uint64_t seed;
     char *stop[MQ_OAI_MAX_STOP]; /* (n_stop) non-empty UTF-8 stop strings */

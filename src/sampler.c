@@ -1,4 +1,4 @@
-/* sampler: greedy, temperature, top-k, top-p, min-p, repetition penalty with a seeded RNG. */
+/* sampler: greedy, temperature, top-k, top-p, min-p, repetition / presence / frequency penalties with a seeded RNG. */
 #include "sampler.h"
 
 #include <math.h>
@@ -11,7 +11,9 @@
  * (GenerationMixin._get_logits_processor: the repetition penalty is a processor that runs before
  * the sampling warpers, which come in the order temperature, top-k, top-p, min-p):
  *   1. repetition penalty over the distinct ids among the last rep_last_n of hist (0 = all):
- *      logit > 0 -> logit / penalty, else logit * penalty;
+ *      logit > 0 -> logit / penalty, else logit * penalty; then OpenAI's presence and frequency
+ *      penalties over the generated part of hist (from penalty_from), as vLLM applies them:
+ *      logit -= frequency * count + presence * (count > 0);
  *   2. temperature == 0: greedy — argmax of the penalized logits (lowest index wins ties);
  *   3. probabilities p_i = exp((l_i - max) / T) (unnormalized; dividing the difference by T never
  *      overflows, so tiny temperatures degrade to greedy instead of to NaN);
@@ -53,11 +55,12 @@ int mq_sampler_init(mq_sampler *s, int vocab, const mq_sampling *p) {
     /* written so that NaN fails every test */
     if (!(p->temperature >= 0.0f) || p->top_k < 0 || !(p->top_p > 0.0f && p->top_p <= 1.0f) ||
         !(p->min_p >= 0.0f && p->min_p <= 1.0f) || !(p->rep_penalty > 0.0f) || p->rep_last_n < 0 ||
-        isinf(p->temperature) || isinf(p->rep_penalty)) {
+        isinf(p->temperature) || isinf(p->rep_penalty) || !(p->presence_penalty >= -2.0f && p->presence_penalty <= 2.0f) ||
+        !(p->frequency_penalty >= -2.0f && p->frequency_penalty <= 2.0f) || p->penalty_from < 0) {
         mq_err_set("sampler: invalid settings (temperature %g, top_k %d, top_p %g, min_p %g, "
-                   "repetition penalty %g, last_n %d)",
+                   "repetition penalty %g, last_n %d, presence %g, frequency %g)",
                    (double)p->temperature, p->top_k, (double)p->top_p, (double)p->min_p,
-                   (double)p->rep_penalty, p->rep_last_n);
+                   (double)p->rep_penalty, p->rep_last_n, (double)p->presence_penalty, (double)p->frequency_penalty);
         return -1;
     }
     s->p = *p;
@@ -65,7 +68,8 @@ int mq_sampler_init(mq_sampler *s, int vocab, const mq_sampling *p) {
     s->rng = seed_state(p->seed);
     s->probs = malloc((size_t)vocab * sizeof *s->probs);
     s->idx = malloc((size_t)vocab * sizeof *s->idx);
-    if (!s->probs || !s->idx) {
+    s->cnt = malloc((size_t)vocab * sizeof *s->cnt);
+    if (!s->probs || !s->idx || !s->cnt) {
         mq_sampler_free(s);
         mq_err_set("sampler: out of memory for vocabulary %d", vocab);
         return -1;
@@ -76,8 +80,10 @@ int mq_sampler_init(mq_sampler *s, int vocab, const mq_sampling *p) {
 void mq_sampler_free(mq_sampler *s) {
     free(s->probs);
     free(s->idx);
+    free(s->cnt);
     s->probs = NULL;
     s->idx = NULL;
+    s->cnt = NULL;
 }
 
 int mq_sampler_argmax(const float *logits, int n) {
@@ -130,6 +136,23 @@ static void rep_penalty(mq_sampler *s, float *l, const int32_t *hist, int n_hist
     }
 }
 
+/* Step 1b: presence / frequency over hist[penalty_from, n_hist), once per distinct id with its count
+ * (cnt is cleared for the window's entries only). */
+static void pf_penalty(mq_sampler *s, float *l, const int32_t *hist, int n_hist) {
+    const float pr = s->p.presence_penalty, fr = s->p.frequency_penalty;
+    if ((pr == 0.0f && fr == 0.0f) || !hist) return;
+    for (int i = s->p.penalty_from; i < n_hist; i++)
+        if (hist[i] >= 0 && hist[i] < s->vocab) s->cnt[hist[i]] = 0;
+    for (int i = s->p.penalty_from; i < n_hist; i++)
+        if (hist[i] >= 0 && hist[i] < s->vocab) s->cnt[hist[i]]++;
+    for (int i = s->p.penalty_from; i < n_hist; i++) {
+        const int32_t t = hist[i];
+        if (t < 0 || t >= s->vocab || s->cnt[t] <= 0) continue;
+        l[t] -= fr * (float)s->cnt[t] + pr;
+        s->cnt[t] = 0; /* (applied: later occurrences skip it) */
+    }
+}
+
 /* Step 4: top-k survivors into idx; returns their count. A min-heap of the k best in idx[0..k)
  * gives the k-th largest value; then every token >= it is collected. */
 static int top_k(mq_sampler *s, const float *p, int k) {
@@ -168,6 +191,7 @@ static int top_k(mq_sampler *s, const float *p, int k) {
 int mq_sampler_sample(mq_sampler *s, float *logits, const int32_t *hist, int n_hist) {
     int n = s->vocab;
     rep_penalty(s, logits, hist, n_hist);
+    pf_penalty(s, logits, hist, n_hist);
     float mx = -INFINITY;
     int imx = -1;
     for (int i = 0; i < n; i++) {

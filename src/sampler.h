@@ -10,6 +10,7 @@ typedef struct {
     int vocab;
     float *probs;        /* (vocab) scratch, allocated once */
     int32_t *idx;        /* (vocab) scratch */
+    int32_t *cnt;        /* (vocab) occurrence counts for presence / frequency (entries of the window only) */
 } mq_sampler;
 
 int mq_sampler_init(mq_sampler *s, int vocab, const mq_sampling *p);

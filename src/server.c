@@ -400,6 +400,9 @@ static void run_job(srv *s, job *j) {
     if (q->has_top_k) sp.top_k = q->top_k;
     if (q->has_min_p) sp.min_p = q->min_p;
     if (q->has_rep) sp.rep_penalty = q->rep_penalty;
+    sp.presence_penalty = q->presence_penalty; /* (over this reply's tokens: from the prompt's end) */
+    sp.frequency_penalty = q->frequency_penalty;
+    sp.penalty_from = (int)n;
     sp.seed = q->has_seed ? q->seed : (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + s->seq;
     if (mq_set_sampling(c, &sp)) { err = mq_last_error(); goto done; }
     mq_detok_stream_reset(c);

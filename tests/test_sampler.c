@@ -153,6 +153,38 @@ static void test_rep_penalty(void **st) {
     mq_sampler_free(&s);
 }
 
+/* OpenAI's presence / frequency penalties, over the generated part of the history only (from
+ * penalty_from): logit -= frequency * count + presence, once per distinct id. */
+static void test_presence_frequency(void **st) {
+    (void)st;
+    mq_sampling p = base();
+    p.temperature = 0.0f;
+    p.presence_penalty = 0.5f;
+    p.frequency_penalty = 1.0f;
+    p.penalty_from = 2; /* hist[0..2) is the prompt */
+    mq_sampler s;
+    assert_int_equal(mq_sampler_init(&s, 4, &p), 0);
+    float l[4] = {3.0f, 2.0f, -1.0f, 0.5f};
+    int32_t hist[6] = {3, 3, 0, 2, 0, 0}; /* output: 0 three times, 2 once; 3 only in the prompt */
+    assert_int_equal(mq_sampler_sample(&s, l, hist, 6), 1);
+    assert_true(l[0] == 3.0f - 3.5f && l[1] == 2.0f && l[2] == -1.0f - 1.5f && l[3] == 0.5f);
+    mq_sampler_free(&s);
+    /* negative values encourage repeats */
+    p.presence_penalty = -2.0f;
+    p.frequency_penalty = 0.0f;
+    assert_int_equal(mq_sampler_init(&s, 4, &p), 0);
+    float m[4] = {3.0f, 2.0f, -1.0f, 0.5f};
+    assert_int_equal(mq_sampler_sample(&s, m, hist, 6), 0);
+    assert_true(m[0] == 5.0f && m[2] == 1.0f && m[3] == 0.5f);
+    mq_sampler_free(&s);
+    /* out of [-2, 2]: refused */
+    p.presence_penalty = 2.5f;
+    assert_int_equal(mq_sampler_init(&s, 4, &p), -1);
+    p.presence_penalty = 0.0f;
+    p.frequency_penalty = NAN;
+    assert_int_equal(mq_sampler_init(&s, 4, &p), -1);
+}
+
 static void test_edges(void **st) {
     (void)st;
     mq_sampling p = base();
@@ -189,6 +221,7 @@ int main(void) {
         cmocka_unit_test(test_argmax),           cmocka_unit_test(test_topk1_is_greedy),
         cmocka_unit_test(test_temperature_frequencies), cmocka_unit_test(test_topk_topp_minp_support),
         cmocka_unit_test(test_seed_reproducible), cmocka_unit_test(test_rep_penalty),
+        cmocka_unit_test(test_presence_frequency),
         cmocka_unit_test(test_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -32,14 +32,16 @@ int mq_cli_backend(const char *cmd, const char *v);
 void mq_cli_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Sampling flags shared by run, chat and bench: --temp --top-k --top-p --min-p --repeat-penalty
- * --repeat-last-n --seed. Values given on the command line override generation_config.json. */
+ * --repeat-last-n --seed --presence-penalty --frequency-penalty. Values given on the command line
+ * override generation_config.json. */
 typedef struct {
     mq_sampling v;
     unsigned set;  /* bit per field given on the command line */
 } mq_cli_samp;
 #define MQ_CLI_SAMPLING_LONGOPTS                                                                  \
     {"temp", 1, 0, 1001}, {"top-k", 1, 0, 1002}, {"top-p", 1, 0, 1003}, {"min-p", 1, 0, 1004}, \
-        {"repeat-penalty", 1, 0, 1005}, {"repeat-last-n", 1, 0, 1006}, {"seed", 1, 0, 1007}
+        {"repeat-penalty", 1, 0, 1005}, {"repeat-last-n", 1, 0, 1006}, {"seed", 1, 0, 1007},       \
+        {"presence-penalty", 1, 0, 1008}, {"frequency-penalty", 1, 0, 1009}
 /* --kv-type T (every command that opens a model): the cuda backend's KV cache element */
 #define MQ_CLI_KV 1100
 #define MQ_CLI_KV_LONGOPT {"kv-type", 1, 0, MQ_CLI_KV}
@@ -51,7 +53,9 @@ typedef struct {
     "  --min-p P           drop tokens below P x the top probability (0 = off)\n"                 \
     "  --repeat-penalty R  HF repetition penalty (1 = off)\n"                                     \
     "  --repeat-last-n N   tokens the penalty looks back over (0 = all)\n"                        \
-    "  --seed S            RNG seed for reproducible sampling\n"
+    "  --seed S            RNG seed for reproducible sampling\n"                                 \
+    "  --presence-penalty P, --frequency-penalty F\n"                                               \
+    "                      OpenAI's, in [-2, 2]: minus P (+ F per occurrence) for generated tokens\n"
 /* Handle one getopt_long result: 1 handled, 0 not a sampling option, -1 bad value (printed). */
 int mq_cli_sampling_opt(const char *cmd, int opt, const char *arg, mq_cli_samp *s);
 /* Defaults, then generation_config.json, then the command-line values; installs them in c. */

@@ -140,6 +140,12 @@ int cmd_run(int argc, char **argv) {
                    "model max %d)", nids, n, in->max_ctx, in->max_pos);
         goto done;
     }
+    if (samp.set & (128 | 256)) { /* presence / frequency count the generated tokens: from the prompt's end */
+        mq_sampling sv;
+        mq_cli_sampling_resolve(c, &samp, &sv);
+        sv.penalty_from = (int)nids;
+        if (mq_set_sampling(c, &sv)) { mq_cli_err("run", "%s", mq_last_error()); rc = MQ_EXIT_USAGE; goto done; }
+    }
     run_state st = {c, ids_mode, ignore_eos, 0, 0};
     double t1 = now_s();
     int gen = 0;

@@ -164,6 +164,14 @@ int mq_cli_sampling_opt(const char *cmd, int opt, const char *arg, mq_cli_samp *
         s->v.seed = x;
         break;
     }
+    case 1008:
+        if (mq_cli_float(cmd, "--presence-penalty", arg, -2, 2, &d)) return -1;
+        s->v.presence_penalty = (float)d;
+        break;
+    case 1009:
+        if (mq_cli_float(cmd, "--frequency-penalty", arg, -2, 2, &d)) return -1;
+        s->v.frequency_penalty = (float)d;
+        break;
     default:
         return 0;
     }
@@ -188,5 +196,7 @@ void mq_cli_sampling_resolve(mq_ctx *c, const mq_cli_samp *s, mq_sampling *out) 
     if (s->set & 16) v.rep_penalty = s->v.rep_penalty;
     if (s->set & 32) v.rep_last_n = s->v.rep_last_n;
     if (s->set & 64) v.seed = s->v.seed;
+    if (s->set & 128) v.presence_penalty = s->v.presence_penalty;
+    if (s->set & 256) v.frequency_penalty = s->v.frequency_penalty;
     *out = v;
 }

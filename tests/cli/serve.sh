@@ -228,6 +228,13 @@ check "ignore_eos + stop_token_ids: $code, stops at the 3rd token" 'python3 -c "
 code=$(post /v1/completions '{"prompt":"Hello there","max_tokens":20,"temperature":0,"ignore_eos":true}')
 check "ignore_eos: $code, 20 tokens, length" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==20 and d[\"choices\"][0][\"finish_reason\"]==\"length\", d"'
 err "ignore_eos not a boolean" 400 /v1/completions '{"prompt":"x","ignore_eos":1}'
+# presence / frequency penalties (OpenAI's, over the reply's tokens): the same text as `run` with them,
+# and not the unpenalized one (this model repeats a token within 40 greedy steps)
+wantpf=$("$BIN" run -m "$M" -p "Hello there" -n 40 --temp 0 --presence-penalty 2 --frequency-penalty 2 --backend cpu --threads 1 --max-ctx 256 --ignore-eos 2>/dev/null)
+want40=$("$BIN" run -m "$M" -p "Hello there" -n 40 --temp 0 --backend cpu --threads 1 --max-ctx 256 --ignore-eos 2>/dev/null)
+post /v1/completions '{"prompt":"Hello there","max_tokens":40,"temperature":0,"presence_penalty":2,"frequency_penalty":2}' >/dev/null
+check "presence / frequency penalties == run's, != without" 'python3 -c "import json,sys;t=json.load(open(\"$T/body\"))[\"choices\"][0][\"text\"];assert t==sys.argv[1] and t!=sys.argv[2], (t, sys.argv[1])" "$wantpf" "$want40"'
+err "presence_penalty out of range" 400 /v1/completions '{"prompt":"x","presence_penalty":2.5}'
 # stop_token_ids (vLLM's): [1994, 62]'s 3rd greedy token is 151908 (see the padding-id check above)
 code=$(post /v1/completions '{"prompt":[1994,62],"max_tokens":10,"temperature":0,"stop_token_ids":[151908]}')
 check "stop_token_ids: $code, stops at the 3rd token" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==3 and d[\"choices\"][0][\"finish_reason\"]==\"stop\", d"'

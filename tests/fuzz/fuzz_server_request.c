@@ -39,6 +39,8 @@ static void one(mq_oai_kind kind, const char *body, size_t len) {
     for (int i = 0; i < r.n_stop_ids; i++)
         if (r.stop_ids[i] < 0) __builtin_trap();
     if (r.parse_calls && !r.tools) __builtin_trap();
+    if (!(r.presence_penalty >= -2 && r.presence_penalty <= 2) || !(r.frequency_penalty >= -2 && r.frequency_penalty <= 2))
+        __builtin_trap();
     mq_oai_req_free(&r);
 }
 
