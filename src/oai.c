@@ -368,6 +368,32 @@ static int parse_root(mq_oai_kind kind, const cJSON *root, mq_oai_req *r, mq_oai
     }
     int ptc = 1;
     if (get_bool(root, "parallel_tool_calls", &ptc, e)) return -1;
+    /* Fields that change what the reply may be: refused rather than ignored, so that no client
+     * takes an unconstrained reply for a constrained one. (Default values are fine.) */
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "logit_bias")) && !cJSON_IsNull(v) &&
+        !(cJSON_IsObject(v) && !v->child))
+        return BAD("logit_bias", "'logit_bias' is not supported");
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "response_format")) && !cJSON_IsNull(v)) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "type");
+        if (!cJSON_IsString(t) || strcmp(t->valuestring, "text"))
+            return BAD("response_format", "'response_format' other than {\"type\": \"text\"} is not supported "
+                       "(it needs constrained decoding)");
+    }
+    static const char *const guided[] = {"guided_json", "guided_regex", "guided_choice", "guided_grammar",
+                                         "structured_outputs"};
+    for (size_t i = 0; i < sizeof guided / sizeof guided[0]; i++)
+        if ((v = cJSON_GetObjectItemCaseSensitive(root, guided[i])) && !cJSON_IsNull(v))
+            return BAD(guided[i], "'%s' is not supported (it needs constrained decoding)", guided[i]);
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "min_tokens")) && !cJSON_IsNull(v) &&
+        !(cJSON_IsNumber(v) && v->valuedouble == 0))
+        return BAD("min_tokens", "'min_tokens' is not supported");
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "best_of")) && !cJSON_IsNull(v) &&
+        !(cJSON_IsNumber(v) && v->valuedouble == 1))
+        return BAD("best_of", "'best_of' must be 1 (one sequence per request)");
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "suffix")) && !cJSON_IsNull(v) &&
+        !(cJSON_IsString(v) && !v->valuestring[0]))
+        return BAD("suffix", "'suffix' is not supported");
     if (get_bool(root, "ignore_eos", &r->ignore_eos, e)) return -1;
     const cJSON *sti = cJSON_GetObjectItemCaseSensitive(root, "stop_token_ids"), *it;
     if (sti && !cJSON_IsNull(sti)) {

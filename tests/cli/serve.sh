@@ -235,6 +235,13 @@ want40=$("$BIN" run -m "$M" -p "Hello there" -n 40 --temp 0 --backend cpu --thre
 post /v1/completions '{"prompt":"Hello there","max_tokens":40,"temperature":0,"presence_penalty":2,"frequency_penalty":2}' >/dev/null
 check "presence / frequency penalties == run's, != without" 'python3 -c "import json,sys;t=json.load(open(\"$T/body\"))[\"choices\"][0][\"text\"];assert t==sys.argv[1] and t!=sys.argv[2], (t, sys.argv[1])" "$wantpf" "$want40"'
 err "presence_penalty out of range" 400 /v1/completions '{"prompt":"x","presence_penalty":2.5}'
+# what would constrain the reply is refused, not ignored; the defaults pass
+err "logit_bias" 400 /v1/completions '{"prompt":"x","logit_bias":{"11":100}}'
+err "response_format json" 400 $C '{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}'
+err "guided_json" 400 $C '{"messages":[{"role":"user","content":"x"}],"guided_json":{}}'
+err "min_tokens" 400 /v1/completions '{"prompt":"x","min_tokens":5}'
+code=$(post $C '{"messages":[{"role":"user","content":"x"}],"max_tokens":1,"logit_bias":{},"response_format":{"type":"text"},"min_tokens":0}')
+check "defaults of the refused fields pass ($code)" '[ "$code" = 200 ]'
 # stop_token_ids (vLLM's): [1994, 62]'s 3rd greedy token is 151908 (see the padding-id check above)
 code=$(post /v1/completions '{"prompt":[1994,62],"max_tokens":10,"temperature":0,"stop_token_ids":[151908]}')
 check "stop_token_ids: $code, stops at the 3rd token" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==3 and d[\"choices\"][0][\"finish_reason\"]==\"stop\", d"'
