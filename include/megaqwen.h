@@ -35,6 +35,9 @@ typedef struct mq_sampling {
     float frequency_penalty; /* id generated so far, the latter once per occurrence */
     int penalty_from;     /* where "generated so far" begins: positions >= this in the history
                            * (the prompt's length; 0 = the whole history) */
+    const int32_t *bias_ids; /* (n_bias) OpenAI's logit_bias: bias_vals[i] in [-100, 100] is added */
+    const float *bias_vals;  /* to the logit of bias_ids[i] before anything else; mq_set_sampling */
+    int n_bias;              /* copies them */
 } mq_sampling;
 
 /* Read-only facts about an open context. */

@@ -231,13 +231,13 @@ int mq_set_sampling(mq_ctx *c, const mq_sampling *s) {
     }
     mq_sampler_free(&c->sampler);
     if (mq_sampler_init(&c->sampler, c->info.vocab_size, s) != 0) return -1;
-    c->samp = *s;
+    c->samp = c->sampler.p; /* (its logit bias points at the sampler's own copy) */
     return 0;
 }
 
 static int greedy(const mq_ctx *c) {
     return c->samp.temperature == 0.0f && c->samp.rep_penalty == 1.0f && c->samp.presence_penalty == 0.0f &&
-           c->samp.frequency_penalty == 0.0f;
+           c->samp.frequency_penalty == 0.0f && c->samp.n_bias == 0;
 }
 
 int32_t mq_sample(mq_ctx *c) {

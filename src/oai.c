@@ -58,6 +58,8 @@ void mq_oai_req_free(mq_oai_req *r) {
     }
     free(r->msgs);
     free(r->tools);
+    free(r->bias_ids);
+    free(r->bias_vals);
     free(r->prompt);
     free(r->prompt_ids);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
@@ -371,9 +373,26 @@ static int parse_root(mq_oai_kind kind, const cJSON *root, mq_oai_req *r, mq_oai
     /* Fields that change what the reply may be: refused rather than ignored, so that no client
      * takes an unconstrained reply for a constrained one. (Default values are fine.) */
     const cJSON *v;
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "logit_bias")) && !cJSON_IsNull(v) &&
-        !(cJSON_IsObject(v) && !v->child))
-        return BAD("logit_bias", "'logit_bias' is not supported");
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "logit_bias")) && !cJSON_IsNull(v)) {
+        /* {"token id": bias in [-100, 100]}, at most 300 entries (OpenAI's limit) */
+        if (!cJSON_IsObject(v)) return BAD("logit_bias", "'logit_bias' must be an object {\"token id\": bias}");
+        const int nb = cJSON_GetArraySize(v);
+        if (nb > 300) return BAD("logit_bias", "'logit_bias' has %d entries (at most 300)", nb);
+        if (nb > 0 && (!(r->bias_ids = malloc((size_t)nb * sizeof *r->bias_ids)) ||
+                       !(r->bias_vals = malloc((size_t)nb * sizeof *r->bias_vals))))
+            return mq_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        const cJSON *b;
+        cJSON_ArrayForEach(b, v) {
+            char *end = NULL;
+            const long id = b->string && b->string[0] ? strtol(b->string, &end, 10) : -1;
+            if (!end || *end || id < 0 || id > 2147483647L)
+                return BAD("logit_bias", "'logit_bias' keys must be token ids (non-negative integers as strings)");
+            if (!cJSON_IsNumber(b) || !(b->valuedouble >= -100 && b->valuedouble <= 100))
+                return BAD("logit_bias", "'logit_bias' values must be numbers in [-100, 100]");
+            r->bias_ids[r->n_bias] = (int32_t)id;
+            r->bias_vals[r->n_bias++] = (float)b->valuedouble;
+        }
+    }
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "response_format")) && !cJSON_IsNull(v)) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "type");
         if (!cJSON_IsString(t) || strcmp(t->valuestring, "text"))

@@ -24,6 +24,9 @@ typedef struct {
     int has_temperature, has_top_p, has_top_k, has_min_p, has_seed, has_rep;
     float temperature, top_p, min_p, rep_penalty;
     float presence_penalty, frequency_penalty; /* OpenAI's, [-2, 2], 0 when absent */
+    int32_t *bias_ids;           /* (n_bias) logit_bias: ids (not yet checked against the vocabulary) */
+    float *bias_vals;            /* (n_bias) and their biases, [-100, 100] */
+    int n_bias;
     int top_k;
     uint64_t seed;
     char *stop[MQ_OAI_MAX_STOP]; /* (n_stop) non-empty UTF-8 stop strings */

@@ -10,6 +10,7 @@
 /* Order of operations, as HF transformers' generate() applies its logits processors
  * (GenerationMixin._get_logits_processor: the repetition penalty is a processor that runs before
  * the sampling warpers, which come in the order temperature, top-k, top-p, min-p):
+ *   0. logit bias (OpenAI's): bias_vals[i] added to logit bias_ids[i] (before the penalties, as vLLM);
  *   1. repetition penalty over the distinct ids among the last rep_last_n of hist (0 = all):
  *      logit > 0 -> logit / penalty, else logit * penalty; then OpenAI's presence and frequency
  *      penalties over the generated part of hist (from penalty_from), as vLLM applies them:
@@ -56,7 +57,8 @@ int mq_sampler_init(mq_sampler *s, int vocab, const mq_sampling *p) {
     if (!(p->temperature >= 0.0f) || p->top_k < 0 || !(p->top_p > 0.0f && p->top_p <= 1.0f) ||
         !(p->min_p >= 0.0f && p->min_p <= 1.0f) || !(p->rep_penalty > 0.0f) || p->rep_last_n < 0 ||
         isinf(p->temperature) || isinf(p->rep_penalty) || !(p->presence_penalty >= -2.0f && p->presence_penalty <= 2.0f) ||
-        !(p->frequency_penalty >= -2.0f && p->frequency_penalty <= 2.0f) || p->penalty_from < 0) {
+        !(p->frequency_penalty >= -2.0f && p->frequency_penalty <= 2.0f) || p->penalty_from < 0 || p->n_bias < 0 ||
+        (p->n_bias > 0 && (!p->bias_ids || !p->bias_vals))) {
         mq_err_set("sampler: invalid settings (temperature %g, top_k %d, top_p %g, min_p %g, "
                    "repetition penalty %g, last_n %d, presence %g, frequency %g)",
                    (double)p->temperature, p->top_k, (double)p->top_p, (double)p->min_p,
@@ -74,6 +76,26 @@ int mq_sampler_init(mq_sampler *s, int vocab, const mq_sampling *p) {
         mq_err_set("sampler: out of memory for vocabulary %d", vocab);
         return -1;
     }
+    for (int i = 0; i < p->n_bias; i++)
+        if (p->bias_ids[i] < 0 || p->bias_ids[i] >= vocab || !(p->bias_vals[i] >= -100.0f && p->bias_vals[i] <= 100.0f)) {
+            mq_sampler_free(s);
+            mq_err_set("sampler: logit bias %d: id %d must be in [0, %d) and its bias in [-100, 100]", i,
+                       p->bias_ids[i], vocab);
+            return -1;
+        }
+    if (p->n_bias > 0) { /* an own copy: the caller's arrays may go away */
+        s->bias_ids = malloc((size_t)p->n_bias * sizeof *s->bias_ids);
+        s->bias_vals = malloc((size_t)p->n_bias * sizeof *s->bias_vals);
+        if (!s->bias_ids || !s->bias_vals) {
+            mq_sampler_free(s);
+            mq_err_set("sampler: out of memory");
+            return -1;
+        }
+        memcpy(s->bias_ids, p->bias_ids, (size_t)p->n_bias * sizeof *s->bias_ids);
+        memcpy(s->bias_vals, p->bias_vals, (size_t)p->n_bias * sizeof *s->bias_vals);
+    }
+    s->p.bias_ids = s->bias_ids;
+    s->p.bias_vals = s->bias_vals;
     return 0;
 }
 
@@ -81,9 +103,14 @@ void mq_sampler_free(mq_sampler *s) {
     free(s->probs);
     free(s->idx);
     free(s->cnt);
+    free(s->bias_ids);
+    free(s->bias_vals);
     s->probs = NULL;
     s->idx = NULL;
     s->cnt = NULL;
+    s->bias_ids = NULL;
+    s->bias_vals = NULL;
+    s->p.n_bias = 0;
 }
 
 int mq_sampler_argmax(const float *logits, int n) {
@@ -190,6 +217,8 @@ static int top_k(mq_sampler *s, const float *p, int k) {
 
 int mq_sampler_sample(mq_sampler *s, float *logits, const int32_t *hist, int n_hist) {
     int n = s->vocab;
+    for (int i = 0; i < s->p.n_bias; i++)
+        if (s->p.bias_ids[i] >= 0 && s->p.bias_ids[i] < n) logits[s->p.bias_ids[i]] += s->p.bias_vals[i];
     rep_penalty(s, logits, hist, n_hist);
     pf_penalty(s, logits, hist, n_hist);
     float mx = -INFINITY;

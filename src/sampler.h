@@ -11,6 +11,8 @@ typedef struct {
     float *probs;        /* (vocab) scratch, allocated once */
     int32_t *idx;        /* (vocab) scratch */
     int32_t *cnt;        /* (vocab) occurrence counts for presence / frequency (entries of the window only) */
+    int32_t *bias_ids;   /* (p.n_bias) the sampler's own copy of the logit bias; p.bias_* point here */
+    float *bias_vals;
 } mq_sampler;
 
 int mq_sampler_init(mq_sampler *s, int vocab, const mq_sampling *p);

@@ -403,6 +403,9 @@ static void run_job(srv *s, job *j) {
     sp.presence_penalty = q->presence_penalty; /* (over this reply's tokens: from the prompt's end) */
     sp.frequency_penalty = q->frequency_penalty;
     sp.penalty_from = (int)n;
+    sp.bias_ids = q->bias_ids; /* (mq_set_sampling copies them) */
+    sp.bias_vals = q->bias_vals;
+    sp.n_bias = q->n_bias;
     sp.seed = q->has_seed ? q->seed : (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + s->seq;
     if (mq_set_sampling(c, &sp)) { err = mq_last_error(); goto done; }
     mq_detok_stream_reset(c);
@@ -755,6 +758,12 @@ static enum MHD_Result handle_generate(srv *s, conn_ctx *cc, struct MHD_Connecti
                     "The model '%.200s' does not exist (this server serves '%.200s')", q->model, s->o.model_name);
         return send_err(cc, conn, &e, NULL, NULL);
     }
+    for (int i = 0; i < q->n_bias; i++)
+        if (q->bias_ids[i] >= s->info->vocab_size) {
+            mq_oai_fail(&e, 400, "invalid_request_error", NULL, "logit_bias", "logit_bias token id %d is out of range [0, %d)",
+                        q->bias_ids[i], s->info->vocab_size);
+            return send_err(cc, conn, &e, NULL, NULL);
+        }
     /* Template and tokenize here, in the connection's thread: the tokenizer is read-only. */
     if (request_ids(s, kind, q, &j->ids, &j->n_ids, &e)) return send_err(cc, conn, &e, NULL, NULL);
     long ctx = s->info->max_ctx, n = (long)j->n_ids;

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include <stdlib.h>
 #include "err.h"
 #include "sampler.h"
 
@@ -185,6 +186,40 @@ static void test_presence_frequency(void **st) {
     assert_int_equal(mq_sampler_init(&s, 4, &p), -1);
 }
 
+/* OpenAI's logit bias: added before anything else; the sampler keeps its own copy. */
+static void test_logit_bias(void **st) {
+    (void)st;
+    mq_sampling p = base();
+    p.temperature = 0.0f;
+    int32_t *ids = malloc(2 * sizeof *ids);
+    float *vals = malloc(2 * sizeof *vals);
+    ids[0] = 3;
+    vals[0] = 100.0f;
+    ids[1] = 0;
+    vals[1] = -100.0f;
+    p.bias_ids = ids;
+    p.bias_vals = vals;
+    p.n_bias = 2;
+    mq_sampler s;
+    assert_int_equal(mq_sampler_init(&s, 4, &p), 0);
+    free(ids); /* (the sampler copied them) */
+    free(vals);
+    float l[4] = {3.0f, 2.0f, -1.0f, 0.5f};
+    assert_int_equal(mq_sampler_sample(&s, l, NULL, 0), 3);
+    assert_true(l[3] == 100.5f && l[0] == -97.0f && l[1] == 2.0f);
+    mq_sampler_free(&s);
+    /* out of range: refused */
+    int32_t bad_id = 4;
+    float ok_val = 1.0f, bad_val = 101.0f;
+    p.bias_ids = &bad_id;
+    p.bias_vals = &ok_val;
+    p.n_bias = 1;
+    assert_int_equal(mq_sampler_init(&s, 4, &p), -1);
+    bad_id = 1;
+    p.bias_vals = &bad_val;
+    assert_int_equal(mq_sampler_init(&s, 4, &p), -1);
+}
+
 static void test_edges(void **st) {
     (void)st;
     mq_sampling p = base();
@@ -222,6 +257,7 @@ int main(void) {
         cmocka_unit_test(test_temperature_frequencies), cmocka_unit_test(test_topk_topp_minp_support),
         cmocka_unit_test(test_seed_reproducible), cmocka_unit_test(test_rep_penalty),
         cmocka_unit_test(test_presence_frequency),
+        cmocka_unit_test(test_logit_bias),
         cmocka_unit_test(test_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

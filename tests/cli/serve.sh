@@ -236,7 +236,15 @@ post /v1/completions '{"prompt":"Hello there","max_tokens":40,"temperature":0,"p
 check "presence / frequency penalties == run's, != without" 'python3 -c "import json,sys;t=json.load(open(\"$T/body\"))[\"choices\"][0][\"text\"];assert t==sys.argv[1] and t!=sys.argv[2], (t, sys.argv[1])" "$wantpf" "$want40"'
 err "presence_penalty out of range" 400 /v1/completions '{"prompt":"x","presence_penalty":2.5}'
 # what would constrain the reply is refused, not ignored; the defaults pass
-err "logit_bias" 400 /v1/completions '{"prompt":"x","logit_bias":{"11":100}}'
+# logit_bias (OpenAI's): +100 on "," (id 11) makes the greedy reply ",,,"; -100 on the greedy first token changes it
+post /v1/completions '{"prompt":"Hello there","max_tokens":3,"temperature":0,"logit_bias":{"11":100}}' >/dev/null
+check "logit_bias +100" 'python3 -c "import json;t=json.load(open(\"$T/body\"))[\"choices\"][0][\"text\"];assert t==\",,,\", t"'
+first=$(curl -s "$U/tokenize" -d "{\"prompt\":$(python3 -c 'import json,sys;print(json.dumps(sys.argv[1]))' "$want")}" | python3 -c "import json,sys;print(json.load(sys.stdin)['tokens'][0])")
+post /v1/completions "{\"prompt\":\"Hello there\",\"max_tokens\":12,\"temperature\":0,\"logit_bias\":{\"$first\":-100}}" >/dev/null
+check "logit_bias -100 on the greedy first token ($first)" 'python3 -c "import json,sys;t=json.load(open(\"$T/body\"))[\"choices\"][0][\"text\"];assert t!=sys.argv[1], t" "$want"'
+err "logit_bias id past the vocabulary" 400 /v1/completions '{"prompt":"x","logit_bias":{"999999":1}}'
+err "logit_bias value past 100" 400 /v1/completions '{"prompt":"x","logit_bias":{"11":150}}'
+err "logit_bias key not an id" 400 /v1/completions '{"prompt":"x","logit_bias":{"abc":1}}'
 err "response_format json" 400 $C '{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}'
 err "guided_json" 400 $C '{"messages":[{"role":"user","content":"x"}],"guided_json":{}}'
 err "min_tokens" 400 /v1/completions '{"prompt":"x","min_tokens":5}'
