@@ -288,12 +288,13 @@ int cmd_bench(int argc, char **argv) {
     mq_sampling_default(&sv);
     if (sample || samp.set) mq_cli_sampling_resolve(c, &samp, &sv);
     if (mq_set_sampling(c, &sv)) { mq_cli_err("bench", "%s", mq_last_error()); goto done; }
-    const int sampled = !(sv.temperature == 0.0f && sv.rep_penalty == 1.0f);
-    char dmode[200] = "greedy";
+    const int sampled = !(sv.temperature == 0.0f && sv.rep_penalty == 1.0f && sv.presence_penalty == 0.0f &&
+                          sv.frequency_penalty == 0.0f);
+    char dmode[260] = "greedy";
     if (sampled)
         snprintf(dmode, sizeof dmode, "sampled (temperature %g, top-k %d, top-p %g, min-p %g, repetition penalty %g "
-                 "over %d, seed %llu)", sv.temperature, sv.top_k, sv.top_p, sv.min_p, sv.rep_penalty, sv.rep_last_n,
-                 (unsigned long long)sv.seed);
+                 "over %d, presence %g, frequency %g, seed %llu)", sv.temperature, sv.top_k, sv.top_p, sv.min_p,
+                 sv.rep_penalty, sv.rep_last_n, sv.presence_penalty, sv.frequency_penalty, (unsigned long long)sv.seed);
     int folded = 0;
     for (int i = 0; i < np; i++)
         for (int k = 0; k < ps[i].n; k++)
@@ -498,6 +499,8 @@ int cmd_bench(int argc, char **argv) {
             cJSON_AddNumberToObject(sj, "min_p", sv.min_p);
             cJSON_AddNumberToObject(sj, "repetition_penalty", sv.rep_penalty);
             cJSON_AddNumberToObject(sj, "repeat_last_n", sv.rep_last_n);
+            cJSON_AddNumberToObject(sj, "presence_penalty", sv.presence_penalty);
+            cJSON_AddNumberToObject(sj, "frequency_penalty", sv.frequency_penalty);
             cJSON_AddNumberToObject(sj, "seed", (double)sv.seed);
         }
         cJSON_AddNumberToObject(root, "warmup", warm);
