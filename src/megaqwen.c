@@ -229,9 +229,12 @@ int mq_set_sampling(mq_ctx *c, const mq_sampling *s) {
                    "0 <= min_p <= 1, repetition penalty > 0, presence / frequency in [-2, 2])");
         return -1;
     }
+    /* a new sampler first: on failure the context keeps its working settings */
+    mq_sampler t;
+    if (mq_sampler_init(&t, c->info.vocab_size, s) != 0) return -1;
     mq_sampler_free(&c->sampler);
-    if (mq_sampler_init(&c->sampler, c->info.vocab_size, s) != 0) return -1;
-    c->samp = c->sampler.p; /* (its logit bias points at the sampler's own copy) */
+    c->sampler = t;
+    c->samp = c->sampler.p; /* (its logit bias points at the sampler's own heap copy) */
     return 0;
 }
 

@@ -383,14 +383,20 @@ static int parse_root(mq_oai_kind kind, const cJSON *root, mq_oai_req *r, mq_oai
             return mq_oai_fail(e, 500, "server_error", NULL, NULL, "out of memory");
         const cJSON *b;
         cJSON_ArrayForEach(b, v) {
-            char *end = NULL;
-            const long id = b->string && b->string[0] ? strtol(b->string, &end, 10) : -1;
-            if (!end || *end || id < 0 || id > 2147483647L)
-                return BAD("logit_bias", "'logit_bias' keys must be token ids (non-negative integers as strings)");
+            /* keys: token ids in decimal digits; a repeated id takes its last value (a dict's rule) */
+            const char *k = b->string ? b->string : "";
+            size_t nd = strspn(k, "0123456789");
+            if (!nd || k[nd] || nd > 10 || strtoll(k, NULL, 10) > 2147483647LL)
+                return BAD("logit_bias", "'logit_bias' keys must be token ids (decimal digits)");
             if (!cJSON_IsNumber(b) || !(b->valuedouble >= -100 && b->valuedouble <= 100))
                 return BAD("logit_bias", "'logit_bias' values must be numbers in [-100, 100]");
-            r->bias_ids[r->n_bias] = (int32_t)id;
-            r->bias_vals[r->n_bias++] = (float)b->valuedouble;
+            const int32_t id = (int32_t)strtoll(k, NULL, 10);
+            int at = r->n_bias;
+            for (int i = 0; i < r->n_bias; i++)
+                if (r->bias_ids[i] == id) at = i;
+            r->bias_ids[at] = id;
+            r->bias_vals[at] = (float)b->valuedouble;
+            if (at == r->n_bias) r->n_bias++;
         }
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "response_format")) && !cJSON_IsNull(v)) {

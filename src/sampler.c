@@ -57,12 +57,15 @@ int mq_sampler_init(mq_sampler *s, int vocab, const mq_sampling *p) {
     if (!(p->temperature >= 0.0f) || p->top_k < 0 || !(p->top_p > 0.0f && p->top_p <= 1.0f) ||
         !(p->min_p >= 0.0f && p->min_p <= 1.0f) || !(p->rep_penalty > 0.0f) || p->rep_last_n < 0 ||
         isinf(p->temperature) || isinf(p->rep_penalty) || !(p->presence_penalty >= -2.0f && p->presence_penalty <= 2.0f) ||
-        !(p->frequency_penalty >= -2.0f && p->frequency_penalty <= 2.0f) || p->penalty_from < 0 || p->n_bias < 0 ||
-        (p->n_bias > 0 && (!p->bias_ids || !p->bias_vals))) {
+        !(p->frequency_penalty >= -2.0f && p->frequency_penalty <= 2.0f) || p->penalty_from < 0) {
         mq_err_set("sampler: invalid settings (temperature %g, top_k %d, top_p %g, min_p %g, "
                    "repetition penalty %g, last_n %d, presence %g, frequency %g)",
                    (double)p->temperature, p->top_k, (double)p->top_p, (double)p->min_p,
                    (double)p->rep_penalty, p->rep_last_n, (double)p->presence_penalty, (double)p->frequency_penalty);
+        return -1;
+    }
+    if (p->n_bias < 0 || (p->n_bias > 0 && (!p->bias_ids || !p->bias_vals))) {
+        mq_err_set("sampler: logit bias of %d entries without its arrays", p->n_bias);
         return -1;
     }
     s->p = *p;

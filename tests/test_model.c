@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "err.h"
+#include "megaqwen.h"
 #include "model.h"
 #include "synth.h"
 #include "testutil.h"
@@ -362,6 +363,41 @@ static void test_synth_tiny(void **state) {
     mq_model_free(&m);
 }
 
+/* mq_set_sampling through the public API: a refused setting leaves the working one in place (its
+ * logit bias included), and the bias steers the CPU backend's greedy choice. */
+static void test_api_sampling(void **state) {
+    (void)state;
+    const char *d = sub("syn_api");
+    synth(d, 9, MQ_BF16, -1, "/nonexistent-tokenizer-dir");
+    mq_params prm;
+    mq_params_default(&prm);
+    prm.backend = "cpu";
+    prm.load_tokenizer = 0;
+    prm.max_ctx = 64;
+    prm.n_threads = 1;
+    mq_ctx *c = mq_open(d, &prm);
+    assert_non_null(c);
+    mq_sampling s;
+    mq_sampling_default(&s);
+    int32_t id = 1234;
+    float plus = 100.0f;
+    s.bias_ids = &id;
+    s.bias_vals = &plus;
+    s.n_bias = 1;
+    assert_int_equal(mq_set_sampling(c, &s), 0);
+    id = 7; /* (the context holds its own copy) */
+    mq_sampling bad = s;
+    int32_t far = 999999;
+    bad.bias_ids = &far;
+    mq_err_clear();
+    assert_int_equal(mq_set_sampling(c, &bad), -1);
+    assert_non_null(strstr(mq_last_error(), "logit bias"));
+    int32_t out[3];
+    assert_int_equal(mq_generate(c, 785, 3, out, NULL, NULL), 3);
+    for (int i = 0; i < 3; i++) assert_int_equal(out[i], 1234);
+    mq_close(c);
+}
+
 static void test_synth_untied_tokenizer(void **state) {
     (void)state;
     const char *tok = sub("tokfiles");
@@ -471,6 +507,7 @@ int main(void) {
         cmocka_unit_test(test_small_ok),
         cmocka_unit_test(test_small_errors),
         cmocka_unit_test(test_synth_tiny),
+        cmocka_unit_test(test_api_sampling),
         cmocka_unit_test(test_synth_untied_tokenizer),
         cmocka_unit_test(bench_load),
     };

@@ -206,7 +206,15 @@ static void test_request_tools(void **st) {
     assert_non_null(r.tools); /* still in the prompt */
     assert_int_equal(r.parse_calls, 0);
     mq_oai_req_free(&r);
+    /* logit_bias: a repeated id takes its last value (a dict's rule), keys are decimal digits only */
+    assert_int_equal(parse(MQ_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"5\":1,\"7\":-3,\"05\":2}}", &r, &e), 0);
+    assert_int_equal(r.n_bias, 2);
+    assert_int_equal(r.bias_ids[0], 5);
+    assert_true(r.bias_vals[0] == 2.0f && r.bias_vals[1] == -3.0f);
+    mq_oai_req_free(&r);
     const struct { mq_oai_kind k; const char *body, *param, *msg; } bad[] = {
+        {MQ_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"+5\":1}}", "logit_bias", "decimal digits"},
+        {MQ_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"5\":\"a\"}}", "logit_bias", "[-100, 100]"},
         {MQ_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}", "tools",
          "function.name must be a non-empty string"},
         {MQ_OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"code\",\"function\":{\"name\":\"f\"}}]}",

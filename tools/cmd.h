@@ -55,7 +55,8 @@ typedef struct {
     "  --repeat-last-n N   tokens the penalty looks back over (0 = all)\n"                        \
     "  --seed S            RNG seed for reproducible sampling\n"                                 \
     "  --presence-penalty P, --frequency-penalty F\n"                                               \
-    "                      OpenAI's, in [-2, 2]: minus P (+ F per occurrence) for generated tokens\n"
+    "                      OpenAI's, in [-2, 2]: minus P (+ F per occurrence) for generated tokens\n"  \
+    "                      (run: this reply's; chat: the whole conversation's)\n"
 /* Handle one getopt_long result: 1 handled, 0 not a sampling option, -1 bad value (printed). */
 int mq_cli_sampling_opt(const char *cmd, int opt, const char *arg, mq_cli_samp *s);
 /* Defaults, then generation_config.json, then the command-line values; installs them in c. */
