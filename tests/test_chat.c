@@ -18,6 +18,18 @@
 #define TOOLS_REF MQ_SOURCE_DIR "/tests/data/tok/chat_tools_ref.jsonl"
 
 
+/* The next case of a reference .jsonl held in buf (first call: buf, then NULL), its meta line
+ * skipped; NULL after the last. */
+static cJSON *next_case(char *buf, char **save) {
+    for (char *line = strtok_r(buf, "\n", save); line; line = strtok_r(NULL, "\n", save)) {
+        cJSON *j = cJSON_Parse(line);
+        assert_non_null(j);
+        if (!cJSON_GetObjectItemCaseSensitive(j, "meta")) return j;
+        cJSON_Delete(j);
+    }
+    return NULL;
+}
+
 /* A reference case's messages into mm (role, content borrowed from j; tool_calls printed into
  * calls[k], to free); returns the count and adds the messages with tool calls to *with_calls. */
 static int load_msgs(const cJSON *j, mq_chat_msg *mm, char **calls, int *with_calls) {
@@ -45,10 +57,8 @@ static void test_against_hf(void **state) {
     char *b = mq_test_slurp(REF, NULL);
     assert_non_null(b);
     int n = 0, bad = 0;
-    for (char *line = strtok(b, "\n"); line; line = strtok(NULL, "\n")) {
-        cJSON *j = cJSON_Parse(line);
-        assert_non_null(j);
-        if (cJSON_GetObjectItemCaseSensitive(j, "meta")) { cJSON_Delete(j); continue; }
+    char *save = NULL;
+    for (cJSON *j = next_case(b, &save); j; j = next_case(NULL, &save)) {
         mq_chat_msg mm[32];
         char *calls[32] = {0};
         int unused = 0, k = load_msgs(j, mm, calls, &unused);
@@ -114,10 +124,8 @@ static void test_tools_against_ref(void **state) {
     char *b = mq_test_slurp(TOOLS_REF, NULL);
     assert_non_null(b);
     int n = 0, bad = 0, with_calls = 0;
-    for (char *line = strtok(b, "\n"); line; line = strtok(NULL, "\n")) {
-        cJSON *j = cJSON_Parse(line);
-        assert_non_null(j);
-        if (cJSON_GetObjectItemCaseSensitive(j, "meta")) { cJSON_Delete(j); continue; }
+    char *save = NULL;
+    for (cJSON *j = next_case(b, &save); j; j = next_case(NULL, &save)) {
         mq_chat_msg mm[32];
         char *calls[32] = {0};
         int k = load_msgs(j, mm, calls, &with_calls);
