@@ -489,36 +489,8 @@ void mq_oai_buf_free(mq_oai_buf *b) {
     memset(b, 0, sizeof *b);
 }
 
-/* A JSON string literal of s[0..n) (any bytes, NUL included: cJSON cannot hold those), malloc'd. */
-static char *json_quote(const char *s, size_t n) {
-    mq_oai_buf b = {0};
-    if (mq_oai_buf_put(&b, "\"", 1)) return NULL;
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        if (mq_oai_buf_put(&b, s + run, i - run)) goto oom;
-        char esc[8];
-        switch (c) {
-        case '"': strcpy(esc, "\\\""); break;
-        case '\\': strcpy(esc, "\\\\"); break;
-        case '\n': strcpy(esc, "\\n"); break;
-        case '\r': strcpy(esc, "\\r"); break;
-        case '\t': strcpy(esc, "\\t"); break;
-        default: snprintf(esc, sizeof esc, "\\u%04x", c); break;
-        }
-        if (mq_oai_buf_put(&b, esc, strlen(esc))) goto oom;
-        run = i + 1;
-    }
-    if (mq_oai_buf_put(&b, s + run, n - run) || mq_oai_buf_put(&b, "\"", 1)) goto oom;
-    return b.p;
-oom:
-    mq_oai_buf_free(&b);
-    return NULL;
-}
-
 static int add_text(cJSON *o, const char *key, const char *text, size_t len) {
-    char *q = json_quote(text ? text : "", text ? len : 0);
+    char *q = mq_pyjson_str(text ? text : "", text ? len : 0);
     if (!q) return -1;
     cJSON *raw = cJSON_AddRawToObject(o, key, q);
     free(q);

@@ -48,11 +48,14 @@ static void py_float(mq_sbuf *b, double v) {
     mq_sbuf_puts(b, out);
 }
 
-/* Python's json.dumps(s, ensure_ascii=False) of a string. */
-static void py_str(mq_sbuf *b, const char *s) {
+/* Python's json.dumps(s, ensure_ascii=False) of the string s[0..n) (a NUL included: \u0000). */
+static void py_strn(mq_sbuf *b, const char *s, size_t n) {
     mq_sbuf_put(b, "\"", 1);
-    for (; *s; s++) {
-        const unsigned char c = (unsigned char)*s;
+    size_t run = 0; /* bytes since the last escape, written in one piece */
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        mq_sbuf_put(b, s + run, i - run);
         char e[8];
         switch (c) {
         case '"': mq_sbuf_puts(b, "\\\""); break;
@@ -63,16 +66,16 @@ static void py_str(mq_sbuf *b, const char *s) {
         case '\b': mq_sbuf_puts(b, "\\b"); break;
         case '\f': mq_sbuf_puts(b, "\\f"); break;
         default:
-            if (c < 0x20) {
-                snprintf(e, sizeof e, "\\u%04x", c);
-                mq_sbuf_puts(b, e);
-            } else {
-                mq_sbuf_put(b, s, 1);
-            }
+            snprintf(e, sizeof e, "\\u%04x", c);
+            mq_sbuf_puts(b, e);
         }
+        run = i + 1;
     }
+    mq_sbuf_put(b, s + run, n - run);
     mq_sbuf_put(b, "\"", 1);
 }
+
+static void py_str(mq_sbuf *b, const char *s) { py_strn(b, s, strlen(s)); }
 
 /* Jinja's tojson as transformers defines it: json.dumps(v, ensure_ascii=False). cJSON keeps no
  * int / float distinction, so an integral number under 1e16 is written as an integer (a tool schema
@@ -115,6 +118,16 @@ char *mq_pyjson(const cJSON *v) {
     mq_sbuf b = {0};
     mq_sbuf_put(&b, "", 0);
     py_dumps(&b, v);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+char *mq_pyjson_str(const char *s, size_t n) {
+    mq_sbuf b = {0};
+    py_strn(&b, s, n);
     if (b.oom) {
         free(b.p);
         return NULL;
