@@ -86,6 +86,9 @@ int32_t mq_token_id(mq_ctx *c, const char *special);  /* e.g. "<|im_end|>"; -1 i
 /* A token's raw bytes (not NUL-terminated; may be part of a UTF-8 character): *len bytes, or NULL
  * with *len 0 for an id the tokenizer lacks (embedding padding) or without a tokenizer. */
 const char *mq_token_bytes(mq_ctx *c, int32_t id, size_t *len);
+/* 1 if id is a special token (tokenizer.json's added tokens with "special": true), else 0. What
+ * vLLM's skip_special_tokens leaves out of a reply's text. */
+int mq_token_is_special(mq_ctx *c, int32_t id);
 
 /* Feed n tokens at the current position (appended to the KV cache). If all_logits is non-NULL it
  * receives (n, vocab) float rows. Error if the context would pass max_ctx. Returns 0 or -1. */

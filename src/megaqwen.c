@@ -170,6 +170,8 @@ const char *mq_token_bytes(mq_ctx *c, int32_t id, size_t *len) {
     return b;
 }
 
+int mq_token_is_special(mq_ctx *c, int32_t id) { return c->tok ? mq_tok_is_special(c->tok, id) : 0; }
+
 int mq_feed(mq_ctx *c, const int32_t *ids, int n, float *all_logits) {
     if (n <= 0) { mq_err_set("mq_feed: no tokens"); return -1; }
     if (n > c->info.max_ctx - c->pos) {

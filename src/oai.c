@@ -420,6 +420,8 @@ static int parse_root(mq_oai_kind kind, const cJSON *root, mq_oai_req *r, mq_oai
         !(cJSON_IsString(v) && !v->valuestring[0]))
         return BAD("suffix", "'suffix' is not supported");
     if (get_bool(root, "ignore_eos", &r->ignore_eos, e)) return -1;
+    r->skip_special = 1;
+    if (get_bool(root, "skip_special_tokens", &r->skip_special, e)) return -1;
     const cJSON *sti = cJSON_GetObjectItemCaseSensitive(root, "stop_token_ids"), *it;
     if (sti && !cJSON_IsNull(sti)) {
         if (!cJSON_IsArray(sti) || cJSON_GetArraySize(sti) > MQ_OAI_MAX_STOP_IDS)

@@ -291,7 +291,8 @@ static int add_lp(gen_state *g, int32_t id, const mq_logprob *lp) {
     memset(e, 0, sizeof *e);
     e->tok.b = mq_token_bytes(c, id, &e->tok.n);
     e->text_offset = g->text_off;
-    g->text_off += utf8_chars(e->tok.b, e->tok.n);
+    if (!(g->j->req.skip_special && mq_token_is_special(c, id))) /* (a skipped one adds no text) */
+        g->text_off += utf8_chars(e->tok.b, e->tok.n);
     if (!lp) return 0;
     e->has_lp = 1;
     e->tok.lp = lp->logprob;
@@ -331,7 +332,8 @@ static int token_step(gen_state *g, int32_t id, const mq_logprob *lp) {
     }
     if (lp && add_lp(g, id, lp)) { g->failed = 1; return 1; }
     char buf[4096];
-    int k = mq_detok_stream(s->c, id, buf, sizeof buf);
+    /* skip_special_tokens: a special token adds no text (it still counts, and has its logprobs) */
+    int k = j->req.skip_special && mq_token_is_special(s->c, id) ? 0 : mq_detok_stream(s->c, id, buf, sizeof buf);
     if (k < 0) { g->failed = 1; return 1; }
     g->emit.n = 0;
     int r = mq_oai_stop_feed(&g->stop, buf, (size_t)k, &g->emit);

@@ -810,6 +810,12 @@ int32_t mq_tok_special(const mq_tok *t, const char *content) {
     return -1;
 }
 
+int mq_tok_is_special(const mq_tok *t, int32_t id) {
+    for (int i = 0; i < t->n_added; i++)  /* (a few dozen entries: a scan per generated token is cheap) */
+        if (t->added[i].id == id) return t->added[i].special;
+    return 0;
+}
+
 /* ---------- encoding ---------- */
 
 typedef struct {

@@ -19,6 +19,9 @@ const char *mq_tok_bytes(const mq_tok *t, int32_t id, size_t *len);
 int mq_tok_vocab_size(const mq_tok *t);
 /* Id of an added/special token by its content ("<|im_end|>"), -1 if absent. */
 int32_t mq_tok_special(const mq_tok *t, const char *content);
+/* 1 if id is an added token marked "special" in tokenizer.json (e.g. <|im_start|>; not Qwen3's
+ * <think> or <tool_call>, which are added but not special), else 0. */
+int mq_tok_is_special(const mq_tok *t, int32_t id);
 
 /* Streaming decoder: holds back an incomplete UTF-8 sequence until it completes. */
 typedef struct {

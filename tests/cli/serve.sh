@@ -245,6 +245,25 @@ check "logit_bias -100 on the greedy first token ($first)" 'python3 -c "import j
 err "logit_bias id past the vocabulary" 400 /v1/completions '{"prompt":"x","logit_bias":{"999999":1}}'
 err "logit_bias value past 100" 400 /v1/completions '{"prompt":"x","logit_bias":{"11":150}}'
 err "logit_bias key not an id" 400 /v1/completions '{"prompt":"x","logit_bias":{"abc":1}}'
+# skip_special_tokens (vLLM's, default true): a special token the model emits (<|im_start|>, 151644,
+# forced by logit_bias) adds no text but counts; false keeps it; <think> (151667) is added but not special
+post /v1/completions '{"prompt":"Hello there","max_tokens":3,"temperature":0,"logit_bias":{"151644":100},"logprobs":1}' >/dev/null
+check "skip_special_tokens default: no text, 3 tokens, offsets 0" 'python3 -c "import json;d=json.load(open(\"$T/body\"));c=d[\"choices\"][0];assert c[\"text\"]==\"\" and d[\"usage\"][\"completion_tokens\"]==3 and c[\"logprobs\"][\"tokens\"]==[\"<|im_start|>\"]*3 and c[\"logprobs\"][\"text_offset\"]==[0,0,0], d"'
+post /v1/completions '{"prompt":"Hello there","max_tokens":3,"temperature":0,"logit_bias":{"151644":100},"skip_special_tokens":false}' >/dev/null
+check "skip_special_tokens false keeps them" 'python3 -c "import json;t=json.load(open(\"$T/body\"))[\"choices\"][0][\"text\"];assert t==\"<|im_start|>\"*3, t"'
+post /v1/completions '{"prompt":"Hello there","max_tokens":2,"temperature":0,"logit_bias":{"151667":100}}' >/dev/null
+check "an added, non-special token stays" 'python3 -c "import json;t=json.load(open(\"$T/body\"))[\"choices\"][0][\"text\"];assert t==\"<think>\"*2, t"'
+curl -sN "$U/v1/chat/completions" -d '{"messages":[{"role":"user","content":"x"}],"max_tokens":3,"temperature":0,"logit_bias":{"151644":100},"stream":true}' >"$T/sse"
+check "skip_special_tokens streamed: no content" 'python3 - "$T/sse" <<EOF
+import json, sys
+t = ""
+for ev in open(sys.argv[1]).read().split("\n\n"):
+    if ev.startswith("data: {"):
+        for ch in json.loads(ev[6:])["choices"]:
+            t += ch.get("delta", {}).get("content") or ""
+assert t == "", repr(t)
+EOF'
+err "skip_special_tokens not a boolean" 400 /v1/completions '{"prompt":"x","skip_special_tokens":"no"}'
 err "response_format json" 400 $C '{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}'
 err "guided_json" 400 $C '{"messages":[{"role":"user","content":"x"}],"guided_json":{}}'
 err "min_tokens" 400 /v1/completions '{"prompt":"x","min_tokens":5}'
