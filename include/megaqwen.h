@@ -38,6 +38,9 @@ typedef struct mq_sampling {
     const int32_t *bias_ids; /* (n_bias) OpenAI's logit_bias: bias_vals[i] in [-100, 100] is added */
     const float *bias_vals;  /* to the logit of bias_ids[i] before anything else; mq_set_sampling */
     int n_bias;              /* copies them */
+    int min_tokens;          /* vLLM's min_tokens: while fewer than this many tokens follow */
+    const int32_t *ban_ids;  /* penalty_from in the history, ban_ids (n_ban: the end-of-sequence */
+    int n_ban;               /* and stop ids) cannot be chosen; copied like the bias */
 } mq_sampling;
 
 /* Read-only facts about an open context. */

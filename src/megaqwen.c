@@ -242,7 +242,7 @@ int mq_set_sampling(mq_ctx *c, const mq_sampling *s) {
 
 static int greedy(const mq_ctx *c) {
     return c->samp.temperature == 0.0f && c->samp.rep_penalty == 1.0f && c->samp.presence_penalty == 0.0f &&
-           c->samp.frequency_penalty == 0.0f && c->samp.n_bias == 0;
+           c->samp.frequency_penalty == 0.0f && c->samp.n_bias == 0 && !(c->samp.min_tokens > 0 && c->samp.n_ban > 0);
 }
 
 int32_t mq_sample(mq_ctx *c) {

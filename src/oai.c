@@ -410,9 +410,14 @@ static int parse_root(mq_oai_kind kind, const cJSON *root, mq_oai_req *r, mq_oai
     for (size_t i = 0; i < sizeof guided / sizeof guided[0]; i++)
         if ((v = cJSON_GetObjectItemCaseSensitive(root, guided[i])) && !cJSON_IsNull(v))
             return BAD(guided[i], "'%s' is not supported (it needs constrained decoding)", guided[i]);
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "min_tokens")) && !cJSON_IsNull(v) &&
-        !(cJSON_IsNumber(v) && v->valuedouble == 0))
-        return BAD("min_tokens", "'min_tokens' is not supported");
+    {   /* vLLM's min_tokens: no end-of-sequence / stop id, and no stop string, before this many */
+        int has_min = 0;
+        double dm;
+        if (get_int(root, "min_tokens", 0, 1 << 24, &has_min, &dm, e)) return -1;
+        if (has_min) r->min_tokens = (int)dm;
+        if (r->max_tokens >= 0 && r->min_tokens > r->max_tokens)
+            return BAD("min_tokens", "'min_tokens' (%d) must be at most max_tokens (%ld)", r->min_tokens, r->max_tokens);
+    }
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "best_of")) && !cJSON_IsNull(v) &&
         !(cJSON_IsNumber(v) && v->valuedouble == 1))
         return BAD("best_of", "'best_of' must be 1 (one sequence per request)");

@@ -41,6 +41,8 @@ typedef struct {
     int parse_calls;             /* chat: tools given and tool_choice "auto": <tool_call> blocks in the
                                   * reply become tool_calls */
     int ignore_eos;              /* vLLM's: generate max_tokens, past end-of-sequence tokens */
+    int min_tokens;              /* vLLM's: the reply has at least this many tokens (end-of-sequence and
+                                  * stop ids banned, stop strings not matched before) */
     int skip_special;            /* vLLM's skip_special_tokens (default 1): special tokens the model
                                   * emits (e.g. <|im_start|>) stay out of the reply's text */
     int32_t stop_ids[MQ_OAI_MAX_STOP_IDS]; /* vLLM's stop_token_ids: these end the reply too (their */

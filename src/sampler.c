@@ -11,6 +11,7 @@
  * (GenerationMixin._get_logits_processor: the repetition penalty is a processor that runs before
  * the sampling warpers, which come in the order temperature, top-k, top-p, min-p):
  *   0. logit bias (OpenAI's): bias_vals[i] added to logit bias_ids[i] (before the penalties, as vLLM);
+ *      then min_tokens (vLLM's): ban_ids get -inf while fewer than min_tokens tokens follow penalty_from;
  *   1. repetition penalty over the distinct ids among the last rep_last_n of hist (0 = all):
  *      logit > 0 -> logit / penalty, else logit * penalty; then OpenAI's presence and frequency
  *      penalties over the generated part of hist (from penalty_from), as vLLM applies them:
@@ -86,6 +87,15 @@ int mq_sampler_init(mq_sampler *s, int vocab, const mq_sampling *p) {
                        p->bias_ids[i], vocab);
             return -1;
         }
+    if (p->min_tokens < 0 || p->n_ban < 0 || (p->n_ban > 0 && !p->ban_ids)) {
+        mq_err_set("sampler: min_tokens %d / ban list of %d entries invalid", p->min_tokens, p->n_ban);
+        return -1;
+    }
+    for (int i = 0; i < p->n_ban; i++)
+        if (p->ban_ids[i] < 0 || p->ban_ids[i] >= vocab) {
+            mq_err_set("sampler: banned id %d out of range [0, %d)", p->ban_ids[i], vocab);
+            return -1;
+        }
     if (p->n_bias > 0) { /* an own copy: the caller's arrays may go away */
         s->bias_ids = malloc((size_t)p->n_bias * sizeof *s->bias_ids);
         s->bias_vals = malloc((size_t)p->n_bias * sizeof *s->bias_vals);
@@ -99,6 +109,16 @@ int mq_sampler_init(mq_sampler *s, int vocab, const mq_sampling *p) {
     }
     s->p.bias_ids = s->bias_ids;
     s->p.bias_vals = s->bias_vals;
+    if (p->n_ban > 0) {
+        s->ban_ids = malloc((size_t)p->n_ban * sizeof *s->ban_ids);
+        if (!s->ban_ids) {
+            mq_sampler_free(s);
+            mq_err_set("sampler: out of memory");
+            return -1;
+        }
+        memcpy(s->ban_ids, p->ban_ids, (size_t)p->n_ban * sizeof *s->ban_ids);
+    }
+    s->p.ban_ids = s->ban_ids;
     return 0;
 }
 
@@ -108,6 +128,10 @@ void mq_sampler_free(mq_sampler *s) {
     free(s->cnt);
     free(s->bias_ids);
     free(s->bias_vals);
+    free(s->ban_ids);
+    s->ban_ids = NULL;
+    s->p.ban_ids = NULL;
+    s->p.n_ban = 0;
     s->probs = NULL;
     s->idx = NULL;
     s->cnt = NULL;
@@ -222,6 +246,9 @@ int mq_sampler_sample(mq_sampler *s, float *logits, const int32_t *hist, int n_h
     int n = s->vocab;
     for (int i = 0; i < s->p.n_bias; i++)
         if (s->p.bias_ids[i] >= 0 && s->p.bias_ids[i] < n) logits[s->p.bias_ids[i]] += s->p.bias_vals[i];
+    if (n_hist - s->p.penalty_from < s->p.min_tokens) /* min_tokens: no end yet */
+        for (int i = 0; i < s->p.n_ban; i++)
+            if (s->p.ban_ids[i] >= 0 && s->p.ban_ids[i] < n) logits[s->p.ban_ids[i]] = -INFINITY;
     rep_penalty(s, logits, hist, n_hist);
     pf_penalty(s, logits, hist, n_hist);
     float mx = -INFINITY;

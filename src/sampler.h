@@ -13,6 +13,7 @@ typedef struct {
     int32_t *cnt;        /* (vocab) occurrence counts for presence / frequency (entries of the window only) */
     int32_t *bias_ids;   /* (p.n_bias) the sampler's own copy of the logit bias; p.bias_* point here */
     float *bias_vals;
+    int32_t *ban_ids;    /* (p.n_ban) own copy of the min_tokens ban list; p.ban_ids points here */
 } mq_sampler;
 
 int mq_sampler_init(mq_sampler *s, int vocab, const mq_sampling *p);

@@ -336,7 +336,9 @@ static int token_step(gen_state *g, int32_t id, const mq_logprob *lp) {
     int k = j->req.skip_special && mq_token_is_special(s->c, id) ? 0 : mq_detok_stream(s->c, id, buf, sizeof buf);
     if (k < 0) { g->failed = 1; return 1; }
     g->emit.n = 0;
-    int r = mq_oai_stop_feed(&g->stop, buf, (size_t)k, &g->emit);
+    /* stop strings are not matched before min_tokens (vLLM's StopChecker returns early) */
+    int r = g->ntok < j->req.min_tokens ? 0 : mq_oai_stop_feed(&g->stop, buf, (size_t)k, &g->emit);
+    if (g->ntok < j->req.min_tokens && k > 0 && mq_oai_buf_put(&g->emit, buf, (size_t)k)) r = -1;
     if (r < 0 || deliver(g, g->emit.p, g->emit.n)) { g->failed = 1; return 1; }
     if (r == 1) { g->matched = 1; return 1; }
     if (stop_id) { g->finish = "stop"; return 1; }
@@ -408,6 +410,18 @@ static void run_job(srv *s, job *j) {
     sp.bias_ids = q->bias_ids; /* (mq_set_sampling copies them) */
     sp.bias_vals = q->bias_vals;
     sp.n_bias = q->n_bias;
+    /* min_tokens: the ids that would end the reply (end-of-sequence unless ignore_eos, which does
+     * not end it; stop_token_ids) are banned until then, as vLLM's MinTokensLogitsProcessor */
+    int32_t ban[MQ_OAI_MAX_STOP_IDS + 8];
+    int n_ban = 0;
+    if (q->min_tokens > 0) {
+        for (int i = 0; !q->ignore_eos && i < s->info->n_eos && n_ban < 8; i++) ban[n_ban++] = s->info->eos_ids[i];
+        for (int i = 0; i < q->n_stop_ids; i++)
+            if (q->stop_ids[i] < s->info->vocab_size) ban[n_ban++] = q->stop_ids[i];
+    }
+    sp.min_tokens = q->min_tokens;
+    sp.ban_ids = ban;
+    sp.n_ban = n_ban;
     sp.seed = q->has_seed ? q->seed : (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + s->seq;
     if (mq_set_sampling(c, &sp)) { err = mq_last_error(); goto done; }
     mq_detok_stream_reset(c);

@@ -220,6 +220,47 @@ static void test_logit_bias(void **st) {
     assert_int_equal(mq_sampler_init(&s, 4, &p), -1);
 }
 
+/* vLLM's min_tokens: the banned ids get -inf while fewer than min_tokens tokens follow
+ * penalty_from in the history, then they are back; the ban list is copied; bad ids are refused. */
+static void test_min_tokens(void **st) {
+    (void)st;
+    mq_sampling p = base();
+    p.temperature = 0.0f;
+    int32_t *ban = malloc(2 * sizeof *ban);
+    ban[0] = 3;
+    ban[1] = 1;
+    p.ban_ids = ban;
+    p.n_ban = 2;
+    p.min_tokens = 2;
+    p.penalty_from = 5; /* a 5-token prompt */
+    mq_sampler s;
+    assert_int_equal(mq_sampler_init(&s, 4, &p), 0);
+    free(ban); /* (the sampler copied it) */
+    const int32_t hist[8] = {0, 0, 0, 0, 0, 2, 2, 2};
+    for (int n_hist = 5; n_hist <= 7; n_hist++) {
+        float l[4] = {0.0f, 5.0f, 1.0f, 9.0f};
+        const int want = n_hist - 5 < 2 ? 2 : 3; /* 3 and 1 banned for the first two reply tokens */
+        assert_int_equal(mq_sampler_sample(&s, l, hist, n_hist), want);
+    }
+    /* sampled too: never a banned id before min_tokens */
+    mq_sampler_free(&s);
+    int32_t b3 = 3;
+    p.ban_ids = &b3;
+    p.n_ban = 1;
+    p.temperature = 1.0f;
+    assert_int_equal(mq_sampler_init(&s, 4, &p), 0);
+    for (int i = 0; i < 200; i++) {
+        float l[4] = {0.0f, 0.0f, 0.0f, 3.0f};
+        assert_int_not_equal(mq_sampler_sample(&s, l, hist, 6), 3);
+    }
+    mq_sampler_free(&s);
+    b3 = 4; /* out of range */
+    assert_int_equal(mq_sampler_init(&s, 4, &p), -1);
+    b3 = 0;
+    p.min_tokens = -1;
+    assert_int_equal(mq_sampler_init(&s, 4, &p), -1);
+}
+
 static void test_edges(void **st) {
     (void)st;
     mq_sampling p = base();
@@ -258,6 +299,7 @@ int main(void) {
         cmocka_unit_test(test_seed_reproducible), cmocka_unit_test(test_rep_penalty),
         cmocka_unit_test(test_presence_frequency),
         cmocka_unit_test(test_logit_bias),
+        cmocka_unit_test(test_min_tokens),
         cmocka_unit_test(test_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -266,7 +266,19 @@ EOF'
 err "skip_special_tokens not a boolean" 400 /v1/completions '{"prompt":"x","skip_special_tokens":"no"}'
 err "response_format json" 400 $C '{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}'
 err "guided_json" 400 $C '{"messages":[{"role":"user","content":"x"}],"guided_json":{}}'
-err "min_tokens" 400 /v1/completions '{"prompt":"x","min_tokens":5}'
+# min_tokens (vLLM's): +100 on the end-of-sequence id (151645) ends the reply at once; with
+# min_tokens 5 it is banned for 5 tokens, then ends it (the EOS counts as a completion token, as vLLM). Stop strings wait for min_tokens too:
+# "," forced with stop "," and min_tokens 3 gives ",," (the 3rd token's stop match cuts it).
+post /v1/completions '{"prompt":"Hello there","max_tokens":20,"temperature":0,"logit_bias":{"151645":100}}' >/dev/null
+check "EOS forced: only the EOS token (counted, as vLLM)" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==1 and d[\"choices\"][0][\"text\"]==\"\" and d[\"choices\"][0][\"finish_reason\"]==\"stop\", d"'
+post /v1/completions '{"prompt":"Hello there","max_tokens":20,"temperature":0,"logit_bias":{"151645":100},"min_tokens":5}' >/dev/null
+check "min_tokens 5: 5 tokens, then the EOS" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==6 and d[\"choices\"][0][\"finish_reason\"]==\"stop\", d"'
+post /v1/completions '{"prompt":"Hello there","max_tokens":10,"temperature":0.8,"seed":3,"logit_bias":{"151645":100},"min_tokens":4}' >/dev/null
+check "min_tokens 4, sampled: 4 tokens + EOS" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==5, d"'
+post /v1/completions '{"prompt":"Hello there","max_tokens":10,"temperature":0,"logit_bias":{"11":100},"stop":",","min_tokens":3}' >/dev/null
+check "min_tokens holds stop strings back" 'python3 -c "import json;d=json.load(open(\"$T/body\"));c=d[\"choices\"][0];assert c[\"text\"]==\",,\" and c[\"finish_reason\"]==\"stop\", d"'
+err "min_tokens past max_tokens" 400 /v1/completions '{"prompt":"x","max_tokens":2,"min_tokens":5}'
+err "min_tokens not an integer" 400 /v1/completions '{"prompt":"x","min_tokens":1.5}'
 code=$(post $C '{"messages":[{"role":"user","content":"x"}],"max_tokens":1,"logit_bias":{},"response_format":{"type":"text"},"min_tokens":0}')
 check "defaults of the refused fields pass ($code)" '[ "$code" = 200 ]'
 # stop_token_ids (vLLM's): [1994, 62]'s 3rd greedy token is 151908 (see the padding-id check above)
