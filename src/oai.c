@@ -333,9 +333,10 @@ static int parse_root(mq_oai_kind kind, const cJSON *root, mq_oai_req *r, mq_oai
     if (hp) r->presence_penalty = (float)d;
     if (get_num(root, "frequency_penalty", -2, 2, &hf, &d, e)) return -1;
     if (hf) r->frequency_penalty = (float)d;
-    if (get_int(root, "n", 1, 1, NULL, &d, e)) {
-        snprintf(e->msg, sizeof e->msg, "'n' must be 1 (one choice per request)");
-        return -1;
+    {   /* n choices, generated one after the other */
+        int hn = 0;
+        if (get_int(root, "n", 1, MQ_OAI_MAX_N, &hn, &d, e)) return -1;
+        r->n_choices = hn ? (int)d : 1;
     }
     /* logprobs: chat's "logprobs": true + "top_logprobs": 0..20; completions' "logprobs": N (the
      * N most likely beside the chosen token; OpenAI allows 5, vLLM 20) */
@@ -637,15 +638,15 @@ static char *print_free(cJSON *o, int sse) {
     return ev;
 }
 
-/* The envelope plus its one choice object {"index": 0} in "choices"; *choice points at it. */
+/* The envelope plus one choice object {"index": index} in "choices"; *choice points at it. */
 static cJSON *envelope_choice(mq_oai_kind kind, const char *id, long created, const char *model,
-                              int chunk, cJSON **choice) {
+                              int chunk, int index, cJSON **choice) {
     cJSON *o = envelope(kind, id, created, model, chunk);
     if (!o) return NULL;
     cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
     if (!ch || !c) { cJSON_Delete(c); cJSON_Delete(o); return NULL; }
     cJSON_AddItemToArray(ch, c);
-    cJSON_AddNumberToObject(c, "index", 0);
+    cJSON_AddNumberToObject(c, "index", index);
     *choice = c;
     return o;
 }
@@ -668,38 +669,51 @@ static int add_calls(cJSON *o, const mq_oai_call *calls, int n, int with_index) 
     return 0;
 }
 
-char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model, const mq_oai_reply *r) {
-    cJSON *c, *o = envelope_choice(kind, id, created, model, 0, &c);
-    if (!o) return NULL;
+/* choice c's fields (message or text, logprobs, finish_reason) from reply r */
+static int fill_choice(cJSON *c, mq_oai_kind kind, const mq_oai_reply *r) {
     int bad = 0;
     if (kind == MQ_OAI_CHAT) {
         cJSON *m = cJSON_AddObjectToObject(c, "message");
-        if (!m) bad = 1;
-        else {
-            cJSON_AddStringToObject(m, "role", "assistant");
-            /* null content: only tool calls, or only thinking (as vLLM's reasoning parsers give it) */
-            if ((r->n_calls > 0 || r->reasoning) && r->len == 0) cJSON_AddNullToObject(m, "content");
-            else bad |= add_text(m, "content", r->text, r->len);
-            if (r->reasoning) bad |= add_text(m, "reasoning_content", r->reasoning, r->rlen);
-            cJSON_AddNullToObject(m, "refusal");
-            if (r->n_calls > 0) bad |= add_calls(m, r->calls, r->n_calls, 0);
-        }
+        if (!m) return 1;
+        cJSON_AddStringToObject(m, "role", "assistant");
+        /* null content: only tool calls, or only thinking (as vLLM's reasoning parsers give it) */
+        if ((r->n_calls > 0 || r->reasoning) && r->len == 0) cJSON_AddNullToObject(m, "content");
+        else bad |= add_text(m, "content", r->text, r->len);
+        if (r->reasoning) bad |= add_text(m, "reasoning_content", r->reasoning, r->rlen);
+        cJSON_AddNullToObject(m, "refusal");
+        if (r->n_calls > 0) bad |= add_calls(m, r->calls, r->n_calls, 0);
     } else {
         bad |= add_text(c, "text", r->text, r->len);
     }
     bad |= add_logprobs(c, kind, r->lps);
     cJSON_AddStringToObject(c, "finish_reason", r->finish);
-    cJSON *us = usage_obj(r->usage);
+    return bad;
+}
+
+char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model, const mq_oai_reply *r,
+                           int n) {
+    cJSON *c, *o = envelope_choice(kind, id, created, model, 0, 0, &c);
+    if (!o) return NULL;
+    int bad = fill_choice(c, kind, &r[0]);
+    cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "choices");
+    for (int i = 1; i < n && !bad; i++) {
+        cJSON *ci = cJSON_CreateObject();
+        if (!ci) { bad = 1; break; }
+        cJSON_AddItemToArray(ch, ci);
+        cJSON_AddNumberToObject(ci, "index", i);
+        bad |= fill_choice(ci, kind, &r[i]);
+    }
+    cJSON *us = usage_obj(r[0].usage);
     if (!us) bad = 1;
     else cJSON_AddItemToObject(o, "usage", us);
     if (bad) { cJSON_Delete(o); return NULL; }
     return print_free(o, 0);
 }
 
-char *mq_oai_chunk_sse(mq_oai_kind kind, const char *id, long created, const char *model,
+char *mq_oai_chunk_sse(mq_oai_kind kind, const char *id, long created, const char *model, int index,
                        const char *text, size_t len, int role_first, const char *finish,
                        int usage_null, const mq_oai_lps *lps) {
-    cJSON *c, *o = envelope_choice(kind, id, created, model, 1, &c);
+    cJSON *c, *o = envelope_choice(kind, id, created, model, 1, index, &c);
     if (!o) return NULL;
     int bad = 0;
     if (kind == MQ_OAI_CHAT) {
@@ -720,9 +734,9 @@ char *mq_oai_chunk_sse(mq_oai_kind kind, const char *id, long created, const cha
     return print_free(o, 1);
 }
 
-char *mq_oai_calls_sse(const char *id, long created, const char *model, const mq_oai_call *calls, int n,
+char *mq_oai_calls_sse(const char *id, long created, const char *model, int index, const mq_oai_call *calls, int n,
                        int usage_null) {
-    cJSON *c, *o = envelope_choice(MQ_OAI_CHAT, id, created, model, 1, &c);
+    cJSON *c, *o = envelope_choice(MQ_OAI_CHAT, id, created, model, 1, index, &c);
     if (!o) return NULL;
     cJSON *d = cJSON_AddObjectToObject(c, "delta");
     int bad = !d || add_calls(d, calls, n, 1);
@@ -733,9 +747,9 @@ char *mq_oai_calls_sse(const char *id, long created, const char *model, const mq
     return print_free(o, 1);
 }
 
-char *mq_oai_reasoning_sse(const char *id, long created, const char *model, const char *text, size_t len,
+char *mq_oai_reasoning_sse(const char *id, long created, const char *model, int index, const char *text, size_t len,
                            int usage_null, const mq_oai_lps *lps) {
-    cJSON *c, *o = envelope_choice(MQ_OAI_CHAT, id, created, model, 1, &c);
+    cJSON *c, *o = envelope_choice(MQ_OAI_CHAT, id, created, model, 1, index, &c);
     if (!o) return NULL;
     cJSON *d = cJSON_AddObjectToObject(c, "delta");
     int bad = !d || add_text(d, "reasoning_content", text, len);

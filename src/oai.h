@@ -8,7 +8,7 @@
 
 typedef enum { MQ_OAI_CHAT = 0, MQ_OAI_COMPLETION = 1 } mq_oai_kind;
 
-enum { MQ_OAI_MAX_STOP = 4, MQ_OAI_MAX_STOP_LEN = 256, MQ_OAI_MAX_STOP_IDS = 16 };
+enum { MQ_OAI_MAX_STOP = 4, MQ_OAI_MAX_STOP_LEN = 256, MQ_OAI_MAX_STOP_IDS = 16, MQ_OAI_MAX_N = 16 };
 
 /* A validated request. Every pointer is owned (mq_oai_req_free). */
 typedef struct {
@@ -41,6 +41,7 @@ typedef struct {
     int parse_calls;             /* chat: tools given and tool_choice "auto": <tool_call> blocks in the
                                   * reply become tool_calls */
     int ignore_eos;              /* vLLM's: generate max_tokens, past end-of-sequence tokens */
+    int n_choices;               /* "n": choices (1..MQ_OAI_MAX_N), generated one after the other */
     int min_tokens;              /* vLLM's: the reply has at least this many tokens (end-of-sequence and
                                   * stop ids banned, stop strings not matched before) */
     int skip_special;            /* vLLM's skip_special_tokens (default 1): special tokens the model
@@ -122,18 +123,19 @@ typedef struct {
     const mq_oai_call *calls;    /* chat: the reply's tool calls (content null when len is 0), or NULL */
     int n_calls;
 } mq_oai_reply;
-/* Full (non-streamed) response body, malloc'd. */
-char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model, const mq_oai_reply *r);
+/* Full (non-streamed) response body with n choices (r[i] is choice i; usage from r[0]), malloc'd. */
+char *mq_oai_response_json(mq_oai_kind kind, const char *id, long created, const char *model, const mq_oai_reply *r,
+                           int n);
 /* A chat chunk whose delta carries the tool calls (index, id, type, name and all the arguments). */
-char *mq_oai_calls_sse(const char *id, long created, const char *model, const mq_oai_call *calls, int n,
+char *mq_oai_calls_sse(const char *id, long created, const char *model, int index, const mq_oai_call *calls, int n,
                        int usage_null);
 /* A chat chunk whose delta carries reasoning_content (and this chunk's logprobs, or NULL). */
-char *mq_oai_reasoning_sse(const char *id, long created, const char *model, const char *text, size_t len,
+char *mq_oai_reasoning_sse(const char *id, long created, const char *model, int index, const char *text, size_t len,
                            int usage_null, const mq_oai_lps *lps);
 /* One SSE event "data: {chunk}\n\n", malloc'd. text may be NULL (no content field for chat's
  * final chunk); role_first adds chat's {"role":"assistant"}; finish NULL = null. usage_null adds
  * "usage":null (stream_options.include_usage). lps: this chunk's tokens' logprobs, or NULL. */
-char *mq_oai_chunk_sse(mq_oai_kind kind, const char *id, long created, const char *model,
+char *mq_oai_chunk_sse(mq_oai_kind kind, const char *id, long created, const char *model, int index /* choice */,
                        const char *text, size_t len, int role_first, const char *finish,
                        int usage_null, const mq_oai_lps *lps);
 /* The final usage-only SSE event (choices: []), malloc'd. */

@@ -32,6 +32,7 @@ typedef struct job {
     int state;              /* J_QUEUED -> J_RUNNING -> J_DONE */
     int cancel;             /* client gone: engine stops at the next token (atomic) */
     mq_oai_req req;
+    uint64_t seed0;         /* n > 1 without a seed: choice i samples with seed0 + i */
     int32_t *ids;           /* (n_ids) prompt token ids */
     size_t n_ids;
     long max_tokens;
@@ -203,6 +204,7 @@ typedef struct {
     srv *s;
     job *j;
     int stream, ntok;
+    int index;              /* the choice (n > 1) */
     const char *finish;
     mq_oai_stop stop;
     mq_oai_buf emit;        /* text released by the stop matcher this step */
@@ -239,7 +241,7 @@ static int send_reasoning(gen_state *g, const char *t, size_t n, int with_lps) {
     const mq_oai_lps l = {g->lps, g->n_lps, 1};
     const int lp = with_lps && g->n_lps > 0;
     if (lp) g->n_lps = 0;
-    return push(g->s, j, mq_oai_reasoning_sse(j->id, j->created, g->s->o.model_name, t, n, j->req.include_usage,
+    return push(g->s, j, mq_oai_reasoning_sse(j->id, j->created, g->s->o.model_name, g->index, t, n, j->req.include_usage,
                                               lp ? &l : NULL));
 }
 
@@ -265,7 +267,7 @@ static int deliver(gen_state *g, const char *t, size_t n) {
     if (!g->stream) return mq_oai_buf_put(&g->text, t, n);
     const mq_oai_lps l = {g->lps, g->n_lps, 1};
     g->n_lps = 0;
-    return push(g->s, j, mq_oai_chunk_sse(j->req.kind, j->id, j->created, g->s->o.model_name, t, n, 0,
+    return push(g->s, j, mq_oai_chunk_sse(j->req.kind, j->id, j->created, g->s->o.model_name, g->index, t, n, 0,
                                           NULL, j->req.include_usage, lp ? &l : NULL));
 }
 
@@ -319,7 +321,7 @@ static int on_token_lp(int32_t id, const mq_logprob *lp, void *user) {
 static int token_step(gen_state *g, int32_t id, const mq_logprob *lp) {
     srv *s = g->s;
     job *j = g->j;
-    if (!g->ntok++) j->t_first = now_s();
+    if (!g->ntok++ && !j->t_first) j->t_first = now_s(); /* (the first choice's first token) */
     int stop_id = 0;
     for (int i = 0; i < j->req.n_stop_ids; i++) stop_id |= id == j->req.stop_ids[i];
     if (mq_is_eos(s->c, id)) {
@@ -346,10 +348,10 @@ static int token_step(gen_state *g, int32_t id, const mq_logprob *lp) {
     return 0;
 }
 
-static void finish_error(srv *s, job *j, gen_state *g, const char *msg) {
+static void finish_error(srv *s, job *j, int stream, const char *msg) {
     mq_oai_err e;
     mq_oai_fail(&e, 500, "server_error", NULL, NULL, "generation failed: %s", msg);
-    if (g->stream) {
+    if (stream) {
         char *ej = mq_oai_error_json(&e);
         size_t n = ej ? strlen(ej) : 0;
         char *ev = malloc(n + 32);
@@ -382,18 +384,18 @@ static size_t common_prefix(const int32_t *a, size_t an, const int32_t *b, size_
     return i;
 }
 
-static void run_job(srv *s, job *j) {
+/* One choice of a request (index idx of n): sampling set up with seed + idx, the prompt through the
+ * KV cache (shared with the previous choice: only its last token is fed again), the reply generated
+ * into *gp (streamed as it comes, with its final chunk), its tool calls into *calls. NULL, or the
+ * error. The caller owns gp's buffers and the calls. */
+static const char *run_choice(srv *s, job *j, gen_state *gp, int idx, mq_oai_call **calls, int *n_callsp) {
     mq_ctx *c = s->c;
-    gen_state g = {.s = s, .j = j, .stream = j->req.stream};
-    g.think_on = j->req.kind == MQ_OAI_CHAT && s->o.reasoning;
-    g.stop.stop = j->req.stop;
-    g.stop.n = j->req.n_stop;
     int32_t *out = NULL;
     char *echo_text = NULL;  /* completions' echo: the prompt's text */
-    mq_oai_call *calls = NULL; /* chat with tools: the reply's tool calls */
     int n_calls = 0;
     const char *err = NULL;
     size_t n = j->n_ids;
+    const int base = j->usage.completion_tokens; /* the earlier choices' tokens */
 
     mq_sampling sp;
     mq_sampling_default(&sp);
@@ -422,11 +424,12 @@ static void run_job(srv *s, job *j) {
     sp.min_tokens = q->min_tokens;
     sp.ban_ids = ban;
     sp.n_ban = n_ban;
-    sp.seed = q->has_seed ? q->seed : (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + s->seq;
+    /* n > 1: choice i draws from seed + i (without a seed, from one time-based seed + i) */
+    sp.seed = (q->has_seed ? q->seed : j->seed0) + (uint64_t)idx;
     if (mq_set_sampling(c, &sp)) { err = mq_last_error(); goto done; }
     mq_detok_stream_reset(c);
-    if (g.stream && q->kind == MQ_OAI_CHAT &&
-        push(s, j, mq_oai_chunk_sse(q->kind, j->id, j->created, s->o.model_name, "", 0, 1, NULL, q->include_usage,
+    if (gp->stream && q->kind == MQ_OAI_CHAT &&
+        push(s, j, mq_oai_chunk_sse(q->kind, j->id, j->created, s->o.model_name, idx, "", 0, 1, NULL, q->include_usage,
                                     NULL))) {
         err = "out of memory";
         goto done;
@@ -446,11 +449,11 @@ static void run_job(srv *s, job *j) {
     if (q->echo) { /* the prompt's text (and its tokens' entries) come first */
         echo_text = q->prompt ? strdup(q->prompt) : detok_ids(c, j->ids, n);
         if (!echo_text) { err = "out of memory"; goto done; }
-        g.text_off = echo_lp ? 0 : utf8_chars(echo_text, strlen(echo_text));
-        int bad = echo_lp && add_lp(&g, j->ids[0], NULL);
-        if (!bad && !g.stream) bad = mq_oai_buf_put(&g.text, echo_text, strlen(echo_text));
+        gp->text_off = echo_lp ? 0 : utf8_chars(echo_text, strlen(echo_text));
+        int bad = echo_lp && add_lp(gp, j->ids[0], NULL);
+        if (!bad && !gp->stream) bad = mq_oai_buf_put(&gp->text, echo_text, strlen(echo_text));
         /* stream: sent now, or with its logprobs entries after the prefill */
-        if (!bad && g.stream && !echo_lp) bad = deliver(&g, echo_text, strlen(echo_text));
+        if (!bad && gp->stream && !echo_lp) bad = deliver(gp, echo_text, strlen(echo_text));
         if (bad) { err = "out of memory"; goto done; }
     }
     const int slice = echo_lp ? 64 : 512;
@@ -465,7 +468,7 @@ static void run_job(srv *s, job *j) {
             mq_logprob lp;
             mq_logprobs_row(rows + (size_t)r * s->info->vocab_size, s->info->vocab_size, j->ids[p + r + 1],
                             q->top_logprobs, &lp);
-            if (add_lp(&g, j->ids[p + r + 1], &lp)) { free(rows); err = "out of memory"; goto done; }
+            if (add_lp(gp, j->ids[p + r + 1], &lp)) { free(rows); err = "out of memory"; goto done; }
         }
         memcpy(s->cache + p, j->ids + p, (size_t)m * sizeof *s->cache);
         p += (size_t)m;
@@ -473,8 +476,8 @@ static void run_job(srv *s, job *j) {
     }
     free(rows);
     /* the generated tokens' offsets continue after the echoed text (which NFC may have changed) */
-    if (echo_lp) g.text_off = utf8_chars(echo_text, strlen(echo_text));
-    if (g.stream && echo_lp && deliver(&g, echo_text, strlen(echo_text))) { err = "out of memory"; goto done; }
+    if (echo_lp) gp->text_off = utf8_chars(echo_text, strlen(echo_text));
+    if (gp->stream && echo_lp && deliver(gp, echo_text, strlen(echo_text))) { err = "out of memory"; goto done; }
     int gen = 0;
     if (j->max_tokens > 0) {
         if (!(out = malloc((size_t)j->max_tokens * sizeof *out))) { err = "out of memory"; goto done; }
@@ -482,12 +485,12 @@ static void run_job(srv *s, job *j) {
         int32_t first = j->ids[n - 1];
         while (gen < j->max_tokens) {
             const int want = (int)j->max_tokens - gen;
-            const int got = q->logprobs ? mq_generate_lp(c, first, want, q->top_logprobs, out + gen, on_token_lp, &g)
-                                        : mq_generate(c, first, want, out + gen, on_token, &g);
+            const int got = q->logprobs ? mq_generate_lp(c, first, want, q->top_logprobs, out + gen, on_token_lp, gp)
+                                        : mq_generate(c, first, want, out + gen, on_token, gp);
             if (got < 0) { err = mq_last_error(); goto done; }
             gen += got;
-            j->usage.completion_tokens = gen;
-            if (!q->ignore_eos || g.halt || got == 0) break;
+            j->usage.completion_tokens = base + gen;
+            if (!q->ignore_eos || gp->halt || got == 0) break;
             first = out[gen - 1];
         }
     }
@@ -503,69 +506,120 @@ static void run_job(srv *s, job *j) {
         mq_reset(c);
         s->n_cache = 0;
     }
-    if (g.failed) { err = mq_last_error()[0] ? mq_last_error() : "out of memory"; goto done; }
-    if (!g.matched) {
+    if (gp->failed) { err = mq_last_error()[0] ? mq_last_error() : "out of memory"; goto done; }
+    if (!gp->matched) {
         /* Not ended by a stop string: flush the detokenizer (a dangling partial character
          * becomes U+FFFD) and whatever the stop matcher still holds. */
         char buf[64];
         int k = mq_detok_stream(c, -1, buf, sizeof buf);
-        g.emit.n = 0;
-        int r = mq_oai_stop_feed(&g.stop, buf, k > 0 ? (size_t)k : 0, &g.emit);
-        if (r < 0 || deliver(&g, g.emit.p, g.emit.n)) { err = "out of memory"; goto done; }
-        g.emit.n = 0;
-        if (r == 1) g.matched = 1;
-        else if (mq_oai_stop_flush(&g.stop, &g.emit) || deliver(&g, g.emit.p, g.emit.n)) { err = "out of memory"; goto done; }
+        gp->emit.n = 0;
+        int r = mq_oai_stop_feed(&gp->stop, buf, k > 0 ? (size_t)k : 0, &gp->emit);
+        if (r < 0 || deliver(gp, gp->emit.p, gp->emit.n)) { err = "out of memory"; goto done; }
+        gp->emit.n = 0;
+        if (r == 1) gp->matched = 1;
+        else if (mq_oai_stop_flush(&gp->stop, &gp->emit) || deliver(gp, gp->emit.p, gp->emit.n)) { err = "out of memory"; goto done; }
     }
-    if (g.matched || !g.finish) g.finish = !g.matched && gen >= j->max_tokens ? "length" : "stop";
-    if (g.think_on && g.stream) { /* the end of the reply: what the thinking split still holds */
-        g.think_r.n = g.think_c.n = 0;
-        if (mq_oai_thinkscan_flush(&g.think, &g.think_r, &g.think_c) ||
-            (g.think_r.n && send_reasoning(&g, g.think_r.p, g.think_r.n, 1))) { err = "out of memory"; goto done; }
-        g.think_on = 0; /* (the rest below goes out as content) */
-        if (g.think_c.n && deliver(&g, g.think_c.p, g.think_c.n)) { err = "out of memory"; goto done; }
-    } else if (g.think_on && g.text.n) {
-        g.has_reasoning = mq_oai_split_reasoning(g.text.p, g.text.n, &g.reasoning_at, &g.reasoning_len, &g.content_at);
+    if (gp->matched || !gp->finish) gp->finish = !gp->matched && gen >= j->max_tokens ? "length" : "stop";
+    if (gp->think_on && gp->stream) { /* the end of the reply: what the thinking split still holds */
+        gp->think_r.n = gp->think_c.n = 0;
+        if (mq_oai_thinkscan_flush(&gp->think, &gp->think_r, &gp->think_c) ||
+            (gp->think_r.n && send_reasoning(gp, gp->think_r.p, gp->think_r.n, 1))) { err = "out of memory"; goto done; }
+        gp->think_on = 0; /* (the rest below goes out as content) */
+        if (gp->think_c.n && deliver(gp, gp->think_c.p, gp->think_c.n)) { err = "out of memory"; goto done; }
+    } else if (gp->think_on && gp->text.n) {
+        gp->has_reasoning = mq_oai_split_reasoning(gp->text.p, gp->text.n, &gp->reasoning_at, &gp->reasoning_len, &gp->content_at);
     }
     if (q->parse_calls) { /* <tool_call> blocks become tool_calls; the text before them is the content */
-        char base[40];
-        snprintf(base, sizeof base, "%s", j->id + strlen("chatcmpl-"));
-        const char *src = g.stream ? g.scan.call.p : g.text.p + g.content_at;
-        const size_t sn = g.stream ? g.scan.call.n : g.text.n - g.content_at;
+        char cbase[48];
+        /* (choice i > 0: the ids get "-i", so they stay unique in the response) */
+        if (idx) snprintf(cbase, sizeof cbase, "%s-%d", j->id + strlen("chatcmpl-"), idx);
+        else snprintf(cbase, sizeof cbase, "%s", j->id + strlen("chatcmpl-"));
+        const char *src = gp->stream ? gp->scan.call.p : gp->text.p + gp->content_at;
+        const size_t sn = gp->stream ? gp->scan.call.n : gp->text.n - gp->content_at;
         size_t clen = 0;
-        n_calls = sn ? mq_oai_tool_calls(src, sn, base, &calls, &clen) : 0;
+        n_calls = sn ? mq_oai_tool_calls(src, sn, cbase, calls, &clen) : 0;
         if (n_calls < 0) { err = "out of memory"; goto done; }
         if (n_calls > 0) {
-            g.finish = "tool_calls";
-            if (!g.stream) g.text.n = g.content_at + clen;
+            gp->finish = "tool_calls";
+            if (!gp->stream) gp->text.n = gp->content_at + clen;
         }
-        if (g.stream) { /* the held tail, or an unparsable block, is content after all */
-            const mq_oai_buf *rest = g.scan.in_call ? &g.scan.call : &g.scan.held;
+        if (gp->stream) { /* the held tail, or an unparsable block, is content after all */
+            const mq_oai_buf *rest = gp->scan.in_call ? &gp->scan.call : &gp->scan.held;
             int bad = 0;
             if (n_calls == 0 && rest->n)
-                bad = push(s, j, mq_oai_chunk_sse(q->kind, j->id, j->created, s->o.model_name, rest->p, rest->n, 0, NULL,
+                bad = push(s, j, mq_oai_chunk_sse(q->kind, j->id, j->created, s->o.model_name, idx, rest->p, rest->n, 0, NULL,
                                                   q->include_usage, NULL));
             else if (n_calls > 0)
-                bad = push(s, j, mq_oai_calls_sse(j->id, j->created, s->o.model_name, calls, n_calls, q->include_usage));
+                bad = push(s, j, mq_oai_calls_sse(j->id, j->created, s->o.model_name, idx, *calls, n_calls, q->include_usage));
             if (bad) { err = "out of memory"; goto done; }
         }
     }
-    j->usage.completion_tokens = gen;
-    j->finish = g.finish;
+    j->usage.completion_tokens = base + gen;
+    j->finish = gp->finish;
     if (__atomic_load_n(&j->cancel, __ATOMIC_RELAXED)) goto done;
-    if (g.stream) {
-        if (push(s, j, mq_oai_chunk_sse(q->kind, j->id, j->created, s->o.model_name, q->kind == MQ_OAI_CHAT ? NULL : "",
-                                        0, 0, g.finish, q->include_usage, NULL)) ||
-            (q->include_usage && push(s, j, mq_oai_usage_sse(q->kind, j->id, j->created, s->o.model_name, &j->usage))) ||
+    if (gp->stream && push(s, j, mq_oai_chunk_sse(q->kind, j->id, j->created, s->o.model_name, idx,
+                                                q->kind == MQ_OAI_CHAT ? NULL : "", 0, 0, gp->finish, q->include_usage,
+                                                NULL)))
+        err = "out of memory";
+done:
+    free(out);
+    free(echo_text);
+    *n_callsp = n_calls > 0 ? n_calls : 0;
+    return err;
+}
+
+static void gen_free(gen_state *g) {
+    mq_oai_toolscan_free(&g->scan);
+    mq_oai_buf_free(&g->scan_out);
+    mq_oai_thinkscan_free(&g->think);
+    mq_oai_buf_free(&g->think_r);
+    mq_oai_buf_free(&g->think_c);
+    free(g->lps);
+    mq_oai_buf_free(&g->emit);
+    mq_oai_buf_free(&g->text);
+    mq_oai_buf_free(&g->stop.held);
+}
+
+/* A request: its n choices one after the other (the prompt's KV cache is reused between them), then
+ * the usage chunk and [DONE] (stream) or the whole body with every choice. */
+static void run_job(srv *s, job *j) {
+    const mq_oai_req *q = &j->req;
+    const int nc = q->n_choices > 0 ? q->n_choices : 1;
+    gen_state *gs = calloc((size_t)nc, sizeof *gs);
+    mq_oai_call **calls = calloc((size_t)nc, sizeof *calls);
+    int *n_calls = calloc((size_t)nc, sizeof *n_calls);
+    mq_oai_reply *rep = calloc((size_t)nc, sizeof *rep);
+    mq_oai_lps *lps = calloc((size_t)nc, sizeof *lps);
+    const char *err = NULL;
+    int ran = 0; /* choices whose state needs freeing */
+    if (!gs || !calls || !n_calls || !rep || !lps) { err = "out of memory"; goto done; }
+    j->seed0 = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + s->seq;
+    for (int i = 0; i < nc && !err; i++) {
+        gen_state *g = &gs[i];
+        *g = (gen_state){.s = s, .j = j, .stream = q->stream, .index = i};
+        g->think_on = q->kind == MQ_OAI_CHAT && s->o.reasoning;
+        g->stop.stop = q->stop;
+        g->stop.n = q->n_stop;
+        ran = i + 1;
+        err = run_choice(s, j, g, i, &calls[i], &n_calls[i]);
+        if (!err && __atomic_load_n(&j->cancel, __ATOMIC_RELAXED)) goto done;
+    }
+    if (err) goto done;
+    if (q->stream) {
+        if ((q->include_usage && push(s, j, mq_oai_usage_sse(q->kind, j->id, j->created, s->o.model_name, &j->usage))) ||
             push(s, j, strdup("data: [DONE]\n\n")))
             err = "out of memory";
     } else {
         j->status = 200;
-        const mq_oai_lps l = {g.lps, g.n_lps, q->logprobs};
-        const mq_oai_reply rep = {.text = g.text.p ? g.text.p + g.content_at : "", .len = g.text.n - g.content_at,
-                                  .reasoning = g.has_reasoning ? g.text.p + g.reasoning_at : NULL,
-                                  .rlen = g.reasoning_len, .finish = g.finish, .usage = &j->usage, .lps = &l,
-                                  .calls = calls, .n_calls = n_calls};
-        j->body = mq_oai_response_json(q->kind, j->id, j->created, s->o.model_name, &rep);
+        for (int i = 0; i < nc; i++) {
+            const gen_state *g = &gs[i];
+            lps[i] = (mq_oai_lps){g->lps, g->n_lps, q->logprobs};
+            rep[i] = (mq_oai_reply){.text = g->text.p ? g->text.p + g->content_at : "", .len = g->text.n - g->content_at,
+                                    .reasoning = g->has_reasoning ? g->text.p + g->reasoning_at : NULL,
+                                    .rlen = g->reasoning_len, .finish = g->finish, .usage = &j->usage,
+                                    .lps = &lps[i], .calls = calls[i], .n_calls = n_calls[i]};
+        }
+        j->body = mq_oai_response_json(q->kind, j->id, j->created, s->o.model_name, rep, nc);
         if (!j->body) err = "out of memory";
     }
 done:
@@ -573,22 +627,19 @@ done:
         char msg[512];
         snprintf(msg, sizeof msg, "%s", err);
         j->finish = NULL; /* (an error, whatever the text had reached) */
-        finish_error(s, j, &g, msg);
-        mq_reset(c);
+        finish_error(s, j, q->stream, msg);
+        mq_reset(s->c);
         s->n_cache = 0;
     }
-    free(out);
-    free(echo_text);
-    mq_oai_calls_free(calls, n_calls > 0 ? n_calls : 0);
-    mq_oai_toolscan_free(&g.scan);
-    mq_oai_buf_free(&g.scan_out);
-    mq_oai_thinkscan_free(&g.think);
-    mq_oai_buf_free(&g.think_r);
-    mq_oai_buf_free(&g.think_c);
-    free(g.lps);
-    mq_oai_buf_free(&g.emit);
-    mq_oai_buf_free(&g.text);
-    mq_oai_buf_free(&g.stop.held);
+    for (int i = 0; i < ran; i++) {
+        gen_free(&gs[i]);
+        mq_oai_calls_free(calls[i], n_calls[i]);
+    }
+    free(gs);
+    free(calls);
+    free(n_calls);
+    free(rep);
+    free(lps);
 }
 
 static void engine_loop(srv *s) {

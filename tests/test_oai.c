@@ -89,7 +89,7 @@ static void test_response_shapes(void **st) {
     mq_oai_call c[2] = {{"call_a_0", "f", "{\"x\": 1}"}, {"call_a_1", "g", "{}"}};
     mq_oai_usage u = {5, 7, 0};
     mq_oai_reply r = {.text = "", .finish = "tool_calls", .usage = &u, .calls = c, .n_calls = 2};
-    cJSON *o = choice0(mq_oai_response_json(MQ_OAI_CHAT, "chatcmpl-a", 1, "m", &r));
+    cJSON *o = choice0(mq_oai_response_json(MQ_OAI_CHAT, "chatcmpl-a", 1, "m", &r, 1));
     const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), *m = cJSON_GetObjectItem(ch, "message");
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(m, "content")));
     assert_string_equal(cJSON_GetObjectItem(ch, "finish_reason")->valuestring, "tool_calls");
@@ -105,12 +105,12 @@ static void test_response_shapes(void **st) {
     r.text = "Checking.";
     r.len = 9;
     r.n_calls = 1;
-    o = choice0(mq_oai_response_json(MQ_OAI_CHAT, "chatcmpl-a", 1, "m", &r));
+    o = choice0(mq_oai_response_json(MQ_OAI_CHAT, "chatcmpl-a", 1, "m", &r, 1));
     m = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "message");
     assert_string_equal(cJSON_GetObjectItem(m, "content")->valuestring, "Checking.");
     cJSON_Delete(o);
     /* the stream's tool-call chunk */
-    char *ev = mq_oai_calls_sse("chatcmpl-a", 1, "m", c, 2, 0);
+    char *ev = mq_oai_calls_sse("chatcmpl-a", 1, "m", 0, c, 2, 0);
     assert_non_null(ev);
     assert_memory_equal(ev, "data: {", 7);
     o = choice0(strndup(ev + 6, strlen(ev) - 8));
@@ -171,7 +171,7 @@ static void test_reasoning(void **st) {
     /* the response: reasoning_content beside a null content */
     mq_oai_usage u = {1, 2, 0};
     mq_oai_reply rep = {.text = "", .reasoning = "x", .rlen = 1, .finish = "length", .usage = &u};
-    cJSON *o = choice0(mq_oai_response_json(MQ_OAI_CHAT, "chatcmpl-a", 1, "m", &rep));
+    cJSON *o = choice0(mq_oai_response_json(MQ_OAI_CHAT, "chatcmpl-a", 1, "m", &rep, 1));
     const cJSON *m = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "message");
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(m, "content")));
     assert_string_equal(cJSON_GetObjectItem(m, "reasoning_content")->valuestring, "x");

@@ -191,7 +191,41 @@ err "unknown role" 400 $C '{"messages":[{"role":"wizard","content":"x"}]}'
 err "temperature wrong type" 400 $C '{"messages":[{"role":"user","content":"x"}],"temperature":"hot"}'
 err "temperature out of range" 400 $C '{"messages":[{"role":"user","content":"x"}],"temperature":7}'
 err "max_tokens not integer" 400 $C '{"messages":[{"role":"user","content":"x"}],"max_tokens":1.5}'
-err "n > 1" 400 $C '{"messages":[{"role":"user","content":"x"}],"n":3}'
+# n > 1: the choices one after the other; choice i samples with seed + i, so choice 0 is the n = 1
+# reply with the same seed and choice 1 the n = 1 reply with seed + 1
+post $C '{"messages":[{"role":"user","content":"x"}],"max_tokens":6,"temperature":2,"top_p":1,"top_k":0,"seed":5,"n":3}' >/dev/null
+cp "$T/body" "$T/n3"
+post $C '{"messages":[{"role":"user","content":"x"}],"max_tokens":6,"temperature":2,"top_p":1,"top_k":0,"seed":5}' >/dev/null
+cp "$T/body" "$T/n1s5"
+post $C '{"messages":[{"role":"user","content":"x"}],"max_tokens":6,"temperature":2,"top_p":1,"top_k":0,"seed":6}' >/dev/null
+check "n 3: indexes, usage, choice i = seed + i" 'python3 - "$T/n3" "$T/n1s5" "$T/body" <<EOF
+import json, sys
+d, a, b = (json.load(open(p)) for p in sys.argv[1:4])
+ch = d["choices"]
+assert [c["index"] for c in ch] == [0, 1, 2], ch
+assert d["usage"]["completion_tokens"] == 18 and d["usage"]["prompt_tokens"] == a["usage"]["prompt_tokens"], d["usage"]
+assert ch[0]["message"] == a["choices"][0]["message"] and ch[1]["message"] == b["choices"][0]["message"], (ch, a, b)
+assert len({c["message"]["content"] for c in ch}) > 1, ch
+EOF'
+curl -sN "$U/v1/completions" -d '{"prompt":"Hello there","max_tokens":5,"temperature":0.9,"seed":5,"n":2,"stream":true,"stream_options":{"include_usage":true}}' >"$T/sse"
+post /v1/completions '{"prompt":"Hello there","max_tokens":5,"temperature":0.9,"seed":5,"n":2}' >/dev/null
+check "n 2 streamed: per-index text = non-stream, two finishes, one usage" 'python3 - "$T/sse" "$T/body" <<EOF
+import json, sys
+evs = [e[6:] for e in open(sys.argv[1]).read().split("\n\n") if e.startswith("data: ")]
+assert evs[-1] == "[DONE]", evs[-1]
+t, fin, usage = {}, {}, []
+for e in evs[:-1]:
+    o = json.loads(e)
+    if o.get("usage"): usage.append(o["usage"])
+    for c in o["choices"]:
+        t[c["index"]] = t.get(c["index"], "") + c["text"]
+        if c["finish_reason"]: fin[c["index"]] = c["finish_reason"]
+d = json.load(open(sys.argv[2]))
+assert sorted(fin) == [0, 1] and len(usage) == 1 and usage[0]["completion_tokens"] == 10, (fin, usage)
+assert [t[0], t[1]] == [c["text"] for c in d["choices"]], (t, d)
+EOF'
+err "n past 16" 400 $C '{"messages":[{"role":"user","content":"x"}],"n":17}'
+err "n 0" 400 $C '{"messages":[{"role":"user","content":"x"}],"n":0}'
 err "top_logprobs without logprobs" 400 $C '{"messages":[{"role":"user","content":"x"}],"top_logprobs":2}'
 err "top_logprobs past 20" 400 $C '{"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21}'
 err "tool_choice required" 400 $C '{"messages":[{"role":"user","content":"x"}],"tool_choice":"required"}'
