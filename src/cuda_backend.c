@@ -130,7 +130,7 @@ static int cuda_step_sample(mq_backend *be, int32_t id, int pos, const mq_sampli
                       .rep_penalty = s->rep_penalty, .top_k = s->top_k, .rep_last_n = s->rep_last_n};
     /* (presence / frequency penalties: the host sampler only) */
     const int pf = s->presence_penalty != 0.0f || s->frequency_penalty != 0.0f || s->n_bias > 0 ||
-                   (s->min_tokens > 0 && s->n_ban > 0);
+                   (s->min_tokens > 0 && s->n_ban > 0 && n_hist - s->penalty_from < s->min_tokens);
     if (!pf && mq_gpu_sample_supported(b->g, &gs)) {
         int32_t t = -1;
         return mq_gpu_sample(b->g, id, pos, 1, &gs, rng, hist, n_hist, NULL, 0, &t) < 0 ? -1 : t;
@@ -156,7 +156,9 @@ static int cuda_generate_sample(mq_backend *be, int32_t id, int pos, int n, cons
     mq_gpu_samp gs = {.temperature = s->temperature, .top_p = s->top_p, .min_p = s->min_p,
                       .rep_penalty = s->rep_penalty, .top_k = s->top_k, .rep_last_n = s->rep_last_n};
     if (n < 1 || s->presence_penalty != 0.0f || s->frequency_penalty != 0.0f || s->n_bias > 0 ||
-        (s->min_tokens > 0 && s->n_ban > 0) || !mq_gpu_sample_supported(b->g, &gs))
+        (s->min_tokens > 0 && s->n_ban > 0 && n_hist - s->penalty_from < s->min_tokens) ||  /* (banned for the first
+                                                                                          * token: then for all) */
+        !mq_gpu_sample_supported(b->g, &gs))
         return 0;
     return mq_gpu_sample(b->g, id, pos, n, &gs, rng, hist, n_hist, stop, n_stop, out);
 }

@@ -240,15 +240,21 @@ int mq_set_sampling(mq_ctx *c, const mq_sampling *s) {
     return 0;
 }
 
-static int greedy(const mq_ctx *c) {
+/* min_tokens' ban applies to the token chosen after n_hist tokens of history */
+static int ban_on(const mq_ctx *c, int n_hist) {
+    return c->samp.min_tokens > 0 && c->samp.n_ban > 0 && n_hist - c->samp.penalty_from < c->samp.min_tokens;
+}
+
+/* Plain argmax for the token chosen after n_hist tokens (the device's greedy loop may choose it). */
+static int greedy(const mq_ctx *c, int n_hist) {
     return c->samp.temperature == 0.0f && c->samp.rep_penalty == 1.0f && c->samp.presence_penalty == 0.0f &&
-           c->samp.frequency_penalty == 0.0f && c->samp.n_bias == 0 && !(c->samp.min_tokens > 0 && c->samp.n_ban > 0);
+           c->samp.frequency_penalty == 0.0f && c->samp.n_bias == 0 && !ban_on(c, n_hist);
 }
 
 int32_t mq_sample(mq_ctx *c) {
     const float *l = mq_logits(c);
     if (!l) { mq_err_set("mq_sample: no logits (feed a token first)"); return -1; }
-    if (greedy(c)) return mq_sampler_argmax(l, c->info.vocab_size);
+    if (greedy(c, c->pos)) return mq_sampler_argmax(l, c->info.vocab_size);
     /* The sampler edits logits in place (penalties); work on a copy in its scratch. */
     float *tmp = c->sampler.probs;
     memcpy(tmp, l, (size_t)c->info.vocab_size * sizeof *tmp);
@@ -256,7 +262,7 @@ int32_t mq_sample(mq_ctx *c) {
 }
 
 int32_t mq_step(mq_ctx *c, int32_t id) {
-    if (!greedy(c) && c->be->step_sample) {
+    if (!greedy(c, c->pos + 1) && c->be->step_sample) {
         if (c->pos >= c->info.max_ctx) {
             mq_err_set("context full: position %d reaches max context %d", c->pos, c->info.max_ctx);
             return -1;
@@ -284,8 +290,9 @@ int mq_generate(mq_ctx *c, int32_t first, int n, int32_t *out, mq_token_cb cb, v
     int32_t id = first;
     /* Device-side loops (greedy, or sampling the device supports) in chunks: a small first chunk
      * so streaming starts at once. */
-    const int g = greedy(c);
+    const int g = greedy(c, c->pos + 1);
     int dev = g ? c->be->generate_greedy != NULL : c->be->generate_sample != NULL;
+    const int banned = ban_on(c, c->pos + 1); /* min_tokens: the device loops may take over after it */
     if (dev) {
         int chunk = 4;
         while (k < n) {
@@ -326,6 +333,8 @@ int mq_generate(mq_ctx *c, int32_t first, int n, int32_t *out, mq_token_cb cb, v
         if (dev) return k;
     }
     while (k < n) {
+        if (banned && !ban_on(c, c->pos + 1) && (c->be->generate_greedy || c->be->generate_sample))
+            return k + mq_generate(c, id, n - k, out + k, cb, user); /* (at most once: the ban is over) */
         int32_t t = mq_step(c, id);
         if (t < 0) return -1;
         out[k++] = t;

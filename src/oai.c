@@ -870,15 +870,17 @@ static size_t held_suffix(const mq_oai_stop *s, const char *h, size_t n) {
 
 int mq_oai_stop_feed(mq_oai_stop *s, const char *text, size_t n, mq_oai_buf *emit) {
     if (s->n == 0) return n ? mq_oai_buf_put(emit, text, n) : 0;
+    const size_t old = s->held.n;
     if (mq_oai_buf_put(&s->held, text, n)) return -1;
     const char *h = s->held.p;
     size_t hn = s->held.n, first = (size_t)-1;
-    /* Earliest complete occurrence of any stop string: everything before it is released. */
-    for (int i = 0; i < s->n; i++) {
+    /* Earliest complete occurrence of any stop string that ends in the new text: everything before
+     * it is released. (hold_only: none; the held tail still waits for what follows.) */
+    for (int i = 0; !s->hold_only && i < s->n; i++) {
         const char *st = s->stop[i];
         size_t sl = strlen(st);
         for (size_t p = 0; p + sl <= hn && p < first; p++)
-            if (h[p] == st[0] && !memcmp(h + p, st, sl)) { first = p; break; }
+            if (p + sl > old && h[p] == st[0] && !memcmp(h + p, st, sl)) { first = p; break; }
     }
     if (first != (size_t)-1) {
         int rc = mq_oai_buf_put(emit, h, first);

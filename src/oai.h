@@ -166,9 +166,12 @@ typedef struct {
     char *const *stop;           /* (n) borrowed stop strings */
     int n;
     mq_oai_buf held;             /* text not yet released */
+    int hold_only;               /* set by the caller: text fed now cannot complete a stop string
+                                  * (min_tokens), though a string it begins may complete later */
 } mq_oai_stop;
 /* Add text; appends what may be released to emit. Returns 1 when a stop string completed (emit
- * gets the text before it; the rest is dropped), 0 otherwise, -1 out of memory. */
+ * gets the text before it; the rest is dropped), 0 otherwise, -1 out of memory. A match must end
+ * in the text of this call (held text is a proper prefix of a stop string, or was fed hold_only). */
 int mq_oai_stop_feed(mq_oai_stop *s, const char *text, size_t n, mq_oai_buf *emit);
 /* End of stream without a match: release the held text. */
 int mq_oai_stop_flush(mq_oai_stop *s, mq_oai_buf *emit);

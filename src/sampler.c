@@ -88,11 +88,13 @@ int mq_sampler_init(mq_sampler *s, int vocab, const mq_sampling *p) {
             return -1;
         }
     if (p->min_tokens < 0 || p->n_ban < 0 || (p->n_ban > 0 && !p->ban_ids)) {
+        mq_sampler_free(s);
         mq_err_set("sampler: min_tokens %d / ban list of %d entries invalid", p->min_tokens, p->n_ban);
         return -1;
     }
     for (int i = 0; i < p->n_ban; i++)
         if (p->ban_ids[i] < 0 || p->ban_ids[i] >= vocab) {
+            mq_sampler_free(s);
             mq_err_set("sampler: banned id %d out of range [0, %d)", p->ban_ids[i], vocab);
             return -1;
         }

@@ -279,8 +279,11 @@ static size_t utf8_chars(const char *s, size_t n) {
     return k;
 }
 
-/* Append token id's logprobs entry (lp NULL: no logprob, an echoed prompt's first token). */
-static int add_lp(gen_state *g, int32_t id, const mq_logprob *lp) {
+/* Append token id's logprobs entry (lp NULL: no logprob, an echoed prompt's first token). text: the
+ * token's bytes are in the text (its text_offset then advances the next one's): an echoed prompt
+ * token always, a generated one unless skip_special_tokens leaves it out or it is an end-of-sequence
+ * token (ignore_eos: it never adds text). */
+static int add_lp(gen_state *g, int32_t id, const mq_logprob *lp, int text) {
     if (g->n_lps == g->cap_lps) {
         size_t cap = g->cap_lps ? 2 * g->cap_lps : 64;
         mq_oai_lp *p = realloc(g->lps, cap * sizeof *p);
@@ -293,8 +296,7 @@ static int add_lp(gen_state *g, int32_t id, const mq_logprob *lp) {
     memset(e, 0, sizeof *e);
     e->tok.b = mq_token_bytes(c, id, &e->tok.n);
     e->text_offset = g->text_off;
-    if (!(g->j->req.skip_special && mq_token_is_special(c, id))) /* (a skipped one adds no text) */
-        g->text_off += utf8_chars(e->tok.b, e->tok.n);
+    if (text) g->text_off += utf8_chars(e->tok.b, e->tok.n);
     if (!lp) return 0;
     e->has_lp = 1;
     e->tok.lp = lp->logprob;
@@ -329,18 +331,20 @@ static int token_step(gen_state *g, int32_t id, const mq_logprob *lp) {
          * logprobs) unless the request has ignore_eos (vLLM's), which keeps going past it, and
          * does not name it in stop_token_ids */
         if (!j->req.ignore_eos || stop_id) { g->finish = "stop"; return 1; }
-        if (lp && (add_lp(g, id, lp) || deliver(g, "", 0))) { g->failed = 1; return 1; }
+        if (lp && (add_lp(g, id, lp, 0) || deliver(g, "", 0))) { g->failed = 1; return 1; }
         return __atomic_load_n(&j->cancel, __ATOMIC_RELAXED) || s->stopping;
     }
-    if (lp && add_lp(g, id, lp)) { g->failed = 1; return 1; }
-    char buf[4096];
     /* skip_special_tokens: a special token adds no text (it still counts, and has its logprobs) */
-    int k = j->req.skip_special && mq_token_is_special(s->c, id) ? 0 : mq_detok_stream(s->c, id, buf, sizeof buf);
+    const int skip = j->req.skip_special && mq_token_is_special(s->c, id);
+    if (lp && add_lp(g, id, lp, !skip)) { g->failed = 1; return 1; }
+    char buf[4096];
+    int k = skip ? 0 : mq_detok_stream(s->c, id, buf, sizeof buf);
     if (k < 0) { g->failed = 1; return 1; }
     g->emit.n = 0;
-    /* stop strings are not matched before min_tokens (vLLM's StopChecker returns early) */
-    int r = g->ntok < j->req.min_tokens ? 0 : mq_oai_stop_feed(&g->stop, buf, (size_t)k, &g->emit);
-    if (g->ntok < j->req.min_tokens && k > 0 && mq_oai_buf_put(&g->emit, buf, (size_t)k)) r = -1;
+    /* a stop string cannot end in the first min_tokens tokens' text (vLLM checks from the token
+     * after them, looking back into that text for a string that straddles the boundary) */
+    g->stop.hold_only = g->ntok <= j->req.min_tokens;
+    int r = mq_oai_stop_feed(&g->stop, buf, (size_t)k, &g->emit);
     if (r < 0 || deliver(g, g->emit.p, g->emit.n)) { g->failed = 1; return 1; }
     if (r == 1) { g->matched = 1; return 1; }
     if (stop_id) { g->finish = "stop"; return 1; }
@@ -424,8 +428,9 @@ static const char *run_choice(srv *s, job *j, gen_state *gp, int idx, mq_oai_cal
     sp.min_tokens = q->min_tokens;
     sp.ban_ids = ban;
     sp.n_ban = n_ban;
-    /* n > 1: choice i draws from seed + i (without a seed, from one time-based seed + i) */
-    sp.seed = (q->has_seed ? q->seed : j->seed0) + (uint64_t)idx;
+    /* n > 1: choice i draws from seed + i (as vLLM); without a seed, from the job's own seed0 with
+     * choices spread by an odd constant, so that no two requests' choices share a seed */
+    sp.seed = q->has_seed ? q->seed + (uint64_t)idx : j->seed0 + (uint64_t)idx * 0xD1B54A32D192ED03ull;
     if (mq_set_sampling(c, &sp)) { err = mq_last_error(); goto done; }
     mq_detok_stream_reset(c);
     if (gp->stream && q->kind == MQ_OAI_CHAT &&
@@ -444,13 +449,13 @@ static const char *run_choice(srv *s, job *j, gen_state *gp, int idx, mq_oai_cal
     if (keep > n - 1) keep = n - 1;
     if (mq_rewind(c, (int)keep)) { err = mq_last_error(); goto done; }
     s->n_cache = (int)keep;
-    j->usage.cached_tokens = (int)keep;
+    if (idx == 0) j->usage.cached_tokens = (int)keep; /* (later choices find all of the prompt cached) */
     j->usage.prompt_tokens = (int)n;
     if (q->echo) { /* the prompt's text (and its tokens' entries) come first */
         echo_text = q->prompt ? strdup(q->prompt) : detok_ids(c, j->ids, n);
         if (!echo_text) { err = "out of memory"; goto done; }
         gp->text_off = echo_lp ? 0 : utf8_chars(echo_text, strlen(echo_text));
-        int bad = echo_lp && add_lp(gp, j->ids[0], NULL);
+        int bad = echo_lp && add_lp(gp, j->ids[0], NULL, 1);
         if (!bad && !gp->stream) bad = mq_oai_buf_put(&gp->text, echo_text, strlen(echo_text));
         /* stream: sent now, or with its logprobs entries after the prefill */
         if (!bad && gp->stream && !echo_lp) bad = deliver(gp, echo_text, strlen(echo_text));
@@ -468,7 +473,7 @@ static const char *run_choice(srv *s, job *j, gen_state *gp, int idx, mq_oai_cal
             mq_logprob lp;
             mq_logprobs_row(rows + (size_t)r * s->info->vocab_size, s->info->vocab_size, j->ids[p + r + 1],
                             q->top_logprobs, &lp);
-            if (add_lp(gp, j->ids[p + r + 1], &lp)) { free(rows); err = "out of memory"; goto done; }
+            if (add_lp(gp, j->ids[p + r + 1], &lp, 1)) { free(rows); err = "out of memory"; goto done; }
         }
         memcpy(s->cache + p, j->ids + p, (size_t)m * sizeof *s->cache);
         p += (size_t)m;
@@ -593,7 +598,6 @@ static void run_job(srv *s, job *j) {
     const char *err = NULL;
     int ran = 0; /* choices whose state needs freeing */
     if (!gs || !calls || !n_calls || !rep || !lps) { err = "out of memory"; goto done; }
-    j->seed0 = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + s->seq;
     for (int i = 0; i < nc && !err; i++) {
         gen_state *g = &gs[i];
         *g = (gen_state){.s = s, .j = j, .stream = q->stream, .index = i};
@@ -858,6 +862,9 @@ static enum MHD_Result handle_generate(srv *s, conn_ctx *cc, struct MHD_Connecti
     j->created = (long)time(NULL);
     snprintf(j->id, sizeof j->id, "%s-%lx%06lx", kind == MQ_OAI_CHAT ? "chatcmpl" : "cmpl", (unsigned long)j->created,
              ++s->seq & 0xffffff);
+    /* the sampling seed of a request without one: its own (time, sequence number), taken here under
+     * the lock, so requests that run in the same second still draw differently */
+    j->seed0 = ((uint64_t)j->created << 24 ^ (uint64_t)s->seq) * 0x9E3779B97F4A7C15ull;
     j->t_queued = now_s();
     j->state = J_QUEUED;
     j->refs++; /* the queue's / engine's reference */

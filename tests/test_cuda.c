@@ -259,6 +259,61 @@ static void check_greedy_synth(const char *shape, int layers, int n, double yarn
 static void test_greedy_tiny(void **st) { (void)st; check_greedy_synth("tiny", 0, 128, 0); }
 /* YaRN (x4 over 32 positions): both backends rotate by the shared table (src/rope.c) */
 static void test_greedy_yarn(void **st) { (void)st; check_greedy_synth("tiny", 0, 128, 4.0); }
+
+/* min_tokens through the public API (mq_generate): greedy with two of the plain greedy reply's ids
+ * banned for the first 6 tokens. The cuda context steps on the host while the ban holds and hands
+ * over to its device loop after it; its reply must equal the cpu context's, token for token. */
+static void test_min_tokens_api(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    char dir[] = "/tmp/mq_test_cuda_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    mq_synth_opts o;
+    mq_synth_defaults(&o);
+    o.shape = "tiny";
+    o.seed = 7;
+    o.log = NULL;
+    if (mq_synth_write(dir, &o) != 0) fail_msg("synth: %s", mq_err_get());
+    enum { NP = 5, N = 40 };
+    const int32_t prompt[NP] = {785, 3840, 315, 279, 18484};
+    int32_t plain[N], got[2][N];
+    int n_got[2];
+    for (int b = 0; b < 2; b++) {
+        mq_params p;
+        mq_params_default(&p);
+        p.backend = b ? "cuda" : "cpu";
+        p.max_ctx = 128;
+        p.load_tokenizer = 0;
+        mq_ctx *c = mq_open(dir, &p);
+        if (!c) fail_msg("mq_open %s: %s", p.backend, mq_last_error());
+        mq_sampling s;
+        mq_sampling_default(&s);
+        assert_int_equal(mq_set_sampling(c, &s), 0);
+        if (b == 0) { /* the plain greedy reply, to pick ids that it would choose early */
+            assert_int_equal(mq_feed(c, prompt, NP - 1, NULL), 0);
+            assert_int_equal(mq_generate(c, prompt[NP - 1], N, plain, NULL, NULL), N);
+            mq_reset(c);
+        }
+        const int32_t ban[2] = {plain[1], plain[3]};
+        s.min_tokens = 6;
+        s.penalty_from = NP;
+        s.ban_ids = ban;
+        s.n_ban = 2;
+        assert_int_equal(mq_set_sampling(c, &s), 0);
+        assert_int_equal(mq_feed(c, prompt, NP - 1, NULL), 0);
+        n_got[b] = mq_generate(c, prompt[NP - 1], N, got[b], NULL, NULL);
+        assert_int_equal(n_got[b], N);
+        for (int i = 0; i < 6; i++) assert_true(got[b][i] != ban[0] && got[b][i] != ban[1]);
+        mq_close(c);
+    }
+    int same = 0;
+    while (same < N && got[0][same] == got[1][same]) same++;
+    printf("  min_tokens 6 (2 ids banned): cuda %d/%d tokens identical to cpu (plain greedy's 2nd id %d, got %d)\n",
+           same, N, plain[1], got[0][1]);
+    assert_int_equal(same, N);
+    assert_true(got[0][1] != plain[1]); /* the ban changed the reply */
+    assert_int_equal(mq_test_rmrf(dir), 0);
+}
 /* 4 and 5 query heads per kv head (Qwen3-4B / 8B, 14B) and a hidden size that is not a power of
  * two (320; 4B's 2560): the other tests have 2 per kv head (but HF fixture B: 4 at head_dim 16) and
  * hidden 64 / 96 / 128 / 1024 / 2048. Then two layers of the real 4B and 14B shapes (14B: untied
@@ -493,7 +548,7 @@ int main(void) {
         cmocka_unit_test(test_hf_B),
         cmocka_unit_test(test_hf_C),
         cmocka_unit_test(test_greedy_tiny),
-        cmocka_unit_test(test_greedy_yarn),
+        cmocka_unit_test(test_greedy_yarn), cmocka_unit_test(test_min_tokens_api),
         cmocka_unit_test(test_greedy_gqa),
         cmocka_unit_test(test_sample_tiny),
         cmocka_unit_test(test_sample_multi_tiny),

@@ -224,6 +224,11 @@ d = json.load(open(sys.argv[2]))
 assert sorted(fin) == [0, 1] and len(usage) == 1 and usage[0]["completion_tokens"] == 10, (fin, usage)
 assert [t[0], t[1]] == [c["text"] for c in d["choices"]], (t, d)
 EOF'
+post $C '{"messages":[{"role":"user","content":"Zebra quartz n3 cache check"}],"max_tokens":2,"n":3}' >/dev/null
+check "n 3: cached_tokens from the first choice" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"prompt_tokens_details\"][\"cached_tokens\"]<d[\"usage\"][\"prompt_tokens\"]-1, d"'
+# echoed prompt logprobs: a special token in the prompt is in the echoed text, so it advances text_offset
+post /v1/completions '{"prompt":"<|im_start|>user\nhi","max_tokens":1,"temperature":0,"echo":true,"logprobs":0}' >/dev/null
+check "echo: text_offset past a special prompt token" 'python3 -c "import json;d=json.load(open(\"$T/body\"));o=d[\"choices\"][0][\"logprobs\"][\"text_offset\"];assert o[:4]==[0,12,16,17], o"'
 err "n past 16" 400 $C '{"messages":[{"role":"user","content":"x"}],"n":17}'
 err "n 0" 400 $C '{"messages":[{"role":"user","content":"x"}],"n":0}'
 err "top_logprobs without logprobs" 400 $C '{"messages":[{"role":"user","content":"x"}],"top_logprobs":2}'
@@ -301,8 +306,10 @@ err "skip_special_tokens not a boolean" 400 /v1/completions '{"prompt":"x","skip
 err "response_format json" 400 $C '{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}'
 err "guided_json" 400 $C '{"messages":[{"role":"user","content":"x"}],"guided_json":{}}'
 # min_tokens (vLLM's): +100 on the end-of-sequence id (151645) ends the reply at once; with
-# min_tokens 5 it is banned for 5 tokens, then ends it (the EOS counts as a completion token, as vLLM). Stop strings wait for min_tokens too:
-# "," forced with stop "," and min_tokens 3 gives ",," (the 3rd token's stop match cuts it).
+# min_tokens 5 it is banned for 5 tokens, then ends it (the EOS counts as a completion token, as vLLM).
+# Stop strings wait for min_tokens too (vLLM V1: checked from the token after them, looking back):
+# "," forced with stop "," and min_tokens 3 gives ",,," (the 4th token's match cuts it), and a stop
+# string that begins in the first min_tokens tokens' text and ends later still stops the reply.
 post /v1/completions '{"prompt":"Hello there","max_tokens":20,"temperature":0,"logit_bias":{"151645":100}}' >/dev/null
 check "EOS forced: only the EOS token (counted, as vLLM)" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==1 and d[\"choices\"][0][\"text\"]==\"\" and d[\"choices\"][0][\"finish_reason\"]==\"stop\", d"'
 post /v1/completions '{"prompt":"Hello there","max_tokens":20,"temperature":0,"logit_bias":{"151645":100},"min_tokens":5}' >/dev/null
@@ -310,7 +317,19 @@ check "min_tokens 5: 5 tokens, then the EOS" 'python3 -c "import json;d=json.loa
 post /v1/completions '{"prompt":"Hello there","max_tokens":10,"temperature":0.8,"seed":3,"logit_bias":{"151645":100},"min_tokens":4}' >/dev/null
 check "min_tokens 4, sampled: 4 tokens + EOS" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==5, d"'
 post /v1/completions '{"prompt":"Hello there","max_tokens":10,"temperature":0,"logit_bias":{"11":100},"stop":",","min_tokens":3}' >/dev/null
-check "min_tokens holds stop strings back" 'python3 -c "import json;d=json.load(open(\"$T/body\"));c=d[\"choices\"][0];assert c[\"text\"]==\",,\" and c[\"finish_reason\"]==\"stop\", d"'
+check "min_tokens holds stop strings back" 'python3 -c "import json;d=json.load(open(\"$T/body\"));c=d[\"choices\"][0];assert c[\"text\"]==\",,,\" and c[\"finish_reason\"]==\"stop\" and d[\"usage\"][\"completion_tokens\"]==4, d"'
+post /v1/completions '{"prompt":"Hello there","max_tokens":8,"temperature":0}' >/dev/null
+gtoks=$(python3 -c "import json;d=json.load(open('$T/body'));print(d['choices'][0]['text'])")
+post /v1/completions '{"prompt":"Hello there","max_tokens":8,"temperature":0,"logprobs":0}' >/dev/null
+# the stop string: the first token's last 2 characters + the second token + the third's first 2
+stopstr=$(python3 -c "import json;t=json.load(open('$T/body'))['choices'][0]['logprobs']['tokens'];print(t[0][-2:]+t[1]+t[2][:2])")
+body=$(python3 -c "import json,sys;print(json.dumps({'prompt':'Hello there','max_tokens':8,'temperature':0,'min_tokens':2,'stop':[sys.argv[1]]}))" "$stopstr")
+post /v1/completions "$body" >/dev/null
+check "min_tokens: a stop string straddling its end stops ($stopstr)" 'python3 - "$T/body" "$gtoks" "$stopstr" <<EOF
+import json, sys
+d = json.load(open(sys.argv[1])); c = d["choices"][0]
+assert c["finish_reason"] == "stop" and c["text"] == sys.argv[2][:sys.argv[2].index(sys.argv[3])], (d, sys.argv)
+EOF'
 err "min_tokens past max_tokens" 400 /v1/completions '{"prompt":"x","max_tokens":2,"min_tokens":5}'
 err "min_tokens not an integer" 400 /v1/completions '{"prompt":"x","min_tokens":1.5}'
 code=$(post $C '{"messages":[{"role":"user","content":"x"}],"max_tokens":1,"logit_bias":{},"response_format":{"type":"text"},"min_tokens":0}')
