@@ -71,6 +71,16 @@ await test('logprobs (chat and completions with echo)', async () => {
   assert.ok(l.token_logprobs.slice(1).every((x) => x <= 0), JSON.stringify(l));
 });
 
+await test('n = 3 (non-stream and stream)', async () => {
+  const args = { model: 'tiny', messages: msgs, max_tokens: 4, temperature: 2, top_p: 1, seed: 11, n: 3 };
+  const r = await client.chat.completions.create(args);
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2]);
+  const s = await client.chat.completions.create({ ...args, stream: true });
+  const text = ['', '', ''];
+  for await (const ch of s) for (const c of ch.choices) if (c.delta && c.delta.content) text[c.index] += c.delta.content;
+  assert.deepEqual(text, r.choices.map((c) => c.message.content));
+});
+
 await test('models.list', async () => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
