@@ -607,6 +607,7 @@ static void run_job(srv *s, job *j) {
         ran = i + 1;
         err = run_choice(s, j, g, i, &calls[i], &n_calls[i]);
         if (!err && __atomic_load_n(&j->cancel, __ATOMIC_RELAXED)) goto done;
+        if (!err && i + 1 < nc && s->stopping) err = "the server is shutting down";
     }
     if (err) goto done;
     if (q->stream) {
