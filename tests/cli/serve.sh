@@ -4,6 +4,8 @@
 # Loopback only; the server is always stopped (trap). Then the openai-SDK tests in tests/server/.
 set -u
 BIN=$(readlink -f "${1:?usage: serve.sh MEGAQWEN_BINARY}")
+# MQ_SERVE_BACKEND=cuda: the same checks against the cuda backend (on a machine with a GPU)
+BK=${MQ_SERVE_BACKEND:-cpu}
 T=$(mktemp -d); SPID=""
 stop() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null; SPID=""; }
 trap 'stop; rm -rf "$T"' EXIT
@@ -15,7 +17,7 @@ start() { # start ARGS...: server on a free loopback port, URL in $U
   # empty the log first: the background job truncates it only once it runs, and until then the
   # loop below could read the previous server's URL
   : >"$T/log"
-  "$BIN" serve -m "$M" --port 0 --backend cpu --threads 1 --max-ctx 256 "$@" >"$T/log" 2>&1 </dev/null &
+  "$BIN" serve -m "$M" --port 0 --backend $BK --threads 1 --max-ctx 256 "$@" >"$T/log" 2>&1 </dev/null &
   SPID=$!
   for _ in $(seq 100); do U=$(grep -o 'http://127.0.0.1:[0-9]*' "$T/log" | head -1); [ -n "$U" ] && return 0; sleep 0.1; done
   bad "server did not start: $(cat "$T/log")"; return 1
@@ -33,7 +35,7 @@ check "health" '[ "$(curl -s "$U/health" | python3 -c "import json,sys;print(jso
 check "models lists tiny" 'curl -s "$U/v1/models" | grep -q "\"id\":\"tiny\""'
 
 # Greedy through the server equals `megaqwen run --temp 0` (text prompt, raw completion).
-want=$("$BIN" run -m "$M" -p "Hello there" -n 12 --temp 0 --backend cpu --threads 1 --max-ctx 256 --ignore-eos 2>/dev/null)
+want=$("$BIN" run -m "$M" -p "Hello there" -n 12 --temp 0 --backend $BK --threads 1 --max-ctx 256 --ignore-eos 2>/dev/null)
 code=$(post /v1/completions '{"model":"tiny","prompt":"Hello there","max_tokens":12,"temperature":0}')
 got=$(python3 -c "import json;print(json.load(open('$T/body'))['choices'][0]['text'])")
 check "completion 200" '[ "$code" = 200 ]'
@@ -49,7 +51,7 @@ code=$(post /v1/completions '{"prompt":[1994,62],"max_tokens":6,"temperature":0}
 check "padding id: 200 ($code: $(head -c 200 "$T/body"))" '[ "$code" = 200 ]'
 check "padding id: all 6 tokens counted" 'python3 -c "import json;d=json.load(open(\"$T/body\"));assert d[\"usage\"][\"completion_tokens\"]==6"'
 # Chat greedy == run --chat.
-wantc=$("$BIN" run -m "$M" -p "Hi" --chat -n 8 --temp 0 --backend cpu --threads 1 --max-ctx 256 --ignore-eos 2>/dev/null)
+wantc=$("$BIN" run -m "$M" -p "Hi" --chat -n 8 --temp 0 --backend $BK --threads 1 --max-ctx 256 --ignore-eos 2>/dev/null)
 post /v1/chat/completions '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":8,"temperature":0}' >/dev/null
 check "greedy chat == run --chat" '[ "$(python3 -c "import json;print(json.load(open(\"$T/body\"))[\"choices\"][0][\"message\"][\"content\"])")" = "$wantc" ]'
 
@@ -76,7 +78,7 @@ check "stop string ('$stopstr')" 'python3 -c "import json,sys;c=json.load(open(\
 C_=/v1/chat/completions
 # Logprobs: the echoed prompt's (max_tokens 0, as lm-eval's loglikelihood requests) and the greedy
 # tokens' equal log-softmax of `megaqwen logits` on the same ids; the chosen token leads the top list.
-"$BIN" logits -m "$M" --ids 1994,62,315,279,11 -o "$T/lg.bin" --backend cpu --threads 1 --max-ctx 256 >/dev/null 2>&1
+"$BIN" logits -m "$M" --ids 1994,62,315,279,11 -o "$T/lg.bin" --backend $BK --threads 1 --max-ctx 256 >/dev/null 2>&1
 code=$(post /v1/completions '{"prompt":[1994,62,315,279],"max_tokens":1,"logprobs":3,"echo":true,"temperature":0}')
 check "echo + logprobs: 200 ($code)" '[ "$code" = 200 ]'
 check "echo + logprobs == log-softmax of logits" 'python3 - "$T/body" "$T/lg.bin" <<EOF
@@ -269,8 +271,8 @@ check "ignore_eos: $code, 20 tokens, length" 'python3 -c "import json;d=json.loa
 err "ignore_eos not a boolean" 400 /v1/completions '{"prompt":"x","ignore_eos":1}'
 # presence / frequency penalties (OpenAI's, over the reply's tokens): the same text as `run` with them,
 # and not the unpenalized one (this model repeats a token within 40 greedy steps)
-wantpf=$("$BIN" run -m "$M" -p "Hello there" -n 40 --temp 0 --presence-penalty 2 --frequency-penalty 2 --backend cpu --threads 1 --max-ctx 256 --ignore-eos 2>/dev/null)
-want40=$("$BIN" run -m "$M" -p "Hello there" -n 40 --temp 0 --backend cpu --threads 1 --max-ctx 256 --ignore-eos 2>/dev/null)
+wantpf=$("$BIN" run -m "$M" -p "Hello there" -n 40 --temp 0 --presence-penalty 2 --frequency-penalty 2 --backend $BK --threads 1 --max-ctx 256 --ignore-eos 2>/dev/null)
+want40=$("$BIN" run -m "$M" -p "Hello there" -n 40 --temp 0 --backend $BK --threads 1 --max-ctx 256 --ignore-eos 2>/dev/null)
 post /v1/completions '{"prompt":"Hello there","max_tokens":40,"temperature":0,"presence_penalty":2,"frequency_penalty":2}' >/dev/null
 check "presence / frequency penalties == run's, != without" 'python3 -c "import json,sys;t=json.load(open(\"$T/body\"))[\"choices\"][0][\"text\"];assert t==sys.argv[1] and t!=sys.argv[2], (t, sys.argv[1])" "$wantpf" "$want40"'
 err "presence_penalty out of range" 400 /v1/completions '{"prompt":"x","presence_penalty":2.5}'
