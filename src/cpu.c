@@ -27,18 +27,22 @@
 /* The 32-byte vector helpers below are static inline: no ABI crosses a file boundary. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
+/* ... and always inlined: left out of line (-O0), a helper is compiled for the default target, which
+ * returns a 32-byte vector in memory, while the x86-64-v3 clone of its caller expects it in a ymm
+ * register (every forward crashed in a Debug build). */
+#define MQ_VEC static inline __attribute__((always_inline))
 
 typedef float v8f __attribute__((vector_size(32)));
 typedef uint16_t v8u16 __attribute__((vector_size(16)));
 typedef uint32_t v8u32 __attribute__((vector_size(32)));
 
-static inline v8f ld_f32(const float *p) {
+MQ_VEC v8f ld_f32(const float *p) {
     v8f v;
     memcpy(&v, p, sizeof v);
     return v;
 }
 
-static inline v8f ld_bf16(const uint16_t *p) {
+MQ_VEC v8f ld_bf16(const uint16_t *p) {
     v8u16 h;
     memcpy(&h, p, sizeof h);
     v8u32 u = __builtin_convertvector(h, v8u32) << 16;
@@ -47,7 +51,7 @@ static inline v8f ld_bf16(const uint16_t *p) {
     return f;
 }
 
-static inline float hsum(v8f a) {
+MQ_VEC float hsum(v8f a) {
     return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
 }
 
