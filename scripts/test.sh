@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test: build and run every test twice — a normal build (CUDA compiled; GPU tests skip without a
-# GPU) and an ASan+UBSan build — with a libFuzzer smoke run of the parsers in between.
+# GPU) and an ASan+UBSan build — with a libFuzzer smoke run of the parsers and a Debug build of the
+# CPU reference test in between.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -21,6 +22,11 @@ if [ "$FZ" -gt 0 ] && command -v clang >/dev/null; then
     echo "fuzz_$t: no findings in ${FZ} s"
   done
 fi
+# A plain Debug (-O0) build of the CPU reference: the dot products' x86-64-v3 clones with helpers left
+# out of line (the sanitizer build compiles no clones, the Release build inlines everything)
+cmake -S . -B build-debug -DMQ_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-debug -j"$J" --target test_cpu >/dev/null
+ctest --test-dir build-debug --output-on-failure -R '^test_cpu$'
 cmake -S . -B build-asan -DMQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j"$J"
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j"$J"
