@@ -346,7 +346,13 @@ timeout 0.25 curl -sN "$U/v1/completions" -d '{"prompt":"Hello","max_tokens":200
 code=$(post /v1/completions '{"prompt":"Hello there","max_tokens":2,"temperature":0}')
 check "after a disconnect the next request runs ($code)" '[ "$code" = 200 ]'
 sleep 0.3
-check "disconnect stopped generation early" 'grep "client gone" "$T/log" | grep -qv "+ 200 tokens"'
+# (the cpu backend only: on a GPU the tiny model's 200 tokens are done before the 0.25 s disconnect,
+# run 152)
+if [ "$BK" = cpu ]; then
+  check "disconnect stopped generation early" 'grep "client gone" "$T/log" | grep -qv "+ 200 tokens"'
+else
+  echo "SKIP: disconnect mid-stream ($BK decodes the tiny model's 200 tokens before the client leaves)"
+fi
 
 # Half-sent request: the connection times out (--timeout 2) and the engine keeps serving.
 python3 - "$U" <<'EOF' &
