@@ -121,6 +121,14 @@ static int cuda_generate_greedy(mq_backend *be, int32_t id, int pos, int n, cons
     return mq_gpu_run(b->g, NULL, id, pos, n, NULL, NULL, stop, n_stop, out);
 }
 
+/* Settings only the host sampler applies, for the token chosen after n_hist tokens of history:
+ * presence / frequency penalties, logit bias, and min_tokens' ban while it holds (it holds for a
+ * prefix of the reply, so a launch whose first token is past it is past it for all its tokens). */
+static int host_only(const mq_sampling *s, int n_hist) {
+    return s->presence_penalty != 0.0f || s->frequency_penalty != 0.0f || s->n_bias > 0 ||
+           (s->min_tokens > 0 && s->n_ban > 0 && n_hist - s->penalty_from < s->min_tokens);
+}
+
 /* Feed id at pos and sample the next token: on the device when the settings allow (one launch,
  * no logits copied), else forward + src/sampler.c on the host with the same RNG state. */
 static int cuda_step_sample(mq_backend *be, int32_t id, int pos, const mq_sampling *s, uint64_t *rng,
@@ -128,10 +136,7 @@ static int cuda_step_sample(mq_backend *be, int32_t id, int pos, const mq_sampli
     cuda_be *b = (cuda_be *)be;
     mq_gpu_samp gs = {.temperature = s->temperature, .top_p = s->top_p, .min_p = s->min_p,
                       .rep_penalty = s->rep_penalty, .top_k = s->top_k, .rep_last_n = s->rep_last_n};
-    /* (presence / frequency penalties: the host sampler only) */
-    const int pf = s->presence_penalty != 0.0f || s->frequency_penalty != 0.0f || s->n_bias > 0 ||
-                   (s->min_tokens > 0 && s->n_ban > 0 && n_hist - s->penalty_from < s->min_tokens);
-    if (!pf && mq_gpu_sample_supported(b->g, &gs)) {
+    if (!host_only(s, n_hist) && mq_gpu_sample_supported(b->g, &gs)) {
         int32_t t = -1;
         return mq_gpu_sample(b->g, id, pos, 1, &gs, rng, hist, n_hist, NULL, 0, &t) < 0 ? -1 : t;
     }
@@ -155,11 +160,7 @@ static int cuda_generate_sample(mq_backend *be, int32_t id, int pos, int n, cons
     cuda_be *b = (cuda_be *)be;
     mq_gpu_samp gs = {.temperature = s->temperature, .top_p = s->top_p, .min_p = s->min_p,
                       .rep_penalty = s->rep_penalty, .top_k = s->top_k, .rep_last_n = s->rep_last_n};
-    if (n < 1 || s->presence_penalty != 0.0f || s->frequency_penalty != 0.0f || s->n_bias > 0 ||
-        (s->min_tokens > 0 && s->n_ban > 0 && n_hist - s->penalty_from < s->min_tokens) ||  /* (banned for the first
-                                                                                          * token: then for all) */
-        !mq_gpu_sample_supported(b->g, &gs))
-        return 0;
+    if (n < 1 || host_only(s, n_hist) || !mq_gpu_sample_supported(b->g, &gs)) return 0;
     return mq_gpu_sample(b->g, id, pos, n, &gs, rng, hist, n_hist, stop, n_stop, out);
 }
 

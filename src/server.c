@@ -32,7 +32,7 @@ typedef struct job {
     int state;              /* J_QUEUED -> J_RUNNING -> J_DONE */
     int cancel;             /* client gone: engine stops at the next token (atomic) */
     mq_oai_req req;
-    uint64_t seed0;         /* n > 1 without a seed: choice i samples with seed0 + i */
+    uint64_t seed0;         /* without a seed: choice i samples with seed0 + i * an odd constant */
     int32_t *ids;           /* (n_ids) prompt token ids */
     size_t n_ids;
     long max_tokens;
