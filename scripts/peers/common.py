@@ -356,6 +356,22 @@ def measure(framework, args, impl, nv, idle_w, version="", extra=None):
     return row_now(sweep)
 
 
+class TwoCallTiming:
+    """run() and sweep() for an engine that can only time whole generate calls: self._gen(ids, new)
+    returns (token ids, seconds). TTFT is a 1-token call; decode time is an (n + 1)-token call
+    minus it (vLLM's and TensorRT-LLM's offline LLM APIs)."""
+
+    def run(self, ids, n):
+        _, ttft = self._gen(ids, 1)
+        toks, total = self._gen(ids, n + 1)
+        return toks, ttft, max(total - ttft, 1e-9)
+
+    def sweep(self, depth, fill, n):
+        _, ttft = self._gen(fill[:depth], 1)
+        _, total = self._gen(fill[:depth], n + 1)
+        return max(total - ttft, 1e-9)
+
+
 def max_len(args):
     """KV/sequence capacity a runner must allocate: the deepest sweep point plus the decode."""
     return max([256] + [d + args.n + 2 for d in args.ctx_list])

@@ -8,7 +8,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 
-class TRT:
+class TRT(common.TwoCallTiming):
     def __init__(self, model_dir, max_len):
         import tensorrt_llm
         from tensorrt_llm import LLM, SamplingParams
@@ -23,16 +23,6 @@ class TRT:
         t0 = time.perf_counter()
         out = self.llm.generate([list(ids)], sp)
         return list(out[0].outputs[0].token_ids), time.perf_counter() - t0
-
-    def run(self, ids, n):
-        _, ttft = self._gen(ids, 1)
-        toks, total = self._gen(ids, n + 1)
-        return toks, ttft, max(total - ttft, 1e-9)
-
-    def sweep(self, depth, fill, n):
-        _, ttft = self._gen(fill[:depth], 1)
-        _, total = self._gen(fill[:depth], n + 1)
-        return max(total - ttft, 1e-9)
 
     def peak_alloc(self):
         return None
