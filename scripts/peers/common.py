@@ -377,17 +377,30 @@ def max_len(args):
     return max([256] + [d + args.n + 2 for d in args.ctx_list])
 
 
+def measure_and_emit(framework, args, make, after=None):
+    """The end of every runner's main(): idle power, then impl = make() measured (after(row, impl, nv)
+    may add to the row); any exception becomes the runner's error row (error() exits, past the
+    finally); impl.close(), where it has one, runs either way. Prints / writes the row."""
+    nv = Nvml()
+    idle = idle_power(nv, args.idle_s, args.hz)
+    impl = None
+    try:
+        impl = make()
+        row = measure(framework, args, impl, nv, idle, impl.version)
+        if after:
+            after(row, impl, nv)
+    except Exception as e:  # any framework failure becomes this runner's error row
+        error(framework, f"{type(e).__name__}: {e}", args)
+    finally:
+        if impl is not None and hasattr(impl, "close"):
+            impl.close()
+    emit(row, args)
+
+
 def run_simple(framework, desc, module, factory):
     """main() of a runner whose only requirement is one importable module: parse the shared
     arguments, report "not installed" without it, else measure factory(model_dir, max_len)."""
     args = parse_args(desc)
     if not have_module(module):
         not_installed(framework, module, args)
-    nv = Nvml()
-    idle = idle_power(nv, args.idle_s, args.hz)
-    try:
-        impl = factory(args.model, max_len(args))
-        row = measure(framework, args, impl, nv, idle, impl.version)
-    except Exception as e:  # any framework failure becomes this runner's error row
-        error(framework, f"{type(e).__name__}: {e}", args)
-    emit(row, args)
+    measure_and_emit(framework, args, lambda: factory(args.model, max_len(args)))

@@ -211,17 +211,13 @@ def main():
     import torch
     if not torch.cuda.is_available():
         common.error(fw, "no CUDA device visible to torch", args)
-    nv = common.Nvml()
-    idle = common.idle_power(nv, args.idle_s, args.hz)
-    try:
-        impl = GptFast(args.model)
-        row = common.measure(fw, args, impl, nv, idle, impl.version)
+
+    def notes(row, impl, nv):
         from torch._dynamo.utils import counters
         row["notes"] = (f"decode step under torch.compile(mode=reduce-overhead, fullgraph=True): "
                         f"{counters['stats']['unique_graphs']} graph(s) compiled (one per KV-cache size)")
-    except Exception as e:
-        common.error(fw, f"{type(e).__name__}: {e}", args)
-    common.emit(row, args)
+
+    common.measure_and_emit(fw, args, lambda: GptFast(args.model), notes)
 
 
 if __name__ == "__main__":

@@ -60,14 +60,10 @@ def main(static):
     import torch
     if not torch.cuda.is_available():
         common.error(fw, "no CUDA device visible to torch", args)
-    nv = common.Nvml()
-    idle = common.idle_power(nv, args.idle_s, args.hz)
-    try:
-        impl = HF(args.model, static)
-        row = common.measure(fw, args, impl, nv, idle, impl.version)
+
+    def notes(row, impl, nv):
         from torch._dynamo.utils import counters
         graphs = counters["stats"]["unique_graphs"]
         row["notes"] = (f"torch.compile captured {graphs} graph(s)" if static or graphs else "eager (no torch.compile)")
-    except Exception as e:  # report, never crash the whole comparison
-        common.error(fw, f"{type(e).__name__}: {e}", args)
-    common.emit(row, args)
+
+    common.measure_and_emit(fw, args, lambda: HF(args.model, static), notes)

@@ -68,18 +68,7 @@ def main():
     bench, conv = find_tools()
     if not bench or not conv:
         common.not_installed(fw, "llama.cpp (llama-bench and convert_hf_to_gguf.py; set LLAMA_CPP_DIR)", args)
-    nv = common.Nvml()
-    idle = common.idle_power(nv, args.idle_s, args.hz)
-    impl = None
-    try:
-        impl = LlamaCpp(args.model, bench, conv)
-        row = common.measure(fw, args, impl, nv, idle, impl.version)
-    except Exception as e:
-        common.error(fw, f"{type(e).__name__}: {e}", args)
-    finally:
-        if impl:
-            impl.close()
-    common.emit(row, args)
+    common.measure_and_emit(fw, args, lambda: LlamaCpp(args.model, bench, conv))
 
 
 if __name__ == "__main__":

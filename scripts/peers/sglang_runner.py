@@ -75,19 +75,11 @@ def main():
     args = common.parse_args("SGLang (server) decode benchmark")
     if not common.have_module("sglang"):
         common.not_installed(fw, "sglang", args)
-    nv = common.Nvml()
-    idle = common.idle_power(nv, args.idle_s, args.hz)
-    impl = None
-    try:
-        impl = SGLang(args.model, common.max_len(args))
-        row = common.measure(fw, args, impl, nv, idle, impl.version)
+
+    def proc_peak(row, impl, nv):
         row["memory"]["nvml_proc_peak_bytes"] = nv.proc_mem(impl.server_pid)
-    except Exception as e:
-        common.error(fw, f"{type(e).__name__}: {e}", args)
-    finally:
-        if impl:
-            impl.close()
-    common.emit(row, args)
+
+    common.measure_and_emit(fw, args, lambda: SGLang(args.model, common.max_len(args)), proc_peak)
 
 
 if __name__ == "__main__":
