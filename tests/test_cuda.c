@@ -541,6 +541,9 @@ static void test_smem_plan(void **st) {
 }
 
 int main(void) {
+    /* MQ_TEST_FILTER=pattern: run only the matching tests (test_greedy_gqa alone takes minutes) */
+    const char *flt = getenv("MQ_TEST_FILTER");
+    if (flt && *flt) cmocka_set_test_filter(flt);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_smem_plan),
         cmocka_unit_test(test_unavailable),
