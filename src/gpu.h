@@ -85,6 +85,8 @@ mq_gpu_smem mq_gpu_plan_smem(const mq_gpu_shape *s, int grid, size_t optin, size
 size_t mq_gpu_bytes(const mq_gpu *g);
 /* Bytes per K or V element of the device cache: 4 (f32, default) or 2 (bf16, f16). */
 int mq_gpu_kv_elt(const mq_gpu *g);
+/* Device 0's compute capability major number (9: Hopper), 0 without a device. */
+int mq_gpu_sm_major(void);
 /* One line describing the device and launch shape (for logs). */
 const char *mq_gpu_describe(const mq_gpu *g);
 void mq_gpu_free(mq_gpu *g);

@@ -205,7 +205,12 @@ static void test_hf_C(void **st) {
 
 /* Greedy on the device (one launch, argmax fed back on the GPU) == the CPU reference's greedy
  * loop, on a synthetic checkpoint; then the stop-token path. */
-static void check_greedy_synth(const char *shape, int layers, int n, double yarn) {
+#ifdef MQ_HAVE_CUDA
+const char *mq_cuda_describe(const mq_backend *be); /* cuda_backend.c */
+#endif
+
+/* need: a phrase the backend's description must hold (the kernel the check is for), or NULL */
+static void check_greedy_synth(const char *shape, int layers, int n, double yarn, const char *need) {
     if (!gpu_or_skip()) skip();
     char dir[] = "/tmp/mq_test_cuda_XXXXXX";
     assert_non_null(mkdtemp(dir));
@@ -224,6 +229,12 @@ static void check_greedy_synth(const char *shape, int layers, int n, double yarn
     mq_backend *cpu = mq_cpu_new(&m, max_ctx, 0);
     assert_non_null(cpu);
     mq_backend *gpu = new_cuda(&m, max_ctx);
+#ifdef MQ_HAVE_CUDA
+    if (need && !strstr(mq_cuda_describe(gpu), need))
+        fail_msg("the backend does not run what this check is for (\"%s\"): %s", need, mq_cuda_describe(gpu));
+#else
+    (void)need;
+#endif
     const int32_t prompt[5] = {785, 3840, 315, 279, 18484};
     assert_int_equal(cpu->forward(cpu, prompt, 5, 0, NULL), 0);
     assert_int_equal(gpu->forward(gpu, prompt, 5, 0, NULL), 0);
@@ -256,9 +267,28 @@ static void check_greedy_synth(const char *shape, int layers, int n, double yarn
     assert_int_equal(system(cmd), 0);
 }
 
-static void test_greedy_tiny(void **st) { (void)st; check_greedy_synth("tiny", 0, 128, 0); }
+static void test_greedy_tiny(void **st) { (void)st; check_greedy_synth("tiny", 0, 128, 0, NULL); }
 /* YaRN (x4 over 32 positions): both backends rotate by the shared table (src/rope.c) */
-static void test_greedy_yarn(void **st) { (void)st; check_greedy_synth("tiny", 0, 128, 4.0); }
+static void test_greedy_yarn(void **st) { (void)st; check_greedy_synth("tiny", 0, 128, 4.0, NULL); }
+
+/* The cluster kernel (decode_cl, MQ_CUDA_CL) on two layers of the 0.6B's shape: greedy tokens and
+ * the stop token against the CPU. On sm_90 the backend must run it (its description says so);
+ * elsewhere the check runs the dataflow kernel it falls back to. */
+static void test_greedy_cl(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    const char *old = getenv("MQ_CUDA_CL");
+    char keep[32] = "";
+    if (old) snprintf(keep, sizeof keep, "%s", old);
+    setenv("MQ_CUDA_CL", "100000", 1);
+    int sm90 = 0;
+#ifdef MQ_HAVE_CUDA
+    sm90 = mq_gpu_sm_major() == 9;
+#endif
+    check_greedy_synth("qwen3-0.6b", 2, 48, 0, sm90 ? "cluster kernel to " : NULL);
+    if (old) setenv("MQ_CUDA_CL", keep, 1);
+    else unsetenv("MQ_CUDA_CL");
+}
 
 /* min_tokens through the public API (mq_generate): greedy with two of the plain greedy reply's ids
  * banned for the first 6 tokens. The cuda context steps on the host while the ban holds and hands
@@ -321,10 +351,10 @@ static void test_min_tokens_api(void **st) {
  * from global memory, which the small shapes never do. */
 static void test_greedy_gqa(void **st) {
     (void)st;
-    check_greedy_synth("tiny-gqa4", 0, 64, 0);
-    check_greedy_synth("tiny-gqa5", 0, 64, 0);
-    check_greedy_synth("qwen3-4b", 2, 24, 0);
-    check_greedy_synth("qwen3-14b", 2, 16, 0);
+    check_greedy_synth("tiny-gqa4", 0, 64, 0, NULL);
+    check_greedy_synth("tiny-gqa5", 0, 64, 0, NULL);
+    check_greedy_synth("qwen3-4b", 2, 24, 0, NULL);
+    check_greedy_synth("qwen3-14b", 2, 16, 0, NULL);
 }
 
 /* The tiny synthetic model (seed) written into the mkdtemp template dir, loaded into m, on a cuda
@@ -552,7 +582,7 @@ int main(void) {
         cmocka_unit_test(test_hf_C),
         cmocka_unit_test(test_greedy_tiny),
         cmocka_unit_test(test_greedy_yarn), cmocka_unit_test(test_min_tokens_api),
-        cmocka_unit_test(test_greedy_gqa),
+        cmocka_unit_test(test_greedy_gqa), cmocka_unit_test(test_greedy_cl),
         cmocka_unit_test(test_sample_tiny),
         cmocka_unit_test(test_sample_multi_tiny),
     };

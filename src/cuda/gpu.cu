@@ -57,6 +57,12 @@ struct mq_gpu {
     int fuse;             // gate|up + down fused (MQ_CUDA_FUSE=0: separate stages)
     int ringk;            // the fused dataflow kernel with attention's K/V ring fits (P.attpipe > 0 uses it)
     int ring_ctx;         // launches ending at >= this many positions run that kernel (MQ_CUDA_RING_CTX)
+    // cluster kernel (decode_cl, MQ_CUDA_CL=N: launches ending within N positions; cl_plan)
+    int cl_max;           // 0: off
+    int cl_grid, cl_smem; // blocks (clusters of mqk::CL_CS) and dynamic shared memory per block
+    size_t cl_b0, cl_b1;  // its weight buffers' bytes
+    size_t off_ob;        // the o_proj tiles (Params.ob) in the arena
+    char cl_why[160];     // the plan in words (the description's last part)
     size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)
     size_t bytes;         // arena size
     char *arena;          // the one device allocation
@@ -66,7 +72,7 @@ struct mq_gpu {
     Params P;             // device pointers; per-run fields filled by mq_gpu_run
     mqp_state *pf;        // batched prompt processing scratch (prefill.cu), made on first use
     int last_nf;          // mq_gpu_last_nonfinite: the last run's device-side finiteness check (-1: none)
-    char desc[768];
+    char desc[1024];
 };
 
 static size_t al(size_t x) { return (x + 255) & ~(size_t)255; }
@@ -137,6 +143,81 @@ static size_t slot_bytes(const mq_gpu *g, mq_gpu_slot slot) {
     case MQ_GPU_LM_HEAD: return (size_t)s->vocab * H * 2;
     case MQ_GPU_ROPE: return (size_t)g->max_ctx * s->head_dim * 4;
     }
+    return 0;
+}
+
+// The cluster kernel's plan (MQ_CUDA_CL=N > 0; sm_90): its grid is as many clusters of CL_CS blocks
+// as are co-resident at one block per SM, and every stage slice must be staged in shared memory:
+// buffer 0 holds a rank's q|k|v rows (RR = (G + 2) hd / 8 of the hidden-wide rows) or the block's
+// (gate, up) pairs, buffer 1 its o_proj tile (hidden / 8 rows of G hd) or its downT rows. Sets
+// g->cl_max (0 where it does not apply) and g->cl_why.
+static int cl_plan(mq_gpu *g, const cudaDeviceProp *prop, int smem_static) {
+    const mq_gpu_shape *s = &g->s;
+    const char *e = getenv("MQ_CUDA_CL");
+    const int want = e && atoi(e) > 0 ? atoi(e) : 0;
+    g->cl_max = 0;
+    if (!want) {
+        snprintf(g->cl_why, sizeof g->cl_why, "cluster kernel off (MQ_CUDA_CL unset)");
+        return 0;
+    }
+    const int CS = mqk::CL_CS, H = s->hidden, I = s->inter, hd = s->head_dim, G = s->n_heads / s->n_kv, GQ = G * hd;
+    const int RR = (G + 2) * hd / CS, HR = H / CS;
+    const char *no = NULL;
+    if (prop->major != 9) no = "needs sm_90";
+    else if (!g->fuse) no = "needs the fused MLP";
+    else if (s->n_layers < 2) no = "needs 2 layers or more";
+    else if (hd != 64 && hd != 128 && hd != 256) no = "head_dim not 64, 128 or 256";
+    else if ((G + 2) * hd % (4 * CS) || H % (4 * CS) || HR > NT) no = "rows do not split 8 ways";
+    int grid = 0;
+    size_t b0 = 0, b1 = 0, sv = 0;
+    const void *fn = mqk_kernel(g->kvt, 4);
+    for (int it = 0; !no && it < 2; it++) {
+        const int gr = it == 0 ? g->sms / CS * CS : grid;
+        if (gr < CS) {
+            no = "too few SMs";
+            break;
+        }
+        const size_t nc = ((size_t)I + gr - 1) / gr;
+        b0 = a128(zmax((size_t)RR * H * 2, nc * 2 * H * 2));
+        b1 = a128(zmax((size_t)HR * GQ * 2, nc * H * 2));
+        sv = (size_t)mqk::cl_sm_layout(H, s->n_heads, s->n_kv, hd, (int)nc, mqk::SAMPLE_SMEM_WORDS).total * 4;
+        const size_t dyn = b0 + b1 + sv;
+        if (dyn + (size_t)smem_static > prop->sharedMemPerBlockOptin) {
+            no = "slices do not fit in shared memory";
+            break;
+        }
+        if (cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn) != cudaSuccess) {
+            (void)cudaGetLastError();
+            no = "shared memory attribute refused";
+            break;
+        }
+        cudaLaunchConfig_t cfg = {};
+        cudaLaunchAttribute at[1];
+        cfg.gridDim = dim3(gr), cfg.blockDim = dim3(NT), cfg.dynamicSmemBytes = dyn;
+        at[0].id = cudaLaunchAttributeClusterDimension;
+        at[0].val.clusterDim.x = CS, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+        cfg.attrs = at, cfg.numAttrs = 1;
+        int ncl = 0;
+        if (cudaOccupancyMaxActiveClusters(&ncl, fn, &cfg) != cudaSuccess) {
+            (void)cudaGetLastError();
+            no = "cluster occupancy query failed";
+            break;
+        }
+        if (ncl * CS > g->sms) ncl = g->sms / CS;
+        grid = ncl * CS;
+        g->cl_smem = (int)dyn;
+        if (ncl < s->n_kv) no = "fewer co-resident clusters than kv heads";
+        else if (I < grid) no = "fewer MLP pairs than blocks";
+    }
+    if (no) {
+        snprintf(g->cl_why, sizeof g->cl_why, "cluster kernel not used: %s", no);
+        if (e) fprintf(stderr, "megaqwen: MQ_CUDA_CL=%s: %s; the dataflow kernel runs instead\n", e, g->cl_why);
+        return 0;
+    }
+    g->cl_max = want, g->cl_grid = grid, g->cl_b0 = b0, g->cl_b1 = b1;
+    snprintf(g->cl_why, sizeof g->cl_why,
+             "cluster kernel to %d positions: grid %d (%d clusters of %d), %d B smem/block (weights %zu + %zu)", want,
+             grid, grid / CS, CS, g->cl_smem, b0, b1);
     return 0;
 }
 
@@ -407,6 +488,13 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
         return NULL;
     }
     if (!g->grid_df) g->sync = SYNC_GRID;
+    if (g->sync != SYNC_GRID) {
+        cudaFuncAttributes fcl;
+        CKN(cudaFuncGetAttributes(&fcl, mqk_kernel(g->kvt, 4)));
+        cl_plan(g, &prop, (int)fcl.sharedSizeBytes);
+    } else {
+        snprintf(g->cl_why, sizeof g->cl_why, "cluster kernel off (grid-barrier kernel)");
+    }
     const int grid_max = g->grid > g->grid_df ? g->grid : g->grid_df;
     const int max_chunks = grid_max / s->n_kv > 0 ? grid_max / s->n_kv : 1;
 
@@ -456,6 +544,11 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     const size_t off_flg = o;  // dataflow counters (n_layers * 5 + 1)
     const size_t n_flg = (size_t)s->n_layers * 5 + 1;
     o += al(n_flg * 4);
+    // cluster kernel: per-layer residual sums ra, rm (Params.ra / rm), and o_proj in tiles (Params.ob)
+    const size_t off_cres = o;
+    if (g->cl_max) o += al((size_t)2 * s->n_layers * s->hidden * 4);
+    g->off_ob = o;
+    if (g->cl_max) o += al((size_t)s->n_layers * slot_bytes(g, MQ_GPU_O));
     const size_t off_best = o;
     o += al((size_t)grid_max * 8);
     const size_t off_logits = o;
@@ -533,6 +626,11 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     P.bar = P.lm_cnt + 1;
     P.ctl = (int *)(P.bar + 1);
     P.flg = (unsigned *)(A + off_flg);
+    if (g->cl_max) {
+        P.ra = (float *)(A + off_cres);
+        P.rm = P.ra + (size_t)s->n_layers * s->hidden;
+        P.ob = (const __nv_bfloat16 *)(A + g->off_ob);
+    }
     P.wbuf = (unsigned)wbuf;
     P.wbuf1 = (unsigned)wbuf1;
     P.kvbuf = (unsigned)kvbuf;
@@ -641,6 +739,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
              P.attpipe ? P.attns : 0, P.attslot, P.attpipe, g->ring_ctx, g->grid, NT, bps, g->smem, g->wsmem,
              g->kvt == mqk::KV_F32 ? "f32" : g->kvt == mqk::KV_BF16 ? "bf16" : "f16",
              g->fuse ? "fused" : "2-stage", g->bytes / 1e9);
+    const size_t dl = strlen(g->desc);
+    snprintf(g->desc + dl, sizeof g->desc - dl, "; %s", g->cl_why);
     if (g->profile) fprintf(stderr, "megakernel: %s\n", g->desc);
     return g;
 }
@@ -692,6 +792,24 @@ int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t b
         return 0;
     }
     CK(cudaMemcpy(g->arena + off, src, bytes, cudaMemcpyHostToDevice));
+    if (slot == MQ_GPU_O && g->cl_max) {
+        // the cluster kernel's copy in tiles: tile (h, r) = rows [r H/8, +H/8) x columns [h G hd, +G hd)
+        const size_t CS = mqk::CL_CS, H = g->s.hidden, Q = (size_t)g->s.n_heads * g->s.head_dim;
+        const size_t nkv = g->s.n_kv, GQ = Q / nkv, HR = H / CS;
+        const uint16_t *in = (const uint16_t *)src;
+        uint16_t *t = (uint16_t *)malloc(bytes);
+        if (!t) {
+            mq_err_set("cuda: out of host memory");
+            return -1;
+        }
+        for (size_t h = 0; h < nkv; h++)
+            for (size_t r = 0; r < CS; r++)
+                for (size_t i = 0; i < HR; i++)
+                    memcpy(t + ((h * CS + r) * HR + i) * GQ, in + (r * HR + i) * Q + h * GQ, GQ * 2);
+        cudaError_t e = cudaMemcpy(g->arena + g->off_ob + (size_t)layer * bytes, t, bytes, cudaMemcpyHostToDevice);
+        free(t);
+        CK(e);
+    }
     return 0;
 }
 
@@ -761,7 +879,7 @@ static void df_profile(mq_gpu *g, const unsigned long long *dprof, int n, int po
 
 // MQ_CUDA_PROFILE, dataflow kernel: block 0's time in each part of its stages (sprof_mark in
 // megakernel.cu), us per stage instance at the SM clock, over the whole launch.
-static void sub_profile(const unsigned long long *dsp) {
+static void sub_profile(const unsigned long long *dsp, int cl) {
     unsigned long long t[64];
     int khz = 0, dev = 0;
     if (cudaMemcpy(t, dsp, sizeof t, cudaMemcpyDeviceToHost) != cudaSuccess || cudaGetDevice(&dev) != cudaSuccess ||
@@ -774,9 +892,14 @@ static void sub_profile(const unsigned long long *dsp) {
                                  "combine", "publish", "o:load", "wait-w", "mv", "publish", "gu:norm",
                                  "wait-w", "mv", "publish", "down:silu", "wait-w", "mv", "publish",
                                  "att:loop"};
-    fprintf(stderr, "megakernel(df) block 0 sub-stages (us, mean):");
+    // decode_cl's (megakernel_cl.cuh CLP_*; 21: att_pass's loop)
+    static const char *nc[22] = {"a:wait", "a:norm", "a:wait-w", "a:qkv-mv", "a:gather", "a:prep", "a:rowcomb",
+                                 "a:xchg", "a:combine", "a:wait-o", "a:o-mv", "a:publish", "m:wait", "m:norm",
+                                 "m:wait-w", "m:gu-mv", "m:silu", "m:wait-d", "m:down", "m:publish", "lm_head",
+                                 "a:attloop"};
+    fprintf(stderr, "megakernel(%s) block 0 sub-stages (us, mean):", cl ? "cl" : "df");
     for (int k = 0; k < 22; k++)
-        if (t[24 + k]) fprintf(stderr, " %s %.2f", nm[k], (double)t[k] / t[24 + k] / (khz * 1e-3));
+        if (t[24 + k]) fprintf(stderr, " %s %.2f", (cl ? nc : nm)[k], (double)t[k] / t[24 + k] / (khz * 1e-3));
     fprintf(stderr, "\n");
 }
 
@@ -792,6 +915,39 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     P.logits_all = logits_all;
     CK(cudaMemset(P.bar, 0, 3 * sizeof(unsigned)));  // bar, ctl[0], ctl[1]
     const int df = g->sync == SYNC_DF || (g->sync == SYNC_AUTO && (long long)pos + n <= g->df_max);
+    if (g->cl_max && (long long)pos + n <= g->cl_max) {
+        // the cluster kernel: counters and residual sums zeroed, cooperative (every cluster
+        // co-resident: they wait on each other's counters) and in clusters of CL_CS
+        CK(cudaMemset(P.flg, 0, ((size_t)g->s.n_layers * 5 + 1) * sizeof(unsigned)));
+        CK(cudaMemset(P.ra, 0, (size_t)2 * g->s.n_layers * g->s.hidden * sizeof(float)));
+        if (g->profile) CK(cudaMemset(P.sprof, 0, 64 * 8));
+        P.prof = NULL;
+        cudaLaunchConfig_t cfg = {};
+        cudaLaunchAttribute at[2];
+        cfg.gridDim = dim3(g->cl_grid), cfg.blockDim = dim3(NT), cfg.dynamicSmemBytes = (size_t)g->cl_smem;
+        at[0].id = cudaLaunchAttributeCooperative;
+        at[0].val.cooperative = 1;
+        at[1].id = cudaLaunchAttributeClusterDimension;
+        at[1].val.clusterDim.x = mqk::CL_CS, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
+        cfg.attrs = at, cfg.numAttrs = 2;
+        void *cargs[] = {&P};
+        cudaError_t e = cudaLaunchKernelExC(&cfg, mqk_kernel(g->kvt, 4), cargs);
+        if (e == cudaSuccess) {
+            CK(cudaGetLastError());
+            CK(cudaDeviceSynchronize());
+            if (g->profile) sub_profile(P.sprof, 1);
+            return 0;
+        }
+        // a launch refused up front (nothing ran): say so once and run the dataflow kernel from now on
+        (void)cudaGetLastError();
+        fprintf(stderr, "megaqwen: the cluster kernel's launch failed (%s); the dataflow kernel runs instead\n",
+                cudaGetErrorString(e));
+        g->cl_max = 0;
+        snprintf(g->cl_why, sizeof g->cl_why, "cluster kernel not used: its launch failed (%s)", cudaGetErrorString(e));
+        char *d = strstr(g->desc, "; cluster kernel");
+        if (d) snprintf(d, sizeof g->desc - (size_t)(d - g->desc), "; %s", g->cl_why);
+        if (g->profile) P.prof = g->P.prof;
+    }
     // which kernel: grid barriers, dataflow (+ fused MLP), or that with attention's K/V ring past ring_ctx
     const int kid = !df ? 0 : !g->fuse ? 1 : P.attpipe > 0 && (long long)pos + n >= g->ring_ctx ? 3 : 2;
     if (!df) P.sprof = NULL;  // the sub-stage counters belong to the dataflow kernel (sprof_begin/end)
@@ -819,7 +975,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     CK(cudaDeviceSynchronize());
     if (g->profile && df) {
         df_profile(g, P.prof, n, pos);
-        sub_profile(P.sprof);
+        sub_profile(P.sprof, 0);
     } else if (g->profile) {
         // barrier 0 opens after the embedding; then per step 5 per layer + 1 (lm_head)
         const int L = g->s.n_layers, ns = g->fuse ? 4 : 5, per = ns * L + 1;
@@ -968,6 +1124,15 @@ int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, int n, const mq_gpu_samp *s, u
         return -1;
     }
     return done;
+}
+
+int mq_gpu_sm_major(void) {
+    int v = 0;
+    if (!mq_gpu_available() || cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return v;
 }
 
 size_t mq_gpu_bytes(const mq_gpu *g) { return g ? g->bytes : 0; }

@@ -685,11 +685,17 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
 
 }  // namespace mqk
 
+#include "megakernel_cl.cuh"
+
 // The kernel for a KV cache of element type kvt (mqk::KV_F32, KV_BF16, KV_F16); df = 1: the dataflow kernel,
 // 2: the dataflow kernel with the fused MLP (MQ_CUDA_FUSE=1), 3: that with attention's K/V ring (long
-// contexts), 0: the grid-barrier kernel.
+// contexts), 4: the cluster kernel (decode_cl, sm_90), 0: the grid-barrier kernel.
 extern "C" const void *mqk_kernel(int kvt, int df) {
     using namespace mqk;
+    if (df == 4)  // the cluster kernel (sm_90)
+        return kvt == KV_F32    ? reinterpret_cast<const void *>(&decode_cl<float>)
+             : kvt == KV_BF16 ? reinterpret_cast<const void *>(&decode_cl<__nv_bfloat16>)
+                              : reinterpret_cast<const void *>(&decode_cl<__half>);
     if (df == 3)
         return kvt == KV_F32    ? reinterpret_cast<const void *>(&decode_df<float, true, true>)
              : kvt == KV_BF16 ? reinterpret_cast<const void *>(&decode_df<__nv_bfloat16, true, true>)

@@ -132,6 +132,11 @@ struct Params {
     int prof_k;                      // stage instances the df profile records (2 stamps x grid each)
     unsigned long long *prof;        // (65536) barrier-open times of block 0, or NULL (MQ_CUDA_PROFILE)
     unsigned long long *sprof;       // (64) df sub-stage cycles of block 0 (sprof_mark), or NULL
+    // cluster kernel (decode_cl, megakernel_cl.cuh): per-layer residual sums, zeroed before each launch
+    float *ra;                       // (n_layers, hidden) x + o_proj(attention) of layer l
+    float *rm;                       // (n_layers, hidden) ra[l] + MLP(ra[l]): layer l+1's input
+    const __nv_bfloat16 *ob;         // (n_layers, n_kv, 8, hidden / 8, G * hd) o_proj in tiles: tile (l, h, r)
+                                     // = rows [r hidden/8, +hidden/8) x kv head h's columns, contiguous
     int *ctl;                        // [0] stop flag, [1] steps done; zeroed before each launch
     const int32_t *ids;              // (n) teacher-forced ids, or NULL for greedy
     const int32_t *stop;             // (n_stop)
@@ -148,6 +153,38 @@ struct Params {
     float *probs;                    // (vocab) sampling scratch
     unsigned long long *rng;         // (1) xorshift64* state
 };
+
+constexpr int CL_CS = 8;  // decode_cl: blocks per cluster (the portable maximum)
+
+// Shared-memory layout of decode_cl's stage vectors (floats, after the two weight buffers); the
+// host sizes the region with the same function (gpu.cu's cl_plan).
+struct ClSm {
+    int xs, g2, h;      // normed input (hidden); the MLP's gate|up values (2 ncmax) and h (ncmax)
+    int qv, qg, qs;     // rank's q|k|v rows (RR); the head's gathered rows (8 RR, remote-written); queries (G hd)
+    int res, px, pm;    // rank's partials (pxs); all ranks' (8 pxs, remote-written); att_pass scratch
+    int attv, ot;       // combined attention output (G hd); the o tile's output rows (hidden / 8)
+    int pxs, total;     // floats per rank's partials (G (hd + 2) rounded up to 4); region size
+};
+__host__ __device__ inline ClSm cl_sm_layout(int hidden, int nh, int nkv, int hd, int ncmax, int samp_words) {
+    const int G = nh / nkv, RR = (G + 2) * hd / CL_CS, gs = G < 4 ? G : 4;
+    auto up4 = [](int x) { return (x + 3) & ~3; };
+    ClSm s;
+    s.pxs = up4(G * (hd + 2));
+    int o = 0;
+    s.xs = o, o += up4(hidden);
+    s.g2 = o, o += up4(2 * ncmax);
+    s.h = o, o += up4(ncmax);
+    s.qv = o, o += up4(RR);
+    s.qg = o, o += up4(CL_CS * RR);
+    s.qs = o, o += up4(G * hd);
+    s.res = o, o += s.pxs;
+    s.px = o, o += CL_CS * s.pxs;
+    s.pm = o, o += up4(NT / 32 * gs * (hd + 2));
+    s.attv = o, o += up4(G * hd);
+    s.ot = o, o += up4(hidden / CL_CS);
+    s.total = o > samp_words ? o : samp_words;  // the lm_head's sampling scratch reuses the region
+    return s;
+}
 
 }  // namespace mqk
 
