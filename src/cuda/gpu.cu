@@ -171,8 +171,8 @@ static int cl_plan(mq_gpu *g, const cudaDeviceProp *prop, int smem_static) {
     int grid = 0;
     size_t b0 = 0, b1 = 0, sv = 0;
     const void *fn = mqk_kernel(g->kvt, 4);
-    for (int it = 0; !no && it < 2; it++) {
-        const int gr = it == 0 ? g->sms / CS * CS : grid;
+    // sizes for a grid, then the grid those sizes allow, until they agree (fewer blocks: larger slices)
+    for (int it = 0, gr = g->sms / CS * CS; !no; it++) {
         if (gr < CS) {
             no = "too few SMs";
             break;
@@ -208,6 +208,9 @@ static int cl_plan(mq_gpu *g, const cudaDeviceProp *prop, int smem_static) {
         g->cl_smem = (int)dyn;
         if (ncl < s->n_kv) no = "fewer co-resident clusters than kv heads";
         else if (I < grid) no = "fewer MLP pairs than blocks";
+        else if (grid == gr) break;
+        else if (it == 3) no = "no stable grid";
+        gr = grid;
     }
     if (no) {
         snprintf(g->cl_why, sizeof g->cl_why, "cluster kernel not used: %s", no);
@@ -921,7 +924,9 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         CK(cudaMemset(P.flg, 0, ((size_t)g->s.n_layers * 5 + 1) * sizeof(unsigned)));
         CK(cudaMemset(P.ra, 0, (size_t)2 * g->s.n_layers * g->s.hidden * sizeof(float)));
         if (g->profile) CK(cudaMemset(P.sprof, 0, 64 * 8));
-        P.prof = NULL;
+        Params Pc = P;  // its own buffers, no per-stage stamps
+        Pc.prof = NULL;
+        Pc.wbuf = (unsigned)g->cl_b0, Pc.wbuf1 = (unsigned)g->cl_b1, Pc.kvbuf = 0;
         cudaLaunchConfig_t cfg = {};
         cudaLaunchAttribute at[2];
         cfg.gridDim = dim3(g->cl_grid), cfg.blockDim = dim3(NT), cfg.dynamicSmemBytes = (size_t)g->cl_smem;
@@ -930,7 +935,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         at[1].id = cudaLaunchAttributeClusterDimension;
         at[1].val.clusterDim.x = mqk::CL_CS, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
         cfg.attrs = at, cfg.numAttrs = 2;
-        void *cargs[] = {&P};
+        void *cargs[] = {&Pc};
         cudaError_t e = cudaLaunchKernelExC(&cfg, mqk_kernel(g->kvt, 4), cargs);
         if (e == cudaSuccess) {
             CK(cudaGetLastError());
@@ -946,7 +951,6 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         snprintf(g->cl_why, sizeof g->cl_why, "cluster kernel not used: its launch failed (%s)", cudaGetErrorString(e));
         char *d = strstr(g->desc, "; cluster kernel");
         if (d) snprintf(d, sizeof g->desc - (size_t)(d - g->desc), "; %s", g->cl_why);
-        if (g->profile) P.prof = g->P.prof;
     }
     // which kernel: grid barriers, dataflow (+ fused MLP), or that with attention's K/V ring past ring_ctx
     const int kid = !df ? 0 : !g->fuse ? 1 : P.attpipe > 0 && (long long)pos + n >= g->ring_ctx ? 3 : 2;

@@ -18,7 +18,7 @@
 //   rm[l] is layer l+1's input; rm[L-1] feeds the lm_head and then holds the next embedding.
 // Residual buffers are written only by atomics into zeroed memory, so no block overwrites a vector
 // another may still read: block 0 zeroes ra[l-1] at attention half l (its readers, MLP half l-1,
-// have all arrived on M(l-1), which that half waits for) and the last block zeroes rm[l-1] at MLP
+// have all arrived on M(l-1), which that half waits for; at l = 0 through the embed counter) and the last block zeroes rm[l-1] at MLP
 // half l (its readers, attention half l, all arrived on A(l)); the next atomics into either wait,
 // through the counter chain, for that block's later arrivals. The host zeroes both before a launch
 // (and needs n_layers >= 2: with one layer the buffer zeroed would be the one being summed).
@@ -283,6 +283,7 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
     wpol_init(P);
     sprof_begin(P);
     __syncthreads();
+    cl_sync();  // every block of the cluster has started before any addresses its shared memory
     unsigned *cE = P.flg + (size_t)Lc * 5;
     const unsigned nATT = (unsigned)P.nkv * CL_CS;
     // the copies of layer l's stages for this block
