@@ -61,8 +61,10 @@ struct mq_gpu {
     int cl_max;           // 0: off
     int cl_grid, cl_smem; // blocks (clusters of mqk::CL_CS) and dynamic shared memory per block
     size_t cl_b0, cl_b1;  // its weight buffers' bytes
+    int cl_lmring, cl_lmns; // its lm_head ring (from buffer 1 on): rows per slot, slots (0: streamed)
+    int cl_gu;            // Params.clgu (MQ_CUDA_CLGU)
     size_t off_ob;        // the o_proj tiles (Params.ob) in the arena
-    char cl_why[160];     // the plan in words (the description's last part)
+    char cl_why[256];     // the plan in words (the description's last part)
     size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)
     size_t bytes;         // arena size
     char *arena;          // the one device allocation
@@ -218,9 +220,19 @@ static int cl_plan(mq_gpu *g, const cudaDeviceProp *prop, int smem_static) {
         return 0;
     }
     g->cl_max = want, g->cl_grid = grid, g->cl_b0 = b0, g->cl_b1 = b1;
+    // the lm_head ring over buffer 1 and the stage vectors (MQ_CUDA_LMRING rows a slot, as decode_df's;
+    // MQ_CUDA_CLLM=0: the streamed matvec)
+    const char *lrenv = getenv("MQ_CUDA_LMRING"), *cle = getenv("MQ_CUDA_CLLM");
+    const int lrows = !lrenv || !*lrenv || atoi(lrenv) == 1 ? 16 : atoi(lrenv) > 0 ? atoi(lrenv) : 0;
+    size_t ns = lrows > 0 && !(cle && atoi(cle) == 0) ? (b1 + sv - (size_t)H * 4) / ((size_t)lrows * H * 2) : 0;
+    if (ns > (size_t)mqk::LM_MAXNS) ns = mqk::LM_MAXNS;
+    g->cl_lmring = ns >= 2 ? lrows : 0, g->cl_lmns = ns >= 2 ? (int)ns : 0;
+    const char *gue = getenv("MQ_CUDA_CLGU");
+    g->cl_gu = gue && atoi(gue) > 0 ? atoi(gue) : 0;
     snprintf(g->cl_why, sizeof g->cl_why,
-             "cluster kernel to %d positions: grid %d (%d clusters of %d), %d B smem/block (weights %zu + %zu)", want,
-             grid, grid / CS, CS, g->cl_smem, b0, b1);
+             "cluster kernel to %d positions: grid %d (%d clusters of %d), %d B smem/block (weights %zu + %zu; "
+             "lm_head ring %d x %d rows; gate|up copy %d)", want, grid, grid / CS, CS, g->cl_smem, b0, b1, g->cl_lmns,
+             g->cl_lmring, g->cl_gu);
     return 0;
 }
 
@@ -927,6 +939,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         Params Pc = P;  // its own buffers, no per-stage stamps
         Pc.prof = NULL;
         Pc.wbuf = (unsigned)g->cl_b0, Pc.wbuf1 = (unsigned)g->cl_b1, Pc.kvbuf = 0;
+        Pc.lmring = g->cl_lmring, Pc.lmns = g->cl_lmns, Pc.clgu = g->cl_gu;
         cudaLaunchConfig_t cfg = {};
         cudaLaunchAttribute at[2];
         cfg.gridDim = dim3(g->cl_grid), cfg.blockDim = dim3(NT), cfg.dynamicSmemBytes = (size_t)g->cl_smem;

@@ -137,6 +137,8 @@ struct Params {
     float *rm;                       // (n_layers, hidden) ra[l] + MLP(ra[l]): layer l+1's input
     const __nv_bfloat16 *ob;         // (n_layers, n_kv, 8, hidden / 8, G * hd) o_proj in tiles: tile (l, h, r)
                                      // = rows [r hidden/8, +hidden/8) x kv head h's columns, contiguous
+    int clgu;                        // decode_cl: attention blocks start the gate|up copy 0: after q|k|v,
+                                     // 1: after the head prep, 2: after the o tile (MQ_CUDA_CLGU)
     int *ctl;                        // [0] stop flag, [1] steps done; zeroed before each launch
     const int32_t *ids;              // (n) teacher-forced ids, or NULL for greedy
     const int32_t *stop;             // (n_stop)

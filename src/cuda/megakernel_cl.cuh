@@ -279,6 +279,7 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
     if (threadIdx.x == 0) {
         for (int k = 0; k < 2; k++) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(s_mb + k)) : "memory");
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        lm_ring_init(P);  // the lm_head ring (P.lmring rows x P.lmns slots from buffer 1 on; 0: streamed)
     }
     wpol_init(P);
     sprof_begin(P);
@@ -307,6 +308,9 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
         const int pos = P.pos + step, len = pos + 1;
         const bool more = step + 1 < P.n;
         const unsigned ts = (unsigned)step + 1;
+        const bool need_lm = !P.ids || P.logits_all || step == P.n - 1;
+        // the lm_head ring covers buffer 1: its next copy (layer 0's) waits until after the lm_head
+        const bool lmring = need_lm && P.lmring > 0 && P.lmns >= 2;
         for (int l = 0; l < Lc; l++) {
             const LayerW Lw = P.layers[l];
             unsigned *cA = P.flg + (size_t)l * 5, *cM = cA + 1;
@@ -338,7 +342,8 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
                 sprof_mark(P, CLP_QW);
                 matvec<MV_SMEM>(Lw.qkv, RR, H, xs, qv, red, nullptr, wq, 0, RR, nullptr, 0, nullptr, regx);
                 __syncthreads();
-                cl_issue(S, 0, cl_one(Lw.gu + (size_t)2 * c0 * H, (size_t)2 * nc * H * 2));  // buffer 0 read
+                const ClCopy cgu = cl_one(Lw.gu + (size_t)2 * c0 * H, (size_t)2 * nc * H * 2);
+                if (P.clgu == 0) cl_issue(S, 0, cgu);  // buffer 0 read (else later: MQ_CUDA_CLGU)
                 sprof_mark(P, CLP_QMV);
                 cl_bcast(qv, qg + rank * RR, RR / 4);
                 cl_sync();
@@ -353,6 +358,7 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
                     else cl_prep_head<KT>(Ps, qg + GQ + hd, nullptr, false, pos, nullptr, Vl + (size_t)pos * hd);
                 }
                 __syncthreads();
+                if (P.clgu == 1) cl_issue(S, 0, cgu);
                 sprof_mark(P, CLP_PREP);
                 const int p0 = (int)((long long)len * rank / CL_CS), p1 = (int)((long long)len * (rank + 1) / CL_CS);
                 cl_attend<KT>(Ps, Kl, Vl, p0, p1, qs, pm, res);
@@ -383,6 +389,7 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
                 matvec<MV_SMEM>(Lw.o, HR, GQ, attv, ot, red, nullptr, wo, 0, HR, nullptr, 0, nullptr, false);
                 __syncthreads();
                 cl_issue(S, 1, cl_one(Lw.down + (size_t)c0 * H, (size_t)nc * H * 2));  // buffer 1 read
+                if (P.clgu >= 2) cl_issue(S, 0, cgu);
                 sprof_mark(P, CLP_OMV);
                 if ((int)threadIdx.x < HR)
                     asm volatile("red.global.add.f32 [%0], %1;" ::"l"(ra + (size_t)rank * HR + threadIdx.x),
@@ -423,16 +430,21 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
                 cl_issue(S, 0, copy_a(ln));  // (no pairs: buffer 0 holds no gate|up copy)
             }
             df_arrive(cM, nullptr);  // (its __syncthreads: buffer 1's readers are done)
-            if (ln >= 0) cl_issue(S, 1, copy_b(ln));
+            if (ln >= 0 && !(lmring && l == Lc - 1)) cl_issue(S, 1, copy_b(ln));
             sprof_mark(P, CLP_MPUB);
         }
         if (stopped) break;
         // ---- lm_head + argmax over all blocks; the last block embeds the next token into rm[L-1]
-        const bool need_lm = !P.ids || P.logits_all || step == P.n - 1;
         unsigned *cl = P.flg + (size_t)(Lc - 1) * 5 + 1;
         if (need_lm) {
+            if (lmring) lm_ring_prime(Ps, sm);  // its first chunks do not wait for the last layer
             df_wait(P, cl, GB * ts, nullptr);
-            if (lm_step<false>(Ps, step, more, sm, red, nullptr, sm) && more) df_arrive(cE, nullptr);
+            bool last;
+            if (lmring) last = lm_step<true>(Ps, step, more, sm, red, nullptr, sm);
+            else last = lm_step<false>(Ps, step, more, sm, red, nullptr, sm);
+            if (last && more) df_arrive(cE, nullptr);
+            // the ring's copies have all landed and been read (lm_step's last __syncthreads)
+            if (lmring && more) cl_issue(S, 1, copy_b(0));
         } else if (blockIdx.x == 0) {
             df_wait(P, cl, GB * ts, nullptr);
             if (threadIdx.x == 0) P.ctl[1] = step + 1;
@@ -445,6 +457,7 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
     // leave while another of its cluster could still address its shared memory
     ws_take(S, 0);
     ws_take(S, 1);
+    lm_ring_drain(Ps);
     sprof_end(P);
     cl_sync();
 #else
