@@ -165,6 +165,7 @@ struct ClSm {
     int qv, qg, qs;     // rank's q|k|v rows (RR); the head's gathered rows (8 RR, remote-written); queries (G hd)
     int res, px, pm;    // rank's partials (pxs); all ranks' (8 pxs, remote-written); att_pass scratch
     int attv, ot;       // combined attention output (G hd); the o tile's output rows (hidden / 8)
+    int pw;             // the head prep's q_norm, k_norm (hd each) and RoPE row (hd / 2 (cos, sin) pairs)
     int pxs, total;     // floats per rank's partials (G (hd + 2) rounded up to 4); region size
 };
 __host__ __device__ inline ClSm cl_sm_layout(int hidden, int nh, int nkv, int hd, int ncmax, int samp_words) {
@@ -184,6 +185,7 @@ __host__ __device__ inline ClSm cl_sm_layout(int hidden, int nh, int nkv, int hd
     s.pm = o, o += up4(NT / 32 * gs * (hd + 2));
     s.attv = o, o += up4(G * hd);
     s.ot = o, o += up4(hidden / CL_CS);
+    s.pw = o, o += 3 * hd;
     s.total = o > samp_words ? o : samp_words;  // the lm_head's sampling scratch reuses the region
     return s;
 }

@@ -144,22 +144,22 @@ __device__ __forceinline__ ClCopy cl_one(const void *src, size_t bytes) {
     return c;
 }
 
-// One warp: RMSNorm (nw) and RoPE (rope) of head vector src (hd = 32 E floats, shared memory) into
-// dst_f (shared) and/or dst_b (the cache). The same float operations as head_prep_v (whose source is
-// global memory: its __ldcg cannot read shared memory).
+// One warp: RMSNorm (nw) and RoPE (cs: this position's (cos, sin) row, hd / 2 pairs) of head vector
+// src (hd = 32 E floats) into dst_f (shared) and/or dst_b (the cache). src, nw and cs are in shared
+// memory (nw and cs loaded before the layer's wait: pw). The same float operations as head_prep_v.
 template <int E, typename KT>
-__device__ void cl_prep(const Params &P, const float *src, const float *nw, bool rope, int pos, float *dst_f,
+__device__ void cl_prep(const Params &P, const float *src, const float *nw, const float2 *cs, float *dst_f,
                         KT *dst_b) {
     const int lane = threadIdx.x & 31, half = 16 * E, d0 = lane * E;
     float v[E], w[E], c[E], sn[E];
 #pragma unroll
     for (int j = 0; j < E; j++) {
         v[j] = src[d0 + j];
-        w[j] = nw ? __ldg(nw + d0 + j) : 1.0f;
+        w[j] = nw ? nw[d0 + j] : 1.0f;
         c[j] = 1.0f, sn[j] = 0.0f;
-        if (rope) {
-            const float2 cs = __ldg(reinterpret_cast<const float2 *>(P.rope) + (size_t)pos * half + (d0 + j) % half);
-            c[j] = cs.x, sn[j] = cs.y;
+        if (cs) {
+            const float2 t = cs[(d0 + j) % half];
+            c[j] = t.x, sn[j] = t.y;
         }
     }
     float r = 1.0f;
@@ -173,7 +173,7 @@ __device__ void cl_prep(const Params &P, const float *src, const float *nw, bool
 #pragma unroll
     for (int j = 0; j < E; j++) {
         float y = nw ? w[j] * (v[j] * r) : v[j];
-        if (rope) {
+        if (cs) {
             const float p = __shfl_xor_sync(0xffffffffu, y, 16);
             y = lane < 16 ? y * c[j] - p * sn[j] : y * c[j] + p * sn[j];
         }
@@ -182,12 +182,12 @@ __device__ void cl_prep(const Params &P, const float *src, const float *nw, bool
     }
 }
 template <typename KT>
-__device__ __noinline__ void cl_prep_head(const Params &P, const float *src, const float *nw, bool rope, int pos,
+__device__ __noinline__ void cl_prep_head(const Params &P, const float *src, const float *nw, const float2 *cs,
                                           float *dst_f, KT *dst_b) {
     switch (P.hd) {
-    case 64: cl_prep<2, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
-    case 128: cl_prep<4, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
-    default: cl_prep<8, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;  // 256 (the host admits 64 / 128 / 256)
+    case 64: cl_prep<2, KT>(P, src, nw, cs, dst_f, dst_b); break;
+    case 128: cl_prep<4, KT>(P, src, nw, cs, dst_f, dst_b); break;
+    default: cl_prep<8, KT>(P, src, nw, cs, dst_f, dst_b); break;  // 256 (the host admits 64 / 128 / 256)
     }
     __syncwarp();
 }
@@ -275,7 +275,7 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
     const ClSm L_ = cl_sm_layout(H, P.nh, P.nkv, hd, (I + GB - 1) / GB, 0);
     float *xs = sm + L_.xs, *g2 = sm + L_.g2, *hh = sm + L_.h, *qv = sm + L_.qv, *qg = sm + L_.qg;
     float *qs = sm + L_.qs, *res = sm + L_.res, *px = sm + L_.px, *pm = sm + L_.pm, *attv = sm + L_.attv;
-    float *ot = sm + L_.ot;
+    float *ot = sm + L_.ot, *pw = sm + L_.pw;
     if (threadIdx.x == 0) {
         for (int k = 0; k < 2; k++) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(s_mb + k)) : "memory");
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -327,7 +327,17 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
             }
             // ---- attention half (clusters that own a kv head)
             if (att) {
+                // the head prep's q / k norm weights and this position's RoPE row (3 hd floats, pw): loaded
+                // before the wait, stored after it (they do not depend on it; off the prep's critical path)
+                float4 pwv = make_float4(0.f, 0.f, 0.f, 0.f);
+                const int t4 = threadIdx.x, h4 = hd / 4;
+                if (t4 < 3 * h4) {
+                    const float *src = t4 < h4 ? Lw.q_norm + 4 * t4 : t4 < 2 * h4 ? Lw.k_norm + 4 * (t4 - h4)
+                                                                    : P.rope + (size_t)pos * hd + 4 * (t4 - 2 * h4);
+                    pwv = __ldg(reinterpret_cast<const float4 *>(src));
+                }
                 if (l > 0) df_wait(P, cM - 5, GB * ts, nullptr);
+                if (t4 < 3 * h4) reinterpret_cast<float4 *>(pw)[t4] = pwv;  // (read after load_norm's __syncthreads)
                 sprof_mark(P, CLP_AWAIT);
                 if (blockIdx.x == 0) {  // ra[l-1]'s readers (MLP half l-1) are done; its next atomics come after our arrivals
                     float *z = P.ra + (size_t)(l > 0 ? l - 1 : Lc - 1) * H;
@@ -353,9 +363,10 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
                 KT *Kl = kv_rows<KT>(P.kc, P, l, cid), *Vl = kv_rows<KT>(P.vc, P, l, cid);
                 const int warp = threadIdx.x >> 5, ntask = G + (rank == CL_CS - 1 ? 2 : 0);
                 for (int t = warp; t < ntask; t += NT / 32) {
-                    if (t < G) cl_prep_head<KT>(Ps, qg + t * hd, Lw.q_norm, true, pos, qs + t * hd, nullptr);
-                    else if (t == G) cl_prep_head<KT>(Ps, qg + GQ, Lw.k_norm, true, pos, nullptr, Kl + (size_t)pos * hd);
-                    else cl_prep_head<KT>(Ps, qg + GQ + hd, nullptr, false, pos, nullptr, Vl + (size_t)pos * hd);
+                    const float2 *cs = reinterpret_cast<const float2 *>(pw + 2 * hd);
+                    if (t < G) cl_prep_head<KT>(Ps, qg + t * hd, pw, cs, qs + t * hd, nullptr);
+                    else if (t == G) cl_prep_head<KT>(Ps, qg + GQ, pw + hd, cs, nullptr, Kl + (size_t)pos * hd);
+                    else cl_prep_head<KT>(Ps, qg + GQ + hd, nullptr, nullptr, nullptr, Vl + (size_t)pos * hd);
                 }
                 __syncthreads();
                 if (P.clgu == 1) cl_issue(S, 0, cgu);
