@@ -918,6 +918,19 @@ static void sub_profile(const unsigned long long *dsp, int cl) {
     fprintf(stderr, "\n");
 }
 
+// A cooperative launch (every block co-resident) in clusters of cs blocks.
+static cudaError_t launch_clusters(const void *fn, int grid, int smem, int cs, void **args) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at[2];
+    cfg.gridDim = dim3(grid), cfg.blockDim = dim3(NT), cfg.dynamicSmemBytes = (size_t)smem;
+    at[0].id = cudaLaunchAttributeCooperative;
+    at[0].val.cooperative = 1;
+    at[1].id = cudaLaunchAttributeClusterDimension;
+    at[1].val.clusterDim.x = cs, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
+    cfg.attrs = at, cfg.numAttrs = 2;
+    return cudaLaunchKernelExC(&cfg, fn, args);
+}
+
 // One launch of n steps (n <= LOGITS_CHUNK when logits_all).
 static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int logits_all, int n_stop,
                   const Params *samp = NULL) {
@@ -940,16 +953,8 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         Pc.prof = NULL;
         Pc.wbuf = (unsigned)g->cl_b0, Pc.wbuf1 = (unsigned)g->cl_b1, Pc.kvbuf = 0;
         Pc.lmring = g->cl_lmring, Pc.lmns = g->cl_lmns, Pc.clgu = g->cl_gu;
-        cudaLaunchConfig_t cfg = {};
-        cudaLaunchAttribute at[2];
-        cfg.gridDim = dim3(g->cl_grid), cfg.blockDim = dim3(NT), cfg.dynamicSmemBytes = (size_t)g->cl_smem;
-        at[0].id = cudaLaunchAttributeCooperative;
-        at[0].val.cooperative = 1;
-        at[1].id = cudaLaunchAttributeClusterDimension;
-        at[1].val.clusterDim.x = mqk::CL_CS, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
-        cfg.attrs = at, cfg.numAttrs = 2;
         void *cargs[] = {&Pc};
-        cudaError_t e = cudaLaunchKernelExC(&cfg, mqk_kernel(g->kvt, 4), cargs);
+        cudaError_t e = launch_clusters(mqk_kernel(g->kvt, 4), g->cl_grid, g->cl_smem, mqk::CL_CS, cargs);
         if (e == cudaSuccess) {
             CK(cudaGetLastError());
             CK(cudaDeviceSynchronize());
@@ -975,15 +980,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     }
     void *args[] = {&P};
     if (df && g->cluster > 1) {  // cooperative (grid-wide co-residency, as below) and in clusters
-        cudaLaunchConfig_t cfg = {};
-        cudaLaunchAttribute at[2];
-        cfg.gridDim = dim3(g->grid_df), cfg.blockDim = dim3(NT), cfg.dynamicSmemBytes = (size_t)g->smem_df;
-        at[0].id = cudaLaunchAttributeCooperative;
-        at[0].val.cooperative = 1;
-        at[1].id = cudaLaunchAttributeClusterDimension;
-        at[1].val.clusterDim.x = g->cluster, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
-        cfg.attrs = at, cfg.numAttrs = 2;
-        CK(cudaLaunchKernelExC(&cfg, (const void *)mqk_kernel(g->kvt, kid), args));
+        CK(launch_clusters(mqk_kernel(g->kvt, kid), g->grid_df, g->smem_df, g->cluster, args));
     } else {
         CK(cudaLaunchCooperativeKernel(mqk_kernel(g->kvt, kid), dim3(df ? g->grid_df : g->grid), dim3(NT), args,
                                        (size_t)(df ? g->smem_df : g->smem), 0));
