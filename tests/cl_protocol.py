@@ -105,6 +105,20 @@ class Sim:
         while self.bar[c] < k * CS:
             yield "bar"
 
+    def allgather(self, table, b, cid, rank, k, step, l, value, what):
+        """generator: rank writes value into every rank's table (DSMEM stores), cluster barrier k, then
+        reads all ranks' entries, which must be this (step, layer)'s; returns the values"""
+        for d in range(CS):
+            table.setdefault((cid, d), {})[rank] = (step, l, value)
+        yield "bcast"
+        yield from self.cl_sync(cid, k)
+        got = table[(cid, rank)]
+        for r in range(CS):
+            e = got.get(r)
+            if not e or e[:2] != (step, l):
+                raise Fail(f"block {b}: {what} of rank {r} are {e} at step {step} layer {l}")
+        return [got[r][2] for r in range(CS)]
+
     # ---- one block
     def block(self, b):
         L, GB, nkv = self.L, self.GB, self.nkv
@@ -155,17 +169,9 @@ class Sim:
                     gu = ("gu", l)
                     if self.clgu == 0:
                         self.issue(b, 0, gu)
-                    # all-gather of the q|k|v rows
-                    for d in range(CS):
-                        self.qg.setdefault((cid, d), {})[rank] = (step, l, xin)
-                    yield "bcast"
                     nbar += 1
-                    yield from self.cl_sync(cid, nbar)
-                    got = self.qg[(cid, rank)]
-                    for r in range(CS):
-                        if got.get(r, (None, None, None))[:2] != (step, l):
-                            raise Fail(f"block {b}: q|k|v rows of rank {r} are {got.get(r)} at step {step} layer {l}")
-                    xs = {got[r][2] for r in range(CS)}
+                    got = yield from self.allgather(self.qg, b, cid, rank, nbar, step, l, xin, "q|k|v rows")
+                    xs = set(got)
                     if len(xs) != 1:
                         raise Fail(f"cluster {cid}: ranks read different layer inputs at step {step} layer {l}")
                     if rank == CS - 1:
@@ -180,18 +186,9 @@ class Sim:
                             raise Fail(f"block {b}: K/V row {p} of layer {l} head {cid} not written at step {step}")
                         s = (s + self.cache[(l, cid, p)] * (p + 1)) % MOD
                     yield "attend"
-                    for d in range(CS):
-                        self.px.setdefault((cid, d), {})[rank] = (step, l, s)
-                    yield "bcast"
                     nbar += 1
-                    yield from self.cl_sync(cid, nbar)
-                    got = self.px[(cid, rank)]
-                    a = 0
-                    for r in range(CS):
-                        e = got.get(r)
-                        if not e or e[:2] != (step, l):
-                            raise Fail(f"block {b}: partials of rank {r} are {e} at step {step} layer {l}")
-                        a = (a + e[2]) % MOD
+                    got = yield from self.allgather(self.px, b, cid, rank, nbar, step, l, s, "partials")
+                    a = sum(got) % MOD
                     yield "combine"
                     tag = yield from self.take(b, 1)
                     if tag != ("o", l):
