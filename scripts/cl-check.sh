@@ -14,8 +14,11 @@ mkdir -p .deps/main/.deps && ln -sfn "$ROOT/.deps/qwen3-tokenizer" .deps/main/.d
 pre() { mkdir -p "$2"; for f in "$1"/*.gz; do gzip -dc "$f" >"$2/$(basename "${f%.gz}")"; chmod +x "$2/$(basename "${f%.gz}")"; done; echo "prebuilt $1 ($(cat $1/commit 2>/dev/null))"; }
 if [ -s ${CL_C:-.deps/q29/binC}/megaqwen.gz ]; then pre ${CL_C:-.deps/q29/binC} /tmp/bC; else bld . /tmp/bC 10 & fi
 if [ -s ${CL_S:-.deps/q29/binS}/megaqwen.gz ]; then pre ${CL_S:-.deps/q29/binS} /tmp/bS; else bld .deps/main /tmp/bS 6 & fi
+# optional third binary (CL_L, default .deps/q30/binL: another decode_df build) beside S in the greedy and ABBA runs
+[ -s ${CL_L:-.deps/q30/binL}/megaqwen.gz ] && pre ${CL_L:-.deps/q30/binL} /tmp/bL
 wait
-C=/tmp/bC/megaqwen S=/tmp/bS/megaqwen
+C=/tmp/bC/megaqwen S=/tmp/bS/megaqwen L=/tmp/bL/megaqwen
+BL=""; [ -x $L ] && BL=L
 [ -x $C ] || { tail -30 /tmp/bC.log; exit 1; }
 M=/tmp/m06; $C synth --shape qwen3-0.6b --seed 1 -o $M >/dev/null 2>&1
 M2=/tmp/m06l2; $C synth --shape qwen3-0.6b --layers 2 --seed 3 -o $M2 >/dev/null 2>&1
@@ -26,11 +29,12 @@ P=785,3840,315,279,18484,3493,12033,304,279,11128,45387,9294,11,979
 G="run -m $M --prompt-ids $P -n 256 --ids --ignore-eos --backend cuda"
 timeout 60 $S $G >/tmp/gS.txt 2>/tmp/gS.err
 timeout 60 $C $G >/tmp/gCdf.txt 2>/tmp/gCdf.err
+[ -n "$BL" ] && timeout 60 $L $G >/tmp/gL.txt 2>/tmp/gL.err
 env $CL timeout 150 $C $G >/tmp/gCcl.txt 2>/tmp/gCcl.err; echo "cl greedy rc $? ($(el)s)"; tail -3 /tmp/gCcl.err
 pfx() { python3 -c "import sys,re;a=re.findall(r'-?\d+',open(sys.argv[1]).read());b=re.findall(r'-?\d+',open(sys.argv[2]).read());n=0
 while n<min(len(a),len(b)) and a[n]==b[n]: n+=1
 print(f'{sys.argv[1]} vs {sys.argv[2]}: {n} of {len(a)}/{len(b)} numbers identical')" "$1" "$2"; }
-pfx /tmp/gS.txt /tmp/gCdf.txt; pfx /tmp/gS.txt /tmp/gCcl.txt
+pfx /tmp/gS.txt /tmp/gCdf.txt; pfx /tmp/gS.txt /tmp/gCcl.txt; [ -n "$BL" ] && pfx /tmp/gS.txt /tmp/gL.txt
 echo "== test_greedy_cl ($(el)s)"
 (cd /tmp/bC && MQ_TEST_FILTER=test_greedy_cl timeout 200 ./test_cuda 2>&1 | grep -E 'identical|PASSED|FAILED|ERROR|SKIP|cluster|Failure|stuck' | head -12)
 echo "== profiles ($(el)s)"
@@ -40,8 +44,8 @@ for k in cl df; do
 done
 echo "== bench ABBA ($(el)s)"
 for r in A B; do
-  for b in S C Cdf; do
-    case $b in S) x="MQ_CUDA_SYNC=df $S";; C) x="$CL $C";; Cdf) x="MQ_CUDA_SYNC=df $C";; esac
+  for b in S C Cdf $BL; do
+    case $b in S) x="MQ_CUDA_SYNC=df $S";; C) x="$CL $C";; Cdf) x="MQ_CUDA_SYNC=df $C";; L) x="MQ_CUDA_SYNC=df $L";; esac
     echo "$r $b: $(timeout 100 env $x bench -m $M --backend cuda --ctx 16,1024,4096 -n 128 --power-s 0 --idle-s 0 2>&1 | awk -F'|' 'NF==9{printf "ctx %s %s tok/s %s | ", $2+0, $3+0, $8}')"
   done
 done
