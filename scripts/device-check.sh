@@ -286,7 +286,7 @@ fi
 if want sweep; then
   # decode configurations: "KERNEL[,VAR=VALUE...]" (MQ_CUDA_SYNC=KERNEL plus those variables):
   # tok/s at ctx 16 / 4096 / 32768 and the per-stage profile
-  for cfg in ${DC_SWEEP:-grid df df,MQ_CUDA_RING=0 df,MQ_CUDA_MINCH=128 df,MQ_CUDA_MINCH=256 df,MQ_CUDA_LMPF=4 df,MQ_CUDA_LMPF=8}; do
+  for cfg in ${DC_SWEEP:-grid df df,MQ_CUDA_ATTPIPE=0 df,MQ_CUDA_MINCH=128 df,MQ_CUDA_MINCH=256 df,MQ_CUDA_LMPF=4 df,MQ_CUDA_LMPF=8}; do
     [ "$(left)" -gt 20 ] || break
     split_cfg "$cfg"
     env MQ_CUDA_SYNC=$sy $ev timeout 40 "$BIN" bench -m $M06 --backend cuda --ctx ${DC_SWEEP_CTX:-16,4096,32768} -n 128 \
@@ -305,7 +305,7 @@ if want greedy2; then
   P=785,3840,315,279,18484,3493,12033,304,279,11128,45387,9294,11,979
   G="run -m $M06 --prompt-ids $P -n 256 --ids --ignore-eos --backend cuda"
   MQ_CUDA_SYNC=grid timeout 60 "$BIN" $G >/tmp/g2_grid.txt 2>>"$LOG"
-  for sv in ${DC_GREEDY2:-df df,MQ_CUDA_RING=0 df,MQ_CUDA_RING_CTX=1}; do
+  for sv in ${DC_GREEDY2:-df df,MQ_CUDA_ATTPIPE=0 df,MQ_CUDA_RING_CTX=1}; do
     split_cfg "$sv"
     env MQ_CUDA_SYNC=$sy $ev timeout 60 "$BIN" $G >/tmp/g2_df.txt 2>>"$LOG"
     if cmp -s /tmp/g2_grid.txt /tmp/g2_df.txt && [ -s /tmp/g2_df.txt ]; then r="identical"; else r="DIFFERENT"; fi

@@ -72,9 +72,10 @@ int mq_gpu_sample(mq_gpu *g, int32_t id, int pos, int n, const mq_gpu_samp *s, u
                   int n_hist, const int32_t *stop, int n_stop, int32_t *out);
 /* The dataflow decode kernel's shared-memory plan (two-buffer mode) for `grid` blocks: bytes of
  * weight buffer 0 (each block's q|k|v and gate|up row slices; gate|up in whole (gate, up) row
- * pairs), buffer 1 (o and down) and attention's K/V staging region. optin: the bytes a block may
- * use; base: what the kernel needs beside them (stage vectors, static shared memory); bulk: the
- * device has the bulk copy engine (sm_90), without which nothing is staged (all zero). Where both
+ * pairs), buffer 1 (o and down) and a spare region (attention's K/V ring, the lm_head ring).
+ * optin: the bytes a block may use; base: what the kernel needs beside them (stage vectors, static
+ * shared memory); bulk: the device has the bulk copy engine (sm_90), without which nothing is
+ * staged (all zero). Where both
  * buffers cannot hold their largest slices, both take the largest slice that fits twice and the
  * larger stages stream their weights from global memory. Pure arithmetic (no device needed). */
 typedef struct {

@@ -101,8 +101,8 @@ mq_gpu_smem mq_gpu_plan_smem(const mq_gpu_shape *s, int grid, size_t optin, size
     size_t slices[4];
     stage_slices(s, (size_t)grid, slices);
     // buffer 0 takes q|k|v and gate|up, buffer 1 o and down: each sized for its own larger slice,
-    // and what is left beside the stage vectors becomes attention's K/V staging region (OPT_KVSTAGE;
-    // at least 16 KB, else none)
+    // and what is left beside the stage vectors becomes a spare region (at least 16 KB, else none)
+    // for attention's K/V ring slots and the lm_head ring
     const size_t b0 = a128(zmax(slices[0], slices[2])), b1 = a128(zmax(slices[1], slices[3]));
     if (b0 + b1 + base <= optin) {
         p.wbuf0 = b0, p.wbuf1 = b1;
@@ -370,7 +370,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     g->grid = g->sms * bps;
     // dataflow kernel: one block per SM; two weight buffers for the stages' row slices (below) beside
     // the stage vectors (a stage whose slice does not fit streams from global memory)
-    size_t wbuf = 0, wbuf1 = 0, kvbuf = 0, wreg[3] = {0, 0, 0};
+    size_t wbuf = 0, wbuf1 = 0, kvbuf = 0;
     int lmring = 0, lmns = 0;  // df lm_head ring: rows per slot, slots (MQ_CUDA_LMRING)
     g->grid_df = 0;
     // the dataflow kernel's blocks: one per SM, or MQ_CUDA_DF_GRID=N of them (a measurement knob: what
@@ -402,21 +402,9 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
             if (far.sharedSizeBytes > fa0.sharedSizeBytes) fa0.sharedSizeBytes = far.sharedSizeBytes;
         }
         const size_t optin = prop.sharedMemPerBlockOptin, base = (size_t)smem_base + fa0.sharedSizeBytes;
-        // ring mode (MQ_CUDA_RING=1; off by default: measured 1.5% slower than two buffers, run 8 in
-        // docs/perf-notes.md): regions for gate|up, q|k|v (>= attention's scratch) and o/down (>= the
-        // sampling scratch) beside the stage vectors, when all of it fits
-        const char *renv = getenv("MQ_CUDA_RING");
-        const size_t sv = zmax(zmax(s->hidden, s->inter), (size_t)Q) * 4 + 256;  // stage vectors
-        const size_t rA = a128(slices[2]), rB = a128(zmax(slices[0], sm_att * 4));
-        const size_t rC = a128(zmax(zmax(slices[1], slices[3]), (size_t)mqk::SAMPLE_SMEM_WORDS * 4));
-        if (prop.major >= 9 && renv && atoi(renv) == 1 && !g->fuse && rA + rB + rC + sv + fa0.sharedSizeBytes <= optin) {
-            wreg[0] = rA, wreg[1] = rB, wreg[2] = rC;
-            g->smem_df = (int)(rA + rB + rC + sv);
-        } else {
-            const mq_gpu_smem pl = mq_gpu_plan_smem(s, gdf, optin, base, prop.major >= 9);
-            wbuf = pl.wbuf0, wbuf1 = pl.wbuf1, kvbuf = pl.kvbuf;
-            g->smem_df = smem_base + (int)(wbuf + wbuf1 + kvbuf);
-        }
+        const mq_gpu_smem pl = mq_gpu_plan_smem(s, gdf, optin, base, prop.major >= 9);
+        wbuf = pl.wbuf0, wbuf1 = pl.wbuf1, kvbuf = pl.kvbuf;
+        g->smem_df = smem_base + (int)(wbuf + wbuf1 + kvbuf);
         const void *fdf = mqk_kernel(g->kvt, g->fuse ? 2 : 1);
         // lm_head ring (MQ_CUDA_LMRING=R: slots of R lm_head rows; default and 1 = 16 rows, 0 = off;
         // measured 96 -> 83 us per token, run 11 in docs/perf-notes.md): the bulk copy engine
@@ -426,10 +414,10 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
         const char *lrenv = getenv("MQ_CUDA_LMRING");
         const int lrows = !lrenv || !*lrenv || atoi(lrenv) == 1 ? 16 : atoi(lrenv) > 0 ? atoi(lrenv) : 0;
         const int smem_df0 = g->smem_df;
-        if (lrows > 0 && prop.major >= 9 && (wbuf || wreg[0])) {
+        if (lrows > 0 && prop.major >= 9 && wbuf) {
             cudaFuncAttributes fa;
             CKN(cudaFuncGetAttributes(&fa, fdf));
-            const size_t off = wreg[0] ? wreg[0] + wreg[1] : wbuf;  // the DOWN buffer
+            const size_t off = wbuf;  // the DOWN buffer (1)
             const size_t maxdyn = optin > fa.sharedSizeBytes ? optin - fa.sharedSizeBytes : 0;
             const size_t slot = (size_t)lrows * s->hidden * 2, xb = (size_t)s->hidden * 4;
             size_t ns = maxdyn > off + xb ? (maxdyn - off - xb) / slot : 0;
@@ -450,7 +438,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
         if (occd >= 1) {
             g->grid_df = gdf;
             // the ring kernel (long contexts, sm_90: bulk copies): same grid and shared memory
-            if (g->fuse && prop.major >= 9 && !wreg[0]) {
+            if (g->fuse && prop.major >= 9) {
                 const void *frg = mqk_kernel(g->kvt, 3);
                 int occr = 0;
                 CKN(cudaFuncSetAttribute(frg, cudaFuncAttributeMaxDynamicSharedMemorySize, g->smem_df));
@@ -649,14 +637,13 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     P.wbuf = (unsigned)wbuf;
     P.wbuf1 = (unsigned)wbuf1;
     P.kvbuf = (unsigned)kvbuf;
-    for (int k = 0; k < 3; k++) P.wreg[k] = (unsigned)wreg[k];
     const char *mcenv = getenv("MQ_CUDA_MINCH");  // fewest positions per attention chunk
     P.minch = mcenv && atoi(mcenv) > 0 ? atoi(mcenv) : 64;
     // Long contexts: launches that end at >= MQ_CUDA_RING_CTX positions (default 8192; 24576 for 16-bit
     // caches) run the fused
     // dataflow kernel's RING instance, in which attention's chunks of >= MQ_CUDA_ATTPIPE positions
     // (default 1: all; 0 = no ring kernel) stream their K/V rows through a bulk-copy ring in weight
-    // buffer 0 and the K/V staging region. Why: the register path issues a trip's loads only after
+    // buffer 0 and the spare region. Why: the register path issues a trip's loads only after
     // the previous trip's compute; the ring keeps slots in flight without registers (df at 32K
     // +22%, at 8K +4%, session 15 runs 84-85; a mix of ring and register chunks at 8K was slower
     // than either).
@@ -665,11 +652,11 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     const char *rcenv = getenv("MQ_CUDA_RING_CTX");
     // (16-bit caches: at 16K the ring measured -0.6% (f16) / -6% (bf16), at 32K +13% / +9%, run 87)
     g->ring_ctx = rcenv && atoi(rcenv) > 0 ? atoi(rcenv) : g->kvt == mqk::KV_F32 ? 8192 : 24576;
-    {   // its ring: slots of MQ_CUDA_ATTSLOT KB in buffer 0, then in the K/V staging region
+    {   // its ring: slots of MQ_CUDA_ATTSLOT KB in buffer 0, then in the spare region
         const char *asenv = getenv("MQ_CUDA_ATTSLOT");
         size_t sb = (size_t)(asenv && atoi(asenv) > 0 ? atoi(asenv) : 48) * 1024;  // 48 KB: run 85
         if (sb > 65536) sb = 65536;
-        const size_t n0 = wreg[0] ? 0 : wbuf / sb, n1 = wreg[0] ? 0 : kvbuf / sb;
+        const size_t n0 = wbuf / sb, n1 = kvbuf / sb;
         P.attslot = (unsigned)sb;
         P.attns0 = (int)(n0 < (size_t)mqk::ATTPIPE_MAXNS ? n0 : mqk::ATTPIPE_MAXNS);
         P.attns = (int)(n0 + n1 < (size_t)mqk::ATTPIPE_MAXNS ? n0 + n1 : mqk::ATTPIPE_MAXNS);
@@ -703,7 +690,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     // slower, run 8) when its stage vector region holds the output plus every chunk's (m, l)
     // (q_dim + 2 * n_heads * max_chunks floats)
     const char *ocenv = getenv("MQ_CUDA_OCOMB");
-    const size_t sv_df = g->grid_df ? (size_t)g->smem_df - (wreg[0] ? wreg[0] + wreg[1] + wreg[2] : wbuf + wbuf1 + kvbuf) : 0;
+    const size_t sv_df = g->grid_df ? (size_t)g->smem_df - (wbuf + wbuf1 + kvbuf) : 0;
     P.ocomb = ocenv && atoi(ocenv) == 1 && ((size_t)Q + 2 * (size_t)s->n_heads * max_chunks) * 4 <= sv_df;
     // decode v6 optimizations (OPT_* bits in megakernel.cuh; MQ_CUDA_OPT=0 switches all off, to
     // measure each one against the kernel without it; docs/perf-notes.md)
@@ -745,12 +732,12 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     free(lw);
     CKN(e);
     snprintf(g->desc, sizeof g->desc,
-             "%.200s: %s kernel%s, %d SMs; dataflow: grid %d, %d B smem/block (weights: %zu + %zu, K/V staging %zu, or ring %zu+%zu+%zu; "
+             "%.200s: %s kernel%s, %d SMs; dataflow: grid %d, %d B smem/block (weights: %zu + %zu, spare %zu; "
              "lm_head ring %d x %d rows; attention K/V ring %d x %u B for chunks >= %d positions at >= %d); grid-barrier: "
              "grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights); %s KV cache, %s MLP, arena %.3f GB",
              prop.name, g->sync == SYNC_GRID ? "grid-barrier" : "dataflow",
              g->sync == SYNC_AUTO && g->df_max < (1 << 30) ? " (grid-barrier past MQ_CUDA_DF_MAX positions)" : "",
-             g->sms, g->grid_df, g->smem_df, wbuf, wbuf1, kvbuf, wreg[0], wreg[1], wreg[2], lmns, lmring,
+             g->sms, g->grid_df, g->smem_df, wbuf, wbuf1, kvbuf, lmns, lmring,
              P.attpipe ? P.attns : 0, P.attslot, P.attpipe, g->ring_ctx, g->grid, NT, bps, g->smem, g->wsmem,
              g->kvt == mqk::KV_F32 ? "f32" : g->kvt == mqk::KV_BF16 ? "bf16" : "f16",
              g->fuse ? "fused" : "2-stage", g->bytes / 1e9);

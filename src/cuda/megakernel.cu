@@ -223,7 +223,6 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
 //   QKV (buf 0) -> ATTN (no weights) -> O (buf 1) -> GU (buf 0) -> DOWN (buf 1) -> next QKV (buf 0)
 // or, with the fused MLP (FUSE, the default): ... -> O (buf 1) -> MLP (gate|up pairs buf 0, downT
 // rows buf 1; the next q|k|v copy into buf 0 after the block's arrival) -> next QKV.
-// (MQ_CUDA_RING=1: three regions instead, see the kernel; measured no faster; not with FUSE.)
 // ---------------------------------------------------------------------------------------------
 enum { S_QKV = 0, S_ATT = 1, S_O = 2, S_GU = 3, S_DOWN = 4, NSTAGE = 5 };
 
@@ -272,11 +271,11 @@ __device__ __forceinline__ void pair_rows(int rows, bool pairs, int &r0, int &r1
 
 // Staged weight buffers: two shared-memory buffers, each with an mbarrier the bulk copy completes.
 struct WStage {
-    uint4 *buf[3];
-    unsigned long long *mb;  // (3) mbarriers in shared memory
-    unsigned phase[3];       // parity each buffer's next completion flips to
-    int pend[3];             // a copy into the buffer is in flight
-    size_t cap[3];           // bytes per buffer
+    uint4 *buf[2];
+    unsigned long long *mb;  // (2) mbarriers in shared memory
+    unsigned phase[2];       // parity each buffer's next completion flips to
+    int pend[2];             // a copy into the buffer is in flight
+    size_t cap[2];           // bytes per buffer
     int iss;                 // the thread that issues the copies (OPT_ISSW: 32, else 0)
 };
 
@@ -377,7 +376,7 @@ __device__ __forceinline__ const float *own_x(const Params &P, int r0, int r1, f
 // session 15 run 84).
 template <typename KT, bool FUSE, bool RING = false>
 __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Params P) {
-    // The out-of-line stages (attention, kv_stage, the lm_head's) read Params through this shared
+    // The out-of-line stages (attention, the lm_head's) read Params through this shared
     // copy, the kernel body from the parameter itself. Passed by value, those functions read the
     // fields from a local copy (a 680-byte stack frame) that mostly lives in L2 (run 20: grid-constant
     // was +4.5-7.6%); through the parameter's generic address, compute-sanitizer's instrumented clones
@@ -389,53 +388,29 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
     extern __shared__ __align__(128) unsigned char dsm[];
     __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
     __shared__ float s_xo[NT];  // the block's own rows of x (OPT_OWNX)
-    __shared__ __align__(8) unsigned long long s_mb[3];
+    __shared__ __align__(8) unsigned long long s_mb[2];
     const int H = P.hidden, I = P.inter, Lc = P.n_layers, QKVR = P.qdim + 2 * P.nkv * P.hd;
     const unsigned G = gridDim.x;
-    // Shared memory, two-buffer mode: [weight buffer 0][weight buffer 1][sm: stage vectors /
-    // attention scratch]; ring mode: [A: gate|up][B: q|k|v][C: o, down][sm: stage vectors]. During
-    // the lm_head, its ring (P.lmring, P.lmns) covers the DOWN buffer (1 or C), sm and beyond.
-    // Which buffer each stage reads (bQ, bO, bG, bD) and when each copy is issued:
-    //   two buffers: QKV 0, O 1, GU 0, DOWN 1; each stage's copy starts when the previous stage
-    //     starts (one stage ahead).
-    //   ring: QKV B, O C, GU A, DOWN C; the O copy starts with QKV, the next QKV copy with O, the
-    //     DOWN copy with GU and the next GU copy with DOWN: gate|up (the largest slice) and q|k|v
-    //     have three stages to land, o and down one.
-    const bool ring = P.wreg[0] != 0;
+    // Shared memory: [weight buffer 0][weight buffer 1][spare region (P.kvbuf, may be 0)][sm: stage
+    // vectors / attention scratch]. During the lm_head, its ring (P.lmring, P.lmns) covers buffer 1,
+    // the spare region, sm and beyond; attention's K/V ring (RING) uses buffer 0 and the spare region.
+    // Which buffer each stage reads: QKV 0, O 1, GU 0, DOWN 1; each stage's copy starts when the
+    // previous stage starts (one stage ahead).
     const bool regx = P.opt & OPT_REGX;
     const bool normw = P.opt & OPT_NORMW, ownx = P.opt & OPT_OWNX;
-    const bool kvst = (P.opt & OPT_KVSTAGE) && !ring && P.wbuf > 0;
-    unsigned kvpar = 0;  // the next phase parity of the K/V staging mbarrier (S.mb[2])
-    // without a region of its own, kv staging borrows buffer 0 in attention, where GUEARLY copies
-    const bool gue = (P.opt & OPT_GUEARLY) && !ring && !(kvst && !P.kvbuf);
+    const bool gue = P.opt & OPT_GUEARLY;
     WStage S;
     S.mb = s_mb;
     S.iss = (P.opt & OPT_ISSW) && NT > 32 ? 32 : 0;
-    for (int k = 0; k < 3; k++) S.phase[k] = 0, S.pend[k] = 0;
-    float *sm;
-    if (ring) {
-        S.cap[0] = P.wreg[0], S.cap[1] = P.wreg[1], S.cap[2] = P.wreg[2];
-        S.buf[0] = reinterpret_cast<uint4 *>(dsm);
-        S.buf[1] = reinterpret_cast<uint4 *>(dsm + P.wreg[0]);
-        S.buf[2] = reinterpret_cast<uint4 *>(dsm + P.wreg[0] + P.wreg[1]);
-        sm = reinterpret_cast<float *>(dsm + (size_t)P.wreg[0] + P.wreg[1] + P.wreg[2]);
-    } else {
-        // [buffer 0][buffer 1][K/V staging region (P.kvbuf, may be 0)][sm]
-        S.cap[0] = P.wbuf, S.cap[1] = P.wbuf1, S.cap[2] = 0;
-        S.buf[0] = reinterpret_cast<uint4 *>(dsm);
-        S.buf[1] = reinterpret_cast<uint4 *>(dsm + P.wbuf);
-        S.buf[2] = nullptr;
-        sm = reinterpret_cast<float *>(dsm + (size_t)P.wbuf + P.wbuf1 + P.kvbuf);
-    }
-    // where attention stages its chunk's K/V rows (OPT_KVSTAGE)
-    unsigned char *kvs_p = P.kvbuf ? dsm + (size_t)P.wbuf + P.wbuf1 : dsm;
-    const size_t kvs_cap = P.kvbuf ? P.kvbuf : P.wbuf;
-    const int bQ = ring ? 1 : 0, bO = ring ? 2 : 1, bG = 0, bD = ring ? 2 : 1;
-    float *att_sm = ring ? reinterpret_cast<float *>(S.buf[1]) : sm;   // attention scratch
-    float *samp_sm = ring ? reinterpret_cast<float *>(S.buf[2]) : sm;  // sampling scratch (lm stage)
+    for (int k = 0; k < 2; k++) S.phase[k] = 0, S.pend[k] = 0;
+    S.cap[0] = P.wbuf, S.cap[1] = P.wbuf1;
+    S.buf[0] = reinterpret_cast<uint4 *>(dsm);
+    S.buf[1] = reinterpret_cast<uint4 *>(dsm + P.wbuf);
+    float *sm = reinterpret_cast<float *>(dsm + (size_t)P.wbuf + P.wbuf1 + P.kvbuf);
+    const int bQ = 0, bO = 1, bG = 0, bD = 1;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (threadIdx.x == 0 && (P.wbuf || ring)) {
-        for (int k = 0; k < 3; k++)
+    if (threadIdx.x == 0 && P.wbuf) {
+        for (int k = 0; k < 2; k++)
             asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(s_mb + k)) : "memory");
         if constexpr (RING) att_ring_init();  // attention's K/V ring
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -449,8 +424,8 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
     // producers per stage per step (attention's varies with the context length)
     const bool hpair = hpair_on(P);
     // MQ_CUDA_FUSE=1 (P.fuse): gate|up and down are one stage (fused MLP below, arriving on the DOWN
-    // counter); not with the ring layout (the host does not combine them)
-    const bool fuse = FUSE && !ring;
+    // counter)
+    constexpr bool fuse = FUSE;
     const unsigned nQKV = producers(QKVR), nO = producers(H), nGU = producers(hpair ? I : 2 * I);
     const unsigned nDN = fuse ? producers(I) : producers(H);  // arrivals on a layer's last counter
     unsigned tATT = 0;  // attention items so far in this launch
@@ -465,10 +440,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
         embed(P, P.ids ? P.ids[0] : P.first);
         df_arrive(cE, nullptr);
     }
-    if (Lc > 0) {
-        ws_next(S, bQ, P, 0, S_QKV);
-        if (ring) ws_next(S, bG, P, 0, S_GU);
-    }
+    if (Lc > 0) ws_next(S, bQ, P, 0, S_QKV);
 
     for (int step = 0; step < P.n; step++) {
         const int pos = P.pos + step, len = pos + 1;
@@ -511,24 +483,17 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             const bool gue_now = gue && !((P.opt & OPT_GUATT) && blockIdx.x < items);
             if (gue_now) ws_next(S, bG, P, l, S_GU);
             if (blockIdx.x < items) {
-                // the staging region, or buffer 0 (q|k|v's weights, read above; free until the
-                // O stage's copy without GUEARLY); two-buffer mode leaves mbarrier 2 to this copy
-                KT *ks = kvst ? kv_stage<KT, RING>(Ps, l, pos, reinterpret_cast<KT *>(kvs_p), kvs_cap, S.mb + 2) : nullptr;
                 df_wait(P, c + S_QKV, nQKV * ts, stamp(0));
                 sprof_mark(P, -1);
-                attention<KT, 4, RING>(Ps, l, pos, att_sm, ocomb, ks, S.mb + 2, kvpar);
-                if (ks) kvpar ^= 1u;
+                attention<KT, 4, RING>(Ps, l, pos, sm, ocomb);
                 sprof_mark(P, SP_ATT + 3);
                 df_arrive(c + S_ATT, stamp(1));
                 sprof_mark(P, SP_ATT + 4);
             }
             kinst++;
             // ---- O: x += W_o att
-            __syncthreads();  // the q|k|v buffer's readers (QKV, attention scratch in ring mode) are done
-            if (!ring) {
-                if (!gue_now) ws_next(S, bG, P, l, S_GU);
-            } else if (l + 1 < Lc) ws_next(S, bQ, P, l + 1, S_QKV);
-            else if (more) ws_next(S, bQ, P, 0, S_QKV);  // the next step's first layer
+            __syncthreads();  // the q|k|v buffer's readers (the QKV stage, attention's K/V ring) are done
+            if (!gue_now) ws_next(S, bG, P, l, S_GU);
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 // before the wait: these rows were last written by this block (its DOWN stage, or the
@@ -636,12 +601,9 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             kinst++;
             // ---- DOWN: x += W_down (silu(gate) * up)
             __syncthreads();
-            {
-                const int nst = ring ? S_GU : S_QKV, nb = ring ? bG : bQ;
-                if (l + 1 < Lc) ws_next(S, nb, P, l + 1, nst);
-                else if (more) ws_next(S, nb, P, 0, nst);  // next step's first layer, during the lm_head
-                else prefetch_rows(P.lm_head, P.vocab, H, (size_t)1 << 20);
-            }
+            if (l + 1 < Lc) ws_next(S, bQ, P, l + 1, S_QKV);
+            else if (more) ws_next(S, bQ, P, 0, S_QKV);  // next step's first layer, during the lm_head
+            else prefetch_rows(P.lm_head, P.vocab, H, (size_t)1 << 20);
             block_rows(H, blockIdx.x, G, r0, r1);
             if (r1 > r0) {
                 const float *xo_p = own_x(P, r0, r1, ownx ? s_xo : nullptr);  // written by its O stage
@@ -665,7 +627,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             df_wait(P, cd, td, stamp(0));
             // with no layers the stop flag set by the previous step's lm_step is read here (cE acquired)
             if (Lc == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;
-            if (lm_step<true>(Ps, step, more, sm, red, stamp(1), samp_sm) && more) df_arrive(cE, nullptr);
+            if (lm_step<true>(Ps, step, more, sm, red, stamp(1), sm) && more) df_arrive(cE, nullptr);
         } else if (blockIdx.x == 0) {
             df_wait(P, cd, td, stamp(0));
             if (threadIdx.x == 0) P.ctl[1] = step + 1;
@@ -678,7 +640,6 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
     // no bulk copy may still be writing this block's shared memory when it exits
     ws_take(S, 0);
     ws_take(S, 1);
-    ws_take(S, 2);
     lm_ring_drain(Ps);
     sprof_end(P);
 }

@@ -30,12 +30,12 @@ enum {
     OPT_NORMW = 2,   // load_norm loads the norm weights together with x, before the block sum
     OPT_OWNX = 4,    // df: O / DOWN read their own rows of the residual from shared memory, loaded
                      // before the dependency wait (a block's O and DOWN rows are the same rows)
-    OPT_KVSTAGE = 8, // df: attention copies its chunk's earlier K/V rows into shared memory before
-                     // waiting for q|k|v (they do not depend on this step); into its own region
-                     // (Params.kvbuf) when the host found room for one, else into buffer 0
-    // Measured and removed (docs/perf-notes.md): 16 OCOMB4 (run 9, -8%) then KVPF (run 16, L2
-    // prefetch of attention's K/V: -7% at 4K), 64 ILP2 (run 12, +-0) then LTAB (run 16, computed
-    // layer pointers: -1%), 1024 LATE (run 18, weight copies issued after the input loads: -4%)
+    // Measured and removed (docs/perf-notes.md): 8 KVSTAGE (attention's earlier K/V rows copied
+    // into shared memory before the q|k|v wait: -6% as cp.async and as bulk copies, runs 9-13; code
+    // removed in session 30 with the three-region weight ring, MQ_CUDA_RING: -1.5%, run 8),
+    // 16 OCOMB4 (run 9, -8%) then KVPF (run 16, L2 prefetch of attention's K/V: -7% at 4K),
+    // 64 ILP2 (run 12, +-0) then LTAB (run 16, computed layer pointers: -1%), 1024 LATE (run 18,
+    // weight copies issued after the input loads: -4%)
     OPT_POLLR = 256, // df: dependency waits poll with relaxed loads and acquire once (a gpu-scope
                      // acquire load also invalidates L1: once per wait, not once per poll)
     OPT_ISSW = 512,  // df: bulk copies (staged weights, lm_head ring) are issued by warp 1, so
@@ -66,7 +66,7 @@ enum {
     // of a batch of rows, a transposing butterfly for the sums: 0.2-0.35 us faster alone in mvbench
     // but -4.4% in the kernel, q|k|v's matvec 1.5 -> 2.8 us with more spills; code removed after
     // run 35, described in docs/perf-notes.md)
-    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_KVSTAGE | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT |
+    OPT_ALL = OPT_REGX | OPT_NORMW | OPT_OWNX | OPT_EVICT | OPT_GUEARLY | OPT_POLLR | OPT_ISSW | OPT_HPAIR | OPT_GUATT |
               OPT_ALTQ,
     // measured (runs 9-13, docs/perf-notes.md): REGX +12%, NORMW +4%, OWNX +1%, EVICT +6%,
     // GUEARLY +1.5%; KVSTAGE -6% (cp.async) / -6% (bulk copies: 2 per position)
@@ -108,18 +108,14 @@ struct Params {
     unsigned *flg;                   // (n_layers * 5 + 1)
     unsigned wbuf;                   // bytes of staged-weight buffer 0 (q|k|v, gate|up; 0: stream all)
     unsigned wbuf1;                  // bytes of buffer 1 (o, down), after buffer 0
-    unsigned kvbuf;                  // bytes of the K/V staging region after buffer 1 (OPT_KVSTAGE; 0:
-                                     // none, staging then borrows buffer 0 and GUEARLY is off)
-    // df ring mode (wreg[0] > 0 replaces the two buffers): three regions, A for gate|up, B for
-    // q|k|v (attention's scratch while no copy is in flight there), C for o / down (the sampling
-    // scratch during the lm_head); bytes each
-    unsigned wreg[3];
+    unsigned kvbuf;                  // bytes of the spare region after buffer 1 (0: none): attention's
+                                     // K/V ring slots and the lm_head ring's slots beyond buffer 1
     int minch;                       // fewest positions in an attention chunk (MQ_CUDA_MINCH, default 64)
     int attpipe;                     // decode_df<..., RING>: chunks of at least this many positions read
                                      // K/V through the bulk-copy ring (att_pass, RING; MQ_CUDA_ATTPIPE,
                                      // default 1 = all; 0 = the ring kernel is not launched)
     unsigned attslot;                // the ring's slot bytes (MQ_CUDA_ATTSLOT KB, default 48)
-    int attns0, attns;               // its slots in buffer 0, and in all (the rest in the K/V staging region)
+    int attns0, attns;               // its slots in buffer 0, and in all (the rest in the spare region)
     int lmpf;                        // lm_head: L2 prefetch distance in rows per warp (MQ_CUDA_LMPF, default 4)
     // df lm_head ring (MQ_CUDA_LMRING): lmns slots of lmring rows each, copied by the bulk copy engine
     // into shared memory from the DOWN weight buffer on; lmring = 0: the streamed matvec (lmpf)

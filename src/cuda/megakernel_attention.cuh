@@ -1,5 +1,5 @@
 // megakernel_attention.cuh: the decode megakernel's attention (flash-decoding items per kv head).
-// q/k RMSNorm + RoPE head prep, the online-softmax pass over a chunk of positions, K/V staging, the
+// q/k RMSNorm + RoPE head prep, the online-softmax pass over a chunk of positions, the
 // chunk combine.
 // Part of the decode megakernel's one translation unit (megakernel.cu includes it); namespace mqk.
 #ifndef MQ_MEGAKERNEL_ATTENTION_CUH
@@ -54,7 +54,7 @@ __device__ void head_prep(const Params &P, const float *src, const float *nw, bo
 // before any is used: one memory latency instead of one per loop trip.
 template <int E, typename KT>
 __device__ void head_prep_v(const Params &P, const float *src, const float *nw, bool rope, int pos, float *dst_f,
-                            KT *dst_b, KT *dst_s) {
+                            KT *dst_b) {
     const int lane = threadIdx.x & 31, half = 16 * E, d0 = lane * E;
     float v[E], w[E], c[E], sn[E];
 #pragma unroll
@@ -80,26 +80,19 @@ __device__ void head_prep_v(const Params &P, const float *src, const float *nw, 
         }
         if (dst_f) dst_f[d0 + j] = y;
         else st1(dst_b + d0 + j, y);
-        if (dst_s) st1(dst_s + d0 + j, y);
     }
 }
 
-// head_prep through the vectorized version when head_dim is 32, 64, 128 or 256. dst_s: a second
-// copy of a K/V row (shared memory), or NULL.
+// head_prep through the vectorized version when head_dim is 32, 64, 128 or 256.
 template <typename KT>
 __device__ void prep_head(const Params &P, const float *src, const float *nw, bool rope, int pos, float *tmp,
-                          float *dst_f, KT *dst_b, KT *dst_s = nullptr) {
+                          float *dst_f, KT *dst_b) {
     switch (P.hd) {
-    case 32: head_prep_v<1, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
-    case 64: head_prep_v<2, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
-    case 128: head_prep_v<4, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
-    case 256: head_prep_v<8, KT>(P, src, nw, rope, pos, dst_f, dst_b, dst_s); break;
-    default:
-        head_prep<KT>(P, src, nw, rope, pos, tmp, dst_f, dst_b);
-        if (dst_s) {  // copy the row just written (head_prep's closing __syncwarp ordered it)
-            for (int d = threadIdx.x & 31; d < P.hd; d += 32) dst_s[d] = dst_b[d];
-        }
-        break;
+    case 32: head_prep_v<1, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
+    case 64: head_prep_v<2, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
+    case 128: head_prep_v<4, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
+    case 256: head_prep_v<8, KT>(P, src, nw, rope, pos, dst_f, dst_b); break;
+    default: head_prep<KT>(P, src, nw, rope, pos, tmp, dst_f, dst_b); break;
     }
     __syncwarp();
 }
@@ -165,8 +158,8 @@ __device__ __forceinline__ void att_rows(const float (&q)[GS][8], float (&m)[GS]
 // (qs: GS x hd, smem). Lanes work in row groups of LPR lanes (LPR = hd/8 rounded up to a power of
 // two): each lane holds 8 dims of a K/V row. GS is compile-time so the per-head accumulators stay
 // in registers. Leaves the chunk's combined (m, l, acc) per head in out (GS x (hd+2), smem), with
-// m in log2 units. SM: K/V rows come from shared memory (kv_stage): row p at Kl + (p - p0) * hd;
-// otherwise from the cache (head-major: Kl is the kv head's row 0): row p at Kl + p * hd.
+// m in log2 units. K/V rows come from the cache (head-major: Kl is the kv head's row 0): row p at
+// Kl + p * hd.
 // R: rows per row group per loop trip, all loaded before any is used, so a chunk of up to
 // R x (row groups) positions costs one memory latency (R = 2 took two trips for a 64-position
 // chunk: 3.6 us of loop at pos 130, run 20). pm: NW x GS x (hd+2) floats of scratch.
@@ -186,13 +179,12 @@ __device__ __forceinline__ void att_ring_init() {
 }
 #endif
 
-template <int GS, int R, bool SM, typename KT, bool RING = false>
+template <int GS, int R, typename KT, bool RING = false>
 __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, int p1,
                          const float *qs, float *pm, float *out, unsigned char *ring0 = nullptr,
                          unsigned char *ring1 = nullptr, int pe = 0) {
     const int hd = P.hd, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const size_t rs = (size_t)hd;  // row stride, staged rows and cache rows alike
-    const int pb = SM ? p0 : 0;
+    const size_t rs = (size_t)hd;  // row stride
     const int LPR = P.lpr, RPW = 32 / LPR;
     const int rg = lane / LPR, sub = lane % LPR, nrg = NW * RPW;
     const bool act = sub * 8 < hd;
@@ -215,7 +207,7 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
         // The K/V rows of positions [p0, pe) stream by the bulk copy engine through P.attns slots
         // of P.attslot bytes: P.attns0 in ring0 (decode_df's buffer 0, which holds no copy during
-        // attention for blocks with an item), the rest in ring1 (the K/V staging region, unused when
+        // attention for blocks with an item), the rest in ring1 (the spare region, unused when
         // the chunk did not fit there). A slot holds rsl consecutive rows of K then the same rows of
         // V (two contiguous ranges of the head-major cache: two copies, issued by thread 0,
         // completing on the slot's mbarrier); the other slots are in flight while one is computed,
@@ -295,7 +287,7 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
             att_rows<GS, 1>(q, m, ls, acc, kf, vf, va, LPR);
         }
 #endif
-    } else if constexpr (sizeof(KT) == 2 && !SM && R == 2 && GS <= 2) {
+    } else if constexpr (sizeof(KT) == 2 && R == 2 && GS <= 2) {
         // 16-bit cache, rows from the cache, 2 rows per trip (the grid kernel's passes): a trip
         // keeps its rows as loaded (4 registers per 8 elements, half of the floats') and converts
         // one row at a time, so it carries 2R rows in the registers f32 uses for R: the same bytes
@@ -309,11 +301,11 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
             for (int r = 0; r < R2; r++) {
                 const int p = pa + r * span;
                 const bool ok = act && p < p1;
-                const uint4 *kp = reinterpret_cast<const uint4 *>(Kl + (size_t)(p - pb) * rs + sub * 8);
-                const uint4 *vp = reinterpret_cast<const uint4 *>(Vl + (size_t)(p - pb) * rs + sub * 8);
+                const uint4 *kp = reinterpret_cast<const uint4 *>(Kl + (size_t)p * rs + sub * 8);
+                const uint4 *vp = reinterpret_cast<const uint4 *>(Vl + (size_t)p * rs + sub * 8);
                 const uint4 z = make_uint4(0, 0, 0, 0);
-                kr[r] = ok ? (SM ? *kp : __ldcg(kp)) : z;
-                vr[r] = ok ? (SM ? *vp : __ldcg(vp)) : z;
+                kr[r] = ok ? __ldcg(kp) : z;
+                vr[r] = ok ? __ldcg(vp) : z;
             }
 #pragma unroll
             for (int r = 0; r < R2; r += 2) {
@@ -335,14 +327,8 @@ __device__ void att_pass(const Params &P, const KT *Kl, const KT *Vl, int p0, in
             for (int r = 0; r < R; r++) {
                 const int p = pa + r * span;
                 const bool ok = act && p < p1;
-                const KT *kp = Kl + (size_t)(p - pb) * rs + sub * 8, *vp = Vl + (size_t)(p - pb) * rs + sub * 8;
-                if (SM) {
-                    ld8s(kp, ok, kf[r]);
-                    ld8s(vp, ok, vf[r]);
-                } else {
-                    ld8(kp, ok, kf[r]);
-                    ld8(vp, ok, vf[r]);
-                }
+                ld8(Kl + (size_t)p * rs + sub * 8, ok, kf[r]);
+                ld8(Vl + (size_t)p * rs + sub * 8, ok, vf[r]);
             }
             bool va[R];
 #pragma unroll
@@ -419,80 +405,15 @@ __device__ __forceinline__ int att_chunks(const Params &P, int len, int &csz) {
     return (len + csz - 1) / csz;
 }
 
-// Start copying the earlier K/V rows of the block's attention item (layer l, position pos) into
-// shared memory ks: K rows [p0, p1) at ks + (p - p0) * hd, then the V rows. Those rows were written
-// by earlier steps, so the copy may start before this step's q|k|v are ready; row pos (this step's)
-// is written there by attention's head prep. The bulk copy engine moves the rows: in the head-major
-// cache the rows [p0, pe) of one kv head are one contiguous range per matrix, so warp 0 issues 2
-// copies (in pieces of at most 32 KB; completion on mbarrier mb, whose phase parity the caller
-// tracks) and no thread stalls on a full load queue (cp.async from every thread measured a 2 us
-// later wake, run 9; one bulk copy per row cost ~2 us of issue: docs/perf-notes.md, v6).
-// Returns ks, or NULL (nothing issued) when the block has no item, the chunk does not fit in cap
-// bytes, or the device has no bulk copy engine.
-template <typename KT, bool RING = false>
-__device__ __noinline__ KT *kv_stage(const Params &P, int l, int pos, KT *ks, size_t cap, unsigned long long *mb) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    const int hd = P.hd, len = pos + 1;
-    int csz;
-    const int nch = att_chunks(P, len, csz);
-    const int item = blockIdx.x;
-    if (!ks || item >= P.nkv * nch) return nullptr;
-    const int kvh = item / nch, c = item % nch;
-    const int p0 = c * csz, p1 = min(len, p0 + csz), pe = min(p1, pos);
-    const unsigned rowb = (unsigned)hd * sizeof(KT);
-    if ((size_t)(p1 - p0) * rowb * 2 > cap || (rowb & 15)) return nullptr;
-    if (RING && P.attpipe > 0 && p1 - p0 >= P.attpipe) return nullptr;  // the chunk goes through att_pass's ring
-    if (threadIdx.x < 32) {
-        // rows [p0, pe) of this kv head: one contiguous range in each cache (16-byte aligned: the
-        // arena is, and every row is a 16-byte multiple), landing at ks (K) and vs (V)
-        const char *kg = reinterpret_cast<const char *>(kv_rows<const KT>(P.kc, P, l, kvh) + (size_t)p0 * hd);
-        const char *vg = reinterpret_cast<const char *>(kv_rows<const KT>(P.vc, P, l, kvh) + (size_t)p0 * hd);
-        KT *vs = ks + (size_t)(p1 - p0) * hd;
-        const unsigned bytes = (unsigned)(pe - p0) * rowb;  // per matrix (<= cap / 2)
-        const unsigned piece = 32768, np = (bytes + piece - 1) / piece;  // copies per matrix
-        const unsigned m = smem_u32(mb);
-        // the buffer was last read through the generic proxy; order that before the async writes
-        if (threadIdx.x == 0) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-        // the rows were written by other blocks' generic stores (ordered before this block by the
-        // counters' release/acquire); the bulk copies read them through the async proxy
-        asm volatile("fence.proxy.async.global;" ::: "memory");
-        __syncwarp();
-        for (unsigned r = threadIdx.x; r < 2 * np; r += 32) {
-            const bool kv = r >= np;
-            const unsigned off = (kv ? r - np : r) * piece, n = bytes - off < piece ? bytes - off : piece;
-            const char *src = (kv ? vg : kg) + off;
-            const unsigned dst = smem_u32(kv ? vs : ks) + off;
-            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                             dst),
-                         "l"(src), "r"(n), "r"(m)
-                         : "memory");
-        }
-        __syncwarp();
-        // the arrival that completes the phase once all bytes landed (tx-count may run ahead of it):
-        // exactly the bytes of the copies above, 2 matrices x (pe - p0) rows
-        if (threadIdx.x == 0)
-            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(m), "r"(2 * bytes)
-                         : "memory");
-    }
-    return ks;
-#else
-    (void)P, (void)l, (void)pos, (void)ks, (void)cap, (void)mb;
-    return nullptr;
-#endif
-}
-
 // Attention of layer l at position pos for the block's (kv head, chunk) item: the G query heads
 // of a kv head are done in passes of at most 4 (register budget); K/V rows are re-read per pass.
-// ks: the item's K/V rows staged by kv_stage (or NULL: read them from the cache), complete at
-// phase parity kpar of mbarrier kmb. defer: leave
-// the chunk partials for the O stage to combine (combine_att) instead of combining them here.
+// defer: leave the chunk partials for the O stage to combine (combine_att) instead of combining them here.
 // RB: rows per row group per att_pass trip for passes of 1-2 heads (4: one trip covers a
 // 64-position chunk; the grid kernel's 128-register budget takes 2, which spilled at 4).
 // RING: called by decode_df<..., RING> (two-buffer mode: sm is its stage-vector region, weight buffer
-// 0 at sm - (wbuf + wbuf1 + kvbuf), the K/V staging region at sm - kvbuf): MQ_CUDA_ATTPIPE's ring.
+// 0 at sm - (wbuf + wbuf1 + kvbuf), the spare region at sm - kvbuf): MQ_CUDA_ATTPIPE's ring.
 template <typename KT, int RB, bool RING = false>
-__device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm, bool defer = false,
-                                       KT *ks = nullptr, unsigned long long *kmb = nullptr, unsigned kpar = 0) {
+__device__ __noinline__ void attention(const Params &P, int l, int pos, float *sm, bool defer = false) {
     const int hd = P.hd, len = pos + 1, warp = threadIdx.x >> 5, G = P.nh / P.nkv;
     const int maxch = P.max_chunks;
     int csz;
@@ -505,7 +426,6 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
     const size_t kvd = (size_t)P.nkv * hd;  // k (and v) part of the q|k|v vector
     KT *Kl = kv_rows<KT>(P.kc, P, l, kvh);   // the kv head's cache rows: row p at + p*hd
     KT *Vl = kv_rows<KT>(P.vc, P, l, kvh);
-    KT *vs = ks ? ks + (size_t)(p1 - p0) * hd : nullptr;  // staged V rows
     const int stride = hd + 2;
 
     float *qs = sm;                      // (G, hd) normed, roped queries
@@ -522,12 +442,11 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
                           nullptr);
         else if (t == G)
             prep_head(P, P.qkv + P.qdim + (size_t)kvh * hd, L.k_norm, true, pos, tmp + warp * hd, nullptr,
-                      Kl + (size_t)pos * hd, ks ? ks + (size_t)(pos - p0) * hd : nullptr);
+                      Kl + (size_t)pos * hd);
         else
             prep_head(P, P.qkv + P.qdim + kvd + (size_t)kvh * hd, nullptr, false, pos, tmp + warp * hd, nullptr,
-                      Vl + (size_t)pos * hd, vs ? vs + (size_t)(pos - p0) * hd : nullptr);
+                      Vl + (size_t)pos * hd);
     }
-    if (ks) mb_wait(smem_u32(kmb), kpar);  // the staged rows have landed
     __syncthreads();
     sprof_mark(P, SP_ATT);  // q/k/v head prep
     // MQ_CUDA_ATTPIPE: long chunks through the bulk-copy ring (att_pass, RING), 1-2 heads per pass.
@@ -536,7 +455,7 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
     // starts after the O stage's __syncthreads, when the ring's last copies have landed and been read.
     bool ring = false;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // the ring's bulk copies
-    ring = RING && !ks && P.attpipe > 0 && p1 - p0 >= P.attpipe && !((P.opt & OPT_GUEARLY) && !(P.opt & OPT_GUATT));
+    ring = RING && P.attpipe > 0 && p1 - p0 >= P.attpipe && !((P.opt & OPT_GUEARLY) && !(P.opt & OPT_GUATT));
 #endif
     const int gmax = ring ? 2 : 4;
     for (int g0 = 0; g0 < G; g0 += gmax) {
@@ -546,24 +465,15 @@ __device__ __noinline__ void attention(const Params &P, int l, int pos, float *s
         if (ring) {
             unsigned char *r1 = reinterpret_cast<unsigned char *>(sm) - P.kvbuf, *r0 = r1 - ((size_t)P.wbuf + P.wbuf1);
             const int pe = min(p1, pos);  // rows before this step's position: written by earlier steps
-            if (gs == 1) att_pass<1, 2, false, KT, true>(P, Kl, Vl, p0, p1, qg, pm, rg, r0, r1, pe);
-            else att_pass<2, 2, false, KT, true>(P, Kl, Vl, p0, p1, qg, pm, rg, r0, r1, pe);
-            continue;
-        }
-        if (ks) {
-            switch (gs) {
-            case 1: att_pass<1, RB, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
-            case 2: att_pass<2, RB, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
-            case 3: att_pass<3, 2, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
-            default: att_pass<4, 2, true, KT>(P, ks, vs, p0, p1, qg, pm, rg); break;
-            }
+            if (gs == 1) att_pass<1, 2, KT, true>(P, Kl, Vl, p0, p1, qg, pm, rg, r0, r1, pe);
+            else att_pass<2, 2, KT, true>(P, Kl, Vl, p0, p1, qg, pm, rg, r0, r1, pe);
             continue;
         }
         switch (gs) {
-        case 1: att_pass<1, RB, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        case 2: att_pass<2, RB, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        case 3: att_pass<3, 2, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        default: att_pass<4, 2, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 1: att_pass<1, RB, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 2: att_pass<2, RB, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 3: att_pass<3, 2, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        default: att_pass<4, 2, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
         }
     }
     sprof_mark(P, SP_ATT + 1);  // the row-group combine after the online softmax (SP_ATTLOOP)

@@ -232,10 +232,10 @@ __device__ __noinline__ void cl_attend(const Params &P, const KT *Kl, const KT *
         const float *qg = qs + g0 * hd;
         float *rg = res + (size_t)g0 * stride;
         switch (gs) {
-        case 1: att_pass<1, 4, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        case 2: att_pass<2, 4, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        case 3: att_pass<3, 2, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
-        default: att_pass<4, 2, false, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 1: att_pass<1, 4, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 2: att_pass<2, 4, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        case 3: att_pass<3, 2, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
+        default: att_pass<4, 2, KT>(P, Kl, Vl, p0, p1, qg, pm, rg); break;
         }
     }
 }
@@ -252,7 +252,7 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
     }
     extern __shared__ __align__(128) unsigned char dsm[];
     __shared__ float red[NT / 32 * 2 > 32 ? NT / 32 * 2 : 32];
-    __shared__ __align__(8) unsigned long long s_mb[3];
+    __shared__ __align__(8) unsigned long long s_mb[2];
     const Params &Ps = sP;
     const int H = P.hidden, I = P.inter, Lc = P.n_layers, hd = P.hd, G = P.nh / P.nkv, GQ = G * hd;
     const int RR = (G + 2) * hd / CL_CS, HR = H / CL_CS;
@@ -263,11 +263,10 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
     WStage S;
     S.mb = s_mb;
     S.iss = (P.opt & OPT_ISSW) ? 32 : 0;
-    for (int k = 0; k < 3; k++) S.phase[k] = 0, S.pend[k] = 0;
-    S.cap[0] = P.wbuf, S.cap[1] = P.wbuf1, S.cap[2] = 0;
+    for (int k = 0; k < 2; k++) S.phase[k] = 0, S.pend[k] = 0;
+    S.cap[0] = P.wbuf, S.cap[1] = P.wbuf1;
     S.buf[0] = reinterpret_cast<uint4 *>(dsm);
     S.buf[1] = reinterpret_cast<uint4 *>(dsm + P.wbuf);
-    S.buf[2] = nullptr;
     float *sm = reinterpret_cast<float *>(dsm + (size_t)P.wbuf + P.wbuf1);
     int c0, c1;
     block_rows(I, blockIdx.x, GB, c0, c1);

@@ -124,7 +124,7 @@ __device__ __forceinline__ void ld8(const float *p, bool ok, float f[8]) {
     float4 b = ok ? __ldcg(reinterpret_cast<const float4 *>(p) + 1) : z;
     f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
 }
-// the same from shared memory (K/V rows staged there by kv_stage)
+// the same from shared memory (K/V rows in attention's bulk-copy ring slots)
 __device__ __forceinline__ void ld8s(const __nv_bfloat16 *p, bool ok, float f[8]) {
     uint4 u = ok ? *reinterpret_cast<const uint4 *>(p) : make_uint4(0, 0, 0, 0);
     f[0] = bf2f(u.x & 0xffff), f[1] = bf2f(u.x >> 16), f[2] = bf2f(u.y & 0xffff), f[3] = bf2f(u.y >> 16);

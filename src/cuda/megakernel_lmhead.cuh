@@ -41,15 +41,14 @@ struct LmGeom {
 };
 
 // The ring from the DOWN weight buffer on (free during the lm_head; the next step's first copies
-// go to the buffers before it): two-buffer mode buffer 1 and the K/V staging region after it, ring
-// mode region C, over sm and past it into the dynamic shared memory the host sized for it
-// (gpu.cu). sm: decode_df's stage vectors, which follow those in both modes.
+// go to buffer 0 before it): buffer 1 and the spare region after it, over sm and past it into the
+// dynamic shared memory the host sized for it (gpu.cu). sm: the stage vectors, which follow those.
 __device__ __forceinline__ LmGeom lm_geom(const Params &P, float *sm) {
     LmGeom g;
     g.rows = P.lmring;
     g.ns = P.lmring > 0 && P.lmns >= 2 ? min(P.lmns, LM_MAXNS) : 0;
     g.slot = reinterpret_cast<uint4 *>(reinterpret_cast<unsigned char *>(sm) -
-                                       (P.wreg[0] ? P.wreg[2] : (size_t)P.wbuf1 + P.kvbuf));
+                                       ((size_t)P.wbuf1 + P.kvbuf));
     g.xs = reinterpret_cast<float *>(g.slot + (size_t)g.ns * g.rows * (P.hidden / 8));
     block_rows(P.vocab, blockIdx.x, gridDim.x, g.r0, g.r1);
     return g;
