@@ -686,6 +686,12 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     // copy the next step's first q|k|v slice there instead).
     const char *lpre = getenv("MQ_CUDA_LMPRE");
     P.lmpre = (size_t)(lpre && *lpre && atoi(lpre) >= 0 ? atoi(lpre) : 0) << 10;
+    // the L2 prefetch of a streamed stage's slice (one whose slice does not fit its weight buffer:
+    // the 1.7B's q|k|v and gate|up, everything from the 4B up), issued a stage ahead: at most this
+    // many KB per block (MQ_CUDA_WPF, default 1024). 132 blocks x 1 MB can overfill a 50 MB L2 with
+    // evict-first lines (as the lm_head's prefetch did, MQ_CUDA_LMPRE): a measurement knob.
+    const char *wpfenv = getenv("MQ_CUDA_WPF");
+    P.wpf = (size_t)(wpfenv && *wpfenv && atoi(wpfenv) >= 0 ? atoi(wpfenv) : 1024) << 10;
     // df: the O stage combines the attention chunks itself (MQ_CUDA_OCOMB=1; off by default: measured
     // slower, run 8) when its stage vector region holds the output plus every chunk's (m, l)
     // (q_dim + 2 * n_heads * max_chunks floats)

@@ -340,7 +340,7 @@ __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l
     int rows, cols;
     const __nv_bfloat16 *W = stage_w(P, l, st, rows, cols);
     if (!ws_issue(S, k, W, rows, cols, st == S_GU && (hpair_on(P) || P.fuse)))
-        prefetch_rows(W, rows, cols, (size_t)1 << 20);
+        prefetch_rows(W, rows, cols, P.wpf);
 }
 
 // The rest of a matvec stage once its input vector is in sm: wait for the staged weights of
@@ -542,7 +542,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                     matvec<MV_SMEM>(L.gu, 2 * I, H, sm, g2, red, nullptr, wg, 2 * c0, 2 * c1, nullptr, 0, nullptr, regx);
                     __syncthreads();
                     // OPT_ALTQ: buffer 0's readers (the matvec) are done: the next q|k|v copy now
-                    if (altq && wq && !ws_issue(S, bQ, wq, QKVR, H)) prefetch_rows(wq, QKVR, H, (size_t)1 << 20);
+                    if (altq && wq && !ws_issue(S, bQ, wq, QKVR, H)) prefetch_rows(wq, QKVR, H, P.wpf);
                     sprof_mark(P, SP_GU + 2);
                     silu_pairs(g2, h, nc);
                     __syncthreads();
@@ -562,7 +562,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                 // buffer 0's readers (the gate|up matvec) are done: the next q|k|v copy (unless
                 // OPT_ALTQ issued it), or at the last layer the lm_head's L2 prefetch
                 if (!wq) prefetch_rows(P.lm_head, P.vocab, H, P.lmpre);  // (0 bytes: none)
-                else if (!altq && !ws_issue(S, bQ, wq, QKVR, H)) prefetch_rows(wq, QKVR, H, (size_t)1 << 20);
+                else if (!altq && !ws_issue(S, bQ, wq, QKVR, H)) prefetch_rows(wq, QKVR, H, P.wpf);
                 sprof_mark(P, SP_DOWN + 3);
                 kinst += 2;
                 continue;

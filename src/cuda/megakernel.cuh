@@ -121,6 +121,8 @@ struct Params {
     // into shared memory from the DOWN weight buffer on; lmring = 0: the streamed matvec (lmpf)
     int lmring;                      // lm_head rows per slot
     int lmns;                        // slots (2 .. LM_MAXNS)
+    size_t wpf;                      // df: bytes per block of a streamed stage's L2 prefetch (a slice
+                                     // larger than its weight buffer; MQ_CUDA_WPF KB, default 1024)
     size_t lmpre;                    // df: bytes per block of the lm_head's L2 prefetch at the last layer's
                                      // end of a launch's last step (MQ_CUDA_LMPRE, KB; default 0)
     int ocomb;                       // df: the O stage combines attention chunks (MQ_CUDA_OCOMB=1)
