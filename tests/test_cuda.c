@@ -561,9 +561,9 @@ static void test_smem_plan(void **st) {
                 assert_int_equal(p.kvbuf, 0);
             }
         }
-    /* 0.6B on 132 SMs (H100, H200): the spare region holds two of attention's 48 KB K/V ring slots */
+    /* 0.6B on 132 SMs (H100, H200): the spare region holds a third 48 KB slot of attention's K/V ring */
     const mq_gpu_smem p = mq_gpu_plan_smem(&shapes[0], 132, optin, 3072 * 4 + 2560, 1);
-    assert_true(p.kvbuf >= 2 * 48 * 1024);
+    assert_true(p.kvbuf >= 48 * 1024);
     /* no bulk copy engine: nothing staged */
     const mq_gpu_smem z = mq_gpu_plan_smem(&shapes[0], 132, optin, 3072 * 4 + 2560, 0);
     assert_int_equal(z.wbuf0 + z.wbuf1 + z.kvbuf, 0);

@@ -687,11 +687,13 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     const char *lpre = getenv("MQ_CUDA_LMPRE");
     P.lmpre = (size_t)(lpre && *lpre && atoi(lpre) >= 0 ? atoi(lpre) : 0) << 10;
     // the L2 prefetch of a streamed stage's slice (one whose slice does not fit its weight buffer:
-    // the 1.7B's q|k|v and gate|up, everything from the 4B up), issued a stage ahead: at most this
-    // many KB per block (MQ_CUDA_WPF, default 1024). 132 blocks x 1 MB can overfill a 50 MB L2 with
-    // evict-first lines (as the lm_head's prefetch did, MQ_CUDA_LMPRE): a measurement knob.
+    // the 1.7B's q|k|v and MLP, everything from the 4B up), issued a stage ahead: at most this many
+    // KB per block (MQ_CUDA_WPF, default 0 = none). Run 2 of session 30 (H200, ctx 16 / 1K): the
+    // old 1 MB -> 0 took the 1.7B from 491 to 553 tok/s, a 4B of 12 layers 501 -> 550, an 8B of 8
+    // layers 502 -> 562 (256 KB and 64 KB in between): 132 blocks x 1 MB of evict-first lines
+    // overfilled the L2 as the lm_head's prefetch did (MQ_CUDA_LMPRE).
     const char *wpfenv = getenv("MQ_CUDA_WPF");
-    P.wpf = (size_t)(wpfenv && *wpfenv && atoi(wpfenv) >= 0 ? atoi(wpfenv) : 1024) << 10;
+    P.wpf = (size_t)(wpfenv && *wpfenv && atoi(wpfenv) >= 0 ? atoi(wpfenv) : 0) << 10;
     // df: the O stage combines the attention chunks itself (MQ_CUDA_OCOMB=1; off by default: measured
     // slower, run 8) when its stage vector region holds the output plus every chunk's (m, l)
     // (q_dim + 2 * n_heads * max_chunks floats)

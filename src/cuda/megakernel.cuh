@@ -122,7 +122,7 @@ struct Params {
     int lmring;                      // lm_head rows per slot
     int lmns;                        // slots (2 .. LM_MAXNS)
     size_t wpf;                      // df: bytes per block of a streamed stage's L2 prefetch (a slice
-                                     // larger than its weight buffer; MQ_CUDA_WPF KB, default 1024)
+                                     // larger than its weight buffer; MQ_CUDA_WPF KB, default 0: none)
     size_t lmpre;                    // df: bytes per block of the lm_head's L2 prefetch at the last layer's
                                      // end of a launch's last step (MQ_CUDA_LMPRE, KB; default 0)
     int ocomb;                       // df: the O stage combines attention chunks (MQ_CUDA_OCOMB=1)
