@@ -334,9 +334,9 @@ __device__ __forceinline__ const __nv_bfloat16 *stage_w(const Params &P, int l, 
     }
 }
 
-// Start the weights of stage st of layer l into buffer k, or into L2 (P.wpf bytes, default none) when
-// they do not fit. (Also
-// prefetching the stage after into L2 measured slower: 708 vs 767 tok/s, docs/perf-notes.md.)
+// Start the weights of stage st of layer l into buffer k, or into L2 (P.wpf bytes, default none)
+// when they do not fit. (Also prefetching the stage after into L2 measured slower: 708 vs 767
+// tok/s, docs/perf-notes.md.)
 __device__ __forceinline__ void ws_next(WStage &S, int k, const Params &P, int l, int st) {
     int rows, cols;
     const __nv_bfloat16 *W = stage_w(P, l, st, rows, cols);
