@@ -898,17 +898,17 @@ static void sub_profile(const unsigned long long *dsp, int cl) {
         return;
     }
     // in megakernel.cu's SP_* order
-    static const char *nm[22] = {"qkv:norm", "wait-w", "mv", "publish", "att:prep", "rowcomb", "partials",
+    static const char *nm[24] = {"qkv:norm", "wait-w", "mv", "publish", "att:prep", "rowcomb", "partials",
                                  "combine", "publish", "o:load", "wait-w", "mv", "publish", "gu:norm",
                                  "wait-w", "mv", "publish", "down:silu", "wait-w", "mv", "publish",
-                                 "att:loop"};
+                                 "att:loop", "-", "-"};
     // decode_cl's (megakernel_cl.cuh CLP_*; 21: att_pass's loop)
-    static const char *nc[22] = {"a:wait", "a:norm", "a:wait-w", "a:qkv-mv", "a:gather", "a:prep", "a:rowcomb",
-                                 "a:xchg", "a:combine", "a:wait-o", "a:o-mv", "a:publish", "m:wait", "m:norm",
+    static const char *nc[24] = {"a:wait", "a:norm", "a:wait-w", "a:qkv-mv", "a:gather", "a:prep", "a:rowcomb",
+                                 "a:xchg", "a:combine", "a:wait-o", "a:o-issue", "a:publish", "m:wait", "m:norm",
                                  "m:wait-w", "m:gu-mv", "m:silu", "m:wait-d", "m:down", "m:publish", "lm_head",
-                                 "a:attloop"};
+                                 "a:attloop", "a:o-mv", "a:o-sync"};
     fprintf(stderr, "megakernel(%s) block 0 sub-stages (us, mean):", cl ? "cl" : "df");
-    for (int k = 0; k < 22; k++)
+    for (int k = 0; k < 24; k++)
         if (t[24 + k]) fprintf(stderr, " %s %.2f", (cl ? nc : nm)[k], (double)t[k] / t[24 + k] / (khz * 1e-3));
     fprintf(stderr, "\n");
 }

@@ -37,9 +37,11 @@
 namespace mqk {
 
 // Block 0's sub-stage profile indices (sprof_mark; gpu.cu's cl_names); att_pass marks SP_ATTLOOP (21).
+// CLP_OMV: the copies issued after the o tile (the marks before it split its matvec and barrier).
 enum {
     CLP_AWAIT = 0, CLP_NORM, CLP_QW, CLP_QMV, CLP_GATH, CLP_PREP, CLP_ATT, CLP_XCH, CLP_COMB, CLP_OW, CLP_OMV,
-    CLP_APUB, CLP_MWAIT, CLP_MNORM, CLP_GW, CLP_GMV, CLP_SILU, CLP_DW, CLP_DMV, CLP_MPUB, CLP_LM
+    CLP_APUB, CLP_MWAIT, CLP_MNORM, CLP_GW, CLP_GMV, CLP_SILU, CLP_DW, CLP_DMV, CLP_MPUB, CLP_LM,
+    CLP_OMV0 = 22, CLP_OSYNC = 23  // the o tile: warp 0's matvec; the block's __syncthreads after it
 };
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -240,6 +242,38 @@ __device__ __noinline__ void cl_attend(const Params &P, const KT *Kl, const KT *
     }
 }
 
+// The o tile's matvec: out[r] = W[r, :] . x for r < rows, W (rows, cols) bf16 in shared memory (ws,
+// row-major), x (cols floats, 16-byte aligned) in shared memory. matvec gives each row a warp and a
+// 5-shuffle reduction; the tile's rows are short (0.6B: 256 columns, one 16-byte load per lane), so
+// that was ~16 dependent (load, reduce) rounds per warp (block 0's profile: 7.2 us for 64 KB, run 1
+// of session 30). Here TPR = cols / 32 threads share a row, each with 4 of its 16-byte words
+// (interleaved: consecutive threads read consecutive words, no bank conflicts) and the matching 32
+// floats of x in registers, loaded once; a row costs log2(TPR) shuffles. false: the shape does not
+// fit (cols not a multiple of 32 with a power-of-two TPR <= 32); the caller uses matvec.
+__device__ __noinline__ bool cl_omv(const uint4 *ws, int rows, int cols, const float *x, float *out) {
+    const int n8 = cols >> 3, tpr = n8 >> 2;
+    if ((cols & 31) || tpr < 1 || tpr > 32 || (tpr & (tpr - 1))) return false;
+    const int sub = (int)threadIdx.x & (tpr - 1), rg = (int)threadIdx.x / tpr, nrg = NT / tpr;
+    float xr[4][8];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const float4 *x4 = reinterpret_cast<const float4 *>(x + 8 * (sub + k * tpr));
+        const float4 a = x4[0], b = x4[1];
+        xr[k][0] = a.x, xr[k][1] = a.y, xr[k][2] = a.z, xr[k][3] = a.w;
+        xr[k][4] = b.x, xr[k][5] = b.y, xr[k][6] = b.z, xr[k][7] = b.w;
+    }
+    // trip counts are warp-uniform (the shuffles take the whole warp): rows past the end compute on row 0
+    for (int r0 = 0; r0 < rows; r0 += nrg) {
+        const int r = r0 + rg, rr = r < rows ? r : 0;
+        const uint4 *w = ws + (size_t)rr * n8 + sub;
+        const uint4 w0 = w[0], w1 = w[tpr], w2 = w[2 * tpr], w3 = w[3 * tpr];
+        float a = dot8r(w0, xr[0]) + dot8r(w1, xr[1]) + (dot8r(w2, xr[2]) + dot8r(w3, xr[3]));
+        for (int o = tpr >> 1; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+        if (sub == 0 && r < rows) out[r] = a;
+    }
+    return true;
+}
+
 template <typename KT>
 __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Params P) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -396,8 +430,11 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
                 const uint4 *wo = ws_take(S, 1);
                 if (!wo) __trap();
                 sprof_mark(P, CLP_OW);
-                matvec<MV_SMEM>(Lw.o, HR, GQ, attv, ot, red, nullptr, wo, 0, HR, nullptr, 0, nullptr, false);
+                if (!cl_omv(wo, HR, GQ, attv, ot))
+                    matvec<MV_SMEM>(Lw.o, HR, GQ, attv, ot, red, nullptr, wo, 0, HR, nullptr, 0, nullptr, false);
+                sprof_mark(P, CLP_OMV0);
                 __syncthreads();
+                sprof_mark(P, CLP_OSYNC);
                 cl_issue(S, 1, cl_one(Lw.down + (size_t)c0 * H, (size_t)nc * H * 2));  // buffer 1 read
                 if (P.clgu >= 2) cl_issue(S, 0, cgu);
                 sprof_mark(P, CLP_OMV);
