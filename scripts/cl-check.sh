@@ -46,12 +46,12 @@ echo "== bench ABBA ($(el)s)"
 for r in A B; do
   for b in S C Cdf $BL; do
     case $b in S) x="MQ_CUDA_SYNC=df $S";; C) x="$CL $C";; Cdf) x="MQ_CUDA_SYNC=df $C";; L) x="MQ_CUDA_SYNC=df $L";; esac
-    echo "$r $b: $(timeout 100 env $x bench -m $M --backend cuda --ctx 16,1024,4096 -n 128 --power-s 0 --idle-s 0 2>&1 | awk -F'|' 'NF==9{printf "ctx %s %s tok/s %s | ", $2+0, $3+0, $8}')"
+    echo "$r $b: $(timeout 100 env $x bench -m $M --backend cuda --ctx 16,1024,4096 -n 128 --power-s 0 --idle-s 0 2>&1 | awk -F'|' 'NF==9 && $2+0>0{printf "ctx %s %s tok/s %s | ", $2+0, $3+0, $8}')"
   done
 done
 echo "== cl variants ($(el)s)"
 for v in MQ_CUDA_CLGU=1 MQ_CUDA_CLGU=2 MQ_CUDA_CLLM=0 MQ_CUDA_LMRING=8; do
-  echo "$v: $(timeout 100 env $CL $v $C bench -m $M --backend cuda --ctx 16,1024,4096 -n 128 --power-s 0 --idle-s 0 2>&1 | awk -F'|' 'NF==9{printf "ctx %s %s tok/s %s | ", $2+0, $3+0, $8}')"
+  echo "$v: $(timeout 100 env $CL $v $C bench -m $M --backend cuda --ctx 16,1024,4096 -n 128 --power-s 0 --idle-s 0 2>&1 | awk -F'|' 'NF==9 && $2+0>0{printf "ctx %s %s tok/s %s | ", $2+0, $3+0, $8}')"
 done
 echo "== sanitizers on 2 layers ($(el)s)"
 for t in memcheck racecheck synccheck; do

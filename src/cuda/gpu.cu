@@ -677,6 +677,14 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     // 139 -> 122 us a step (run 8)
     const char *lpenv = getenv("MQ_CUDA_LMPF");
     P.lmpf = lpenv && atoi(lpenv) >= 0 && *lpenv ? atoi(lpenv) : 4;
+    // the same L2 prefetch for the stages that stream their rows (slices larger than a weight buffer:
+    // the 1.7B's q|k|v and MLP, all of the 4B's and up): each warp asks for its row MQ_CUDA_SPF trips
+    // ahead, and the fused MLP's down for the downT row MQ_CUDA_DPF rows ahead. Why: a streamed
+    // matvec keeps 4 x 16 B a lane in flight (~16 KB an SM), half of what the copy rate needs (run 2:
+    // 1.8-2.4 TB/s on those shapes). 0 = none (measurement knobs until measured).
+    const char *spenv = getenv("MQ_CUDA_SPF"), *dpenv = getenv("MQ_CUDA_DPF");
+    P.spf = spenv && *spenv && atoi(spenv) > 0 ? atoi(spenv) : 0;
+    P.dpf = dpenv && *dpenv && atoi(dpenv) > 0 ? atoi(dpenv) : 0;
     P.lmring = lmring;
     P.lmns = lmns;
     // df: the lm_head slice's L2 prefetch when a block leaves the last layer of a launch's last step

@@ -117,6 +117,8 @@ struct Params {
     unsigned attslot;                // the ring's slot bytes (MQ_CUDA_ATTSLOT KB, default 48)
     int attns0, attns;               // its slots in buffer 0, and in all (the rest in the spare region)
     int lmpf;                        // lm_head: L2 prefetch distance in rows per warp (MQ_CUDA_LMPF, default 4)
+    int spf;                         // df: the same for a streamed stage's matvec (MQ_CUDA_SPF, default 0)
+    int dpf;                         // df: the fused MLP's streamed down: downT rows ahead (MQ_CUDA_DPF, default 0)
     // df lm_head ring (MQ_CUDA_LMRING): lmns slots of lmring rows each, copied by the bulk copy engine
     // into shared memory from the DOWN weight buffer on; lmring = 0: the streamed matvec (lmpf)
     int lmring;                      // lm_head rows per slot
