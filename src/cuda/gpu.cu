@@ -63,6 +63,7 @@ struct mq_gpu {
     size_t cl_b0, cl_b1;  // its weight buffers' bytes
     int cl_lmring, cl_lmns; // its lm_head ring (from buffer 1 on): rows per slot, slots (0: streamed)
     int cl_gu;            // Params.clgu (MQ_CUDA_CLGU)
+    int cl_red;           // Params.clred (MQ_CUDA_CLRED)
     size_t off_ob;        // the o_proj tiles (Params.ob) in the arena
     char cl_why[256];     // the plan in words (the description's last part)
     size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)
@@ -227,12 +228,15 @@ static int cl_plan(mq_gpu *g, const cudaDeviceProp *prop, int smem_static) {
     size_t ns = lrows > 0 && !(cle && atoi(cle) == 0) ? (b1 + sv - (size_t)H * 4) / ((size_t)lrows * H * 2) : 0;
     if (ns > (size_t)mqk::LM_MAXNS) ns = mqk::LM_MAXNS;
     g->cl_lmring = ns >= 2 ? lrows : 0, g->cl_lmns = ns >= 2 ? (int)ns : 0;
-    const char *gue = getenv("MQ_CUDA_CLGU");
+    const char *gue = getenv("MQ_CUDA_CLGU"), *cre = getenv("MQ_CUDA_CLRED");
     g->cl_gu = gue && atoi(gue) > 0 ? atoi(gue) : 0;
+    // the down's cluster sum goes through px (8 slices of hidden / 8 floats, one per rank)
+    const int pxs = mqk::cl_sm_layout(H, s->n_heads, s->n_kv, hd, (I + grid - 1) / grid, 0).pxs;
+    g->cl_red = cre && atoi(cre) == 1 && H % (4 * CS) == 0 && H <= CS * pxs;
     snprintf(g->cl_why, sizeof g->cl_why,
              "cluster kernel to %d positions: grid %d (%d clusters of %d), %d B smem/block (weights %zu + %zu; "
-             "lm_head ring %d x %d rows; gate|up copy %d)", want, grid, grid / CS, CS, g->cl_smem, b0, b1, g->cl_lmns,
-             g->cl_lmring, g->cl_gu);
+             "lm_head ring %d x %d rows; gate|up copy %d; down sum %s)", want, grid, grid / CS, CS, g->cl_smem, b0, b1,
+             g->cl_lmns, g->cl_lmring, g->cl_gu, g->cl_red ? "cluster" : "block");
     return 0;
 }
 
@@ -955,7 +959,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         Params Pc = P;  // its own buffers, no per-stage stamps
         Pc.prof = NULL;
         Pc.wbuf = (unsigned)g->cl_b0, Pc.wbuf1 = (unsigned)g->cl_b1, Pc.kvbuf = 0;
-        Pc.lmring = g->cl_lmring, Pc.lmns = g->cl_lmns, Pc.clgu = g->cl_gu;
+        Pc.lmring = g->cl_lmring, Pc.lmns = g->cl_lmns, Pc.clgu = g->cl_gu, Pc.clred = g->cl_red;
         void *cargs[] = {&Pc};
         cudaError_t e = launch_clusters(mqk_kernel(g->kvt, 4), g->cl_grid, g->cl_smem, mqk::CL_CS, cargs);
         if (e == cudaSuccess) {

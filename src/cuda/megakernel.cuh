@@ -139,6 +139,8 @@ struct Params {
                                      // = rows [r hidden/8, +hidden/8) x kv head h's columns, contiguous
     int clgu;                        // decode_cl: attention blocks start the gate|up copy 0: after q|k|v,
                                      // 1: after the head prep, 2: after the o tile (MQ_CUDA_CLGU)
+    int clred;                       // decode_cl: the MLP's down partials summed in the cluster first
+                                     // (DSMEM), one float atomic per cluster (MQ_CUDA_CLRED=1; 0: every block's)
     int *ctl;                        // [0] stop flag, [1] steps done; zeroed before each launch
     const int32_t *ids;              // (n) teacher-forced ids, or NULL for greedy
     const int32_t *stop;             // (n_stop)
