@@ -4,7 +4,8 @@
 Every block of the grid is a generator that follows the kernel's order of counter waits and
 arrivals, cluster barriers, DSMEM writes and reads, weight-copy issues and takes, the residual
 buffers' zeroing, atomics and reads, the lm_head's last block, the embedding, stop tokens and
-teacher-forced steps. A scheduler interleaves the blocks at random (one action per tick, copies
+teacher-forced steps, and MQ_CUDA_CLRED's cluster sum of the down partials through px (the attention
+half's exchange region, shared with it as in the kernel). A scheduler interleaves the blocks at random (one action per tick, copies
 land at random later ticks) over many seeds and shapes, on a sequentially consistent model, with
 values kept exact (integers modulo a prime) and compared with a sequential reference. It fails on a
 deadlock, a read of a value from the wrong layer or step, a take that finds no copy or the wrong
@@ -34,10 +35,11 @@ class Fail(Exception):
 
 
 class Sim:
-    def __init__(self, L, nkv, ncl, n, first, ids, stop, lmring, clgu, fault, rng):
+    def __init__(self, L, nkv, ncl, n, first, ids, stop, lmring, clgu, fault, rng, clred=False):
         self.L, self.nkv, self.ncl, self.n = L, nkv, ncl, n
         self.GB = ncl * CS
         self.first, self.ids, self.stop, self.lmring, self.clgu = first, ids, stop, lmring, clgu
+        self.clred = clred  # MQ_CUDA_CLRED: the down partials summed in the cluster through px first
         self.fault, self.rng = fault, rng
         self.flg = [0] * (5 * L + 1)
         self.ra = [0] * L
@@ -61,8 +63,9 @@ class Sim:
     def o_part(self, l, c, r, att):
         return h(11, l, c, r, att)
 
-    def mlp_part(self, l, b, x):
-        return h(13, l, b, x)
+    def mlp_part(self, l, b, x, r):
+        """block b's down partial for output slice r (rank r's eighth of the outputs)"""
+        return h(13, l, b, x, r)
 
     def kv_row(self, l, c, x):
         return h(17, l, c, x)
@@ -112,6 +115,7 @@ class Sim:
             table.setdefault((cid, d), {})[rank] = (step, l, value)
         yield "bcast"
         yield from self.cl_sync(cid, k)
+        yield "read"  # (the reads follow the barrier, not with it)
         got = table[(cid, rank)]
         for r in range(CS):
             e = got.get(r)
@@ -220,7 +224,28 @@ class Sim:
                 tag = yield from self.take(b, 1)
                 if tag != ("down", l):
                     raise Fail(f"block {b} step {step} layer {l}: down take found {tag}")
-                self.rm[l] = (self.rm[l] + self.mlp_part(l, b, x) + (x if b == 0 else 0)) % MOD
+                if not self.clred:
+                    add = sum(self.mlp_part(l, b, x, r) for r in range(CS)) + (x if b == 0 else 0)
+                    self.rm[l] = (self.rm[l] + add) % MOD
+                else:
+                    # each slice to its owner's px (DSMEM), a cluster barrier, the owner adds the 8 (block
+                    # 0's partial carries the residual, here all of it in slice 0)
+                    for d in range(CS):
+                        v = self.mlp_part(l, b, x, d) + (x if b == 0 and d == 0 else 0)
+                        self.px.setdefault((cid, d), {})[rank] = ("m", step, l, v)
+                    yield "bcast"
+                    if flt != "clred-no-bar":
+                        nbar += 1
+                        yield from self.cl_sync(cid, nbar)
+                    yield "read"
+                    got = self.px.get((cid, rank), {})
+                    t = 0
+                    for r in range(CS):
+                        e = got.get(r)
+                        if not e or e[:3] != ("m", step, l):
+                            raise Fail(f"block {b}: down partial of rank {r} is {e} at step {step} layer {l}")
+                        t += e[3]
+                    self.rm[l] = (self.rm[l] + t) % MOD
                 yield "atomics"
                 self.flg[5 * l + 1] += 1
                 yield "arrive"
@@ -325,7 +350,7 @@ def reference(L, nkv, ncl, n, first, ids, stop):
                     ra = (ra + s.o_part(l, c, r, a)) % MOD
             rm = ra
             for b in range(GB):
-                rm = (rm + s.mlp_part(l, b, ra)) % MOD
+                rm = (rm + sum(s.mlp_part(l, b, ra, r) for r in range(CS))) % MOD
             x = rm
         need_lm = not ids or step == n - 1
         if need_lm:
@@ -351,17 +376,19 @@ def trial(seed, fault=None):
     ids = [rng.randrange(1000) for _ in range(n)] if rng.random() < 0.25 else None
     lmring = rng.random() < 0.6
     clgu = rng.choice([0, 1, 2])
+    clred = rng.random() < 0.5 or fault == "clred-no-bar"
     stop = set()
     if not ids and n > 1 and rng.random() < 0.5:  # a stop token at a random step
         ref = reference(L, nkv, ncl, n, first, None, set())
         stop = {ref[rng.randrange(n - 1)]}
     want = reference(L, nkv, ncl, n, first, ids, stop)
-    got = Sim(L, nkv, ncl, n, first, ids, stop, lmring, clgu, fault, rng).run()
+    got = Sim(L, nkv, ncl, n, first, ids, stop, lmring, clgu, fault, rng, clred).run()
     if got != want:
         raise Fail(f"tokens {got} != reference {want} (L {L}, kv heads {nkv}, clusters {ncl}, steps {n})")
 
 
-FAULTS = ["zero-wrong-rm", "ring-over-copy", "zero-wrong-ra", "no-att-wait", "no-mlp-wait", "double-issue", "no-o-issue", "no-embed-arrive"]
+FAULTS = ["zero-wrong-rm", "ring-over-copy", "zero-wrong-ra", "no-att-wait", "no-mlp-wait", "double-issue", "no-o-issue",
+          "no-embed-arrive", "clred-no-bar"]
 
 
 def main():
