@@ -34,13 +34,13 @@ env $CL timeout 150 $C $G >/tmp/gCcl.txt 2>/tmp/gCcl.err; echo "cl greedy rc $? 
 pfx() { python3 -c "import sys,re;a=re.findall(r'-?\d+',open(sys.argv[1]).read());b=re.findall(r'-?\d+',open(sys.argv[2]).read());n=0
 while n<min(len(a),len(b)) and a[n]==b[n]: n+=1
 print(f'{sys.argv[1]} vs {sys.argv[2]}: {n} of {len(a)}/{len(b)} numbers identical')" "$1" "$2"; }
-env $CL MQ_CUDA_CLRED=1 timeout 150 $C $G >/tmp/gCr.txt 2>/tmp/gCr.err; echo "cl CLRED greedy rc $?"
+env $CL MQ_CUDA_CLRED=0 MQ_CUDA_CLGU=0 timeout 150 $C $G >/tmp/gCr.txt 2>/tmp/gCr.err; echo "cl CLRED=0 CLGU=0 greedy rc $?"
 pfx /tmp/gS.txt /tmp/gCdf.txt; pfx /tmp/gS.txt /tmp/gCcl.txt; pfx /tmp/gS.txt /tmp/gCr.txt; [ -n "$BL" ] && pfx /tmp/gS.txt /tmp/gL.txt
 echo "== test_greedy_cl ($(el)s)"
 (cd /tmp/bC && MQ_TEST_FILTER=test_greedy_cl timeout 200 ./test_cuda 2>&1 | grep -E 'identical|PASSED|FAILED|ERROR|SKIP|cluster|Failure|stuck' | head -12)
 echo "== profiles ($(el)s)"
-for k in cl clred df; do
-  e=""; [ $k = cl ] && e=$CL; [ $k = clred ] && e="$CL MQ_CUDA_CLRED=1"
+for k in cl df; do
+  e=""; [ $k = cl ] && e=$CL
   env $e MQ_CUDA_PROFILE=1 timeout 60 $C run -m $M --prompt-ids 1,2,3,4,5,6,7,8 -n 124 --ids --ignore-eos --backend cuda 2>&1 >/dev/null | grep -E 'sub-stages|profile \(' | cut -c1-900
 done
 echo "== bench ABBA ($(el)s)"
@@ -51,12 +51,12 @@ for r in A B; do
   done
 done
 echo "== cl variants ($(el)s)"
-for v in ${CL_VARS:-MQ_CUDA_CLRED=1 MQ_CUDA_CLGU=1 MQ_CUDA_CLRED=1,MQ_CUDA_CLGU=1 MQ_CUDA_CLGU=2 MQ_CUDA_CLLM=0}; do
+for v in ${CL_VARS:-MQ_CUDA_CLRED=0 MQ_CUDA_CLGU=0 MQ_CUDA_CLGU=2 MQ_CUDA_CLLM=0}; do
   echo "$v: $(timeout 100 env $CL $(echo $v | tr , ' ') $C bench -m $M --backend cuda --ctx 16,1024,4096 -n 128 --power-s 0 --idle-s 0 2>&1 | awk -F'|' 'NF==9 && $2+0>0{printf "ctx %s %s tok/s %s | ", $2+0, $3+0, $8}')"
 done
-echo "== sanitizers on 2 layers, MQ_CUDA_CLRED=1 ($(el)s)"
+echo "== sanitizers on 2 layers ($(el)s)"
 for t in memcheck racecheck synccheck; do
   [ $(el) -lt 420 ] || break
-  env $CL MQ_CUDA_CLRED=1 timeout 90 compute-sanitizer --tool $t $C run -m $M2 --prompt-ids 1,2,3 -n 3 --ids --ignore-eos --backend cuda 2>&1 | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|Invalid|Race|hazard' | head -4
+  env $CL timeout 90 compute-sanitizer --tool $t $C run -m $M2 --prompt-ids 1,2,3 -n 3 --ids --ignore-eos --backend cuda 2>&1 | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|Invalid|Race|hazard' | head -4
 done
 echo "done at $(el)s"

@@ -229,10 +229,13 @@ static int cl_plan(mq_gpu *g, const cudaDeviceProp *prop, int smem_static) {
     if (ns > (size_t)mqk::LM_MAXNS) ns = mqk::LM_MAXNS;
     g->cl_lmring = ns >= 2 ? lrows : 0, g->cl_lmns = ns >= 2 ? (int)ns : 0;
     const char *gue = getenv("MQ_CUDA_CLGU"), *cre = getenv("MQ_CUDA_CLRED");
-    g->cl_gu = gue && atoi(gue) > 0 ? atoi(gue) : 0;
+    // defaults from session 30's run 3 (H200, ctx 16 / 1K / 4K, tok/s): CLGU 0 1,251 / 1,043 / 706, CLGU=1
+    // 1,277 / 1,061 / 712, CLRED=1 1,257 / 1,048 / 704, both 1,288 / 1,068 / 710 (decode_df 1,253 /
+    // 1,047 / 793), the same output hashes
+    g->cl_gu = gue && *gue && atoi(gue) >= 0 && atoi(gue) <= 2 ? atoi(gue) : 1;
     // the down's cluster sum goes through px (8 slices of hidden / 8 floats, one per rank)
     const int pxs = mqk::cl_sm_layout(H, s->n_heads, s->n_kv, hd, (I + grid - 1) / grid, 0).pxs;
-    g->cl_red = cre && atoi(cre) == 1 && H % (4 * CS) == 0 && H <= CS * pxs;
+    g->cl_red = !(cre && *cre && atoi(cre) == 0) && H % (4 * CS) == 0 && H <= CS * pxs;
     snprintf(g->cl_why, sizeof g->cl_why,
              "cluster kernel to %d positions: grid %d (%d clusters of %d), %d B smem/block (weights %zu + %zu; "
              "lm_head ring %d x %d rows; gate|up copy %d; down sum %s)", want, grid, grid / CS, CS, g->cl_smem, b0, b1,
@@ -681,14 +684,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     // 139 -> 122 us a step (run 8)
     const char *lpenv = getenv("MQ_CUDA_LMPF");
     P.lmpf = lpenv && atoi(lpenv) >= 0 && *lpenv ? atoi(lpenv) : 4;
-    // the same L2 prefetch for the stages that stream their rows (slices larger than a weight buffer:
-    // the 1.7B's q|k|v and MLP, all of the 4B's and up): each warp asks for its row MQ_CUDA_SPF trips
-    // ahead, and the fused MLP's down for the downT row MQ_CUDA_DPF rows ahead. Why: a streamed
-    // matvec keeps 4 x 16 B a lane in flight (~16 KB an SM), half of what the copy rate needs (run 2:
-    // 1.8-2.4 TB/s on those shapes). 0 = none (measurement knobs until measured).
-    const char *spenv = getenv("MQ_CUDA_SPF"), *dpenv = getenv("MQ_CUDA_DPF");
-    P.spf = spenv && *spenv && atoi(spenv) > 0 ? atoi(spenv) : 0;
-    P.dpf = dpenv && *dpenv && atoi(dpenv) > 0 ? atoi(dpenv) : 0;
     P.lmring = lmring;
     P.lmns = lmns;
     // df: the lm_head slice's L2 prefetch when a block leaves the last layer of a launch's last step

@@ -35,8 +35,6 @@ namespace mqk {
 // rounding depends on the order the atomics land, ~1e-7 relative). downT is (inter, hidden):
 // its rows c0.. are staged at dt (shared memory), or read from global memory when dt is null.
 // Each thread owns 4 consecutive outputs, so a warp reads 256 contiguous bytes of a row per j.
-// From global memory (!SMEM) the block has only ~4 rows' pieces in flight, so with P.dpf > 0 thread 0
-// also asks L2 for row j + dpf while the block works on row j (its first pass over the outputs).
 template <bool SMEM>
 __device__ __forceinline__ void down_part(const Params &P, const uint2 *d2, int nc, const float *h) {
     const int H4 = P.hidden >> 2;
@@ -44,13 +42,6 @@ __device__ __forceinline__ void down_part(const Params &P, const uint2 *d2, int 
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
 #pragma unroll 4
         for (int j = 0; j < nc; j++) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-            if (!SMEM && r4 == 0 && P.dpf > 0 && j + P.dpf < nc)
-                asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(
-                                 d2 + (size_t)(j + P.dpf) * H4),
-                             "r"((unsigned)P.hidden * 2), "l"(s_wpol)
-                             : "memory");
-#endif
             const uint2 w = SMEM ? d2[(size_t)j * H4 + r4] : __ldg(d2 + (size_t)j * H4 + r4);
             const float hj = h[j];
             a0 = fmaf(__uint_as_float(w.x << 16), hj, a0);
@@ -364,7 +355,7 @@ __device__ __forceinline__ void df_mv(const Params &P, WStage &S, int buf, const
     sprof_mark(P, k);
     const uint4 *ws = ws_take(S, buf);
     sprof_mark(P, k + 1);
-    matvec<MODE>(W, rows, cols, sm, out, red, nullptr, ws, -1, -1, out2, P.spf, xo, regx);
+    matvec<MODE>(W, rows, cols, sm, out, red, nullptr, ws, -1, -1, out2, 0, xo, regx);
     sprof_mark(P, k + 2);
     df_arrive(c, st);
     sprof_mark(P, k + 3);
@@ -549,8 +540,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
                     sprof_mark(P, SP_GU);
                     const uint4 *wg = ws_take(S, bG);
                     sprof_mark(P, SP_GU + 1);
-                    matvec<MV_SMEM>(L.gu, 2 * I, H, sm, g2, red, nullptr, wg, 2 * c0, 2 * c1, nullptr, P.spf, nullptr,
-                                    regx);
+                    matvec<MV_SMEM>(L.gu, 2 * I, H, sm, g2, red, nullptr, wg, 2 * c0, 2 * c1, nullptr, 0, nullptr, regx);
                     __syncthreads();
                     // OPT_ALTQ: buffer 0's readers (the matvec) are done: the next q|k|v copy now
                     if (altq && wq && !ws_issue(S, bQ, wq, QKVR, H)) prefetch_rows(wq, QKVR, H, P.wpf);

@@ -117,8 +117,6 @@ struct Params {
     unsigned attslot;                // the ring's slot bytes (MQ_CUDA_ATTSLOT KB, default 48)
     int attns0, attns;               // its slots in buffer 0, and in all (the rest in the spare region)
     int lmpf;                        // lm_head: L2 prefetch distance in rows per warp (MQ_CUDA_LMPF, default 4)
-    int spf;                         // df: the same for a streamed stage's matvec (MQ_CUDA_SPF, default 0)
-    int dpf;                         // df: the fused MLP's streamed down: downT rows ahead (MQ_CUDA_DPF, default 0)
     // df lm_head ring (MQ_CUDA_LMRING): lmns slots of lmring rows each, copied by the bulk copy engine
     // into shared memory from the DOWN weight buffer on; lmring = 0: the streamed matvec (lmpf)
     int lmring;                      // lm_head rows per slot
@@ -138,9 +136,10 @@ struct Params {
     const __nv_bfloat16 *ob;         // (n_layers, n_kv, 8, hidden / 8, G * hd) o_proj in tiles: tile (l, h, r)
                                      // = rows [r hidden/8, +hidden/8) x kv head h's columns, contiguous
     int clgu;                        // decode_cl: attention blocks start the gate|up copy 0: after q|k|v,
-                                     // 1: after the head prep, 2: after the o tile (MQ_CUDA_CLGU)
+                                     // 1: after the head prep (default), 2: after the o tile (MQ_CUDA_CLGU)
     int clred;                       // decode_cl: the MLP's down partials summed in the cluster first
-                                     // (DSMEM), one float atomic per cluster (MQ_CUDA_CLRED=1; 0: every block's)
+                                     // (DSMEM), one float atomic per cluster (MQ_CUDA_CLRED, default 1;
+                                     // 0: every block's)
     int *ctl;                        // [0] stop flag, [1] steps done; zeroed before each launch
     const int32_t *ids;              // (n) teacher-forced ids, or NULL for greedy
     const int32_t *stop;             // (n_stop)
