@@ -64,6 +64,7 @@ struct mq_gpu {
     int cl_lmring, cl_lmns; // its lm_head ring (from buffer 1 on): rows per slot, slots (0: streamed)
     int cl_gu;            // Params.clgu (MQ_CUDA_CLGU)
     int cl_red;           // Params.clred (MQ_CUDA_CLRED)
+    int cl_na, cl_nc;     // Params.clna, clnc (MQ_CUDA_CLMW)
     size_t off_ob;        // the o_proj tiles (Params.ob) in the arena
     char cl_why[256];     // the plan in words (the description's last part)
     size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)
@@ -221,6 +222,30 @@ static int cl_plan(mq_gpu *g, const cudaDeviceProp *prop, int smem_static) {
         return 0;
     }
     g->cl_max = want, g->cl_grid = grid, g->cl_b0 = b0, g->cl_b1 = b1;
+    // MQ_CUDA_CLMW=P: each attention block takes P% of the even split's MLP pairs and the other blocks
+    // share the rest (a measurement knob, default 100: the even split). Why: the attention blocks
+    // carry the attention half and their down copy, issued after the o tile, lands last (session 30
+    // run 3: block 0 waits 0.8-1.4 us for it), while the MLP-only blocks' weights landed long before.
+    // Applied only where the weight buffers and the stage vectors hold the larger share.
+    g->cl_na = 0, g->cl_nc = 0;
+    const char *mwe = getenv("MQ_CUDA_CLMW");
+    if (mwe && *mwe && atoi(mwe) > 0 && atoi(mwe) != 100) {
+        const int nA = s->n_kv * CS, nM = grid - nA;
+        const int na = (int)((double)I / grid * atoi(mwe) / 100.0 + 0.5), rest = I - nA * na;
+        const int ncm = nM > 0 ? (rest + nM - 1) / nM : 0, ncx = na > ncm ? na : ncm;
+        const size_t sv2 =
+            (size_t)mqk::cl_sm_layout(H, s->n_heads, s->n_kv, hd, ncx, mqk::SAMPLE_SMEM_WORDS).total * 4;
+        const size_t dyn2 = b0 + b1 + (sv2 > sv ? sv2 : sv);
+        if (nM > 0 && na >= 1 && rest >= nM && (size_t)ncx * 4 * H <= b0 && (size_t)ncx * 2 * H <= b1 &&
+            dyn2 + (size_t)smem_static <= prop->sharedMemPerBlockOptin &&
+            cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn2) == cudaSuccess) {
+            g->cl_na = na, g->cl_nc = ncx, g->cl_smem = (int)dyn2;
+            if (sv2 > sv) sv = sv2;
+        } else {
+            (void)cudaGetLastError();
+            fprintf(stderr, "megaqwen: MQ_CUDA_CLMW=%s: the pairs do not fit; the even split runs\n", mwe);
+        }
+    }
     // the lm_head ring over buffer 1 and the stage vectors (MQ_CUDA_LMRING rows a slot, as decode_df's;
     // MQ_CUDA_CLLM=0: the streamed matvec)
     const char *lrenv = getenv("MQ_CUDA_LMRING"), *cle = getenv("MQ_CUDA_CLLM");
@@ -238,8 +263,9 @@ static int cl_plan(mq_gpu *g, const cudaDeviceProp *prop, int smem_static) {
     g->cl_red = !(cre && *cre && atoi(cre) == 0) && H % (4 * CS) == 0 && H <= CS * pxs;
     snprintf(g->cl_why, sizeof g->cl_why,
              "cluster kernel to %d positions: grid %d (%d clusters of %d), %d B smem/block (weights %zu + %zu; "
-             "lm_head ring %d x %d rows; gate|up copy %d; down sum %s)", want, grid, grid / CS, CS, g->cl_smem, b0, b1,
-             g->cl_lmns, g->cl_lmring, g->cl_gu, g->cl_red ? "cluster" : "block");
+             "lm_head ring %d x %d rows; gate|up copy %d; down sum %s; MLP pairs %s %d)", want, grid, grid / CS, CS,
+             g->cl_smem, b0, b1, g->cl_lmns, g->cl_lmring, g->cl_gu, g->cl_red ? "cluster" : "block",
+             g->cl_na ? "per attention block" : "split evenly", g->cl_na);
     return 0;
 }
 
@@ -955,6 +981,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         Pc.prof = NULL;
         Pc.wbuf = (unsigned)g->cl_b0, Pc.wbuf1 = (unsigned)g->cl_b1, Pc.kvbuf = 0;
         Pc.lmring = g->cl_lmring, Pc.lmns = g->cl_lmns, Pc.clgu = g->cl_gu, Pc.clred = g->cl_red;
+        Pc.clna = g->cl_na, Pc.clnc = g->cl_nc;
         void *cargs[] = {&Pc};
         cudaError_t e = launch_clusters(mqk_kernel(g->kvt, 4), g->cl_grid, g->cl_smem, mqk::CL_CS, cargs);
         if (e == cudaSuccess) {

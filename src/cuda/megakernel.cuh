@@ -137,6 +137,9 @@ struct Params {
                                      // = rows [r hidden/8, +hidden/8) x kv head h's columns, contiguous
     int clgu;                        // decode_cl: attention blocks start the gate|up copy 0: after q|k|v,
                                      // 1: after the head prep (default), 2: after the o tile (MQ_CUDA_CLGU)
+    int clna;                        // decode_cl: MLP pairs of each attention block (MQ_CUDA_CLMW; 0: the
+                                     // even split over all blocks), the other blocks share the rest
+    int clnc;                        // decode_cl: the most pairs of any block (0: the even split's)
     int clred;                       // decode_cl: the MLP's down partials summed in the cluster first
                                      // (DSMEM), one float atomic per cluster (MQ_CUDA_CLRED, default 1;
                                      // 0: every block's)

@@ -330,10 +330,22 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
     S.buf[0] = reinterpret_cast<uint4 *>(dsm);
     S.buf[1] = reinterpret_cast<uint4 *>(dsm + P.wbuf);
     float *sm = reinterpret_cast<float *>(dsm + (size_t)P.wbuf + P.wbuf1);
+    // this block's MLP pairs [c0, c1): the even split, or (P.clna) clna pairs for each attention block
+    // and the rest split over the others
     int c0, c1;
-    block_rows(I, blockIdx.x, GB, c0, c1);
+    if (P.clna > 0) {
+        const int nA = P.nkv * CL_CS, na = P.clna;
+        if (att) {
+            c0 = (cid * CL_CS + rank) * na, c1 = c0 + na;
+        } else {
+            block_rows(I - nA * na, (cid - P.nkv) * CL_CS + rank, (int)GB - nA, c0, c1);
+            c0 += nA * na, c1 += nA * na;
+        }
+    } else {
+        block_rows(I, blockIdx.x, GB, c0, c1);
+    }
     const int nc = c1 - c0;
-    const ClSm L_ = cl_sm_layout(H, P.nh, P.nkv, hd, (I + GB - 1) / GB, 0);
+    const ClSm L_ = cl_sm_layout(H, P.nh, P.nkv, hd, P.clnc > 0 ? P.clnc : (I + GB - 1) / GB, 0);
     float *xs = sm + L_.xs, *g2 = sm + L_.g2, *hh = sm + L_.h, *qv = sm + L_.qv, *qg = sm + L_.qg;
     float *qs = sm + L_.qs, *res = sm + L_.res, *px = sm + L_.px, *pm = sm + L_.pm, *attv = sm + L_.attv;
     float *ot = sm + L_.ot, *pw = sm + L_.pw;
