@@ -186,7 +186,7 @@ __global__ void __launch_bounds__(NT, 2) decode_kernel(Params P) {
         const bool need_lm = !P.ids || P.logits_all || step == P.n - 1;
         const bool more = step + 1 < P.n;
         if (need_lm) {
-            lm_step(P, step, more, sm, red, nullptr, sm);
+            lm_step(P, step, more, sm, red, nullptr);
         } else if (blockIdx.x == 0) {
             if (threadIdx.x == 0) P.ctl[1] = step + 1;
             embed(P, P.ids[step + 1]);
@@ -628,7 +628,7 @@ __global__ void __launch_bounds__(NT, 1) decode_df(const __grid_constant__ Param
             df_wait(P, cd, td, stamp(0));
             // with no layers the stop flag set by the previous step's lm_step is read here (cE acquired)
             if (Lc == 0 && __ldcg(reinterpret_cast<const int *>(P.ctl)) != 0) break;
-            if (lm_step<true>(Ps, step, more, sm, red, stamp(1), sm) && more) df_arrive(cE, nullptr);
+            if (lm_step<true>(Ps, step, more, sm, red, stamp(1)) && more) df_arrive(cE, nullptr);
         } else if (blockIdx.x == 0) {
             df_wait(P, cd, td, stamp(0));
             if (threadIdx.x == 0) P.ctl[1] = step + 1;

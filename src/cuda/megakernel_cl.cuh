@@ -530,8 +530,8 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
             if (lmring) lm_ring_prime(Ps, sm);  // its first chunks do not wait for the last layer
             df_wait(P, cl, GB * ts, nullptr);
             bool last;
-            if (lmring) last = lm_step<true>(Ps, step, more, sm, red, nullptr, sm);
-            else last = lm_step<false>(Ps, step, more, sm, red, nullptr, sm);
+            if (lmring) last = lm_step<true>(Ps, step, more, sm, red, nullptr);
+            else last = lm_step<false>(Ps, step, more, sm, red, nullptr);
             if (last && more) df_arrive(cE, nullptr);
             // the ring's copies have all landed and been read (lm_step's last __syncthreads)
             if (lmring && more) cl_issue(S, 1, copy_b(0));

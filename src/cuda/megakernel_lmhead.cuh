@@ -205,7 +205,7 @@ __device__ __noinline__ void lm_ring_rows(const Params &P, const LmGeom &gr, LmR
 // through matvec with an L2 prefetch).
 template <bool RING = false>
 __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float *sm, float *red,
-                                     unsigned long long *stamp, float *samp_sm) {
+                                     unsigned long long *stamp) {
     __shared__ unsigned long long s_best;
     __shared__ int s_last;
     const int H = P.hidden;
@@ -257,7 +257,7 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
     __syncthreads();
     int tok = s_best ? (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu)) : 0;
     // sampling: the window is the host's n_hist ids plus the tokens this launch fed since
-    if (P.samp) tok = sample_block(P, lo, samp_sm, P.n_hist + step, s_best);  // -1: NaN / all -inf logits: stop
+    if (P.samp) tok = sample_block(P, lo, sm, P.n_hist + step, s_best);  // -1: NaN / all -inf logits: stop
     bool stop = tok < 0;
     if (!P.ids)
         for (int i = 0; i < P.n_stop; i++) stop |= P.stop[i] == tok;
