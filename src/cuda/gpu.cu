@@ -737,6 +737,10 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     // measure each one against the kernel without it; docs/perf-notes.md)
     const char *openv = getenv("MQ_CUDA_OPT");
     P.opt = openv && *openv ? (int)strtol(openv, NULL, 0) & mqk::OPT_ALL : mqk::OPT_DEFAULT;
+    // matvec's register path takes a warp's rows in groups of MQ_CUDA_MVR (4, 2 or 1; 1: one row at a
+    // time, the kernel before session 31); the sums are bit-identical for every value
+    const char *mvenv = getenv("MQ_CUDA_MVR");
+    P.mvr = mvenv && *mvenv && (atoi(mvenv) == 1 || atoi(mvenv) == 2) ? atoi(mvenv) : 4;
     P.prof_k = g->prof_k;
     P.best = (unsigned long long *)(A + off_best);
     P.logits = (float *)(A + off_logits);

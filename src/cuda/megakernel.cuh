@@ -127,6 +127,7 @@ struct Params {
                                      // end of a launch's last step (MQ_CUDA_LMPRE, KB; default 0)
     int ocomb;                       // df: the O stage combines attention chunks (MQ_CUDA_OCOMB=1)
     int opt;                         // OPT_* bits above (MQ_CUDA_OPT, default OPT_DEFAULT)
+    int mvr;                         // matvec's register path: rows a warp takes together (MQ_CUDA_MVR 4 / 2 / 1)
     int prof_k;                      // stage instances the df profile records (2 stamps x grid each)
     unsigned long long *prof;        // (65536) barrier-open times of block 0, or NULL (MQ_CUDA_PROFILE)
     unsigned long long *sprof;       // (64) df sub-stage cycles of block 0 (sprof_mark), or NULL

@@ -94,6 +94,7 @@ __device__ __forceinline__ float dot8(uint4 w, const float *x) {
 // Every weight byte is read once per token and 1.2 GB stream through a 50 MB L2, so keeping them
 // there only evicts what is reused: the KV cache, activations, norm weights, RoPE table, code.
 __shared__ unsigned long long s_wpol;
+__shared__ int s_mvr;  // Params.mvr, for matvec's register path (set with s_wpol)
 
 // thread 0 sets s_wpol; the caller's next __syncthreads publishes it
 __device__ __forceinline__ void wpol_init(const Params &P) {
@@ -102,6 +103,7 @@ __device__ __forceinline__ void wpol_init(const Params &P) {
     if (P.opt & OPT_EVICT) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
     else asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(p));
     s_wpol = p;
+    s_mvr = P.mvr;
 }
 
 __device__ __forceinline__ uint4 ldw(const uint4 *p) {  // weights: read-only for the launch
@@ -232,10 +234,80 @@ __device__ __forceinline__ void row_ld(const __nv_bfloat16 *W, int cols, int r0,
     }
 }
 
-// matvec's register path for rows of 256 * NX columns, one row per warp at a time (KS == 1): each
-// lane holds its NX pieces of x (columns 8 * (lane + 32k) ...) in registers, read from shared
-// memory once instead of once per row (the per-row x reads were 4x the weight bytes: f32 and 2-way
-// bank conflicts). (Two rows in flight per warp measured no faster, run 12.)
+// R partial sums (p[r]: row r's, one per lane) reduced over the warp in a transposed butterfly:
+// the offset-16 step sends half of the rows to the partner lane and keeps the other half, so it
+// takes R / 2 shuffles instead of R, the offset-8 step R / 4, and the last steps one each, all rows
+// together (R = 4: 6 dependent-or-parallel shuffles instead of 4 rows x 5 in a chain). Every pair
+// of lanes adds the same two values as warp_sum's butterfly does (a + b = b + a in IEEE), so each
+// row's sum is bit-identical to warp_sum's. Returns row r's sum in every lane (broadcast from the
+// lane holding it: lane 8 r for R = 4, 16 r for R = 2).
+template <int R>
+__device__ __forceinline__ void warp_sum_rows(float (&p)[R]) {
+    const int lane = threadIdx.x & 31;
+    if (R == 1) {
+        p[0] = warp_sum(p[0]);
+        return;
+    }
+    const bool b16 = lane & 16;
+    float v;
+    if (R == 4) {
+        const float q0 = (b16 ? p[2] : p[0]) + __shfl_xor_sync(0xffffffffu, b16 ? p[0] : p[2], 16);
+        const float q1 = (b16 ? p[3] : p[1]) + __shfl_xor_sync(0xffffffffu, b16 ? p[1] : p[3], 16);
+        const bool b8 = lane & 8;  // lane holds rows 2 b16 (q0) and 2 b16 + 1 (q1); keeps 2 b16 + b8
+        v = (b8 ? q1 : q0) + __shfl_xor_sync(0xffffffffu, b8 ? q0 : q1, 8);
+    } else {
+        v = (b16 ? p[1] : p[0]) + __shfl_xor_sync(0xffffffffu, b16 ? p[0] : p[1], 16);
+        v += __shfl_xor_sync(0xffffffffu, v, 8);
+    }
+    v += __shfl_xor_sync(0xffffffffu, v, 4);
+    v += __shfl_xor_sync(0xffffffffu, v, 2);
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+#pragma unroll
+    for (int r = 0; r < R; r++) p[r] = __shfl_sync(0xffffffffu, v, r * (32 / R));
+}
+
+// matvec's register path for rows of 256 * NX columns (KS == 1): each lane holds its NX pieces of x
+// (columns 8 * (lane + 32k) ...) in registers, read from shared memory once instead of once per row
+// (the per-row x reads were 4x the weight bytes: f32 and 2-way bank conflicts). A warp takes its
+// rows u, u + NW, ... in groups of MVR (4, then 2, then 1): the group's loads are issued together
+// and its sums reduced together (warp_sum_rows), so a row is not one dependent chain of a load, the
+// dot products and 5 shuffles after another: with 8 warps a block (2 a scheduler) the one-row loop
+// was latency bound (decode_cl's q|k|v: 64 rows from shared memory in 2.4 us, ~5x its shared-memory
+// time). Per-row arithmetic as before (even pieces into a0, odd into a1): bit-identical sums.
+template <int NX, int R, typename Emit>
+__device__ __forceinline__ void mv_group(const __nv_bfloat16 *W, int cols, const float (&xr)[NX][8], int r0, int u,
+                                         const uint4 *ws, int pfd, int nr, Emit &emit) {
+    const int lane = threadIdx.x & 31;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (pfd > 0 && !ws && lane == 0)  // the rows this warp reaches pfd trips on
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (u + r * NW + pfd * NW < nr)
+                asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(
+                                 W + (size_t)(r0 + u + r * NW + pfd * NW) * cols),
+                             "r"((unsigned)cols * 2), "l"(s_wpol));
+#else
+    (void)pfd, (void)nr;
+#endif
+    uint4 w[R][NX];
+#pragma unroll
+    for (int r = 0; r < R; r++) row_ld<NX>(W, cols, r0, u + r * NW, ws, lane, w[r]);
+    float p[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float a0 = 0.0f, a1 = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NX; k += 2) {
+            a0 += dot8r(w[r][k], xr[k]);
+            if (k + 1 < NX) a1 += dot8r(w[r][k + 1], xr[k + 1]);
+        }
+        p[r] = a0 + a1;
+    }
+    warp_sum_rows<R>(p);
+#pragma unroll
+    for (int r = 0; r < R; r++) emit(r0 + u + r * NW, p[r]);
+}
+
 template <int NX, typename Emit>
 __device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const float *xs, int r0, int nr,
                                        const uint4 *ws, int pfd, Emit &emit) {
@@ -248,24 +320,13 @@ __device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const f
         xr[k][0] = a.x, xr[k][1] = a.y, xr[k][2] = a.z, xr[k][3] = a.w;
         xr[k][4] = b.x, xr[k][5] = b.y, xr[k][6] = b.z, xr[k][7] = b.w;
     }
-    for (int u = warp; u < nr; u += NW) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        if (pfd > 0 && !ws && lane == 0 && u + pfd * NW < nr)  // the row this warp reaches pfd trips on
-            asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(
-                             W + (size_t)(r0 + u + pfd * NW) * cols),
-                         "r"((unsigned)cols * 2), "l"(s_wpol)
-                         : "memory");
-#endif
-        uint4 w[NX];
-        row_ld<NX>(W, cols, r0, u, ws, lane, w);
-        float a0 = 0.0f, a1 = 0.0f;
-#pragma unroll
-        for (int k = 0; k < NX; k += 2) {
-            a0 += dot8r(w[k], xr[k]);
-            if (k + 1 < NX) a1 += dot8r(w[k + 1], xr[k + 1]);
-        }
-        emit(r0 + u, warp_sum(a0 + a1));
-    }
+    int u = warp;
+    const int mvr = s_mvr;
+    if (mvr >= 4)
+        for (; u + 3 * NW < nr; u += 4 * NW) mv_group<NX, 4>(W, cols, xr, r0, u, ws, pfd, nr, emit);
+    if (mvr >= 2)
+        for (; u + NW < nr; u += 2 * NW) mv_group<NX, 2>(W, cols, xr, r0, u, ws, pfd, nr, emit);
+    for (; u < nr; u += NW) mv_group<NX, 1>(W, cols, xr, r0, u, ws, pfd, nr, emit);
 }
 
 // out[r] (=|+=) W[r,:] . xs for this block's rows of W (rows, cols), cols % 8 == 0, xs in smem.
