@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cl-check: decode_cl (MQ_CUDA_CL) on the device in one call: plan line, greedy 256 against decode_df, test_cuda's
 # test_greedy_cl, block 0 profiles, bench ABBA against a baseline binary at ctx 16 / 1K / 4K, its knobs, and
-# compute-sanitizer on 2 layers. Binaries: prebuilt (scripts/prebuild.sh --out DIR) in $CL_C (this tree) and
+# compute-sanitizer on 2 layers; CL_DFVARS: decode_df variants of C. Binaries: prebuilt (scripts/prebuild.sh --out DIR) in $CL_C (this tree) and
 # $CL_S (the baseline), default .deps/q29/binC and .deps/q29/binS; else this tree and .deps/main are built here.
 #   run: bash scripts/cl-check.sh > $OUT/cl.log 2>&1, carry .deps/debs .deps/qwen3-tokenizer and the binaries
 cd "$(dirname "$0")/.."
@@ -53,6 +53,9 @@ done
 echo "== cl variants ($(el)s)"
 for v in ${CL_VARS:-MQ_CUDA_CLRED=0 MQ_CUDA_CLGU=0 MQ_CUDA_CLGU=2 MQ_CUDA_CLLM=0}; do
   echo "$v: $(timeout 100 env $CL $(echo $v | tr , ' ') $C bench -m $M --backend cuda --ctx 16,1024,4096 -n 128 --power-s 0 --idle-s 0 2>&1 | awk -F'|' 'NF==9 && $2+0>0{printf "ctx %s %s tok/s %s | ", $2+0, $3+0, $8}')"
+done
+for v in ${CL_DFVARS:-}; do  # decode_df variants of C
+  echo "df $v: $(timeout 100 env MQ_CUDA_SYNC=df $(echo $v | tr , ' ') $C bench -m $M --backend cuda --ctx 16,1024,4096 -n 128 --power-s 0 --idle-s 0 2>&1 | awk -F'|' 'NF==9 && $2+0>0{printf "ctx %s %s tok/s %s | ", $2+0, $3+0, $8}')"
 done
 echo "== sanitizers on 2 layers ($(el)s)"
 for t in memcheck racecheck synccheck; do
