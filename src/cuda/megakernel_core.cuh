@@ -329,6 +329,14 @@ __device__ __forceinline__ void mv_reg(const __nv_bfloat16 *W, int cols, const f
     for (; u < nr; u += NW) mv_group<NX, 1>(W, cols, xr, r0, u, ws, pfd, nr, emit);
 }
 
+// matvec<MV_LOGITS>'s argmax key of logit v of row: max logit, then the lowest index; NaN never wins
+__device__ __forceinline__ unsigned long long lm_key(float v, int row) {
+    unsigned key = __float_as_uint(v);
+    key = (key & 0x80000000u) ? ~key : (key | 0x80000000u);
+    if (v != v) key = 0;
+    return ((unsigned long long)key << 32) | (0xffffffffu - (unsigned)row);
+}
+
 // out[r] (=|+=) W[r,:] . xs for this block's rows of W (rows, cols), cols % 8 == 0, xs in smem.
 // A block's rows are split into units (row, k-slice) over its warps; when a block has fewer rows
 // than warps each row is cut into KS slices whose partial sums meet in shared memory (fixed order:
@@ -364,10 +372,7 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
             }
         }
         if (MODE == MV_LOGITS) {
-            unsigned k = __float_as_uint(acc);
-            k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
-            if (acc != acc) k = 0;  // NaN never wins
-            unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)row);
+            const unsigned long long key = lm_key(acc, row);
             if (key > mybest) mybest = key;
         }
     };
@@ -428,10 +433,7 @@ __device__ void matvec(const __nv_bfloat16 *W, int rows, int cols, const float *
                 out[row] = s;
             }
             if (MODE == MV_LOGITS) {
-                unsigned k = __float_as_uint(s);
-                k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
-                if (s != s) k = 0;
-                unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)row);
+                const unsigned long long key = lm_key(s, row);
                 if (key > mybest) mybest = key;
             }
         }

@@ -143,7 +143,34 @@ __device__ __noinline__ void lm_ring_rows(const Params &P, const LmGeom &gr, LmR
         const int s = k % g.ns, c0 = g.r0 + k * g.rows, c1 = min(g.r1, c0 + g.rows);
         lm_ring_wait(R, s);
         const uint4 *w = g.slot + (size_t)s * slot8;
-        for (int row = c0 + warp; row < c1; row += NW) {
+        int row = c0 + warp;
+        if (NX == 4 && mvreg && s_mvr >= 2)  // two rows together, as mv_reg's groups (the same sums)
+            for (; row + NW < c1; row += 2 * NW) {
+                float p[2];
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const uint4 *wr = w + (size_t)(row + r * NW - c0) * n8;
+                    uint4 q[NX > 0 ? NX : 1];
+#pragma unroll
+                    for (int j = 0; j < NX; j++) q[j] = wr[lane + 32 * j];
+                    float acc0 = 0.0f, acc1 = 0.0f;
+#pragma unroll
+                    for (int j = 0; j < NX; j += 2) {
+                        acc0 += dot8r(q[j], xr[j]);
+                        if (j + 1 < NX) acc1 += dot8r(q[j + 1], xr[j + 1]);
+                    }
+                    p[r] = acc0 + acc1;
+                }
+                warp_sum_rows<2>(p);
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const int rw = row + r * NW;
+                    if (lane == 0) lo[rw] = p[r];
+                    const unsigned long long kb = lm_key(p[r], rw);
+                    if (kb > mybest) mybest = kb;
+                }
+            }
+        for (; row < c1; row += NW) {
             const uint4 *wr = w + (size_t)(row - c0) * n8;
             float acc0 = 0.0f, acc1 = 0.0f;
             if (NX > 0 && mvreg) {
@@ -179,10 +206,7 @@ __device__ __noinline__ void lm_ring_rows(const Params &P, const LmGeom &gr, LmR
             }
             const float acc = warp_sum(acc0 + acc1);
             if (lane == 0) lo[row] = acc;
-            unsigned key = __float_as_uint(acc);  // matvec<MV_LOGITS>'s key: max logit, lowest index
-            key = (key & 0x80000000u) ? ~key : (key | 0x80000000u);
-            if (acc != acc) key = 0;  // NaN never wins
-            const unsigned long long kb = ((unsigned long long)key << 32) | (0xffffffffu - (unsigned)row);
+            const unsigned long long kb = lm_key(acc, row);
             if (kb > mybest) mybest = kb;
         }
         __syncthreads();  // every warp is done with slot s
