@@ -27,9 +27,10 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 T0=$(date +%s)
 ONLY="" SKIP="" BUDGET=570 ARCH=""
-# decode kernels to check side by side (MQ_CUDA_SYNC): grid barriers (v4) and dataflow (v5), both
-# with the fused MLP (the default), and the dataflow kernel with two MLP stages (MQ_CUDA_FUSE=0)
-SYNCS=${DC_SYNCS:-grid df df,MQ_CUDA_FUSE=0}
+# decode kernels to check side by side (MQ_CUDA_SYNC): the default (auto: decode_cl for launches
+# ending within 1,024 positions, decode_df past them), grid barriers (v4) and dataflow (v5) alone
+# (MQ_CUDA_FUSE=0, the dataflow kernel with two MLP stages, runs in the sweep)
+SYNCS=${DC_SYNCS:-auto grid df}
 while [ $# -gt 0 ]; do
   case $1 in
     --only) ONLY=$2; shift 2;; --skip) SKIP=$2; shift 2;; --budget-s) BUDGET=$2; shift 2;;

@@ -64,6 +64,7 @@ struct mq_gpu {
     int cl_lmring, cl_lmns; // its lm_head ring (from buffer 1 on): rows per slot, slots (0: streamed)
     int cl_gu;            // Params.clgu (MQ_CUDA_CLGU)
     int cl_red;           // Params.clred (MQ_CUDA_CLRED)
+    int cl_mvr;           // Params.mvr for decode_cl (MQ_CUDA_MVR, default 4; decode_df's default is 1)
     int cl_na, cl_nc;     // Params.clna, clnc (MQ_CUDA_CLMW)
     size_t off_ob;        // the o_proj tiles (Params.ob) in the arena
     char cl_why[256];     // the plan in words (the description's last part)
@@ -157,11 +158,16 @@ static size_t slot_bytes(const mq_gpu *g, mq_gpu_slot slot) {
 // g->cl_max (0 where it does not apply) and g->cl_why.
 static int cl_plan(mq_gpu *g, const cudaDeviceProp *prop, int smem_static) {
     const mq_gpu_shape *s = &g->s;
+    // default (MQ_CUDA_CL unset, MQ_CUDA_SYNC auto): launches ending within 1,024 positions. Session 31
+    // (H200, tok/s against decode_df): ctx 16 1,296-1,300 vs 1,194-1,247, 1K 1,074-1,078 vs 1,025-1,047,
+    // 1,536 999 vs 1,003, 2K 931 vs 949-952, 3K 812 vs 862-870, 4K 687-703 vs 746-756. MQ_CUDA_CL=0: off;
+    // an explicit MQ_CUDA_SYNC=df (measurements of decode_df) keeps it off unless MQ_CUDA_CL is set.
     const char *e = getenv("MQ_CUDA_CL");
-    const int want = e && atoi(e) > 0 ? atoi(e) : 0;
+    const int want = e && *e ? (atoi(e) > 0 ? atoi(e) : 0) : g->sync == SYNC_AUTO ? 1024 : 0;
     g->cl_max = 0;
     if (!want) {
-        snprintf(g->cl_why, sizeof g->cl_why, "cluster kernel off (MQ_CUDA_CL unset)");
+        snprintf(g->cl_why, sizeof g->cl_why, "cluster kernel off (%s)",
+                 e && *e ? "MQ_CUDA_CL=0" : "MQ_CUDA_SYNC=df: set MQ_CUDA_CL=N to run it");
         return 0;
     }
     const int CS = mqk::CL_CS, H = s->hidden, I = s->inter, hd = s->head_dim, G = s->n_heads / s->n_kv, GQ = G * hd;
@@ -737,10 +743,14 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     // measure each one against the kernel without it; docs/perf-notes.md)
     const char *openv = getenv("MQ_CUDA_OPT");
     P.opt = openv && *openv ? (int)strtol(openv, NULL, 0) & mqk::OPT_ALL : mqk::OPT_DEFAULT;
-    // matvec's register path takes a warp's rows in groups of MQ_CUDA_MVR (4, 2 or 1; 1: one row at a
-    // time, the kernel before session 31); the sums are bit-identical for every value
+    // matvec's register path takes a warp's rows in groups of MQ_CUDA_MVR (4, 2 or 1: one row at a time);
+    // the sums are bit-identical for every value. Defaults from session 31 (H200, ctx 16 / 1K, tok/s,
+    // ABBA x3): decode_cl 4 (1,296-1,300 / 1,074-1,078 against 1,276-1,278 / 1,060-1,063 with 1), decode_df
+    // 1 (4: 1,159-1,169 / 982-992 against 1,189 / 1,002-1,012)
     const char *mvenv = getenv("MQ_CUDA_MVR");
-    P.mvr = mvenv && *mvenv && (atoi(mvenv) == 1 || atoi(mvenv) == 2) ? atoi(mvenv) : 4;
+    const int mvr = mvenv && *mvenv && (atoi(mvenv) == 1 || atoi(mvenv) == 2 || atoi(mvenv) == 4) ? atoi(mvenv) : 0;
+    P.mvr = mvr ? mvr : 1;
+    g->cl_mvr = mvr ? mvr : 4;
     P.prof_k = g->prof_k;
     P.best = (unsigned long long *)(A + off_best);
     P.logits = (float *)(A + off_logits);
@@ -985,7 +995,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         Pc.prof = NULL;
         Pc.wbuf = (unsigned)g->cl_b0, Pc.wbuf1 = (unsigned)g->cl_b1, Pc.kvbuf = 0;
         Pc.lmring = g->cl_lmring, Pc.lmns = g->cl_lmns, Pc.clgu = g->cl_gu, Pc.clred = g->cl_red;
-        Pc.clna = g->cl_na, Pc.clnc = g->cl_nc;
+        Pc.clna = g->cl_na, Pc.clnc = g->cl_nc, Pc.mvr = g->cl_mvr;
         void *cargs[] = {&Pc};
         cudaError_t e = launch_clusters(mqk_kernel(g->kvt, 4), g->cl_grid, g->cl_smem, mqk::CL_CS, cargs);
         if (e == cudaSuccess) {
