@@ -210,6 +210,15 @@ const char *mq_cuda_describe(const mq_backend *be); /* cuda_backend.c */
 #endif
 
 /* need: a phrase the backend's description must hold (the kernel the check is for), or NULL */
+static void need_kernel(mq_backend *gpu, const char *need) {
+#ifdef MQ_HAVE_CUDA
+    if (need && !strstr(mq_cuda_describe(gpu), need))
+        fail_msg("the backend does not run what this check is for (\"%s\"): %s", need, mq_cuda_describe(gpu));
+#else
+    (void)gpu, (void)need;
+#endif
+}
+
 static void check_greedy_synth(const char *shape, int layers, int n, double yarn, const char *need) {
     if (!gpu_or_skip()) skip();
     char dir[] = "/tmp/mq_test_cuda_XXXXXX";
@@ -229,12 +238,7 @@ static void check_greedy_synth(const char *shape, int layers, int n, double yarn
     mq_backend *cpu = mq_cpu_new(&m, max_ctx, 0);
     assert_non_null(cpu);
     mq_backend *gpu = new_cuda(&m, max_ctx);
-#ifdef MQ_HAVE_CUDA
-    if (need && !strstr(mq_cuda_describe(gpu), need))
-        fail_msg("the backend does not run what this check is for (\"%s\"): %s", need, mq_cuda_describe(gpu));
-#else
-    (void)need;
-#endif
+    need_kernel(gpu, need);
     const int32_t prompt[5] = {785, 3840, 315, 279, 18484};
     assert_int_equal(cpu->forward(cpu, prompt, 5, 0, NULL), 0);
     assert_int_equal(gpu->forward(gpu, prompt, 5, 0, NULL), 0);
@@ -274,20 +278,33 @@ static void test_greedy_yarn(void **st) { (void)st; check_greedy_synth("tiny", 0
 /* The cluster kernel (decode_cl, MQ_CUDA_CL) on two layers of the 0.6B's shape: greedy tokens and
  * the stop token against the CPU. On sm_90 the backend must run it (its description says so);
  * elsewhere the check runs the dataflow kernel it falls back to. */
-static void test_greedy_cl(void **st) {
-    (void)st;
-    if (!gpu_or_skip()) skip();
+/* MQ_CUDA_CL=100000 for a cluster-kernel check (the previous value kept in keep / had); returns the
+ * phrase the backend's description must hold: on sm_90 it must run decode_cl, elsewhere it runs the
+ * dataflow kernel it falls back to (NULL) */
+static const char *cl_begin(char keep[32], int *had) {
     const char *old = getenv("MQ_CUDA_CL");
-    char keep[32] = "";
-    if (old) snprintf(keep, sizeof keep, "%s", old);
+    *had = old != NULL;
+    snprintf(keep, 32, "%s", old ? old : "");
     setenv("MQ_CUDA_CL", "100000", 1);
     int sm90 = 0;
 #ifdef MQ_HAVE_CUDA
     sm90 = mq_gpu_sm_major() == 9;
 #endif
-    check_greedy_synth("qwen3-0.6b", 2, 48, 0, sm90 ? "cluster kernel to " : NULL);
-    if (old) setenv("MQ_CUDA_CL", keep, 1);
+    return sm90 ? "cluster kernel to " : NULL;
+}
+static void cl_end(const char keep[32], int had) {
+    if (had) setenv("MQ_CUDA_CL", keep, 1);
     else unsetenv("MQ_CUDA_CL");
+}
+
+static void test_greedy_cl(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    char keep[32];
+    int had;
+    const char *need = cl_begin(keep, &had);
+    check_greedy_synth("qwen3-0.6b", 2, 48, 0, need);
+    cl_end(keep, had);
 }
 
 /* min_tokens through the public API (mq_generate): greedy with two of the plain greedy reply's ids
@@ -357,13 +374,14 @@ static void test_greedy_gqa(void **st) {
     check_greedy_synth("qwen3-14b", 2, 16, 0, NULL);
 }
 
-/* The tiny synthetic model (seed) written into the mkdtemp template dir, loaded into m, on a cuda
- * backend of max_ctx positions; tiny_done frees all three. */
-static mq_backend *tiny_gpu(char *dir, uint64_t seed, mq_model *m, int max_ctx) {
+/* A synthetic model (shape, layers: 0 = the shape's own; seed) written into the mkdtemp template
+ * dir, loaded into m, on a cuda backend of max_ctx positions; tiny_done frees all three. */
+static mq_backend *synth_gpu(char *dir, const char *shape, int layers, uint64_t seed, mq_model *m, int max_ctx) {
     assert_non_null(mkdtemp(dir));
     mq_synth_opts o;
     mq_synth_defaults(&o);
-    o.shape = "tiny";
+    o.shape = shape;
+    o.layers = layers;
     o.seed = seed;
     o.log = NULL;
     if (mq_synth_write(dir, &o) != 0) fail_msg("synth: %s", mq_err_get());
@@ -381,12 +399,12 @@ static void tiny_done(mq_backend *gpu, mq_model *m, const char *dir) {
 
 /* Device sampling (step_sample: penalty, temperature, top-k, top-p, min-p, xorshift64*) against
  * src/sampler.c on the same logits and RNG state: same token and same RNG state afterwards. */
-static void test_sample_tiny(void **st) {
-    (void)st;
+static void check_sample(const char *shape, int layers, const char *need) {
     if (!gpu_or_skip()) skip();
     char dir[] = "/tmp/mq_test_cuda_XXXXXX";
     mq_model m;
-    mq_backend *gpu = tiny_gpu(dir, 11, &m, 64);
+    mq_backend *gpu = synth_gpu(dir, shape, layers, 11, &m, 64);
+    need_kernel(gpu, need);
     const int V = m.cfg.vocab_size;
     assert_non_null(gpu->step_sample);
     const int32_t hist[8] = {785, 3840, 315, 279, 18484, 3840, 315, 279};
@@ -423,22 +441,23 @@ static void test_sample_tiny(void **st) {
             mq_sampler_free(&smp);
         }
     }
-    printf("  device sampling: %d/%d draws identical to src/sampler.c\n", same, total);
+    printf("  %s: device sampling: %d/%d draws identical to src/sampler.c\n", shape, same, total);
     assert_true(same >= total - 1); /* one draw may land within rounding of a boundary */
     free(L);
     tiny_done(gpu, &m, dir);
 }
+static void test_sample_tiny(void **st) { (void)st; check_sample("tiny", 0, NULL); }
 
 /* Sampled generation in one launch (generate_sample: each token drawn on the device and fed back,
  * the penalty window growing on the device) against the same settings one launch per token
  * (step_sample, which test_sample_tiny checks against src/sampler.c): the same tokens and the same
  * RNG state afterwards; and a stop id ends the launch right after it. */
-static void test_sample_multi_tiny(void **st) {
-    (void)st;
+static void check_sample_multi(const char *shape, int layers, const char *need) {
     if (!gpu_or_skip()) skip();
     char dir[] = "/tmp/mq_test_cuda_XXXXXX";
     mq_model m;
-    mq_backend *gpu = tiny_gpu(dir, 11, &m, 256);
+    mq_backend *gpu = synth_gpu(dir, shape, layers, 11, &m, 256);
+    need_kernel(gpu, need);
     const int V = m.cfg.vocab_size;
     assert_non_null(gpu->generate_sample);
     enum { NP = 8, N = 48 };
@@ -495,10 +514,24 @@ static void test_sample_multi_tiny(void **st) {
             if (!memcmp(a, b, (size_t)(first + 1) * sizeof(int32_t))) assert_int_equal(got2, first + 1);
         }
     }
-    printf("  device sampling, one launch for %d tokens: %d/%d sequences identical to one launch per token\n", N,
-           same, total);
+    printf("  %s: device sampling, one launch for %d tokens: %d/%d sequences identical to one launch per token\n",
+           shape, N, same, total);
     assert_true(same >= total - 1); /* one draw may land within rounding of a boundary (fused MLP sums) */
     tiny_done(gpu, &m, dir);
+}
+static void test_sample_multi_tiny(void **st) { (void)st; check_sample_multi("tiny", 0, NULL); }
+
+/* Device sampling on the cluster kernel (decode_cl, the default for short launches on sm_90), on two
+ * layers of the 0.6B's shape: against src/sampler.c, and one launch against one launch per token. */
+static void test_sample_cl(void **st) {
+    (void)st;
+    if (!gpu_or_skip()) skip();
+    char keep[32];
+    int had;
+    const char *need = cl_begin(keep, &had);
+    check_sample("qwen3-0.6b", 2, need);
+    check_sample_multi("qwen3-0.6b", 2, need);
+    cl_end(keep, had);
 }
 
 #ifdef MQ_HAVE_CUDA
@@ -583,7 +616,7 @@ int main(void) {
         cmocka_unit_test(test_greedy_tiny),
         cmocka_unit_test(test_greedy_yarn), cmocka_unit_test(test_min_tokens_api),
         cmocka_unit_test(test_greedy_gqa), cmocka_unit_test(test_greedy_cl),
-        cmocka_unit_test(test_sample_tiny),
+        cmocka_unit_test(test_sample_tiny), cmocka_unit_test(test_sample_cl),
         cmocka_unit_test(test_sample_multi_tiny),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
