@@ -275,37 +275,29 @@ static void test_greedy_tiny(void **st) { (void)st; check_greedy_synth("tiny", 0
 /* YaRN (x4 over 32 positions): both backends rotate by the shared table (src/rope.c) */
 static void test_greedy_yarn(void **st) { (void)st; check_greedy_synth("tiny", 0, 128, 4.0, NULL); }
 
-/* The cluster kernel (decode_cl, MQ_CUDA_CL) on two layers of the 0.6B's shape: greedy tokens and
- * the stop token against the CPU. On sm_90 the backend must run it (its description says so);
- * elsewhere the check runs the dataflow kernel it falls back to. */
-/* MQ_CUDA_CL=100000 for a cluster-kernel check (the previous value kept in keep / had); returns the
- * phrase the backend's description must hold: on sm_90 it must run decode_cl, elsewhere it runs the
- * dataflow kernel it falls back to (NULL) */
-static const char *cl_begin(char keep[32], int *had) {
+/* check(need) with MQ_CUDA_CL=100000 (the variable restored after): on sm_90 the backend must run the
+ * cluster kernel (need: the phrase its description then holds), elsewhere the check runs the dataflow
+ * kernel it falls back to (need NULL) */
+static void run_on_cl(void (*check)(const char *need)) {
+    if (!gpu_or_skip()) skip();
     const char *old = getenv("MQ_CUDA_CL");
-    *had = old != NULL;
-    snprintf(keep, 32, "%s", old ? old : "");
+    char keep[32];
+    snprintf(keep, sizeof keep, "%s", old ? old : "");
+    const int had = old != NULL;
     setenv("MQ_CUDA_CL", "100000", 1);
     int sm90 = 0;
 #ifdef MQ_HAVE_CUDA
     sm90 = mq_gpu_sm_major() == 9;
 #endif
-    return sm90 ? "cluster kernel to " : NULL;
-}
-static void cl_end(const char keep[32], int had) {
+    check(sm90 ? "cluster kernel to " : NULL);
     if (had) setenv("MQ_CUDA_CL", keep, 1);
     else unsetenv("MQ_CUDA_CL");
 }
 
-static void test_greedy_cl(void **st) {
-    (void)st;
-    if (!gpu_or_skip()) skip();
-    char keep[32];
-    int had;
-    const char *need = cl_begin(keep, &had);
-    check_greedy_synth("qwen3-0.6b", 2, 48, 0, need);
-    cl_end(keep, had);
-}
+/* The cluster kernel (decode_cl) on two layers of the 0.6B's shape: greedy tokens and the stop token
+ * against the CPU. */
+static void greedy_cl(const char *need) { check_greedy_synth("qwen3-0.6b", 2, 48, 0, need); }
+static void test_greedy_cl(void **st) { (void)st; run_on_cl(greedy_cl); }
 
 /* min_tokens through the public API (mq_generate): greedy with two of the plain greedy reply's ids
  * banned for the first 6 tokens. The cuda context steps on the host while the ban holds and hands
@@ -523,16 +515,11 @@ static void test_sample_multi_tiny(void **st) { (void)st; check_sample_multi("ti
 
 /* Device sampling on the cluster kernel (decode_cl, the default for short launches on sm_90), on two
  * layers of the 0.6B's shape: against src/sampler.c, and one launch against one launch per token. */
-static void test_sample_cl(void **st) {
-    (void)st;
-    if (!gpu_or_skip()) skip();
-    char keep[32];
-    int had;
-    const char *need = cl_begin(keep, &had);
+static void sample_cl(const char *need) {
     check_sample("qwen3-0.6b", 2, need);
     check_sample_multi("qwen3-0.6b", 2, need);
-    cl_end(keep, had);
 }
+static void test_sample_cl(void **st) { (void)st; run_on_cl(sample_cl); }
 
 #ifdef MQ_HAVE_CUDA
 /* The largest row slice, in bytes, that a block of `grid` takes of a rows x cols bf16 matrix split

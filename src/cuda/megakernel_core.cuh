@@ -271,9 +271,10 @@ __device__ __forceinline__ void warp_sum_rows(float (&p)[R]) {
 // (the per-row x reads were 4x the weight bytes: f32 and 2-way bank conflicts). A warp takes its
 // rows u, u + NW, ... in groups of MVR (4, then 2, then 1): the group's loads are issued together
 // and its sums reduced together (warp_sum_rows), so a row is not one dependent chain of a load, the
-// dot products and 5 shuffles after another: with 8 warps a block (2 a scheduler) the one-row loop
-// was latency bound (decode_cl's q|k|v: 64 rows from shared memory in 2.4 us, ~5x its shared-memory
-// time). Per-row arithmetic as before (even pieces into a0, odd into a1): bit-identical sums.
+// dot products and 5 shuffles after another. Per-row arithmetic as before (even pieces into a0, odd
+// into a1): bit-identical sums. Measured (session 31): decode_cl's q|k|v matvec 2.4 -> 2.1 us and
+// +1.6% a token with groups of 4; decode_df -3 to -4% (hence MQ_CUDA_MVR's per-kernel defaults).
+// The one-row chain was not what keeps these matvecs at ~4x their shared-memory time.
 template <int NX, int R, typename Emit>
 __device__ __forceinline__ void mv_group(const __nv_bfloat16 *W, int cols, const float (&xr)[NX][8], int r0, int u,
                                          const uint4 *ws, int pfd, int nr, Emit &emit) {

@@ -144,32 +144,16 @@ __device__ __noinline__ void lm_ring_rows(const Params &P, const LmGeom &gr, LmR
         lm_ring_wait(R, s);
         const uint4 *w = g.slot + (size_t)s * slot8;
         int row = c0 + warp;
-        if (NX == 4 && mvreg && s_mvr >= 2)  // two rows together, as mv_reg's groups (the same sums)
-            for (; row + NW < c1; row += 2 * NW) {
-                float p[2];
-#pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    const uint4 *wr = w + (size_t)(row + r * NW - c0) * n8;
-                    uint4 q[NX > 0 ? NX : 1];
-#pragma unroll
-                    for (int j = 0; j < NX; j++) q[j] = wr[lane + 32 * j];
-                    float acc0 = 0.0f, acc1 = 0.0f;
-#pragma unroll
-                    for (int j = 0; j < NX; j += 2) {
-                        acc0 += dot8r(q[j], xr[j]);
-                        if (j + 1 < NX) acc1 += dot8r(q[j + 1], xr[j + 1]);
-                    }
-                    p[r] = acc0 + acc1;
-                }
-                warp_sum_rows<2>(p);
-#pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    const int rw = row + r * NW;
-                    if (lane == 0) lo[rw] = p[r];
-                    const unsigned long long kb = lm_key(p[r], rw);
-                    if (kb > mybest) mybest = kb;
-                }
-            }
+        if constexpr (NX == 4) {  // two rows together where matvec takes mv_reg's groups (the same sums)
+            auto emit = [&](int rw, float v) {
+                if (lane == 0) lo[rw] = v;
+                const unsigned long long kb = lm_key(v, rw);
+                if (kb > mybest) mybest = kb;
+            };
+            if (mvreg && s_mvr >= 2)
+                for (; row + NW < c1; row += 2 * NW)
+                    mv_group<NX, 2>(nullptr, P.hidden, xr, c0, row - c0, w, 0, c1 - c0, emit);
+        }
         for (; row < c1; row += NW) {
             const uint4 *wr = w + (size_t)(row - c0) * n8;
             float acc0 = 0.0f, acc1 = 0.0f;
