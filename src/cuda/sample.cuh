@@ -505,17 +505,17 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
 
 // The distributed top-k, part 1, in every lm_head block after its rows' logits (lo[r0, r1), written
 // by this block): the penalty for the window's ids among those rows (as sample_block's step 1; the
-// rows are this block's alone), then the candidates: each warp's k-th largest logit (a radix select
-// on order keys, a bit at a time over its 32 x E values), the block's threshold T the largest of those
-// (at most the block's own k-th largest, so every logit of the global top k is at least its block's
-// T), and the logits >= T with their ids, in id order, into dk_l / dk_i (more than DK_CMAX, a NaN, or
+// rows are this block's alone), then the candidates: the block's k-th largest logit T (a radix select
+// on order keys, a bit at a time; every logit of the global top k is at least its block's T), and the
+// logits >= T (k plus ties) with their ids, in id order, into dk_l / dk_i (more than DK_CMAX, a NaN, or
 // more than DK_E rows a thread: dk_n = -1, the last block runs the whole-vocabulary path). dk_x: the
 // largest logit left out, for sample_block's exactness check. Ends with __syncthreads.
 static __device__ __noinline__ void samp_cands(const Params &P, float *lo, int r0, int r1, int nh) {
     __shared__ int s_sc[NT];
-    __shared__ unsigned s_T, s_x;
+    __shared__ int s_wc[2][NT / 32];
+    __shared__ unsigned s_x;
     const int tid = threadIdx.x, b = blockIdx.x, n = r1 - r0, k = P.s_top_k, E = (n + NT - 1) / NT;
-    if (tid == 0) s_T = 0u, s_x = 0u;
+    if (tid == 0) s_x = 0u;
     const float pen = P.s_pen;
     if (pen != 1.0f && nh > 0) {
         const int from = P.s_last_n > 0 && nh > P.s_last_n ? nh - P.s_last_n : 0;
@@ -553,6 +553,8 @@ static __device__ __noinline__ void samp_cands(const Params &P, float *lo, int r
             key[j] = samp_key(x);
         }
     }
+    // the block's k-th largest key, a bit at a time: each warp counts the keys that match the prefix
+    // with this bit set, the block adds the warps' counts (two count slots, one barrier a bit)
     unsigned pre = 0u;
     int need = k;
     for (int bit = 31; bit >= 0; bit--) {
@@ -561,13 +563,17 @@ static __device__ __noinline__ void samp_cands(const Params &P, float *lo, int r
 #pragma unroll
         for (int j = 0; j < DK_E; j++) c += (key[j] & mask) == want;
         c = (int)__reduce_add_sync(0xffffffffu, (unsigned)c);
-        if (c >= need) pre = want;
-        else need -= c;
+        if ((tid & 31) == 0) s_wc[bit & 1][tid >> 5] = c;
+        __syncthreads();
+        int tc = 0;
+#pragma unroll
+        for (int w = 0; w < NT / 32; w++) tc += s_wc[bit & 1][w];
+        if (tc >= need) pre = want;
+        else need -= tc;
     }
-    // (a warp with fewer than k rows ends at 0: all of its rows are candidates)
-    if ((tid & 31) == 0) atomicMax(&s_T, pre);
+    // (a block with fewer than k rows ends at 0: all of its rows are candidates)
     bad = __syncthreads_or(bad);
-    const unsigned T = s_T;
+    const unsigned T = pre;
     int c = 0;
     unsigned xk = 0u;
 #pragma unroll
