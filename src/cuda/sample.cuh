@@ -95,6 +95,29 @@ __device__ __forceinline__ float4 samp_ld4(const float *a, int j, int V, bool ve
 }
 __device__ __forceinline__ float samp_at(const float4 &v, int c) { return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w; }
 
+// The repetition penalty (sampler.c's step 1), once per distinct id of the window hist[0, nh), for
+// the ids in [a, b) (the calling block owns logits[a, b)): P.seen marks, then cleared.
+static __device__ __noinline__ void samp_penalty(const Params &P, float *logits, int nh, int a, int b) {
+    const float pen = P.s_pen;
+    if (pen == 1.0f || nh <= 0) return;
+    const int from = P.s_last_n > 0 && nh > P.s_last_n ? nh - P.s_last_n : 0;
+    for (int i = from + (int)threadIdx.x; i < nh; i += NT) {
+        const int t = __ldcg(P.hist + i);
+        if (t >= a && t < b && atomicExch(P.seen + t, 1u) == 0u) {
+            const float l = __ldcg(logits + t);
+            logits[t] = l > 0.0f ? l / pen : l * pen;
+        }
+    }
+    __threadfence_block();
+    __syncthreads();
+    for (int i = from + (int)threadIdx.x; i < nh; i += NT) {
+        const int t = __ldcg(P.hist + i);
+        if (t >= a && t < b) P.seen[t] = 0u;
+    }
+    __threadfence_block();
+    __syncthreads();
+}
+
 // Sample from logits (vocab, global; modified in place by the penalty), penalising the ids
 // hist[0, nh). sm: SAMPLE_SMEM_WORDS words of shared memory. Every thread returns the token (-1: NaN
 // or all -inf logits). The logits and hist come from other blocks within this launch (a launch runs
@@ -138,24 +161,7 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
 
     // 1. repetition penalty, once per distinct id of the window (P.seen marks, then cleared)
     const float pen = P.s_pen;
-    if (pen != 1.0f && nh > 0 && !pen_done && !din) {
-        const int from = P.s_last_n > 0 && nh > P.s_last_n ? nh - P.s_last_n : 0;
-        for (int i = from + tid; i < nh; i += NT) {
-            const int t = __ldcg(P.hist + i);
-            if (t >= 0 && t < V && atomicExch(P.seen + t, 1u) == 0u) {
-                const float l = __ldcg(logits + t);
-                logits[t] = l > 0.0f ? l / pen : l * pen;
-            }
-        }
-        __threadfence_block();
-        __syncthreads();
-        for (int i = from + tid; i < nh; i += NT) {
-            const int t = __ldcg(P.hist + i);
-            if (t >= 0 && t < V) P.seen[t] = 0u;
-        }
-        __threadfence_block();
-        __syncthreads();
-    }
+    if (!pen_done && !din) samp_penalty(P, logits, nh, 0, V);
     SAMP_MARK(1);
     // 2. max (lowest index on ties); NaN fails. known: the lm_head's fused argmax key over these
     // logits (0: none). Without a penalty it is this maximum, so the pass is skipped when that is
@@ -516,25 +522,8 @@ static __device__ __noinline__ void samp_cands(const Params &P, float *lo, int r
     __shared__ unsigned s_x;
     const int tid = threadIdx.x, b = blockIdx.x, n = r1 - r0, k = P.s_top_k, E = (n + NT - 1) / NT;
     if (tid == 0) s_x = 0u;
-    const float pen = P.s_pen;
-    if (pen != 1.0f && nh > 0) {
-        const int from = P.s_last_n > 0 && nh > P.s_last_n ? nh - P.s_last_n : 0;
-        for (int i = from + tid; i < nh; i += NT) {
-            const int t = __ldcg(P.hist + i);
-            if (t >= r0 && t < r1 && atomicExch(P.seen + t, 1u) == 0u) {
-                const float l = __ldcg(lo + t);
-                lo[t] = l > 0.0f ? l / pen : l * pen;
-            }
-        }
-        __threadfence_block();
-        __syncthreads();
-        for (int i = from + tid; i < nh; i += NT) {
-            const int t = __ldcg(P.hist + i);
-            if (t >= r0 && t < r1) P.seen[t] = 0u;
-        }
-        __threadfence_block();
-    }
-    __syncthreads();
+    samp_penalty(P, lo, nh, r0, r1);
+    __syncthreads();  // (s_x)
     if (E > DK_E) {  // (block-uniform)
         if (tid == 0) P.dk_n[b] = -1;
         __syncthreads();
