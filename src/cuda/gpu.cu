@@ -609,6 +609,9 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     o += al((size_t)s->vocab * 4);
     const size_t off_rng = o;
     o += al(8);
+    // distributed top-k candidates: (grid, DK_CMAX) logits, ids and compact ids; counts and keys per block
+    const size_t off_dk = o, n_dk = (size_t)grid_max * mqk::DK_CMAX;
+    o += al(n_dk * 4) * 3 + al((size_t)grid_max * 4) * 2;
     const char *penv = getenv("MQ_CUDA_PROFILE");
     g->profile = penv && atoi(penv) > 0;
     const size_t off_prof = o;
@@ -760,6 +763,14 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     P.hist = (int32_t *)(A + off_hist);
     P.seen = (unsigned *)(A + off_seen);
     P.probs = (float *)(A + off_probs);
+    P.dk_l = (float *)(A + off_dk);
+    P.dk_i = (int *)(A + off_dk + al(n_dk * 4));
+    P.dk_c = (int *)(A + off_dk + 2 * al(n_dk * 4));
+    P.dk_n = (int *)(A + off_dk + 3 * al(n_dk * 4));
+    P.dk_x = (unsigned *)(A + off_dk + 3 * al(n_dk * 4) + al((size_t)grid_max * 4));
+    // MQ_CUDA_DK=0: sampling's top-k by the last lm_head block alone (passes over the whole vocabulary)
+    const char *dkenv = getenv("MQ_CUDA_DK");
+    P.dk = !(dkenv && *dkenv && atoi(dkenv) == 0);
     P.rng = (unsigned long long *)(A + off_rng);
     CKN(cudaMemset(P.seen, 0, (size_t)s->vocab * 4));
     P.prof = g->profile ? (unsigned long long *)(A + off_prof) : NULL;

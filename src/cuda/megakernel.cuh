@@ -159,6 +159,14 @@ struct Params {
     unsigned *seen;                  // (vocab) penalty marks, all zero between launches
     float *probs;                    // (vocab) sampling scratch
     unsigned long long *rng;         // (1) xorshift64* state
+    // distributed top-k (sample.cuh, samp_cands): every lm_head block offers its rows' candidates, the
+    // last block samples from their union (dk = 0: the one-block passes over the whole vocabulary)
+    int dk;                          // MQ_CUDA_DK (default 1)
+    float *dk_l;                     // (grid, DK_CMAX) a block's candidate logits (after the penalty), id order
+    int *dk_i;                       // (grid, DK_CMAX) their ids
+    int *dk_n;                       // (grid) candidates of a block; -1: too many, or a NaN logit
+    unsigned *dk_x;                  // (grid) order key of the largest logit a block left out (0: none)
+    int *dk_c;                       // (grid * DK_CMAX) the last block's compact candidate ids
 };
 
 constexpr int CL_CS = 8;  // decode_cl: blocks per cluster (the portable maximum)

@@ -238,6 +238,13 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
                           (P.opt & OPT_REGX) != 0);
     }
     __syncthreads();
+    // sampling with a small top-k: this block's candidates (sample.cuh's distributed top-k)
+    const bool dk = P.samp && P.dk && P.s_temp != 0.0f && P.s_top_k >= 1 && P.s_top_k <= DK_MAXK && gridDim.x <= NT;
+    if (dk) {
+        int r0, r1;
+        block_rows(P.vocab, blockIdx.x, gridDim.x, r0, r1);
+        samp_cands(P, lo, r0, r1, P.n_hist + step);
+    }
     if (threadIdx.x == 0) {
         if (stamp) *stamp = globaltimer();
         P.best[blockIdx.x] = s_best;
@@ -265,7 +272,10 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
     __syncthreads();
     int tok = s_best ? (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu)) : 0;
     // sampling: the window is the host's n_hist ids plus the tokens this launch fed since
-    if (P.samp) tok = sample_block(P, lo, sm, P.n_hist + step, s_best);  // -1: NaN / all -inf logits: stop
+    if (P.samp) {  // -1: NaN / all -inf logits: stop
+        tok = dk ? sample_dk(P, sm, P.n_hist + step, (int)gridDim.x) : -3;
+        if (tok == -3) tok = sample_block(P, lo, sm, P.n_hist + step, s_best, dk ? 1 : 0);
+    }
     bool stop = tok < 0;
     if (!P.ids)
         for (int i = 0; i < P.n_stop; i++) stop |= P.stop[i] == tok;

@@ -13,6 +13,12 @@ constexpr int SAMPLE_MAXK = 1024;  // most survivors of top-k the device path ke
 constexpr int SAMPLE_QUICK = 256;  // top-k's quick path: most candidates (its k-th search is O(m^2) / NT:
                                    // at k = 1000 it cost 10% against the radix passes, run 91)
 constexpr int SAMPLE_SMEM_WORDS = 4 * SAMPLE_MAXK + 3 * NT + 256 + SAMPLE_MAXK;
+// The distributed top-k (samp_cands, sample_dk): for 1 <= top_k <= DK_MAXK every lm_head block offers
+// the candidates among its rows (at most DK_CMAX, else the one-block path runs), with at most DK_E
+// rows a thread (a block's rows <= NT * DK_E).
+constexpr int DK_MAXK = 64;
+constexpr int DK_CMAX = 256;
+constexpr int DK_E = 16;
 
 // -DMQ_SAMPLE_TIMING (a measurement build): thread 0 of sample_block prints the clock cycles of its
 // phases for the first 12 draws of a launch sequence
@@ -48,6 +54,15 @@ __device__ __forceinline__ float samp_rand(unsigned long long *state) {
     return (float)(r >> 40) * (1.0f / 16777216.0f);
 }
 
+// order keys of floats: unsigned comparison of keys = float comparison (NaN aside); samp_unkey inverts
+__device__ __forceinline__ unsigned samp_key(float x) {
+    const unsigned k = __float_as_uint(x);
+    return (k & 0x80000000u) ? ~k : (k | 0x80000000u);
+}
+__device__ __forceinline__ float samp_unkey(unsigned k) {
+    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
 // "a ranks before b": higher p first, lower id on ties (sampler.c's order)
 __device__ __forceinline__ bool samp_before(float pa, int a, float pb, int b) { return pa > pb || (pa == pb && a < b); }
 
@@ -80,14 +95,52 @@ __device__ __forceinline__ float4 samp_ld4(const float *a, int j, int V, bool ve
 }
 __device__ __forceinline__ float samp_at(const float4 &v, int c) { return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w; }
 
+// The repetition penalty (sampler.c's step 1), once per distinct id of the window hist[0, nh), for
+// the ids in [a, b) (the calling block owns logits[a, b)): P.seen marks, then cleared.
+static __device__ __noinline__ void samp_penalty(const Params &P, float *logits, int nh, int a, int b) {
+    const float pen = P.s_pen;
+    if (pen == 1.0f || nh <= 0) return;
+    const int from = P.s_last_n > 0 && nh > P.s_last_n ? nh - P.s_last_n : 0;
+    for (int i = from + (int)threadIdx.x; i < nh; i += NT) {
+        const int t = __ldcg(P.hist + i);
+        if (t >= a && t < b && atomicExch(P.seen + t, 1u) == 0u) {
+            const float l = __ldcg(logits + t);
+            logits[t] = l > 0.0f ? l / pen : l * pen;
+        }
+    }
+    __threadfence_block();
+    __syncthreads();
+    for (int i = from + (int)threadIdx.x; i < nh; i += NT) {
+        const int t = __ldcg(P.hist + i);
+        if (t >= a && t < b) P.seen[t] = 0u;
+    }
+    __threadfence_block();
+    __syncthreads();
+}
+
 // Sample from logits (vocab, global; modified in place by the penalty), penalising the ids
 // hist[0, nh). sm: SAMPLE_SMEM_WORDS words of shared memory. Every thread returns the token (-1: NaN
 // or all -inf logits). The logits and hist come from other blocks within this launch (a launch runs
 // many steps, and this block may have read older values of the same lines into its L1): read
 // through L2 (__ldcg).
+// The distributed path's input (sample_dk): the p of M candidates in P.probs, in id order, their ids,
+// the maximum logit and its id, and per lm_head block the order key of the largest logit it left out.
+struct SampIn {
+    int M;
+    const int *cid;   // (M) ids
+    float mx;
+    int imx;
+    const unsigned *xk;  // (nb) samp_key of a block's largest left-out logit, 0: none
+    int nb;
+};
+
+// pen_done: the lm_head blocks applied the penalty already (samp_cands). din: sample the candidates
+// (steps 1-3 done by sample_dk); returns -3 when they cannot decide the draw exactly (a left-out logit
+// may reach the k-th largest p: the caller runs the whole-vocabulary path; no RNG drawn yet).
 static __device__ __noinline__ int sample_block(const Params &P, float *logits, float *sm, int nh,
-                                                unsigned long long known) {
-    const int V = P.vocab, tid = threadIdx.x;
+                                                unsigned long long known, int pen_done = 0,
+                                                const SampIn *din = nullptr) {
+    const int V = din ? din->M : P.vocab, tid = threadIdx.x;
     int *sidx = reinterpret_cast<int *>(sm);               // (SAMPLE_MAXK) survivors
     int *sorted = sidx + SAMPLE_MAXK;                      // (SAMPLE_MAXK)
     float *sp = reinterpret_cast<float *>(sorted + SAMPLE_MAXK);  // (SAMPLE_MAXK) their p
@@ -108,32 +161,16 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
 
     // 1. repetition penalty, once per distinct id of the window (P.seen marks, then cleared)
     const float pen = P.s_pen;
-    if (pen != 1.0f && nh > 0) {
-        const int from = P.s_last_n > 0 && nh > P.s_last_n ? nh - P.s_last_n : 0;
-        for (int i = from + tid; i < nh; i += NT) {
-            const int t = __ldcg(P.hist + i);
-            if (t >= 0 && t < V && atomicExch(P.seen + t, 1u) == 0u) {
-                const float l = __ldcg(logits + t);
-                logits[t] = l > 0.0f ? l / pen : l * pen;
-            }
-        }
-        __threadfence_block();
-        __syncthreads();
-        for (int i = from + tid; i < nh; i += NT) {
-            const int t = __ldcg(P.hist + i);
-            if (t >= 0 && t < V) P.seen[t] = 0u;
-        }
-        __threadfence_block();
-        __syncthreads();
-    }
+    if (!pen_done && !din) samp_penalty(P, logits, nh, 0, V);
     SAMP_MARK(1);
     // 2. max (lowest index on ties); NaN fails. known: the lm_head's fused argmax key over these
     // logits (0: none). Without a penalty it is this maximum, so the pass is skipped when that is
     // finite (a NaN elsewhere is then caught by the exp pass); else the pass runs.
     const bool vec = (V & 3) == 0 && !((reinterpret_cast<uintptr_t>(logits) | reinterpret_cast<uintptr_t>(P.probs)) & 15);
     const int V4 = (V + 3) >> 2;  // groups of 4 elements; a trip covers SAMP_U * NT of them
-    bool skip = false;
-    if (known && !(pen != 1.0f && nh > 0)) {
+    bool skip = din != nullptr;
+    if (din && tid == 0) s_mx = din->mx, s_imx = din->imx;
+    if (!din && known && !(pen != 1.0f && nh > 0)) {
         if (tid == 0) {
             s_imx = (int)(0xffffffffu - (unsigned)(known & 0xffffffffu));
             s_mx = s_imx >= 0 && s_imx < V ? __ldcg(logits + s_imx) : NAN;
@@ -177,15 +214,16 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
         }
         __syncthreads();
     }
+    if (din) __syncthreads();  // (s_mx, s_imx)
     const float mx = s_mx;
     const int imx = s_imx;
     if (nan || mx == -INFINITY) return -1;
     if (P.s_temp == 0.0f || mx == INFINITY) return imx;
     SAMP_MARK(2);
-    // 3. p_i = exp((l_i - max) / T), into P.probs
+    // 3. p_i = exp((l_i - max) / T), into P.probs (in: there already)
     float *p = P.probs;
     const float inv_t = 1.0f / P.s_temp;
-    for (int b = 0; b < V4; b += SAMP_U * NT) {
+    for (int b = 0; b < (din ? 0 : V4); b += SAMP_U * NT) {
         float4 v[SAMP_U];
 #pragma unroll
         for (int u = 0; u < SAMP_U; u++) v[u] = samp_ld4(logits, b + u * NT + tid, V, vec, -INFINITY);
@@ -331,6 +369,7 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
     if (tid == 0) s_m = 0, s_surv = 0, s_kth = thr;
     __syncthreads();
     {
+        const int *cand = din ? din->cid : nullptr;           // (din) index -> id
         int *gid = sorted;                                    // (SAMPLE_MAXK) gathered ids
         float *gp = reinterpret_cast<float *>(kept);          // (SAMPLE_MAXK) and their p
         for (int b = 0; b < V4; b += SAMP_U * NT) {  // (warp-uniform trip count, as above)
@@ -349,7 +388,10 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
                     if ((threadIdx.x & 31) == (unsigned)(__ffs(act) - 1)) base = atomicAdd(&s_m, __popc(act));
                     base = __shfl_sync(0xffffffffu, base, __ffs(act) - 1);
                     const int slot = base + __popc(act & ((1u << (threadIdx.x & 31)) - 1u));
-                    if (in && slot < SAMPLE_MAXK) gid[slot] = 4 * (b + u * NT + tid) + c, gp[slot] = x;
+                    if (in && slot < SAMPLE_MAXK) {
+                        const int ix = 4 * (b + u * NT + tid) + c;
+                        gid[slot] = cand ? __ldcg(cand + ix) : ix, gp[slot] = x;
+                    }
                 }
         }
         __syncthreads();
@@ -391,13 +433,25 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
         for (int i = i0; i < i1; i++)
             if (p[i] >= kth) {
                 if (off < SAMPLE_MAXK) {
-                    sidx[off] = i;
+                    sidx[off] = din ? __ldcg(din->cid + i) : i;
                     sp[off] = p[i];
                 }
                 off++;
             }
         m = SAMPLE_MAXK;
         __syncthreads();
+    }
+    if (din) {
+        // exact only if no left-out logit reaches the k-th largest p (p is monotone in the logit; a
+        // left-out p of 0 never matters: such survivors add no mass and are never drawn)
+        bool out = false;
+        for (int b = tid; b < din->nb; b += NT) {
+            const unsigned xk = __ldcg(din->xk + b);
+            if (!xk) continue;
+            const float pe = expf((samp_unkey(xk) - mx) * inv_t);
+            if (!(pe < kth) && pe != 0.0f) out = true;
+        }
+        if (__syncthreads_or(out)) return -3;
     }
     SAMP_MARK(5);
     int *order = sidx;  // current survivor order
@@ -453,6 +507,140 @@ static __device__ __noinline__ int sample_block(const Params &P, float *logits, 
     SAMP_MARK(7);
     SAMP_PRINT("top-k");
     return s_tok;
+}
+
+// The distributed top-k, part 1, in every lm_head block after its rows' logits (lo[r0, r1), written
+// by this block): the penalty for the window's ids among those rows (as sample_block's step 1; the
+// rows are this block's alone), then the candidates: the block's k-th largest logit T (a radix select
+// on order keys, a bit at a time; every logit of the global top k is at least its block's T), and the
+// logits >= T (k plus ties) with their ids, in id order, into dk_l / dk_i (more than DK_CMAX, a NaN, or
+// more than DK_E rows a thread: dk_n = -1, the last block runs the whole-vocabulary path). dk_x: the
+// largest logit left out, for sample_block's exactness check. Ends with __syncthreads.
+static __device__ __noinline__ void samp_cands(const Params &P, float *lo, int r0, int r1, int nh) {
+    __shared__ int s_sc[NT];
+    __shared__ int s_wc[2][NT / 32];
+    __shared__ unsigned s_x;
+    const int tid = threadIdx.x, b = blockIdx.x, n = r1 - r0, k = P.s_top_k, E = (n + NT - 1) / NT;
+    if (tid == 0) s_x = 0u;
+    samp_penalty(P, lo, nh, r0, r1);
+    __syncthreads();  // (s_x)
+    if (E > DK_E) {  // (block-uniform)
+        if (tid == 0) P.dk_n[b] = -1;
+        __syncthreads();
+        return;
+    }
+    // thread t holds rows r0 + t E + j (j < E): contiguous, so the candidates come out in id order
+    unsigned key[DK_E];
+    int bad = 0;
+#pragma unroll
+    for (int j = 0; j < DK_E; j++) {
+        const int i = tid * E + j;
+        key[j] = 0u;  // (no row: below every float's key)
+        if (j < E && i < n) {
+            const float x = __ldcg(lo + r0 + i);
+            bad |= x != x;
+            key[j] = samp_key(x);
+        }
+    }
+    // the block's k-th largest key, a bit at a time: each warp counts the keys that match the prefix
+    // with this bit set, the block adds the warps' counts (two count slots, one barrier a bit)
+    unsigned pre = 0u;
+    int need = k;
+    for (int bit = 31; bit >= 0; bit--) {
+        const unsigned mask = ~0u << bit, want = pre | (1u << bit);
+        int c = 0;
+#pragma unroll
+        for (int j = 0; j < DK_E; j++) c += (key[j] & mask) == want;
+        c = (int)__reduce_add_sync(0xffffffffu, (unsigned)c);
+        if ((tid & 31) == 0) s_wc[bit & 1][tid >> 5] = c;
+        __syncthreads();
+        int tc = 0;
+#pragma unroll
+        for (int w = 0; w < NT / 32; w++) tc += s_wc[bit & 1][w];
+        if (tc >= need) pre = want;
+        else need -= tc;
+    }
+    // (a block with fewer than k rows ends at 0: all of its rows are candidates)
+    bad = __syncthreads_or(bad);
+    const unsigned T = pre;
+    int c = 0;
+    unsigned xk = 0u;
+#pragma unroll
+    for (int j = 0; j < DK_E; j++)
+        if (key[j]) {
+            if (key[j] >= T) c++;
+            else xk = max(xk, key[j]);
+        }
+    xk = __reduce_max_sync(0xffffffffu, xk);
+    if ((tid & 31) == 0 && xk) atomicMax(&s_x, xk);
+    int tot;
+    int off = samp_scan(c, s_sc, &tot);  // (its __syncthreads also publish s_x)
+    if (bad || tot > DK_CMAX) {
+        if (tid == 0) P.dk_n[b] = -1;
+        __syncthreads();
+        return;
+    }
+    float *dl = P.dk_l + (size_t)b * DK_CMAX;
+    int *di = P.dk_i + (size_t)b * DK_CMAX;
+#pragma unroll
+    for (int j = 0; j < DK_E; j++)
+        if (key[j] && key[j] >= T) {
+            dl[off] = samp_unkey(key[j]);
+            di[off] = r0 + tid * E + j;
+            off++;
+        }
+    if (tid == 0) P.dk_n[b] = tot, P.dk_x[b] = s_x;
+    __threadfence();  // (before the caller's arrival on the lm_head counter)
+    __syncthreads();
+}
+
+// The distributed top-k, part 2, in the last lm_head block: the nb blocks' candidates in one compact
+// list (id order; logits then p in P.probs, ids in dk_c), their maximum (the vocabulary's: it is its
+// block's largest, always a candidate), then sample_block's top-k, top-p, min-p and walk over them.
+// Returns the token, -1 as sample_block, or -3: the whole-vocabulary path must decide (a block offered
+// too many candidates or saw a NaN, or a left-out logit could tie the k-th largest p).
+static __device__ __noinline__ int sample_dk(const Params &P, float *sm, int nh, int nb) {
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    int *sc = reinterpret_cast<int *>(sm);  // (NT) scan scratch
+    int *boff = sc + NT;                    // (NT) each block's first compact slot
+    __shared__ unsigned long long s_b;
+    const int c = tid < nb ? __ldcg(P.dk_n + tid) : 0;
+    if (__syncthreads_or(c < 0)) return -3;
+    int M;
+    boff[tid] = samp_scan(c, sc, &M);
+    if (tid == 0) s_b = 0ull;
+    __syncthreads();
+    unsigned long long best = 0ull;
+    for (int b = warp; b < nb; b += NT / 32) {
+        const int cb = __ldcg(P.dk_n + b), ob = boff[b];
+        for (int i = lane; i < cb; i += 32) {
+            const float x = __ldcg(P.dk_l + (size_t)b * DK_CMAX + i);
+            const int id = __ldcg(P.dk_i + (size_t)b * DK_CMAX + i);
+            P.probs[ob + i] = x;
+            P.dk_c[ob + i] = id;
+            const unsigned long long key = ((unsigned long long)samp_key(x) << 32) | (0xffffffffu - (unsigned)id);
+            if (key > best) best = key;
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const unsigned long long v = __shfl_xor_sync(0xffffffffu, best, o);
+        if (v > best) best = v;
+    }
+    if (lane == 0 && best) atomicMax(&s_b, best);
+    __threadfence_block();
+    __syncthreads();
+    SampIn in;
+    in.M = M, in.cid = P.dk_c, in.xk = P.dk_x, in.nb = nb;
+    in.imx = (int)(0xffffffffu - (unsigned)(s_b & 0xffffffffu));
+    in.mx = samp_unkey((unsigned)(s_b >> 32));
+    if (in.mx == -INFINITY) return -1;  // (every logit -inf; s_b is never 0: k >= 1 candidates)
+    if (in.mx == INFINITY) return in.imx;
+    const float inv_t = 1.0f / P.s_temp;
+    for (int j = tid; j < M; j += NT) P.probs[j] = expf((__ldcg(P.probs + j) - in.mx) * inv_t);
+    __threadfence_block();
+    __syncthreads();
+    return sample_block(P, nullptr, sm, nh, 0ull, 1, &in);
 }
 
 }  // namespace mqk
