@@ -158,12 +158,14 @@ static size_t slot_bytes(const mq_gpu *g, mq_gpu_slot slot) {
 // g->cl_max (0 where it does not apply) and g->cl_why.
 static int cl_plan(mq_gpu *g, const cudaDeviceProp *prop, int smem_static) {
     const mq_gpu_shape *s = &g->s;
-    // default (MQ_CUDA_CL unset, MQ_CUDA_SYNC auto): launches ending within 1,024 positions. Session 31
+    // default (MQ_CUDA_CL unset, MQ_CUDA_SYNC auto): launches ending within 1,280 positions. Session 31
     // (H200, tok/s against decode_df): ctx 16 1,296-1,300 vs 1,194-1,247, 1K 1,074-1,078 vs 1,025-1,047,
-    // 1,536 999 vs 1,003, 2K 931 vs 949-952, 3K 812 vs 862-870, 4K 687-703 vs 746-756. MQ_CUDA_CL=0: off;
+    // 1,536 999 vs 1,003, 2K 931 vs 949-952, 3K 812 vs 862-870, 4K 687-703 vs 746-756. Session 32 (H100,
+    // bench -n 128 ABBA): launches ending at 1,152 945 vs 917-921, at 1,408 918-919 vs 920-921, at 1,664
+    // 876-877 vs 903-904. MQ_CUDA_CL=0: off;
     // an explicit MQ_CUDA_SYNC=df (measurements of decode_df) keeps it off unless MQ_CUDA_CL is set.
     const char *e = getenv("MQ_CUDA_CL");
-    const int want = e && *e ? (atoi(e) > 0 ? atoi(e) : 0) : g->sync == SYNC_AUTO ? 1024 : 0;
+    const int want = e && *e ? (atoi(e) > 0 ? atoi(e) : 0) : g->sync == SYNC_AUTO ? 1280 : 0;
     g->cl_max = 0;
     if (!want) {
         snprintf(g->cl_why, sizeof g->cl_why, "cluster kernel off (%s)",
