@@ -360,6 +360,16 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
     cl_sync();  // every block of the cluster has started before any addresses its shared memory
     unsigned *cE = P.flg + (size_t)Lc * 5;
     const unsigned nATT = (unsigned)P.nkv * CL_CS;
+    // MQ_CUDA_PROFILE: per-block stamps of stage instance k = step (2 L + 1) + (2 l: attention half, 2 l + 1:
+    // MLP half, 2 L: lm_head), e = 0 when its inputs are ready, 1 when it published (gpu.cu's cl_profile)
+    auto stamp = [&](int step, int k, int e) -> unsigned long long * {
+        const int ki = step * (2 * Lc + 1) + k;
+        if (!P.prof || ki >= P.prof_k) return nullptr;
+        return P.prof + ((size_t)(2 * ki + e) * GB + blockIdx.x);
+    };
+    auto stamp_now = [&](unsigned long long *t) {
+        if (t && threadIdx.x == 0) *t = globaltimer();
+    };
     // the copies of layer l's stages for this block
     auto copy_a = [&](int l) {  // buffer 0's first stage: q|k|v (attention blocks) or gate|up
         if (att) return cl_qkv_copy(P, l, cid, rank);
@@ -410,6 +420,7 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
                     pwv = __ldg(reinterpret_cast<const float4 *>(src));
                 }
                 if (l > 0) df_wait(P, cM - 5, GB * ts, nullptr);
+                stamp_now(stamp(step, 2 * l, 0));
                 if (t4 < 3 * h4) reinterpret_cast<float4 *>(pw)[t4] = pwv;  // (read after load_norm's __syncthreads)
                 sprof_mark(P, CLP_AWAIT);
                 if (blockIdx.x == 0) {  // ra[l-1]'s readers (MLP half l-1) are done; its next atomics come after our arrivals
@@ -482,11 +493,11 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
                     asm volatile("red.global.add.f32 [%0], %1;" ::"l"(ra + (size_t)rank * HR + threadIdx.x),
                                  "f"(ot[threadIdx.x] + xr)
                                  : "memory");
-                df_arrive(cA, nullptr);
+                df_arrive(cA, stamp(step, 2 * l, 1));
                 sprof_mark(P, CLP_APUB);
             }
             // ---- MLP half (every block)
-            df_wait(P, cA, nATT * ts, nullptr);
+            df_wait(P, cA, nATT * ts, stamp(step, 2 * l + 1, 0));
             sprof_mark(P, CLP_MWAIT);
             if (blockIdx.x == GB - 1) {  // rm[l-1]'s readers (attention half l) are done
                 float *z = P.rm + (size_t)(l > 0 ? l - 1 : Lc - 1) * H;
@@ -519,7 +530,7 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
                 // (the host admits no grid with more blocks than pairs; the cluster sum's barrier anyway)
                 if (P.clred) cl_down(nullptr, 0, hh, H, rm, blockIdx.x == 0 ? ra : nullptr, px, (unsigned)rank);
             }
-            df_arrive(cM, nullptr);  // (its __syncthreads: buffer 1's readers are done)
+            df_arrive(cM, stamp(step, 2 * l + 1, 1));  // (its __syncthreads: buffer 1's readers are done)
             if (ln >= 0 && !(lmring && l == Lc - 1)) cl_issue(S, 1, copy_b(ln));
             sprof_mark(P, CLP_MPUB);
         }
@@ -528,10 +539,11 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
         unsigned *cl = P.flg + (size_t)(Lc - 1) * 5 + 1;
         if (need_lm) {
             if (lmring) lm_ring_prime(Ps, sm);  // its first chunks do not wait for the last layer
-            df_wait(P, cl, GB * ts, nullptr);
+            df_wait(P, cl, GB * ts, stamp(step, 2 * Lc, 0));
             bool last;
             if (lmring) last = lm_step<true>(Ps, step, more, sm, red, nullptr);
             else last = lm_step<false>(Ps, step, more, sm, red, nullptr);
+            stamp_now(stamp(step, 2 * Lc, 1));
             if (last && more) df_arrive(cE, nullptr);
             // the ring's copies have all landed and been read (lm_step's last __syncthreads)
             if (lmring && more) cl_issue(S, 1, copy_b(0));
