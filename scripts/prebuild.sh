@@ -3,17 +3,19 @@
 # git-ignored .deps/bin, so that a device call skips its 90-140 s build: carry .deps/bin and run
 #   DC_PREBUILT=.deps/bin bash scripts/device-check.sh --only ...
 # (~24 MB gzip-compressed, beside the tokenizer's 11 MB and the .deb files, under the 64 MiB carry limit).
-#   scripts/prebuild.sh [ARCH] [--ref REF [--out DIR]]
+#   scripts/prebuild.sh [ARCH] [--ref REF [--out DIR] [--wt NAME]]
 # --ref REF: build git revision REF (e.g. a branch to measure against main) in its own worktree
 # (.deps/wt-REF, with its own build directory) into DIR (default .deps/bin-REF), so this checkout's
 # files never change under a build running here (switching branches during a build mixes sources).
+# --wt NAME: build in the worktree .deps/wt-NAME instead (an earlier ref's: only what differs recompiles).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ARCH=90a REF="" OUTDIR=.deps/bin
+ARCH=90a REF="" OUTDIR=.deps/bin WT=
 while [ $# -gt 0 ]; do
   case $1 in
     --ref) REF=${2:?--ref needs a revision}; shift 2;;
     --out) OUTDIR=${2:?--out needs a directory}; shift 2;;
+    --wt) WT=${2:?--wt needs a name}; shift 2;;
     -*) echo "prebuild: unknown option $1" >&2; exit 2;;
     *) ARCH=$1; shift;;
   esac
@@ -21,7 +23,7 @@ done
 TOP=$PWD SRC=$PWD
 if [ -n "$REF" ]; then
   git rev-parse --verify -q "$REF^{commit}" >/dev/null || { echo "prebuild: no revision '$REF'" >&2; exit 2; }
-  tag=$(printf '%s' "$REF" | tr -c 'A-Za-z0-9._-' '-')
+  tag=$(printf '%s' "${WT:-$REF}" | tr -c 'A-Za-z0-9._-' '-')
   SRC=$TOP/.deps/wt-$tag
   if [ -d "$SRC" ]; then
     git -C "$SRC" checkout -q --detach "$REF"
