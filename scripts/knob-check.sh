@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # knob-check: one binary's decode under a few settings of its knobs, in one device call: test_cuda's tests
-# matching $KC_TESTS, 256 greedy ids on the synthetic 0.6B per setting against the CPU backend's, block 0's
-# decode_cl sub-stage profile per setting, and bench ABBA (settings in order, then reversed) at $KC_CTX.
+# matching $KC_TESTS, 256 greedy ids on the synthetic 0.6B per setting against the CPU backend's, the
+# MQ_CUDA_PROFILE lines (decode_cl: per half-layer and block 0's sub-stages) per setting after prompts of
+# $KC_PROFCTX tokens (default 8), and bench ABBA (settings in order, then reversed) at $KC_CTX.
 #   KC_BIN: prebuilt binaries (scripts/prebuild.sh --out DIR), default .deps/bin; KC_VARS: settings, each
 #   comma-separated VAR=VALUE pairs ("base" = none), default "base"; KC_CTX default 16,1024; KC_TESTS
 #   default 'test_greedy_cl*' ("" = none); KC_ROUNDS: ABBA rounds (default 2).
@@ -42,9 +43,14 @@ while n<min(len(a),len(b)) and a[n]==b[n]: n+=1
 print(f'{sys.argv[3]}: {n} of {len(a)}/{len(b)} ids identical to the CPU')" /tmp/gk_cpu.txt /tmp/gk_$i.txt "$v"
   i=$((i + 1))
 done
-echo "== block 0 profiles, ctx 8-132 ($(el)s)"
-for v in $VARS; do
-  echo "$v: $(env $(envof $v) MQ_CUDA_PROFILE=1 timeout 60 $X run -m $M --prompt-ids 1,2,3,4,5,6,7,8 -n 124 --ids --ignore-eos --backend cuda 2>&1 >/dev/null | grep -E 'sub-stages' | tail -1 | cut -c1-720)"
+for c in ${KC_PROFCTX:-8}; do
+  echo "== profiles (MQ_CUDA_PROFILE), prompt $c + 124 tokens ($(el)s)"
+  ids=$(python3 -c "print(','.join(str(i % 997 + 1) for i in range($c)))")
+  for v in $VARS; do
+    echo "-- $v"
+    env $(envof $v) MQ_CUDA_PROFILE=1 timeout 60 $X run -m $M --prompt-ids $ids -n 124 --ids --ignore-eos --backend cuda 2>&1 >/dev/null |
+      grep -E 'sub-stages|profile \(' | tail -2 | cut -c1-900
+  done
 done
 echo "== bench ABBA, ctx ${KC_CTX:-16,1024}, n 128 ($(el)s)"
 row() { awk -F'|' 'NF==9 && $2+0>0{printf "ctx %s %s tok/s %s | ", $2+0, $3+0, $8}'; }
