@@ -953,15 +953,18 @@ static void df_profile(mq_gpu *g, const unsigned long long *dprof, int n, int po
 }
 
 // MQ_CUDA_PROFILE with the cluster kernel: per half-layer (attention half of the n_kv * 8 attention
-// blocks, MLP half of all) and the lm_head, from the stamps every block writes when its inputs are ready
-// and when it published, for the first steps of the launch (us, mean over instances):
+// blocks, MLP half of all), the lm_head's rows and its tail (to the end of lm_step: the last block's
+// token choice and embedding), from the stamps every block writes when its inputs are ready and when
+// it published, for the first steps of the launch (us, mean over instances):
 //   interval  last publish of this stage - last publish of the previous one (the critical path)
 //   wake      first ready - the previous stage's last publish; skew: last ready - first ready
 //   work      mean publish - ready; slowest: the largest publish - ready
-// and who publishes last: in the attention half the share of instances whose last block is the K/V
-// row's writer (rank 7), in the MLP half the share that are attention blocks, with both groups' mean work.
+// then who publishes last: in the attention half the share of instances whose last block is the K/V
+// row's writer (rank 7), in the MLP half the share that are attention blocks, with both groups' mean
+// work; for the lm_head's rows the gap between the last and the second-last block and the blocks
+// more than 20% above the mean work.
 static void cl_profile(mq_gpu *g, const unsigned long long *dprof, int n, int pos) {
-    const int L = g->s.n_layers, per = 2 * L + 1, G = g->cl_grid, nA = g->s.n_kv * mqk::CL_CS;
+    const int L = g->s.n_layers, per = 2 * L + 2, G = g->cl_grid, nA = g->s.n_kv * mqk::CL_CS;
     int K = n * per < g->prof_k ? n * per : g->prof_k;
     if (K < 2) return;
     const size_t cnt = (size_t)2 * K * G;
@@ -971,43 +974,53 @@ static void cl_profile(mq_gpu *g, const unsigned long long *dprof, int n, int po
         free(t);
         return;
     }
-    // stage kinds: 0 attention half, 1 MLP half, 2 lm_head
-    double iv[3] = {0}, wk[3] = {0}, wa[3] = {0}, sk[3] = {0}, wx[3] = {0}, ni[3] = {0}, nw[3] = {0}, nwa[3] = {0};
-    double lastsp = 0, lastn = 0, wgrp[2] = {0}, ngrp[2] = {0};  // (A: last is rank 7; M: last is an attention block)
-    double lastm = 0, lastmn = 0;
+    enum { NS = 4 };  // stage kinds: attention half, MLP half, lm_head rows, lm_head tail
+    double iv[NS] = {0}, wk[NS] = {0}, wa[NS] = {0}, sk[NS] = {0}, wx[NS] = {0}, ni[NS] = {0}, nw[NS] = {0};
+    double nwa[NS] = {0}, lastsp = 0, lastn = 0, wgrp[2] = {0}, ngrp[2] = {0}, lastm = 0, lastmn = 0;
+    double gap = 0, ngap = 0, slow = 0;
     unsigned long long prev = 0;
     for (int k = 0; k < K; k++) {
-        const int j = k % per, st = j == 2 * L ? 2 : j & 1;
-        unsigned long long rmin = ~0ull, rmax = 0, pmax = 0;
+        const int j = k % per, st = j >= 2 * L ? 2 + (j - 2 * L) : j & 1;
+        unsigned long long rmin = ~0ull, rmax = 0, pmax = 0, p2 = 0;
         int bl = -1, nb = 0;
         double w = 0, wm = 0;
         for (int b = 0; b < G; b++) {
             const unsigned long long r = t[(size_t)(2 * k) * G + b], p = t[(size_t)(2 * k + 1) * G + b];
             if (!r || p < r) continue;
             rmin = r < rmin ? r : rmin, rmax = r > rmax ? r : rmax;
-            if (p > pmax) pmax = p, bl = b;
+            if (p > pmax) p2 = pmax, pmax = p, bl = b;
+            else if (p > p2) p2 = p;
             w += (double)(p - r), wm = (double)(p - r) > wm ? (double)(p - r) : wm, nb++;
             if (st == 1) wgrp[b < nA] += (double)(p - r), ngrp[b < nA] += 1;
         }
         if (!nb) continue;
         wk[st] += w / nb, wx[st] += wm, sk[st] += (double)(rmax - rmin), nw[st] += 1;
-        if (prev && rmin >= prev) wa[st] += (double)(rmin - prev), nwa[st] += 1;
+        if (st == 2) {
+            gap += (double)(pmax - p2), ngap += 1;
+            for (int b = 0; b < G; b++) {
+                const unsigned long long r = t[(size_t)(2 * k) * G + b], p = t[(size_t)(2 * k + 1) * G + b];
+                if (r && p >= r && (double)(p - r) > 1.2 * w / nb) slow += 1;
+            }
+        }
+        if (prev && rmin >= prev && st != 3) wa[st] += (double)(rmin - prev), nwa[st] += 1;
         if (prev && pmax > prev) iv[st] += (double)(pmax - prev), ni[st] += 1;
         if (st == 0) lastsp += bl % mqk::CL_CS == mqk::CL_CS - 1, lastn += 1;
         if (st == 1) lastm += bl < nA, lastmn += 1;
         prev = pmax;
     }
-    static const char *nm[3] = {"attention half", "MLP half", "lm_head"};
+    static const char *nm[NS] = {"attention half", "MLP half", "lm_head rows", "lm_head tail"};
     fprintf(stderr, "megakernel(cl) profile (%d of %d steps at pos %d; us: interval / wake / skew / work / slowest):", K / per,
             n, pos);
-    for (int st = 0; st < 3; st++)
+    for (int st = 0; st < NS; st++)
         fprintf(stderr, " %s %.2f / %.2f / %.2f / %.2f / %.2f;", nm[st], ni[st] ? iv[st] / ni[st] / 1e3 : 0,
                 nwa[st] ? wa[st] / nwa[st] / 1e3 : 0, nw[st] ? sk[st] / nw[st] / 1e3 : 0,
                 nw[st] ? wk[st] / nw[st] / 1e3 : 0, nw[st] ? wx[st] / nw[st] / 1e3 : 0);
     fprintf(stderr, " last attention publisher rank 7 in %.0f%%; last MLP publisher an attention block in %.0f%%; "
-                    "MLP work attention / other blocks %.2f / %.2f\n",
+                    "MLP work attention / other blocks %.2f / %.2f; lm_head rows: last - second-last %.2f us, "
+                    "%.1f blocks a step above 1.2 x the mean\n",
             lastn ? 100 * lastsp / lastn : 0, lastmn ? 100 * lastm / lastmn : 0,
-            ngrp[1] ? wgrp[1] / ngrp[1] / 1e3 : 0, ngrp[0] ? wgrp[0] / ngrp[0] / 1e3 : 0);
+            ngrp[1] ? wgrp[1] / ngrp[1] / 1e3 : 0, ngrp[0] ? wgrp[0] / ngrp[0] / 1e3 : 0,
+            ngap ? gap / ngap / 1e3 : 0, ngap ? slow / ngap : 0);
     free(t);
 }
 

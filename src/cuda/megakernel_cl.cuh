@@ -360,10 +360,12 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
     cl_sync();  // every block of the cluster has started before any addresses its shared memory
     unsigned *cE = P.flg + (size_t)Lc * 5;
     const unsigned nATT = (unsigned)P.nkv * CL_CS;
-    // MQ_CUDA_PROFILE: per-block stamps of stage instance k = step (2 L + 1) + (2 l: attention half, 2 l + 1:
-    // MLP half, 2 L: lm_head), e = 0 when its inputs are ready, 1 when it published (gpu.cu's cl_profile)
+    // MQ_CUDA_PROFILE: per-block stamps of stage instance k = step (2 L + 2) + (2 l: attention half, 2 l + 1:
+    // MLP half, 2 L: the lm_head's rows, 2 L + 1: from there to the end of lm_step, which in the last block
+    // includes the token's choice and the embedding), e = 0 when its inputs are ready, 1 when it published
+    // (gpu.cu's cl_profile)
     auto stamp = [&](int step, int k, int e) -> unsigned long long * {
-        const int ki = step * (2 * Lc + 1) + k;
+        const int ki = step * (2 * Lc + 2) + k;
         if (!P.prof || ki >= P.prof_k) return nullptr;
         return P.prof + ((size_t)(2 * ki + e) * GB + blockIdx.x);
     };
@@ -541,9 +543,11 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
             if (lmring) lm_ring_prime(Ps, sm);  // its first chunks do not wait for the last layer
             df_wait(P, cl, GB * ts, stamp(step, 2 * Lc, 0));
             bool last;
-            if (lmring) last = lm_step<true>(Ps, step, more, sm, red, nullptr);
-            else last = lm_step<false>(Ps, step, more, sm, red, nullptr);
-            stamp_now(stamp(step, 2 * Lc, 1));
+            unsigned long long *rows_done = stamp(step, 2 * Lc, 1);
+            if (lmring) last = lm_step<true>(Ps, step, more, sm, red, rows_done);
+            else last = lm_step<false>(Ps, step, more, sm, red, rows_done);
+            if (rows_done && threadIdx.x == 0) *stamp(step, 2 * Lc + 1, 0) = *rows_done;
+            stamp_now(stamp(step, 2 * Lc + 1, 1));
             if (last && more) df_arrive(cE, nullptr);
             // the ring's copies have all landed and been read (lm_step's last __syncthreads)
             if (lmring && more) cl_issue(S, 1, copy_b(0));
