@@ -621,8 +621,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     g->prof_k = g->grid_df ? 4 * (5 * s->n_layers + 1) : 0;
     const size_t prof_df = (size_t)2 * g->prof_k * g->grid_df * 8;
     if (g->profile) o += al(prof_df > (size_t)PROF_N * 8 ? prof_df : (size_t)PROF_N * 8);
-    const size_t off_sprof = o;  // df sub-stage cycles of block 0 (64 u64)
-    if (g->profile) o += al(64 * 8);
+    const size_t off_sprof = o;  // df sub-stage cycles of block 0 (64 u64), the lm_head tail's stamps (128)
+    if (g->profile) o += al(192 * 8);
     g->bytes = o;
 
     e = cudaMalloc((void **)&g->arena, g->bytes);
@@ -1050,6 +1050,28 @@ static void sub_profile(const unsigned long long *dsp, int cl) {
     fprintf(stderr, "\n");
 }
 
+// MQ_CUDA_PROFILE: the lm_head's last block after its rows (lm_step's stamps in sprof[64 + 8 step + j]
+// for the first 16 steps): 0 it knows it is last, 1 the bests reduced, 2 the token chosen and recorded,
+// 3 the next token embedded. us, mean over the steps.
+static void lm_tail_profile(const unsigned long long *dsp, int n) {
+    unsigned long long t[192];
+    if (cudaMemcpy(t, dsp, sizeof t, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return;
+    }
+    double d[3] = {0, 0, 0};
+    int m = 0;
+    for (int st = 0; st < n && st < 16; st++) {
+        const unsigned long long *e = t + 64 + 8 * st;
+        if (!e[0] || !e[2]) continue;
+        d[0] += (double)(e[1] - e[0]), d[1] += (double)(e[2] - e[1]), d[2] += e[3] ? (double)(e[3] - e[2]) : 0;
+        m++;
+    }
+    if (m)
+        fprintf(stderr, "megakernel lm_head last block (%d steps, us): reduce %.2f, choose + record %.2f, embed %.2f\n",
+                m, d[0] / m / 1e3, d[1] / m / 1e3, d[2] / m / 1e3);
+}
+
 // A cooperative launch (every block co-resident) in clusters of cs blocks.
 static cudaError_t launch_clusters(const void *fn, int grid, int smem, int cs, void **args) {
     cudaLaunchConfig_t cfg = {};
@@ -1080,7 +1102,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         // co-resident: they wait on each other's counters) and in clusters of CL_CS
         CK(cudaMemset(P.flg, 0, ((size_t)g->s.n_layers * 5 + 1) * sizeof(unsigned)));
         CK(cudaMemset(P.ra, 0, (size_t)2 * g->s.n_layers * g->s.hidden * sizeof(float)));
-        if (g->profile) CK(cudaMemset(P.sprof, 0, 64 * 8));
+        if (g->profile) CK(cudaMemset(P.sprof, 0, 192 * 8));
         Params Pc = P;  // its own buffers; per-block stamps of its half-layers (cl_profile)
         const bool cprof = g->profile && P.prof && g->cl_grid <= g->grid_df;
         Pc.prof = cprof ? P.prof : NULL;
@@ -1094,6 +1116,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
             CK(cudaGetLastError());
             CK(cudaDeviceSynchronize());
             if (cprof) cl_profile(g, P.prof, n, pos);
+            if (g->profile) lm_tail_profile(P.sprof, n);
             if (g->profile) sub_profile(P.sprof, 1);
             return 0;
         }
@@ -1112,7 +1135,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     if (df) {
         CK(cudaMemset(P.flg, 0, ((size_t)g->s.n_layers * 5 + 1) * sizeof(unsigned)));
         if (g->profile) CK(cudaMemset(P.prof, 0, (size_t)2 * g->prof_k * g->grid_df * 8));
-        if (g->profile) CK(cudaMemset(P.sprof, 0, 64 * 8));
+        if (g->profile) CK(cudaMemset(P.sprof, 0, 192 * 8));
     }
     void *args[] = {&P};
     if (df && g->cluster > 1) {  // cooperative (grid-wide co-residency, as below) and in clusters
@@ -1126,6 +1149,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     if (g->profile && df) {
         df_profile(g, P.prof, n, pos);
         sub_profile(P.sprof, 0);
+        lm_tail_profile(P.sprof, n);
     } else if (g->profile) {
         // barrier 0 opens after the embedding; then per step 5 per layer + 1 (lm_head)
         const int L = g->s.n_layers, ns = g->fuse ? 4 : 5, per = ns * L + 1;

@@ -133,7 +133,8 @@ struct Params {
     int mvr;                         // matvec's register path: rows a warp takes together (MQ_CUDA_MVR 4 / 2 / 1)
     int prof_k;                      // stage instances the df profile records (2 stamps x grid each)
     unsigned long long *prof;        // (65536) barrier-open times of block 0, or NULL (MQ_CUDA_PROFILE)
-    unsigned long long *sprof;       // (64) df sub-stage cycles of block 0 (sprof_mark), or NULL
+    unsigned long long *sprof;       // (64) df sub-stage cycles of block 0 (sprof_mark), then (16, 8) the lm_head's
+                                     // last block's stamps per step (lm_step), or NULL
     // cluster kernel (decode_cl, megakernel_cl.cuh): per-layer residual sums, zeroed before each launch
     float *ra;                       // (n_layers, hidden) x + o_proj(attention) of layer l
     float *rm;                       // (n_layers, hidden) ra[l] + MLP(ra[l]): layer l+1's input

@@ -307,6 +307,9 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
     }
     __syncthreads();
     if (!s_last) return false;
+    // MQ_CUDA_PROFILE: the last block's tail (gpu.cu's lm_tail_profile)
+    unsigned long long *lt = P.sprof && step < 16 && threadIdx.x == 0 ? P.sprof + 64 + 8 * step : nullptr;
+    if (lt) lt[0] = globaltimer();
     // reduce the per-block bests (max key = max logit, lowest index on ties)
     unsigned long long b = 0;
     for (int i = threadIdx.x; i < (int)gridDim.x; i += NT) {
@@ -323,6 +326,7 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
     if ((threadIdx.x & 31) == 0 && b) atomicMax(&s_best, b);
     __syncthreads();
     int tok = s_best ? (int)(0xffffffffu - (unsigned)(s_best & 0xffffffffu)) : 0;
+    if (lt) lt[1] = globaltimer();
     // sampling: the window is the host's n_hist ids plus the tokens this launch fed since
     if (P.samp) {  // -1: NaN / all -inf logits: stop
         tok = dk ? sample_dk(P, sm, P.n_hist + step, (int)gridDim.x) : -3;
@@ -341,7 +345,12 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
         P.ctl[1] = step + 1;  // steps done
         if (stop) P.ctl[0] = 1;
     }
+    if (lt) lt[2] = globaltimer();
     if (more && !stop) embed(P, P.ids ? P.ids[step + 1] : tok);
+    if (P.sprof && step < 16) {  // (block-uniform)
+        __syncthreads();
+        if (lt) lt[3] = globaltimer();
+    }
     return true;
 }
 
