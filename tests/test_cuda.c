@@ -298,14 +298,6 @@ static void run_on_cl(void (*check)(const char *need)) {
  * against the CPU. */
 static void greedy_cl(const char *need) { check_greedy_synth("qwen3-0.6b", 2, 48, 0, need); }
 static void test_greedy_cl(void **st) { (void)st; run_on_cl(greedy_cl); }
-/* The lm_head's shared pool of chunks (MQ_CUDA_LMDYN=25: blocks claim the last quarter of the chunks as
- * they finish their own rows) on the default kernel: the same greedy tokens as the CPU. */
-static void test_greedy_lmdyn(void **st) {
-    (void)st;
-    setenv("MQ_CUDA_LMDYN", "25", 1);
-    check_greedy_synth("qwen3-0.6b", 2, 48, 0, "pool 25%");
-    unsetenv("MQ_CUDA_LMDYN");
-}
 
 /* min_tokens through the public API (mq_generate): greedy with two of the plain greedy reply's ids
  * banned for the first 6 tokens. The cuda context steps on the host while the ban holds and hands
@@ -610,7 +602,7 @@ int main(void) {
         cmocka_unit_test(test_hf_C),
         cmocka_unit_test(test_greedy_tiny),
         cmocka_unit_test(test_greedy_yarn), cmocka_unit_test(test_min_tokens_api),
-        cmocka_unit_test(test_greedy_gqa), cmocka_unit_test(test_greedy_cl), cmocka_unit_test(test_greedy_lmdyn),
+        cmocka_unit_test(test_greedy_gqa), cmocka_unit_test(test_greedy_cl),
         cmocka_unit_test(test_sample_tiny), cmocka_unit_test(test_sample_cl),
         cmocka_unit_test(test_sample_multi_tiny),
     };

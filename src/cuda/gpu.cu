@@ -583,8 +583,8 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     o += al((size_t)2 * s->inter * 4);
     const size_t off_part = o;
     o += al((size_t)s->n_heads * max_chunks * (hd + 2) * 4);
-    const size_t off_cnt = o;  // att_cnt (n_kv), lm_cnt, bar, ctl[2], lm_pool
-    o += al(((size_t)s->n_kv + 5) * 4);
+    const size_t off_cnt = o;  // att_cnt (n_kv), lm_cnt, bar, ctl[2]
+    o += al(((size_t)s->n_kv + 4) * 4);
     const size_t off_flg = o;  // dataflow counters (n_layers * 5 + 1)
     const size_t n_flg = (size_t)s->n_layers * 5 + 1;
     o += al(n_flg * 4);
@@ -636,7 +636,7 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
         free(g);
         return NULL;
     }
-    CKN(cudaMemset(g->arena + off_cnt, 0, ((size_t)s->n_kv + 5) * 4));
+    CKN(cudaMemset(g->arena + off_cnt, 0, ((size_t)s->n_kv + 4) * 4));
 
     Params &P = g->P;
     memset(&P, 0, sizeof P);
@@ -672,7 +672,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     P.lm_cnt = P.att_cnt + s->n_kv;
     P.bar = P.lm_cnt + 1;
     P.ctl = (int *)(P.bar + 1);
-    P.lm_pool = P.bar + 3;
     P.flg = (unsigned *)(A + off_flg);
     if (g->cl_max) {
         P.ra = (float *)(A + off_cres);
@@ -724,10 +723,6 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     P.lmpf = lpenv && atoi(lpenv) >= 0 && *lpenv ? atoi(lpenv) : 4;
     P.lmring = lmring;
     P.lmns = lmns;
-    // the lm_head ring's shared pool (MQ_CUDA_LMDYN=p: the last p% of its chunks; 0 off)
-    const char *lde = getenv("MQ_CUDA_LMDYN");
-    P.lmdyn = lde && *lde ? atoi(lde) : 0;
-    if (P.lmdyn < 0 || P.lmdyn >= 100) P.lmdyn = 0;
     // df: the lm_head slice's L2 prefetch when a block leaves the last layer of a launch's last step
     // (MQ_CUDA_LMPRE, KB per block; default 0 = none). 1 MB per block (the old default) put 132 MB
     // of L2 prefetch, more than L2 holds, at the hop into the lm_head: its wake 11 -> 3 us without
@@ -806,11 +801,11 @@ mq_gpu *mq_gpu_new(const mq_gpu_shape *s, int max_ctx, const char *kv) {
     CKN(e);
     snprintf(g->desc, sizeof g->desc,
              "%.200s: %s kernel%s, %d SMs; dataflow: grid %d, %d B smem/block (weights: %zu + %zu, spare %zu; "
-             "lm_head ring %d x %d rows, pool %d%%; attention K/V ring %d x %u B for chunks >= %d positions at >= %d); grid-barrier: "
+             "lm_head ring %d x %d rows; attention K/V ring %d x %u B for chunks >= %d positions at >= %d); grid-barrier: "
              "grid %d x %d threads (%d/SM), %d B smem/block (%zu staged weights); %s KV cache, %s MLP, arena %.3f GB",
              prop.name, g->sync == SYNC_GRID ? "grid-barrier" : "dataflow",
              g->sync == SYNC_AUTO && g->df_max < (1 << 30) ? " (grid-barrier past MQ_CUDA_DF_MAX positions)" : "",
-             g->sms, g->grid_df, g->smem_df, wbuf, wbuf1, kvbuf, lmns, lmring, P.lmdyn,
+             g->sms, g->grid_df, g->smem_df, wbuf, wbuf1, kvbuf, lmns, lmring,
              P.attpipe ? P.attns : 0, P.attslot, P.attpipe, g->ring_ctx, g->grid, NT, bps, g->smem, g->wsmem,
              g->kvt == mqk::KV_F32 ? "f32" : g->kvt == mqk::KV_BF16 ? "bf16" : "f16",
              g->fuse ? "fused" : "2-stage", g->bytes / 1e9);
@@ -1095,7 +1090,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
     P.pos = pos;
     P.n = n;
     P.logits_all = logits_all;
-    CK(cudaMemset(P.bar, 0, 4 * sizeof(unsigned)));  // bar, ctl[0], ctl[1], lm_pool
+    CK(cudaMemset(P.bar, 0, 3 * sizeof(unsigned)));  // bar, ctl[0], ctl[1]
     const int df = g->sync == SYNC_DF || (g->sync == SYNC_AUTO && (long long)pos + n <= g->df_max);
     if (g->cl_max && (long long)pos + n <= g->cl_max) {
         // the cluster kernel: counters and residual sums zeroed, cooperative (every cluster

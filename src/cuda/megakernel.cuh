@@ -121,9 +121,6 @@ struct Params {
     // into shared memory from the DOWN weight buffer on; lmring = 0: the streamed matvec (lmpf)
     int lmring;                      // lm_head rows per slot
     int lmns;                        // slots (2 .. LM_MAXNS)
-    int lmdyn;                       // ring: % of the lm_head's chunks in a pool the blocks claim as they
-                                     // finish their own rows (MQ_CUDA_LMDYN; 0: every block its even slice)
-    unsigned *lm_pool;               // (1) chunks of the pool claimed this step (reset by the last block)
     size_t wpf;                      // df: bytes per block of a streamed stage's L2 prefetch (a slice
                                      // larger than its weight buffer; MQ_CUDA_WPF KB, default 0: none)
     size_t lmpre;                    // df: bytes per block of the lm_head's L2 prefetch at the last layer's

@@ -16,24 +16,15 @@ namespace mqk {
 // 32 KB per SM are in flight instead of the ~16 KB of the streamed matvec's loads and prefetches.
 // The ring's state lives in shared memory (LmShared) and its place is derived from P and sm, so
 // decode_df keeps nothing of it in registers across the layers.
-// MQ_CUDA_LMDYN=p (Params.lmdyn): the last p% of the lm_head's chunks form a pool; a block that is done
-// with its even share of the rest claims pool chunks one at a time (an atomic counter, at issue time,
-// by the issuing thread) until the pool is empty. Why: the blocks stream at unequal rates (session 32's
-// per-block profile: mean 120 us, slowest 165 us on an H100), and the step waits for the slowest. A
-// slot records the rows it holds (sc0 / sc1: written by the issuing thread before it arrives on the
-// slot's mbarrier, read by every thread after waiting on it); an empty claim completes the slot's
-// phase with no bytes and rows -1, which ends the block's loop. Every row's logit is computed by the
-// same code whichever block takes it (bit-identical logits and argmax).
 struct LmRing {      // a thread's copy of the ring state (the same in every thread)
     unsigned phase;  // bit s: the parity slot s's next completion flips to
     unsigned pend;   // bit s: a copy into slot s is in flight
-    int nch;         // chunks of this step's own slice (0: not primed: the streamed matvec)
+    int nch;         // chunks of this step's slice (0: not primed: the streamed matvec)
 };
 
 struct LmShared {
     unsigned long long mb[LM_MAXNS];  // one mbarrier per slot
     LmRing st;  // written by thread 0 only, after every thread has read it (a __syncthreads between)
-    int sc0[LM_MAXNS], sc1[LM_MAXNS];  // slot s holds lm_head rows [sc0, sc1); sc0 -1: none (the pool is empty)
 };
 
 __device__ __forceinline__ LmShared &lm_shared() {
@@ -46,16 +37,8 @@ struct LmGeom {
     uint4 *slot;    // slot s at slot + s * rows * hidden / 8: (rows, hidden) bf16 each
     float *xs;      // (hidden) normed x, after the slots
     int rows, ns;   // rows per slot, slots (0: off)
-    int r0, r1;     // this block's own lm_head rows
-    int ev;         // rows of the even split over all blocks (the ring's and matvec's choices depend on it)
-    int pool0;      // the pool's first row (dynamic chunks [pool0 + d rows, ...) up to vocab); vocab: no pool
+    int r0, r1;     // this block's lm_head rows
 };
-
-// Sampling with a small top-k reads each block's own logits right after its rows (samp_cands): its
-// rows must be its even slice, so no pool then. The same in lm_geom and lm_step.
-__device__ __forceinline__ bool lm_dk(const Params &P) {
-    return P.samp && P.dk && P.s_temp != 0.0f && P.s_top_k >= 1 && P.s_top_k <= DK_MAXK && gridDim.x <= NT;
-}
 
 // The ring from the DOWN weight buffer on (free during the lm_head; the next step's first copies
 // go to buffer 0 before it): buffer 1 and the spare region after it, over sm and past it into the
@@ -68,46 +51,16 @@ __device__ __forceinline__ LmGeom lm_geom(const Params &P, float *sm) {
                                        ((size_t)P.wbuf1 + P.kvbuf));
     g.xs = reinterpret_cast<float *>(g.slot + (size_t)g.ns * g.rows * (P.hidden / 8));
     block_rows(P.vocab, blockIdx.x, gridDim.x, g.r0, g.r1);
-    g.ev = g.r1 - g.r0;
-    g.pool0 = P.vocab;
-    if (P.lmdyn > 0 && P.lmdyn < 100 && P.lm_pool && g.rows > 0 && !lm_dk(P)) {
-        const int T = (P.vocab + g.rows - 1) / g.rows, D = T * P.lmdyn / 100;
-        if (D > 0 && (T - D) * g.rows >= (int)gridDim.x * NW) {  // every block keeps >= NW own rows
-            g.pool0 = (T - D) * g.rows;
-            block_rows(g.pool0, blockIdx.x, gridDim.x, g.r0, g.r1);
-        }
-    }
     return g;
 }
 
-// The block's k-th chunk into slot k % ns (all threads call; thread 0, or 32 with OPT_ISSW, issues):
-// chunk k of its own slice while k < R.nch, then (a pool) a claimed chunk of the pool, else nothing.
+// Chunk k of the slice into slot k % ns (all threads call; thread 0, or 32 with OPT_ISSW, issues).
 __device__ __forceinline__ void lm_ring_issue(const Params &P, const LmGeom &g, LmRing &R, int k) {
-    const bool own = k < R.nch;
-    if (!own && g.pool0 >= P.vocab) return;
-    const int s = k % g.ns;
+    const int s = k % g.ns, c0 = g.r0 + k * g.rows, c1 = min(g.r1, c0 + g.rows);
     const size_t n8 = (size_t)P.hidden / 8;
-    if ((int)threadIdx.x == ((P.opt & OPT_ISSW) && NT > 32 ? 32 : 0)) {
-        int c0, c1;
-        if (own) {
-            c0 = g.r0 + k * g.rows, c1 = min(g.r1, c0 + g.rows);
-        } else {
-            c0 = g.pool0 + (int)atomicAdd(P.lm_pool, 1u) * g.rows, c1 = min(P.vocab, c0 + g.rows);
-            if (c0 >= P.vocab) c0 = -1;
-        }
-        LmShared &sh = lm_shared();
-        sh.sc0[s] = c0, sh.sc1[s] = c1;
-        const unsigned mb = smem_u32(sh.mb + s);
-        if (c0 >= 0) {
-            bulk_g2s(smem_u32(g.slot + (size_t)s * g.rows * n8), P.lm_head + (size_t)c0 * P.hidden,
-                     (size_t)(c1 - c0) * P.hidden * 2, mb);
-        } else {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-            // no rows: complete the slot's phase now (release: sc0 is visible to the waiting threads)
-            asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(mb) : "memory");
-#endif
-        }
-    }
+    if ((int)threadIdx.x == ((P.opt & OPT_ISSW) && NT > 32 ? 32 : 0))
+        bulk_g2s(smem_u32(g.slot + (size_t)s * g.rows * n8), P.lm_head + (size_t)c0 * P.hidden,
+                 (size_t)(c1 - c0) * P.hidden * 2, smem_u32(lm_shared().mb + s));
     R.pend |= 1u << s;
 }
 
@@ -142,11 +95,11 @@ __device__ __forceinline__ void lm_ring_init(const Params &P) {
 __device__ __noinline__ void lm_ring_prime(const Params &P, float *sm) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     const LmGeom g = lm_geom(P, sm);
-    if (g.ns < 2 || g.ev < NW) return;
+    if (g.ns < 2 || g.r1 - g.r0 < NW) return;
     LmRing R = lm_shared().st;
     __syncthreads();
     R.nch = (g.r1 - g.r0 + g.rows - 1) / g.rows;
-    for (int k = 0; k < g.ns; k++) lm_ring_issue(P, g, R, k);
+    for (int k = 0; k < g.ns && k < R.nch; k++) lm_ring_issue(P, g, R, k);
     if (threadIdx.x == 0) lm_shared().st = R;  // read after the caller's next __syncthreads (df_wait)
 #else
     (void)P, (void)sm;
@@ -172,8 +125,8 @@ __device__ __noinline__ void lm_ring_rows(const Params &P, const LmGeom &gr, LmR
     const LmGeom g = gr;  // in registers (lo's stores could alias the references for all the compiler knows)
     LmRing R = Rr;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n8 = P.hidden >> 3;
-    // matvec's choice for the even split's rows (KS == 1): mv_reg's order, or the streamed loop's
-    const bool mvreg = (P.opt & OPT_REGX) && g.ev >= 2 * NW && n8 == 128 && NX == 4;
+    // matvec's choice for these rows (KS == 1): mv_reg's order, or the streamed loop's
+    const bool mvreg = (P.opt & OPT_REGX) && g.r1 - g.r0 >= 2 * NW && n8 == 128 && NX == 4;
     const size_t slot8 = (size_t)g.rows * n8;  // uint4 per slot
     float xr[NX > 0 ? NX : 1][8];
 #pragma unroll
@@ -186,13 +139,9 @@ __device__ __noinline__ void lm_ring_rows(const Params &P, const LmGeom &gr, LmR
         xr[j][4] = b.x, xr[j][5] = b.y, xr[j][6] = b.z, xr[j][7] = b.w;
     }
     unsigned long long mybest = 0;
-    LmShared &sh = lm_shared();
-    for (int k = 0;; k++) {
-        const int s = k % g.ns;
-        if (!(R.pend >> s & 1u)) break;  // nothing issued into it: the own slice is done (no pool)
+    for (int k = 0; k < R.nch; k++) {
+        const int s = k % g.ns, c0 = g.r0 + k * g.rows, c1 = min(g.r1, c0 + g.rows);
         lm_ring_wait(R, s);
-        const int c0 = sh.sc0[s], c1 = sh.sc1[s];
-        if (c0 < 0) break;  // (block-uniform) the pool was empty at this claim, and at every later one
         const uint4 *w = g.slot + (size_t)s * slot8;
         int row = c0 + warp;
         if constexpr (NX == 4) {  // two rows together where matvec takes mv_reg's groups (the same sums)
@@ -245,9 +194,8 @@ __device__ __noinline__ void lm_ring_rows(const Params &P, const LmGeom &gr, LmR
             if (kb > mybest) mybest = kb;
         }
         __syncthreads();  // every warp is done with slot s
-        lm_ring_issue(P, g, R, k + g.ns);
+        if (k + g.ns < R.nch) lm_ring_issue(P, g, R, k + g.ns);
     }
-    for (int s = 0; s < g.ns; s++) lm_ring_wait(R, s);  // empty claims after the first: keep the phases in step
     Rr = R;
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
@@ -291,7 +239,7 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
     }
     __syncthreads();
     // sampling with a small top-k: this block's candidates (sample.cuh's distributed top-k)
-    const bool dk = lm_dk(P);
+    const bool dk = P.samp && P.dk && P.s_temp != 0.0f && P.s_top_k >= 1 && P.s_top_k <= DK_MAXK && gridDim.x <= NT;
     if (dk) {
         int r0, r1;
         block_rows(P.vocab, blockIdx.x, gridDim.x, r0, r1);
@@ -341,7 +289,6 @@ __device__ __noinline__ bool lm_step(const Params &P, int step, bool more, float
         if (P.samp && more && !stop) P.hist[P.n_hist + step] = tok;
         P.tokens[step] = tok;
         *P.lm_cnt = 0;
-        if (P.lm_pool) *P.lm_pool = 0;  // every block's claims came before its arrival on lm_cnt
         P.ctl[1] = step + 1;  // steps done
         if (stop) P.ctl[0] = 1;
     }
