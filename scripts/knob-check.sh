@@ -31,7 +31,7 @@ if [ -n "${KC_TESTS-test_greedy_cl*}" ]; then
 fi
 echo "== greedy 256 against the CPU ($(el)s)"
 P=785,3840,315,279,18484,3493,12033,304,279,11128,45387,9294,11,979
-G="run -m $M --prompt-ids $P -n 256 --ids --ignore-eos"
+G="run -m $M --prompt-ids $P -n 256 --ids --ignore-eos --temp 0"
 timeout 150 $X $G --backend cpu >/tmp/gk_cpu.txt 2>/dev/null &
 i=0
 for v in $VARS; do env $(envof $v) timeout 60 $X $G --backend cuda >/tmp/gk_$i.txt 2>/dev/null; i=$((i + 1)); done
@@ -48,7 +48,7 @@ for c in ${KC_PROFCTX:-8}; do
   ids=$(python3 -c "print(','.join(str(i % 997 + 1) for i in range($c)))")
   for v in $VARS; do
     echo "-- $v"
-    env $(envof $v) MQ_CUDA_PROFILE=1 timeout 60 $X run -m $M --prompt-ids $ids -n 124 --ids --ignore-eos --backend cuda 2>&1 >/dev/null |
+    env $(envof $v) MQ_CUDA_PROFILE=1 timeout 60 $X run -m $M --prompt-ids $ids -n 124 --ids --ignore-eos --temp 0 ${KC_RUNFLAGS:-} --backend cuda 2>&1 >/dev/null |
       grep -E 'sub-stages|profile \(' | tail -2 | cut -c1-900
   done
 done

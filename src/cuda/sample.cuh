@@ -600,7 +600,7 @@ static __device__ __noinline__ void samp_cands(const Params &P, float *lo, int r
 // Returns the token, -1 as sample_block, or -3: the whole-vocabulary path must decide (a block offered
 // too many candidates or saw a NaN, or a left-out logit could tie the k-th largest p).
 static __device__ __noinline__ int sample_dk(const Params &P, float *sm, int nh, int nb) {
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int tid = threadIdx.x, lane = tid & 31;
     int *sc = reinterpret_cast<int *>(sm);  // (NT) scan scratch
     int *boff = sc + NT;                    // (NT) each block's first compact slot
     __shared__ unsigned long long s_b;
@@ -610,15 +610,41 @@ static __device__ __noinline__ int sample_dk(const Params &P, float *sm, int nh,
     boff[tid] = samp_scan(c, sc, &M);
     if (tid == 0) s_b = 0ull;
     __syncthreads();
+    // the compact list, flattened: candidate m of the union is slot m - boff[b] of the last block b with
+    // boff[b] <= m (that block is not empty: m < boff[b + 1]); each thread's loads for 4 candidates issue
+    // together, so the list costs ~M / (4 NT) L2 round trips instead of a warp's blocks one after another
+    // (session 32: the last block's tail ~40 us a sampled token). The logits wait in shared memory for
+    // the exp pass when they fit (xs, after sc and boff), else in P.probs.
+    float *xs = reinterpret_cast<float *>(boff + NT);
+    const bool inshm = M <= SAMPLE_SMEM_WORDS - 2 * NT;
     unsigned long long best = 0ull;
-    for (int b = warp; b < nb; b += NT / 32) {
-        const int cb = __ldcg(P.dk_n + b), ob = boff[b];
-        for (int i = lane; i < cb; i += 32) {
-            const float x = __ldcg(P.dk_l + (size_t)b * DK_CMAX + i);
-            const int id = __ldcg(P.dk_i + (size_t)b * DK_CMAX + i);
-            P.probs[ob + i] = x;
-            P.dk_c[ob + i] = id;
-            const unsigned long long key = ((unsigned long long)samp_key(x) << 32) | (0xffffffffu - (unsigned)id);
+    for (int m0 = 0; m0 < M; m0 += 4 * NT) {
+        float x[4];
+        int id[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int m = m0 + u * NT + tid;
+            x[u] = 0.0f, id[u] = 0;
+            if (m < M) {
+                int lo = 0, hi = nb - 1;
+                while (lo < hi) {
+                    const int mid = (lo + hi + 1) >> 1;
+                    if (boff[mid] <= m) lo = mid;
+                    else hi = mid - 1;
+                }
+                const size_t e = (size_t)lo * DK_CMAX + (m - boff[lo]);
+                x[u] = __ldcg(P.dk_l + e);
+                id[u] = __ldcg(P.dk_i + e);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int m = m0 + u * NT + tid;
+            if (m >= M) continue;
+            if (inshm) xs[m] = x[u];
+            else P.probs[m] = x[u];
+            P.dk_c[m] = id[u];
+            const unsigned long long key = ((unsigned long long)samp_key(x[u]) << 32) | (0xffffffffu - (unsigned)id[u]);
             if (key > best) best = key;
         }
     }
@@ -637,7 +663,7 @@ static __device__ __noinline__ int sample_dk(const Params &P, float *sm, int nh,
     if (in.mx == -INFINITY) return -1;  // (every logit -inf; s_b is never 0: k >= 1 candidates)
     if (in.mx == INFINITY) return in.imx;
     const float inv_t = 1.0f / P.s_temp;
-    for (int j = tid; j < M; j += NT) P.probs[j] = expf((__ldcg(P.probs + j) - in.mx) * inv_t);
+    for (int j = tid; j < M; j += NT) P.probs[j] = expf(((inshm ? xs[j] : __ldcg(P.probs + j)) - in.mx) * inv_t);
     __threadfence_block();
     __syncthreads();
     return sample_block(P, nullptr, sm, nh, 0ull, 1, &in);
