@@ -28,7 +28,7 @@ ROOT=$PWD
 T0=$(date +%s)
 ONLY="" SKIP="" BUDGET=570 ARCH=""
 # decode kernels to check side by side (MQ_CUDA_SYNC): the default (auto: decode_cl for launches
-# ending within 1,024 positions, decode_df past them), grid barriers (v4) and dataflow (v5) alone
+# ending within 1,280 positions, decode_df past them), grid barriers (v4) and dataflow (v5) alone
 # (MQ_CUDA_FUSE=0, the dataflow kernel with two MLP stages, runs in the sweep)
 SYNCS=${DC_SYNCS:-auto grid df}
 while [ $# -gt 0 ]; do
