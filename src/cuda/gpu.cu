@@ -883,6 +883,21 @@ int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t b
     return 0;
 }
 
+// The per-block stamps of the first min(want, prof_k) stage instances of a launch (2 per instance and
+// block of a G-block grid) on the host (malloc'd), *K their count; NULL when fewer than 2 or on failure.
+static unsigned long long *prof_fetch(const mq_gpu *g, const unsigned long long *dprof, int want, int G, int *K) {
+    *K = want < g->prof_k ? want : g->prof_k;
+    if (*K < 2) return NULL;
+    const size_t cnt = (size_t)2 * *K * G;
+    unsigned long long *t = (unsigned long long *)malloc(cnt * 8);
+    if (!t || cudaMemcpy(t, dprof, cnt * 8, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        (void)cudaGetLastError();
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
 // MQ_CUDA_PROFILE with the dataflow kernel: per stage, from the stamps every block writes when its
 // inputs are ready (2k) and when it published its output (2k+1), for the first steps of the launch:
 //   interval  time between the last publishes of consecutive stages (the step's critical path)
@@ -891,15 +906,9 @@ int mq_gpu_put(mq_gpu *g, mq_gpu_slot slot, int layer, const void *src, size_t b
 //   slowest   the largest publish - ready of a block (the stage's critical-path work)
 static void df_profile(mq_gpu *g, const unsigned long long *dprof, int n, int pos) {
     const int L = g->s.n_layers, per = 5 * L + 1, G = g->grid_df;
-    int K = n * per < g->prof_k ? n * per : g->prof_k;
-    if (K < 2) return;
-    const size_t cnt = (size_t)2 * K * G;
-    unsigned long long *t = (unsigned long long *)malloc(cnt * 8);
-    if (!t || cudaMemcpy(t, dprof, cnt * 8, cudaMemcpyDeviceToHost) != cudaSuccess) {
-        (void)cudaGetLastError();
-        free(t);
-        return;
-    }
+    int K = 0;
+    unsigned long long *t = prof_fetch(g, dprof, n * per, G, &K);
+    if (!t) return;
     static const char *nm[6] = {"qkv", "attn", "o", "gateup", "down", "lm_head"};
     double iv[6] = {0}, wk[6] = {0}, wa[6] = {0}, ni[6] = {0}, nw[6] = {0}, nwa[6] = {0}, wx[6] = {0};
     unsigned long long prev_pub = 0;
@@ -960,15 +969,9 @@ static void df_profile(mq_gpu *g, const unsigned long long *dprof, int n, int po
 // more than 20% above the mean work.
 static void cl_profile(mq_gpu *g, const unsigned long long *dprof, int n, int pos) {
     const int L = g->s.n_layers, per = 2 * L + 2, G = g->cl_grid, nA = g->s.n_kv * mqk::CL_CS;
-    int K = n * per < g->prof_k ? n * per : g->prof_k;
-    if (K < 2) return;
-    const size_t cnt = (size_t)2 * K * G;
-    unsigned long long *t = (unsigned long long *)malloc(cnt * 8);
-    if (!t || cudaMemcpy(t, dprof, cnt * 8, cudaMemcpyDeviceToHost) != cudaSuccess) {
-        (void)cudaGetLastError();
-        free(t);
-        return;
-    }
+    int K = 0;
+    unsigned long long *t = prof_fetch(g, dprof, n * per, G, &K);
+    if (!t) return;
     enum { NS = 4 };  // stage kinds: attention half, MLP half, lm_head rows, lm_head tail
     double iv[NS] = {0}, wk[NS] = {0}, wa[NS] = {0}, sk[NS] = {0}, wx[NS] = {0}, ni[NS] = {0}, nw[NS] = {0};
     double nwa[NS] = {0}, lastsp = 0, lastn = 0, wgrp[2] = {0}, ngrp[2] = {0}, lastm = 0, lastmn = 0;
