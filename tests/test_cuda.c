@@ -299,6 +299,23 @@ static void run_on_cl(void (*check)(const char *need)) {
 static void greedy_cl(const char *need) { check_greedy_synth("qwen3-0.6b", 2, 48, 0, need); }
 static void test_greedy_cl(void **st) { (void)st; run_on_cl(greedy_cl); }
 
+/* The same with the attention ranks' L2 prefetch of their K/V rows (MQ_CUDA_CLPF 1 and 2: no change
+ * in any value, but its address arithmetic must stay inside the cache at every position). */
+static void greedy_cl_pf1(const char *need) { check_greedy_synth("qwen3-0.6b", 2, 48, 0, need ? "K/V prefetch on" : NULL); }
+static void greedy_cl_pf2(const char *need) { check_greedy_synth("qwen3-0.6b", 2, 48, 0, need ? "K/V prefetch next" : NULL); }
+static void test_greedy_cl_pf(void **st) {
+    (void)st;
+    const char *old = getenv("MQ_CUDA_CLPF");
+    char keep[32];
+    snprintf(keep, sizeof keep, "%s", old ? old : "");
+    setenv("MQ_CUDA_CLPF", "1", 1);
+    run_on_cl(greedy_cl_pf1);
+    setenv("MQ_CUDA_CLPF", "2", 1);
+    run_on_cl(greedy_cl_pf2);
+    if (old) setenv("MQ_CUDA_CLPF", keep, 1);
+    else unsetenv("MQ_CUDA_CLPF");
+}
+
 /* min_tokens through the public API (mq_generate): greedy with two of the plain greedy reply's ids
  * banned for the first 6 tokens. The cuda context steps on the host while the ban holds and hands
  * over to its device loop after it; its reply must equal the cpu context's, token for token. */
@@ -602,7 +619,7 @@ int main(void) {
         cmocka_unit_test(test_hf_C),
         cmocka_unit_test(test_greedy_tiny),
         cmocka_unit_test(test_greedy_yarn), cmocka_unit_test(test_min_tokens_api),
-        cmocka_unit_test(test_greedy_gqa), cmocka_unit_test(test_greedy_cl),
+        cmocka_unit_test(test_greedy_gqa), cmocka_unit_test(test_greedy_cl), cmocka_unit_test(test_greedy_cl_pf),
         cmocka_unit_test(test_sample_tiny), cmocka_unit_test(test_sample_cl),
         cmocka_unit_test(test_sample_multi_tiny),
     };

@@ -64,10 +64,11 @@ struct mq_gpu {
     int cl_lmring, cl_lmns; // its lm_head ring (from buffer 1 on): rows per slot, slots (0: streamed)
     int cl_gu;            // Params.clgu (MQ_CUDA_CLGU)
     int cl_red;           // Params.clred (MQ_CUDA_CLRED)
+    int cl_pf;            // Params.clpf (MQ_CUDA_CLPF)
     int cl_mvr;           // Params.mvr for decode_cl (MQ_CUDA_MVR, default 4; decode_df's default is 1)
     int cl_na, cl_nc;     // Params.clna, clnc (MQ_CUDA_CLMW)
     size_t off_ob;        // the o_proj tiles (Params.ob) in the arena
-    char cl_why[256];     // the plan in words (the description's last part)
+    char cl_why[320];     // the plan in words (the description's last part)
     size_t wsmem;         // bytes of shared memory per block for staged weight slices (0: none)
     size_t bytes;         // arena size
     char *arena;          // the one device allocation
@@ -261,7 +262,9 @@ static int cl_plan(mq_gpu *g, const cudaDeviceProp *prop, int smem_static) {
     size_t ns = lrows > 0 && !(cle && atoi(cle) == 0) ? (b1 + sv - (size_t)H * 4) / ((size_t)lrows * H * 2) : 0;
     if (ns > (size_t)mqk::LM_MAXNS) ns = mqk::LM_MAXNS;
     g->cl_lmring = ns >= 2 ? lrows : 0, g->cl_lmns = ns >= 2 ? (int)ns : 0;
-    const char *gue = getenv("MQ_CUDA_CLGU"), *cre = getenv("MQ_CUDA_CLRED");
+    const char *gue = getenv("MQ_CUDA_CLGU"), *cre = getenv("MQ_CUDA_CLRED"), *pfe = getenv("MQ_CUDA_CLPF");
+    // MQ_CUDA_CLPF=1 / 2: the attention ranks' L2 prefetch of their K/V rows, this layer's / the next's (off until measured)
+    g->cl_pf = pfe && (atoi(pfe) == 1 || atoi(pfe) == 2) ? atoi(pfe) : 0;
     // defaults from session 30's run 3 (H200, ctx 16 / 1K / 4K, tok/s): CLGU 0 1,251 / 1,043 / 706, CLGU=1
     // 1,277 / 1,061 / 712, CLRED=1 1,257 / 1,048 / 704, both 1,288 / 1,068 / 710 (decode_df 1,253 /
     // 1,047 / 793), the same output hashes
@@ -271,9 +274,9 @@ static int cl_plan(mq_gpu *g, const cudaDeviceProp *prop, int smem_static) {
     g->cl_red = !(cre && *cre && atoi(cre) == 0) && H % (4 * CS) == 0 && H <= CS * pxs;
     snprintf(g->cl_why, sizeof g->cl_why,
              "cluster kernel to %d positions: grid %d (%d clusters of %d), %d B smem/block (weights %zu + %zu; "
-             "lm_head ring %d x %d rows; gate|up copy %d; down sum %s; MLP pairs %s %d)", want, grid, grid / CS, CS,
-             g->cl_smem, b0, b1, g->cl_lmns, g->cl_lmring, g->cl_gu, g->cl_red ? "cluster" : "block",
-             g->cl_na ? "per attention block" : "split evenly", g->cl_na);
+             "lm_head ring %d x %d rows; gate|up copy %d; down sum %s; MLP pairs %s %d; K/V prefetch %s)", want, grid,
+             grid / CS, CS, g->cl_smem, b0, b1, g->cl_lmns, g->cl_lmring, g->cl_gu, g->cl_red ? "cluster" : "block",
+             g->cl_na ? "per attention block" : "split evenly", g->cl_na, g->cl_pf == 2 ? "next layer" : g->cl_pf ? "on" : "off");
     return 0;
 }
 
@@ -1107,7 +1110,7 @@ static int launch(mq_gpu *g, int has_ids, int32_t first, int pos, int n, int log
         if (cprof) CK(cudaMemset(P.prof, 0, (size_t)2 * g->prof_k * g->grid_df * 8));
         Pc.wbuf = (unsigned)g->cl_b0, Pc.wbuf1 = (unsigned)g->cl_b1, Pc.kvbuf = 0;
         Pc.lmring = g->cl_lmring, Pc.lmns = g->cl_lmns, Pc.clgu = g->cl_gu, Pc.clred = g->cl_red;
-        Pc.clna = g->cl_na, Pc.clnc = g->cl_nc, Pc.mvr = g->cl_mvr;
+        Pc.clna = g->cl_na, Pc.clnc = g->cl_nc, Pc.mvr = g->cl_mvr, Pc.clpf = g->cl_pf;
         void *cargs[] = {&Pc};
         cudaError_t e = launch_clusters(mqk_kernel(g->kvt, 4), g->cl_grid, g->cl_smem, mqk::CL_CS, cargs);
         if (e == cudaSuccess) {

@@ -270,6 +270,23 @@ __device__ __noinline__ void cl_attend(const Params &P, const KT *Kl, const KT *
     }
 }
 
+// CLPF: L2 prefetch of rows [q0, q1) of a kv head's K and V cache (Kl, Vl: its row 0; hd elements a row),
+// in 32 KB pieces issued by the threads of warps 1.. (warp 0's thread 0 polls the layer's counter).
+// Plain (evict-normal) prefetches: the rows are read this layer, unlike the evict-first weights.
+template <typename KT>
+__device__ __noinline__ void cl_kv_prefetch(const KT *Kl, const KT *Vl, int hd, int q0, int q1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const size_t n = (size_t)(q1 - q0) * hd * sizeof(KT), piece = 32768;
+    const int np = (int)((n + piece - 1) / piece), t = (int)threadIdx.x - 32;
+    if (t < 0 || t >= 2 * np) return;
+    const char *base = reinterpret_cast<const char *>((t & 1) ? Vl : Kl) + (size_t)q0 * hd * sizeof(KT);
+    const size_t off = (size_t)(t >> 1) * piece, len = n - off < piece ? n - off : piece;
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(base + off), "r"((unsigned)len) : "memory");
+#else
+    (void)Kl, (void)Vl, (void)hd, (void)q0, (void)q1;
+#endif
+}
+
 // The o tile's matvec: out[r] = W[r, :] . x for r < rows, W (rows, cols) bf16 in shared memory (ws,
 // row-major), x (cols floats, 16-byte aligned) in shared memory. matvec gives each row a warp and a
 // 5-shuffle reduction; the tile's rows are short (0.6B: 256 columns, one 16-byte load per lane), so
@@ -420,6 +437,16 @@ __global__ void __launch_bounds__(NT, 1) decode_cl(const __grid_constant__ Param
                     const float *src = t4 < h4 ? Lw.q_norm + 4 * t4 : t4 < 2 * h4 ? Lw.k_norm + 4 * (t4 - h4)
                                                                     : P.rope + (size_t)pos * hd + 4 * (t4 - 2 * h4);
                     pwv = __ldg(reinterpret_cast<const float4 *>(src));
+                }
+                // CLPF: the rank's rows of earlier positions (this one's is not written yet) of this layer (1), or
+                // of the next (2; layer 0's at layer 0), so that the attention loop reads them from L2
+                const int lp = P.clpf == 2 && l > 0 ? l + 1 : l;
+                if (P.clpf && lp < Lc) {
+                    const int q0 = (int)((long long)len * rank / CL_CS);
+                    const int q1 = min((int)((long long)len * (rank + 1) / CL_CS), pos);
+                    if (q1 > q0) cl_kv_prefetch<KT>(kv_rows<KT>(P.kc, P, lp, cid), kv_rows<KT>(P.vc, P, lp, cid), hd, q0, q1);
+                    if (P.clpf == 2 && l == 0 && q1 > q0)
+                        cl_kv_prefetch<KT>(kv_rows<KT>(P.kc, P, 1, cid), kv_rows<KT>(P.vc, P, 1, cid), hd, q0, q1);
                 }
                 if (l > 0) df_wait(P, cM - 5, GB * ts, nullptr);
                 stamp_now(stamp(step, 2 * l, 0));
