@@ -299,10 +299,11 @@ static void run_on_cl(void (*check)(const char *need)) {
 static void greedy_cl(const char *need) { check_greedy_synth("qwen3-0.6b", 2, 48, 0, need); }
 static void test_greedy_cl(void **st) { (void)st; run_on_cl(greedy_cl); }
 
-/* The same with the attention ranks' L2 prefetch of their K/V rows (MQ_CUDA_CLPF 1 and 2: no change
+/* The same with the attention ranks' L2 prefetch of their K/V rows (MQ_CUDA_CLPF 1 (the default), 2 and 0 (none): no change
  * in any value, but its address arithmetic must stay inside the cache at every position). */
 static void greedy_cl_pf1(const char *need) { check_greedy_synth("qwen3-0.6b", 2, 48, 0, need ? "K/V prefetch on" : NULL); }
 static void greedy_cl_pf2(const char *need) { check_greedy_synth("qwen3-0.6b", 2, 48, 0, need ? "K/V prefetch next" : NULL); }
+static void greedy_cl_pf0(const char *need) { check_greedy_synth("qwen3-0.6b", 2, 48, 0, need ? "K/V prefetch off" : NULL); }
 static void test_greedy_cl_pf(void **st) {
     (void)st;
     const char *old = getenv("MQ_CUDA_CLPF");
@@ -312,6 +313,8 @@ static void test_greedy_cl_pf(void **st) {
     run_on_cl(greedy_cl_pf1);
     setenv("MQ_CUDA_CLPF", "2", 1);
     run_on_cl(greedy_cl_pf2);
+    setenv("MQ_CUDA_CLPF", "0", 1);
+    run_on_cl(greedy_cl_pf0);
     if (old) setenv("MQ_CUDA_CLPF", keep, 1);
     else unsetenv("MQ_CUDA_CLPF");
 }

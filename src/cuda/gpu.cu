@@ -263,8 +263,10 @@ static int cl_plan(mq_gpu *g, const cudaDeviceProp *prop, int smem_static) {
     if (ns > (size_t)mqk::LM_MAXNS) ns = mqk::LM_MAXNS;
     g->cl_lmring = ns >= 2 ? lrows : 0, g->cl_lmns = ns >= 2 ? (int)ns : 0;
     const char *gue = getenv("MQ_CUDA_CLGU"), *cre = getenv("MQ_CUDA_CLRED"), *pfe = getenv("MQ_CUDA_CLPF");
-    // MQ_CUDA_CLPF=1 / 2: the attention ranks' L2 prefetch of their K/V rows, this layer's / the next's (off until measured)
-    g->cl_pf = pfe && (atoi(pfe) == 1 || atoi(pfe) == 2) ? atoi(pfe) : 0;
+    // MQ_CUDA_CLPF: the attention ranks' L2 prefetch of their K/V rows, 1 (default) this layer's before its
+    // wait, 2 the next layer's, 0 none. Session 33 run 4 (H100, ABBA x2, ctx 16 / 512 / 1K): 1 +0.7 / +1.8 /
+    // +0.4%, 2 +0.7 / +1.5 / -1% (the same output hashes)
+    g->cl_pf = pfe && *pfe ? (atoi(pfe) == 1 || atoi(pfe) == 2 ? atoi(pfe) : 0) : 1;
     // defaults from session 30's run 3 (H200, ctx 16 / 1K / 4K, tok/s): CLGU 0 1,251 / 1,043 / 706, CLGU=1
     // 1,277 / 1,061 / 712, CLRED=1 1,257 / 1,048 / 704, both 1,288 / 1,068 / 710 (decode_df 1,253 /
     // 1,047 / 793), the same output hashes

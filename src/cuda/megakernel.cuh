@@ -146,7 +146,7 @@ struct Params {
                                      // (DSMEM), one float atomic per cluster (MQ_CUDA_CLRED, default 1;
                                      // 0: every block's)
     int clpf;                        // decode_cl: each attention rank asks L2 for its K/V rows of earlier
-                                     // positions before the layer's wait (MQ_CUDA_CLPF; 0: off)
+                                     // positions before the layer's wait (MQ_CUDA_CLPF, default 1; 0: off)
     int *ctl;                        // [0] stop flag, [1] steps done; zeroed before each launch
     const int32_t *ids;              // (n) teacher-forced ids, or NULL for greedy
     const int32_t *stop;             // (n_stop)
