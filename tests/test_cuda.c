@@ -299,11 +299,14 @@ static void run_on_cl(void (*check)(const char *need)) {
 static void greedy_cl(const char *need) { check_greedy_synth("qwen3-0.6b", 2, 48, 0, need); }
 static void test_greedy_cl(void **st) { (void)st; run_on_cl(greedy_cl); }
 
-/* The same with the attention ranks' L2 prefetch of their K/V rows (MQ_CUDA_CLPF 1 (the default), 2 and 0 (none): no change
- * in any value, but its address arithmetic must stay inside the cache at every position). */
-static void greedy_cl_pf1(const char *need) { check_greedy_synth("qwen3-0.6b", 2, 48, 0, need ? "K/V prefetch on" : NULL); }
-static void greedy_cl_pf2(const char *need) { check_greedy_synth("qwen3-0.6b", 2, 48, 0, need ? "K/V prefetch next" : NULL); }
-static void greedy_cl_pf0(const char *need) { check_greedy_synth("qwen3-0.6b", 2, 48, 0, need ? "K/V prefetch off" : NULL); }
+/* The same with the attention ranks' L2 prefetch of their K/V rows (MQ_CUDA_CLPF 1 (the default), 2 and 0
+ * (none): no change in any value, but its address arithmetic must stay inside the cache at every position). */
+static void greedy_cl_pf(const char *need, const char *phrase) {
+    check_greedy_synth("qwen3-0.6b", 2, 48, 0, need ? phrase : NULL);
+}
+static void greedy_cl_pf1(const char *need) { greedy_cl_pf(need, "K/V prefetch on"); }
+static void greedy_cl_pf2(const char *need) { greedy_cl_pf(need, "K/V prefetch next"); }
+static void greedy_cl_pf0(const char *need) { greedy_cl_pf(need, "K/V prefetch off"); }
 static void test_greedy_cl_pf(void **st) {
     (void)st;
     const char *old = getenv("MQ_CUDA_CLPF");

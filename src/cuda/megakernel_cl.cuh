@@ -271,7 +271,8 @@ __device__ __noinline__ void cl_attend(const Params &P, const KT *Kl, const KT *
 }
 
 // CLPF: L2 prefetch of rows [q0, q1) of a kv head's K and V cache (Kl, Vl: its row 0; hd elements a row),
-// in 32 KB pieces issued by the threads of warps 1.. (warp 0's thread 0 polls the layer's counter).
+// in 32 KB pieces issued by the threads of warps 1.. (warp 0's thread 0 polls the layer's counter); pieces
+// past the block's threads (over 3.5 MB of K and of V, far beyond decode_cl's bound) are left out: a hint.
 // Plain (evict-normal) prefetches: the rows are read this layer, unlike the evict-first weights.
 template <typename KT>
 __device__ __noinline__ void cl_kv_prefetch(const KT *Kl, const KT *Vl, int hd, int q0, int q1) {
